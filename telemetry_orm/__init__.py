@@ -1,0 +1,29 @@
+"""telemetry_orm: store and report the telemetry of LLM agent runs with peewee."""
+
+from .errors import (
+    DatabaseError,
+    StoreBusyError,
+    StoreClosedError,
+    TelemetryError,
+    TelemetryValidationError,
+)
+from .record import FIELD_NAMES, TelemetryRecord
+from .schema import SCHEMA_VERSION, Execution
+from .store import SqliteTelemetryStore, TelemetryStore, create_telemetry_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FIELD_NAMES",
+    "SCHEMA_VERSION",
+    "DatabaseError",
+    "Execution",
+    "SqliteTelemetryStore",
+    "StoreBusyError",
+    "StoreClosedError",
+    "TelemetryError",
+    "TelemetryRecord",
+    "TelemetryStore",
+    "TelemetryValidationError",
+    "create_telemetry_store",
+]

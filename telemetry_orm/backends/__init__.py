@@ -1,0 +1,1 @@
+"""What differs between database engines, one module per engine."""

@@ -1,0 +1,272 @@
+"""What is particular to SQLite: opening a file safely, pragmas, schema
+versions in ``PRAGMA user_version``, WAL checkpoints, and date arithmetic."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Type
+
+import peewee
+
+from ..errors import DatabaseError, StoreBusyError
+from ..record import FIELD_NAMES
+from ..schema import CORE_COLUMNS, MIGRATIONS, SCHEMA_VERSION, TABLE_NAME, Execution
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+#: Per-connection settings (``journal_mode`` is set once per file, after the
+#: file has been checked, since it writes to the file).
+PRAGMAS: Tuple[Tuple[str, Any], ...] = (
+    ("busy_timeout", 5000),
+    ("synchronous", "NORMAL"),
+    # Keeps the -wal file from staying huge after a big purge or a reader
+    # that held an old snapshot: checkpoints shrink it back to this size.
+    ("journal_size_limit", 64 * 1024 * 1024),
+)
+
+#: Rows deleted per write transaction by a purge: short enough that other
+#: writers never wait long, large enough that the total stays close to a
+#: single DELETE.
+PURGE_CHUNK = 5000
+
+# Connections inherited through fork() belong to the parent; closing them in
+# the child could undo the parent's locks, so the child keeps them alive and
+# unused here instead.
+_INHERITED: List[sqlite3.Connection] = []
+
+_BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
+
+
+class StoreDatabase(peewee.SqliteDatabase):
+    """A ``SqliteDatabase`` that knows every connection it opened, so a store
+    can close all of them (not only the calling thread's) and can drop them
+    after a fork."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._opened: List[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = super()._connect()
+        with self._opened_lock:
+            self._opened.append(conn)
+        return conn
+
+    def close_all(self) -> None:
+        """Close every connection this process opened, in any thread."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                pass
+        self._state.reset()
+
+    def forget_inherited(self) -> None:
+        """In a forked child: stop using the parent's connections."""
+        with self._opened_lock:
+            _INHERITED.extend(self._opened)
+            self._opened = []
+        self._state = type(self._state)()
+        self._lock = threading.RLock() if self.thread_safe else self._lock
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True when ``exc`` says another connection holds a lock."""
+    message = str(exc).lower()
+    return any(text in message for text in _BUSY_MESSAGES)
+
+
+def describe(path: str, exc: BaseException) -> DatabaseError:
+    """Turn a driver error met while opening into a :class:`DatabaseError`."""
+    message = str(exc)
+    if "file is not a database" in message:
+        return DatabaseError(f"{path}: not a SQLite database ({message})")
+    if "unable to open" in message:
+        return DatabaseError(
+            f"{path}: cannot open the database file ({message}); "
+            "check that the location exists and is readable and writable"
+        )
+    if "readonly" in message or "read-only" in message:
+        return DatabaseError(f"{path}: the database is read-only ({message})")
+    if is_busy(exc):
+        return StoreBusyError(f"{path}: database is busy ({message})")
+    return DatabaseError(f"{path}: {message}")
+
+
+def check_path(path: str) -> None:
+    """Refuse, without touching anything, a path that cannot be our database.
+
+    Creates missing parent folders (as the original store did).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise DatabaseError(f"{path}: is a directory, not a database file")
+    if target.exists() or target.is_symlink():
+        if not target.is_file():
+            raise DatabaseError(f"{path}: is not a regular file")
+        try:
+            with open(target, "rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise DatabaseError(f"{path}: cannot be read ({exc.strerror})") from exc
+        if header and header != SQLITE_HEADER:
+            raise DatabaseError(
+                f"{path}: not a SQLite database (it starts with {header[:16]!r}, "
+                f"expected {SQLITE_HEADER!r})"
+            )
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(
+            f"{path}: cannot create its folder {str(target.parent)!r} ({exc.strerror})"
+        ) from exc
+
+
+def open_database(path: str) -> StoreDatabase:
+    """A database object for ``path`` (no connection is opened yet)."""
+    memory = path == ":memory:"
+    if not memory:
+        check_path(path)
+    # ':memory:' is one database per connection, so a memory store shares one
+    # connection among its threads (the store serialises its own use of it).
+    return StoreDatabase(
+        path,
+        pragmas=list(PRAGMAS),
+        thread_safe=not memory,
+        check_same_thread=False,
+    )
+
+
+def _columns(conn: sqlite3.Connection) -> List[str]:
+    return [row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')]
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _check_compatible(path: str, version: int, columns: Sequence[str]) -> None:
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{path}: schema version {version} is newer than this telemetry_orm "
+            f"understands ({SCHEMA_VERSION}); upgrade telemetry_orm to use this file"
+        )
+    missing = [c for c in CORE_COLUMNS if c not in columns]
+    if columns and missing:
+        raise DatabaseError(
+            f"{path}: has an '{TABLE_NAME}' table that is not a telemetry table "
+            f"(missing columns: {', '.join(missing)})"
+        )
+
+
+def _is_current(version: int, columns: Sequence[str]) -> bool:
+    return version == SCHEMA_VERSION and all(
+        c in columns for c in ("id", "created_at") + FIELD_NAMES
+    )
+
+
+def prepare(database: StoreDatabase, model: Type[Execution], path: str) -> None:
+    """Check the file, switch it to WAL and bring its schema up to date.
+
+    Reads first and writes only what is needed, so opening a current file
+    writes nothing and several processes can open one file at once.
+    """
+    try:
+        conn = database.connection()
+        version = _version(conn)
+        columns = _columns(conn)
+        _check_compatible(path, version, columns)
+        if path != ":memory:":
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+        if _is_current(version, columns):
+            return
+        _upgrade(database, model, path)
+    except (sqlite3.Error, peewee.DatabaseError) as exc:
+        if isinstance(exc, DatabaseError):  # pragma: no cover - ours already
+            raise
+        raise describe(path, exc) from exc
+
+
+def _upgrade(database: StoreDatabase, model: Type[Execution], path: str) -> None:
+    conn = database.connection()
+    # IMMEDIATE: take the write lock before reading, so two processes opening
+    # a new file at once queue on the busy timeout instead of failing.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(conn)
+        columns = _columns(conn)
+        _check_compatible(path, version, columns)
+        if not _is_current(version, columns):
+            for step in MIGRATIONS[version:] if columns else MIGRATIONS:
+                step(database, model, columns)
+                columns = _columns(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def insert_sql(database: peewee.Database) -> str:
+    """The INSERT every ``record()`` runs, built once per store."""
+    columns = ", ".join(quote(database, name) for name in FIELD_NAMES)
+    marks = ", ".join(database.param for _ in FIELD_NAMES)
+    return f"INSERT INTO {quote(database, TABLE_NAME)} ({columns}) VALUES ({marks})"
+
+
+def quote(database: peewee.Database, name: str) -> str:
+    """``name`` quoted as an identifier in the database's dialect."""
+    sql: str = database.get_sql_context().sql(peewee.Entity(name)).query()[0]
+    return sql
+
+
+def checkpoint(conn: sqlite3.Connection, mode: str = "PASSIVE") -> Tuple[int, int, int]:
+    """Run ``PRAGMA wal_checkpoint(mode)``; returns (busy, log pages, checkpointed)."""
+    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    return (int(row[0]), int(row[1]), int(row[2]))
+
+
+def cutoff(conn: sqlite3.Connection, days: float) -> str:
+    """``datetime('now', '-N days')`` by the database's own (UTC) clock."""
+    amount = str(int(days)) if float(days).is_integer() else f"{days:.6f}"
+    row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
+    return str(row[0])
+
+
+def count_before(conn: sqlite3.Connection, when: str) -> int:
+    sql = f'SELECT COUNT(*) FROM "{TABLE_NAME}" WHERE created_at < ?'
+    return int(conn.execute(sql, (when,)).fetchone()[0])
+
+
+def delete_chunk_before(conn: sqlite3.Connection, when: str, limit: int) -> int:
+    """Delete up to ``limit`` rows older than ``when`` in one short transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cursor = conn.execute(
+            f'DELETE FROM "{TABLE_NAME}" WHERE id IN '
+            f'(SELECT id FROM "{TABLE_NAME}" WHERE created_at < ? LIMIT ?)',
+            (when, limit),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return int(cursor.rowcount)
+
+
+def fspath(db_path: Any) -> Optional[str]:
+    """The path as a string, or ``None`` if ``db_path`` is not a path."""
+    try:
+        return os.fspath(db_path)  # type: ignore[no-any-return]
+    except TypeError:
+        return None

@@ -1,0 +1,49 @@
+"""The exceptions telemetry_orm raises: a small tree under :class:`TelemetryError`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class TelemetryError(Exception):
+    """Base class of every error raised by telemetry_orm."""
+
+
+class TelemetryValidationError(TelemetryError, ValueError):
+    """A record, a mapping or an argument is not acceptable.
+
+    ``field`` names the offending field or argument (``None`` when the problem
+    is not tied to one field); ``index`` is the position of the entry in a
+    batch, when the error comes from one.
+    """
+
+    def __init__(
+        self, field: Optional[str], message: str, *, index: Optional[int] = None
+    ) -> None:
+        self.field = field
+        self.index = index
+        self.reason = message
+        where = f"{field}: " if field else ""
+        if index is not None:
+            where = f"entry {index}: {where}"
+        super().__init__(f"{where}{message}")
+
+    def at_index(self, index: int) -> "TelemetryValidationError":
+        """Return a copy of this error that also names a batch position."""
+        return TelemetryValidationError(self.field, self.reason, index=index)
+
+
+class StoreClosedError(TelemetryError):
+    """The store was closed; open a new one with ``create_telemetry_store``."""
+
+
+class StoreBusyError(TelemetryError):
+    """Another connection held the write lock longer than the busy timeout.
+
+    Nothing was written; the call may be retried once the lock is gone.
+    """
+
+
+class DatabaseError(TelemetryError):
+    """The database cannot be used: wrong kind of file, foreign table, newer
+    schema, unreadable or read-only location. The file is left untouched."""

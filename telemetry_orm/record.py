@@ -1,0 +1,191 @@
+"""The :class:`TelemetryRecord` value: one agent execution, validated on construction.
+
+The dataclass below is the single source of truth for the record's fields:
+their order is the column order of the ``executions`` table after ``id`` and
+``created_at``, and the INSERT, the model and the reports are derived from (or
+checked against) :data:`FIELD_NAMES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from .errors import TelemetryValidationError
+
+_Check = Callable[[str, Any], None]
+
+
+def _required_text(name: str, value: Any) -> None:
+    if type(value) is not str:
+        raise TelemetryValidationError(
+            name, f"must be a non-empty string, got {type(value).__name__}"
+        )
+    if not value:
+        raise TelemetryValidationError(name, "must be a non-empty string, got ''")
+
+
+def _optional_text(name: str, value: Any) -> None:
+    if value is not None and type(value) is not str:
+        raise TelemetryValidationError(
+            name, f"must be a string or None, got {type(value).__name__}"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(name: str, value: Any) -> None:
+    if not _is_int(value):
+        raise TelemetryValidationError(
+            name, f"must be an integer >= 0, got {type(value).__name__}"
+        )
+    if value < 0:
+        raise TelemetryValidationError(name, f"must be an integer >= 0, got {value}")
+
+
+def _optional_count(name: str, value: Any) -> None:
+    if value is not None:
+        _count(name, value)
+
+
+def _optional_positive(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not _is_int(value):
+        raise TelemetryValidationError(
+            name, f"must be an integer > 0 or None, got {type(value).__name__}"
+        )
+    if value <= 0:
+        raise TelemetryValidationError(
+            name, f"must be an integer > 0 or None, got {value}"
+        )
+
+
+def _cost(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TelemetryValidationError(
+            name, f"must be a finite number >= 0, got {type(value).__name__}"
+        )
+    if not math.isfinite(value) or value < 0:
+        raise TelemetryValidationError(
+            name, f"must be a finite number >= 0, got {value!r}"
+        )
+
+
+def _field(check: _Check, **kwargs: Any) -> Any:
+    return dataclasses.field(metadata={"check": check}, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class TelemetryRecord:
+    """One execution of an agent, as stored in a row of ``executions``.
+
+    Required: ``repo``, ``event_type``, ``model``, ``conclusion``. Every other
+    field has the default of the original store's schema. Values are checked
+    when the record is made; a bad one raises
+    :class:`~telemetry_orm.TelemetryValidationError` naming the field::
+
+        >>> TelemetryRecord(repo="acme/api", event_type="pull_request.opened",
+        ...                 model="claude-sonnet-4-5", conclusion="success",
+        ...                 input_tokens=1200, cost_usd=0.02).provider
+        'anthropic'
+    """
+
+    delivery_id: Optional[str] = _field(_optional_text, default=None, kw_only=True)
+    repo: str = _field(_required_text, kw_only=True)
+    pr_number: Optional[int] = _field(_optional_positive, default=None, kw_only=True)
+    event_type: str = _field(_required_text, kw_only=True)
+    provider: str = _field(_required_text, default="anthropic", kw_only=True)
+    model: str = _field(_required_text, kw_only=True)
+    input_tokens: int = _field(_count, default=0, kw_only=True)
+    output_tokens: int = _field(_count, default=0, kw_only=True)
+    cache_read_tokens: int = _field(_count, default=0, kw_only=True)
+    cache_creation_tokens: int = _field(_count, default=0, kw_only=True)
+    duration_ms: int = _field(_count, default=0, kw_only=True)
+    cost_usd: float = _field(_cost, default=0.0, kw_only=True)
+    conclusion: str = _field(_required_text, kw_only=True)
+    session_id: Optional[str] = _field(_optional_text, default=None, kw_only=True)
+    num_turns: Optional[int] = _field(_optional_count, default=None, kw_only=True)
+    stop_reason: Optional[str] = _field(_optional_text, default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS:
+            check(name, getattr(self, name))
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> "TelemetryRecord":
+        """Build a record from a mapping with snake_case or camelCase keys.
+
+        The original store's camelCase names (``deliveryId``, ``prNumber``,
+        ``costUsd`` …) are accepted beside the snake_case ones. As with the
+        original's ``?? default``, ``None`` for a field that has a non-``None``
+        default means "use the default". An unknown key, a key given twice
+        (in both spellings) or a missing required field raises
+        :class:`~telemetry_orm.TelemetryValidationError` naming it.
+        """
+        if not isinstance(mapping, Mapping):
+            raise TelemetryValidationError(
+                None, f"expected a TelemetryRecord or a mapping, got {type(mapping).__name__}"
+            )
+        kwargs: Dict[str, Any] = {}
+        for key, value in mapping.items():
+            name = _ALIASES.get(key) if isinstance(key, str) else None
+            if name is None:
+                raise TelemetryValidationError(
+                    str(key), f"unknown field; expected one of {', '.join(FIELD_NAMES)}"
+                )
+            if name in kwargs:
+                raise TelemetryValidationError(name, f"given twice (as {key!r} too)")
+            if value is None and _DEFAULTS.get(name) is not None:
+                continue
+            kwargs[name] = value
+        for name in REQUIRED_FIELDS:
+            if name not in kwargs:
+                raise TelemetryValidationError(name, "is required")
+        return cls(**kwargs)
+
+    def as_row(self) -> Tuple[Any, ...]:
+        """The field values in column order (the INSERT's parameters)."""
+        return _as_row(self)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The fields as a plain ``dict`` with snake_case keys."""
+        return dict(zip(FIELD_NAMES, _as_row(self)))
+
+
+def coerce_record(entry: Any) -> TelemetryRecord:
+    """Return ``entry`` as a :class:`TelemetryRecord` (validating a mapping)."""
+    if type(entry) is TelemetryRecord:
+        return entry  # type: ignore[no-any-return]
+    if isinstance(entry, TelemetryRecord):
+        return entry
+    return TelemetryRecord.from_mapping(entry)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+_FIELDS = dataclasses.fields(TelemetryRecord)
+
+#: The record's fields, in column order.
+FIELD_NAMES: Tuple[str, ...] = tuple(f.name for f in _FIELDS)
+
+#: Fields without a default.
+REQUIRED_FIELDS: Tuple[str, ...] = tuple(
+    f.name
+    for f in _FIELDS
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+
+_CHECKS: Tuple[Tuple[str, _Check], ...] = tuple((f.name, f.metadata["check"]) for f in _FIELDS)
+_DEFAULTS: Dict[str, Any] = {
+    f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING
+}
+_ALIASES: Dict[str, str] = {**{_camel(n): n for n in FIELD_NAMES}, **{n: n for n in FIELD_NAMES}}
+_as_row = operator.attrgetter(*FIELD_NAMES)

@@ -1,0 +1,174 @@
+"""The ``executions`` table: its peewee model, its indexes and its versions.
+
+The table is the original store's table, column for column, so a database
+written by either opens in the other. ``PRAGMA user_version`` records the
+schema version: the original table is version 1.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Callable, Optional, Sequence, Tuple, Type
+
+from peewee import (
+    SQL,
+    Database,
+    Entity,
+    Field,
+    FloatField,
+    Index,
+    IntegerField,
+    Model,
+    Table,
+    TextField,
+)
+from playhouse.sqlite_ext import AutoIncrementField
+
+from .record import FIELD_NAMES
+
+TABLE_NAME = "executions"
+
+#: Names of the two indexes the original store creates.
+INDEX_NAMES = ("idx_executions_created_at", "idx_executions_repo")
+
+#: Columns without which a table called ``executions`` is not ours.
+CORE_COLUMNS = ("id", "created_at", "repo", "event_type", "model", "conclusion")
+
+#: Every column, in table order.
+COLUMN_NAMES = ("id", "created_at") + FIELD_NAMES
+
+_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def format_timestamp(value: _dt.datetime) -> str:
+    """Render a datetime as the table stores it: UTC ``YYYY-MM-DD HH:MM:SS``.
+
+    A naive datetime is taken to be UTC already; an aware one is converted.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc)
+    return value.strftime(_TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(value: str) -> _dt.datetime:
+    """Parse a stored ``created_at`` into an aware UTC datetime."""
+    parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.astimezone(_dt.timezone.utc)
+
+
+class UTCTimestampField(Field):
+    """A UTC timestamp kept as ``TEXT`` in SQLite's ``datetime('now')`` format.
+
+    Python gets aware UTC datetimes; datetimes written or compared are turned
+    into the same text first, so comparisons in SQL stay correct whatever the
+    local time zone.
+    """
+
+    field_type = "TEXT"
+
+    def db_value(self, value: Any) -> Any:
+        if isinstance(value, _dt.datetime):
+            return format_timestamp(value)
+        return value
+
+    def python_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_timestamp(value)
+        return value
+
+
+def _default(sql: str) -> Any:
+    return SQL(f"DEFAULT {sql}")
+
+
+_table = Table(TABLE_NAME)
+
+
+class Execution(Model):
+    """One row of ``executions``: an agent run.
+
+    Unbound here; :func:`telemetry_orm.create_telemetry_store` gives each store
+    its own subclass bound to its own database (``store.model``), so stores in
+    one process never share a binding.
+    """
+
+    id = AutoIncrementField(null=True)
+    created_at = UTCTimestampField(constraints=[_default("(datetime('now'))")])
+    delivery_id = TextField(null=True)
+    repo = TextField()
+    pr_number = IntegerField(null=True)
+    event_type = TextField()
+    provider = TextField(default="anthropic", constraints=[_default("'anthropic'")])
+    model = TextField()
+    input_tokens = IntegerField(default=0, constraints=[_default("0")])
+    output_tokens = IntegerField(default=0, constraints=[_default("0")])
+    cache_read_tokens = IntegerField(default=0, constraints=[_default("0")])
+    cache_creation_tokens = IntegerField(default=0, constraints=[_default("0")])
+    duration_ms = IntegerField(default=0, constraints=[_default("0")])
+    cost_usd = FloatField(default=0.0, constraints=[_default("0")])
+    conclusion = TextField()
+    session_id = TextField(null=True)
+    num_turns = IntegerField(null=True)
+    stop_reason = TextField(null=True)
+
+    class Meta:
+        table_name = TABLE_NAME
+        # Named as the original store names them (peewee would otherwise
+        # derive names from the class name, and differ per subclass).
+        indexes = (
+            Index(INDEX_NAMES[0], _table, (Entity("created_at"),), safe=True),
+            Index(INDEX_NAMES[1], _table, (Entity("repo"),), safe=True),
+        )
+
+
+def bind_model(database: Database, base: Optional[Type[Execution]] = None) -> Type[Execution]:
+    """Return a subclass of ``Execution`` bound to ``database`` alone.
+
+    Binding in peewee is class-wide, so each store gets a class of its own;
+    the original ``Execution`` and every other store stay untouched.
+    """
+    base = base or Execution
+    meta = type("Meta", (), {"database": database, "table_name": TABLE_NAME})
+    return type("Execution", (base,), {"Meta": meta, "__module__": __name__})
+
+
+# --- Schema history ----------------------------------------------------------
+#
+# Version N means the first N steps below have run. Each step is small, named,
+# and safe to run on any database older than its version; the backend runs the
+# pending ones in one write transaction and then records the new version.
+
+
+def _column_ddl(database: Database, field: Field) -> str:
+    sql, _ = database.get_sql_context().sql(field.ddl(database.get_sql_context())).query()
+    return sql
+
+
+def m001_original_table(
+    database: Database, model: Type[Execution], columns: Sequence[str]
+) -> None:
+    """Version 1, the original store's table and its two indexes.
+
+    Creates them on a new database. On a table made before some columns
+    existed (the cache token columns, ``session_id``, ``num_turns``,
+    ``stop_reason`` …) adds each missing column with its original type and
+    default, keeping every row. A complete table is left exactly as it is.
+    """
+    if not columns:
+        model.create_table(safe=True)
+        return
+    table = database.get_sql_context().sql(Entity(TABLE_NAME)).query()[0]
+    for field in model._meta.sorted_fields:
+        if field.column_name not in columns:
+            database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {_column_ddl(database, field)}")
+    model._schema.create_indexes(safe=True)
+
+
+MIGRATIONS: Tuple[Callable[[Database, Type[Execution], Sequence[str]], None], ...] = (
+    m001_original_table,
+)
+
+#: The schema version this package writes and understands.
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,264 @@
+"""The store facade: open a database, record executions, purge, checkpoint, close."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import numbers
+import os
+import sqlite3
+import threading
+import weakref
+from types import TracebackType
+from typing import Any, Mapping, Optional, Type, Union
+
+import peewee
+
+from .backends import sqlite as _sqlite
+from .errors import DatabaseError, StoreBusyError, StoreClosedError, TelemetryValidationError
+from .record import TelemetryRecord, coerce_record
+from .schema import Execution, bind_model
+
+LOGGER_NAME = "telemetry_orm"
+
+#: Writes between two automatic checkpoints (the original store's TELEM-08).
+CHECKPOINT_EVERY = 1000
+
+Entry = Union[TelemetryRecord, Mapping[str, Any]]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class TelemetryStore(abc.ABC):
+    """What every telemetry store does. Also a context manager that closes it.
+
+    >>> with create_telemetry_store(":memory:") as store:
+    ...     row_id = store.record({"repo": "acme/api", "eventType": "push",
+    ...                            "model": "claude-sonnet-4-5", "conclusion": "success"})
+    """
+
+    @abc.abstractmethod
+    def record(self, entry: Entry) -> int:
+        """Validate and insert one execution; return its row id."""
+
+    @abc.abstractmethod
+    def purge_older_than(self, days: float) -> int:
+        """Delete rows older than ``days`` days; return how many."""
+
+    @abc.abstractmethod
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the database file (passive)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the database; later calls raise :class:`StoreClosedError`."""
+
+    def __enter__(self) -> "TelemetryStore":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+
+def _check_days(days: Any) -> float:
+    if isinstance(days, bool) or not isinstance(days, numbers.Real):
+        raise TelemetryValidationError(
+            "days", f"must be a number of days >= 0, got {type(days).__name__}"
+        )
+    value = float(days)
+    if not math.isfinite(value) or value < 0:
+        raise TelemetryValidationError("days", f"must be a finite number >= 0, got {days!r}")
+    return value
+
+
+# Stores to reset in a forked child (gunicorn-style pre-fork servers).
+_LIVE_STORES: "weakref.WeakSet[SqliteTelemetryStore]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_LIVE_STORES):
+        store._forget_inherited_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SqliteTelemetryStore(TelemetryStore):
+    """A :class:`TelemetryStore` on a SQLite file (or ``':memory:'``).
+
+    Made by :func:`create_telemetry_store`. ``database`` is its peewee
+    database and ``model`` its own ``Execution`` class bound to it, for
+    queries: ``store.model.select().where(store.model.repo == "acme/api")``.
+
+    Thread-safe: the store serialises its own writes in-process (SQLite
+    serialises writers anyway), and each thread of a file store has its own
+    connection. A ``':memory:'`` store shares its one connection among
+    threads, since every new connection would be a new, empty database.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
+        *,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+    ) -> None:
+        self.path = path
+        self.log = logger or logging.getLogger(LOGGER_NAME)
+        self.checkpoint_every = checkpoint_every
+        self.database: _sqlite.StoreDatabase = _sqlite.open_database(path)
+        self.model: Type[Execution] = bind_model(self.database)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._writes = 0
+        self._insert_sql = _sqlite.insert_sql(self.database)
+        try:
+            _sqlite.prepare(self.database, self.model, path)
+        except BaseException:
+            self.database.close_all()
+            raise
+        _LIVE_STORES.add(self)
+        # The original store checkpoints once at start-up (TELEM-08).
+        self.checkpoint()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.path!r} ({state})>"
+
+    # -- writing ---------------------------------------------------------
+
+    def record(self, entry: Entry) -> int:
+        """Validate ``entry`` (a :class:`TelemetryRecord` or a mapping) and
+        insert it; return the new row id.
+
+        ``created_at`` is set by the database (UTC). Nothing is written for an
+        invalid entry. Every ``checkpoint_every`` writes, :meth:`checkpoint`
+        runs.
+        """
+        params = coerce_record(entry).as_row()
+        with self._lock:
+            conn = self._connection()
+            try:
+                row_id = conn.execute(self._insert_sql, params).lastrowid
+            except sqlite3.OperationalError as exc:
+                raise self._translate(exc) from exc
+            self._writes += 1
+            if self._writes >= self.checkpoint_every:
+                self._writes = 0
+                self.checkpoint()
+        return int(row_id) if row_id is not None else 0
+
+    def count_older_than(self, days: float) -> int:
+        """How many rows :meth:`purge_older_than` would delete now (a dry run)."""
+        value = _check_days(days)
+        with self._lock:
+            conn = self._connection()
+            when = _sqlite.cutoff(conn, value)
+            return _sqlite.count_before(conn, when)
+
+    def purge_older_than(self, days: float) -> int:
+        """Delete rows whose ``created_at`` is more than ``days`` days before
+        the database's clock; return how many were deleted.
+
+        Deletes in short transactions of a few thousand rows, so other writers
+        (in this process or others) never wait long. After a large purge the
+        log is truncated so the ``-wal`` file does not stay big.
+        """
+        value = _check_days(days)
+        with self._lock:
+            when = _sqlite.cutoff(self._connection(), value)
+        total = 0
+        while True:
+            with self._lock:
+                conn = self._connection()
+                try:
+                    deleted = _sqlite.delete_chunk_before(conn, when, _sqlite.PURGE_CHUNK)
+                except sqlite3.OperationalError as exc:
+                    raise self._translate(exc) from exc
+            total += deleted
+            if deleted < _sqlite.PURGE_CHUNK:
+                break
+        if total >= _sqlite.PURGE_CHUNK:
+            self._checkpoint("TRUNCATE")
+        self.log.info("purged %d executions older than %s days (before %s)", total, days, when)
+        return total
+
+    def checkpoint(self) -> None:
+        """``PRAGMA wal_checkpoint(PASSIVE)``: copy the log into the file
+        without waiting for readers. Harmless on ``':memory:'``."""
+        self._checkpoint("PASSIVE")
+
+    def _checkpoint(self, mode: str) -> None:
+        with self._lock:
+            conn = self._connection()
+            try:
+                busy, pages, done = _sqlite.checkpoint(conn, mode)
+            except sqlite3.OperationalError as exc:
+                raise self._translate(exc) from exc
+        self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)
+
+    def close(self) -> None:
+        """Close every connection of this store. Calling it again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.database.close_all()
+        _LIVE_STORES.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    # -- internals -------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+        conn: sqlite3.Connection = self.database.connection()
+        return conn
+
+    def _translate(self, exc: BaseException) -> Exception:
+        if _sqlite.is_busy(exc):
+            return StoreBusyError(
+                f"{self.path}: database is busy (another connection held the write "
+                f"lock longer than the busy timeout); nothing was written: {exc}"
+            )
+        return DatabaseError(f"{self.path}: {exc}")
+
+    def _forget_inherited_connections(self) -> None:
+        self._lock = threading.RLock()
+        self.database.forget_inherited()
+
+
+def create_telemetry_store(
+    db_path: PathLike,
+    logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
+) -> SqliteTelemetryStore:
+    """Open (creating if needed) the telemetry database at ``db_path``.
+
+    ``db_path`` is a file path (``str`` or ``os.PathLike``) or ``':memory:'``.
+    Missing parent folders are created; the file is switched to WAL, its
+    schema created or upgraded, and a checkpoint runs. A path that is not a
+    usable telemetry database raises :class:`~telemetry_orm.DatabaseError`
+    naming it, and the file is left untouched.
+
+    >>> store = create_telemetry_store(":memory:")
+    >>> store.close()
+    """
+    path = _sqlite.fspath(db_path)
+    if path is None or not path:
+        raise TelemetryValidationError(
+            "db_path", f"must be a file path or ':memory:', got {db_path!r}"
+        )
+    try:
+        return SqliteTelemetryStore(path, logger)
+    except peewee.DatabaseError as exc:  # pragma: no cover - prepare() translates
+        raise DatabaseError(f"{path}: {exc}") from exc
