@@ -9,7 +9,7 @@ from .errors import (
 )
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import SCHEMA_VERSION, Execution
-from .store import SqliteTelemetryStore, TelemetryStore, create_telemetry_store
+from .store import PeeweeTelemetryStore, TelemetryStore, create_telemetry_store
 
 __version__ = "0.1.0"
 
@@ -18,7 +18,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "DatabaseError",
     "Execution",
-    "SqliteTelemetryStore",
+    "PeeweeTelemetryStore",
     "StoreBusyError",
     "StoreClosedError",
     "TelemetryError",

@@ -28,7 +28,7 @@ class TelemetryValidationError(TelemetryError, ValueError):
             where = f"entry {index}: {where}"
         super().__init__(f"{where}{message}")
 
-    def at_index(self, index: int) -> "TelemetryValidationError":
+    def at_index(self, index: int) -> TelemetryValidationError:
         """Return a copy of this error that also names a batch position."""
         return TelemetryValidationError(self.field, self.reason, index=index)
 

@@ -23,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'telemetry_orm[testing]'"
     ) from exc
 
-from .record import FIELD_NAMES, TelemetryRecord
+from .record import TelemetryRecord
 from .schema import Execution, format_timestamp
 from .store import TelemetryStore
 
@@ -133,7 +133,7 @@ class ExecutionFactory(TelemetryRecordFactory):
         if created_at is None:
             row_id = store.record(record)
         else:
-            values = dict(zip(FIELD_NAMES, record.as_row()))
+            values = record.as_dict()
             values["created_at"] = format_timestamp(created_at)
             row_id = model.insert(values).execute()
         return model.get_by_id(row_id)  # type: ignore[no-any-return]

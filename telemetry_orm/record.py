@@ -117,7 +117,7 @@ class TelemetryRecord:
             check(name, getattr(self, name))
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "TelemetryRecord":
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> TelemetryRecord:
         """Build a record from a mapping with snake_case or camelCase keys.
 
         The original store's camelCase names (``deliveryId``, ``prNumber``,
@@ -154,13 +154,13 @@ class TelemetryRecord:
 
     def as_dict(self) -> Dict[str, Any]:
         """The fields as a plain ``dict`` with snake_case keys."""
-        return dict(zip(FIELD_NAMES, _as_row(self)))
+        return dict(zip(FIELD_NAMES, _as_row(self), strict=True))
 
 
 def coerce_record(entry: Any) -> TelemetryRecord:
     """Return ``entry`` as a :class:`TelemetryRecord` (validating a mapping)."""
     if type(entry) is TelemetryRecord:
-        return entry  # type: ignore[no-any-return]
+        return entry
     if isinstance(entry, TelemetryRecord):
         return entry
     return TelemetryRecord.from_mapping(entry)

@@ -142,7 +142,7 @@ def bind_model(database: Database, base: Optional[Type[Execution]] = None) -> Ty
 
 
 def _column_ddl(database: Database, field: Field) -> str:
-    sql, _ = database.get_sql_context().sql(field.ddl(database.get_sql_context())).query()
+    sql: str = database.get_sql_context().sql(field.ddl(database.get_sql_context())).query()[0]
     return sql
 
 
@@ -163,7 +163,7 @@ def m001_original_table(
     for field in model._meta.sorted_fields:
         if field.column_name not in columns:
             database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {_column_ddl(database, field)}")
-    model._schema.create_indexes(safe=True)
+    model._schema.create_indexes(safe=True)  # type: ignore[attr-defined]
 
 
 MIGRATIONS: Tuple[Callable[[Database, Type[Execution], Sequence[str]], None], ...] = (

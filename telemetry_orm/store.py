@@ -7,7 +7,6 @@ import logging
 import math
 import numbers
 import os
-import sqlite3
 import threading
 import weakref
 from types import TracebackType
@@ -15,7 +14,7 @@ from typing import Any, Mapping, Optional, Type, Union
 
 import peewee
 
-from .backends import sqlite as _sqlite
+from .backends.sqlite import PURGE_CHUNK, SqliteBackend
 from .errors import DatabaseError, StoreBusyError, StoreClosedError, TelemetryValidationError
 from .record import TelemetryRecord, coerce_record
 from .schema import Execution, bind_model
@@ -53,7 +52,7 @@ class TelemetryStore(abc.ABC):
     def close(self) -> None:
         """Release the database; later calls raise :class:`StoreClosedError`."""
 
-    def __enter__(self) -> "TelemetryStore":
+    def __enter__(self) -> TelemetryStore:
         return self
 
     def __exit__(
@@ -77,7 +76,7 @@ def _check_days(days: Any) -> float:
 
 
 # Stores to reset in a forked child (gunicorn-style pre-fork servers).
-_LIVE_STORES: "weakref.WeakSet[SqliteTelemetryStore]" = weakref.WeakSet()
+_LIVE_STORES: weakref.WeakSet[PeeweeTelemetryStore] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -89,12 +88,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class SqliteTelemetryStore(TelemetryStore):
-    """A :class:`TelemetryStore` on a SQLite file (or ``':memory:'``).
+class PeeweeTelemetryStore(TelemetryStore):
+    """A :class:`TelemetryStore` on a peewee database, made by
+    :func:`create_telemetry_store`.
 
-    Made by :func:`create_telemetry_store`. ``database`` is its peewee
-    database and ``model`` its own ``Execution`` class bound to it, for
-    queries: ``store.model.select().where(store.model.repo == "acme/api")``.
+    ``database`` is its peewee database and ``model`` its own ``Execution``
+    class bound to it, for queries:
+    ``store.model.select().where(store.model.repo == "acme/api")``.
+    What differs between engines lives in ``backend``.
 
     Thread-safe: the store serialises its own writes in-process (SQLite
     serialises writers anyway), and each thread of a file store has its own
@@ -104,24 +105,25 @@ class SqliteTelemetryStore(TelemetryStore):
 
     def __init__(
         self,
-        path: str,
+        backend: SqliteBackend,
         logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
         *,
         checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
-        self.path = path
+        self.backend = backend
+        self.path = backend.path
         self.log = logger or logging.getLogger(LOGGER_NAME)
         self.checkpoint_every = checkpoint_every
-        self.database: _sqlite.StoreDatabase = _sqlite.open_database(path)
+        self.database: peewee.Database = backend.open()
         self.model: Type[Execution] = bind_model(self.database)
         self._lock = threading.RLock()
         self._closed = False
         self._writes = 0
-        self._insert_sql = _sqlite.insert_sql(self.database)
+        self._insert_sql = backend.insert_sql(self.database)
         try:
-            _sqlite.prepare(self.database, self.model, path)
+            backend.prepare(self.database, self.model)
         except BaseException:
-            self.database.close_all()
+            backend.close_all(self.database)
             raise
         _LIVE_STORES.add(self)
         # The original store checkpoints once at start-up (TELEM-08).
@@ -145,22 +147,24 @@ class SqliteTelemetryStore(TelemetryStore):
         with self._lock:
             conn = self._connection()
             try:
-                row_id = conn.execute(self._insert_sql, params).lastrowid
-            except sqlite3.OperationalError as exc:
+                row_id = self.backend.insert(conn, self._insert_sql, params)
+            except self.backend.driver_errors as exc:
                 raise self._translate(exc) from exc
             self._writes += 1
             if self._writes >= self.checkpoint_every:
                 self._writes = 0
                 self.checkpoint()
-        return int(row_id) if row_id is not None else 0
+        return row_id
 
     def count_older_than(self, days: float) -> int:
         """How many rows :meth:`purge_older_than` would delete now (a dry run)."""
         value = _check_days(days)
         with self._lock:
             conn = self._connection()
-            when = _sqlite.cutoff(conn, value)
-            return _sqlite.count_before(conn, when)
+            try:
+                return self.backend.count_before(conn, self.backend.cutoff(conn, value))
+            except self.backend.driver_errors as exc:
+                raise self._translate(exc) from exc
 
     def purge_older_than(self, days: float) -> int:
         """Delete rows whose ``created_at`` is more than ``days`` days before
@@ -172,19 +176,21 @@ class SqliteTelemetryStore(TelemetryStore):
         """
         value = _check_days(days)
         with self._lock:
-            when = _sqlite.cutoff(self._connection(), value)
+            when = self.backend.cutoff(self._connection(), value)
         total = 0
         while True:
+            # The lock is let go between chunks so this process's writers
+            # get their turn too.
             with self._lock:
                 conn = self._connection()
                 try:
-                    deleted = _sqlite.delete_chunk_before(conn, when, _sqlite.PURGE_CHUNK)
-                except sqlite3.OperationalError as exc:
+                    deleted = self.backend.delete_chunk_before(conn, when, PURGE_CHUNK)
+                except self.backend.driver_errors as exc:
                     raise self._translate(exc) from exc
             total += deleted
-            if deleted < _sqlite.PURGE_CHUNK:
+            if deleted < PURGE_CHUNK:
                 break
-        if total >= _sqlite.PURGE_CHUNK:
+        if total >= PURGE_CHUNK:
             self._checkpoint("TRUNCATE")
         self.log.info("purged %d executions older than %s days (before %s)", total, days, when)
         return total
@@ -198,8 +204,8 @@ class SqliteTelemetryStore(TelemetryStore):
         with self._lock:
             conn = self._connection()
             try:
-                busy, pages, done = _sqlite.checkpoint(conn, mode)
-            except sqlite3.OperationalError as exc:
+                busy, pages, done = self.backend.checkpoint(conn, mode)
+            except self.backend.driver_errors as exc:
                 raise self._translate(exc) from exc
         self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)
 
@@ -209,7 +215,7 @@ class SqliteTelemetryStore(TelemetryStore):
             if self._closed:
                 return
             self._closed = True
-            self.database.close_all()
+            self.backend.close_all(self.database)
         _LIVE_STORES.discard(self)
 
     @property
@@ -219,14 +225,13 @@ class SqliteTelemetryStore(TelemetryStore):
 
     # -- internals -------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Any:
         if self._closed:
             raise StoreClosedError(f"{self.path}: the telemetry store is closed")
-        conn: sqlite3.Connection = self.database.connection()
-        return conn
+        return self.database.connection()
 
     def _translate(self, exc: BaseException) -> Exception:
-        if _sqlite.is_busy(exc):
+        if self.backend.is_busy(exc):
             return StoreBusyError(
                 f"{self.path}: database is busy (another connection held the write "
                 f"lock longer than the busy timeout); nothing was written: {exc}"
@@ -235,13 +240,13 @@ class SqliteTelemetryStore(TelemetryStore):
 
     def _forget_inherited_connections(self) -> None:
         self._lock = threading.RLock()
-        self.database.forget_inherited()
+        self.backend.forget_inherited(self.database)
 
 
 def create_telemetry_store(
     db_path: PathLike,
     logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
-) -> SqliteTelemetryStore:
+) -> PeeweeTelemetryStore:
     """Open (creating if needed) the telemetry database at ``db_path``.
 
     ``db_path`` is a file path (``str`` or ``os.PathLike``) or ``':memory:'``.
@@ -253,12 +258,12 @@ def create_telemetry_store(
     >>> store = create_telemetry_store(":memory:")
     >>> store.close()
     """
-    path = _sqlite.fspath(db_path)
-    if path is None or not path:
+    try:
+        path = os.fspath(db_path)
+    except TypeError:
+        path = None
+    if not path or not isinstance(path, str):
         raise TelemetryValidationError(
             "db_path", f"must be a file path or ':memory:', got {db_path!r}"
         )
-    try:
-        return SqliteTelemetryStore(path, logger)
-    except peewee.DatabaseError as exc:  # pragma: no cover - prepare() translates
-        raise DatabaseError(f"{path}: {exc}") from exc
+    return PeeweeTelemetryStore(SqliteBackend(path), logger)

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from telemetry_orm import SqliteTelemetryStore, create_telemetry_store
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 
 
 @pytest.fixture
@@ -17,14 +17,14 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[SqliteTelemetryStore]:
+def store(db_path: Path) -> Iterator[PeeweeTelemetryStore]:
     s = create_telemetry_store(db_path)
     yield s
     s.close()
 
 
 @pytest.fixture
-def witness(db_path: Path, store: SqliteTelemetryStore) -> Iterator[sqlite3.Connection]:
+def witness(db_path: Path, store: PeeweeTelemetryStore) -> Iterator[sqlite3.Connection]:
     """An independent sqlite3 connection to the store's file."""
     conn = sqlite3.connect(db_path)
     conn.row_factory = sqlite3.Row

@@ -3,15 +3,15 @@ versions in ``PRAGMA user_version``, WAL checkpoints, and date arithmetic."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Type
+from typing import Any, List, Sequence, Tuple, Type
 
 import peewee
 
-from ..errors import DatabaseError, StoreBusyError
+from ..errors import DatabaseError, StoreBusyError, TelemetryError
 from ..record import FIELD_NAMES
 from ..schema import CORE_COLUMNS, MIGRATIONS, SCHEMA_VERSION, TABLE_NAME, Execution
 
@@ -51,7 +51,7 @@ class StoreDatabase(peewee.SqliteDatabase):
         super().__init__(*args, **kwargs)
 
     def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection = super()._connect()
+        conn: sqlite3.Connection = super()._connect()  # type: ignore[misc]
         with self._opened_lock:
             self._opened.append(conn)
         return conn
@@ -61,10 +61,8 @@ class StoreDatabase(peewee.SqliteDatabase):
         with self._opened_lock:
             opened, self._opened = self._opened, []
         for conn in opened:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing is best effort
-                pass
         self._state.reset()
 
     def forget_inherited(self) -> None:
@@ -72,8 +70,10 @@ class StoreDatabase(peewee.SqliteDatabase):
         with self._opened_lock:
             _INHERITED.extend(self._opened)
             self._opened = []
-        self._state = type(self._state)()
-        self._lock = threading.RLock() if self.thread_safe else self._lock
+        # Fresh connection state and lock: the parent's may be mid-use.
+        self._state = type(self._state)()  # type: ignore[has-type]
+        if self.thread_safe:
+            self._lock = threading.RLock()
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -82,7 +82,7 @@ def is_busy(exc: BaseException) -> bool:
     return any(text in message for text in _BUSY_MESSAGES)
 
 
-def describe(path: str, exc: BaseException) -> DatabaseError:
+def describe(path: str, exc: BaseException) -> TelemetryError:
     """Turn a driver error met while opening into a :class:`DatabaseError`."""
     message = str(exc)
     if "file is not a database" in message:
@@ -129,19 +129,120 @@ def check_path(path: str) -> None:
         ) from exc
 
 
-def open_database(path: str) -> StoreDatabase:
-    """A database object for ``path`` (no connection is opened yet)."""
-    memory = path == ":memory:"
-    if not memory:
-        check_path(path)
-    # ':memory:' is one database per connection, so a memory store shares one
-    # connection among its threads (the store serialises its own use of it).
-    return StoreDatabase(
-        path,
-        pragmas=list(PRAGMAS),
-        thread_safe=not memory,
-        check_same_thread=False,
-    )
+class SqliteBackend:
+    """The SQLite part of a store: what :class:`~telemetry_orm.store.PeeweeTelemetryStore`
+    asks of its database engine."""
+
+    name = "sqlite"
+    #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
+    driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.memory = path == ":memory:"
+
+    def open(self) -> StoreDatabase:
+        """A database object for the path, checked first (no connection yet)."""
+        if not self.memory:
+            check_path(self.path)
+        # ':memory:' is one database per connection, so a memory store shares
+        # one connection among its threads (the store serialises its use).
+        return StoreDatabase(
+            self.path,
+            pragmas=list(PRAGMAS),
+            thread_safe=not self.memory,
+            check_same_thread=False,
+        )
+
+    def prepare(self, database: StoreDatabase, model: Type[Execution]) -> None:
+        """Check the file, switch it to WAL and bring its schema up to date.
+
+        Reads first and writes only what is needed, so opening a current file
+        writes nothing and several processes can open one file at once.
+        """
+        try:
+            conn = database.connection()
+            version = _version(conn)
+            columns = _columns(conn)
+            _check_compatible(self.path, version, columns)
+            if not self.memory:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+            if not _is_current(version, columns):
+                self._upgrade(database, model)
+        except (sqlite3.Error, peewee.DatabaseError) as exc:
+            raise describe(self.path, exc) from exc
+
+    def _upgrade(self, database: StoreDatabase, model: Type[Execution]) -> None:
+        conn = database.connection()
+        # IMMEDIATE: take the write lock before reading, so processes opening
+        # a new file at once queue on the busy timeout instead of failing.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _version(conn)
+            columns = _columns(conn)
+            _check_compatible(self.path, version, columns)
+            if not _is_current(version, columns):
+                for step in MIGRATIONS[version:] if columns else MIGRATIONS:
+                    step(database, model, columns)
+                    columns = _columns(conn)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def insert_sql(self, database: peewee.Database) -> str:
+        """The INSERT every ``record()`` runs, built once per store."""
+        columns = ", ".join(quote(database, name) for name in FIELD_NAMES)
+        marks = ", ".join(database.param for _ in FIELD_NAMES)
+        return f"INSERT INTO {quote(database, TABLE_NAME)} ({columns}) VALUES ({marks})"
+
+    def insert(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+        return int(conn.execute(sql, params).lastrowid or 0)
+
+    def checkpoint(self, conn: sqlite3.Connection, mode: str) -> Tuple[int, int, int]:
+        """``PRAGMA wal_checkpoint(mode)``: (busy, log pages, pages checkpointed)."""
+        row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        return (int(row[0]), int(row[1]), int(row[2]))
+
+    def cutoff(self, conn: sqlite3.Connection, days: float) -> str:
+        """``datetime('now', '-N days')`` by the database's own (UTC) clock."""
+        amount = str(int(days)) if float(days).is_integer() else f"{days:.6f}"
+        row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
+        return str(row[0])
+
+    def count_before(self, conn: sqlite3.Connection, when: str) -> int:
+        sql = f'SELECT COUNT(*) FROM "{TABLE_NAME}" WHERE created_at < ?'
+        return int(conn.execute(sql, (when,)).fetchone()[0])
+
+    def delete_chunk_before(self, conn: sqlite3.Connection, when: str, limit: int) -> int:
+        """Delete up to ``limit`` rows older than ``when`` in one short transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                f'DELETE FROM "{TABLE_NAME}" WHERE id IN '
+                f'(SELECT id FROM "{TABLE_NAME}" WHERE created_at < ? LIMIT ?)',
+                (when, limit),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return int(cursor.rowcount)
+
+    def is_busy(self, exc: BaseException) -> bool:
+        return is_busy(exc)
+
+    def close_all(self, database: peewee.Database) -> None:
+        assert isinstance(database, StoreDatabase)
+        database.close_all()
+
+    def forget_inherited(self, database: peewee.Database) -> None:
+        assert isinstance(database, StoreDatabase)
+        database.forget_inherited()
 
 
 def _columns(conn: sqlite3.Connection) -> List[str]:
@@ -172,101 +273,7 @@ def _is_current(version: int, columns: Sequence[str]) -> bool:
     )
 
 
-def prepare(database: StoreDatabase, model: Type[Execution], path: str) -> None:
-    """Check the file, switch it to WAL and bring its schema up to date.
-
-    Reads first and writes only what is needed, so opening a current file
-    writes nothing and several processes can open one file at once.
-    """
-    try:
-        conn = database.connection()
-        version = _version(conn)
-        columns = _columns(conn)
-        _check_compatible(path, version, columns)
-        if path != ":memory:":
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-        if _is_current(version, columns):
-            return
-        _upgrade(database, model, path)
-    except (sqlite3.Error, peewee.DatabaseError) as exc:
-        if isinstance(exc, DatabaseError):  # pragma: no cover - ours already
-            raise
-        raise describe(path, exc) from exc
-
-
-def _upgrade(database: StoreDatabase, model: Type[Execution], path: str) -> None:
-    conn = database.connection()
-    # IMMEDIATE: take the write lock before reading, so two processes opening
-    # a new file at once queue on the busy timeout instead of failing.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = _version(conn)
-        columns = _columns(conn)
-        _check_compatible(path, version, columns)
-        if not _is_current(version, columns):
-            for step in MIGRATIONS[version:] if columns else MIGRATIONS:
-                step(database, model, columns)
-                columns = _columns(conn)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def insert_sql(database: peewee.Database) -> str:
-    """The INSERT every ``record()`` runs, built once per store."""
-    columns = ", ".join(quote(database, name) for name in FIELD_NAMES)
-    marks = ", ".join(database.param for _ in FIELD_NAMES)
-    return f"INSERT INTO {quote(database, TABLE_NAME)} ({columns}) VALUES ({marks})"
-
-
 def quote(database: peewee.Database, name: str) -> str:
     """``name`` quoted as an identifier in the database's dialect."""
     sql: str = database.get_sql_context().sql(peewee.Entity(name)).query()[0]
     return sql
-
-
-def checkpoint(conn: sqlite3.Connection, mode: str = "PASSIVE") -> Tuple[int, int, int]:
-    """Run ``PRAGMA wal_checkpoint(mode)``; returns (busy, log pages, checkpointed)."""
-    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-    return (int(row[0]), int(row[1]), int(row[2]))
-
-
-def cutoff(conn: sqlite3.Connection, days: float) -> str:
-    """``datetime('now', '-N days')`` by the database's own (UTC) clock."""
-    amount = str(int(days)) if float(days).is_integer() else f"{days:.6f}"
-    row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
-    return str(row[0])
-
-
-def count_before(conn: sqlite3.Connection, when: str) -> int:
-    sql = f'SELECT COUNT(*) FROM "{TABLE_NAME}" WHERE created_at < ?'
-    return int(conn.execute(sql, (when,)).fetchone()[0])
-
-
-def delete_chunk_before(conn: sqlite3.Connection, when: str, limit: int) -> int:
-    """Delete up to ``limit`` rows older than ``when`` in one short transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        cursor = conn.execute(
-            f'DELETE FROM "{TABLE_NAME}" WHERE id IN '
-            f'(SELECT id FROM "{TABLE_NAME}" WHERE created_at < ? LIMIT ?)',
-            (when, limit),
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return int(cursor.rowcount)
-
-
-def fspath(db_path: Any) -> Optional[str]:
-    """The path as a string, or ``None`` if ``db_path`` is not a path."""
-    try:
-        return os.fspath(db_path)  # type: ignore[no-any-return]
-    except TypeError:
-        return None
