@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import math
 import numbers
@@ -17,6 +18,7 @@ import peewee
 from .backends.sqlite import PURGE_CHUNK, SqliteBackend
 from .errors import DatabaseError, StoreBusyError, StoreClosedError, TelemetryValidationError
 from .record import TelemetryRecord, coerce_record
+from .reports import Report, report
 from .schema import Execution, bind_model
 
 LOGGER_NAME = "telemetry_orm"
@@ -195,10 +197,14 @@ class PeeweeTelemetryStore(TelemetryStore):
         self.log.info("purged %d executions older than %s days (before %s)", total, days, when)
         return total
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, truncate: bool = False) -> None:
         """``PRAGMA wal_checkpoint(PASSIVE)``: copy the log into the file
-        without waiting for readers. Harmless on ``':memory:'``."""
-        self._checkpoint("PASSIVE")
+        without waiting for readers. Harmless on ``':memory:'``.
+
+        ``truncate=True`` runs a ``TRUNCATE`` checkpoint instead: it waits
+        (up to the busy timeout) for readers and empties the ``-wal`` file.
+        """
+        self._checkpoint("TRUNCATE" if truncate else "PASSIVE")
 
     def _checkpoint(self, mode: str) -> None:
         with self._lock:
@@ -208,6 +214,17 @@ class PeeweeTelemetryStore(TelemetryStore):
             except self.backend.driver_errors as exc:
                 raise self._translate(exc) from exc
         self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)
+
+    def report(self, **options: Any) -> Report:
+        """A usage report of this store's executions; the options (``since``,
+        ``until``, ``repo``, ``group_by`` …) are those of
+        :func:`telemetry_orm.reports.report`. Reads only."""
+        # A ':memory:' store shares one connection among threads: hold the
+        # lock so that no other thread's write joins the report's transaction.
+        guard = contextlib.nullcontext() if self.database.thread_safe else self._lock
+        with guard:
+            self._connection()
+            return report(self.database, **options)
 
     def close(self) -> None:
         """Close every connection of this store. Calling it again does nothing."""

@@ -1,0 +1,280 @@
+"""The ``telemetry-orm`` command line: argument parsing around library calls.
+
+Every command takes ``--db PATH`` (default ``$TELEMETRY_DB_PATH``, else
+``./data/telemetry.db``). Exit status: 0 on success, 1 when the work failed
+(one line on stderr; ``--debug`` shows the traceback), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import logging
+import os
+import re
+import sys
+import tempfile
+import traceback
+from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
+
+from . import formats, reports
+from .errors import DatabaseError
+from .store import LOGGER_NAME, create_telemetry_store
+
+PROG = "telemetry-orm"
+DEFAULT_DB = os.path.join(".", "data", "telemetry.db")
+ENV_DB = "TELEMETRY_DB_PATH"
+
+_RELATIVE = re.compile(r"(\d+)([hdw])")
+_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+# --- Argument types -------------------------------------------------------------
+
+
+def parse_when(text: str, now: Optional[_dt.datetime] = None) -> _dt.datetime:
+    """A point in time from the command line, as an aware UTC datetime.
+
+    ``7d``, ``12h``, ``2w``: that long before ``now`` (to the second);
+    ``YYYY-MM-DD``: that day's UTC midnight; an ISO 8601 datetime (naive
+    means UTC). Anything else raises ``argparse.ArgumentTypeError``.
+    """
+    now = (now or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
+    match = _RELATIVE.fullmatch(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), _UNITS[match.group(2)]
+        return now - _dt.timedelta(**{unit: amount})
+    try:
+        value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use 7d, 12h, 2w, YYYY-MM-DD or an ISO datetime"
+        ) from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_dt.timezone.utc)
+    return value.astimezone(_dt.timezone.utc)
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days >= 0")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+# --- Commands ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[Any]:
+    database = reports.open_readonly(path)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def _existing(path: str) -> str:
+    # Checked before anything opens the path, so a typo creates nothing.
+    if not os.path.isfile(path):
+        what = "is not a file" if os.path.exists(path) else "no such database file"
+        raise DatabaseError(f"{path}: {what} (give --db PATH or set {ENV_DB})")
+    return path
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    """``report``: aggregate executions."""
+    with _reading(_existing(args.db)) as database:
+        result = reports.report(
+            database, since=args.since, until=args.until, repo=args.repo, model=args.model,
+            event_type=args.event, conclusion=args.conclusion, group_by=args.by or ["repo"],
+        )
+    out.write(formats.render_report(result, args.format))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
+    """``purge``: delete (or count) rows older than ``--days``."""
+    with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
+        if args.dry_run:
+            count = store.count_older_than(args.days)
+            out.write(f"would delete {count} executions older than {args.days:g} days\n")
+        else:
+            count = store.purge_older_than(args.days)
+            out.write(f"deleted {count} executions older than {args.days:g} days\n")
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
+    """``checkpoint``: copy the write-ahead log into the database file."""
+    with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
+        store.checkpoint(truncate=args.truncate)
+    wal = args.db + "-wal"
+    size = os.path.getsize(wal) if os.path.exists(wal) else 0
+    mode = "TRUNCATE" if args.truncate else "PASSIVE"
+    out.write(f"checkpoint ({mode}) done; {wal} is {size:,} bytes\n")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
+    """``stats``: what the database holds."""
+    with _reading(_existing(args.db)) as database:
+        stats = reports.database_stats(database, args.db)
+    out.write(formats.render_stats(stats, args.format))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    """``export``: stream every column of the matching rows."""
+    with _reading(_existing(args.db)) as database:
+        columns, rows = reports.export_rows(database, since=args.since, until=args.until)
+        if args.out is None:
+            formats.write_rows(columns, rows, args.format, out)
+        else:
+            with _replacing(args.out) as handle:
+                formats.write_rows(columns, rows, args.format, handle)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """``demo``: fill a database with realistic records, then report on it."""
+    # Imported here: it needs factory-boy, and its ImportError says which
+    # extra to install.
+    from . import demo
+
+    with contextlib.closing(create_telemetry_store(args.db)) as store:
+        written = demo.fill(store, rows=args.rows)
+    out.write(f"wrote {written:,} demo executions over the last {demo.DAYS} days to {args.db}\n\n")
+    with _reading(args.db) as database:
+        result = reports.report(database, since=parse_when("30d"), group_by=["repo"])
+    out.write(formats.render_report(result, "table"))
+    db = "" if args.db == DEFAULT_DB else f" --db {args.db}"
+    out.write(f"\nnext: {PROG} report{db} --by week --by model\n")
+    return 0
+
+
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[TextIO]:
+    """Write ``path`` through a temporary file beside it: a failed export
+    leaves no half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".export-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            yield handle
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+# --- Parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db", metavar="PATH", default=os.environ.get(ENV_DB) or DEFAULT_DB,
+        help=f"database file (default: ${ENV_DB}, else {DEFAULT_DB})",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Report on, export and maintain the telemetry of LLM agent runs.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    when = "7d, 12h, 2w, YYYY-MM-DD or an ISO datetime (UTC)"
+
+    def command(name: str, run: Command, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=text, description=text)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("report", cmd_report, "usage report: executions, tokens, cost, duration")
+    sub.add_argument("--since", type=parse_when, default="30d", metavar="WHEN",
+                     help=f"from this time on (default 30d): {when}")
+    sub.add_argument("--until", type=parse_when, metavar="WHEN", help="before this time")
+    sub.add_argument("--repo", metavar="R", help="only this repository (owner/name)")
+    sub.add_argument("--model", metavar="M", help="only this model")
+    sub.add_argument("--event", metavar="E", help="only this event type")
+    sub.add_argument("--conclusion", metavar="C", help="only this conclusion")
+    sub.add_argument("--by", action="append", choices=reports.GROUP_KEYS, metavar="KEY",
+                     help="group by KEY, repeatable (default repo): "
+                     + ", ".join(reports.GROUP_KEYS))
+    sub.add_argument("--format", choices=formats.REPORT_FORMATS, default="table")
+
+    sub = command("purge", cmd_purge, "delete executions older than N days")
+    sub.add_argument("--days", type=_days, required=True, metavar="N")
+    sub.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+
+    sub = command("checkpoint", cmd_checkpoint, "copy the write-ahead log into the database")
+    sub.add_argument("--truncate", action="store_true", help="also empty the -wal file")
+
+    sub = command("stats", cmd_stats, "rows, time span, file sizes, schema version")
+    sub.add_argument("--format", choices=formats.STATS_FORMATS, default="table")
+
+    sub = command("export", cmd_export, "every column of every matching row")
+    sub.add_argument("--format", choices=formats.EXPORT_FORMATS, default="csv")
+    sub.add_argument("--since", type=parse_when, metavar="WHEN", help=f"from: {when}")
+    sub.add_argument("--until", type=parse_when, metavar="WHEN", help="before this time")
+    sub.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+
+    sub = command("demo", cmd_demo, "fill a database with realistic demo data, then report")
+    sub.add_argument("--rows", type=_count, default=5000, metavar="N",
+                     help="how many executions (default 5000)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return
+    the exit status. Output goes to ``out`` (default ``sys.stdout``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad arguments (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    out = out or sys.stdout
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+        logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG)
+    try:
+        status: int = args.run(args, out)
+        out.flush()
+        return status
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as cat does.
+        _silence_stdout()
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

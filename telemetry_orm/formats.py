@@ -1,0 +1,200 @@
+"""Output formats: reports, statistics and exported rows as text.
+
+Every format is an option of one code path: a report becomes columns and
+records once (:func:`report_columns`, :func:`report_records`), then JSON and
+CSV write the raw values and the table and Markdown the human ones (costs
+with ``$``, thousands separators).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import io
+import json
+from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+
+from .reports import METRICS, DatabaseStats, Report
+
+REPORT_FORMATS: Tuple[str, ...] = ("table", "json", "csv", "markdown")
+STATS_FORMATS: Tuple[str, ...] = ("table", "json")
+EXPORT_FORMATS: Tuple[str, ...] = ("csv", "jsonl")
+
+_LABELS: Dict[str, str] = {
+    "event_type": "event",
+    "pr_number": "PR",
+    "executions": "executions",
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_tokens": "cache read",
+    "cache_creation_tokens": "cache write",
+    "total_tokens": "total tokens",
+    "cost_usd": "cost",
+    "avg_duration_ms": "avg ms",
+    "p95_duration_ms": "p95 ms",
+    "failed": "failed",
+}
+
+_TOTAL = "TOTAL"
+
+
+def iso(value: Optional[_dt.datetime]) -> Optional[str]:
+    """A UTC datetime as ISO 8601 with ``Z`` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    return value.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def report_columns(report: Report) -> Tuple[str, ...]:
+    """The columns of a report's rows: its keys, then the metrics."""
+    return report.key_names + METRICS
+
+
+def report_records(report: Report) -> List[Dict[str, Any]]:
+    """The rows as flat dicts (keys, then metrics), raw values."""
+    return [row.as_dict() for row in report.rows]
+
+
+def report_document(report: Report) -> Dict[str, Any]:
+    """The JSON document of a report: ``generated_at``, ``filters``,
+    ``group_by``, ``totals`` and ``rows``."""
+    filters = dataclasses.asdict(report.filters)
+    filters["since"] = iso(report.filters.since)
+    filters["until"] = iso(report.filters.until)
+    return {
+        "generated_at": iso(report.generated_at),
+        "filters": filters,
+        "group_by": list(report.group_by),
+        "totals": report.totals.as_dict(),
+        "rows": report_records(report),
+    }
+
+
+def render_report(report: Report, fmt: str) -> str:
+    """``report`` as text in one of :data:`REPORT_FORMATS`."""
+    if fmt == "json":
+        return json.dumps(report_document(report), indent=2) + "\n"
+    columns = report_columns(report)
+    if fmt == "csv":
+        return _csv(columns, ([record[c] for c in columns] for record in report_records(report)))
+    if fmt not in ("table", "markdown"):
+        raise ValueError(f"unknown report format {fmt!r}; expected one of {REPORT_FORMATS}")
+    keys = report.key_names or ("",)
+    header = [_LABELS.get(c, c) for c in keys + METRICS]
+    body = [
+        [_human(k, row.keys.get(k)) for k in keys]
+        + [_human(m, getattr(row.metrics, m)) for m in METRICS]
+        for row in report.rows
+    ]
+    totals = [_TOTAL] + [""] * (len(keys) - 1)
+    totals += [_human(m, getattr(report.totals, m)) for m in METRICS]
+    right = [False] * len(keys) + [True] * len(METRICS)
+    if fmt == "markdown":
+        return _markdown(header, body, totals, right)
+    return _caption(report) + "\n\n" + _table(header, body, totals, right)
+
+
+def render_stats(stats: DatabaseStats, fmt: str) -> str:
+    """Database statistics as text in one of :data:`STATS_FORMATS`."""
+    values = dataclasses.asdict(stats)
+    if fmt == "json":
+        return json.dumps(values, indent=2) + "\n"
+    if fmt != "table":
+        raise ValueError(f"unknown stats format {fmt!r}; expected one of {STATS_FORMATS}")
+    width = max(len(name) for name in values)
+    lines = []
+    for name, value in values.items():
+        if isinstance(value, int) and name.endswith("_bytes"):
+            text = f"{value:,} bytes"
+        elif isinstance(value, int) and name != "schema_version":
+            text = f"{value:,}"
+        else:
+            text = "-" if value is None else str(value)
+        lines.append(f"{name.ljust(width)}  {text}")
+    return "\n".join(lines) + "\n"
+
+
+def write_rows(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str, out: TextIO
+) -> int:
+    """Write ``rows`` to ``out`` one at a time as CSV (a header, then the rows)
+    or JSON Lines (one object per row); return how many rows were written."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    elif fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+            count += 1
+    else:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    return count
+
+
+def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    write_rows(columns, rows, "csv", buffer)
+    return buffer.getvalue()
+
+
+def _human(name: str, value: Any) -> str:
+    if value is None:
+        return "-" if name in METRICS else ""
+    if name == "cost_usd":
+        return f"${value:,.2f}"
+    if name in ("avg_duration_ms", "p95_duration_ms"):
+        return f"{value:,.0f}"
+    if name in METRICS:
+        return f"{value:,}"
+    return str(value)
+
+
+def _caption(report: Report) -> str:
+    f = report.filters
+    parts = [f"since {_when(f.since)}" if f.since else "all time"]
+    if f.until:
+        parts.append(f"until {_when(f.until)}")
+    parts += [
+        f"{name}={value}"
+        for name, value in dataclasses.asdict(f).items()
+        if name not in ("since", "until") and value is not None
+    ]
+    if report.group_by:
+        parts.append("by " + ", ".join(report.group_by))
+    return "Executions " + ", ".join(parts)
+
+
+def _when(value: _dt.datetime) -> str:
+    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _table(
+    header: List[str], body: List[List[str]], totals: List[str], right: List[bool]
+) -> str:
+    widths = [max(len(r[i]) for r in [header, totals, *body]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in body), rule, line(totals)]) + "\n"
+
+
+def _markdown(
+    header: List[str], body: List[List[str]], totals: List[str], right: List[bool]
+) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---:" if r else ":---" for r in right]
+    bold = [f"**{c}**" if c else "" for c in totals]
+    return "\n".join([line(header), "|" + "|".join(align) + "|",
+                      *(line(r) for r in body), line(bold)]) + "\n"
