@@ -1,0 +1,67 @@
+"""pytest fixtures for applications that record telemetry (``testing`` extra).
+
+Installed as a pytest plugin, so the fixtures are available in any test:
+
+- ``telemetry_store``: a fresh store on a temporary file, closed afterwards.
+- ``telemetry_record_factory``: :class:`~telemetry_orm.factories.TelemetryRecordFactory`,
+  which builds valid, realistic :class:`~telemetry_orm.TelemetryRecord` values.
+- ``execution_factory``: writes rows into ``telemetry_store``:
+  ``execution_factory(repo="acme/api", created_at=...)`` returns the saved
+  row; ``execution_factory.create_batch(10)`` saves ten.
+
+Only pytest and telemetry_orm are imported when pytest loads the plugin;
+factory-boy is imported by the fixtures that need it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, List
+
+import pytest
+
+from .store import PeeweeTelemetryStore, create_telemetry_store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .factories import TelemetryRecordFactory
+
+
+class StoreExecutionFactory:
+    """:class:`~telemetry_orm.factories.ExecutionFactory` bound to one store."""
+
+    def __init__(self, store: PeeweeTelemetryStore) -> None:
+        self.store = store
+
+    def __call__(self, **overrides: Any) -> Any:
+        """Save one execution (fields and ``created_at`` may be given); return
+        the saved row."""
+        from .factories import ExecutionFactory
+
+        return ExecutionFactory.create(store=self.store, **overrides)
+
+    def create_batch(self, size: int, **overrides: Any) -> List[Any]:
+        """Save ``size`` executions; return the saved rows."""
+        return [self(**overrides) for _ in range(size)]
+
+
+@pytest.fixture
+def telemetry_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PeeweeTelemetryStore]:
+    """A fresh telemetry store on a temporary file, closed after the test."""
+    folder: Path = tmp_path_factory.mktemp("telemetry")
+    store = create_telemetry_store(folder / "telemetry.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def telemetry_record_factory() -> type[TelemetryRecordFactory]:
+    """The factory of valid, realistic :class:`~telemetry_orm.TelemetryRecord` values."""
+    from .factories import TelemetryRecordFactory
+
+    return TelemetryRecordFactory
+
+
+@pytest.fixture
+def execution_factory(telemetry_store: PeeweeTelemetryStore) -> StoreExecutionFactory:
+    """Saves executions into ``telemetry_store``."""
+    return StoreExecutionFactory(telemetry_store)
