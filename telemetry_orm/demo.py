@@ -14,7 +14,6 @@ import random
 import uuid
 from typing import Any, Dict, List, Optional
 
-import factory
 from peewee import chunked
 
 from .errors import DatabaseError
@@ -45,8 +44,8 @@ MODELS = {"claude-sonnet-4-5": 62, "claude-haiku-4-5": 24, "claude-opus-4-1": 9,
 _CHUNK = 50
 
 
-def _pick(weights: Dict[str, int]) -> Any:
-    return factory.LazyFunction(lambda: random.choices(list(weights), list(weights.values()))[0])
+def _pick(weights: Dict[str, int]) -> str:
+    return random.choices(list(weights), list(weights.values()))[0]
 
 
 def fill(
@@ -74,17 +73,14 @@ def fill(
         )
     now = (now or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
     span = days * 86400
-    records = TelemetryRecordFactory.build_batch(
-        rows,
-        delivery_id=factory.LazyFunction(lambda: f"{DEMO_PREFIX}{uuid.uuid4()}"),
-        repo=_pick(REPOS),
-        model=_pick(MODELS),
-        pr_number=factory.LazyFunction(
-            lambda: random.randint(1, 150) if random.random() < 0.85 else None
-        ),
-    )
     values: List[Dict[str, Any]] = []
-    for record in records:
+    for _ in range(rows):
+        record = TelemetryRecordFactory.build(
+            delivery_id=f"{DEMO_PREFIX}{uuid.uuid4()}",
+            repo=_pick(REPOS),
+            model=_pick(MODELS),
+            pr_number=random.randint(1, 150) if random.random() < 0.85 else None,
+        )
         row = record.as_dict()
         row["created_at"] = now - _dt.timedelta(seconds=random.randint(0, span))
         values.append(row)
