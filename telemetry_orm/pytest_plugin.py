@@ -23,21 +23,20 @@ import pytest
 from .store import PeeweeTelemetryStore, create_telemetry_store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .factories import TelemetryRecordFactory
+    from .factories import ExecutionFactory, TelemetryRecordFactory
 
 
 class StoreExecutionFactory:
     """:class:`~telemetry_orm.factories.ExecutionFactory` bound to one store."""
 
-    def __init__(self, store: PeeweeTelemetryStore) -> None:
+    def __init__(self, store: PeeweeTelemetryStore, factory: type[ExecutionFactory]) -> None:
         self.store = store
+        self.factory = factory
 
     def __call__(self, **overrides: Any) -> Any:
         """Save one execution (fields and ``created_at`` may be given); return
         the saved row."""
-        from .factories import ExecutionFactory
-
-        return ExecutionFactory.create(store=self.store, **overrides)
+        return self.factory.create(store=self.store, **overrides)
 
     def create_batch(self, size: int, **overrides: Any) -> List[Any]:
         """Save ``size`` executions; return the saved rows."""
@@ -64,4 +63,6 @@ def telemetry_record_factory() -> type[TelemetryRecordFactory]:
 @pytest.fixture
 def execution_factory(telemetry_store: PeeweeTelemetryStore) -> StoreExecutionFactory:
     """Saves executions into ``telemetry_store``."""
-    return StoreExecutionFactory(telemetry_store)
+    from .factories import ExecutionFactory
+
+    return StoreExecutionFactory(telemetry_store, ExecutionFactory)

@@ -71,7 +71,8 @@ def test_report_defaults_to_a_table_of_the_last_30_days_by_repo(
     assert ", by repo\n" in out
     totals = out.rstrip("\n").split("\n")[-1].split()
     assert totals[0] == "TOTAL"
-    assert int(totals[1]) == count(witness, "created_at >= ?", (stamp(NOW - dt.timedelta(days=30)),))
+    since = stamp(NOW - dt.timedelta(days=30))
+    assert int(totals[1]) == count(witness, "created_at >= ?", (since,))
     for repo in REPOS:
         assert f"\n{repo} " in out
 
@@ -425,8 +426,8 @@ def test_demo_fills_a_new_database_and_prints_a_report(
         " FROM executions").fetchone()
     conn.close()
     assert n == demo == 300
-    assert stamp(NOW - dt.timedelta(days=60, minutes=5)) <= oldest < stamp(NOW - dt.timedelta(days=30))
-    assert stamp(NOW - dt.timedelta(days=30)) < newest <= stamp(NOW + dt.timedelta(minutes=5))
+    days_ago = [stamp(NOW - dt.timedelta(days=d)) for d in (60.01, 30, -0.01)]
+    assert days_ago[0] <= oldest < days_ago[1] < newest <= days_ago[2]
 
 
 def test_demo_refuses_a_database_with_real_telemetry(
@@ -478,7 +479,7 @@ def test_commands_work_on_a_typescript_store_file(
 # --- As a program ---------------------------------------------------------------------
 
 
-def program(*argv: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+def program(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     package_root = str(Path(telemetry_orm.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
