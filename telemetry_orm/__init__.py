@@ -8,6 +8,7 @@ from .errors import (
     TelemetryValidationError,
 )
 from .record import FIELD_NAMES, TelemetryRecord
+from .reports import Metrics, Report, ReportRow, open_readonly, report
 from .schema import SCHEMA_VERSION, Execution
 from .store import PeeweeTelemetryStore, TelemetryStore, create_telemetry_store
 
@@ -15,10 +16,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FIELD_NAMES",
+    "Metrics",
     "SCHEMA_VERSION",
     "DatabaseError",
     "Execution",
     "PeeweeTelemetryStore",
+    "Report",
+    "ReportRow",
     "StoreBusyError",
     "StoreClosedError",
     "TelemetryError",
@@ -26,4 +30,6 @@ __all__ = [
     "TelemetryStore",
     "TelemetryValidationError",
     "create_telemetry_store",
+    "open_readonly",
+    "report",
 ]

@@ -39,6 +39,11 @@ def test_execution_factory_writes_into_the_store(telemetry_store, execution_fact
     assert [r[1] for r in rows[1:]] == ["acme/web"] * 3
 
 
+def test_my_app_records_failures(telemetry_store, execution_factory):  # the README's example
+    execution_factory.create_batch(3, conclusion="failure")
+    assert telemetry_store.report(group_by=[]).totals.failed == 3
+
+
 def test_record_factory_builds_valid_records(telemetry_record_factory):
     record = telemetry_record_factory(model="claude-haiku-4-5")
     assert isinstance(record, TelemetryRecord)
@@ -57,7 +62,7 @@ def session(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
 def test_fixtures_give_a_store_and_the_factories(session: pytest.Pytester) -> None:
     session.makepyfile(test_app=APP_TESTS)
     result = session.runpytest("-p", PLUGIN)
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
 
 
 def test_the_plugin_loads_without_factory_boy(session: pytest.Pytester) -> None:
@@ -68,7 +73,7 @@ def test_the_plugin_loads_without_factory_boy(session: pytest.Pytester) -> None:
         test_app=APP_TESTS,
     )
     result = session.runpytest_subprocess("-p", "block_factory", "-p", PLUGIN)
-    result.assert_outcomes(passed=1, errors=2)
+    result.assert_outcomes(passed=1, errors=3)
     assert "pip install 'telemetry_orm[testing]'" in result.stdout.str()
 
 
