@@ -12,6 +12,7 @@ import telemetry_orm
 
 pytest_plugins = ["pytester"]
 
+# Where telemetry_orm is imported from (this checkout, or site-packages).
 ROOT = Path(telemetry_orm.__file__).resolve().parent.parent
 PLUGIN = "telemetry_orm.pytest_plugin"
 
@@ -79,7 +80,7 @@ def test_the_plugin_loads_without_factory_boy(session: pytest.Pytester) -> None:
 
 def test_the_entry_points_are_declared() -> None:
     config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
+    assert config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
     entry_points = config["options.entry_points"]
     assert f"{PLUGIN} = {PLUGIN}" in entry_points["pytest11"].strip().splitlines()
     assert "telemetry-orm = telemetry_orm.cli:main" in entry_points["console_scripts"]

@@ -479,6 +479,29 @@ def test_open_readonly_creates_nothing_for_a_missing_file(tmp_path: Path) -> Non
     assert not (tmp_path / "missing").exists()
 
 
+def test_open_readonly_takes_any_file_name(tmp_path: Path) -> None:
+    path = tmp_path / "odd #1 100%" / "tele?metry&mode=rw.db"
+    path.parent.mkdir()
+    make_seed_database(path, rows=3)
+    database = open_readonly(path)
+    try:
+        assert report(database).totals.executions == 3
+    finally:
+        database.close()
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.endswith(("-wal", "-shm"))) \
+        == [path.name]
+
+
+def test_open_readonly_explains_a_table_that_predates_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE executions (id INTEGER PRIMARY KEY, created_at TEXT, repo TEXT,"
+                 " event_type TEXT, model TEXT, conclusion TEXT)")
+    conn.close()
+    with pytest.raises(DatabaseError, match="predates columns delivery_id, pr_number"):
+        open_readonly(path)
+
+
 def test_open_readonly_refuses_files_that_are_not_telemetry(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello, this is not a database at all\n" * 100)
