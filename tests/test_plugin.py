@@ -66,6 +66,7 @@ def test_fixtures_give_a_store_and_the_factories(session: pytest.Pytester) -> No
     result.assert_outcomes(passed=4)
 
 
+@pytest.mark.slow  # a whole pytest in a new process: seconds on a busy machine
 def test_the_plugin_loads_without_factory_boy(session: pytest.Pytester) -> None:
     # A fresh process where "import factory" fails, blocked before the
     # plugin is loaded.
