@@ -1,6 +1,8 @@
 """telemetry_orm: store and report the telemetry of LLM agent runs with peewee."""
 
+from .background import BackgroundRecorder
 from .errors import (
+    BackgroundWriteError,
     DatabaseError,
     StoreBusyError,
     StoreClosedError,
@@ -15,6 +17,8 @@ from .store import PeeweeTelemetryStore, TelemetryStore, create_telemetry_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackgroundRecorder",
+    "BackgroundWriteError",
     "FIELD_NAMES",
     "Metrics",
     "SCHEMA_VERSION",

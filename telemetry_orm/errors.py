@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, List, Optional
+
+if TYPE_CHECKING:
+    from .record import TelemetryRecord
 
 
 class TelemetryError(Exception):
@@ -47,3 +50,16 @@ class StoreBusyError(TelemetryError):
 class DatabaseError(TelemetryError):
     """The database cannot be used: wrong kind of file, foreign table, newer
     schema, unreadable or read-only location. The file is left untouched."""
+
+
+class BackgroundWriteError(TelemetryError):
+    """A background recorder could not write some records, even after retries.
+
+    ``records`` are those records, in the order they were recorded; nothing
+    else holds them any more, so pass them to ``store.record_many`` to try
+    again or keep them elsewhere. The last error met is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, records: List[TelemetryRecord]) -> None:
+        self.records = records
+        super().__init__(message)

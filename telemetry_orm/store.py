@@ -11,13 +11,20 @@ import os
 import threading
 import weakref
 from types import TracebackType
-from typing import Any, Mapping, Optional, Type, Union
+from typing import Any, Iterable, List, Mapping, Optional, Type, Union
 
 import peewee
 
+from . import background as _background
 from .backends.sqlite import PURGE_CHUNK, SqliteBackend
-from .errors import DatabaseError, StoreBusyError, StoreClosedError, TelemetryValidationError
-from .record import TelemetryRecord, coerce_record
+from .errors import (
+    BackgroundWriteError,
+    DatabaseError,
+    StoreBusyError,
+    StoreClosedError,
+    TelemetryValidationError,
+)
+from .record import TelemetryRecord, row_of, rows_of
 from .reports import Report, report
 from .schema import Execution, bind_model
 
@@ -41,6 +48,11 @@ class TelemetryStore(abc.ABC):
     @abc.abstractmethod
     def record(self, entry: Entry) -> int:
         """Validate and insert one execution; return its row id."""
+
+    @abc.abstractmethod
+    def record_many(self, entries: Iterable[Entry]) -> List[int]:
+        """Validate every entry, then insert all in one transaction; return
+        their row ids in order."""
 
     @abc.abstractmethod
     def purge_older_than(self, days: float) -> int:
@@ -121,6 +133,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._lock = threading.RLock()
         self._closed = False
         self._writes = 0
+        self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
         self._insert_sql = backend.insert_sql(self.database)
         try:
             backend.prepare(self.database, self.model)
@@ -145,18 +158,86 @@ class PeeweeTelemetryStore(TelemetryStore):
         invalid entry. Every ``checkpoint_every`` writes, :meth:`checkpoint`
         runs.
         """
-        params = coerce_record(entry).as_row()
+        params = row_of(entry)
         with self._lock:
             conn = self._connection()
             try:
                 row_id = self.backend.insert(conn, self._insert_sql, params)
             except self.backend.driver_errors as exc:
                 raise self._translate(exc) from exc
-            self._writes += 1
-            if self._writes >= self.checkpoint_every:
-                self._writes = 0
-                self.checkpoint()
+            self._count_writes(1)
         return row_id
+
+    def record_many(self, entries: Iterable[Entry]) -> List[int]:
+        """Validate every entry, then insert them all in one transaction;
+        return their row ids, in the order of ``entries``.
+
+        If any entry is bad, :class:`~telemetry_orm.TelemetryValidationError`
+        names its position and field (``entry 3: cost_usd: …``) and nothing
+        is written. The rows are committed together or not at all; inside a
+        transaction of your own (``store.database.atomic()``) they become part
+        of it. Each row counts towards the automatic checkpoint as a
+        :meth:`record` does.
+
+        The entries are all held in memory first: for a long stream, call it
+        once per batch of a few thousand, or use :meth:`background`.
+
+        >>> with create_telemetry_store(":memory:") as store:
+        ...     run = {"event_type": "push", "model": "m", "conclusion": "success"}
+        ...     store.record_many([{**run, "repo": "acme/api"}, {**run, "repo": "acme/web"}])
+        [1, 2]
+        """
+        rows = rows_of(entries)
+        with self._lock:
+            conn = self._connection()
+            if not rows:
+                return []
+            try:
+                ids = self.backend.insert_many(conn, self._insert_sql, rows)
+            except self.backend.driver_errors as exc:
+                raise self._translate(exc) from exc
+            self._count_writes(len(rows))
+        return ids
+
+    def background(
+        self,
+        max_batch: int = _background.MAX_BATCH,
+        max_delay: float = _background.MAX_DELAY,
+        *,
+        max_queue: int = _background.MAX_QUEUE,
+        retries: int = _background.RETRIES,
+        retry_delay: float = _background.RETRY_DELAY,
+    ) -> _background.BackgroundRecorder:
+        """A :class:`~telemetry_orm.BackgroundRecorder` writing to this store:
+        ``record()`` validates and queues, a writer thread commits batches of
+        up to ``max_batch`` records at least every ``max_delay`` seconds.
+
+        Closing the store closes its recorders first, writing what they hold.
+
+        >>> with create_telemetry_store(":memory:") as store:
+        ...     with store.background() as recorder:
+        ...         recorder.record({"repo": "acme/api", "event_type": "push",
+        ...                          "model": "m", "conclusion": "success"})
+        ...     store.model.select().count()
+        1
+        """
+        recorder = _background.BackgroundRecorder(
+            self,
+            max_batch=max_batch,
+            max_delay=max_delay,
+            max_queue=max_queue,
+            retries=retries,
+            retry_delay=retry_delay,
+        )
+        self._recorders.add(recorder)
+        return recorder
+
+    def _count_writes(self, count: int) -> None:
+        # Called with the lock held.
+        self._writes += count
+        if self._writes >= self.checkpoint_every:
+            self._writes = 0
+            self.checkpoint()
 
     def count_older_than(self, days: float) -> int:
         """How many rows :meth:`purge_older_than` would delete now (a dry run)."""
@@ -227,13 +308,25 @@ class PeeweeTelemetryStore(TelemetryStore):
             return report(self.database, **options)
 
     def close(self) -> None:
-        """Close every connection of this store. Calling it again does nothing."""
+        """Close the store's background recorders (writing what they hold),
+        then every connection of this store. Calling it again does nothing.
+
+        A recorder's :class:`~telemetry_orm.BackgroundWriteError` is raised
+        after the store is closed.
+        """
+        failure: Optional[BaseException] = None
+        for recorder in list(self._recorders):
+            try:
+                recorder.close()
+            except BackgroundWriteError as exc:
+                failure = failure or exc
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self.backend.close_all(self.database)
+            if not self._closed:
+                self._closed = True
+                self.backend.close_all(self.database)
         _LIVE_STORES.discard(self)
+        if failure is not None:
+            raise failure
 
     @property
     def closed(self) -> bool:

@@ -200,7 +200,42 @@ class SqliteBackend:
         return f"INSERT INTO {quote(database, TABLE_NAME)} ({columns}) VALUES ({marks})"
 
     def insert(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
-        return int(conn.execute(sql, params).lastrowid or 0)
+        """Run the INSERT for one row (autocommit); return its id."""
+        return conn.execute(sql, params).lastrowid or 0
+
+    def insert_many(
+        self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
+    ) -> List[int]:
+        """Insert ``rows`` in one write transaction; return their ids in order.
+
+        ``executemany`` reports no id per row (a multi-row ``INSERT …
+        RETURNING id`` would need its SQL rebuilt per batch size, within
+        SQLite's limit on parameters). The ids are still known: the transaction takes
+        the write lock before the first row (``BEGIN IMMEDIATE``), so no other
+        connection inserts in between, and the caller holds the store's lock,
+        so no other thread uses this connection. Each row then gets the next
+        id after the previous one (``AUTOINCREMENT`` takes the larger of the
+        highest id and the table's sequence, plus one), so the ids are
+        ``last_insert_rowid() - n + 1`` to ``last_insert_rowid()``. Inside a
+        transaction the caller already opened, a savepoint is used instead; the
+        first row takes the write lock and keeps it until that transaction
+        ends, so the same holds. (This assumes no trigger of one's own inserts
+        into the table.)
+        """
+        nested = conn.in_transaction
+        conn.execute("SAVEPOINT insert_many" if nested else "BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, rows)
+            last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            conn.execute("RELEASE insert_many" if nested else "COMMIT")
+        except BaseException:
+            if nested:
+                conn.execute("ROLLBACK TO insert_many")
+                conn.execute("RELEASE insert_many")
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return list(range(last - len(rows) + 1, last + 1))
 
     def checkpoint(self, conn: sqlite3.Connection, mode: str) -> Tuple[int, int, int]:
         """``PRAGMA wal_checkpoint(mode)``: (busy, log pages, pages checkpointed)."""

@@ -1,0 +1,338 @@
+"""Fire-and-forget recording: validate in the caller, write in batches from a thread.
+
+A request handler should not wait for a commit. :class:`BackgroundRecorder`
+(made by :meth:`~telemetry_orm.store.PeeweeTelemetryStore.background`) checks
+each entry in the calling thread, puts it on a bounded queue and returns; one
+writer thread commits the queue in batches with ``store.record_many``::
+
+    with store.background(max_batch=500, max_delay=0.2) as recorder:
+        recorder.record({"repo": "acme/api", "event_type": "push",
+                         "model": "claude-sonnet-4-5", "conclusion": "success"})
+    # leaving the block flushed and closed the recorder
+
+Nothing is dropped: a full queue makes ``record()`` wait; a batch that keeps
+failing is kept and raised from the next :meth:`~BackgroundRecorder.flush` or
+:meth:`~BackgroundRecorder.close` as :class:`~telemetry_orm.BackgroundWriteError`
+with its records attached; interpreter exit flushes what is still queued.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import numbers
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Type, Union
+
+from .errors import BackgroundWriteError, StoreClosedError, TelemetryValidationError
+from .record import TelemetryRecord, coerce_record
+
+if TYPE_CHECKING:
+    from .store import Entry, PeeweeTelemetryStore
+
+#: Defaults of :meth:`~telemetry_orm.store.PeeweeTelemetryStore.background`.
+MAX_BATCH = 500
+MAX_DELAY = 0.2
+MAX_QUEUE = 10_000
+RETRIES = 3
+RETRY_DELAY = 0.05
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TelemetryValidationError(name, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_seconds(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+        or value < 0
+    ):
+        raise TelemetryValidationError(
+            name, f"must be a finite number of seconds >= 0, got {value!r}"
+        )
+    return float(value)
+
+
+class BackgroundRecorder:
+    """Records executions from a writer thread, in batches.
+
+    ``record()`` validates the entry in the caller (a bad one raises
+    :class:`~telemetry_orm.TelemetryValidationError` at once and is not
+    queued), queues it and returns. The writer commits a batch as soon as
+    ``max_batch`` records wait, or when the oldest has waited ``max_delay``
+    seconds, or when someone calls :meth:`flush` or :meth:`close`. Batches
+    are written in the order the records were queued.
+
+    At most ``max_queue`` records wait; ``record()`` then blocks until the
+    writer has taken a batch (it never drops one). A batch that fails is tried
+    again ``retries`` times, waiting ``retry_delay`` seconds and doubling;
+    after that it is logged and kept, and the next :meth:`flush` or
+    :meth:`close` raises :class:`~telemetry_orm.BackgroundWriteError` whose
+    ``records`` are the records that were not written, in order (pass them to
+    ``store.record_many`` to try again).
+
+    :meth:`close` (also on leaving a ``with`` block, on ``store.close()``, and
+    at interpreter exit) writes what is queued and stops the writer. In a
+    forked child the recorder starts afresh: records queued before the fork
+    are the parent's to write.
+    """
+
+    def __init__(
+        self,
+        store: PeeweeTelemetryStore,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_delay: float = MAX_DELAY,
+        max_queue: int = MAX_QUEUE,
+        retries: int = RETRIES,
+        retry_delay: float = RETRY_DELAY,
+        logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
+    ) -> None:
+        self.store = store
+        self.max_batch = _check_count("max_batch", max_batch, 1)
+        self.max_delay = _check_seconds("max_delay", max_delay)
+        self.max_queue = _check_count("max_queue", max_queue, 1)
+        self.retries = _check_count("retries", retries, 0)
+        self.retry_delay = _check_seconds("retry_delay", retry_delay)
+        self.log = logger or store.log
+        self._start()
+        atexit.register(self._at_exit)
+        _LIVE_RECORDERS.add(self)
+
+    def _start(self) -> None:
+        # One lock guards all the state below; the writer waits on one
+        # condition, callers of record() and flush() on the other.
+        self._lock = threading.Lock()
+        self._wake_writer = threading.Condition(self._lock)
+        self._progress = threading.Condition(self._lock)
+        self._pending: Deque[TelemetryRecord] = deque()
+        self._oldest = 0.0  # when the oldest pending record was queued
+        self._queued = 0  # records accepted so far
+        self._finished = 0  # of those, written or given up (always a prefix)
+        self._flushing = 0  # flush() calls waiting: the writer must not linger
+        self._closing = False
+        self._writer_gone = False
+        self._failed: List[TelemetryRecord] = []
+        self._failure: Optional[BaseException] = None
+        self._thread = threading.Thread(
+            target=self._run, name="telemetry_orm-background", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "open"
+        return f"<{type(self).__name__} {self.store.path!r} ({state}, {self.pending} pending)>"
+
+    # -- callers ---------------------------------------------------------
+
+    def record(self, entry: Entry) -> None:
+        """Validate ``entry`` here, queue it for the writer and return.
+
+        Blocks only while ``max_queue`` records are already waiting. Raises
+        :class:`~telemetry_orm.StoreClosedError` once the recorder is closed.
+        """
+        record = coerce_record(entry)
+        with self._lock:
+            pending = self._pending
+            if self._closing or len(pending) >= self.max_queue:
+                self._wait_for_room()
+            if not pending:
+                self._oldest = time.monotonic()
+                self._wake_writer.notify()
+            pending.append(record)
+            self._queued += 1
+            if len(pending) == self.max_batch:
+                self._wake_writer.notify()
+
+    def _wait_for_room(self) -> None:
+        # Called with the lock held.
+        if not self._closing:
+            self.log.debug(
+                "background queue full (%d executions waiting); record() waits for the writer",
+                len(self._pending),
+            )
+        while not self._closing and len(self._pending) >= self.max_queue:
+            self._progress.wait()
+        if self._closing:
+            raise StoreClosedError(f"{self.store.path}: the background recorder is closed")
+
+    def flush(self) -> None:
+        """Wait until every record queued so far is committed.
+
+        Raises :class:`~telemetry_orm.BackgroundWriteError` if a batch could
+        not be written since the last ``flush()``; its ``records`` are the
+        ones lost from the database, in order.
+        """
+        with self._lock:
+            target = self._queued
+            self._flushing += 1
+            self._wake_writer.notify()
+            try:
+                while self._finished < target and not self._writer_gone:
+                    self._progress.wait()
+            finally:
+                self._flushing -= 1
+            failure = self._take_failure()
+            stuck = self._queued - self._finished if self._writer_gone else 0
+        if failure is not None:
+            raise failure
+        if stuck:
+            raise StoreClosedError(
+                f"{self.store.path}: the background writer has stopped; "
+                f"{stuck} executions were not written"
+            )
+
+    def close(self) -> None:
+        """Write everything queued, stop the writer, and refuse new records.
+
+        Raises :class:`~telemetry_orm.BackgroundWriteError` as :meth:`flush`
+        does. Calling it again does nothing.
+        """
+        with self._lock:
+            self._closing = True
+            self._wake_writer.notify()
+            self._progress.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        atexit.unregister(self._at_exit)
+        _LIVE_RECORDERS.discard(self)
+        with self._lock:
+            failure = self._take_failure()
+        if failure is not None:
+            raise failure
+
+    @property
+    def pending(self) -> int:
+        """How many records are queued or being written, not yet committed."""
+        return self._queued - self._finished
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closing
+
+    def __enter__(self) -> BackgroundRecorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # -- the writer thread -------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._write(batch)
+                with self._lock:
+                    self._finished += len(batch)
+                    self._progress.notify_all()
+        finally:
+            with self._lock:
+                self._writer_gone = True
+                self._progress.notify_all()
+
+    def _next_batch(self) -> Optional[List[TelemetryRecord]]:
+        """Wait for a batch worth writing and take it; ``None`` means stop."""
+        with self._lock:
+            pending = self._pending
+            while not pending and not self._closing:
+                self._wake_writer.wait()
+            if not pending:
+                return None
+            while len(pending) < self.max_batch and not (self._closing or self._flushing):
+                remaining = self._oldest + self.max_delay - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake_writer.wait(remaining)
+            count = min(len(pending), self.max_batch)
+            batch = [pending.popleft() for _ in range(count)]
+            # What is left arrived while the last batch was being written.
+            self._oldest = time.monotonic()
+            self._progress.notify_all()
+        return batch
+
+    def _write(self, batch: List[TelemetryRecord]) -> None:
+        delay = self.retry_delay
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self.store.record_many(batch)
+                return
+            except StoreClosedError as exc:
+                error: Exception = exc
+                break  # trying again cannot help
+            except Exception as exc:  # noqa: BLE001 - kept and raised from flush()
+                error = exc
+                if attempt < attempts:
+                    self.log.warning(
+                        "background write of %d executions failed (attempt %d of %d); "
+                        "retrying in %.3fs: %s",
+                        len(batch), attempt, attempts, delay, exc,
+                    )
+                    time.sleep(delay)
+                    delay *= 2
+        with self._lock:
+            self._failed.extend(batch)
+            self._failure = error
+            kept = len(self._failed)
+        self.log.error(
+            "background write of %d executions failed after %d attempts: %s; "
+            "%d executions are kept and raised from the next flush() or close()",
+            len(batch), attempt, error, kept,
+        )
+
+    def _take_failure(self) -> Optional[BackgroundWriteError]:
+        # Called with the lock held.
+        if not self._failed:
+            return None
+        records, self._failed = self._failed, []
+        cause, self._failure = self._failure, None
+        failure = BackgroundWriteError(
+            f"{self.store.path}: {len(records)} executions could not be written "
+            f"in the background: {cause}",
+            records,
+        )
+        failure.__cause__ = cause
+        return failure
+
+    def _at_exit(self) -> None:
+        try:
+            self.close()
+        except BackgroundWriteError as exc:
+            self.log.error("at exit: %s", exc)
+
+    def _restart_after_fork(self) -> None:
+        # The parent's writer thread does not exist here, and its queue is
+        # the parent's to write; the child gets a fresh lock, queue and writer.
+        if not self._closing:
+            self._start()
+
+
+_LIVE_RECORDERS: weakref.WeakSet[BackgroundRecorder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_LIVE_RECORDERS):
+        recorder._restart_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

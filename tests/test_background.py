@@ -1,0 +1,415 @@
+"""Background recording: validate in the caller, queue, commit in batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytest
+from support import minimal
+
+from telemetry_orm import (
+    BackgroundRecorder,
+    BackgroundWriteError,
+    DatabaseError,
+    PeeweeTelemetryStore,
+    StoreClosedError,
+    TelemetryRecord,
+    TelemetryValidationError,
+)
+from telemetry_orm.factories import TelemetryRecordFactory
+
+#: Long enough that nothing is written unless a batch fills or someone flushes.
+NEVER = 3600.0
+
+#: Generous bound on waiting for another thread, so a broken recorder fails
+#: the test instead of hanging it. Passing tests never wait this long.
+PATIENCE = 30.0
+
+
+def count(witness: sqlite3.Connection) -> int:
+    return int(witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0])
+
+
+def delivery_ids(witness: sqlite3.Connection) -> List[str]:
+    return [row[0] for row in witness.execute("SELECT delivery_id FROM executions ORDER BY id")]
+
+
+@pytest.fixture
+def recorder(store: PeeweeTelemetryStore) -> Iterator[BackgroundRecorder]:
+    r = store.background(max_batch=500, max_delay=NEVER)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def refuse_inserts(witness: sqlite3.Connection) -> Iterator[None]:
+    """Make every INSERT fail until the test ends (or drops the trigger)."""
+    witness.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON executions "
+        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    witness.commit()
+    yield
+
+
+class _Spy:
+    """Wraps ``store.record_many`` to see the batches the writer sends."""
+
+    def __init__(self, store: PeeweeTelemetryStore) -> None:
+        self.real = store.record_many
+        self.batches: List[int] = []
+        self.called = threading.Event()
+
+    def __call__(self, entries: Any) -> List[int]:
+        self.batches.append(len(entries))
+        ids = self.real(entries)
+        self.called.set()
+        return ids
+
+
+class _LogEvent(logging.Handler):
+    """Sets an event when a log message containing ``text`` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+def test_record_returns_at_once_and_flush_commits(
+    recorder: BackgroundRecorder, witness: sqlite3.Connection
+) -> None:
+    for i in range(3):
+        recorder.record(minimal(delivery_id=str(i)))
+
+    # Neither a full batch nor the delay has come: nothing is written yet.
+    assert count(witness) == 0
+    assert recorder.pending == 3
+    recorder.flush()
+
+    assert delivery_ids(witness) == ["0", "1", "2"]
+    assert recorder.pending == 0
+
+
+def test_rows_are_committed_in_the_order_recorded_across_batches(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(store)
+    monkeypatch.setattr(store, "record_many", spy)
+    records = TelemetryRecordFactory.build_batch(95)
+
+    with store.background(max_batch=10, max_delay=NEVER) as recorder:
+        for record in records:
+            recorder.record(record)
+        recorder.flush()
+
+    assert delivery_ids(witness) == [r.delivery_id for r in records]
+    assert sum(spy.batches) == 95
+    assert max(spy.batches) <= 10
+    assert len(spy.batches) >= 10
+
+
+def test_threads_recording_at_once_lose_nothing_and_keep_their_own_order(
+    recorder: BackgroundRecorder, witness: sqlite3.Connection
+) -> None:
+    def produce(name: str) -> None:
+        for i in range(200):
+            recorder.record(minimal(delivery_id=f"{name}-{i:03d}"))
+
+    threads = [threading.Thread(target=produce, args=(f"t{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    recorder.flush()
+
+    stored = delivery_ids(witness)
+    assert len(stored) == 800
+    for n in range(4):
+        mine = [d for d in stored if d.startswith(f"t{n}-")]
+        assert mine == [f"t{n}-{i:03d}" for i in range(200)]
+
+
+def test_a_bad_entry_is_refused_in_the_caller_and_not_queued(
+    recorder: BackgroundRecorder, witness: sqlite3.Connection
+) -> None:
+    recorder.record(minimal(delivery_id="good"))
+
+    with pytest.raises(TelemetryValidationError) as caught:
+        recorder.record(minimal(delivery_id="bad", input_tokens=-5))
+
+    assert caught.value.field == "input_tokens"
+    assert recorder.pending == 1
+    recorder.flush()
+    assert delivery_ids(witness) == ["good"]
+
+
+def test_a_batch_is_written_without_flush_once_max_delay_has_passed(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(store)
+    monkeypatch.setattr(store, "record_many", spy)
+
+    with store.background(max_batch=500, max_delay=0.01) as recorder:
+        recorder.record(minimal(delivery_id="late"))
+        assert spy.called.wait(PATIENCE)
+
+        assert delivery_ids(witness) == ["late"]
+
+
+def test_a_full_batch_is_written_without_flush(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(store)
+    monkeypatch.setattr(store, "record_many", spy)
+
+    with store.background(max_batch=5, max_delay=NEVER) as recorder:
+        for i in range(5):
+            recorder.record(minimal(delivery_id=str(i)))
+        assert spy.called.wait(PATIENCE)
+
+        assert count(witness) == 5
+
+
+def test_a_full_queue_blocks_the_caller_until_the_writer_catches_up(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection
+) -> None:
+    full = _LogEvent("background queue full")
+    logging.getLogger("telemetry_orm").addHandler(full)
+    logging.getLogger("telemetry_orm").setLevel(logging.DEBUG)
+    recorder = store.background(max_batch=1, max_delay=0, max_queue=2)
+    recorded: List[int] = []
+
+    def produce() -> None:
+        for i in range(6):
+            recorder.record(minimal(delivery_id=str(i)))
+            recorded.append(i)
+
+    # Another connection holds the write lock: the writer cannot commit,
+    # so at most one record is in flight and two wait in the queue.
+    witness.execute("BEGIN IMMEDIATE")
+    producer = threading.Thread(target=produce)
+    try:
+        producer.start()
+        assert full.seen.wait(PATIENCE)
+        assert producer.is_alive()
+        assert len(recorded) <= 3
+        assert count(witness) == 0
+    finally:
+        witness.execute("ROLLBACK")
+        producer.join(PATIENCE)
+        logging.getLogger("telemetry_orm").removeHandler(full)
+        logging.getLogger("telemetry_orm").setLevel(logging.NOTSET)
+
+    recorder.close()
+    assert recorded == list(range(6))
+    assert delivery_ids(witness) == [str(i) for i in range(6)]
+
+
+def test_a_failing_batch_is_retried_then_raised_from_flush_with_its_records(
+    store: PeeweeTelemetryStore,
+    witness: sqlite3.Connection,
+    refuse_inserts: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="telemetry_orm")
+    records = [TelemetryRecordFactory.build() for _ in range(3)]
+    recorder = store.background(max_delay=NEVER, retries=2, retry_delay=0)
+    for record in records:
+        recorder.record(record)
+
+    with pytest.raises(BackgroundWriteError, match="3 executions could not be written") as caught:
+        recorder.flush()
+
+    assert caught.value.records == records
+    assert isinstance(caught.value.__cause__, DatabaseError)
+    assert "disk says no" in str(caught.value)
+    assert count(witness) == 0
+    retried = [r for r in caplog.records if r.levelno == logging.WARNING]
+    given_up = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage().split(";")[0] for r in retried] == [
+        "background write of 3 executions failed (attempt 1 of 3)",
+        "background write of 3 executions failed (attempt 2 of 3)",
+    ]
+    assert len(given_up) == 1 and "disk says no" in given_up[0].getMessage()
+
+    # The error is raised once; the recorder goes on, and the records
+    # handed back can be written once the database accepts them again.
+    witness.execute("DROP TRIGGER refuse")
+    witness.commit()
+    recorder.record(minimal(delivery_id="after"))
+    recorder.flush()
+    store.record_many(caught.value.records)
+    recorder.close()
+    assert delivery_ids(witness) == ["after"] + [r.delivery_id for r in records]
+
+
+def test_close_raises_what_could_not_be_written(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection, refuse_inserts: None
+) -> None:
+    recorder = store.background(max_delay=NEVER, retries=0)
+    recorder.record(minimal(delivery_id="lost"))
+
+    with pytest.raises(BackgroundWriteError) as caught:
+        recorder.close()
+
+    assert [r.delivery_id for r in caught.value.records] == ["lost"]
+    assert recorder.closed
+    recorder.close()  # already reported: a second close has nothing to say
+
+
+def test_close_writes_what_is_queued_and_refuses_more(
+    recorder: BackgroundRecorder, witness: sqlite3.Connection
+) -> None:
+    for i in range(700):
+        recorder.record(minimal(delivery_id=str(i)))
+
+    recorder.close()
+
+    assert count(witness) == 700
+    with pytest.raises(StoreClosedError):
+        recorder.record(minimal())
+    recorder.close()
+    recorder.flush()
+
+
+def test_leaving_the_with_block_closes(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection
+) -> None:
+    with store.background(max_delay=NEVER) as recorder:
+        recorder.record(minimal())
+
+    assert recorder.closed
+    assert count(witness) == 1
+
+
+def test_closing_the_store_closes_its_recorders_first(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection
+) -> None:
+    recorder = store.background(max_delay=NEVER)
+    recorder.record(minimal())
+    recorder.record(minimal())
+
+    store.close()
+
+    assert recorder.closed
+    assert count(witness) == 2
+
+
+def test_closing_the_store_raises_what_its_recorder_could_not_write(
+    store: PeeweeTelemetryStore, refuse_inserts: None
+) -> None:
+    recorder = store.background(max_delay=NEVER, retries=0)
+    recorder.record(minimal(delivery_id="lost"))
+
+    with pytest.raises(BackgroundWriteError) as caught:
+        store.close()
+
+    assert [r.delivery_id for r in caught.value.records] == ["lost"]
+    assert store.closed
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_batch", 0), ("max_queue", 0), ("max_delay", -1), ("max_delay", float("nan")),
+     ("retries", -1), ("retry_delay", "soon"), ("max_batch", 2.5)],
+)
+def test_bad_options_are_named(store: PeeweeTelemetryStore, option: str, value: Any) -> None:
+    with pytest.raises(TelemetryValidationError) as caught:
+        store.background(**{option: value})
+
+    assert caught.value.field == option
+
+
+def test_the_recorder_can_be_made_directly(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection
+) -> None:
+    with BackgroundRecorder(store, max_delay=NEVER) as recorder:
+        recorder.record(TelemetryRecord(**minimal()))
+
+    assert count(witness) == 1
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+
+
+def test_interpreter_exit_writes_what_is_queued(db_path: Path) -> None:
+    done = _run_python(f"""
+        from telemetry_orm import create_telemetry_store
+        store = create_telemetry_store({str(db_path)!r})
+        recorder = store.background(max_batch=500, max_delay=3600)
+        for i in range(1234):
+            recorder.record({{"repo": "acme/api", "event_type": "push", "model": "m",
+                             "conclusion": "success", "delivery_id": str(i)}})
+        # no flush, no close
+    """)
+
+    assert done.returncode == 0, done.stderr
+    conn = sqlite3.connect(db_path)
+    try:
+        stored = [row[0] for row in conn.execute("SELECT delivery_id FROM executions ORDER BY id")]
+    finally:
+        conn.close()
+    assert stored == [str(i) for i in range(1234)]
+
+
+def test_records_that_cannot_be_written_at_exit_are_reported(db_path: Path) -> None:
+    done = _run_python(f"""
+        from telemetry_orm import create_telemetry_store
+        store = create_telemetry_store({str(db_path)!r})
+        store.database.execute_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON executions "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        recorder = store.background(max_delay=3600, retries=0)
+        for i in range(7):
+            recorder.record({{"repo": "acme/api", "event_type": "push", "model": "m",
+                             "conclusion": "success"}})
+    """)
+
+    assert done.returncode == 0, done.stderr
+    assert "7 executions could not be written" in done.stderr
+    assert "disk says no" in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_records_with_a_writer_of_its_own(
+    store: PeeweeTelemetryStore, witness: sqlite3.Connection
+) -> None:
+    recorder = store.background(max_delay=NEVER)
+    recorder.record(minimal(delivery_id="parent-before"))
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process that runs threads.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            recorder.record(minimal(delivery_id="child"))
+            recorder.close()
+            code = 0 if recorder.pending == 0 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    recorder.record(minimal(delivery_id="parent-after"))
+    recorder.close()
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(delivery_ids(witness)) == ["child", "parent-after", "parent-before"]
