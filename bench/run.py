@@ -1,0 +1,184 @@
+"""Run the benchmark suite and print one table: case, ours, baseline, ratio,
+target, result.
+
+    python -m bench            # full run (1,000,000 rows for the memory phases)
+    python -m bench --quick    # under two minutes on 2 cores
+    python bench/run.py --quick --format markdown
+
+Every case builds its own data in a scratch folder and measures ours against
+its baseline in this same run, interleaving rounds so that machine noise falls
+on both sides; figures are medians. A missed target prints FAIL and still
+exits 0 (``--strict`` makes it exit 1); a crash exits non-zero. The results
+also go to ``bench/results.json``.
+
+A case is a function taking :class:`~bench.timing.Settings` and returning a
+list of :class:`~bench.timing.Result`; add one to :data:`CASES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Mapping, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: python bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import peewee  # noqa: E402
+
+from bench import background, inserts, memory, peer  # noqa: E402
+from bench.timing import Result, Settings  # noqa: E402
+
+Case = Callable[[Settings], List[Result]]
+
+RESULTS_JSON = Path(__file__).resolve().parent / "results.json"
+
+
+def as_results(value: Any, name: str) -> List[Result]:
+    """Results from a case written elsewhere: :class:`Result` objects, or
+    mappings with the same keys (``case``, ``ours``, ``unit``, ``baseline``,
+    ``ratio``, ``limit``, ``target``, ``note``, ``rounds``, ``passed``)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    results = []
+    for item in items:
+        if isinstance(item, Result):
+            results.append(item)
+        elif isinstance(item, Mapping):
+            ours, baseline = item.get("ours"), item.get("baseline")
+            ratio = item.get("ratio")
+            if ratio is None and ours is not None and baseline:
+                ratio = ours / baseline
+            results.append(Result(
+                str(item.get("case") or item.get("name") or name), ours,
+                str(item.get("unit", "")), baseline, ratio, item.get("limit"),
+                str(item.get("target", "reference")), str(item.get("note", "")),
+                int(item.get("rounds", 0)), item.get("passed"),
+            ))
+        else:
+            raise TypeError(f"{name}: cannot show {item!r} as a result")
+    return results
+
+
+def retention(settings: Settings) -> List[Result]:
+    """Target 5, measured by ``bench/retention.py`` (its ``run(rows)``)."""
+    if importlib.util.find_spec("bench.retention") is None:
+        return [Result("retention: purge half of the rows", None, "", target="<= 1.5x",
+                       note="skipped: bench/retention.py is not here yet")]
+    module = importlib.import_module("bench.retention")
+    return as_results(module.run(settings.memory_rows), "retention")
+
+
+def reports(settings: Settings) -> List[Result]:
+    """Target 4: a case per report query, once the reports have landed."""
+    return [Result("reports on the rows", None, "", target="<= 1.2x",
+                   note="skipped: no report cases yet")]
+
+
+#: The cases, in the order they run and print.
+CASES: List[Case] = [
+    inserts.per_row,
+    inserts.batch,
+    background.background,
+    memory.memory,
+    peer.bun,
+    retention,
+    reports,
+]
+
+
+def _number(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
+
+
+def _cells(result: Result) -> List[str]:
+    unit = f" {result.unit}" if result.unit else ""
+    return [
+        result.case,
+        "-" if result.ours is None else _number(result.ours) + unit,
+        "-" if result.baseline is None else _number(result.baseline) + unit,
+        "-" if result.ratio is None else f"{result.ratio:.2f}x",
+        result.target,
+        result.outcome,
+        result.note,
+    ]
+
+
+HEADER = ["case", "ours", "baseline", "ratio", "target", "result", "note"]
+
+
+def table(results: Sequence[Result], style: str = "text") -> str:
+    """The results as an aligned text table or a Markdown table."""
+    rows = [_cells(r) for r in results]
+    if style == "markdown":
+        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(HEADER), rule, *(line(row) for row in rows)]).rstrip()
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "peewee": peewee.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (under two minutes)")
+    parser.add_argument("--only", action="append", default=[], metavar="CASE",
+                        help="run only the cases whose function name contains CASE")
+    parser.add_argument("--memory-rows", type=int, default=None,
+                        help="rows for the memory phases (default 200,000 quick, 1,000,000 full)")
+    parser.add_argument("--format", choices=("text", "markdown"), default="text")
+    parser.add_argument("--json", type=Path, default=RESULTS_JSON, help="where to write results")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    cases = [c for c in CASES if not args.only or any(o in c.__name__ for o in args.only)]
+    results: List[Result] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as scratch:
+        settings = Settings.make(args.quick, Path(scratch), args.memory_rows)
+        for case in cases:
+            print(f"... {case.__name__}", file=sys.stderr, flush=True)
+            results.extend(case(settings))
+    elapsed = time.perf_counter() - started
+
+    info = machine()
+    print(f"telemetry_orm benchmarks ({'quick' if args.quick else 'full'} run, "
+          f"{elapsed:.0f} s): Python {info['python']}, SQLite {info['sqlite']}, "
+          f"peewee {info['peewee']}, {info['cpus']} CPUs")
+    print(table(results, args.format))
+    args.json.write_text(json.dumps({
+        "machine": info, "quick": args.quick, "seconds": elapsed,
+        "results": [{**dataclasses.asdict(r), "result": r.outcome} for r in results],
+    }, indent=2) + "\n", encoding="utf-8")
+    failed = [r.case for r in results if r.outcome == "FAIL"]
+    if failed:
+        print(f"missed: {', '.join(failed)}")
+    return 1 if failed and args.strict else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
