@@ -130,19 +130,15 @@ class TelemetryRecord:
         (in both spellings) or a missing required field raises
         :class:`~telemetry_orm.TelemetryValidationError` naming it.
         """
-        if (
-            cls is TelemetryRecord
-            and type(mapping) is dict
-            and mapping.keys() <= _FIELD_SET
-            and mapping.keys() >= _REQUIRED_SET
-        ):
-            # The usual case: a dict with snake_case keys only, so no key can
-            # be unknown or given twice.
-            values = {**_DEFAULTS, **mapping}
-            for field in _NONE_MEANS_DEFAULT:
-                if values[field] is None:
-                    values[field] = _DEFAULTS[field]
-            return _build(values)
+        if cls is TelemetryRecord:
+            values = _plain_values(mapping)
+            if values is not None:
+                # Checked already: skip the generated __init__, which sets
+                # each field through object.__setattr__ (frozen), and fill
+                # __dict__ in one call.
+                record: TelemetryRecord = object.__new__(cls)
+                record.__dict__.update(values)
+                return record
         if not isinstance(mapping, Mapping):
             raise TelemetryValidationError(
                 None, f"expected a TelemetryRecord or a mapping, got {type(mapping).__name__}"
@@ -186,6 +182,10 @@ def row_of(entry: Any) -> Tuple[Any, ...]:
     """The INSERT parameters of ``entry`` (a record, or a mapping validated here)."""
     if type(entry) is TelemetryRecord:
         return _as_row(entry)
+    values = _plain_values(entry)
+    if values is not None:
+        row: Tuple[Any, ...] = _row_of_values(values)
+        return row
     return _as_row(coerce_record(entry))
 
 
@@ -257,14 +257,23 @@ def _plainly_valid(
     )
 
 
-def _build(values: Dict[str, Any]) -> TelemetryRecord:
-    # The generated __init__ of a frozen dataclass sets each field through
-    # object.__setattr__; filling __dict__ in one call is several times
-    # faster. __post_init__ still checks every value.
-    record: TelemetryRecord = object.__new__(TelemetryRecord)
-    record.__dict__.update(values)
-    record.__post_init__()
-    return record
+def _plain_values(mapping: Any) -> Optional[Dict[str, Any]]:
+    """Every field's value, when ``mapping`` is the usual kind and plainly valid.
+
+    The usual kind: a ``dict`` with snake_case keys only (so no key is unknown
+    or given twice) and every required one. ``None`` for a field whose default
+    is not ``None`` fails :func:`_plainly_valid`, so ``from_mapping``'s rules
+    handle it. ``None`` as an answer means: let the full rules decide.
+    """
+    if (
+        type(mapping) is dict
+        and mapping.keys() <= _FIELD_SET
+        and mapping.keys() >= _REQUIRED_SET
+    ):
+        values = {**_DEFAULTS, **mapping}
+        if _plainly_valid(*_row_of_values(values)):
+            return values
+    return None
 
 
 def _camel(name: str) -> str:
@@ -291,9 +300,6 @@ _DEFAULTS: Dict[str, Any] = {
 _ALIASES: Dict[str, str] = {**{_camel(n): n for n in FIELD_NAMES}, **{n: n for n in FIELD_NAMES}}
 _FIELD_SET = frozenset(FIELD_NAMES)
 _REQUIRED_SET = frozenset(REQUIRED_FIELDS)
-#: Fields where ``None`` in a mapping means "use the default".
-_NONE_MEANS_DEFAULT: Tuple[str, ...] = tuple(
-    name for name, default in _DEFAULTS.items() if default is not None
-)
 _MAX_FLOAT = sys.float_info.max
 _as_row = operator.attrgetter(*FIELD_NAMES)
+_row_of_values = operator.itemgetter(*FIELD_NAMES)

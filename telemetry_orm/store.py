@@ -11,7 +11,7 @@ import os
 import threading
 import weakref
 from types import TracebackType
-from typing import Any, Iterable, List, Mapping, Optional, Type, Union
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Type, Union
 
 import peewee
 
@@ -89,6 +89,57 @@ def _check_days(days: Any) -> float:
     return value
 
 
+class _Checkpointer:
+    """Runs a store's automatic checkpoints on a thread of their own,
+    started at the first one. Requests made while one runs merge into one."""
+
+    def __init__(
+        self,
+        run: Callable[[], None],
+        log: Union[logging.Logger, logging.LoggerAdapter[Any]],
+    ) -> None:
+        self._run = run
+        self._log = log
+        self._changed = threading.Condition()
+        self._due = False
+        self._stopped = False
+        self._thread: Optional[threading.Thread] = None
+
+    def request(self) -> None:
+        with self._changed:
+            if self._stopped:
+                return
+            self._due = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="telemetry_orm-checkpoint", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+
+    def stop(self) -> None:
+        """Let a running checkpoint finish, drop any that is due, end the thread."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not (self._due or self._stopped):
+                    self._changed.wait()
+                if self._stopped:
+                    return
+                self._due = False
+            try:
+                self._run()
+            except Exception as exc:  # noqa: BLE001 - housekeeping must not kill the thread
+                self._log.warning("automatic checkpoint failed: %s", exc)
+
+
 # Stores to reset in a forked child (gunicorn-style pre-fork servers).
 _LIVE_STORES: weakref.WeakSet[PeeweeTelemetryStore] = weakref.WeakSet()
 
@@ -134,6 +185,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._closed = False
         self._writes = 0
         self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
+        self._checkpointer = _Checkpointer(self._checkpoint_in_helper, self.log)
         self._insert_sql = backend.insert_sql(self.database)
         try:
             backend.prepare(self.database, self.model)
@@ -237,7 +289,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._writes += count
         if self._writes >= self.checkpoint_every:
             self._writes = 0
-            self.checkpoint()
+            self.checkpoint(wait=False)
 
     def count_older_than(self, days: float) -> int:
         """How many rows :meth:`purge_older_than` would delete now (a dry run)."""
@@ -278,23 +330,40 @@ class PeeweeTelemetryStore(TelemetryStore):
         self.log.info("purged %d executions older than %s days (before %s)", total, days, when)
         return total
 
-    def checkpoint(self, *, truncate: bool = False) -> None:
+    def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> None:
         """``PRAGMA wal_checkpoint(PASSIVE)``: copy the log into the file
         without waiting for readers. Harmless on ``':memory:'``.
 
         ``truncate=True`` runs a ``TRUNCATE`` checkpoint instead: it waits
         (up to the busy timeout) for readers and empties the ``-wal`` file.
+
+        The automatic checkpoints pass ``wait=False``: the passive checkpoint
+        then runs on a helper thread with a connection of its own, so the
+        writer that triggered it does not wait for its disk syncs. One asked
+        for while another runs follows it once.
         """
-        self._checkpoint("TRUNCATE" if truncate else "PASSIVE")
+        if wait or truncate or not self.database.thread_safe:
+            self._checkpoint("TRUNCATE" if truncate else "PASSIVE")
+            return
+        if self._closed:
+            raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+        self._checkpointer.request()
 
     def _checkpoint(self, mode: str) -> None:
         with self._lock:
-            conn = self._connection()
-            try:
-                busy, pages, done = self.backend.checkpoint(conn, mode)
-            except self.backend.driver_errors as exc:
-                raise self._translate(exc) from exc
+            self._run_checkpoint(self._connection(), mode)
+
+    def _run_checkpoint(self, conn: Any, mode: str) -> None:
+        try:
+            busy, pages, done = self.backend.checkpoint(conn, mode)
+        except self.backend.driver_errors as exc:
+            raise self._translate(exc) from exc
         self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)
+
+    def _checkpoint_in_helper(self) -> None:
+        # On the helper thread: its own connection, and no store lock, since
+        # SQLite lets a passive checkpoint run beside a writer.
+        self._run_checkpoint(self._connection(), "PASSIVE")
 
     def report(self, **options: Any) -> Report:
         """A usage report of this store's executions; the options (``since``,
@@ -320,6 +389,7 @@ class PeeweeTelemetryStore(TelemetryStore):
                 recorder.close()
             except BackgroundWriteError as exc:
                 failure = failure or exc
+        self._checkpointer.stop()
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -350,6 +420,7 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def _forget_inherited_connections(self) -> None:
         self._lock = threading.RLock()
+        self._checkpointer = _Checkpointer(self._checkpoint_in_helper, self.log)
         self.backend.forget_inherited(self.database)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from support import minimal
@@ -184,20 +187,49 @@ def _rows_in_database_file(db_path: Path, scratch: Path) -> int:
             leftover.unlink(missing_ok=True)
 
 
-def test_rows_count_towards_the_automatic_checkpoint(
+def test_rows_count_towards_the_automatic_checkpoint(store: PeeweeTelemetryStore) -> None:
+    store.checkpoint_every = 10
+    with mock.patch.object(store, "checkpoint", wraps=store.checkpoint) as spy:
+        store.record_many([minimal() for _ in range(9)])
+        assert spy.call_count == 0
+        store.record(minimal())
+        assert spy.call_count == 1
+        store.record_many([minimal() for _ in range(5)])
+        assert spy.call_count == 1
+        store.record_many([minimal() for _ in range(25)])
+        assert spy.call_count == 2
+
+
+class _CheckpointSeen(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("checkpoint PASSIVE") and (
+            record.threadName == "telemetry_orm-checkpoint"
+        ):
+            self.seen.set()
+
+
+def test_the_automatic_checkpoint_runs_on_a_helper_thread_and_fills_the_file(
     store: PeeweeTelemetryStore, db_path: Path, tmp_path: Path
 ) -> None:
     store.checkpoint_every = 10
+    seen = _CheckpointSeen()
+    logger = logging.getLogger("telemetry_orm")
+    logger.addHandler(seen)
+    logger.setLevel(logging.DEBUG)
+    try:
+        store.record_many([minimal() for _ in range(9)])
+        assert _rows_in_database_file(db_path, tmp_path) == 0
+        store.record(minimal())
+        assert seen.seen.wait(30)
+    finally:
+        logger.removeHandler(seen)
+        logger.setLevel(logging.NOTSET)
 
-    store.record_many([minimal() for _ in range(9)])
-    assert _rows_in_database_file(db_path, tmp_path) == 0
-    store.record(minimal())
     assert _rows_in_database_file(db_path, tmp_path) == 10
-
-    store.record_many([minimal() for _ in range(5)])
-    assert _rows_in_database_file(db_path, tmp_path) == 10
-    store.record_many([minimal() for _ in range(5)])
-    assert _rows_in_database_file(db_path, tmp_path) == 20
 
 
 def test_a_closed_store_refuses(store: PeeweeTelemetryStore) -> None:
