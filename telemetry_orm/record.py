@@ -131,13 +131,13 @@ class TelemetryRecord:
         :class:`~telemetry_orm.TelemetryValidationError` naming it.
         """
         if cls is TelemetryRecord:
-            values = _plain_values(mapping)
-            if values is not None:
+            plain = _plain(mapping)
+            if plain is not None:
                 # Checked already: skip the generated __init__, which sets
                 # each field through object.__setattr__ (frozen), and fill
                 # __dict__ in one call.
                 record: TelemetryRecord = object.__new__(cls)
-                record.__dict__.update(values)
+                record.__dict__.update(plain[0])
                 return record
         if not isinstance(mapping, Mapping):
             raise TelemetryValidationError(
@@ -182,10 +182,9 @@ def row_of(entry: Any) -> Tuple[Any, ...]:
     """The INSERT parameters of ``entry`` (a record, or a mapping validated here)."""
     if type(entry) is TelemetryRecord:
         return _as_row(entry)
-    values = _plain_values(entry)
-    if values is not None:
-        row: Tuple[Any, ...] = _row_of_values(values)
-        return row
+    plain = _plain(entry)
+    if plain is not None:
+        return plain[1]
     return _as_row(coerce_record(entry))
 
 
@@ -257,22 +256,25 @@ def _plainly_valid(
     )
 
 
-def _plain_values(mapping: Any) -> Optional[Dict[str, Any]]:
-    """Every field's value, when ``mapping`` is the usual kind and plainly valid.
+def _plain(mapping: Any) -> Optional[Tuple[Dict[str, Any], Tuple[Any, ...]]]:
+    """Every field's value, and the row, when ``mapping`` is the usual kind
+    and plainly valid; ``None`` means: let the full rules decide.
 
-    The usual kind: a ``dict`` with snake_case keys only (so no key is unknown
-    or given twice) and every required one. ``None`` for a field whose default
-    is not ``None`` fails :func:`_plainly_valid`, so ``from_mapping``'s rules
-    handle it. ``None`` as an answer means: let the full rules decide.
+    The usual kind is a ``dict`` whose keys are snake_case field names and
+    include the required ones. ``None`` for a field whose default is not
+    ``None`` fails :func:`_plainly_valid`, so ``from_mapping`` handles it.
     """
-    if (
-        type(mapping) is dict
-        and mapping.keys() <= _FIELD_SET
-        and mapping.keys() >= _REQUIRED_SET
-    ):
-        values = {**_DEFAULTS, **mapping}
-        if _plainly_valid(*_row_of_values(values)):
-            return values
+    if type(mapping) is not dict:
+        return None
+    values = {**_DEFAULTS, **mapping}
+    if len(values) != len(FIELD_NAMES):
+        return None  # a key that is not a field name
+    try:
+        row: Tuple[Any, ...] = _row_of_values(values)
+    except KeyError:
+        return None  # a required field is missing
+    if _plainly_valid(*row):
+        return values, row
     return None
 
 
@@ -298,8 +300,6 @@ _DEFAULTS: Dict[str, Any] = {
     f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING
 }
 _ALIASES: Dict[str, str] = {**{_camel(n): n for n in FIELD_NAMES}, **{n: n for n in FIELD_NAMES}}
-_FIELD_SET = frozenset(FIELD_NAMES)
-_REQUIRED_SET = frozenset(REQUIRED_FIELDS)
 _MAX_FLOAT = sys.float_info.max
 _as_row = operator.attrgetter(*FIELD_NAMES)
 _row_of_values = operator.itemgetter(*FIELD_NAMES)

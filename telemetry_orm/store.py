@@ -208,7 +208,7 @@ class PeeweeTelemetryStore(TelemetryStore):
 
         ``created_at`` is set by the database (UTC). Nothing is written for an
         invalid entry. Every ``checkpoint_every`` writes, :meth:`checkpoint`
-        runs.
+        runs (on a helper thread: this call does not wait for it).
         """
         params = row_of(entry)
         with self._lock:
