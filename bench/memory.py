@@ -1,8 +1,9 @@
 """Target 6: recording, exporting and purging many rows in flat memory.
 
 Each phase runs in a child process of its own, so its peak resident size
-(``resource.getrusage``) belongs to that phase alone; the child reports how
-far the peak rose above its size just before the phase began.
+belongs to that phase alone; the child reports how far the peak rose above
+its size just before the phase began (``/proc/self/status`` on Linux,
+``resource.getrusage`` elsewhere; no psutil).
 
 Run one phase by hand: ``python -m bench.memory record /tmp/m.db 1000000``.
 """
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, TextIO
+from typing import Any, Dict, List, Optional, TextIO
 
 from bench.data import iter_records
 from bench.timing import Result, Settings
@@ -46,22 +47,46 @@ def export_rows(store: PeeweeTelemetryStore, out: TextIO) -> int:
     return count
 
 
-def _resident_mb() -> float:
-    """Resident size now (Linux), else the peak so far."""
+def _status_mb(field: str) -> Optional[float]:
+    """A size from ``/proc/self/status`` (Linux), in MB."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return _peak_mb()
+    return None
+
+
+def _reset_peak() -> None:
+    # Linux: make the peak ("high water mark") the current size, so that the
+    # peak read later belongs to the phase alone.
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+    except OSError:
+        pass
+
+
+def _resident_mb() -> float:
+    """Resident size now (Linux), else the peak so far."""
+    now = _status_mb("VmRSS")
+    return now if now is not None else _peak_mb()
 
 
 def _peak_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident size of this process.
+
+    ``VmHWM`` where there is one: ``getrusage``'s ``ru_maxrss`` is kept across
+    ``exec``, so in a child it can be the peak of the parent that started it.
+    """
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # kilobytes on Linux, bytes on macOS
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
 
 
 def _wait_until_all_are_older_than_now(store: PeeweeTelemetryStore) -> None:
@@ -82,6 +107,7 @@ def run_phase(phase: str, path: str, rows: int) -> Dict[str, Any]:
     if phase == "purge":
         _wait_until_all_are_older_than_now(store)
     gc.collect()
+    _reset_peak()
     before = _resident_mb()
     start = time.perf_counter()
     if phase == "record":
