@@ -233,25 +233,27 @@ def _plainly_valid(
     One inline expression instead of sixteen check calls keeps validation
     cheap on the write path. It accepts only values the field checks accept
     too; anything else (``False`` here is never a verdict) goes through the
-    checks, which decide and name the field. The parameters are the fields
-    in column order, so a new field fails loudly until it is added here.
+    checks, which decide and name the field. It is deliberately narrower than
+    the checks (ASCII text, integers SQLite can store), so that it stays on
+    the safe side of them. The parameters are the fields in column order, so
+    a new field fails loudly until it is added here.
     """
     return (
-        type(repo) is str and repo != ""
-        and type(event_type) is str and event_type != ""
-        and type(provider) is str and provider != ""
-        and type(model) is str and model != ""
-        and type(conclusion) is str and conclusion != ""
-        and (delivery_id is None or type(delivery_id) is str)
-        and (session_id is None or type(session_id) is str)
-        and (stop_reason is None or type(stop_reason) is str)
-        and type(input_tokens) is int and input_tokens >= 0
-        and type(output_tokens) is int and output_tokens >= 0
-        and type(cache_read_tokens) is int and cache_read_tokens >= 0
-        and type(cache_creation_tokens) is int and cache_creation_tokens >= 0
-        and type(duration_ms) is int and duration_ms >= 0
-        and (num_turns is None or (type(num_turns) is int and num_turns >= 0))
-        and (pr_number is None or (type(pr_number) is int and pr_number > 0))
+        type(repo) is str and repo != "" and repo.isascii()
+        and type(event_type) is str and event_type != "" and event_type.isascii()
+        and type(provider) is str and provider != "" and provider.isascii()
+        and type(model) is str and model != "" and model.isascii()
+        and type(conclusion) is str and conclusion != "" and conclusion.isascii()
+        and (delivery_id is None or (type(delivery_id) is str and delivery_id.isascii()))
+        and (session_id is None or (type(session_id) is str and session_id.isascii()))
+        and (stop_reason is None or (type(stop_reason) is str and stop_reason.isascii()))
+        and type(input_tokens) is int and 0 <= input_tokens <= _MAX_INT
+        and type(output_tokens) is int and 0 <= output_tokens <= _MAX_INT
+        and type(cache_read_tokens) is int and 0 <= cache_read_tokens <= _MAX_INT
+        and type(cache_creation_tokens) is int and 0 <= cache_creation_tokens <= _MAX_INT
+        and type(duration_ms) is int and 0 <= duration_ms <= _MAX_INT
+        and (num_turns is None or (type(num_turns) is int and 0 <= num_turns <= _MAX_INT))
+        and (pr_number is None or (type(pr_number) is int and 0 < pr_number <= _MAX_INT))
         and type(cost_usd) is float and 0.0 <= cost_usd <= _MAX_FLOAT
     )
 
@@ -301,5 +303,6 @@ _DEFAULTS: Dict[str, Any] = {
 }
 _ALIASES: Dict[str, str] = {**{_camel(n): n for n in FIELD_NAMES}, **{n: n for n in FIELD_NAMES}}
 _MAX_FLOAT = sys.float_info.max
+_MAX_INT = 2**63 - 1  # SQLite's largest INTEGER
 _as_row = operator.attrgetter(*FIELD_NAMES)
 _row_of_values = operator.itemgetter(*FIELD_NAMES)

@@ -32,6 +32,7 @@ class Text(str):
 ODD_VALUES = [
     None, True, False, 0, 1, -1, 2**63, -(2**63), 0.0, -0.0, 1.5, -1.5, math.inf, -math.inf,
     math.nan, "", "x", Text("x"), b"x", Level.HIGH, 1 + 0j, [], object(),
+    2**63 - 1, 2**53 + 1, float(2**63), "é", "\ud800", " ",
 ]
 VALUES = st.one_of(
     st.sampled_from(ODD_VALUES), st.integers(), st.floats(allow_nan=True),
