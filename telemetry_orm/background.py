@@ -161,10 +161,14 @@ class BackgroundRecorder:
                 "background queue full (%d executions waiting); record() waits for the writer",
                 len(self._pending),
             )
-        while not self._closing and len(self._pending) >= self.max_queue:
+        while (
+            not (self._closing or self._writer_gone) and len(self._pending) >= self.max_queue
+        ):
             self._progress.wait()
         if self._closing:
             raise StoreClosedError(f"{self.store.path}: the background recorder is closed")
+        if self._writer_gone:
+            raise StoreClosedError(f"{self.store.path}: the background writer has stopped")
 
     def flush(self) -> None:
         """Wait until every record queued so far is committed.
