@@ -2,8 +2,8 @@
 
 A request handler should not wait for a commit. :class:`BackgroundRecorder`
 (made by :meth:`~telemetry_orm.store.PeeweeTelemetryStore.background`) checks
-each entry in the calling thread, puts it on a bounded queue and returns; one
-writer thread commits the queue in batches with ``store.record_many``::
+each entry in the calling thread, puts its row on a bounded queue and returns;
+one writer thread commits the queue in batches, as ``store.record_many`` does::
 
     with store.background(max_batch=500, max_delay=0.2) as recorder:
         recorder.record({"repo": "acme/api", "event_type": "push",
@@ -28,13 +28,15 @@ import time
 import weakref
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple, Type, Union
 
 from .errors import BackgroundWriteError, StoreClosedError, TelemetryValidationError
-from .record import TelemetryRecord, coerce_record
+from .record import FIELD_NAMES, TelemetryRecord, row_of
 
 if TYPE_CHECKING:
     from .store import Entry, PeeweeTelemetryStore
+
+Row = Tuple[Any, ...]
 
 #: Defaults of :meth:`~telemetry_orm.store.PeeweeTelemetryStore.background`.
 MAX_BATCH = 500
@@ -115,14 +117,15 @@ class BackgroundRecorder:
         self._lock = threading.Lock()
         self._wake_writer = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
-        self._pending: Deque[TelemetryRecord] = deque()
+        # Rows (the INSERT's parameters) of validated entries.
+        self._pending: Deque[Row] = deque()
         self._oldest = 0.0  # when the oldest pending record was queued
         self._queued = 0  # records accepted so far
         self._finished = 0  # of those, written or given up (always a prefix)
         self._flushing = 0  # flush() calls waiting: the writer must not linger
         self._closing = False
         self._writer_gone = False
-        self._failed: List[TelemetryRecord] = []
+        self._failed: List[Row] = []
         self._failure: Optional[BaseException] = None
         self._thread = threading.Thread(
             target=self._run, name="telemetry_orm-background", daemon=True
@@ -141,7 +144,7 @@ class BackgroundRecorder:
         Blocks only while ``max_queue`` records are already waiting. Raises
         :class:`~telemetry_orm.StoreClosedError` once the recorder is closed.
         """
-        record = coerce_record(entry)
+        row = row_of(entry)
         with self._lock:
             pending = self._pending
             if self._closing or len(pending) >= self.max_queue:
@@ -149,7 +152,7 @@ class BackgroundRecorder:
             if not pending:
                 self._oldest = time.monotonic()
                 self._wake_writer.notify()
-            pending.append(record)
+            pending.append(row)
             self._queued += 1
             if len(pending) == self.max_batch:
                 self._wake_writer.notify()
@@ -253,7 +256,7 @@ class BackgroundRecorder:
                 self._writer_gone = True
                 self._progress.notify_all()
 
-    def _next_batch(self) -> Optional[List[TelemetryRecord]]:
+    def _next_batch(self) -> Optional[List[Row]]:
         """Wait for a batch worth writing and take it; ``None`` means stop."""
         with self._lock:
             pending = self._pending
@@ -273,12 +276,15 @@ class BackgroundRecorder:
             self._progress.notify_all()
         return batch
 
-    def _write(self, batch: List[TelemetryRecord]) -> None:
+    def _write(self, batch: List[Row]) -> None:
         delay = self.retry_delay
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                self.store.record_many(batch)
+                ids = self.store._insert_rows(batch)
+                self.log.debug(
+                    "background wrote %d executions (ids %d to %d)", len(ids), ids[0], ids[-1]
+                )
                 return
             except StoreClosedError as exc:
                 error: Exception = exc
@@ -307,7 +313,8 @@ class BackgroundRecorder:
         # Called with the lock held.
         if not self._failed:
             return None
-        records, self._failed = self._failed, []
+        rows, self._failed = self._failed, []
+        records = [TelemetryRecord(**dict(zip(FIELD_NAMES, row, strict=True))) for row in rows]
         cause, self._failure = self._failure, None
         failure = BackgroundWriteError(
             f"{self.store.path}: {len(records)} executions could not be written "

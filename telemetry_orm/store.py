@@ -11,7 +11,7 @@ import os
 import threading
 import weakref
 from types import TracebackType
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Type, Union
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple, Type, Union
 
 import peewee
 
@@ -239,7 +239,10 @@ class PeeweeTelemetryStore(TelemetryStore):
         ...     store.record_many([{**run, "repo": "acme/api"}, {**run, "repo": "acme/web"}])
         [1, 2]
         """
-        rows = rows_of(entries)
+        return self._insert_rows(rows_of(entries))
+
+    def _insert_rows(self, rows: List[Tuple[Any, ...]]) -> List[int]:
+        # Rows already validated (by record_many, or by a background recorder).
         with self._lock:
             conn = self._connection()
             if not rows:
