@@ -10,7 +10,6 @@ Run one phase by hand: ``python -m bench.memory record /tmp/m.db 1000000``.
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 import os
@@ -23,7 +22,7 @@ from typing import Any, Dict, List, Optional, TextIO
 
 from bench.data import iter_records
 from bench.timing import Result, Settings
-from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, formats, reports
 
 PHASES = ("record", "export", "purge")
 LIMIT_MB = 50.0
@@ -31,20 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def export_rows(store: PeeweeTelemetryStore, out: TextIO) -> int:
-    """Stream every row out as CSV; return how many.
-
-    Reads through the store's database cursor for now. When the library has
-    a streaming export of its own, call it here instead, so that this phase
-    measures the library's path.
-    """
-    cursor = store.database.execute_sql("SELECT * FROM executions ORDER BY id")
-    writer = csv.writer(out)
-    writer.writerow([column[0] for column in cursor.description])
-    count = 0
-    for row in cursor:
-        writer.writerow(row)
-        count += 1
-    return count
+    """Stream every row out as CSV, as ``telemetry-orm export`` does; return how many."""
+    columns, rows = reports.export_rows(store.database)
+    return formats.write_rows(columns, rows, "csv", out)
 
 
 def _status_mb(field: str) -> Optional[float]:
@@ -145,7 +133,7 @@ def memory(settings: Settings) -> List[Result]:
         info = json.loads(done.stdout.strip().splitlines()[-1])
         if info["rows"] != rows:
             raise RuntimeError(f"memory phase {phase!r} handled {info['rows']} of {rows} rows")
-        how = {"record": "background recorder", "export": "CSV via a database cursor",
+        how = {"record": "background recorder", "export": "CSV via reports.export_rows",
                "purge": "purge_older_than(0)"}[phase]
         results.append(Result(
             f"memory: {phase} {rows:,} rows", info["growth_mb"], "MB peak RSS growth",

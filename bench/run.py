@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 
 import peewee  # noqa: E402
 
-from bench import background, inserts, memory, peer  # noqa: E402
+from bench import background, inserts, memory, peer, report_cases  # noqa: E402
 from bench.timing import Result, Settings  # noqa: E402
 
 Case = Callable[[Settings], List[Result]]
@@ -100,12 +100,6 @@ def retention(settings: Settings) -> List[Result]:
     return results
 
 
-def reports(settings: Settings) -> List[Result]:
-    """Target 4: a case per report query, once the reports have landed."""
-    return [Result("reports on the rows", None, "", target="<= 1.2x",
-                   note="skipped: no report cases yet")]
-
-
 #: The cases, in the order they run and print.
 CASES: List[Case] = [
     inserts.per_row,
@@ -113,8 +107,8 @@ CASES: List[Case] = [
     background.background,
     memory.memory,
     peer.bun,
+    report_cases.reports,
     retention,
-    reports,
 ]
 
 

@@ -61,14 +61,17 @@ class Settings:
     batches_per_round: int
     stream_rows: int
     memory_rows: int
+    report_rows: int
 
     @classmethod
     def make(cls, quick: bool, workdir: Path, memory_rows: Optional[int] = None) -> Settings:
         if quick:
             return cls(quick, workdir, rounds=7, rows_per_round=500, batches_per_round=3,
-                       stream_rows=10_000, memory_rows=memory_rows or 200_000)
+                       stream_rows=10_000, memory_rows=memory_rows or 200_000,
+                       report_rows=100_000)
         return cls(quick, workdir, rounds=15, rows_per_round=1000, batches_per_round=5,
-                   stream_rows=30_000, memory_rows=memory_rows or 1_000_000)
+                   stream_rows=30_000, memory_rows=memory_rows or 1_000_000,
+                   report_rows=1_000_000)
 
 
 def per_item(run: Callable[[], object], items: int) -> float:
