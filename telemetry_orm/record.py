@@ -18,6 +18,32 @@ from .errors import TelemetryValidationError
 
 _Check = Callable[[str, Any], None]
 
+#: Largest value an SQLite INTEGER holds; a larger Python int cannot be bound.
+_MAX_INTEGER = 2**63 - 1
+
+#: Largest integer a REAL column (an IEEE double) holds exactly.
+_MAX_EXACT_REAL = 2**53
+
+
+def _show(value: int) -> str:
+    # str() of a huge int is slow, and refused past 4300 digits.
+    if value.bit_length() <= 128:
+        return str(value)
+    sign = "a negative" if value < 0 else "an"
+    return f"{sign} integer of {value.bit_length()} bits"
+
+
+def _encodable(name: str, value: str) -> None:
+    # SQLite stores UTF-8: a lone surrogate ("\ud800") cannot be written and
+    # would fail only at INSERT time, after validation said yes.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TelemetryValidationError(
+                name, f"must be valid Unicode text, got a lone surrogate at position {exc.start}"
+            ) from None
+
 
 def _required_text(name: str, value: Any) -> None:
     if type(value) is not str:
@@ -26,13 +52,17 @@ def _required_text(name: str, value: Any) -> None:
         )
     if not value:
         raise TelemetryValidationError(name, "must be a non-empty string, got ''")
+    _encodable(name, value)
 
 
 def _optional_text(name: str, value: Any) -> None:
-    if value is not None and type(value) is not str:
+    if value is None:
+        return
+    if type(value) is not str:
         raise TelemetryValidationError(
             name, f"must be a string or None, got {type(value).__name__}"
         )
+    _encodable(name, value)
 
 
 def _is_int(value: Any) -> bool:
@@ -45,7 +75,11 @@ def _count(name: str, value: Any) -> None:
             name, f"must be an integer >= 0, got {type(value).__name__}"
         )
     if value < 0:
-        raise TelemetryValidationError(name, f"must be an integer >= 0, got {value}")
+        raise TelemetryValidationError(name, f"must be an integer >= 0, got {_show(value)}")
+    if value > _MAX_INTEGER:
+        raise TelemetryValidationError(
+            name, f"must be an integer <= 2**63 - 1 (SQLite's largest), got {_show(value)}"
+        )
 
 
 def _optional_count(name: str, value: Any) -> None:
@@ -62,7 +96,11 @@ def _optional_positive(name: str, value: Any) -> None:
         )
     if value <= 0:
         raise TelemetryValidationError(
-            name, f"must be an integer > 0 or None, got {value}"
+            name, f"must be an integer > 0 or None, got {_show(value)}"
+        )
+    if value > _MAX_INTEGER:
+        raise TelemetryValidationError(
+            name, f"must be an integer <= 2**63 - 1 (SQLite's largest), got {_show(value)}"
         )
 
 
@@ -70,6 +108,12 @@ def _cost(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TelemetryValidationError(
             name, f"must be a finite number >= 0, got {type(value).__name__}"
+        )
+    # Stored as REAL, a larger integer would come back rounded (and past
+    # ~1e308 could not be converted at all).
+    if isinstance(value, int) and abs(value) > _MAX_EXACT_REAL:
+        raise TelemetryValidationError(
+            name, f"must be a finite number >= 0 (an integer at most 2**53), got {_show(value)}"
         )
     if not math.isfinite(value) or value < 0:
         raise TelemetryValidationError(

@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import threading
+import time
 import weakref
 from types import TracebackType
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple, Type, Union
@@ -16,7 +17,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple, Type
 import peewee
 
 from . import background as _background
-from .backends.sqlite import PURGE_CHUNK, SqliteBackend
+from .backends.sqlite import BUSY_TIMEOUT_MS, JOURNAL_SIZE_LIMIT, PURGE_CHUNK, SqliteBackend
 from .errors import (
     BackgroundWriteError,
     DatabaseError,
@@ -308,15 +309,19 @@ class PeeweeTelemetryStore(TelemetryStore):
         """Delete rows whose ``created_at`` is more than ``days`` days before
         the database's clock; return how many were deleted.
 
-        Deletes in short transactions of a few thousand rows, so other writers
-        (in this process or others) never wait long. After a large purge the
-        log is truncated so the ``-wal`` file does not stay big.
+        Deletes in short transactions of a few thousand rows with a short
+        pause between them, so other writers (in this process or others) never
+        wait long, however many rows expire. After a large purge the log is
+        truncated so the ``-wal`` file does not stay big. If a chunk fails
+        (:class:`~telemetry_orm.StoreBusyError`), the chunks before it stay
+        deleted; running the purge again finishes the work.
         """
         value = _check_days(days)
         with self._lock:
             when = self.backend.cutoff(self._connection(), value)
         total = 0
         while True:
+            started = time.monotonic()
             # The lock is let go between chunks so this process's writers
             # get their turn too.
             with self._lock:
@@ -328,6 +333,9 @@ class PeeweeTelemetryStore(TelemetryStore):
             total += deleted
             if deleted < PURGE_CHUNK:
                 break
+            # Leave the database free a moment for writers (here or in other
+            # processes) waiting for it.
+            time.sleep(self.backend.purge_pause(time.monotonic() - started))
         if total >= PURGE_CHUNK:
             self._checkpoint("TRUNCATE")
         self.log.info("purged %d executions older than %s days (before %s)", total, days, when)
@@ -430,6 +438,9 @@ class PeeweeTelemetryStore(TelemetryStore):
 def create_telemetry_store(
     db_path: PathLike,
     logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
+    *,
+    busy_timeout: int = BUSY_TIMEOUT_MS,
+    journal_size_limit: int = JOURNAL_SIZE_LIMIT,
 ) -> PeeweeTelemetryStore:
     """Open (creating if needed) the telemetry database at ``db_path``.
 
@@ -438,6 +449,11 @@ def create_telemetry_store(
     schema created or upgraded, and a checkpoint runs. A path that is not a
     usable telemetry database raises :class:`~telemetry_orm.DatabaseError`
     naming it, and the file is left untouched.
+
+    ``busy_timeout`` (milliseconds, default 5000) is how long a write waits
+    for another connection's write lock before raising
+    :class:`~telemetry_orm.StoreBusyError`. ``journal_size_limit`` (bytes,
+    default 64 MiB) is the size checkpoints cut the ``-wal`` file back to.
 
     >>> store = create_telemetry_store(":memory:")
     >>> store.close()
@@ -450,4 +466,10 @@ def create_telemetry_store(
         raise TelemetryValidationError(
             "db_path", f"must be a file path or ':memory:', got {db_path!r}"
         )
-    return PeeweeTelemetryStore(SqliteBackend(path), logger)
+    for name, value in (("busy_timeout", busy_timeout),
+                        ("journal_size_limit", journal_size_limit)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TelemetryValidationError(name, f"must be an integer >= 0, got {value!r}")
+    backend = SqliteBackend(path, busy_timeout=busy_timeout,
+                            journal_size_limit=journal_size_limit)
+    return PeeweeTelemetryStore(backend, logger)

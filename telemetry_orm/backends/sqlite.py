@@ -4,37 +4,64 @@ versions in ``PRAGMA user_version``, WAL checkpoints, and date arithmetic."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Any, List, Sequence, Tuple, Type
 
 import peewee
 
+from .. import schema
 from ..errors import DatabaseError, StoreBusyError, TelemetryError
 from ..record import FIELD_NAMES
-from ..schema import CORE_COLUMNS, MIGRATIONS, SCHEMA_VERSION, TABLE_NAME, Execution
+from ..schema import CORE_COLUMNS, TABLE_NAME, Execution
 
-SQLITE_HEADER = b"SQLite format 3\x00"
+_log = logging.getLogger("telemetry_orm")
 
-#: Per-connection settings (``journal_mode`` is set once per file, after the
-#: file has been checked, since it writes to the file).
+#: How long a write waits for another connection's write lock, in
+#: milliseconds, before :class:`~telemetry_orm.StoreBusyError` (the original
+#: store's ``busy_timeout``).
+BUSY_TIMEOUT_MS = 5000
+
+#: Size, in bytes, the ``-wal`` file is cut back to once checkpoints have
+#: caught up (``PRAGMA journal_size_limit``).
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+#: Per-connection settings with their defaults (``journal_mode`` is set once
+#: per file, after the file has been checked, since it writes to the file).
 PRAGMAS: Tuple[Tuple[str, Any], ...] = (
-    ("busy_timeout", 5000),
+    ("busy_timeout", BUSY_TIMEOUT_MS),
     ("synchronous", "NORMAL"),
     # Keeps the -wal file from staying huge after a big purge or a reader
     # that held an old snapshot: checkpoints shrink it back to this size.
-    ("journal_size_limit", 64 * 1024 * 1024),
+    ("journal_size_limit", JOURNAL_SIZE_LIMIT),
 )
+
+#: Busy timeout of the TRUNCATE checkpoint after a big purge. That checkpoint
+#: holds the write lock while it waits for readers, so a long wait would stall
+#: every writer; if it gives up, ``journal_size_limit`` still cuts the log.
+TRUNCATE_BUSY_TIMEOUT_MS = 50
 
 #: Rows deleted per write transaction by a purge: short enough that other
 #: writers never wait long, large enough that the total stays close to a
 #: single DELETE.
 PURGE_CHUNK = 5000
 
-# Connections inherited through fork() belong to the parent; closing them in
-# the child could undo the parent's locks, so the child keeps them alive and
-# unused here instead.
+#: Shortest time, in seconds, a purge leaves the write lock free between two
+#: chunks. SQLite's write lock has no queue: a writer that finds it taken
+#: sleeps and retries, at most 25 ms apart during its first ~130 ms of waiting
+#: (its default busy handler), so a gap at least that long lets it in before
+#: the next chunk instead of starving until the purge ends.
+PURGE_PAUSE = 0.025
+
+# Connections inherited through fork() belong to the parent. Closing one in
+# the child would close file descriptors that share the child's own POSIX
+# locks on the same file (closing any descriptor drops all of a process's
+# locks on that file) and would run SQLite's close-time clean-up on state the
+# parent owns. The child keeps them alive and unused here instead.
 _INHERITED: List[sqlite3.Connection] = []
 
 _BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
@@ -67,13 +94,15 @@ class StoreDatabase(peewee.SqliteDatabase):
 
     def forget_inherited(self) -> None:
         """In a forked child: stop using the parent's connections."""
-        with self._opened_lock:
-            _INHERITED.extend(self._opened)
-            self._opened = []
-        # Fresh connection state and lock: the parent's may be mid-use.
-        self._state = type(self._state)()  # type: ignore[has-type]
+        # Fresh locks and connection state first: another thread of the
+        # parent may have held them at the moment of the fork, and that
+        # thread does not exist in the child to let go.
+        self._opened_lock = threading.Lock()
         if self.thread_safe:
-            self._lock = threading.RLock()
+            self._lock = threading.Lock()
+        self._state = type(self._state)()  # type: ignore[has-type]
+        _INHERITED.extend(self._opened)
+        self._opened = []
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -100,32 +129,55 @@ def describe(path: str, exc: BaseException) -> TelemetryError:
 
 
 def check_path(path: str) -> None:
-    """Refuse, without touching anything, a path that cannot be our database.
+    """Refuse, without opening or changing anything, a path that cannot be our
+    database: a folder, something other than a regular file, a file this
+    process may not read and write, or a folder where SQLite cannot create
+    its ``-wal`` and ``-shm`` files. Creates missing parent folders (as the
+    original store did).
 
-    Creates missing parent folders (as the original store did).
+    Whether an existing file is a SQLite database is left to SQLite itself
+    (see :meth:`SqliteBackend.prepare`): reading the header here would mean
+    opening and closing the file, and closing any descriptor of a file drops
+    every POSIX lock this process holds on it, including those of another
+    store already open on the same file.
     """
     target = Path(path)
-    if target.is_dir():
-        raise DatabaseError(f"{path}: is a directory, not a database file")
-    if target.exists() or target.is_symlink():
-        if not target.is_file():
-            raise DatabaseError(f"{path}: is not a regular file")
-        try:
-            with open(target, "rb") as handle:
-                header = handle.read(len(SQLITE_HEADER))
-        except OSError as exc:
-            raise DatabaseError(f"{path}: cannot be read ({exc.strerror})") from exc
-        if header and header != SQLITE_HEADER:
-            raise DatabaseError(
-                f"{path}: not a SQLite database (it starts with {header[:16]!r}, "
-                f"expected {SQLITE_HEADER!r})"
-            )
-        return
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if target.is_symlink():
+            raise DatabaseError(f"{path}: is a symbolic link to nothing") from None
+        _make_folder(path, target.parent)
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot be reached ({exc.strerror})") from exc
+    else:
+        if stat.S_ISDIR(mode):
+            raise DatabaseError(f"{path}: is a directory, not a database file")
+        if not stat.S_ISREG(mode):
+            raise DatabaseError(f"{path}: is not a regular file")
+        if not os.access(target, os.R_OK):
+            raise DatabaseError(f"{path}: cannot be read (permission denied)")
+        if not os.access(target, os.W_OK):
+            raise DatabaseError(
+                f"{path}: is read-only (permission denied); the store needs to write to it"
+            )
+    folder = target.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatabaseError(
+            f"{path}: its folder {str(folder)!r} is not writable (SQLite needs to create "
+            "the -wal and -shm files beside the database)"
+        )
+
+
+def _make_folder(path: str, folder: Path) -> None:
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise DatabaseError(f"{path}: {str(existing)!r} is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseError(
-            f"{path}: cannot create its folder {str(target.parent)!r} ({exc.strerror})"
+            f"{path}: cannot create its folder {str(folder)!r} ({exc.strerror})"
         ) from exc
 
 
@@ -137,9 +189,21 @@ class SqliteBackend:
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: int = BUSY_TIMEOUT_MS,
+        journal_size_limit: int = JOURNAL_SIZE_LIMIT,
+    ) -> None:
         self.path = path
         self.memory = path == ":memory:"
+        self.busy_timeout = busy_timeout
+        self.pragmas: Tuple[Tuple[str, Any], ...] = tuple(
+            (name, {"busy_timeout": busy_timeout, "journal_size_limit": journal_size_limit}
+             .get(name, value))
+            for name, value in PRAGMAS
+        )
 
     def open(self) -> StoreDatabase:
         """A database object for the path, checked first (no connection yet)."""
@@ -149,7 +213,8 @@ class SqliteBackend:
         # one connection among its threads (the store serialises its use).
         return StoreDatabase(
             self.path,
-            pragmas=list(PRAGMAS),
+            pragmas=list(self.pragmas),
+            timeout=self.busy_timeout / 1000,
             thread_safe=not self.memory,
             check_same_thread=False,
         )
@@ -158,9 +223,13 @@ class SqliteBackend:
         """Check the file, switch it to WAL and bring its schema up to date.
 
         Reads first and writes only what is needed, so opening a current file
-        writes nothing and several processes can open one file at once.
+        writes nothing and several processes can open one file at once. A file
+        that is refused (not SQLite, a foreign table, a newer schema) is only
+        read, never written.
         """
         try:
+            # SQLite checks the header on the first read: a file that is not
+            # a database fails here, before anything is written.
             conn = database.connection()
             version = _version(conn)
             columns = _columns(conn)
@@ -180,17 +249,25 @@ class SqliteBackend:
         # a new file at once queue on the busy timeout instead of failing.
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Read again under the lock: another process may have done it.
             version = _version(conn)
             columns = _columns(conn)
             _check_compatible(self.path, version, columns)
             if not _is_current(version, columns):
-                for step in MIGRATIONS[version:] if columns else MIGRATIONS:
+                steps = schema.MIGRATIONS[version:] if columns else schema.MIGRATIONS
+                for step in steps:
                     step(database, model, columns)
                     columns = _columns(conn)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+                _log.info(
+                    "%s: schema %s version %d (steps: %s)",
+                    self.path, "upgraded to" if version or columns else "created at",
+                    schema.SCHEMA_VERSION, ", ".join(step.__name__ for step in steps),
+                )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def insert_sql(self, database: peewee.Database) -> str:
@@ -238,9 +315,23 @@ class SqliteBackend:
         return list(range(last - len(rows) + 1, last + 1))
 
     def checkpoint(self, conn: sqlite3.Connection, mode: str) -> Tuple[int, int, int]:
-        """``PRAGMA wal_checkpoint(mode)``: (busy, log pages, pages checkpointed)."""
-        row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        return (int(row[0]), int(row[1]), int(row[2]))
+        """``PRAGMA wal_checkpoint(mode)``: (busy, log pages, pages checkpointed).
+
+        ``TRUNCATE`` (after a big purge) never stalls other writers for long:
+        a PASSIVE pass first copies the log while they keep writing, then the
+        TRUNCATE, which holds the write lock, waits for readers at most
+        :data:`TRUNCATE_BUSY_TIMEOUT_MS`. If it gives up (``busy`` is 1), the
+        ``-wal`` file is still cut to ``journal_size_limit`` once the log
+        restarts.
+        """
+        if mode.upper() != "TRUNCATE":
+            return _checkpoint(conn, mode)
+        _checkpoint(conn, "PASSIVE")
+        conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, self.busy_timeout)}")
+        try:
+            return _checkpoint(conn, "TRUNCATE")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
 
     def cutoff(self, conn: sqlite3.Connection, days: float) -> str:
         """``datetime('now', '-N days')`` by the database's own (UTC) clock."""
@@ -268,6 +359,12 @@ class SqliteBackend:
             raise
         return int(cursor.rowcount)
 
+    def purge_pause(self, held: float) -> float:
+        """Seconds to leave the write lock free after a chunk that held it for
+        ``held`` seconds: :data:`PURGE_PAUSE`, or half of ``held`` if that is
+        longer (a slow chunk means the waiting writers retry farther apart)."""
+        return max(PURGE_PAUSE, held / 2)
+
     def is_busy(self, exc: BaseException) -> bool:
         return is_busy(exc)
 
@@ -288,11 +385,23 @@ def _version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> Tuple[int, int, int]:
+    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    return (int(row[0]), int(row[1]), int(row[2]))
+
+
 def _check_compatible(path: str, version: int, columns: Sequence[str]) -> None:
-    if version > SCHEMA_VERSION:
+    """Refuse a file this version must not write to (nothing written yet)."""
+    current = schema.SCHEMA_VERSION
+    if version and not columns:
+        raise DatabaseError(
+            f"{path}: PRAGMA user_version is {version} but there is no '{TABLE_NAME}' "
+            "table: this looks like another application's database"
+        )
+    if version > current:
         raise DatabaseError(
             f"{path}: schema version {version} is newer than this telemetry_orm "
-            f"understands ({SCHEMA_VERSION}); upgrade telemetry_orm to use this file"
+            f"understands ({current}); upgrade telemetry_orm to use this file"
         )
     missing = [c for c in CORE_COLUMNS if c not in columns]
     if columns and missing:
@@ -300,12 +409,20 @@ def _check_compatible(path: str, version: int, columns: Sequence[str]) -> None:
             f"{path}: has an '{TABLE_NAME}' table that is not a telemetry table "
             f"(missing columns: {', '.join(missing)})"
         )
+    missing = [c for c in _all_columns() if c not in columns]
+    if version == current and missing:
+        raise DatabaseError(
+            f"{path}: schema version {version} but the '{TABLE_NAME}' table lacks "
+            f"columns {', '.join(missing)}; it was changed by hand"
+        )
+
+
+def _all_columns() -> Tuple[str, ...]:
+    return ("id", "created_at") + FIELD_NAMES
 
 
 def _is_current(version: int, columns: Sequence[str]) -> bool:
-    return version == SCHEMA_VERSION and all(
-        c in columns for c in ("id", "created_at") + FIELD_NAMES
-    )
+    return version == schema.SCHEMA_VERSION and all(c in columns for c in _all_columns())
 
 
 def quote(database: peewee.Database, name: str) -> str:
