@@ -143,15 +143,39 @@ class _Checkpointer:
 
 # Stores to reset in a forked child (gunicorn-style pre-fork servers).
 _LIVE_STORES: weakref.WeakSet[PeeweeTelemetryStore] = weakref.WeakSet()
+# Stores whose lock the forking thread holds while fork() runs.
+_HELD_FOR_FORK: List[PeeweeTelemetryStore] = []
+
+
+def _before_fork() -> None:
+    # Let every store call in progress finish first. A connection forked in
+    # the middle of a transaction leaves SQLite's in-process lock records
+    # saying "locked" in the child, where nobody will ever unlock them, and
+    # the child could then never write to that file.
+    for store in list(_LIVE_STORES):
+        if not store._lock.acquire(blocking=False):
+            store.log.debug("%s: fork() waits for a store call in progress", store.path)
+            store._lock.acquire()
+        _HELD_FOR_FORK.append(store)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_FOR_FORK:
+        _HELD_FOR_FORK.pop()._lock.release()
 
 
 def _after_fork_in_child() -> None:
+    _HELD_FOR_FORK.clear()
     for store in list(_LIVE_STORES):
         store._forget_inherited_connections()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 class PeeweeTelemetryStore(TelemetryStore):

@@ -1,0 +1,95 @@
+"""Code that runs in child processes of the reliability tests.
+
+The functions are targets for ``multiprocessing`` (any start method); run as
+a script, the module is a writer to be killed:
+``python workers.py record-until-killed PATH`` records rows forever and
+prints each returned id on its own line, flushed right after ``record()``
+returned.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, List
+
+from telemetry_orm import create_telemetry_store
+
+
+def entry(repo: str, n: int, **extra: Any) -> dict:
+    """A valid entry whose ``delivery_id`` and ``num_turns`` identify it."""
+    values: dict = {
+        "repo": repo, "event_type": "pull_request.opened", "model": "claude-sonnet-4-5",
+        "conclusion": "success", "delivery_id": f"{repo}#{n}", "num_turns": n,
+        "input_tokens": n * 3, "cost_usd": n / 1000,
+    }
+    values.update(extra)
+    return values
+
+
+def record_rows(path: str, worker: int, count: int, start: Any, results: Any) -> None:
+    """Open a store once every worker is ready, record ``count`` rows, and
+    report ``(worker, ids, error)``; ``error`` is ``None`` or a traceback."""
+    ids: List[int] = []
+    try:
+        start.wait()
+        with create_telemetry_store(path) as store:
+            for n in range(count):
+                ids.append(store.record(entry(f"worker{worker}/repo", n)))
+        results.put((worker, ids, None))
+    except BaseException:
+        results.put((worker, ids, traceback.format_exc()))
+
+
+def open_each(folder: str, worker: int, names: List[str], start: Any, results: Any) -> None:
+    """For each file name, at the same moment as the other workers: open a
+    store on it (schema set-up or upgrade included) and record one row."""
+    errors: List[str] = []
+    for name in names:
+        try:
+            start.wait()
+            with create_telemetry_store(Path(folder) / name) as store:
+                store.record(entry(f"worker{worker}/repo", 0))
+        except BaseException:
+            errors.append(f"{name}: {traceback.format_exc()}")
+    results.put((worker, errors))
+
+
+def record_paced(path: str, busy_timeout: int, ready: Any, stop: Any, results: Any) -> None:
+    """Record a row every millisecond or so until ``stop`` is set; report
+    ``(ids, error)``."""
+    ids: List[int] = []
+    try:
+        with create_telemetry_store(path, busy_timeout=busy_timeout) as store:
+            ready.set()
+            while not stop.is_set():
+                ids.append(store.record(entry("paced/writer", len(ids))))
+                time.sleep(0.001)
+        results.put((ids, None))
+    except BaseException:
+        ready.set()
+        results.put((ids, traceback.format_exc()))
+
+
+def record_until_killed(path: str) -> None:
+    """Record forever, printing each id once ``record()`` has returned."""
+    rng = random.Random(os.getpid())
+    store = create_telemetry_store(path)
+    n = 0
+    while True:
+        # Now and then a big row, so a kill may land in a long write too.
+        size = rng.choice((10, 10, 10, 50_000))
+        row_id = store.record(entry("crash/victim", n, session_id="x" * size))
+        os.write(1, f"{row_id}\n".encode())
+        n += 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["record-until-killed"]:
+        record_until_killed(sys.argv[2])
+    else:
+        sys.exit(f"usage: {sys.argv[0]} record-until-killed PATH")
