@@ -1,0 +1,444 @@
+"""Hostile paths are refused and left untouched; hostile values are stored
+verbatim; every valid record round-trips and every invalid one writes
+nothing (property-based)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import sqlite3
+import stat
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import SEED_DDL, minimal
+
+from telemetry_orm import (
+    FIELD_NAMES,
+    DatabaseError,
+    PeeweeTelemetryStore,
+    TelemetryError,
+    TelemetryRecord,
+    TelemetryValidationError,
+    create_telemetry_store,
+)
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def snapshot(folder: Path) -> Dict[str, Optional[str]]:
+    """Every entry of ``folder``: name -> sha256 of a file's bytes (None
+    for anything else)."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        for p in sorted(folder.iterdir())
+    }
+
+
+def refused(path: Path, *expected: str) -> DatabaseError:
+    """Assert opening ``path`` raises a DatabaseError naming the path and
+    every ``expected`` text, and changes nothing in its folder."""
+    folder = next(p for p in path.parents if p.is_dir())
+    before = snapshot(folder)
+    with pytest.raises(TelemetryError) as caught:
+        create_telemetry_store(path)
+    assert isinstance(caught.value, DatabaseError)
+    message = str(caught.value)
+    assert str(path) in message
+    for text in expected:
+        assert text in message
+    assert snapshot(folder) == before
+    return caught.value
+
+
+# -- 5. hostile paths --------------------------------------------------------------
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "folder.db"
+    target.mkdir()
+    (target / "inside.txt").write_text("keep me")
+    refused(target, "is a directory")
+    assert snapshot(target) == {"inside.txt": hashlib.sha256(b"keep me").hexdigest()}
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(b"telemetry\n" * 500, id="text"),
+    pytest.param(bytes(range(256)) * 64, id="binary"),
+    pytest.param(b"\x7fELF\x02\x01\x01" + os.urandom(9000), id="random"),
+    pytest.param(b"SQLite format 3\x00" + b"\xff" * 4096, id="sqlite-header-then-garbage"),
+])
+def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path: Path,
+                                                            content: bytes) -> None:
+    target = tmp_path / "telemetry.db"
+    target.write_bytes(content)
+    error = refused(target)
+    if not content.startswith(b"SQLite"):
+        assert "not a SQLite database" in str(error)
+    assert target.read_bytes() == content
+
+
+def test_an_empty_file_is_taken_as_a_new_database(tmp_path: Path) -> None:
+    target = tmp_path / "telemetry.db"
+    target.touch()
+    with create_telemetry_store(target) as store:
+        assert store.record(minimal()) == 1
+
+
+def _foreign_tables() -> List[Any]:
+    cases = []
+    for column in ("id", "created_at", "repo", "event_type", "model", "conclusion"):
+        # The original DDL without that column (nor an index on it).
+        ddl = "\n".join(line for line in SEED_DDL.splitlines()
+                        if not line.strip().startswith(f"{column} ")
+                        and f"({column})" not in line)
+        cases.append(pytest.param(ddl, [column], id=f"without-{column}"))
+    cases.append(pytest.param(
+        "CREATE TABLE executions (job TEXT, started REAL, host TEXT);"
+        "INSERT INTO executions VALUES ('nightly', 1.5, 'ci-1');",
+        ["id", "created_at", "repo", "event_type", "model", "conclusion"], id="other-table"))
+    return cases
+
+
+@pytest.mark.parametrize("wal", [False, True], ids=["rollback-journal", "wal"])
+@pytest.mark.parametrize(("ddl", "missing"), _foreign_tables())
+def test_a_foreign_executions_table_is_refused_untouched(
+        tmp_path: Path, ddl: str, missing: List[str], wal: bool) -> None:
+    target = tmp_path / "other.db"
+    conn = sqlite3.connect(target)
+    if wal:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(ddl)
+    conn.close()
+    master = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    conn = sqlite3.connect(target)
+    schema_before = conn.execute(master).fetchall()
+    conn.close()
+
+    error = refused(target, "not a telemetry table", ", ".join(missing))
+
+    assert "executions" in str(error)
+    conn = sqlite3.connect(target)
+    assert conn.execute(master).fetchall() == schema_before
+    conn.close()
+
+
+def test_a_path_below_a_regular_file_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    refused(blocker / "sub" / "telemetry.db", "is not a folder")
+    assert blocker.read_text() == "a file where a folder should be"
+
+
+def test_a_dangling_symlink_is_refused_and_its_target_not_created(tmp_path: Path) -> None:
+    link = tmp_path / "telemetry.db"
+    link.symlink_to(tmp_path / "elsewhere" / "real.db")
+    refused(link, "symbolic link")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "telemetry.db"
+    os.mkfifo(fifo)
+    refused(fifo, "not a regular file")
+
+
+# Unreadable and read-only locations. Tests usually run as root, for whom
+# permission bits mean nothing; the store is then opened in a forked child
+# that has switched to the user "nobody", so the operating system really
+# refuses. Run as an ordinary user, the checks run in-process.
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder outside pytest's private (mode 700) tree, reachable by all."""
+    folder = Path(tempfile.mkdtemp(prefix="telemetry-perms-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in (folder, *folder.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(folder)
+
+
+def _open_unprivileged(path: Path) -> str:
+    """Open a store on ``path`` as an unprivileged user; return "opened" or
+    the error's class name and message."""
+
+    def attempt() -> str:
+        try:
+            create_telemetry_store(path).close()
+            return "opened"
+        except TelemetryError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    if os.geteuid() != 0:
+        return attempt()
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("runs as root and there is no user 'nobody' to drop to")
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            try:
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            except OSError as exc:
+                result = f"SKIP: cannot switch to user nobody ({exc})"
+            else:
+                if not os.access(path.parent.parent, os.X_OK):
+                    result = f"SKIP: user nobody cannot reach {path.parent.parent}"
+                else:
+                    result = attempt()
+        except BaseException:
+            result = f"CRASH: {traceback.format_exc()}"
+        os.write(write_end, result.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        result = pipe.read().decode()
+    os.waitpid(pid, 0)
+    if result.startswith("SKIP: "):
+        pytest.skip(result[6:])
+    return result
+
+
+def _make_store_file(path: Path) -> None:
+    with create_telemetry_store(path) as store:
+        store.record(minimal())
+
+
+def _unreadable(folder: Path) -> Path:
+    path = folder / "sub" / "telemetry.db"
+    _make_store_file(path)
+    path.chmod(0)
+    return path
+
+
+def _read_only(folder: Path) -> Path:
+    path = folder / "sub" / "telemetry.db"
+    _make_store_file(path)
+    path.chmod(0o444)
+    return path
+
+
+def _new_file_in_read_only_folder(folder: Path) -> Path:
+    (folder / "sub").mkdir()
+    (folder / "sub").chmod(0o555)
+    return folder / "sub" / "telemetry.db"
+
+
+def _existing_file_in_read_only_folder(folder: Path) -> Path:
+    path = folder / "sub" / "telemetry.db"
+    _make_store_file(path)
+    path.chmod(0o666)
+    path.parent.chmod(0o555)
+    return path
+
+
+def _new_folder_in_read_only_folder(folder: Path) -> Path:
+    (folder / "sub").mkdir()
+    (folder / "sub").chmod(0o555)
+    return folder / "sub" / "new" / "telemetry.db"
+
+
+def _readable_snapshot(folder: Path) -> Dict[str, Optional[str]]:
+    """``snapshot`` of a folder whose files may have had their read
+    permission taken away (given back first; only bytes are compared)."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(path.stat().st_mode | stat.S_IRUSR)
+    return snapshot(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize(("make", "expected"), [
+    (_unreadable, "cannot be read"),
+    (_read_only, "is read-only"),
+    (_new_file_in_read_only_folder, "is not writable"),
+    (_existing_file_in_read_only_folder, "is not writable"),
+    (_new_folder_in_read_only_folder, "cannot create its folder"),
+], ids=["unreadable-file", "read-only-file", "new-file-in-read-only-folder",
+        "existing-file-in-read-only-folder", "new-folder-in-read-only-folder"])
+def test_an_unreadable_or_read_only_location_is_refused_untouched(
+        shared_dir: Path, make: Callable[[Path], Path], expected: str) -> None:
+    path = make(shared_dir)
+    sub = shared_dir / "sub"
+    modes = {p: p.stat().st_mode for p in (sub, *sub.iterdir())}
+    before = _readable_snapshot(sub)
+    for p, mode in modes.items():
+        p.chmod(mode)
+
+    result = _open_unprivileged(path)
+
+    assert result.startswith("DatabaseError: "), result
+    assert str(path) in result and expected in result, result
+    assert _readable_snapshot(sub) == before
+
+
+# -- 11. hostile values ------------------------------------------------------------
+
+HOSTILE_TEXT = [
+    "'; DROP TABLE executions; --",
+    'Robert"); DELETE FROM executions WHERE ("1"="1',
+    "a\x00b",
+    "\x00",
+    "🤖🔥👩‍👩‍👧‍👦",
+    "\u202eevil\u202c",
+    "? ?1 :name @name $name %s {}",
+    "back\\slash\nnew\rline\ttab",
+    "ünïcödé ñ 中文 العربية",
+    "x" * 100_000,
+]
+
+TEXT_FIELDS = ("delivery_id", "repo", "event_type", "provider", "model", "conclusion",
+               "session_id", "stop_reason")
+
+
+@pytest.mark.parametrize("value", HOSTILE_TEXT,
+                         ids=lambda v: repr(v)[:30] if len(v) < 1000 else "huge")
+def test_hostile_text_is_stored_verbatim(store: PeeweeTelemetryStore,
+                                         witness: sqlite3.Connection, value: str) -> None:
+    master = witness.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    row_id = store.record(minimal(**{name: value for name in TEXT_FIELDS}))
+    row = witness.execute(
+        f"SELECT {', '.join(TEXT_FIELDS)} FROM executions WHERE id = ?", (row_id,)
+    ).fetchone()
+    assert tuple(row) == (value,) * len(TEXT_FIELDS)
+    assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 1
+    assert witness.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == master
+
+
+def test_a_huge_value_is_stored_verbatim(store: PeeweeTelemetryStore,
+                                         witness: sqlite3.Connection) -> None:
+    huge = ("🤖 ünïcödé\x00'\"; " * 300_000)[:3_000_000]
+    row_id = store.record(minimal(session_id=huge, input_tokens=2**63 - 1,
+                                  cost_usd=1.7976931348623157e308))
+    row = witness.execute("SELECT session_id, input_tokens, cost_usd FROM executions "
+                          "WHERE id = ?", (row_id,)).fetchone()
+    assert tuple(row) == (huge, 2**63 - 1, 1.7976931348623157e308)
+
+
+# -- 11. property-based round trips ------------------------------------------------
+
+MAX_INT = 2**63 - 1
+text = st.text(max_size=40)
+required_text = st.text(min_size=1, max_size=40)
+optional_text = st.none() | text
+count = st.integers(0, MAX_INT) | st.integers(0, 10_000)
+cost = (st.floats(min_value=0, allow_nan=False, allow_infinity=False)
+        | st.integers(0, 2**53))
+
+valid_records = st.builds(
+    TelemetryRecord,
+    delivery_id=optional_text, repo=required_text, pr_number=st.none() | st.integers(1, MAX_INT),
+    event_type=required_text, provider=required_text, model=required_text,
+    input_tokens=count, output_tokens=count, cache_read_tokens=count,
+    cache_creation_tokens=count, duration_ms=count, cost_usd=cost, conclusion=required_text,
+    session_id=optional_text, num_turns=st.none() | count, stop_reason=optional_text,
+)
+
+surrogate_text = st.tuples(
+    text, st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), text
+).map("".join)
+not_text = st.sampled_from([0, 1.5, b"bytes", ["list"], {"a": 1}, True])
+not_integer = st.sampled_from([1.0, 2.5, "12", b"1", True, False, [1]])
+too_big = st.integers(MAX_INT + 1, 2**80)
+
+_REQUIRED_TEXT_BAD = st.just("") | not_text | surrogate_text | st.none()
+_PROVIDER_BAD = st.just("") | not_text | surrogate_text  # None means "the default"
+_OPTIONAL_TEXT_BAD = not_text | surrogate_text
+_COUNT_BAD = st.integers(max_value=-1) | too_big | not_integer
+_PR_BAD = st.integers(max_value=0) | too_big | not_integer
+_COST_BAD = (st.floats(max_value=-1e-300) | st.sampled_from([float("nan"), float("inf"),
+                                                             float("-inf"), "0.5", True])
+             | st.integers(2**53 + 1, 2**70) | st.integers(max_value=-1))
+
+INVALID: Dict[str, Any] = {
+    "delivery_id": _OPTIONAL_TEXT_BAD, "repo": _REQUIRED_TEXT_BAD, "pr_number": _PR_BAD,
+    "event_type": _REQUIRED_TEXT_BAD, "provider": _PROVIDER_BAD,
+    "model": _REQUIRED_TEXT_BAD, "input_tokens": _COUNT_BAD, "output_tokens": _COUNT_BAD,
+    "cache_read_tokens": _COUNT_BAD, "cache_creation_tokens": _COUNT_BAD,
+    "duration_ms": _COUNT_BAD, "cost_usd": _COST_BAD, "conclusion": _REQUIRED_TEXT_BAD,
+    "session_id": _OPTIONAL_TEXT_BAD, "num_turns": _COUNT_BAD, "stop_reason": _OPTIONAL_TEXT_BAD,
+}
+
+
+def test_every_field_has_invalid_values_to_try() -> None:
+    assert set(INVALID) == set(FIELD_NAMES)
+
+
+PROPERTY_SETTINGS = settings(
+    max_examples=60, deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@PROPERTY_SETTINGS
+@given(record=valid_records)
+def test_every_valid_record_round_trips_exactly(store: PeeweeTelemetryStore,
+                                                witness: sqlite3.Connection,
+                                                record: TelemetryRecord) -> None:
+    row_id = store.record(record)
+    row = witness.execute(f"SELECT {', '.join(FIELD_NAMES)} FROM executions WHERE id = ?",
+                          (row_id,)).fetchone()
+    assert tuple(row) == record.as_row()
+    for name, stored in zip(FIELD_NAMES, row, strict=True):
+        expected = getattr(record, name)
+        assert type(stored) is (float if name == "cost_usd" else type(expected)), name
+    # A mapping with the same values stores the same row.
+    again = store.record(record.as_dict())
+    assert tuple(witness.execute(f"SELECT {', '.join(FIELD_NAMES)} FROM executions "
+                                 "WHERE id = ?", (again,)).fetchone()) == record.as_row()
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data(), record=valid_records, name=st.sampled_from(FIELD_NAMES))
+def test_every_invalid_record_is_refused_and_writes_nothing(
+        store: PeeweeTelemetryStore, witness: sqlite3.Connection, data: st.DataObject,
+        record: TelemetryRecord, name: str) -> None:
+    bad = data.draw(INVALID[name], label=name)
+    entry = record.as_dict()
+    entry[name] = bad
+    before = witness.execute("SELECT COUNT(*), MAX(id) FROM executions").fetchone()
+
+    with pytest.raises(TelemetryValidationError) as caught:
+        store.record(entry)
+    assert caught.value.field == name
+    with pytest.raises(TelemetryValidationError):
+        TelemetryRecord(**entry)
+
+    assert witness.execute("SELECT COUNT(*), MAX(id) FROM executions").fetchone() == before
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("input_tokens", 2**63, "<= 2**63 - 1"),
+    ("pr_number", 2**64, "<= 2**63 - 1"),
+    ("num_turns", 10**5000, "integer of 16610 bits"),
+    ("cost_usd", 2**53 + 1, "at most 2**53"),
+    ("cost_usd", -(10**400), "at most 2**53"),
+    ("repo", "acme/\ud800api", "lone surrogate at position 5"),
+    ("stop_reason", "\udfff", "lone surrogate"),
+])
+def test_values_sqlite_cannot_store_exactly_are_refused_clearly(
+        store: PeeweeTelemetryStore, witness: sqlite3.Connection, name: str, value: Any,
+        expected: str) -> None:
+    with pytest.raises(TelemetryValidationError) as caught:
+        store.record(minimal(**{name: value}))
+    assert caught.value.field == name and expected in str(caught.value)
+    assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 0
