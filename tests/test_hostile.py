@@ -434,7 +434,8 @@ def test_every_invalid_record_is_refused_and_writes_nothing(
     ("cost_usd", -(10**400), "at most 2**53"),
     ("repo", "acme/\ud800api", "lone surrogate at position 5"),
     ("stop_reason", "\udfff", "lone surrogate"),
-])
+], ids=["int64+1", "pr-2**64", "huge-int", "cost-2**53+1", "cost-negative-huge",
+        "surrogate", "lone-low-surrogate"])
 def test_values_sqlite_cannot_store_exactly_are_refused_clearly(
         store: PeeweeTelemetryStore, witness: sqlite3.Connection, name: str, value: Any,
         expected: str) -> None:
