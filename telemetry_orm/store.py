@@ -212,12 +212,17 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
         self._checkpointer = _Checkpointer(self._checkpoint_in_helper, self.log)
         self._insert_sql = backend.insert_sql(self.database)
+        # Known to fork() before the first connection opens, and set up
+        # under the lock, so a fork never lands in the middle of a schema
+        # upgrade.
+        _LIVE_STORES.add(self)
         try:
-            backend.prepare(self.database, self.model)
+            with self._lock:
+                backend.prepare(self.database, self.model)
         except BaseException:
+            _LIVE_STORES.discard(self)
             backend.close_all(self.database)
             raise
-        _LIVE_STORES.add(self)
         # The original store checkpoints once at start-up (TELEM-08).
         self.checkpoint()
 
