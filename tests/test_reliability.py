@@ -126,7 +126,7 @@ def test_processes_setting_up_the_same_files_at_the_same_moment_all_succeed(
     # Half the files are new, half are old narrow tables that need upgrading;
     # for each file every process opens it right after the same barrier.
     names = []
-    for i in range(8):
+    for i in range(12):
         name = f"f{i}.db"
         if i % 2:
             make_seed_database(tmp_path / name, rows=2)

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any, List, Sequence, Tuple, Type
 
@@ -235,13 +236,41 @@ class SqliteBackend:
             columns = _columns(conn)
             _check_compatible(self.path, version, columns)
             if not self.memory:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(conn)
             if not _is_current(version, columns):
                 self._upgrade(database, model)
         except (sqlite3.Error, peewee.DatabaseError) as exc:
             raise describe(self.path, exc) from exc
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL unless it already is (a write, so done
+        only when needed).
+
+        Two processes switching a new file at the same moment can get
+        "database is locked" at once, without the busy timeout being applied
+        (SQLite gives up rather than risk a deadlock between their locks), so
+        this retries until the busy timeout is spent.
+        """
+        deadline = time.monotonic() + self.busy_timeout / 1000
+        pause = 0.001
+        while True:
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode == "wal":
+                return
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.05)
+                continue
+            if mode != "wal":
+                raise DatabaseError(
+                    f"{self.path}: cannot switch the database to WAL mode (it stays in "
+                    f"{mode!r} mode); the store needs WAL for concurrent use"
+                )
+            return
 
     def _upgrade(self, database: StoreDatabase, model: Type[Execution]) -> None:
         conn = database.connection()
