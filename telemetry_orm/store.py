@@ -366,7 +366,8 @@ class PeeweeTelemetryStore(TelemetryStore):
             # processes) waiting for it.
             time.sleep(self.backend.purge_pause(time.monotonic() - started))
         if total >= PURGE_CHUNK:
-            self._checkpoint("TRUNCATE")
+            # Not blocking: waiting for a reader would stall every writer.
+            self._checkpoint("TRUNCATE", blocking=False)
         self.log.info("purged %d executions older than %s days (before %s)", total, days, when)
         return total
 
@@ -389,13 +390,13 @@ class PeeweeTelemetryStore(TelemetryStore):
             raise StoreClosedError(f"{self.path}: the telemetry store is closed")
         self._checkpointer.request()
 
-    def _checkpoint(self, mode: str) -> None:
+    def _checkpoint(self, mode: str, *, blocking: bool = True) -> None:
         with self._lock:
-            self._run_checkpoint(self._connection(), mode)
+            self._run_checkpoint(self._connection(), mode, blocking=blocking)
 
-    def _run_checkpoint(self, conn: Any, mode: str) -> None:
+    def _run_checkpoint(self, conn: Any, mode: str, *, blocking: bool = True) -> None:
         try:
-            busy, pages, done = self.backend.checkpoint(conn, mode)
+            busy, pages, done = self.backend.checkpoint(conn, mode, blocking=blocking)
         except self.backend.driver_errors as exc:
             raise self._translate(exc) from exc
         self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)

@@ -343,22 +343,27 @@ class SqliteBackend:
             raise
         return list(range(last - len(rows) + 1, last + 1))
 
-    def checkpoint(self, conn: sqlite3.Connection, mode: str) -> Tuple[int, int, int]:
+    def checkpoint(
+        self, conn: sqlite3.Connection, mode: str, *, blocking: bool = True
+    ) -> Tuple[int, int, int]:
         """``PRAGMA wal_checkpoint(mode)``: (busy, log pages, pages checkpointed).
 
-        ``TRUNCATE`` (after a big purge) never stalls other writers for long:
-        a PASSIVE pass first copies the log while they keep writing, then the
-        TRUNCATE, which holds the write lock, waits for readers at most
-        :data:`TRUNCATE_BUSY_TIMEOUT_MS`. If it gives up (``busy`` is 1), the
-        ``-wal`` file is still cut to ``journal_size_limit`` once the log
-        restarts.
+        A ``TRUNCATE`` checkpoint holds the write lock while it copies the log
+        and waits for readers, stalling every writer meanwhile; a PASSIVE pass
+        first copies the bulk while they keep writing. With ``blocking=False``
+        (after a big purge) it also waits for readers at most
+        :data:`TRUNCATE_BUSY_TIMEOUT_MS` instead of the busy timeout; if it
+        gives up (``busy`` is 1), the ``-wal`` file is still cut to
+        ``journal_size_limit`` once the log restarts.
         """
         if mode.upper() != "TRUNCATE":
             return _checkpoint(conn, mode)
         _checkpoint(conn, "PASSIVE")
+        if blocking:
+            return _checkpoint(conn, mode)
         conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, self.busy_timeout)}")
         try:
-            return _checkpoint(conn, "TRUNCATE")
+            return _checkpoint(conn, mode)
         finally:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
 
