@@ -45,6 +45,7 @@ PRAGMAS: Tuple[Tuple[str, Any], ...] = (
 #: holds the write lock while it waits for readers, so a long wait would stall
 #: every writer; if it gives up, ``journal_size_limit`` still cuts the log.
 TRUNCATE_BUSY_TIMEOUT_MS = 50
+_TRUNCATE_ATTEMPTS = 5
 
 #: Rows deleted per write transaction by a purge: short enough that other
 #: writers never wait long, large enough that the total stays close to a
@@ -363,7 +364,16 @@ class SqliteBackend:
             return _checkpoint(conn, mode)
         conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, self.busy_timeout)}")
         try:
-            return _checkpoint(conn, mode)
+            for _ in range(_TRUNCATE_ATTEMPTS):
+                busy, pages, done = _checkpoint(conn, mode)
+                # -1 pages: it could not start because another connection
+                # (a writer's automatic checkpoint) is checkpointing right
+                # now, which ends shortly; unlike a reader, that is worth
+                # another try.
+                if not busy or pages >= 0:
+                    break
+                time.sleep(0.01)
+            return busy, pages, done
         finally:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
 
