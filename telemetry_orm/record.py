@@ -18,9 +18,6 @@ from .errors import TelemetryValidationError
 
 _Check = Callable[[str, Any], None]
 
-#: Largest value an SQLite INTEGER holds; a larger Python int cannot be bound.
-_MAX_INTEGER = 2**63 - 1
-
 #: Largest integer a REAL column (an IEEE double) holds exactly.
 _MAX_EXACT_REAL = 2**53
 
@@ -76,7 +73,7 @@ def _count(name: str, value: Any) -> None:
         )
     if value < 0:
         raise TelemetryValidationError(name, f"must be an integer >= 0, got {_show(value)}")
-    if value > _MAX_INTEGER:
+    if value > _MAX_INT:
         raise TelemetryValidationError(
             name, f"must be an integer <= 2**63 - 1 (SQLite's largest), got {_show(value)}"
         )
@@ -98,7 +95,7 @@ def _optional_positive(name: str, value: Any) -> None:
         raise TelemetryValidationError(
             name, f"must be an integer > 0 or None, got {_show(value)}"
         )
-    if value > _MAX_INTEGER:
+    if value > _MAX_INT:
         raise TelemetryValidationError(
             name, f"must be an integer <= 2**63 - 1 (SQLite's largest), got {_show(value)}"
         )

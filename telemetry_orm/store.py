@@ -105,6 +105,8 @@ class _Checkpointer:
         self._due = False
         self._stopped = False
         self._thread: Optional[threading.Thread] = None
+        #: Held while a checkpoint runs (fork() waits for it).
+        self.running = threading.Lock()
 
     def request(self) -> None:
         with self._changed:
@@ -136,7 +138,8 @@ class _Checkpointer:
                     return
                 self._due = False
             try:
-                self._run()
+                with self.running:
+                    self._run()
             except Exception as exc:  # noqa: BLE001 - housekeeping must not kill the thread
                 self._log.warning("automatic checkpoint failed: %s", exc)
 
@@ -148,20 +151,24 @@ _HELD_FOR_FORK: List[PeeweeTelemetryStore] = []
 
 
 def _before_fork() -> None:
-    # Let every store call in progress finish first. A connection forked in
-    # the middle of a transaction leaves SQLite's in-process lock records
-    # saying "locked" in the child, where nobody will ever unlock them, and
-    # the child could then never write to that file.
+    # Let every store call (and automatic checkpoint) in progress finish
+    # first. A connection forked in the middle of a transaction or a
+    # checkpoint leaves SQLite's in-process lock records saying "locked" in
+    # the child, where nobody will ever unlock them: the child could then
+    # never write to that file, or never checkpoint it.
     for store in list(_LIVE_STORES):
-        if not store._lock.acquire(blocking=False):
-            store.log.debug("%s: fork() waits for a store call in progress", store.path)
-            store._lock.acquire()
+        for lock in (store._lock, store._checkpointer.running):
+            if not lock.acquire(blocking=False):
+                store.log.debug("%s: fork() waits for a store call in progress", store.path)
+                lock.acquire()
         _HELD_FOR_FORK.append(store)
 
 
 def _after_fork_in_parent() -> None:
     while _HELD_FOR_FORK:
-        _HELD_FOR_FORK.pop()._lock.release()
+        store = _HELD_FOR_FORK.pop()
+        store._checkpointer.running.release()
+        store._lock.release()
 
 
 def _after_fork_in_child() -> None:
