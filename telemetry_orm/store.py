@@ -366,12 +366,16 @@ class PeeweeTelemetryStore(TelemetryStore):
                     deleted = self.backend.delete_chunk_before(conn, when, PURGE_CHUNK)
                 except self.backend.driver_errors as exc:
                     raise self._translate(exc) from exc
+            held = time.monotonic() - started
             total += deleted
             if deleted < PURGE_CHUNK:
                 break
             # Leave the database free a moment for writers (here or in other
-            # processes) waiting for it.
-            time.sleep(self.backend.purge_pause(time.monotonic() - started))
+            # processes) waiting for it, and meanwhile copy the chunk into
+            # the file: a passive checkpoint does not stop them.
+            self._checkpoint("PASSIVE")
+            free = time.monotonic() - started - held
+            time.sleep(max(0.0, self.backend.purge_pause(held) - free))
         if total >= PURGE_CHUNK:
             # Not blocking: waiting for a reader would stall every writer.
             self._checkpoint("TRUNCATE", blocking=False)

@@ -54,10 +54,11 @@ PURGE_CHUNK = 5000
 
 #: Shortest time, in seconds, a purge leaves the write lock free between two
 #: chunks. SQLite's write lock has no queue: a writer that finds it taken
-#: sleeps and retries, at most 25 ms apart during its first ~130 ms of waiting
-#: (its default busy handler), so a gap at least that long lets it in before
-#: the next chunk instead of starving until the purge ends.
-PURGE_PAUSE = 0.025
+#: sleeps and retries, 1, 2, 5, 10, 15, 20, 25 … ms apart (its default busy
+#: handler). A free gap at least as long as the retry interval at that
+#: moment lets the writer in before the next chunk, instead of it starving
+#: until the purge ends; see :meth:`SqliteBackend.purge_pause`.
+PURGE_PAUSE = 0.015
 
 # Connections inherited through fork() belong to the parent. Closing one in
 # the child would close file descriptors that share the child's own POSIX
@@ -406,7 +407,9 @@ class SqliteBackend:
     def purge_pause(self, held: float) -> float:
         """Seconds to leave the write lock free after a chunk that held it for
         ``held`` seconds: :data:`PURGE_PAUSE`, or half of ``held`` if that is
-        longer (a slow chunk means the waiting writers retry farther apart)."""
+        longer. A writer that began waiting during the chunk retries at most
+        about half its waiting time apart, so a gap of half the chunk's time
+        always contains one of its retries."""
         return max(PURGE_PAUSE, held / 2)
 
     def is_busy(self, exc: BaseException) -> bool:
