@@ -329,7 +329,13 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._writes += count
         if self._writes >= self.checkpoint_every:
             self._writes = 0
-            self.checkpoint(wait=False)
+            # The rows are committed: a failing checkpoint (no new thread
+            # during interpreter shutdown, a busy file …) must not make the
+            # caller believe otherwise and write them again.
+            try:
+                self.checkpoint(wait=False)
+            except Exception as exc:  # noqa: BLE001 - logged; the write succeeded
+                self.log.warning("automatic checkpoint failed: %s", exc)
 
     def count_older_than(self, days: float) -> int:
         """How many rows :meth:`purge_older_than` would delete now (a dry run)."""

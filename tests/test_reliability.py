@@ -603,3 +603,24 @@ def test_close_while_threads_record_either_completes_or_raises_closed(
     assert integrity(db_path) == "ok"
     with pytest.raises(StoreClosedError):
         store.record(minimal())
+
+
+# -- a committed write is reported as written --------------------------------------
+
+
+def test_a_failing_automatic_checkpoint_does_not_fail_the_committed_writes(
+        db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = create_telemetry_store(db_path)
+    store.checkpoint_every = 3
+
+    def broken(**options: Any) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    store.checkpoint = broken  # type: ignore[method-assign]
+    ids = [store.record(minimal(num_turns=n)) for n in range(3)]
+    ids += store.record_many([minimal(num_turns=n) for n in range(3, 6)])
+    store.close()
+
+    assert ids_in(db_path) == set(ids) and len(ids) == 6
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "automatic checkpoint failed: can't create new thread at interpreter shutdown"] * 2
