@@ -24,6 +24,7 @@ from peewee import (
 )
 from playhouse.sqlite_ext import AutoIncrementField
 
+from .errors import DatabaseError
 from .record import FIELD_NAMES
 
 TABLE_NAME = "executions"
@@ -172,3 +173,24 @@ MIGRATIONS: Tuple[Callable[[Database, Type[Execution], Sequence[str]], None], ..
 
 #: The schema version this package writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def check_compatible(where: str, version: int, columns: Sequence[str]) -> None:
+    """Refuse a database this package must not write to: a newer schema
+    version, or an ``executions`` table that is not a telemetry table."""
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{where}: schema version {version} is newer than this telemetry_orm "
+            f"understands ({SCHEMA_VERSION}); upgrade telemetry_orm to use this database"
+        )
+    missing = [c for c in CORE_COLUMNS if c not in columns]
+    if columns and missing:
+        raise DatabaseError(
+            f"{where}: has an '{TABLE_NAME}' table that is not a telemetry table "
+            f"(missing columns: {', '.join(missing)})"
+        )
+
+
+def is_current(version: int, columns: Sequence[str]) -> bool:
+    """Whether a database at ``version`` with ``columns`` needs no upgrade."""
+    return version == SCHEMA_VERSION and all(c in columns for c in COLUMN_NAMES)

@@ -8,15 +8,18 @@ import logging
 import math
 import numbers
 import os
+import re
 import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, Union
 
 import peewee
+from playhouse import db_url
 
 from . import background as _background
+from .backends.base import Backend
 from .backends.sqlite import BUSY_TIMEOUT_MS, JOURNAL_SIZE_LIMIT, PURGE_CHUNK, SqliteBackend
 from .errors import (
     BackgroundWriteError,
@@ -202,7 +205,7 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def __init__(
         self,
-        backend: SqliteBackend,
+        backend: Backend,
         logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
         *,
         checkpoint_every: int = CHECKPOINT_EVERY,
@@ -212,7 +215,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         self.log = logger or logging.getLogger(LOGGER_NAME)
         self.checkpoint_every = checkpoint_every
         self.database: peewee.Database = backend.open()
-        self.model: Type[Execution] = bind_model(self.database)
+        self.model: Type[Execution] = bind_model(self.database, backend.model_base)
         self._lock = threading.RLock()
         self._closed = False
         self._writes = 0
@@ -249,11 +252,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         """
         params = row_of(entry)
         with self._lock:
-            conn = self._connection()
-            try:
+            with self._connection() as conn:
                 row_id = self.backend.insert(conn, self._insert_sql, params)
-            except self.backend.driver_errors as exc:
-                raise self._translate(exc) from exc
             self._count_writes(1)
         return row_id
 
@@ -281,13 +281,10 @@ class PeeweeTelemetryStore(TelemetryStore):
     def _insert_rows(self, rows: List[Tuple[Any, ...]]) -> List[int]:
         # Rows already validated (by record_many, or by a background recorder).
         with self._lock:
-            conn = self._connection()
-            if not rows:
-                return []
-            try:
+            with self._connection() as conn:
+                if not rows:
+                    return []
                 ids = self.backend.insert_many(conn, self._insert_sql, rows)
-            except self.backend.driver_errors as exc:
-                raise self._translate(exc) from exc
             self._count_writes(len(rows))
         return ids
 
@@ -340,12 +337,8 @@ class PeeweeTelemetryStore(TelemetryStore):
     def count_older_than(self, days: float) -> int:
         """How many rows :meth:`purge_older_than` would delete now (a dry run)."""
         value = _check_days(days)
-        with self._lock:
-            conn = self._connection()
-            try:
-                return self.backend.count_before(conn, self.backend.cutoff(conn, value))
-            except self.backend.driver_errors as exc:
-                raise self._translate(exc) from exc
+        with self._lock, self._connection() as conn:
+            return self.backend.count_before(conn, self.backend.cutoff(conn, value))
 
     def purge_older_than(self, days: float) -> int:
         """Delete rows whose ``created_at`` is more than ``days`` days before
@@ -359,19 +352,15 @@ class PeeweeTelemetryStore(TelemetryStore):
         deleted; running the purge again finishes the work.
         """
         value = _check_days(days)
-        with self._lock:
-            when = self.backend.cutoff(self._connection(), value)
+        with self._lock, self._connection() as conn:
+            when = self.backend.cutoff(conn, value)
         total = 0
         while True:
             started = time.monotonic()
             # The lock is let go between chunks so this process's writers
             # get their turn too.
-            with self._lock:
-                conn = self._connection()
-                try:
-                    deleted = self.backend.delete_chunk_before(conn, when, PURGE_CHUNK)
-                except self.backend.driver_errors as exc:
-                    raise self._translate(exc) from exc
+            with self._lock, self._connection() as conn:
+                deleted = self.backend.delete_chunk_before(conn, when, PURGE_CHUNK)
             held = time.monotonic() - started
             total += deleted
             if deleted < PURGE_CHUNK:
@@ -390,7 +379,8 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> None:
         """``PRAGMA wal_checkpoint(PASSIVE)``: copy the log into the file
-        without waiting for readers. Harmless on ``':memory:'``.
+        without waiting for readers. Harmless on ``':memory:'``; does nothing
+        on PostgreSQL, whose server manages its own log.
 
         ``truncate=True`` runs a ``TRUNCATE`` checkpoint instead: it waits
         (up to the busy timeout) for readers and empties the ``-wal`` file.
@@ -409,19 +399,17 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def _checkpoint(self, mode: str, *, blocking: bool = True) -> None:
         with self._lock:
-            self._run_checkpoint(self._connection(), mode, blocking=blocking)
+            self._run_checkpoint(mode, blocking=blocking)
 
-    def _run_checkpoint(self, conn: Any, mode: str, *, blocking: bool = True) -> None:
-        try:
+    def _run_checkpoint(self, mode: str, *, blocking: bool = True) -> None:
+        with self._connection() as conn:
             busy, pages, done = self.backend.checkpoint(conn, mode, blocking=blocking)
-        except self.backend.driver_errors as exc:
-            raise self._translate(exc) from exc
         self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)
 
     def _checkpoint_in_helper(self) -> None:
         # On the helper thread: its own connection, and no store lock, since
         # SQLite lets a passive checkpoint run beside a writer.
-        self._run_checkpoint(self._connection(), "PASSIVE")
+        self._run_checkpoint("PASSIVE")
 
     def report(self, **options: Any) -> Report:
         """A usage report of this store's executions; the options (``since``,
@@ -430,8 +418,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         # A ':memory:' store shares one connection among threads: hold the
         # lock so that no other thread's write joins the report's transaction.
         guard = contextlib.nullcontext() if self.database.thread_safe else self._lock
-        with guard:
-            self._connection()
+        # The report runs on the connection borrowed here (on PostgreSQL, a
+        # pooled one handed back afterwards).
+        with guard, self._connection():
             return report(self.database, **options)
 
     def close(self) -> None:
@@ -463,10 +452,17 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     # -- internals -------------------------------------------------------
 
-    def _connection(self) -> Any:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The backend's connection for one operation; driver errors raised
+        inside (and while connecting) become :class:`TelemetryError`."""
         if self._closed:
             raise StoreClosedError(f"{self.path}: the telemetry store is closed")
-        return self.database.connection()
+        try:
+            with self.backend.connection(self.database) as conn:
+                yield conn
+        except self.backend.driver_errors as exc:
+            raise self._translate(exc) from exc
 
     def _translate(self, exc: BaseException) -> Exception:
         if self.backend.is_busy(exc):
@@ -482,6 +478,50 @@ class PeeweeTelemetryStore(TelemetryStore):
         self.backend.forget_inherited(self.database)
 
 
+#: URL schemes of a PostgreSQL server (``+pool`` as peewee spells it;
+#: a PostgreSQL store always pools its connections).
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+pool", "postgres+pool")
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def _sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///path`` URL (``sqlite://`` is ``':memory:'``)."""
+    params = db_url.parse(url)
+    path = params.pop("database")
+    if params:
+        raise TelemetryValidationError(
+            "db_path", f"a sqlite URL takes no parameters, got {', '.join(sorted(params))}"
+        )
+    return str(path)
+
+
+def _backend_for(
+    location: str,
+    *,
+    busy_timeout: int = BUSY_TIMEOUT_MS,
+    journal_size_limit: int = JOURNAL_SIZE_LIMIT,
+) -> Backend:
+    match = _URL.match(location)
+    sqlite_options = {"busy_timeout": busy_timeout, "journal_size_limit": journal_size_limit}
+    if match is None:
+        return SqliteBackend(location, **sqlite_options)
+    scheme = match.group(1).lower()
+    if scheme == "sqlite":
+        return SqliteBackend(_sqlite_path(location), **sqlite_options)
+    if scheme in POSTGRES_SCHEMES:
+        # Imported here so that SQLite users need no PostgreSQL driver.
+        from .backends.postgres import PostgresBackend
+
+        # The server keeps its own log: journal_size_limit has no meaning there.
+        return PostgresBackend(location)
+    raise TelemetryValidationError(
+        "db_path",
+        f"unsupported URL scheme {scheme!r}; expected postgresql://user:password@host/db, "
+        "sqlite:///path or a file path",
+    )
+
+
 def create_telemetry_store(
     db_path: PathLike,
     logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
@@ -491,11 +531,17 @@ def create_telemetry_store(
 ) -> PeeweeTelemetryStore:
     """Open (creating if needed) the telemetry database at ``db_path``.
 
-    ``db_path`` is a file path (``str`` or ``os.PathLike``) or ``':memory:'``.
-    Missing parent folders are created; the file is switched to WAL, its
-    schema created or upgraded, and a checkpoint runs. A path that is not a
-    usable telemetry database raises :class:`~telemetry_orm.DatabaseError`
-    naming it, and the file is left untouched.
+    ``db_path`` is a file path (``str`` or ``os.PathLike``), ``':memory:'``,
+    or a database URL: ``sqlite:///relative/path``, ``sqlite:////absolute/path``,
+    or ``postgresql://user:password@host:5432/dbname`` (needs the ``postgres``
+    extra; query parameters such as ``?sslmode=require`` go to the driver,
+    ``max_connections`` and ``timeout`` to the connection pool).
+
+    For a file, missing parent folders are created; the file is switched to
+    WAL, its schema created or upgraded, and a checkpoint runs. On PostgreSQL
+    the schema is created or upgraded under an advisory lock. A location that
+    is not a usable telemetry database raises
+    :class:`~telemetry_orm.DatabaseError` naming it, and is left untouched.
 
     ``busy_timeout`` (milliseconds, default 5000) is how long a write waits
     for another connection's write lock before raising
@@ -511,12 +557,11 @@ def create_telemetry_store(
         path = None
     if not path or not isinstance(path, str):
         raise TelemetryValidationError(
-            "db_path", f"must be a file path or ':memory:', got {db_path!r}"
+            "db_path", f"must be a file path, ':memory:' or a database URL, got {db_path!r}"
         )
     for name, value in (("busy_timeout", busy_timeout),
                         ("journal_size_limit", journal_size_limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise TelemetryValidationError(name, f"must be an integer >= 0, got {value!r}")
-    backend = SqliteBackend(path, busy_timeout=busy_timeout,
-                            journal_size_limit=journal_size_limit)
+    backend = _backend_for(path, busy_timeout=busy_timeout, journal_size_limit=journal_size_limit)
     return PeeweeTelemetryStore(backend, logger)

@@ -11,7 +11,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple, Type
+from typing import Any, Iterator, List, Sequence, Tuple, Type
 
 import peewee
 
@@ -189,6 +189,7 @@ class SqliteBackend:
     asks of its database engine."""
 
     name = "sqlite"
+    model_base: Type[Execution] = Execution
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
 
@@ -222,7 +223,12 @@ class SqliteBackend:
             check_same_thread=False,
         )
 
-    def prepare(self, database: StoreDatabase, model: Type[Execution]) -> None:
+    @contextlib.contextmanager
+    def connection(self, database: peewee.Database) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, opened on first use and kept until close."""
+        yield database.connection()
+
+    def prepare(self, database: peewee.Database, model: Type[Execution]) -> None:
         """Check the file, switch it to WAL and bring its schema up to date.
 
         Reads first and writes only what is needed, so opening a current file
@@ -236,7 +242,7 @@ class SqliteBackend:
             conn = database.connection()
             version = _version(conn)
             columns = _columns(conn)
-            _check_compatible(self.path, version, columns)
+            check_compatible(self.path, version, columns)
             if not self.memory:
                 self._use_wal(conn)
             if not _is_current(version, columns):
