@@ -1,12 +1,16 @@
-"""Shared fixtures: stores on temporary files, and a plain sqlite3 witness."""
+"""Shared fixtures: stores on temporary files or a fresh PostgreSQL schema,
+and independent witness connections."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import POSTGRES_URL_ENV, Witness, with_query
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 
@@ -30,3 +34,65 @@ def witness(db_path: Path, store: PeeweeTelemetryStore) -> Iterator[sqlite3.Conn
     conn.row_factory = sqlite3.Row
     yield conn
     conn.close()
+
+
+# --- The same tests on every backend ------------------------------------------
+
+
+def postgres_server_url() -> str:
+    """The test server's URL, or skip (with the reason shown) when there is none."""
+    url = os.environ.get(POSTGRES_URL_ENV, "")
+    if not url:
+        pytest.skip(
+            f"PostgreSQL tests need a server: set {POSTGRES_URL_ENV} "
+            "(.ci/run starts one and sets it)"
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL tests need psycopg: pip install 'telemetry_orm[postgres]'")
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL to a fresh, empty schema on the test server, dropped afterwards.
+
+    The schema is the connection's ``search_path``, so tests (and the
+    processes they start) never see each other's tables.
+    """
+    import psycopg
+
+    server = postgres_server_url()
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield with_query(server, options=f"-c search_path={schema}")
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_location(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """Where a store lives: a SQLite file, then a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(db_path)
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def any_store(any_location: str) -> Iterator[PeeweeTelemetryStore]:
+    s = create_telemetry_store(any_location)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def any_witness(any_location: str, any_store: PeeweeTelemetryStore) -> Iterator[Witness]:
+    """An independent connection (sqlite3 or psycopg) to ``any_store``'s database."""
+    w = Witness(any_location)
+    yield w
+    w.close()

@@ -1,0 +1,250 @@
+"""The store's behaviour on every backend: each test runs on a SQLite file and
+on a fresh PostgreSQL schema (skipped, with the reason, when no server is
+configured), checked through an independent connection."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import threading
+from typing import List
+
+import pytest
+from support import OLD_TABLE_DDL, Witness, minimal
+
+from telemetry_orm import (
+    FIELD_NAMES,
+    SCHEMA_VERSION,
+    DatabaseError,
+    PeeweeTelemetryStore,
+    StoreClosedError,
+    TelemetryRecord,
+    TelemetryValidationError,
+    create_telemetry_store,
+)
+from telemetry_orm.backends.sqlite import PURGE_CHUNK
+from telemetry_orm.factories import ExecutionFactory, TelemetryRecordFactory
+from telemetry_orm.schema import COLUMN_NAMES, INDEX_NAMES
+
+INSERT_MINIMAL = (
+    "INSERT INTO executions (repo, event_type, model, conclusion) VALUES (?, ?, ?, ?)"
+)
+
+
+def test_record_writes_every_field(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    record = TelemetryRecordFactory()
+    row_id = any_store.record(record)
+    (row,) = any_witness.rows("SELECT * FROM executions WHERE id = ?", row_id)
+    assert {name: row[name] for name in FIELD_NAMES} == record.as_dict()
+
+
+def test_minimal_record_gets_the_defaults_and_the_database_clock(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    before = any_witness.now().replace(microsecond=0)
+    row_id = any_store.record(minimal())
+    after = any_witness.now()
+    (row,) = any_witness.rows("SELECT * FROM executions WHERE id = ?", row_id)
+    assert row["provider"] == "anthropic"
+    for name in ("input_tokens", "output_tokens", "cache_read_tokens",
+                 "cache_creation_tokens", "duration_ms", "cost_usd"):
+        assert row[name] == 0, name
+    for name in ("delivery_id", "pr_number", "session_id", "num_turns", "stop_reason"):
+        assert row[name] is None, name
+    assert before <= any_witness.created_at(row_id) <= after
+
+
+def test_the_table_itself_carries_the_defaults(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    any_witness.execute(INSERT_MINIMAL, "acme/api", "push", "claude-sonnet-4-5", "success")
+    (row,) = any_witness.rows("SELECT * FROM executions")
+    assert row["provider"] == "anthropic"
+    assert row["input_tokens"] == row["duration_ms"] == row["cost_usd"] == 0
+    assert row["created_at"] is not None
+
+
+def test_ids_increase(any_store: PeeweeTelemetryStore) -> None:
+    ids = [any_store.record(minimal()) for _ in range(3)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+def test_large_counts_and_precise_costs_round_trip(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    # 64-bit integers and double precision on every engine.
+    row_id = any_store.record(minimal(cache_read_tokens=2**40, cost_usd=0.1234567890123))
+    (row,) = any_witness.rows("SELECT * FROM executions WHERE id = ?", row_id)
+    assert row["cache_read_tokens"] == 2**40
+    assert row["cost_usd"] == 0.1234567890123
+
+
+def test_invalid_record_names_the_field_and_writes_nothing(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record(minimal(input_tokens=-1))
+    assert info.value.field == "input_tokens"
+    assert any_witness.count() == 0
+
+
+def test_columns_and_indexes_match_the_original_store(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    assert any_witness.columns() == list(COLUMN_NAMES)
+    assert set(INDEX_NAMES) <= set(any_witness.indexes())
+    assert any_witness.schema_version() == SCHEMA_VERSION
+
+
+def test_model_reads_rows_with_utc_datetimes(any_store: PeeweeTelemetryStore) -> None:
+    row_id = any_store.record(minimal(repo="acme/web"))
+    row = any_store.model.get_by_id(row_id)
+    assert row.repo == "acme/web"
+    assert row.created_at.tzinfo is not None
+    assert row.created_at.utcoffset() == _dt.timedelta(0)
+
+
+def test_factory_backdates_rows(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    when = _dt.datetime(2024, 3, 1, 12, 30, 5, tzinfo=_dt.timezone.utc)
+    row = ExecutionFactory.create(store=any_store, created_at=when)
+    assert any_witness.created_at(row.id) == when
+    assert row.created_at == when
+
+
+def test_purge_deletes_only_old_rows_by_the_database_clock(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    old = [any_store.record(minimal()) for _ in range(3)]
+    recent = any_store.record(minimal())
+    for row_id in old:
+        any_witness.backdate(row_id, 100)
+    any_witness.backdate(recent, 80)
+    assert any_store.count_older_than(90) == 3
+    assert any_witness.count() == 4  # a dry run deletes nothing
+    assert any_store.purge_older_than(90) == 3
+    assert [r["id"] for r in any_witness.rows("SELECT id FROM executions")] == [recent]
+
+
+def test_purge_zero_days_removes_rows_from_the_past(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    row_id = any_store.record(minimal())
+    any_witness.backdate(row_id, 1)
+    assert any_store.purge_older_than(0) == 1
+    assert any_witness.count() == 0
+
+
+def test_purge_works_in_chunks_and_deletes_them_all(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    old = 2 * PURGE_CHUNK + 7
+    any_witness.executemany(INSERT_MINIMAL, [("acme/api", "push", "m", "success")] * old)
+    any_witness.execute(
+        "UPDATE executions SET created_at = ?", "2020-01-01 00:00:00"
+        if any_witness.kind == "sqlite"
+        else _dt.datetime(2020, 1, 1, tzinfo=_dt.timezone.utc),
+    )
+    keep = any_store.record(minimal())
+    assert any_store.purge_older_than(30) == old
+    assert [r["id"] for r in any_witness.rows("SELECT id FROM executions")] == [keep]
+
+
+@pytest.mark.parametrize("days", [-1, math.nan, math.inf, True, "90", None])
+def test_purge_refuses_bad_days_and_deletes_nothing(
+    any_store: PeeweeTelemetryStore, any_witness: Witness, days: object
+) -> None:
+    row_id = any_store.record(minimal())
+    any_witness.backdate(row_id, 100)
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.purge_older_than(days)  # type: ignore[arg-type]
+    assert info.value.field == "days"
+    assert any_witness.count() == 1
+
+
+def test_checkpoint_runs(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    any_store.record(minimal())
+    any_store.checkpoint()
+    assert any_witness.count() == 1
+
+
+def test_closed_store_refuses_work(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    any_store.record(minimal())
+    any_store.close()
+    any_store.close()  # twice is fine
+    for call in (lambda: any_store.record(minimal()), lambda: any_store.purge_older_than(1),
+                 any_store.checkpoint, lambda: any_store.count_older_than(1)):
+        with pytest.raises(StoreClosedError):
+            call()
+    assert any_witness.count() == 1
+
+
+def test_rows_survive_reopening(any_location: str) -> None:
+    with create_telemetry_store(any_location) as first:
+        row_id = first.record(minimal(repo="acme/kept"))
+    with create_telemetry_store(any_location) as second:
+        assert second.model.get_by_id(row_id).repo == "acme/kept"
+
+
+def test_newer_schema_is_refused_and_left_alone(
+    any_location: str, any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    any_store.record(minimal())
+    any_store.close()
+    any_witness.set_schema_version(SCHEMA_VERSION + 1)
+    with pytest.raises(DatabaseError, match="newer"):
+        create_telemetry_store(any_location)
+    assert any_witness.schema_version() == SCHEMA_VERSION + 1
+    assert any_witness.count() == 1
+
+
+def test_foreign_executions_table_is_refused(any_location: str) -> None:
+    witness = Witness(any_location)
+    try:
+        witness.execute("CREATE TABLE executions (name TEXT)")
+        with pytest.raises(DatabaseError, match="not a telemetry table"):
+            create_telemetry_store(any_location)
+        assert witness.columns() == ["name"]
+    finally:
+        witness.close()
+
+
+def test_old_table_is_upgraded_keeping_its_rows(any_location: str) -> None:
+    witness = Witness(any_location)
+    try:
+        witness.execute(OLD_TABLE_DDL[witness.kind])
+        witness.execute(INSERT_MINIMAL, "acme/old", "push", "m", "success")
+        with create_telemetry_store(any_location) as store:
+            store.record(minimal(repo="acme/new", stop_reason="end_turn"))
+        # Added columns come last: ALTER TABLE appends.
+        assert sorted(witness.columns()) == sorted(COLUMN_NAMES)
+        assert set(INDEX_NAMES) <= set(witness.indexes())
+        rows = witness.rows("SELECT repo, stop_reason, cache_read_tokens FROM executions ORDER BY id")
+        assert rows == [
+            {"repo": "acme/old", "stop_reason": None, "cache_read_tokens": 0},
+            {"repo": "acme/new", "stop_reason": "end_turn", "cache_read_tokens": 0},
+        ]
+        assert witness.schema_version() == SCHEMA_VERSION
+    finally:
+        witness.close()
+
+
+def test_threads_record_concurrently(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    errors: List[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(50):
+                any_store.record(TelemetryRecord(repo=f"acme/{n}", event_type="push",
+                                                 model="m", conclusion="success",
+                                                 num_turns=i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert any_witness.count() == 300
+    assert any_witness.scalar("SELECT COUNT(DISTINCT repo) FROM executions") == 6
