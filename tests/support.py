@@ -217,3 +217,15 @@ class Witness:
 
 def parse_utc(text: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(text).replace(tzinfo=_dt.timezone.utc)
+
+
+def record_in_process(location: str, barrier: Any, count: int, tag: str) -> None:
+    """Work of one process in the concurrency tests: wait for the others,
+    open the store (creating the schema if no one has yet), record ``count``
+    rows. Raises, so the process exits non-zero, on any error."""
+    from telemetry_orm import create_telemetry_store
+
+    barrier.wait()
+    with create_telemetry_store(location) as store:
+        for i in range(count):
+            store.record(minimal(repo=f"acme/{tag}", num_turns=i))
