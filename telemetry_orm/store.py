@@ -485,7 +485,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+pool", "postgres+pool"
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def _sqlite_path(url: str) -> str:
+def sqlite_url_path(url: str) -> str:
     """The file of a ``sqlite:///path`` URL (``sqlite://`` is ``':memory:'``)."""
     params = db_url.parse(url)
     path = params.pop("database")
@@ -508,7 +508,7 @@ def _backend_for(
         return SqliteBackend(location, **sqlite_options)
     scheme = match.group(1).lower()
     if scheme == "sqlite":
-        return SqliteBackend(_sqlite_path(location), **sqlite_options)
+        return SqliteBackend(sqlite_url_path(location), **sqlite_options)
     if scheme in POSTGRES_SCHEMES:
         # Imported here so that SQLite users need no PostgreSQL driver.
         from .backends.postgres import PostgresBackend

@@ -147,7 +147,7 @@ class Witness:
     def rows(self, sql: str, *params: Any) -> List[Dict[str, Any]]:
         cursor = self.conn.execute(self._sql(sql), params)
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def scalar(self, sql: str, *params: Any) -> Any:
         return self.conn.execute(self._sql(sql), params).fetchone()[0]

@@ -218,7 +218,9 @@ def test_old_table_is_upgraded_keeping_its_rows(any_location: str) -> None:
         # Added columns come last: ALTER TABLE appends.
         assert sorted(witness.columns()) == sorted(COLUMN_NAMES)
         assert set(INDEX_NAMES) <= set(witness.indexes())
-        rows = witness.rows("SELECT repo, stop_reason, cache_read_tokens FROM executions ORDER BY id")
+        rows = witness.rows(
+            "SELECT repo, stop_reason, cache_read_tokens FROM executions ORDER BY id"
+        )
         assert rows == [
             {"repo": "acme/old", "stop_reason": None, "cache_read_tokens": 0},
             {"repo": "acme/new", "stop_reason": "end_turn", "cache_read_tokens": 0},

@@ -44,6 +44,11 @@ class Backend(Protocol):
         """The driver connection to use for one operation of this thread."""
         ...
 
+    def exclusive_transaction(self, database: peewee.Database, name: str) -> ContextManager[None]:
+        """A write transaction on ``database``'s connection of this thread that
+        no other connection runs work ``name`` in at the same time."""
+        ...
+
     def insert_sql(self, database: peewee.Database) -> str:
         """The INSERT every ``record()`` runs, built once per store."""
         ...

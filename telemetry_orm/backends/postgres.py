@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import threading
+import zlib
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -54,10 +55,6 @@ else:
 #: for a SQLite file.
 VERSION_TABLE = "telemetry_orm_schema"
 
-#: Key of the transaction-level advisory lock taken while the schema is created
-#: or upgraded, so that processes starting at once queue instead of failing.
-#: One key per database ("telemetry" in ASCII); schema set-up is rare and short.
-SCHEMA_LOCK_KEY = 0x74656C656D657472
 
 #: Column types that differ from peewee's PostgreSQL defaults: SQLite's
 #: INTEGER is 64-bit and its REAL a double, so the same values fit here too.
@@ -152,6 +149,11 @@ if _PooledDatabase is not None:
                 "CASE WHEN current_setting('lock_timeout') = '0' "
                 "THEN set_config('lock_timeout', '5s', false) END"
             )
+
+
+def advisory_key(name: str) -> int:
+    """The advisory lock key of a named piece of work (a stable 32-bit hash)."""
+    return zlib.crc32(f"telemetry_orm:{name}".encode())
 
 
 def safe_url(url: str) -> str:
@@ -254,8 +256,7 @@ class PostgresBackend:
                 check_compatible(self.path, version, columns)
                 if is_current(version, columns):
                     return
-                with database.atomic():
-                    database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+                with self.exclusive_transaction(database, "schema"):
                     version, columns = _state(database)
                     check_compatible(self.path, version, columns)
                     if not is_current(version, columns):
@@ -265,6 +266,16 @@ class PostgresBackend:
                         _write_version(database, SCHEMA_VERSION)
         except self.driver_errors as exc:
             raise self.describe(exc) from exc
+
+    @contextlib.contextmanager
+    def exclusive_transaction(self, database: peewee.Database, name: str) -> Iterator[None]:
+        """A transaction holding the advisory lock ``name``: other processes
+        doing the same kind of work (schema set-up, a migration batch) wait
+        for it to commit, then see what it wrote. Advisory locks are per
+        database, so every schema of the database shares them."""
+        with database.atomic():
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (advisory_key(name),))
+            yield
 
     def describe(self, exc: BaseException) -> TelemetryError:
         """Turn a driver error met while opening into a :class:`TelemetryError`."""

@@ -307,6 +307,13 @@ class SqliteBackend:
                 conn.execute("ROLLBACK")
             raise
 
+    @contextlib.contextmanager
+    def exclusive_transaction(self, database: peewee.Database, name: str) -> Iterator[None]:
+        """``BEGIN IMMEDIATE``: the file's write lock, taken before reading,
+        so a read-then-write transaction never fails half-way."""
+        with database.atomic(lock_type="IMMEDIATE"):
+            yield
+
     def insert_sql(self, database: peewee.Database) -> str:
         """The INSERT every ``record()`` runs, built once per store."""
         columns = ", ".join(quote(database, name) for name in FIELD_NAMES)

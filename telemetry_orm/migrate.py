@@ -1,0 +1,339 @@
+"""Copy the executions of a SQLite file into another store (usually PostgreSQL).
+
+>>> result = migrate("telemetry.db", "postgresql://bot:secret@db/telemetry")  # doctest: +SKIP
+>>> print(result.summary())                                                    # doctest: +SKIP
+
+The source is opened read-only and never changed. Rows are read in ``id``
+order, in batches; each batch is validated as :class:`TelemetryRecord` values
+and written in one transaction with ``created_at`` kept as it was.
+
+Which rows were copied is recorded in the target, in the table
+``telemetry_orm_migrated`` (source name, source row id, source
+``created_at``), written in the same transaction as the rows. Running the
+migration again therefore copies only what is new, even after an
+interruption. The source name defaults to the file's absolute path; if a
+different file later stands at that path (its row ids start again), the
+migration notices that a copied id now has another ``created_at`` and stops,
+asking for another ``source_name`` instead of skipping or duplicating rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from urllib.parse import quote
+
+import peewee
+
+from .backends.sqlite import SQLITE_HEADER
+from .backends.sqlite import quote as quote_name
+from .errors import DatabaseError, TelemetryValidationError
+from .record import FIELD_NAMES, TelemetryRecord
+from .schema import CORE_COLUMNS, TABLE_NAME, format_timestamp, parse_timestamp
+from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store, sqlite_url_path
+
+#: Rows per batch: one read from the source, one transaction in the target.
+BATCH_SIZE = 1000
+
+#: The target's record of what was copied from where.
+MIGRATED_TABLE = "telemetry_orm_migrated"
+
+#: How many invalid rows a result lists by id and reason (all are counted).
+INVALID_SHOWN = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationProgress:
+    """Where a running migration is, passed to ``progress`` after each batch."""
+
+    #: Source rows looked at so far, of ``total``.
+    done: int
+    total: int
+    copied: int
+    skipped: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationResult:
+    """What a migration did."""
+
+    source: str
+    target: str
+    #: Rows in the source when the migration started.
+    total: int
+    #: Rows written to the target by this run.
+    copied: int
+    #: Rows skipped because an earlier run copied them.
+    already_copied: int
+    #: Rows not copied because they are not valid records: (source id, reason),
+    #: the first :data:`INVALID_SHOWN` of them.
+    invalid: Tuple[Tuple[int, str], ...]
+    #: How many rows were invalid in all.
+    invalid_count: int
+    seconds: float
+
+    @property
+    def skipped(self) -> int:
+        """Rows not written by this run, for either reason."""
+        return self.already_copied + self.invalid_count
+
+    def summary(self) -> str:
+        """A few lines for people: what was copied and what was skipped, and why."""
+        rate = f", {self.copied / self.seconds:,.0f} rows/s" if self.seconds > 0 else ""
+        lines = [
+            f"copied {self.copied:,} of {self.total:,} rows from {self.source} to "
+            f"{self.target} in {self.seconds:.1f} s{rate}",
+            f"skipped {self.skipped:,}: {self.already_copied:,} copied before, "
+            f"{self.invalid_count:,} invalid",
+        ]
+        lines += [f"  invalid row id {row_id}: {reason}" for row_id, reason in self.invalid]
+        if self.invalid_count > len(self.invalid):
+            lines.append(f"  … and {self.invalid_count - len(self.invalid):,} more")
+        return "\n".join(lines)
+
+
+class ProgressLine:
+    """A ``progress`` callback that keeps one line on a terminal stream
+    (stderr by default) up to date: ``migrate: 42,000 / 100,000 rows (42%) …``."""
+
+    def __init__(self, stream: Optional[IO[str]] = None) -> None:
+        import sys
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.shown = False
+
+    def __call__(self, progress: MigrationProgress) -> None:
+        percent = 100 * progress.done // progress.total if progress.total else 100
+        self.stream.write(
+            f"\rmigrate: {progress.done:,} / {progress.total:,} rows ({percent}%), "
+            f"copied {progress.copied:,}, skipped {progress.skipped:,}"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        """End the line (call once the migration is over)."""
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _Migrated(peewee.Model):
+    source = peewee.TextField()
+    source_id = peewee.BigIntegerField()
+    source_created_at = peewee.TextField()
+
+    class Meta:
+        table_name = MIGRATED_TABLE
+        primary_key = peewee.CompositeKey("source", "source_id")
+
+
+def _migrated_model(database: peewee.Database) -> Type[_Migrated]:
+    # A class per target, like the store's own model: binding is class-wide.
+    meta = type("Meta", (), {"database": database, "table_name": MIGRATED_TABLE})
+    return type("Migrated", (_Migrated,), {"Meta": meta, "__module__": __name__})
+
+
+def _source_file(source: Union[str, os.PathLike[str]]) -> str:
+    path = os.fspath(source)
+    if path.startswith("sqlite:"):
+        path = sqlite_url_path(path)
+    if path == ":memory:":
+        raise TelemetryValidationError("source", "must be a SQLite file, got ':memory:'")
+    target = Path(path)
+    if not target.is_file():
+        raise DatabaseError(f"{path}: no such SQLite file")
+    with open(target, "rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise DatabaseError(f"{path}: not a SQLite database")
+    return str(target.resolve())
+
+
+def _open_source(path: str) -> sqlite3.Connection:
+    """A read-only connection: the source is never written, not even its schema."""
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')]
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"{path}: cannot be read ({exc})") from exc
+    missing = [c for c in CORE_COLUMNS if c not in columns]
+    if missing:
+        conn.close()
+        what = "has no executions table" if not columns else f"lacks {', '.join(missing)}"
+        raise DatabaseError(f"{path}: not a telemetry database ({what})")
+    return conn
+
+
+def _convert(
+    names: Sequence[str], row: Sequence[Any]
+) -> Tuple[int, Union[Tuple[Any, TelemetryRecord], str]]:
+    """(source id, (created_at, record)) or (source id, why the row is invalid)."""
+    values = dict(zip(names, row, strict=True))
+    row_id = int(values.pop("id"))
+    created = values.pop("created_at")
+    try:
+        when = parse_timestamp(created) if isinstance(created, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        return row_id, f"created_at: not a timestamp ({created!r})"
+    try:
+        return row_id, (when, TelemetryRecord.from_mapping(values))
+    except TelemetryValidationError as exc:
+        return row_id, str(exc)
+
+
+def migrate(
+    source: Union[str, os.PathLike[str]],
+    target: Union[str, os.PathLike[str], PeeweeTelemetryStore],
+    *,
+    batch_size: int = BATCH_SIZE,
+    source_name: Optional[str] = None,
+    progress: Optional[Callable[[MigrationProgress], None]] = None,
+    logger: Optional[logging.Logger] = None,
+) -> MigrationResult:
+    """Copy every row of the SQLite file ``source`` into ``target`` (a URL,
+    a path, or an open store, which stays open); return what was done.
+
+    ``created_at`` and every column are kept (``id`` is the target's own).
+    Rows copied by an earlier run under the same ``source_name`` (by default
+    the source's absolute path) are skipped; rows that are not valid records
+    are skipped and listed in the result, and a later run tries them again.
+    ``progress`` is called after each batch.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise TelemetryValidationError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
+    source_path = _source_file(source)
+    name = source_name if source_name is not None else source_path
+    if not isinstance(name, str) or not name:
+        raise TelemetryValidationError("source_name", f"must be a non-empty string, got {name!r}")
+    log = logger or logging.getLogger(LOGGER_NAME)
+    store = target if isinstance(target, PeeweeTelemetryStore) else None
+    if store is None:
+        where = os.fspath(target)  # type: ignore[arg-type]
+        if "://" not in where and Path(where).resolve() == Path(source_path):
+            raise TelemetryValidationError("target", "is the source itself")
+        store = create_telemetry_store(where)
+    try:
+        return _copy(source_path, name, store, batch_size, progress, log)
+    finally:
+        if store is not target:
+            store.close()
+
+
+def _copy(
+    source_path: str,
+    name: str,
+    store: PeeweeTelemetryStore,
+    batch_size: int,
+    progress: Optional[Callable[[MigrationProgress], None]],
+    log: logging.Logger,
+) -> MigrationResult:
+    started = time.perf_counter()
+    conn = _open_source(source_path)
+    backend, database = store.backend, store.database
+    try:
+        present = {row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')}
+        # Columns the source lacks (older versions of the original store)
+        # take the record's defaults.
+        names = ["id", "created_at"] + [f for f in FIELD_NAMES if f in present]
+        total, last_id = conn.execute(f'SELECT COUNT(*), MAX(id) FROM "{TABLE_NAME}"').fetchone()
+        select = (
+            f"SELECT {', '.join(names)} FROM \"{TABLE_NAME}\" "
+            "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
+        )
+        migrated = _migrated_model(database)
+        after, done, copied, already = 0, 0, 0, 0
+        invalid: List[Tuple[int, str]] = []
+        invalid_count = 0
+        with backend.connection(database):
+            migrated.create_table(safe=True)
+            while last_id is not None and after < last_id:
+                try:
+                    batch = conn.execute(select, (after, last_id, batch_size)).fetchall()
+                except sqlite3.Error as exc:
+                    raise DatabaseError(f"{source_path}: cannot be read ({exc})") from exc
+                if not batch:
+                    break
+                after = int(batch[-1][0])
+                good: Dict[int, Tuple[Any, TelemetryRecord]] = {}
+                for row_id, converted in (_convert(names, row) for row in batch):
+                    if isinstance(converted, str):
+                        invalid_count += 1
+                        if len(invalid) < INVALID_SHOWN:
+                            invalid.append((row_id, converted))
+                    else:
+                        good[row_id] = converted
+                written = _write_batch(store, migrated, name, good)
+                done += len(batch)
+                copied += written
+                already += len(good) - written
+                if progress is not None:
+                    progress(MigrationProgress(done, total, copied, already + invalid_count))
+    except backend.driver_errors as exc:
+        raise DatabaseError(f"{store.path}: {exc}") from exc
+    finally:
+        conn.close()
+    result = MigrationResult(
+        source=source_path, target=store.path, total=int(total), copied=copied,
+        already_copied=already, invalid=tuple(invalid), invalid_count=invalid_count,
+        seconds=time.perf_counter() - started,
+    )
+    log.info("migrate: %s", result.summary().replace("\n", "; "))
+    return result
+
+
+def _insert_sql(database: peewee.Database, table: str, columns: Sequence[str]) -> str:
+    names = ", ".join(quote_name(database, c) for c in columns)
+    marks = ", ".join(database.param for _ in columns)
+    return f"INSERT INTO {quote_name(database, table)} ({names}) VALUES ({marks})"
+
+
+def _write_batch(
+    store: PeeweeTelemetryStore,
+    migrated: Type[_Migrated],
+    name: str,
+    rows: Dict[int, Tuple[Any, TelemetryRecord]],
+) -> int:
+    """Write the rows not copied before, and mark them copied, in one
+    transaction that no other migration runs at the same time."""
+    if not rows:
+        return 0
+    database = store.database
+    with store.backend.exclusive_transaction(database, "migrate"):
+        query: Any = (
+            migrated.select(migrated.source_id, migrated.source_created_at)
+            .where((migrated.source == name) & migrated.source_id.in_(list(rows)))
+            .tuples()
+        )
+        seen: Dict[int, str] = {int(row_id): str(stamp) for row_id, stamp in query}
+        for row_id, stamp in seen.items():
+            if stamp != format_timestamp(rows[row_id][0]):
+                raise DatabaseError(
+                    f"source {name!r}: row id {row_id} was copied before with created_at "
+                    f"{stamp}, but now has {format_timestamp(rows[row_id][0])}; this is not the "
+                    "file copied before: give it another source name"
+                )
+        new = [(row_id, when, record) for row_id, (when, record) in rows.items()
+               if row_id not in seen]
+        if not new:
+            return 0
+        # One statement built once and run for every row (executemany): far
+        # cheaper than a multi-row INSERT that peewee would build in Python.
+        to_db = store.model.created_at.db_value
+        cursor = database.cursor()
+        cursor.executemany(
+            _insert_sql(database, TABLE_NAME, ("created_at",) + FIELD_NAMES),
+            [(to_db(when), *record.as_row()) for _, when, record in new],
+        )
+        cursor.executemany(
+            _insert_sql(database, MIGRATED_TABLE, ("source", "source_id", "source_created_at")),
+            [(name, row_id, format_timestamp(when)) for row_id, when, _ in new],
+        )
+    return len(new)
