@@ -262,18 +262,12 @@ def _copy(
                 if not batch:
                     break
                 after = int(batch[-1][0])
-                good: Dict[int, Tuple[Any, TelemetryRecord]] = {}
-                for row_id, converted in (_convert(names, row) for row in batch):
-                    if isinstance(converted, str):
-                        invalid_count += 1
-                        if len(invalid) < INVALID_SHOWN:
-                            invalid.append((row_id, converted))
-                    else:
-                        good[row_id] = converted
-                written = _write_batch(store, migrated, name, good)
+                written, skipped, bad = _write_batch(store, migrated, name, names, batch)
                 done += len(batch)
                 copied += written
-                already += len(good) - written
+                already += skipped
+                invalid_count += len(bad)
+                invalid.extend(bad[: INVALID_SHOWN - len(invalid)])
                 if progress is not None:
                     progress(MigrationProgress(done, total, copied, already + invalid_count))
     except backend.driver_errors as exc:
@@ -295,45 +289,63 @@ def _insert_sql(database: peewee.Database, table: str, columns: Sequence[str]) -
     return f"INSERT INTO {quote_name(database, table)} ({names}) VALUES ({marks})"
 
 
+def _stamp(created_at: Any) -> str:
+    """A source ``created_at`` as the tracking table keeps it."""
+    try:
+        return format_timestamp(parse_timestamp(created_at))
+    except (TypeError, ValueError, AttributeError):
+        return repr(created_at)
+
+
 def _write_batch(
     store: PeeweeTelemetryStore,
     migrated: Type[_Migrated],
     name: str,
-    rows: Dict[int, Tuple[Any, TelemetryRecord]],
-) -> int:
-    """Write the rows not copied before, and mark them copied, in one
-    transaction that no other migration runs at the same time."""
-    if not rows:
-        return 0
+    names: Sequence[str],
+    batch: Sequence[Sequence[Any]],
+) -> Tuple[int, int, List[Tuple[int, str]]]:
+    """Write the rows of ``batch`` not copied before and mark them copied, in
+    one transaction that no other migration runs at the same time.
+
+    Returns (rows written, rows copied before, invalid rows with the reason).
+    """
     database = store.database
     with store.backend.exclusive_transaction(database, "migrate"):
         query: Any = (
             migrated.select(migrated.source_id, migrated.source_created_at)
-            .where((migrated.source == name) & migrated.source_id.in_(list(rows)))
+            .where((migrated.source == name) & migrated.source_id.in_([r[0] for r in batch]))
             .tuples()
         )
         seen: Dict[int, str] = {int(row_id): str(stamp) for row_id, stamp in query}
-        for row_id, stamp in seen.items():
-            if stamp != format_timestamp(rows[row_id][0]):
-                raise DatabaseError(
-                    f"source {name!r}: row id {row_id} was copied before with created_at "
-                    f"{stamp}, but now has {format_timestamp(rows[row_id][0])}; this is not the "
-                    "file copied before: give it another source name"
-                )
-        new = [(row_id, when, record) for row_id, (when, record) in rows.items()
-               if row_id not in seen]
-        if not new:
-            return 0
-        # One statement built once and run for every row (executemany): far
-        # cheaper than a multi-row INSERT that peewee would build in Python.
-        to_db = store.model.created_at.db_value
-        cursor = database.cursor()
-        cursor.executemany(
-            _insert_sql(database, TABLE_NAME, ("created_at",) + FIELD_NAMES),
-            [(to_db(when), *record.as_row()) for _, when, record in new],
-        )
-        cursor.executemany(
-            _insert_sql(database, MIGRATED_TABLE, ("source", "source_id", "source_created_at")),
-            [(name, row_id, format_timestamp(when)) for row_id, when, _ in new],
-        )
-    return len(new)
+        new: List[Tuple[int, Any, TelemetryRecord]] = []
+        invalid: List[Tuple[int, str]] = []
+        for row in batch:
+            row_id = int(row[0])
+            if row_id in seen:
+                stamp = _stamp(row[1])
+                if stamp != seen[row_id]:
+                    raise DatabaseError(
+                        f"source {name!r}: row id {row_id} was copied before with created_at "
+                        f"{seen[row_id]}, but now has {stamp}; this is not the file copied "
+                        "before: give it another source name"
+                    )
+                continue
+            converted = _convert(names, row)[1]
+            if isinstance(converted, str):
+                invalid.append((row_id, converted))
+            else:
+                new.append((row_id, *converted))
+        if new:
+            # One statement built once and run for every row (executemany):
+            # far cheaper than a multi-row INSERT that peewee builds in Python.
+            to_db = store.model.created_at.db_value
+            cursor = database.cursor()
+            cursor.executemany(
+                _insert_sql(database, TABLE_NAME, ("created_at",) + FIELD_NAMES),
+                [(to_db(when), *record.as_row()) for _, when, record in new],
+            )
+            cursor.executemany(
+                _insert_sql(database, MIGRATED_TABLE, ("source", "source_id", "source_created_at")),
+                [(name, row_id, format_timestamp(when)) for row_id, when, _ in new],
+            )
+    return len(new), len(seen), invalid
