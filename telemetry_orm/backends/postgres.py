@@ -339,14 +339,27 @@ class PostgresBackend:
         pool._state = type(pool._state)()
 
 
+# peewee 3's introspection (get_tables, get_columns) looks in "public";
+# these follow the search_path, where the store creates its tables.
+
+
 def _columns(database: peewee.Database) -> List[str]:
-    return [column.name for column in database.get_columns(TABLE_NAME)]
+    cursor = database.execute_sql(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (TABLE_NAME,),
+    )
+    return [str(name) for (name,) in cursor.fetchall()]
 
 
 def _state(database: peewee.Database) -> Tuple[int, List[str]]:
     """(schema version, columns of ``executions``) in the current schema."""
     version = 0
-    if VERSION_TABLE in database.get_tables():
+    (exists,) = database.execute_sql(
+        "SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s)) IS NOT NULL",
+        (VERSION_TABLE,),
+    ).fetchone()
+    if exists:
         row = database.execute_sql(f'SELECT max(version) FROM "{VERSION_TABLE}"').fetchone()
         version = int(row[0] or 0)
     return version, _columns(database)
