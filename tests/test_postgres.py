@@ -223,3 +223,33 @@ def test_forked_child_gets_its_own_connection(pg_store: PeeweeTelemetryStore,
     pg_store.record(minimal(repo="acme/parent"))
     rows = pg_witness.rows("SELECT repo, COUNT(*) AS n FROM executions GROUP BY repo ORDER BY repo")
     assert rows == [{"repo": "acme/child", "n": 1}, {"repo": "acme/parent", "n": 2}]
+
+
+def test_store_lives_in_the_first_schema_of_the_search_path(pg_url: str) -> None:
+    """Tables of the same names further down the search_path (here: a newer
+    schema version and a foreign executions table) are not the store's."""
+    import psycopg
+
+    from conftest import postgres_server_url
+
+    server = postgres_server_url()
+    other = f"test_other_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{other}"')
+        conn.execute(f'CREATE TABLE "{other}".executions (name TEXT)')
+        conn.execute(f'CREATE TABLE "{other}".telemetry_orm_schema (version INTEGER NOT NULL)')
+        conn.execute(f'INSERT INTO "{other}".telemetry_orm_schema VALUES (99)')
+    try:
+        mine = dict(parse_qsl(urlsplit(pg_url).query))["options"].split("=", 1)[1]
+        url = with_option(server, f"-c search_path={mine},{other}")
+        with create_telemetry_store(url) as store:
+            store.record(minimal())
+        witness = Witness(pg_url)
+        try:
+            assert witness.count() == 1
+            assert witness.schema_version() == SCHEMA_VERSION
+        finally:
+            witness.close()
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{other}" CASCADE')
