@@ -31,7 +31,6 @@ from urllib.parse import quote
 import peewee
 
 from .backends.sqlite import SQLITE_HEADER
-from .backends.sqlite import quote as quote_name
 from .errors import DatabaseError, TelemetryValidationError
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import CORE_COLUMNS, TABLE_NAME, format_timestamp, parse_timestamp
@@ -283,12 +282,6 @@ def _copy(
     return result
 
 
-def _insert_sql(database: peewee.Database, table: str, columns: Sequence[str]) -> str:
-    names = ", ".join(quote_name(database, c) for c in columns)
-    marks = ", ".join(database.param for _ in columns)
-    return f"INSERT INTO {quote_name(database, table)} ({names}) VALUES ({marks})"
-
-
 def _stamp(created_at: Any) -> str:
     """A source ``created_at`` as the tracking table keeps it."""
     try:
@@ -313,15 +306,21 @@ def _write_batch(
     with store.backend.exclusive_transaction(database, "migrate"):
         query: Any = (
             migrated.select(migrated.source_id, migrated.source_created_at)
-            .where((migrated.source == name) & migrated.source_id.in_([r[0] for r in batch]))
+            # The batch is a range of ids: one index range scan, no long IN list.
+            .where(
+                (migrated.source == name)
+                & migrated.source_id.between(batch[0][0], batch[-1][0])
+            )
             .tuples()
         )
         seen: Dict[int, str] = {int(row_id): str(stamp) for row_id, stamp in query}
         new: List[Tuple[int, Any, TelemetryRecord]] = []
         invalid: List[Tuple[int, str]] = []
+        already = 0
         for row in batch:
             row_id = int(row[0])
             if row_id in seen:
+                already += 1
                 stamp = _stamp(row[1])
                 if stamp != seen[row_id]:
                     raise DatabaseError(
@@ -336,16 +335,14 @@ def _write_batch(
             else:
                 new.append((row_id, *converted))
         if new:
-            # One statement built once and run for every row (executemany):
-            # far cheaper than a multi-row INSERT that peewee builds in Python.
             to_db = store.model.created_at.db_value
-            cursor = database.cursor()
-            cursor.executemany(
-                _insert_sql(database, TABLE_NAME, ("created_at",) + FIELD_NAMES),
+            conn = database.connection()
+            store.backend.copy_rows(
+                conn, TABLE_NAME, ("created_at",) + FIELD_NAMES,
                 [(to_db(when), *record.as_row()) for _, when, record in new],
             )
-            cursor.executemany(
-                _insert_sql(database, MIGRATED_TABLE, ("source", "source_id", "source_created_at")),
+            store.backend.copy_rows(
+                conn, MIGRATED_TABLE, ("source", "source_id", "source_created_at"),
                 [(name, row_id, format_timestamp(when)) for row_id, when, _ in new],
             )
-    return len(new), len(seen), invalid
+    return len(new), already, invalid

@@ -219,3 +219,15 @@ def test_bad_arguments_name_themselves(seed: Path, db_path: Path) -> None:
     with pytest.raises(TelemetryValidationError) as info:
         migrate(seed, seed)
     assert info.value.field == "target"
+
+
+def test_rows_purged_from_the_source_after_copying_are_not_counted_again(
+    seed: Path, any_location: str
+) -> None:
+    migrate(seed, any_location)
+    conn = sqlite3.connect(seed)
+    conn.execute("DELETE FROM executions WHERE id BETWEEN 5 AND 9")
+    conn.commit()
+    conn.close()
+    again = migrate(seed, any_location)
+    assert (again.total, again.copied, again.already_copied) == (20, 0, 20)

@@ -229,7 +229,6 @@ def test_store_lives_in_the_first_schema_of_the_search_path(pg_url: str) -> None
     """Tables of the same names further down the search_path (here: a newer
     schema version and a foreign executions table) are not the store's."""
     import psycopg
-
     from conftest import postgres_server_url
 
     server = postgres_server_url()

@@ -57,6 +57,13 @@ class Backend(Protocol):
         """Run ``sql`` with one record's values; return the new row id."""
         ...
 
+    def copy_rows(
+        self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert ``rows`` into ``table`` as fast as the engine allows, within
+        the caller's transaction; no ids are returned (bulk loads, migrate)."""
+        ...
+
     def checkpoint(self, conn: Any, mode: str) -> Tuple[int, int, int]:
         """Checkpoint the log: (busy, log pages, pages checkpointed)."""
         ...

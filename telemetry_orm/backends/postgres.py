@@ -296,6 +296,16 @@ class PostgresBackend:
         row = conn.execute(sql, params).fetchone()
         return int(row[0])
 
+    def copy_rows(
+        self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """``COPY table (columns) FROM STDIN``, in the caller's transaction:
+        several times faster than one INSERT per row."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        with conn.cursor() as cursor, cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def checkpoint(self, conn: Any, mode: str) -> Tuple[int, int, int]:
         """Nothing to do: the server checkpoints its own write-ahead log."""
         return (0, 0, 0)

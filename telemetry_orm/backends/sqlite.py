@@ -358,6 +358,18 @@ class SqliteBackend:
             raise
         return list(range(last - len(rows) + 1, last + 1))
 
+    def copy_rows(
+        self,
+        conn: sqlite3.Connection,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """One INSERT run for every row (``executemany``), in the caller's transaction."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        conn.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', rows)
+
     def checkpoint(
         self, conn: sqlite3.Connection, mode: str, *, blocking: bool = True
     ) -> Tuple[int, int, int]:
