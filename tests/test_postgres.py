@@ -252,3 +252,24 @@ def test_store_lives_in_the_first_schema_of_the_search_path(pg_url: str) -> None
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{other}" CASCADE')
+
+
+def test_store_recovers_when_the_server_ends_its_connections(pg_url: str) -> None:
+    name = f"telemetry-test-{uuid.uuid4().hex[:8]}"
+    witness = Witness(pg_url)
+    try:
+        with create_telemetry_store(with_query(pg_url, application_name=name)) as store:
+            store.record(minimal())
+            ended = witness.rows(
+                "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity "
+                "WHERE application_name = ?", name,
+            )
+            assert ended == [{"ended": True}]
+            try:
+                store.record(minimal())
+            except DatabaseError:
+                pass  # peewee 3's pool only notices a dead connection on use
+            store.record(minimal())
+        assert witness.count() in (2, 3)
+    finally:
+        witness.close()
