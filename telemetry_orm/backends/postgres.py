@@ -60,6 +60,10 @@ VERSION_TABLE = "telemetry_orm_schema"
 #: INTEGER is 64-bit and its REAL a double, so the same values fit here too.
 FIELD_TYPES = {"INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"}
 
+#: How long a statement waits for a lock before giving up (milliseconds),
+#: unless the URL sets ``lock_timeout`` itself.
+LOCK_TIMEOUT_MS = 5000
+
 #: Defaults for connection settings the URL does not give.
 CONNECT_DEFAULTS: Dict[str, Any] = {
     "connect_timeout": 10,  # seconds, libpq; without it a dead host hangs
@@ -133,22 +137,17 @@ class PostgresExecution(Execution):
     )
 
 
-if _PooledDatabase is not None:
+def session_options(url_options: str, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> str:
+    """The libpq ``options`` every connection of a store starts with.
 
-    class StorePostgresqlDatabase(_PooledDatabase):
-        """peewee's pooled PostgreSQL database, with every connection set to
-        UTC (so dates group by UTC day, as in SQLite) and a lock timeout."""
-
-        def _initialize_connection(self, conn: Any) -> None:
-            super()._initialize_connection(conn)
-            # A lock_timeout given in the URL (options=-c lock_timeout=...)
-            # wins; otherwise waiting for a lock ends after 5 s, like
-            # SQLite's busy timeout, and becomes StoreBusyError.
-            conn.execute(
-                "SELECT set_config('TimeZone', 'UTC', false), "
-                "CASE WHEN current_setting('lock_timeout') = '0' "
-                "THEN set_config('lock_timeout', '5s', false) END"
-            )
+    Set when a connection is made, so they cost no round trip: a
+    ``lock_timeout`` (like SQLite's busy timeout, a lock wait past it becomes
+    :class:`~telemetry_orm.StoreBusyError`; one given in the URL wins), then
+    the URL's own options, then ``TimeZone=UTC`` last, so that it always wins
+    and dates group by UTC day, as in SQLite.
+    """
+    parts = [f"-c lock_timeout={int(lock_timeout_ms)}", url_options.strip(), "-c TimeZone=UTC"]
+    return " ".join(part for part in parts if part)
 
 
 def advisory_key(name: str) -> int:
@@ -227,8 +226,10 @@ class PostgresBackend:
         name = params.pop("database", "")
         if not name:
             raise DatabaseError(f"{self.path}: the URL names no database (…/dbname)")
-        settings = {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS}
-        return StorePostgresqlDatabase(name, field_types=FIELD_TYPES, **settings)
+        options = session_options(str(params.pop("options", "") or ""))
+        settings = {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
+        database: peewee.Database = _PooledDatabase(name, field_types=FIELD_TYPES, **settings)
+        return database
 
     @contextlib.contextmanager
     def connection(self, database: peewee.Database) -> Iterator[Any]:
