@@ -158,11 +158,17 @@ class Report:
 # day/week/month label; ``no_index`` wraps a column so the planner cannot use
 # an index on it (SQLite would otherwise walk idx_executions_repo over the
 # whole table for GROUP BY repo instead of searching the created_at index).
+# ``model`` is the engine's Execution model; ``as_text`` renders created_at as
+# SQLite stores it (UTC "YYYY-MM-DD HH:MM:SS"), so exports and statistics read
+# the same on every engine; ``storage`` tells sizes, schema version and log.
 
 
 class _Dialect(NamedTuple):
     buckets: Mapping[str, Callable[[ColumnBase], ColumnBase]]
     no_index: Callable[[ColumnBase], ColumnBase]
+    model: Callable[[], Type[Execution]]
+    as_text: Callable[[ColumnBase], ColumnBase]
+    storage: Callable[[peewee.Database, str], Tuple[int, int, int, str]]
 
 
 def _sqlite_iso_week(column: ColumnBase) -> ColumnBase:
@@ -173,6 +179,36 @@ def _sqlite_iso_week(column: ColumnBase) -> ColumnBase:
     return fn.printf("%s-W%02d", fn.strftime("%Y", thursday), week)
 
 
+def _sqlite_storage(database: peewee.Database, path: str) -> Tuple[int, int, int, str]:
+    version = database.execute_sql("PRAGMA user_version").fetchone()[0]
+    mode = database.execute_sql("PRAGMA journal_mode").fetchone()[0]
+    wal = path + "-wal"
+    wal_bytes = os.path.getsize(wal) if os.path.exists(wal) else 0
+    return os.path.getsize(path), wal_bytes, int(version), str(mode)
+
+
+def _utc_text(pattern: str) -> Callable[[ColumnBase], ColumnBase]:
+    # AT TIME ZONE 'UTC' makes the label independent of the session's zone.
+    return lambda column: fn.to_char(NodeList((column, SQL("AT TIME ZONE 'UTC'"))), pattern)
+
+
+def _postgres_storage(database: peewee.Database, path: str) -> Tuple[int, int, int, str]:
+    from .backends.postgres import schema_version
+
+    (size,) = database.execute_sql(
+        "SELECT pg_total_relation_size(quote_ident(current_schema()) || '.' || quote_ident(%s))",
+        (TABLE_NAME,),
+    ).fetchone()
+    # The table with its indexes; the server's write-ahead log is its own.
+    return int(size), 0, schema_version(database), "server"
+
+
+def _postgres_model() -> Type[Execution]:
+    from .backends.postgres import PostgresExecution
+
+    return PostgresExecution
+
+
 _DIALECTS: Dict[str, _Dialect] = {
     "sqlite": _Dialect(
         buckets={
@@ -181,12 +217,32 @@ _DIALECTS: Dict[str, _Dialect] = {
             "month": lambda column: fn.strftime("%Y-%m", column),
         },
         no_index=lambda column: NodeList((SQL("+"), column), glue=""),
+        model=lambda: Execution,
+        as_text=lambda column: column,
+        storage=_sqlite_storage,
+    ),
+    "postgresql": _Dialect(
+        buckets={
+            "day": _utc_text("YYYY-MM-DD"),
+            "week": _utc_text('IYYY-"W"IW'),  # the ISO year and week, as on SQLite
+            "month": _utc_text("YYYY-MM"),
+        },
+        # PostgreSQL plans GROUP BY with a time range well by itself.
+        no_index=lambda column: column,
+        model=_postgres_model,
+        as_text=_utc_text("YYYY-MM-DD HH24:MI:SS"),
+        storage=_postgres_storage,
     ),
 }
 
 
 def _dialect_of(database: peewee.Database) -> _Dialect:
-    name = "sqlite" if isinstance(database, peewee.SqliteDatabase) else type(database).__name__
+    if isinstance(database, peewee.SqliteDatabase):
+        name = "sqlite"
+    elif isinstance(database, peewee.PostgresqlDatabase):
+        name = "postgresql"
+    else:
+        name = type(database).__name__
     try:
         return _DIALECTS[name]
     except KeyError:
@@ -196,17 +252,34 @@ def _dialect_of(database: peewee.Database) -> _Dialect:
 # --- Opening a file for reading -----------------------------------------------
 
 
-def open_readonly(path: Union[str, os.PathLike[str]]) -> peewee.SqliteDatabase:
-    """Open the telemetry database file at ``path`` for reading only.
+def open_readonly(path: Union[str, os.PathLike[str]]) -> peewee.Database:
+    """Open the telemetry database at ``path`` for reading only.
 
-    Nothing is created: a missing file raises
-    :class:`~telemetry_orm.DatabaseError` naming the path. The connection is
-    opened with ``mode=ro``, so the database file cannot be changed (SQLite
-    may leave empty ``-wal``/``-shm`` files beside a WAL database). A file
-    without a usable ``executions`` table is refused with a clear error.
-    Close it with ``database.close()``.
+    ``path`` is a file path, a ``sqlite:///path`` URL or a
+    ``postgresql://`` URL. Nothing is created: a missing file raises
+    :class:`~telemetry_orm.DatabaseError` naming the path. A file is opened
+    with ``mode=ro``, so it cannot be changed (SQLite may leave empty
+    ``-wal``/``-shm`` files beside a WAL database); a PostgreSQL session is
+    opened read-only (``default_transaction_read_only``). A database without
+    a usable ``executions`` table is refused with a clear error. Close it
+    with ``database.close()``.
     """
-    path = os.fspath(path)
+    from .store import backend_for
+
+    backend = backend_for(os.fspath(path))
+    if backend.name == "postgresql":
+        from .backends.postgres import PostgresBackend
+
+        assert isinstance(backend, PostgresBackend)
+        database = backend.open_readonly()
+        try:
+            columns = backend.columns(database)
+        except backend.driver_errors as exc:
+            database.close()
+            raise backend.describe(exc) from exc
+        _check_columns(backend.path, columns, database)
+        return database
+    path = backend.path
     if not os.path.isfile(path):
         what = "is not a file" if os.path.exists(path) else "no such database file"
         raise DatabaseError(f"{path}: {what}")
@@ -217,6 +290,12 @@ def open_readonly(path: Union[str, os.PathLike[str]]) -> peewee.SqliteDatabase:
     except (peewee.DatabaseError, peewee.OperationalError) as exc:
         database.close()
         raise describe(path, exc) from exc
+    _check_columns(path, columns, database)
+    return database
+
+
+def _check_columns(path: str, columns: Sequence[str], database: peewee.Database) -> None:
+    """Refuse (closing ``database``) a table that lacks columns."""
     missing = [c for c in COLUMN_NAMES if c not in columns]
     if missing:
         database.close()
@@ -231,7 +310,6 @@ def open_readonly(path: Union[str, os.PathLike[str]]) -> peewee.SqliteDatabase:
             f"{path}: the '{TABLE_NAME}' table predates columns {', '.join(missing)}; "
             "open it once with create_telemetry_store() to upgrade it"
         )
-    return database
 
 
 # --- Reports --------------------------------------------------------------------
@@ -419,7 +497,7 @@ class _Query:
     ) -> None:
         self.database = database
         self.dialect = _dialect_of(database)
-        self.model: Type[Execution] = bind_model(database)
+        self.model: Type[Execution] = bind_model(database, self.dialect.model())
         self.filters = filters
         self.key_names = _key_names(group_by)
         # With a time range, keep the planner on the created_at index:
@@ -561,31 +639,38 @@ class DatabaseStats:
     journal_mode: str
 
 
-def database_stats(database: peewee.SqliteDatabase, path: str) -> DatabaseStats:
+def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
     """Row count, time span, file sizes, schema version and journal mode of
-    the SQLite database file ``path`` opened as ``database``. Reads only."""
-    model = bind_model(database)
+    the database ``path`` (a SQLite file, or a PostgreSQL URL safe to show)
+    opened as ``database``. Reads only.
+
+    On PostgreSQL ``file_bytes`` is the size of the table with its indexes,
+    ``wal_bytes`` is 0 and ``journal_mode`` is ``server``: the server keeps
+    its own write-ahead log.
+    """
+    dialect = _dialect_of(database)
+    model = bind_model(database, dialect.model())
     try:
         with database.atomic():
             rows, oldest, newest = database.execute(
                 model.select(
-                    fn.COUNT(SQL("*")), fn.MIN(model.created_at), fn.MAX(model.created_at)
+                    fn.COUNT(SQL("*")),
+                    dialect.as_text(fn.MIN(model.created_at)),
+                    dialect.as_text(fn.MAX(model.created_at)),
                 )
             ).fetchone()
-            version = database.execute_sql("PRAGMA user_version").fetchone()[0]
-            mode = database.execute_sql("PRAGMA journal_mode").fetchone()[0]
+            file_bytes, wal_bytes, version, mode = dialect.storage(database, path)
     except peewee.DatabaseError as exc:
         raise DatabaseError(f"{path}: {exc}") from exc
-    wal = path + "-wal"
     return DatabaseStats(
         path=path,
         rows=int(rows),
         oldest=oldest,
         newest=newest,
-        file_bytes=os.path.getsize(path),
-        wal_bytes=os.path.getsize(wal) if os.path.exists(wal) else 0,
-        schema_version=int(version),
-        journal_mode=str(mode),
+        file_bytes=file_bytes,
+        wal_bytes=wal_bytes,
+        schema_version=version,
+        journal_mode=mode,
     )
 
 
@@ -597,16 +682,23 @@ def export_rows(
 ) -> Tuple[Tuple[str, ...], Iterator[Tuple[Any, ...]]]:
     """Every column of every execution in ``[since, until)``, oldest first.
 
-    Returns the column names and an iterator over the rows as stored (raw
-    values, ``created_at`` as UTC text). The rows are read from the cursor a
-    batch at a time, so memory stays flat however many there are; consume
-    the iterator before closing the database.
+    Returns the column names (:data:`~telemetry_orm.schema.COLUMN_NAMES`)
+    and an iterator over the rows as stored (raw values, ``created_at`` as
+    UTC text ``YYYY-MM-DD HH:MM:SS``, also on PostgreSQL). The rows are read
+    from the cursor a batch at a time, so memory stays flat however many
+    there are; consume the iterator before closing the database.
     """
     filters = _filters(since=since, until=until)
     query = _Query(database=database, filters=filters, group_by=())
     created_at, row_id = query.model.created_at, query.model.id
+    # Every column in table order, created_at as SQLite stores it on any engine.
+    selected = [
+        query.dialect.as_text(created_at).alias("created_at") if name == "created_at"
+        else getattr(query.model, name)
+        for name in COLUMN_NAMES
+    ]
     try:
-        cursor = database.execute(query.select(SQL("*")).order_by(created_at, row_id))
+        cursor = database.execute(query.select(*selected).order_by(created_at, row_id))
     except peewee.DatabaseError as exc:
         raise DatabaseError(f"{_name(database)}: {exc}") from exc
     columns = tuple(d[0] for d in cursor.description)

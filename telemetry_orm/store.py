@@ -496,12 +496,15 @@ def sqlite_url_path(url: str) -> str:
     return str(path)
 
 
-def _backend_for(
+def backend_for(
     location: str,
     *,
     busy_timeout: int = BUSY_TIMEOUT_MS,
     journal_size_limit: int = JOURNAL_SIZE_LIMIT,
 ) -> Backend:
+    """The backend for a path, ``':memory:'``, or a ``sqlite:``/``postgresql:`` URL
+    (nothing is opened). Other URL schemes raise
+    :class:`~telemetry_orm.TelemetryValidationError`."""
     match = _URL.match(location)
     sqlite_options = {"busy_timeout": busy_timeout, "journal_size_limit": journal_size_limit}
     if match is None:
@@ -563,5 +566,5 @@ def create_telemetry_store(
                         ("journal_size_limit", journal_size_limit)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise TelemetryValidationError(name, f"must be an integer >= 0, got {value!r}")
-    backend = _backend_for(path, busy_timeout=busy_timeout, journal_size_limit=journal_size_limit)
+    backend = backend_for(path, busy_timeout=busy_timeout, journal_size_limit=journal_size_limit)
     return PeeweeTelemetryStore(backend, logger)

@@ -39,17 +39,22 @@ except ImportError:  # pragma: no cover - depends on the environment
     psycopg = None  # type: ignore[assignment]
 
 _DRIVER_OPTIONS: Dict[str, Any] = {}
+_PlainDatabase: Any
+_PooledDatabase: Any
 if hasattr(peewee, "Psycopg3Adapter"):
     # peewee 4 speaks psycopg 2 and 3; ask for 3 even when both are installed.
-    from playhouse.pool import PooledPostgresqlDatabase as _PooledDatabase
+    from playhouse.pool import PooledPostgresqlDatabase
 
+    _PlainDatabase, _PooledDatabase = peewee.PostgresqlDatabase, PooledPostgresqlDatabase
     _DRIVER_OPTIONS["prefer_psycopg3"] = True
 else:
-    # peewee 3.19 drives psycopg 3 through a database class of its own.
-    try:
-        from playhouse.pool import PooledPsycopg3Database as _PooledDatabase
-    except ImportError:  # pragma: no cover - peewee 3.17 / 3.18
-        _PooledDatabase = None
+    # peewee 3.19 drives psycopg 3 through database classes of its own.
+    from playhouse import pool
+    from playhouse.psycopg3_ext import Psycopg3Database
+
+    _PlainDatabase = Psycopg3Database
+    # peewee 3.17 and 3.18 have no pooled one: the extra asks for 3.19.
+    _PooledDatabase = getattr(pool, "PooledPsycopg3Database", None)
 
 #: Table holding the schema version (one row), as ``PRAGMA user_version`` does
 #: for a SQLite file.
@@ -220,16 +225,38 @@ class PostgresBackend:
             )
         self.driver_errors = (psycopg.Error, *type(self).driver_errors)
 
-    def open(self) -> peewee.Database:
-        """A pooled database for the URL; nothing is connected yet."""
+    def _settings(self, extra_options: str = "") -> Tuple[str, Dict[str, Any]]:
         params = db_url.parse(self.url, unquote_password=True)
         name = params.pop("database", "")
         if not name:
             raise DatabaseError(f"{self.path}: the URL names no database (…/dbname)")
-        options = session_options(str(params.pop("options", "") or ""))
-        settings = {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
+        url_options = f"{params.pop('options', '') or ''} {extra_options}"
+        options = session_options(url_options)
+        return str(name), {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
+
+    def open(self) -> peewee.Database:
+        """A pooled database for the URL; nothing is connected yet."""
+        name, settings = self._settings()
         database: peewee.Database = _PooledDatabase(name, field_types=FIELD_TYPES, **settings)
         return database
+
+    def open_readonly(self) -> peewee.Database:
+        """A plain (unpooled) database whose sessions can only read
+        (``default_transaction_read_only``), connected once to fail early.
+        For reports and exports; ``database.close()`` ends the session."""
+        name, settings = self._settings("-c default_transaction_read_only=on")
+        for pool_only in ("max_connections", "timeout", "stale_timeout"):
+            settings.pop(pool_only, None)
+        database: peewee.Database = _PlainDatabase(name, field_types=FIELD_TYPES, **settings)
+        try:
+            database.connect()
+        except self.driver_errors as exc:
+            raise self.describe(exc) from exc
+        return database
+
+    def columns(self, database: peewee.Database) -> List[str]:
+        """The columns of ``executions`` in the connection's schema (none: no table)."""
+        return table_columns(database)
 
     @contextlib.contextmanager
     def connection(self, database: peewee.Database) -> Iterator[Any]:
@@ -263,7 +290,7 @@ class PostgresBackend:
                     if not is_current(version, columns):
                         for step in MIGRATIONS[version:] if columns else MIGRATIONS:
                             step(database, model, columns)
-                            columns = _columns(database)
+                            columns = table_columns(database)
                         _write_version(database, SCHEMA_VERSION)
         except self.driver_errors as exc:
             raise self.describe(exc) from exc
@@ -354,13 +381,19 @@ class PostgresBackend:
 # these follow the search_path, where the store creates its tables.
 
 
-def _columns(database: peewee.Database) -> List[str]:
+def table_columns(database: peewee.Database) -> List[str]:
+    """The columns of ``executions`` in the first schema of the search_path."""
     cursor = database.execute_sql(
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
         (TABLE_NAME,),
     )
     return [str(name) for (name,) in cursor.fetchall()]
+
+
+def schema_version(database: peewee.Database) -> int:
+    """The schema version recorded in the current schema (0: none)."""
+    return _state(database)[0]
 
 
 def _state(database: peewee.Database) -> Tuple[int, List[str]]:
@@ -373,7 +406,7 @@ def _state(database: peewee.Database) -> Tuple[int, List[str]]:
     if exists:
         row = database.execute_sql(f'SELECT max(version) FROM "{VERSION_TABLE}"').fetchone()
         version = int(row[0] or 0)
-    return version, _columns(database)
+    return version, table_columns(database)
 
 
 def _write_version(database: peewee.Database, version: int) -> None:
