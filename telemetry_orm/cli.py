@@ -1,8 +1,10 @@
 """The ``telemetry-orm`` command line: argument parsing around library calls.
 
-Every command takes ``--db PATH`` (default ``$TELEMETRY_DB_PATH``, else
-``./data/telemetry.db``). Exit status: 0 on success, 1 when the work failed
-(one line on stderr; ``--debug`` shows the traceback), 2 for bad arguments.
+Every command but ``migrate`` takes ``--db PATH`` (a file or a database URL
+such as ``postgresql://user:password@host/db``; default ``$TELEMETRY_DB_PATH``,
+else ``./data/telemetry.db``); ``migrate`` takes ``--from`` and ``--to``.
+Exit status: 0 on success, 1 when the work failed (one line on stderr;
+``--debug`` shows the traceback), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
 from . import formats, reports
 from .errors import DatabaseError
-from .store import LOGGER_NAME, create_telemetry_store
+from .store import LOGGER_NAME, backend_for, create_telemetry_store
 
 PROG = "telemetry-orm"
 DEFAULT_DB = os.path.join(".", "data", "telemetry.db")
@@ -87,8 +89,13 @@ def _reading(path: str) -> Iterator[Any]:
 
 
 def _existing(path: str) -> str:
-    # Checked before anything opens the path, so a typo creates nothing.
-    if not os.path.isfile(path):
+    # Checked before anything opens the path, so a typo creates nothing. A
+    # server URL is checked by connecting (and a store never creates the
+    # server's database).
+    backend = backend_for(path)
+    if backend.name == "postgresql":
+        return path
+    if not os.path.isfile(backend.path):
         what = "is not a file" if os.path.exists(path) else "no such database file"
         raise DatabaseError(f"{path}: {what} (give --db PATH or set {ENV_DB})")
     return path
@@ -121,7 +128,10 @@ def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
     """``checkpoint``: copy the write-ahead log into the database file."""
     with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
         store.checkpoint(truncate=args.truncate)
-    wal = args.db + "-wal"
+        if store.backend.name != "sqlite":
+            out.write(f"checkpoint: nothing to do on {store.path} (the server manages its log)\n")
+            return 0
+    wal = store.path + "-wal"
     size = os.path.getsize(wal) if os.path.exists(wal) else 0
     mode = "TRUNCATE" if args.truncate else "PASSIVE"
     out.write(f"checkpoint ({mode}) done; {wal} is {size:,} bytes\n")
@@ -131,7 +141,7 @@ def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     """``stats``: what the database holds."""
     with _reading(_existing(args.db)) as database:
-        stats = reports.database_stats(database, args.db)
+        stats = reports.database_stats(database, backend_for(args.db).path)
     out.write(formats.render_stats(stats, args.format))
     return 0
 
@@ -156,12 +166,27 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
     with contextlib.closing(create_telemetry_store(args.db)) as store:
         written = demo.fill(store, rows=args.rows)
-    out.write(f"wrote {written:,} demo executions over the last {demo.DAYS} days to {args.db}\n\n")
+        where = store.path
+    out.write(f"wrote {written:,} demo executions over the last {demo.DAYS} days to {where}\n\n")
     with _reading(args.db) as database:
         result = reports.report(database, since=parse_when("30d"), group_by=["repo"])
     out.write(formats.render_report(result, "table"))
-    db = "" if args.db == DEFAULT_DB else f" --db {args.db}"
+    db = "" if args.db == DEFAULT_DB else f" --db {where}"
     out.write(f"\nnext: {PROG} report{db} --by week --by model\n")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    """``migrate``: copy a SQLite file's executions into another store."""
+    from .migrate import ProgressLine, migrate
+
+    line = ProgressLine(sys.stderr)
+    try:
+        result = migrate(args.source, args.target, batch_size=args.batch_size,
+                         source_name=args.source_name, progress=line)
+    finally:
+        line.finish()
+    out.write(result.summary() + "\n")
     return 0
 
 
@@ -189,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--db", metavar="PATH", default=os.environ.get(ENV_DB) or DEFAULT_DB,
-        help=f"database file (default: ${ENV_DB}, else {DEFAULT_DB})",
+        help=f"database file or URL, e.g. postgresql://user:password@host/db "
+        f"(default: ${ENV_DB}, else {DEFAULT_DB})",
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
@@ -236,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("demo", cmd_demo, "fill a database with realistic demo data, then report")
     sub.add_argument("--rows", type=_count, default=5000, metavar="N",
                      help="how many executions (default 5000)")
+    sub = commands.add_parser(
+        "migrate", help="copy every execution of a SQLite file into another store",
+        description="Copy every execution of a SQLite file (also one written by the original "
+        "TypeScript store) into another store, usually PostgreSQL, in batches, with a "
+        "progress line on stderr. Rows copied before are skipped, so it can run again.",
+    )
+    sub.set_defaults(run=cmd_migrate)
+    sub.add_argument("--from", dest="source", required=True, metavar="SRC",
+                     help="the SQLite file (path or sqlite:///path); opened read-only")
+    sub.add_argument("--to", dest="target", required=True, metavar="DST",
+                     help="the target: postgresql://user:password@host/db, or a path")
+    sub.add_argument("--batch-size", type=_count, default=1000, metavar="N",
+                     help="rows per batch and transaction (default 1000)")
+    sub.add_argument("--source-name", metavar="NAME",
+                     help="name the copied rows are tracked under (default: SRC's absolute "
+                     "path); give another one for a different file at the same path")
+    sub.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return parser
 
 

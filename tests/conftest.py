@@ -3,6 +3,7 @@ and independent witness connections."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import uuid
@@ -54,8 +55,8 @@ def postgres_server_url() -> str:
     return url
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_schema() -> Iterator[str]:
     """A URL to a fresh, empty schema on the test server, dropped afterwards.
 
     The schema is the connection's ``search_path``, so tests (and the
@@ -72,6 +73,20 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema for one test (see :func:`fresh_schema`)."""
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_pg_url() -> Iterator[str]:
+    """A fresh schema shared by the tests of one module (they must not change it)."""
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

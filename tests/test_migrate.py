@@ -19,6 +19,7 @@ from telemetry_orm import (
     TelemetryValidationError,
     create_telemetry_store,
 )
+from telemetry_orm.cli import main
 from telemetry_orm.migrate import MigrationProgress, ProgressLine, migrate
 
 
@@ -231,3 +232,37 @@ def test_rows_purged_from_the_source_after_copying_are_not_counted_again(
     conn.close()
     again = migrate(seed, any_location)
     assert (again.total, again.copied, again.already_copied) == (20, 0, 20)
+
+
+# --- telemetry-orm migrate ----------------------------------------------------------
+
+
+def test_command_line_shows_progress_on_stderr_and_a_summary(
+    seed: Path, any_location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["migrate", "--from", str(seed), "--to", any_location, "--batch-size", "10"]
+    assert main(argv) == 0
+    first = capsys.readouterr()
+    assert first.err.count("\r") == 3 and first.err.endswith("\n")
+    assert "migrate: 25 / 25 rows (100%), copied 25, skipped 0" in first.err
+    assert "copied 25 of 25 rows" in first.out
+    assert main(argv) == 0
+    second = capsys.readouterr()
+    assert "copied 0 of 25 rows" in second.out
+    assert "skipped 25: 25 copied before, 0 invalid" in second.out
+    witness = Witness(any_location)
+    try:
+        assert witness.count() == 25
+    finally:
+        witness.close()
+
+
+def test_command_line_names_a_missing_source_in_one_line(
+    tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["migrate", "--from", str(tmp_path / "nope.db"), "--to", str(db_path)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("telemetry-orm: error: ") and "nope.db: no such SQLite file" in err
+    assert err.count("\n") == 1
+    assert not db_path.exists()
