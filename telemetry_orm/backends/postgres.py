@@ -324,6 +324,18 @@ class PostgresBackend:
         row = conn.execute(sql, params).fetchone()
         return int(row[0])
 
+    def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
+        """Insert ``rows`` in one transaction (a savepoint inside one already
+        open); return their ids in order, as ``RETURNING`` gives them."""
+        ids: List[int] = []
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(sql, rows, returning=True)
+            while True:
+                ids.append(int(cursor.fetchone()[0]))
+                if not cursor.nextset():
+                    break
+        return ids
+
     def copy_rows(
         self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
