@@ -210,8 +210,10 @@ class PostgresBackend:
         MaxConnectionsExceeded,
     )
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout: int = LOCK_TIMEOUT_MS) -> None:
         self.url = url
+        #: The sessions' ``lock_timeout`` in milliseconds (unless the URL sets one).
+        self.busy_timeout = busy_timeout
         self.path = safe_url(url)
         if psycopg is None:
             raise DatabaseError(
@@ -231,7 +233,7 @@ class PostgresBackend:
         if not name:
             raise DatabaseError(f"{self.path}: the URL names no database (…/dbname)")
         url_options = f"{params.pop('options', '') or ''} {extra_options}"
-        options = session_options(url_options)
+        options = session_options(url_options, self.busy_timeout)
         return str(name), {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
 
     def open(self) -> peewee.Database:
