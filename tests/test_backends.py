@@ -250,3 +250,59 @@ def test_threads_record_concurrently(any_store: PeeweeTelemetryStore, any_witnes
     assert errors == []
     assert any_witness.count() == 300
     assert any_witness.scalar("SELECT COUNT(DISTINCT repo) FROM executions") == 6
+
+
+# --- Batches and background recording ------------------------------------------------
+
+
+def test_record_many_returns_the_ids_in_order(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    any_store.record(minimal())  # ids need not start at 1
+    records = TelemetryRecordFactory.build_batch(40)
+    ids = any_store.record_many(records)
+    rows = {r["id"]: r["delivery_id"] for r in any_witness.rows("SELECT id, delivery_id "
+                                                               "FROM executions")}
+    assert [rows[i] for i in ids] == [r.delivery_id for r in records]
+    assert any_witness.count() == 41
+
+
+def test_record_many_with_a_bad_entry_writes_nothing(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    entries = [minimal(), minimal(), minimal(cost_usd=-1.0)]
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record_many(entries)
+    assert (info.value.index, info.value.field) == (2, "cost_usd")
+    assert any_witness.count() == 0
+
+
+def test_record_many_joins_a_transaction_of_ones_own(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    with pytest.raises(RuntimeError), any_store.database.atomic():
+        any_store.record_many([minimal(), minimal()])
+        any_store.record(minimal())
+        raise RuntimeError("roll it all back")
+    assert any_witness.count() == 0
+    with any_store.database.atomic():
+        any_store.record_many([minimal(), minimal()])
+    assert any_witness.count() == 2
+
+
+def test_background_recorder_writes_everything_from_many_threads(
+    any_store: PeeweeTelemetryStore, any_witness: Witness
+) -> None:
+    with any_store.background(max_batch=25) as recorder:
+        threads = [
+            threading.Thread(target=lambda n=n: [recorder.record(minimal(repo=f"acme/{n}"))
+                                                 for _ in range(40)])
+            for n in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        recorder.flush()
+        assert any_witness.count() == 160
+    assert any_witness.scalar("SELECT COUNT(DISTINCT repo) FROM executions") == 4

@@ -274,3 +274,17 @@ def test_store_recovers_when_the_server_ends_its_connections(pg_url: str) -> Non
         assert witness.count() in (2, 3)
     finally:
         witness.close()
+
+
+def test_a_row_the_server_refuses_rolls_back_the_whole_batch(
+    pg_store: PeeweeTelemetryStore, pg_witness: Witness
+) -> None:
+    pg_witness.execute(
+        "ALTER TABLE executions ADD CONSTRAINT no_evil CHECK (repo <> 'acme/evil')"
+    )
+    pg_store.record(minimal())
+    with pytest.raises(DatabaseError, match="no_evil"):
+        pg_store.record_many([minimal(), minimal(repo="acme/evil"), minimal()])
+    assert pg_witness.count() == 1
+    assert len(pg_store.record_many([minimal(), minimal()])) == 2
+    assert pg_witness.count() == 3

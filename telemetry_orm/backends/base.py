@@ -9,7 +9,7 @@ are the two implementations.
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Protocol, Sequence, Tuple, Type
+from typing import Any, ContextManager, List, Protocol, Sequence, Tuple, Type
 
 import peewee
 
@@ -55,6 +55,11 @@ class Backend(Protocol):
 
     def insert(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
         """Run ``sql`` with one record's values; return the new row id."""
+        ...
+
+    def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
+        """Run ``sql`` for every row in one transaction (a savepoint inside a
+        transaction already open); return the new ids in order."""
         ...
 
     def copy_rows(
