@@ -83,7 +83,7 @@ class MigrationResult:
 
     def summary(self) -> str:
         """A few lines for people: what was copied and what was skipped, and why."""
-        rate = f", {self.copied / self.seconds:,.0f} rows/s" if self.seconds > 0 else ""
+        rate = f", {self.copied / self.seconds:,.0f} rows/s" if self.copied and self.seconds else ""
         lines = [
             f"copied {self.copied:,} of {self.total:,} rows from {self.source} to "
             f"{self.target} in {self.seconds:.1f} s{rate}",
