@@ -30,11 +30,13 @@ from urllib.parse import quote
 
 import peewee
 
-from .backends.sqlite import SQLITE_HEADER
 from .errors import DatabaseError, TelemetryValidationError
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import CORE_COLUMNS, TABLE_NAME, format_timestamp, parse_timestamp
 from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store, sqlite_url_path
+
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: Rows per batch: one read from the source, one transaction in the target.
 BATCH_SIZE = 1000

@@ -516,8 +516,9 @@ def backend_for(
         # Imported here so that SQLite users need no PostgreSQL driver.
         from .backends.postgres import PostgresBackend
 
-        # The server keeps its own log: journal_size_limit has no meaning there.
-        return PostgresBackend(location)
+        # busy_timeout becomes the sessions' lock_timeout; the server keeps
+        # its own log, so journal_size_limit has no meaning there.
+        return PostgresBackend(location, busy_timeout=busy_timeout)
     raise TelemetryValidationError(
         "db_path",
         f"unsupported URL scheme {scheme!r}; expected postgresql://user:password@host/db, "
@@ -548,8 +549,10 @@ def create_telemetry_store(
 
     ``busy_timeout`` (milliseconds, default 5000) is how long a write waits
     for another connection's write lock before raising
-    :class:`~telemetry_orm.StoreBusyError`. ``journal_size_limit`` (bytes,
-    default 64 MiB) is the size checkpoints cut the ``-wal`` file back to.
+    :class:`~telemetry_orm.StoreBusyError` (on PostgreSQL: the sessions'
+    ``lock_timeout``, unless the URL sets one). ``journal_size_limit``
+    (bytes, default 64 MiB) is the size checkpoints cut the ``-wal`` file
+    back to (SQLite only).
 
     >>> store = create_telemetry_store(":memory:")
     >>> store.close()

@@ -69,8 +69,9 @@ class Backend(Protocol):
         the caller's transaction; no ids are returned (bulk loads, migrate)."""
         ...
 
-    def checkpoint(self, conn: Any, mode: str) -> Tuple[int, int, int]:
-        """Checkpoint the log: (busy, log pages, pages checkpointed)."""
+    def checkpoint(self, conn: Any, mode: str, *, blocking: bool = True) -> Tuple[int, int, int]:
+        """Checkpoint the log: (busy, log pages, pages checkpointed).
+        ``blocking=False``: wait for readers only briefly."""
         ...
 
     def cutoff(self, conn: Any, days: float) -> Any:
@@ -83,6 +84,11 @@ class Backend(Protocol):
 
     def delete_chunk_before(self, conn: Any, when: Any, limit: int) -> int:
         """Delete up to ``limit`` rows older than ``when`` in one short transaction."""
+        ...
+
+    def purge_pause(self, held: float) -> float:
+        """Seconds to leave other writers between two purge chunks, after a
+        chunk that took ``held`` seconds."""
         ...
 
     def is_busy(self, exc: BaseException) -> bool:

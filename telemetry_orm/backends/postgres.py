@@ -348,7 +348,7 @@ class PostgresBackend:
             for row in rows:
                 copy.write_row(row)
 
-    def checkpoint(self, conn: Any, mode: str) -> Tuple[int, int, int]:
+    def checkpoint(self, conn: Any, mode: str, *, blocking: bool = True) -> Tuple[int, int, int]:
         """Nothing to do: the server checkpoints its own write-ahead log."""
         return (0, 0, 0)
 
@@ -371,6 +371,11 @@ class PostgresBackend:
             (when, limit),
         )
         return int(cursor.rowcount)
+
+    def purge_pause(self, held: float) -> float:
+        """No pause: a chunk's DELETE locks only the rows it deletes, so
+        writers never wait for it."""
+        return 0.0
 
     def is_busy(self, exc: BaseException) -> bool:
         return is_busy(exc)

@@ -242,7 +242,7 @@ class SqliteBackend:
             conn = database.connection()
             version = _version(conn)
             columns = _columns(conn)
-            check_compatible(self.path, version, columns)
+            _check_compatible(self.path, version, columns)
             if not self.memory:
                 self._use_wal(conn)
             if not _is_current(version, columns):
@@ -280,7 +280,7 @@ class SqliteBackend:
                 )
             return
 
-    def _upgrade(self, database: StoreDatabase, model: Type[Execution]) -> None:
+    def _upgrade(self, database: peewee.Database, model: Type[Execution]) -> None:
         conn = database.connection()
         # IMMEDIATE: take the write lock before reading, so processes opening
         # a new file at once queue on the busy timeout instead of failing.
