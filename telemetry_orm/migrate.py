@@ -149,8 +149,11 @@ def _source_file(source: Union[str, os.PathLike[str]]) -> str:
     target = Path(path)
     if not target.is_file():
         raise DatabaseError(f"{path}: no such SQLite file")
-    with open(target, "rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
+    try:
+        with open(target, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot be read ({exc.strerror})") from exc
     if header != SQLITE_HEADER:
         raise DatabaseError(f"{path}: not a SQLite database")
     return str(target.resolve())
@@ -254,7 +257,10 @@ def _copy(
         invalid: List[Tuple[int, str]] = []
         invalid_count = 0
         with backend.connection(database):
-            migrated.create_table(safe=True)
+            # Under the migration lock: two runs starting at once on a new
+            # PostgreSQL database would otherwise race to create the table.
+            with backend.exclusive_transaction(database, "migrate"):
+                migrated.create_table(safe=True)
             while last_id is not None and after < last_id:
                 try:
                     batch = conn.execute(select, (after, last_id, batch_size)).fetchall()
