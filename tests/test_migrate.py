@@ -266,3 +266,28 @@ def test_command_line_names_a_missing_source_in_one_line(
     assert err.startswith("telemetry-orm: error: ") and "nope.db: no such SQLite file" in err
     assert err.count("\n") == 1
     assert not db_path.exists()
+
+
+def test_two_runs_at_once_copy_each_row_once(seed: Path, any_location: str) -> None:
+    import threading
+
+    results: List[Any] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        results.append(migrate(seed, any_location, batch_size=5))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2
+    assert sum(r.copied for r in results) == 25
+    assert sum(r.already_copied for r in results) == 25
+    witness = Witness(any_location)
+    try:
+        assert witness.count() == 25
+    finally:
+        witness.close()

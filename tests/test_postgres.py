@@ -291,12 +291,12 @@ def test_a_row_the_server_refuses_rolls_back_the_whole_batch(
 
 
 def test_busy_timeout_is_the_sessions_lock_timeout(pg_url: str) -> None:
-    with create_telemetry_store(pg_url, busy_timeout=1234) as store:
-        with store.database.connection_context():
+    def lock_timeout(url: str) -> str:
+        with create_telemetry_store(url, busy_timeout=1234) as store, \
+                store.database.connection_context():
             (value,) = store.database.execute_sql("SHOW lock_timeout").fetchone()
-    assert value == "1234ms"
-    with create_telemetry_store(with_option(pg_url, "-c lock_timeout=777"),
-                                busy_timeout=1234) as store:
-        with store.database.connection_context():
-            (value,) = store.database.execute_sql("SHOW lock_timeout").fetchone()
-    assert value == "777ms"  # the URL's own setting wins
+        return str(value)
+
+    assert lock_timeout(pg_url) == "1234ms"
+    # The URL's own setting wins.
+    assert lock_timeout(with_option(pg_url, "-c lock_timeout=777")) == "777ms"
