@@ -18,7 +18,7 @@ import peewee
 from .. import schema
 from ..errors import DatabaseError, StoreBusyError, TelemetryError
 from ..record import FIELD_NAMES
-from ..schema import CORE_COLUMNS, TABLE_NAME, Execution
+from ..schema import TABLE_NAME, Execution
 
 _log = logging.getLogger("telemetry_orm")
 
@@ -470,17 +470,7 @@ def _check_compatible(path: str, version: int, columns: Sequence[str]) -> None:
             f"{path}: PRAGMA user_version is {version} but there is no '{TABLE_NAME}' "
             "table: this looks like another application's database"
         )
-    if version > current:
-        raise DatabaseError(
-            f"{path}: schema version {version} is newer than this telemetry_orm "
-            f"understands ({current}); upgrade telemetry_orm to use this file"
-        )
-    missing = [c for c in CORE_COLUMNS if c not in columns]
-    if columns and missing:
-        raise DatabaseError(
-            f"{path}: has an '{TABLE_NAME}' table that is not a telemetry table "
-            f"(missing columns: {', '.join(missing)})"
-        )
+    schema.check_compatible(path, version, columns)
     missing = [c for c in _all_columns() if c not in columns]
     if version == current and missing:
         raise DatabaseError(
