@@ -6,13 +6,8 @@ import random
 from typing import Iterator, List
 
 from telemetry_orm import FIELD_NAMES, TelemetryRecord
+from telemetry_orm.prices import PRICES, cost_of
 
-MODELS = {
-    # US dollars per million tokens: input, output, cache read, cache write.
-    "claude-sonnet-4-5": (3.0, 15.0, 0.30, 3.75),
-    "claude-opus-4-1": (15.0, 75.0, 1.50, 18.75),
-    "claude-haiku-4-5": (1.0, 5.0, 0.10, 1.25),
-}
 EVENTS = (
     "pull_request.opened",
     "pull_request.synchronize",
@@ -40,14 +35,13 @@ def iter_records(count: int, seed: int = 1) -> Iterator[TelemetryRecord]:
     rnd = random.Random(seed)
     repos = [f"org{n % 37}/service-{n}" for n in range(200)]
     for _ in range(count):
-        model = rnd.choice(tuple(MODELS))
+        model = rnd.choice(tuple(PRICES))
         tokens = (
             int(rnd.lognormvariate(7.5, 1.0)),
             int(rnd.lognormvariate(7.0, 0.9)),
             int(rnd.lognormvariate(10.5, 1.2)),
             int(rnd.lognormvariate(8.5, 1.1)),
         )
-        cost = sum(t * p for t, p in zip(tokens, MODELS[model], strict=True)) / 1_000_000
         yield TelemetryRecord(
             delivery_id=_uuid(rnd),
             repo=rnd.choice(repos),
@@ -59,7 +53,7 @@ def iter_records(count: int, seed: int = 1) -> Iterator[TelemetryRecord]:
             cache_read_tokens=tokens[2],
             cache_creation_tokens=tokens[3],
             duration_ms=int(rnd.lognormvariate(10.8, 0.7)),
-            cost_usd=round(cost, 6),
+            cost_usd=cost_of(model, *tokens),
             conclusion=rnd.choices(CONCLUSIONS, (86, 8, 4, 2))[0],
             session_id=_uuid(rnd),
             num_turns=rnd.randint(1, 40),
