@@ -1,19 +1,23 @@
-"""Retention under load: ``purge_older_than`` in short chunks against one
-``DELETE`` of the same rows, while another process records every 2 ms.
+"""Retention: ``purge_older_than`` in short chunks against one ``DELETE`` of
+the same rows, first alone (median of several rounds, with the longest time
+a chunk held the write lock), then while another process records every 2 ms.
 
     python bench/retention.py                 # 1,000,000 rows, half expired
-    python bench/retention.py --rows 200000 --repeat 3
+    python bench/retention.py --rows 200000 --rounds 3
 
-Prints the purge time of each way, their ratio, the worst time the writer
-waited for one ``record()`` during each, and the ``-wal`` size afterwards.
-``run(rows)`` returns the same figures as a dict, for a bench runner.
+Prints the purge time of each way, their ratio, the longest write-lock hold
+of a chunk, the worst time the writer waited for one ``record()`` during
+each, and the ``-wal`` size afterwards. ``run(rows, rounds)`` returns the
+same figures as a dict, for a bench runner.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import multiprocessing
+import re
 import shutil
 import sqlite3
 import statistics
@@ -86,6 +90,7 @@ def _writer(path: str, ready: Any, stop: Any, results: Any) -> None:
 def _single_delete(path: Path) -> int:
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)
     try:
+        conn.execute("PRAGMA synchronous = NORMAL")  # as the store's connections
         conn.execute("BEGIN IMMEDIATE")
         deleted = conn.execute(
             "DELETE FROM executions WHERE created_at < datetime('now', ?)",
@@ -124,24 +129,81 @@ def _under_load(path: Path, how: str) -> Dict[str, Any]:
     return {"deleted": deleted, "seconds": elapsed, "wal_bytes": wal_bytes, **figures}
 
 
-def run(rows: int) -> Dict[str, Any]:
-    """Build ``rows`` rows (half expired), purge them both ways under load,
-    and return the figures (seconds, bytes)."""
+class _Chunks(logging.Handler):
+    """Collects the write-lock hold of each purge chunk from the store's log."""
+
+    PATTERN = re.compile(r"purge chunk \d+: (\d+) rows, locked ([\d.]+) ms")
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.holds_ms: List[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = self.PATTERN.match(record.getMessage())
+        if found:
+            self.holds_ms.append(float(found.group(2)))
+
+
+def _fresh_copy(source: Path, target: Path) -> Path:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def _alone(source: Path, tmp: Path) -> Dict[str, Any]:
+    """One round with nobody else writing: the single DELETE, then the purge."""
+    started = time.perf_counter()
+    single_deleted = _single_delete(_fresh_copy(source, tmp / "single.db"))
+    single_s = time.perf_counter() - started
+    logger = logging.getLogger("telemetry_orm")
+    chunks = _Chunks()
+    level = logger.level
+    logger.addHandler(chunks)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with create_telemetry_store(_fresh_copy(source, tmp / "chunked.db")) as store:
+            started = time.perf_counter()
+            deleted = store.purge_older_than(RETENTION_DAYS)
+            purge_s = time.perf_counter() - started
+    finally:
+        logger.removeHandler(chunks)
+        logger.setLevel(level)
+    return {"deleted": deleted, "single_deleted": single_deleted, "purge_s": purge_s,
+            "single_delete_s": single_s, "ratio": purge_s / single_s,
+            "chunks": len(chunks.holds_ms), "longest_hold_ms": max(chunks.holds_ms)}
+
+
+def run(rows: int, rounds: int = 3) -> Dict[str, Any]:
+    """Build ``rows`` rows (half expired); purge them both ways ``rounds``
+    times alone and once under load; return the figures (seconds, ms, bytes)."""
     with tempfile.TemporaryDirectory(prefix="retention-") as tmp:
-        chunked_path = Path(tmp) / "chunked.db"
-        single_path = Path(tmp) / "single.db"
-        expired = _build(chunked_path, rows)
-        shutil.copyfile(chunked_path, single_path)
-        chunked = _under_load(chunked_path, "chunked")
-        single = _under_load(single_path, "single")
-    if chunked["deleted"] != expired or single["deleted"] != expired:
-        raise AssertionError(f"expected {expired} deleted, got {chunked} / {single}")
+        source = Path(tmp) / "source.db"
+        expired = _build(source, rows)
+        alone = [_alone(source, Path(tmp)) for _ in range(rounds)]
+        chunked = _under_load(_fresh_copy(source, Path(tmp) / "chunked.db"), "chunked")
+        single = _under_load(_fresh_copy(source, Path(tmp) / "single.db"), "single")
+    for figures in (*alone, chunked, single):
+        deleted = {figures["deleted"], figures.get("single_deleted", expired)}
+        if deleted != {expired}:
+            raise AssertionError(f"expected {expired} deleted, got {figures}")
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in alone)
+
     return {
         "rows": rows,
         "expired": expired,
-        "purge_s": chunked["seconds"],
-        "single_delete_s": single["seconds"],
-        "ratio": chunked["seconds"] / single["seconds"],
+        "rounds": rounds,
+        "purge_s": median("purge_s"),
+        "single_delete_s": median("single_delete_s"),
+        "ratio": median("ratio"),
+        "chunks": median("chunks"),
+        "longest_hold_ms": median("longest_hold_ms"),
+        "worst_hold_ms": max(r["longest_hold_ms"] for r in alone),
+        "loaded_purge_s": chunked["seconds"],
+        "loaded_single_delete_s": single["seconds"],
+        "loaded_ratio": chunked["seconds"] / single["seconds"],
         "writer_worst_wait_s": chunked["worst_wait_s"],
         "writer_p99_wait_s": chunked["p99_wait_s"],
         "writer_busy_errors": chunked["busy_errors"],
@@ -153,35 +215,34 @@ def run(rows: int) -> Dict[str, Any]:
     }
 
 
-def _report(runs: List[Dict[str, Any]]) -> None:
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in runs)
-
+def _report(figures: Dict[str, Any]) -> None:
     mib = 1024 * 1024
-    first = runs[0]
-    label = "median of" if len(runs) > 1 else "runs:"
-    print(f"{first['rows']:,} rows, {first['expired']:,} expired; {label} {len(runs)}")
-    print(f"  purge_older_than (chunked) {med('purge_s'):8.2f} s   "
-          f"single DELETE {med('single_delete_s'):8.2f} s   ratio {med('ratio'):.2f}x")
-    print(f"  writer worst wait: chunked {med('writer_worst_wait_s') * 1000:8.1f} ms   "
-          f"single DELETE {med('single_writer_worst_wait_s') * 1000:8.1f} ms")
-    print(f"  writer p99 wait (chunked) {med('writer_p99_wait_s') * 1000:.1f} ms; "
-          f"busy errors: chunked {max(r['writer_busy_errors'] for r in runs)}, "
-          f"single {max(r['single_writer_busy_errors'] for r in runs)}")
-    print(f"  -wal after: chunked {med('wal_bytes_after') / mib:.2f} MiB   "
-          f"single DELETE {med('single_wal_bytes_after') / mib:.2f} MiB")
-    if len(runs) > 1:
-        worst = max(r["writer_worst_wait_s"] for r in runs)
-        print(f"  worst writer wait over all chunked runs: {worst * 1000:.1f} ms")
+    print(f"{figures['rows']:,} rows, {figures['expired']:,} expired")
+    print(f"alone, median of {figures['rounds']} rounds:")
+    print(f"  purge_older_than (chunked) {figures['purge_s']:8.2f} s   "
+          f"single DELETE {figures['single_delete_s']:8.2f} s   "
+          f"ratio {figures['ratio']:.2f}x")
+    print(f"  longest write-lock hold of a chunk {figures['longest_hold_ms']:.1f} ms "
+          f"(worst round {figures['worst_hold_ms']:.1f} ms), {figures['chunks']:.0f} chunks")
+    print("while a writer process records every 2 ms:")
+    print(f"  purge_older_than (chunked) {figures['loaded_purge_s']:8.2f} s   "
+          f"single DELETE {figures['loaded_single_delete_s']:8.2f} s   "
+          f"ratio {figures['loaded_ratio']:.2f}x")
+    print(f"  writer worst wait: chunked {figures['writer_worst_wait_s'] * 1000:8.1f} ms   "
+          f"single DELETE {figures['single_writer_worst_wait_s'] * 1000:8.1f} ms")
+    print(f"  writer p99 wait (chunked) {figures['writer_p99_wait_s'] * 1000:.1f} ms; "
+          f"busy errors: chunked {figures['writer_busy_errors']}, "
+          f"single {figures['single_writer_busy_errors']}")
+    print(f"  -wal after: chunked {figures['wal_bytes_after'] / mib:.2f} MiB   "
+          f"single DELETE {figures['single_wal_bytes_after'] / mib:.2f} MiB")
 
 
 def main(argv: List[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    runs = [run(args.rows) for _ in range(args.repeat)]
-    _report(runs)
+    _report(run(args.rows, args.rounds))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from .errors import (
     DatabaseError,
     StoreBusyError,
     StoreClosedError,
+    TelemetryError,
     TelemetryValidationError,
 )
 from .record import TelemetryRecord, row_of, rows_of
@@ -93,6 +94,14 @@ def _check_days(days: Any) -> float:
     return value
 
 
+#: Longest time, in seconds, a purge waits between two chunks for the helper
+#: thread's checkpoint to finish.
+PURGE_CATCH_UP = 0.25
+
+#: Log size, in pages, past which a purge has its writers restart the log.
+PURGE_RESTART_PAGES = 4096
+
+
 class _Checkpointer:
     """Runs a store's automatic checkpoints on a thread of their own,
     started at the first one. Requests made while one runs merge into one."""
@@ -106,6 +115,7 @@ class _Checkpointer:
         self._log = log
         self._changed = threading.Condition()
         self._due = False
+        self._busy = False
         self._stopped = False
         self._thread: Optional[threading.Thread] = None
         #: Held while a checkpoint runs (fork() waits for it).
@@ -121,13 +131,25 @@ class _Checkpointer:
                     target=self._loop, name="telemetry_orm-checkpoint", daemon=True
                 )
                 self._thread.start()
-            self._changed.notify()
+            self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until no checkpoint runs or is
+        due; return whether that happened."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (self._due or self._busy) and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
 
     def stop(self) -> None:
         """Let a running checkpoint finish, drop any that is due, end the thread."""
         with self._changed:
             self._stopped = True
-            self._changed.notify()
+            self._changed.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -140,11 +162,16 @@ class _Checkpointer:
                 if self._stopped:
                     return
                 self._due = False
+                self._busy = True
             try:
                 with self.running:
                     self._run()
             except Exception as exc:  # noqa: BLE001 - housekeeping must not kill the thread
                 self._log.warning("automatic checkpoint failed: %s", exc)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
 
 
 # Stores to reset in a forked child (gunicorn-style pre-fork servers).
@@ -221,6 +248,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._writes = 0
         self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
         self._checkpointer = _Checkpointer(self._checkpoint_in_helper, self.log)
+        #: Log size, in pages, at the last checkpoint (SQLite).
+        self._log_pages = 0
         self._insert_sql = backend.insert_sql(self.database)
         # Known to fork() before the first connection opens, and set up
         # under the lock, so a fork never lands in the middle of a schema
@@ -344,37 +373,63 @@ class PeeweeTelemetryStore(TelemetryStore):
         """Delete rows whose ``created_at`` is more than ``days`` days before
         the database's clock; return how many were deleted.
 
-        Deletes in short transactions of a few thousand rows with a short
-        pause between them, so other writers (in this process or others) never
-        wait long, however many rows expire. After a large purge the log is
-        truncated so the ``-wal`` file does not stay big. If a chunk fails
+        Deletes in short transactions (on SQLite each holds the write lock
+        about 30 ms) and leaves other writers, in this process or others, a
+        free moment between them, so none waits long however many rows
+        expire. Meanwhile the deleted rows are copied into the file on the
+        helper thread, and after a large purge the log is truncated so the
+        ``-wal`` file does not stay big. If a chunk fails
         (:class:`~telemetry_orm.StoreBusyError`), the chunks before it stay
         deleted; running the purge again finishes the work.
         """
         value = _check_days(days)
+        pacer = self.backend.purge_pacer()
         with self._lock, self._connection() as conn:
             when = self.backend.cutoff(conn, value)
-        total = 0
-        while True:
-            started = time.monotonic()
-            # The lock is let go between chunks so this process's writers
-            # get their turn too.
-            with self._lock, self._connection() as conn:
-                deleted = self.backend.delete_chunk_before(conn, when, PURGE_CHUNK)
-            held = time.monotonic() - started
-            total += deleted
-            if deleted < PURGE_CHUNK:
-                break
-            # Leave the database free a moment for writers (here or in other
-            # processes) waiting for it, and meanwhile copy the chunk into
-            # the file: a passive checkpoint does not stop them.
-            self._checkpoint("PASSIVE")
-            free = time.monotonic() - started - held
-            time.sleep(max(0.0, self.backend.purge_pause(held) - free))
+            pacer.start(conn)
+        total = chunks = 0
+        try:
+            while True:
+                limit = pacer.rows
+                # The store lock is let go between chunks so this process's
+                # writers get their turn too.
+                with self._lock, self._connection() as conn:
+                    deleted, held = self.backend.delete_chunk_before(conn, when, limit)
+                    pause = pacer.after_chunk(conn, held)
+                total += deleted
+                chunks += 1
+                self.log.debug("purge chunk %d: %d rows, locked %.1f ms, then %.1f ms free",
+                               chunks, deleted, held * 1000, pause * 1000)
+                if deleted < limit:
+                    break
+                # The helper thread copies the chunk into the file, while
+                # the next chunks run if nobody else is writing.
+                self.checkpoint(wait=False)
+                if pause:
+                    # Writers get their moment; the helper catches up with
+                    # the log meanwhile, so the next chunk can start it afresh
+                    # (SQLite reuses a log from its start only once it is
+                    # fully copied) instead of growing it all purge long.
+                    began = time.monotonic()
+                    if self._checkpointer.wait_idle(PURGE_CATCH_UP) and (
+                        self._log_pages >= PURGE_RESTART_PAGES
+                    ):
+                        # Writers in other processes keep appending, so the
+                        # log is never fully copied when one starts: make
+                        # the next writer start it afresh (holds the write
+                        # lock only to copy the last few pages).
+                        self._checkpoint("RESTART", blocking=False)
+                    pause -= time.monotonic() - began
+                time.sleep(max(0.0, pause))
+        finally:
+            if not self._closed:
+                with contextlib.suppress(TelemetryError), self._lock, self._connection() as conn:
+                    pacer.finish(conn)
         if total >= PURGE_CHUNK:
             # Not blocking: waiting for a reader would stall every writer.
             self._checkpoint("TRUNCATE", blocking=False)
-        self.log.info("purged %d executions older than %s days (before %s)", total, days, when)
+        self.log.info("purged %d executions older than %s days (before %s) in %d chunks",
+                      total, days, when, chunks)
         return total
 
     def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> None:
@@ -404,6 +459,8 @@ class PeeweeTelemetryStore(TelemetryStore):
     def _run_checkpoint(self, mode: str, *, blocking: bool = True) -> None:
         with self._connection() as conn:
             busy, pages, done = self.backend.checkpoint(conn, mode, blocking=blocking)
+        if pages >= 0:
+            self._log_pages = pages
         self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)
 
     def _checkpoint_in_helper(self) -> None:

@@ -16,6 +16,27 @@ import peewee
 from ..schema import Execution
 
 
+class PurgePacer(Protocol):
+    """How one purge sizes its chunks and paces them for other writers."""
+
+    #: Rows the next chunk may delete.
+    rows: int
+
+    def start(self, conn: Any) -> None:
+        """Before the first chunk, on the purging connection."""
+        ...
+
+    def after_chunk(self, conn: Any, held: float) -> float:
+        """After a chunk that held its locks ``held`` seconds (with the
+        connection still reserved): update :attr:`rows` and return the
+        seconds to leave other writers before the next chunk."""
+        ...
+
+    def finish(self, conn: Any) -> None:
+        """After the last chunk (or a failed one)."""
+        ...
+
+
 class Backend(Protocol):
     """The engine-specific part of a store.
 
@@ -82,13 +103,13 @@ class Backend(Protocol):
         """How many rows have ``created_at`` before ``when``."""
         ...
 
-    def delete_chunk_before(self, conn: Any, when: Any, limit: int) -> int:
-        """Delete up to ``limit`` rows older than ``when`` in one short transaction."""
+    def delete_chunk_before(self, conn: Any, when: Any, limit: int) -> Tuple[int, float]:
+        """Delete up to ``limit`` rows older than ``when`` in one short
+        transaction; return how many, and the seconds it held its locks."""
         ...
 
-    def purge_pause(self, held: float) -> float:
-        """Seconds to leave other writers between two purge chunks, after a
-        chunk that took ``held`` seconds."""
+    def purge_pacer(self) -> PurgePacer:
+        """A new pacer for one purge."""
         ...
 
     def is_busy(self, exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import threading
+import time
 import zlib
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,7 +32,7 @@ from ..schema import (
     is_current,
     parse_timestamp,
 )
-from .sqlite import quote
+from .sqlite import PURGE_CHUNK, quote
 
 try:
     import psycopg
@@ -200,6 +201,22 @@ def is_busy(exc: BaseException) -> bool:
     return sqlstate(exc) in BUSY_SQLSTATES
 
 
+class PostgresPurgePacer:
+    """Chunks of :data:`PURGE_CHUNK` rows and no pause: a chunk's DELETE
+    locks only the rows it deletes, so writers never wait for it."""
+
+    rows = PURGE_CHUNK
+
+    def start(self, conn: Any) -> None:
+        pass
+
+    def after_chunk(self, conn: Any, held: float) -> float:
+        return 0.0
+
+    def finish(self, conn: Any) -> None:
+        pass
+
+
 class PostgresBackend:
     """The PostgreSQL part of a store (see :class:`~telemetry_orm.backends.base.Backend`)."""
 
@@ -362,20 +379,22 @@ class PostgresBackend:
         sql = f'SELECT count(*) FROM "{TABLE_NAME}" WHERE created_at < %s'
         return int(conn.execute(sql, (when,)).fetchone()[0])
 
-    def delete_chunk_before(self, conn: Any, when: _dt.datetime, limit: int) -> int:
+    def delete_chunk_before(
+        self, conn: Any, when: _dt.datetime, limit: int
+    ) -> Tuple[int, float]:
         """Delete up to ``limit`` rows older than ``when``: one statement, so
-        one short transaction on an autocommit connection."""
+        one short transaction on an autocommit connection. Returns how many
+        and the seconds the statement took."""
+        started = time.perf_counter()
         cursor = conn.execute(
             f'DELETE FROM "{TABLE_NAME}" WHERE id IN '
             f'(SELECT id FROM "{TABLE_NAME}" WHERE created_at < %s LIMIT %s)',
             (when, limit),
         )
-        return int(cursor.rowcount)
+        return int(cursor.rowcount), time.perf_counter() - started
 
-    def purge_pause(self, held: float) -> float:
-        """No pause: a chunk's DELETE locks only the rows it deletes, so
-        writers never wait for it."""
-        return 0.0
+    def purge_pacer(self) -> PostgresPurgePacer:
+        return PostgresPurgePacer()
 
     def is_busy(self, exc: BaseException) -> bool:
         return is_busy(exc)

@@ -11,7 +11,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Sequence, Tuple, Type
+from typing import Any, Callable, Iterator, List, Sequence, Tuple, Type
 
 import peewee
 
@@ -47,18 +47,36 @@ PRAGMAS: Tuple[Tuple[str, Any], ...] = (
 TRUNCATE_BUSY_TIMEOUT_MS = 50
 _TRUNCATE_ATTEMPTS = 5
 
-#: Rows deleted per write transaction by a purge: short enough that other
-#: writers never wait long, large enough that the total stays close to a
-#: single DELETE.
+#: Rows deleted by a purge's first write transaction. Later ones are sized
+#: from the time the previous one held the write lock (see
+#: :class:`SqlitePurgePacer`), between :data:`PURGE_CHUNK_MIN` and
+#: :data:`PURGE_CHUNK_MAX` rows.
 PURGE_CHUNK = 5000
+PURGE_CHUNK_MIN = 100
+PURGE_CHUNK_MAX = 100_000
 
-#: Shortest time, in seconds, a purge leaves the write lock free between two
-#: chunks. SQLite's write lock has no queue: a writer that finds it taken
-#: sleeps and retries, 1, 2, 5, 10, 15, 20, 25 … ms apart (its default busy
-#: handler). A free gap at least as long as the retry interval at that
-#: moment lets the writer in before the next chunk, instead of it starving
-#: until the purge ends; see :meth:`SqliteBackend.purge_pause`.
-PURGE_PAUSE = 0.015
+#: Seconds a purge aims to hold the write lock per chunk: well under 50 ms,
+#: so another writer never waits long, and long enough that the chunks add
+#: up to little more than one DELETE.
+PURGE_HOLD = 0.025
+
+#: Times, in ms after its first attempt, at which a writer that found the
+#: write lock taken tries again: SQLite's default busy handler (what
+#: ``busy_timeout`` installs, in this package, Python's sqlite3 and
+#: ``bun:sqlite``) sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms.
+#: The write lock has no queue: a writer gets it only if one of its retries
+#: falls while it is free.
+BUSY_RETRIES_MS = (1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228, 328)
+
+#: Added to each free gap a purge leaves, for the scheduling delay of a
+#: writer that wakes up to retry.
+PURGE_PAUSE_MARGIN = 0.002
+
+#: While nobody else has written for this many seconds, a purge leaves the
+#: lock free only once in about :data:`PURGE_QUIET_SPAN` seconds instead of
+#: after every chunk.
+PURGE_BUSY_MEMORY = 1.0
+PURGE_QUIET_SPAN = 0.125
 
 # Connections inherited through fork() belong to the parent. Closing one in
 # the child would close file descriptors that share the child's own POSIX
@@ -375,7 +393,7 @@ class SqliteBackend:
     ) -> Tuple[int, int, int]:
         """``PRAGMA wal_checkpoint(mode)``: (busy, log pages, pages checkpointed).
 
-        A ``TRUNCATE`` checkpoint holds the write lock while it copies the log
+        A ``RESTART`` or ``TRUNCATE`` checkpoint holds the write lock while it copies the log
         and waits for readers, stalling every writer meanwhile; a PASSIVE pass
         first copies the bulk while they keep writing. With ``blocking=False``
         (after a big purge) it also waits for readers at most
@@ -383,9 +401,15 @@ class SqliteBackend:
         gives up (``busy`` is 1), the ``-wal`` file is still cut to
         ``journal_size_limit`` once the log restarts.
         """
-        if mode.upper() != "TRUNCATE":
+        if mode.upper() not in ("RESTART", "TRUNCATE"):
             return _checkpoint(conn, mode)
-        _checkpoint(conn, "PASSIVE")
+        # The bulk first, without the write lock; if another connection's
+        # checkpoint (the helper thread's, say) is running, after it.
+        for _ in range(_TRUNCATE_ATTEMPTS * 10):
+            busy, pages, _done = _checkpoint(conn, "PASSIVE")
+            if not busy or pages >= 0:
+                break
+            time.sleep(0.01)
         if blocking:
             return _checkpoint(conn, mode)
         conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, self.busy_timeout)}")
@@ -413,9 +437,13 @@ class SqliteBackend:
         sql = f'SELECT COUNT(*) FROM "{TABLE_NAME}" WHERE created_at < ?'
         return int(conn.execute(sql, (when,)).fetchone()[0])
 
-    def delete_chunk_before(self, conn: sqlite3.Connection, when: str, limit: int) -> int:
-        """Delete up to ``limit`` rows older than ``when`` in one short transaction."""
+    def delete_chunk_before(
+        self, conn: sqlite3.Connection, when: str, limit: int
+    ) -> Tuple[int, float]:
+        """Delete up to ``limit`` rows older than ``when`` in one transaction;
+        return how many, and the seconds it held the write lock."""
         conn.execute("BEGIN IMMEDIATE")
+        locked = time.perf_counter()
         try:
             cursor = conn.execute(
                 f'DELETE FROM "{TABLE_NAME}" WHERE id IN '
@@ -427,15 +455,10 @@ class SqliteBackend:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return int(cursor.rowcount)
+        return int(cursor.rowcount), time.perf_counter() - locked
 
-    def purge_pause(self, held: float) -> float:
-        """Seconds to leave the write lock free after a chunk that held it for
-        ``held`` seconds: :data:`PURGE_PAUSE`, or half of ``held`` if that is
-        longer. A writer that began waiting during the chunk retries at most
-        about half its waiting time apart, so a gap of half the chunk's time
-        always contains one of its retries."""
-        return max(PURGE_PAUSE, held / 2)
+    def purge_pacer(self) -> SqlitePurgePacer:
+        return SqlitePurgePacer()
 
     def is_busy(self, exc: BaseException) -> bool:
         return is_busy(exc)
@@ -447,6 +470,80 @@ class SqliteBackend:
     def forget_inherited(self, database: peewee.Database) -> None:
         assert isinstance(database, StoreDatabase)
         database.forget_inherited()
+
+
+def retry_gap(waited: float) -> float:
+    """The longest time, in seconds, between two attempts of a writer that
+    has been waiting for the write lock at most ``waited`` seconds."""
+    gap, previous = 0, 0
+    for retry in BUSY_RETRIES_MS:
+        # A retry due at the very moment the lock comes free may be missed.
+        if previous > waited * 1000:
+            return gap / 1000
+        gap, previous = max(gap, retry - previous), retry
+    return max(gap, 100) / 1000
+
+
+class SqlitePurgePacer:
+    """Sizes a purge's chunks and the free gaps it leaves between them.
+
+    Each chunk is sized to hold the write lock about :data:`PURGE_HOLD`
+    seconds. After it, the lock is left free for as long as SQLite's busy
+    handler may make a waiting writer sleep (:func:`retry_gap`), so every
+    writer that began waiting during the chunk gets in before the next one.
+    That gap is most of a purge's cost over one DELETE, so it is only left
+    after every chunk while other connections are writing (``PRAGMA
+    data_version`` says so); while none has written for
+    :data:`PURGE_BUSY_MEMORY` seconds, chunks follow each other and a gap is
+    left once the lock has been taken for about :data:`PURGE_QUIET_SPAN`
+    seconds, long enough for a newcomer's retries at that point.
+
+    It also turns off SQLite's automatic checkpoint on the purging
+    connection for the purge: that checkpoint would run on every chunk's
+    commit, stalling the purge with disk syncs; the store copies the log into
+    the file on its helper thread meanwhile instead.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        #: Rows the next chunk may delete.
+        self.rows = PURGE_CHUNK
+        self._clock = clock
+        self._version = -1
+        self._busy_until = 0.0
+        self._free_since = clock()
+        self._autocheckpoint = 1000
+
+    def start(self, conn: sqlite3.Connection) -> None:
+        self._autocheckpoint = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._version = _data_version(conn)
+        self._free_since = self._clock()
+
+    def after_chunk(self, conn: sqlite3.Connection, held: float) -> float:
+        """Take note of a chunk that held the lock ``held`` seconds; set
+        :attr:`rows` for the next and return the pause before it."""
+        now = self._clock()
+        version = _data_version(conn)
+        if version != self._version:
+            self._version = version
+            self._busy_until = now + PURGE_BUSY_MEMORY
+        if held > 0:
+            wanted = self.rows * PURGE_HOLD / held
+            self.rows = int(min(max(wanted, self.rows / 2, PURGE_CHUNK_MIN),
+                                self.rows * 2, PURGE_CHUNK_MAX))
+        waited = now - self._free_since
+        if now < self._busy_until or waited + held > PURGE_QUIET_SPAN:
+            pause = retry_gap(waited) + PURGE_PAUSE_MARGIN
+            self._free_since = now + pause
+            return pause
+        return 0.0
+
+    def finish(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA wal_autocheckpoint = {self._autocheckpoint}")
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _columns(conn: sqlite3.Connection) -> List[str]:

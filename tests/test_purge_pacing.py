@@ -1,0 +1,219 @@
+"""How a SQLite purge paces its chunks: the gaps it leaves other writers,
+the size of its chunks, and the connection settings it restores."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+from support import minimal
+
+from telemetry_orm import PeeweeTelemetryStore, StoreBusyError, create_telemetry_store
+from telemetry_orm.backends.sqlite import (
+    PURGE_BUSY_MEMORY,
+    PURGE_CHUNK,
+    PURGE_CHUNK_MAX,
+    PURGE_CHUNK_MIN,
+    PURGE_HOLD,
+    PURGE_QUIET_SPAN,
+    SqlitePurgePacer,
+    retry_gap,
+)
+
+# The sleeps of SQLite's default busy handler (sqliteDefaultBusyCallback in
+# main.c), in ms: a writer that finds the lock taken retries after each.
+SLEEPS_MS = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100]
+
+
+def next_retry_ms(waited_ms: float) -> float:
+    """When, counted from its first attempt, a writer that has waited
+    ``waited_ms`` tries next."""
+    at = 0.0
+    for sleep in SLEEPS_MS:
+        at += sleep
+        if at > waited_ms:
+            return at
+    while at <= waited_ms:
+        at += SLEEPS_MS[-1]
+    return at
+
+
+@pytest.mark.parametrize("waited_ms", [0.5, 1, 2, 7.9, 8, 17, 18.5, 25, 33, 40, 52,
+                                       60, 100, 127, 130, 177, 300, 500, 1234])
+def test_a_gap_of_retry_gap_catches_every_writer_that_waited_so_long(waited_ms: float) -> None:
+    gap_ms = retry_gap(waited_ms / 1000) * 1000
+    # Any writer that has waited w <= waited_ms when the lock comes free
+    # tries again within the gap.
+    for tenth in range(1, int(waited_ms * 10) + 1):
+        w = tenth / 10
+        assert next_retry_ms(w) - w <= gap_ms + 1e-9, (w, gap_ms)
+    # ... and the gap is no longer than the longest sleep such a writer can
+    # be in.
+    longest = max(next_retry_ms(t / 10) - t / 10 for t in range(0, int(waited_ms * 10) + 1))
+    assert gap_ms <= longest + 1e-9
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def conns(tmp_path: Path) -> Iterator[List[sqlite3.Connection]]:
+    """The purging connection and another one, on one WAL file."""
+    path = tmp_path / "pace.db"
+    create_telemetry_store(path).close()
+    opened = [sqlite3.connect(path, isolation_level=None) for _ in range(2)]
+    yield opened
+    for conn in opened:
+        conn.close()
+
+
+def other_writes(conn: sqlite3.Connection) -> None:
+    conn.execute("INSERT INTO executions (repo, event_type, model, conclusion)"
+                 " VALUES ('other/writer', 'push', 'm', 'success')")
+
+
+def test_pacer_in_a_quiet_database_leaves_a_gap_once_a_span(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, _ = conns
+    clock = FakeClock()
+    pacer = SqlitePurgePacer(clock=clock)
+    pacer.start(purging)
+    held = 0.020
+    free_since = clock.now
+    pauses = []
+    for _ in range(40):
+        clock.now += held
+        pause = pacer.after_chunk(purging, held)
+        pauses.append(pause)
+        if pause:
+            waited = clock.now - free_since
+            # Long enough for any writer that came during those chunks ...
+            assert pause >= retry_gap(waited)
+            # ... which never wait much beyond the quiet span.
+            assert waited <= PURGE_QUIET_SPAN + held
+            clock.now += pause
+            free_since = clock.now
+    gaps = [p for p in pauses if p]
+    assert 0 < len(gaps) < len(pauses) / 3, pauses
+
+
+def test_pacer_leaves_a_gap_after_every_chunk_while_others_write(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, other = conns
+    clock = FakeClock()
+    pacer = SqlitePurgePacer(clock=clock)
+    pacer.start(purging)
+    held = 0.030
+    clock.now += held
+    assert pacer.after_chunk(purging, held) == 0.0  # nobody else yet
+    other_writes(other)
+    clock.now += held
+    seen = clock.now  # the first chunk after the other write notices it
+    pause = pacer.after_chunk(purging, held)
+    chunks_while_busy = 0
+    while clock.now < seen + PURGE_BUSY_MEMORY:
+        assert pause >= retry_gap(held), (clock.now, pause)
+        chunks_while_busy += 1
+        clock.now += pause + held
+        pause = pacer.after_chunk(purging, held)
+    assert chunks_while_busy >= 10
+    # Quiet again once the other writer has been silent long enough: chunks
+    # follow each other without a gap until the quiet span is over.
+    clock.now += pause
+    later = []
+    for _ in range(8):
+        clock.now += held
+        later.append(pacer.after_chunk(purging, held))
+        clock.now += later[-1]
+    assert later.count(0.0) >= 5 and any(later), later
+
+
+def test_pacer_sizes_chunks_to_hold_the_lock_about_the_target(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, _ = conns
+    pacer = SqlitePurgePacer(clock=FakeClock())
+    pacer.start(purging)
+    per_row = 2e-6  # seconds per deleted row
+    sizes = [pacer.rows]
+    for _ in range(12):
+        before = pacer.rows
+        pacer.after_chunk(purging, before * per_row)
+        # Never more than double or half at once.
+        assert before / 2 <= pacer.rows <= before * 2
+        sizes.append(pacer.rows)
+    assert sizes[0] == PURGE_CHUNK
+    assert pacer.rows == pytest.approx(PURGE_HOLD / per_row, rel=0.01)
+    # Bounded both ways.
+    for _ in range(20):
+        pacer.after_chunk(purging, 10.0)
+    assert pacer.rows == PURGE_CHUNK_MIN
+    for _ in range(20):
+        pacer.after_chunk(purging, 1e-6)
+    assert pacer.rows == PURGE_CHUNK_MAX
+
+
+def test_pacer_turns_off_automatic_checkpoints_for_the_purge_only(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, _ = conns
+    purging.execute("PRAGMA wal_autocheckpoint = 321")
+    pacer = SqlitePurgePacer()
+    pacer.start(purging)
+    assert purging.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    pacer.finish(purging)
+    assert purging.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 321
+
+
+def backdate_all(path: Path, rows: int) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO executions (created_at, repo, event_type, model, conclusion)"
+            " VALUES (datetime('now', '-100 days'), 'old/repo', 'push', 'm', 'success')",
+            [()] * rows,
+        )
+    conn.close()
+
+
+def test_purge_logs_each_chunk_and_restores_the_connection(
+        store: PeeweeTelemetryStore, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backdate_all(db_path, 3 * PURGE_CHUNK + 5)
+    keep = store.record(minimal())
+    with caplog.at_level(logging.DEBUG, logger="telemetry_orm"):
+        assert store.purge_older_than(90) == 3 * PURGE_CHUNK + 5
+    chunks = [re.match(r"purge chunk (\d+): (\d+) rows, locked ([\d.]+) ms", r.getMessage())
+              for r in caplog.records]
+    found = [m for m in chunks if m]
+    assert [int(m.group(1)) for m in found] == list(range(1, len(found) + 1))
+    assert sum(int(m.group(2)) for m in found) == 3 * PURGE_CHUNK + 5
+    assert all(float(m.group(3)) >= 0 for m in found)
+    conn = store.database.connection()
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    witness = sqlite3.connect(db_path)
+    assert witness.execute("SELECT id FROM executions").fetchall() == [(keep,)]
+    witness.close()
+
+
+def test_a_failed_purge_restores_the_connection_too(db_path: Path) -> None:
+    store = create_telemetry_store(db_path, busy_timeout=50)
+    backdate_all(db_path, 10)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreBusyError):
+            store.purge_older_than(90)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    conn = store.database.connection()
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    assert store.purge_older_than(90) == 10
+    store.close()
