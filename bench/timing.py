@@ -66,10 +66,10 @@ class Settings:
     @classmethod
     def make(cls, quick: bool, workdir: Path, memory_rows: Optional[int] = None) -> Settings:
         if quick:
-            return cls(quick, workdir, rounds=7, rows_per_round=500, batches_per_round=3,
+            return cls(quick, workdir, rounds=7, rows_per_round=2000, batches_per_round=3,
                        stream_rows=10_000, memory_rows=memory_rows or 200_000,
                        report_rows=200_000)
-        return cls(quick, workdir, rounds=15, rows_per_round=1000, batches_per_round=5,
+        return cls(quick, workdir, rounds=15, rows_per_round=5000, batches_per_round=5,
                    stream_rows=30_000, memory_rows=memory_rows or 1_000_000,
                    report_rows=1_000_000)
 

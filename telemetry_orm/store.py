@@ -251,6 +251,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         #: Log size, in pages, at the last checkpoint (SQLite).
         self._log_pages = 0
         self._insert_sql = backend.insert_sql(self.database)
+        self._insert_one = backend.insert_one
         # Known to fork() before the first connection opens, and set up
         # under the lock, so a fork never lands in the middle of a schema
         # upgrade.
@@ -281,9 +282,15 @@ class PeeweeTelemetryStore(TelemetryStore):
         """
         params = row_of(entry)
         with self._lock:
-            with self._connection() as conn:
-                row_id = self.backend.insert(conn, self._insert_sql, params)
-            self._count_writes(1)
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+            try:
+                row_id = self._insert_one(self.database, self._insert_sql, params)
+            except self.backend.driver_errors as exc:
+                raise self._translate(exc) from exc
+            self._writes += 1
+            if self._writes >= self.checkpoint_every:
+                self._count_writes(0)
         return row_id
 
     def record_many(self, entries: Iterable[Entry]) -> List[int]:

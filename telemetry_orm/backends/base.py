@@ -78,6 +78,10 @@ class Backend(Protocol):
         """Run ``sql`` with one record's values; return the new row id."""
         ...
 
+    def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
+        """:meth:`insert` on a connection of its own choosing (the hot path)."""
+        ...
+
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Run ``sql`` for every row in one transaction (a savepoint inside a
         transaction already open); return the new ids in order."""

@@ -343,6 +343,10 @@ class PostgresBackend:
         row = conn.execute(sql, params).fetchone()
         return int(row[0])
 
+    def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
+        with self.connection(database) as conn:
+            return self.insert(conn, sql, params)
+
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Insert ``rows`` in one transaction (a savepoint inside one already
         open); return their ids in order, as ``RETURNING`` gives them."""

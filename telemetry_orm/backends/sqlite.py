@@ -342,6 +342,11 @@ class SqliteBackend:
         """Run the INSERT for one row (autocommit); return its id."""
         return conn.execute(sql, params).lastrowid or 0
 
+    def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
+        """:meth:`insert` on this thread's connection: ``record()``'s whole
+        path to the database, with nothing between it and ``sqlite3``."""
+        return database.connection().execute(sql, params).lastrowid or 0
+
     def insert_many(
         self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
     ) -> List[int]:
