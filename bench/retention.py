@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import logging
 import multiprocessing
+import os
 import re
 import shutil
 import sqlite3
@@ -62,6 +63,7 @@ def _build(path: Path, rows: int) -> int:
         ))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+    os.sync()
     return expired
 
 
@@ -148,6 +150,9 @@ def _fresh_copy(source: Path, target: Path) -> Path:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(source, target)
+    # Write the copy out now: the kernel flushing it later, in the middle of
+    # a measurement, stalls every write on the disk.
+    os.sync()
     return target
 
 

@@ -464,11 +464,13 @@ class PeeweeTelemetryStore(TelemetryStore):
             self._run_checkpoint(mode, blocking=blocking)
 
     def _run_checkpoint(self, mode: str, *, blocking: bool = True) -> None:
+        started = time.perf_counter()
         with self._connection() as conn:
             busy, pages, done = self.backend.checkpoint(conn, mode, blocking=blocking)
         if pages >= 0:
             self._log_pages = pages
-        self.log.debug("checkpoint %s: %d of %d log pages (busy=%d)", mode, done, pages, busy)
+        self.log.debug("checkpoint %s: %d of %d log pages (busy=%d) in %.1f ms", mode, done,
+                       pages, busy, (time.perf_counter() - started) * 1000)
 
     def _checkpoint_in_helper(self) -> None:
         # On the helper thread: its own connection, and no store lock, since
