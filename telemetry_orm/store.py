@@ -381,7 +381,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         the database's clock; return how many were deleted.
 
         Deletes in short transactions (on SQLite each holds the write lock
-        about 30 ms) and leaves other writers, in this process or others, a
+        about 20 ms) and leaves other writers, in this process or others, a
         free moment between them, so none waits long however many rows
         expire. Meanwhile the deleted rows are copied into the file on the
         helper thread, and after a large purge the log is truncated so the
