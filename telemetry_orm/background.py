@@ -242,16 +242,27 @@ class BackgroundRecorder:
     # -- the writer thread -------------------------------------------------
 
     def _run(self) -> None:
+        autocheckpoint: Optional[int] = None
+        started = False
         try:
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     return
+                if not started:
+                    # Batch after batch: the store's helper thread copies
+                    # the log into the file instead of SQLite doing it inside
+                    # this thread's commits. (Set here, not as the thread
+                    # starts: in a forked child the store is ready by now.)
+                    autocheckpoint = self.store._checkpoints_on_helper_only()
+                    started = True
                 self._write(batch)
                 with self._lock:
                     self._finished += len(batch)
                     self._progress.notify_all()
+                self.store._restart_long_log()
         finally:
+            self.store._restore_autocheckpoint(autocheckpoint)
             with self._lock:
                 self._writer_gone = True
                 self._progress.notify_all()

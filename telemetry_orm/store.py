@@ -94,12 +94,13 @@ def _check_days(days: Any) -> float:
     return value
 
 
-#: Longest time, in seconds, a purge waits between two chunks for the helper
-#: thread's checkpoint to finish.
-PURGE_CATCH_UP = 0.25
+#: Longest time, in seconds, a purge or a background writer waits for the
+#: helper thread's checkpoint to finish before restarting the log.
+LOG_CATCH_UP = 0.25
 
-#: Log size, in pages, past which a purge has its writers restart the log.
-PURGE_RESTART_PAGES = 4096
+#: Log size, in pages, past which a purge or a background writer has the
+#: log restarted (see :meth:`PeeweeTelemetryStore._restart_long_log`).
+LOG_RESTART_PAGES = 16384
 
 
 class _Checkpointer:
@@ -413,19 +414,13 @@ class PeeweeTelemetryStore(TelemetryStore):
                 # the next chunks run if nobody else is writing.
                 self.checkpoint(wait=False)
                 if pause:
-                    # Writers get their moment; the helper catches up with
-                    # the log meanwhile, so the next chunk can start it afresh
-                    # (SQLite reuses a log from its start only once it is
-                    # fully copied) instead of growing it all purge long.
+                    # Writers get their moment; meanwhile the helper catches
+                    # up with the log (so the next chunk can start it afresh
+                    # if nobody else wrote), which is restarted if it grew
+                    # long anyway.
                     began = time.monotonic()
-                    if self._checkpointer.wait_idle(PURGE_CATCH_UP) and (
-                        self._log_pages >= PURGE_RESTART_PAGES
-                    ):
-                        # Writers in other processes keep appending, so the
-                        # log is never fully copied when one starts: make
-                        # the next writer start it afresh (holds the write
-                        # lock only to copy the last few pages).
-                        self._checkpoint("RESTART", blocking=False)
+                    if self._checkpointer.wait_idle(LOG_CATCH_UP):
+                        self._restart_long_log()
                     pause -= time.monotonic() - began
                 time.sleep(max(0.0, pause))
         finally:
@@ -438,6 +433,43 @@ class PeeweeTelemetryStore(TelemetryStore):
         self.log.info("purged %d executions older than %s days (before %s) in %d chunks",
                       total, days, when, chunks)
         return total
+
+    def _checkpoints_on_helper_only(self) -> Optional[int]:
+        """Turn SQLite's automatic checkpoint off on this thread's connection
+        (for a writer that commits batch after batch: it would sync the disk
+        inside its commits, the helper thread does that work beside it);
+        return the setting to restore, or ``None`` (a ``:memory:`` store,
+        whose one connection is shared, has no log to checkpoint)."""
+        if not self.database.thread_safe:
+            return None
+        try:
+            # Under the store lock, so that fork() never copies the
+            # connection half-opened.
+            with self._lock, self._connection() as conn:
+                return self.backend.set_autocheckpoint(conn, 0)
+        except TelemetryError:
+            return None
+
+    def _restore_autocheckpoint(self, pages: Optional[int]) -> None:
+        if pages is None or self._closed:
+            return
+        with contextlib.suppress(TelemetryError), self._lock, self._connection() as conn:
+            self.backend.set_autocheckpoint(conn, pages)
+
+    def _restart_long_log(self) -> None:
+        """Between two batches of a writer without automatic checkpoints:
+        once the log passes :data:`LOG_RESTART_PAGES`, let the helper finish
+        copying it and run a ``RESTART`` checkpoint (which holds the write
+        lock only for the last pages), so that the next write starts the log
+        from its beginning. Without it a log that is always being appended
+        to is never fully copied when a write begins, and SQLite grows it
+        for as long as the writing goes on."""
+        if self._log_pages < LOG_RESTART_PAGES or not self._checkpointer.wait_idle(LOG_CATCH_UP):
+            return
+        try:
+            self._checkpoint("RESTART", blocking=False)
+        except TelemetryError as exc:  # housekeeping: the writes went through
+            self.log.warning("checkpoint RESTART failed: %s", exc)
 
     def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> None:
         """``PRAGMA wal_checkpoint(PASSIVE)``: copy the log into the file

@@ -24,7 +24,9 @@ from telemetry_orm import (
     StoreClosedError,
     TelemetryRecord,
     TelemetryValidationError,
+    create_telemetry_store,
 )
+from telemetry_orm import store as store_module
 from telemetry_orm.factories import TelemetryRecordFactory
 
 #: Long enough that nothing is written unless a batch fills or someone flushes.
@@ -411,3 +413,50 @@ def test_a_forked_child_records_with_a_writer_of_its_own(
 
     assert os.waitstatus_to_exitcode(status) == 0
     assert sorted(delivery_ids(witness)) == ["child", "parent-after", "parent-before"]
+
+
+# -- checkpoints of a long stream -----------------------------------------------
+
+
+def test_a_long_stream_keeps_the_log_short_and_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The writer thread turns SQLite's automatic checkpoint off for its
+    # connection; the log must still be restarted once it grows past the
+    # limit, or it would grow for as long as the stream lasts.
+    monkeypatch.setattr(store_module, "LOG_RESTART_PAGES", 64)
+    path = tmp_path / "stream.db"
+    store = create_telemetry_store(path)
+    rows = 6000
+    wal_sizes: List[int] = []
+    with caplog.at_level(logging.DEBUG, logger="telemetry_orm"), \
+            store.background(max_batch=100, max_delay=0.05) as recorder:
+        for i in range(rows):
+            recorder.record(minimal(repo=f"stream/{i % 7}"))
+            if i % 250 == 249:
+                wal = Path(f"{path}-wal")
+                wal_sizes.append(wal.stat().st_size if wal.exists() else 0)
+    restarts = [r for r in caplog.records if r.getMessage().startswith("checkpoint RESTART")]
+    assert restarts, "the log was never restarted"
+    assert max(wal_sizes) < 2 * 1024 * 1024, wal_sizes
+    witness = sqlite3.connect(path)
+    assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == rows
+    assert witness.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    witness.close()
+    store.close()
+
+
+def test_the_writer_thread_restores_its_connection_settings(db_path: Path) -> None:
+    store = create_telemetry_store(db_path)
+    seen: List[int] = []
+    recorder = store.background(max_batch=10, max_delay=0.01)
+    recorder.record(minimal())
+    recorder.flush()
+    writer_conn = [c for c in store.database._opened if c is not store.database.connection()]
+    for conn in writer_conn:
+        seen.append(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    assert 0 in seen, "the writer's connection still checkpoints inside its commits"
+    recorder.close()
+    for conn in writer_conn:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    store.close()

@@ -112,6 +112,11 @@ class Backend(Protocol):
         transaction; return how many, and the seconds it held its locks."""
         ...
 
+    def set_autocheckpoint(self, conn: Any, pages: int) -> int:
+        """Set the engine's automatic checkpoint on ``conn`` (log pages;
+        0 = off); return the previous value."""
+        ...
+
     def purge_pacer(self) -> PurgePacer:
         """A new pacer for one purge."""
         ...

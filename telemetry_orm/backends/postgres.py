@@ -397,6 +397,10 @@ class PostgresBackend:
         )
         return int(cursor.rowcount), time.perf_counter() - started
 
+    def set_autocheckpoint(self, conn: Any, pages: int) -> int:
+        """Nothing to set: the server checkpoints its own log."""
+        return 0
+
     def purge_pacer(self) -> PostgresPurgePacer:
         return PostgresPurgePacer()
 

@@ -462,6 +462,12 @@ class SqliteBackend:
             raise
         return int(cursor.rowcount), time.perf_counter() - locked
 
+    def set_autocheckpoint(self, conn: sqlite3.Connection, pages: int) -> int:
+        """``PRAGMA wal_autocheckpoint = pages`` on ``conn``; return the old value."""
+        old = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+        return old
+
     def purge_pacer(self) -> SqlitePurgePacer:
         return SqlitePurgePacer()
 
