@@ -464,9 +464,7 @@ class SqliteBackend:
 
     def set_autocheckpoint(self, conn: sqlite3.Connection, pages: int) -> int:
         """``PRAGMA wal_autocheckpoint = pages`` on ``conn``; return the old value."""
-        old = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-        conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
-        return old
+        return _set_autocheckpoint(conn, pages)
 
     def purge_pacer(self) -> SqlitePurgePacer:
         return SqlitePurgePacer()
@@ -525,8 +523,7 @@ class SqlitePurgePacer:
         self._autocheckpoint = 1000
 
     def start(self, conn: sqlite3.Connection) -> None:
-        self._autocheckpoint = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._autocheckpoint = _set_autocheckpoint(conn, 0)
         self._version = _data_version(conn)
         self._free_since = self._clock()
 
@@ -550,7 +547,13 @@ class SqlitePurgePacer:
         return 0.0
 
     def finish(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA wal_autocheckpoint = {self._autocheckpoint}")
+        _set_autocheckpoint(conn, self._autocheckpoint)
+
+
+def _set_autocheckpoint(conn: sqlite3.Connection, pages: int) -> int:
+    old = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+    return old
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
