@@ -62,9 +62,9 @@ def fresh_schema() -> Iterator[str]:
     The schema is the connection's ``search_path``, so tests (and the
     processes they start) never see each other's tables.
     """
+    server = postgres_server_url()  # skips, with its reason, before any import
     import psycopg
 
-    server = postgres_server_url()
     schema = f"test_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
