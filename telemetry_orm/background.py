@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
-import numbers
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple, Type, Union
 
-from .errors import BackgroundWriteError, StoreClosedError, TelemetryValidationError
+from . import forking
+from .checks import check_count, check_number
+from .errors import BackgroundWriteError, StoreClosedError
 from .record import FIELD_NAMES, TelemetryRecord, row_of
 
 if TYPE_CHECKING:
-    from .store import Entry, PeeweeTelemetryStore
+    from .store import BatchWriter, Entry, PeeweeTelemetryStore
 
 Row = Tuple[Any, ...]
 
@@ -44,25 +42,6 @@ MAX_DELAY = 0.2
 MAX_QUEUE = 10_000
 RETRIES = 3
 RETRY_DELAY = 0.05
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise TelemetryValidationError(name, f"must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_seconds(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(float(value))
-        or value < 0
-    ):
-        raise TelemetryValidationError(
-            name, f"must be a finite number of seconds >= 0, got {value!r}"
-        )
-    return float(value)
 
 
 class BackgroundRecorder:
@@ -101,15 +80,15 @@ class BackgroundRecorder:
         logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
     ) -> None:
         self.store = store
-        self.max_batch = _check_count("max_batch", max_batch, 1)
-        self.max_delay = _check_seconds("max_delay", max_delay)
-        self.max_queue = _check_count("max_queue", max_queue, 1)
-        self.retries = _check_count("retries", retries, 0)
-        self.retry_delay = _check_seconds("retry_delay", retry_delay)
+        self.max_batch = check_count("max_batch", max_batch, 1)
+        self.max_delay = check_number("max_delay", max_delay, "seconds")
+        self.max_queue = check_count("max_queue", max_queue, 1)
+        self.retries = check_count("retries", retries, 0)
+        self.retry_delay = check_number("retry_delay", retry_delay, "seconds")
         self.log = logger or store.log
         self._start()
         atexit.register(self._at_exit)
-        _LIVE_RECORDERS.add(self)
+        forking.track(self, forking.RECORDER)
 
     def _start(self) -> None:
         # One lock guards all the state below; the writer waits on one
@@ -212,7 +191,7 @@ class BackgroundRecorder:
         if self._thread is not threading.current_thread():
             self._thread.join()
         atexit.unregister(self._at_exit)
-        _LIVE_RECORDERS.discard(self)
+        forking.untrack(self)
         with self._lock:
             failure = self._take_failure()
         if failure is not None:
@@ -242,27 +221,20 @@ class BackgroundRecorder:
     # -- the writer thread -------------------------------------------------
 
     def _run(self) -> None:
-        autocheckpoint: Optional[int] = None
-        started = False
+        # The store's hook for a stream of batches: the engine keeps its log
+        # in shape between them.
+        writer = self.store.batch_writer()
         try:
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                if not started:
-                    # Batch after batch: the store's helper thread copies
-                    # the log into the file instead of SQLite doing it inside
-                    # this thread's commits. (Set here, not as the thread
-                    # starts: in a forked child the store is ready by now.)
-                    autocheckpoint = self.store._checkpoints_on_helper_only()
-                    started = True
-                self._write(batch)
+                self._write(writer, batch)
                 with self._lock:
                     self._finished += len(batch)
                     self._progress.notify_all()
-                self.store._restart_long_log()
         finally:
-            self.store._restore_autocheckpoint(autocheckpoint)
+            writer.close()
             with self._lock:
                 self._writer_gone = True
                 self._progress.notify_all()
@@ -287,12 +259,12 @@ class BackgroundRecorder:
             self._progress.notify_all()
         return batch
 
-    def _write(self, batch: List[Row]) -> None:
+    def _write(self, writer: BatchWriter, batch: List[Row]) -> None:
         delay = self.retry_delay
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                ids = self.store._insert_rows(batch)
+                ids = writer.write(batch)
                 self.log.debug(
                     "background wrote %d executions (ids %d to %d)", len(ids), ids[0], ids[-1]
                 )
@@ -341,20 +313,16 @@ class BackgroundRecorder:
         except BackgroundWriteError as exc:
             self.log.error("at exit: %s", exc)
 
-    def _restart_after_fork(self) -> None:
+    # -- fork() ---------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        pass
+
+    def after_fork_in_parent(self) -> None:
+        pass
+
+    def after_fork_in_child(self) -> None:
         # The parent's writer thread does not exist here, and its queue is
         # the parent's to write; the child gets a fresh lock, queue and writer.
         if not self._closing:
             self._start()
-
-
-_LIVE_RECORDERS: weakref.WeakSet[BackgroundRecorder] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for recorder in list(_LIVE_RECORDERS):
-        recorder._restart_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

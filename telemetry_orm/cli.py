@@ -21,8 +21,11 @@ import traceback
 from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
 from . import formats, reports
+from .checks import to_utc
+from .engines import backend_for
 from .errors import DatabaseError
-from .store import LOGGER_NAME, backend_for, create_telemetry_store
+from .store import LOGGER_NAME, create_telemetry_store
+from .transfer import MigrationProgress, migrate
 
 PROG = "telemetry-orm"
 DEFAULT_DB = os.path.join(".", "data", "telemetry.db")
@@ -55,9 +58,7 @@ def parse_when(text: str, now: Optional[_dt.datetime] = None) -> _dt.datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time: use 7d, 12h, 2w, YYYY-MM-DD or an ISO datetime"
         ) from None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=_dt.timezone.utc)
-    return value.astimezone(_dt.timezone.utc)
+    return to_utc(value)
 
 
 def _days(text: str) -> float:
@@ -92,12 +93,9 @@ def _existing(path: str) -> str:
     # Checked before anything opens the path, so a typo creates nothing. A
     # server URL is checked by connecting (and a store never creates the
     # server's database).
-    backend = backend_for(path)
-    if backend.name == "postgresql":
-        return path
-    if not os.path.isfile(backend.path):
-        what = "is not a file" if os.path.exists(path) else "no such database file"
-        raise DatabaseError(f"{path}: {what} (give --db PATH or set {ENV_DB})")
+    why = backend_for(path).missing()
+    if why:
+        raise DatabaseError(f"{path}: {why} (give --db PATH or set {ENV_DB})")
     return path
 
 
@@ -127,14 +125,15 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
     """``checkpoint``: copy the write-ahead log into the database file."""
     with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
-        store.checkpoint(truncate=args.truncate)
-        if store.backend.name != "sqlite":
+        result = store.checkpoint(truncate=args.truncate)
+        if not result.applies:
             out.write(f"checkpoint: nothing to do on {store.path} (the server manages its log)\n")
             return 0
-    wal = store.path + "-wal"
-    size = os.path.getsize(wal) if os.path.exists(wal) else 0
     mode = "TRUNCATE" if args.truncate else "PASSIVE"
-    out.write(f"checkpoint ({mode}) done; {wal} is {size:,} bytes\n")
+    wal = result.log_file
+    size = os.path.getsize(wal) if wal and os.path.exists(wal) else 0
+    where = f"; {wal} is {size:,} bytes" if wal else ""
+    out.write(f"checkpoint ({mode}) done{where}\n")
     return 0
 
 
@@ -162,7 +161,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     """``demo``: fill a database with realistic records, then report on it."""
     # Imported here: it needs factory-boy, and its ImportError says which
     # extra to install.
-    from . import demo
+    from .testing import demo
 
     with contextlib.closing(create_telemetry_store(args.db)) as store:
         written = demo.fill(store, rows=args.rows)
@@ -178,8 +177,6 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
     """``migrate``: copy a SQLite file's executions into another store."""
-    from .migrate import ProgressLine, migrate
-
     line = ProgressLine(sys.stderr)
     try:
         result = migrate(args.source, args.target, batch_size=args.batch_size,
@@ -188,6 +185,30 @@ def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         line.finish()
     out.write(result.summary() + "\n")
     return 0
+
+
+class ProgressLine:
+    """A ``progress`` callback that keeps one line on a terminal stream
+    (stderr by default) up to date: ``migrate: 42,000 / 100,000 rows (42%) …``."""
+
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.shown = False
+
+    def __call__(self, progress: MigrationProgress) -> None:
+        percent = 100 * progress.done // progress.total if progress.total else 100
+        self.stream.write(
+            f"\rmigrate: {progress.done:,} / {progress.total:,} rows ({percent}%), "
+            f"copied {progress.copied:,}, skipped {progress.skipped:,}"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        """End the line (call once the migration is over)."""
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 @contextlib.contextmanager

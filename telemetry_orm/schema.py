@@ -8,7 +8,7 @@ schema version: the original table is version 1.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar, overload
 
 from peewee import (
     SQL,
@@ -24,8 +24,10 @@ from peewee import (
 )
 from playhouse.sqlite_ext import AutoIncrementField
 
+from .checks import to_utc
 from .errors import DatabaseError
 from .record import FIELD_NAMES
+from .sql import quote
 
 TABLE_NAME = "executions"
 
@@ -46,17 +48,12 @@ def format_timestamp(value: _dt.datetime) -> str:
 
     A naive datetime is taken to be UTC already; an aware one is converted.
     """
-    if value.tzinfo is not None:
-        value = value.astimezone(_dt.timezone.utc)
-    return value.strftime(_TIMESTAMP_FORMAT)
+    return to_utc(value).strftime(_TIMESTAMP_FORMAT)
 
 
 def parse_timestamp(value: str) -> _dt.datetime:
     """Parse a stored ``created_at`` into an aware UTC datetime."""
-    parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=_dt.timezone.utc)
-    return parsed.astimezone(_dt.timezone.utc)
+    return to_utc(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
 class UTCTimestampField(Field):
@@ -124,15 +121,33 @@ class Execution(Model):
         )
 
 
-def bind_model(database: Database, base: Optional[Type[Execution]] = None) -> Type[Execution]:
-    """Return a subclass of ``Execution`` bound to ``database`` alone.
+M = TypeVar("M", bound=Model)
+
+
+@overload
+def bind_model(database: Database) -> Type[Execution]: ...
+@overload
+def bind_model(database: Database, base: Type[M]) -> Type[M]: ...
+
+
+def bind_model(database: Database, base: Optional[Type[Model]] = None) -> Type[Model]:
+    """Return a subclass of ``base`` (default ``Execution``) bound to ``database`` alone.
 
     Binding in peewee is class-wide, so each store gets a class of its own;
-    the original ``Execution`` and every other store stay untouched.
+    the original ``Execution`` and every other store stay untouched::
+
+        >>> import peewee
+        >>> db = peewee.SqliteDatabase(":memory:")
+        >>> model = bind_model(db)
+        >>> db.create_tables([model])
+        >>> model._meta.table_name, Execution._meta.database is None
+        ('executions', True)
     """
     base = base or Execution
-    meta = type("Meta", (), {"database": database, "table_name": TABLE_NAME})
-    return type("Execution", (base,), {"Meta": meta, "__module__": __name__})
+    # table_name is not inherited by subclasses (indexes and database are).
+    table = TABLE_NAME if issubclass(base, Execution) else base._meta.table_name
+    meta = type("Meta", (), {"database": database, "table_name": table})
+    return type(base.__name__.lstrip("_"), (base,), {"Meta": meta, "__module__": base.__module__})
 
 
 # --- Schema history ----------------------------------------------------------
@@ -160,7 +175,7 @@ def m001_original_table(
     if not columns:
         model.create_table(safe=True)
         return
-    table = database.get_sql_context().sql(Entity(TABLE_NAME)).query()[0]
+    table = quote(database, TABLE_NAME)
     for field in model._meta.sorted_fields:
         if field.column_name not in columns:
             database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {_column_ddl(database, field)}")
@@ -175,19 +190,56 @@ MIGRATIONS: Tuple[Callable[[Database, Type[Execution], Sequence[str]], None], ..
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def check_compatible(where: str, version: int, columns: Sequence[str]) -> None:
-    """Refuse a database this package must not write to: a newer schema
-    version, or an ``executions`` table that is not a telemetry table."""
-    if version > SCHEMA_VERSION:
+def check_table(
+    where: str, version: int, columns: Sequence[str], *, purpose: str = "write"
+) -> None:
+    """Refuse a database that is not a telemetry database this package can
+    use for ``purpose``; the one place that decides it.
+
+    ``version`` is the schema version the database records (0: none) and
+    ``columns`` those of its ``executions`` table (empty: no such table).
+
+    - ``"write"`` (a store): a newer schema version, a recorded version but
+      no table (another application's database), a table without the core
+      columns, or a current version with columns missing (changed by hand).
+      A table of an older version is fine: the store upgrades it.
+    - ``"read"`` (reports, exports): no table at all, a table that is not a
+      telemetry table, or one that predates some columns.
+    - ``"copy"`` (the source of a copy): a table with the core columns;
+      columns it predates take the record's defaults.
+    """
+    missing_core = [c for c in CORE_COLUMNS if c not in columns]
+    missing = [c for c in COLUMN_NAMES if c not in columns]
+    if not columns and purpose == "write" and version:
+        raise DatabaseError(
+            f"{where}: schema version {version} is recorded but there is no "
+            f"'{TABLE_NAME}' table: this looks like another application's database"
+        )
+    if purpose == "write" and version > SCHEMA_VERSION:
         raise DatabaseError(
             f"{where}: schema version {version} is newer than this telemetry_orm "
             f"understands ({SCHEMA_VERSION}); upgrade telemetry_orm to use this database"
         )
-    missing = [c for c in CORE_COLUMNS if c not in columns]
-    if columns and missing:
+    if not columns:
+        if purpose != "write":
+            raise DatabaseError(f"{where}: has no '{TABLE_NAME}' table; not a telemetry database")
+        return
+    if missing_core:
         raise DatabaseError(
             f"{where}: has an '{TABLE_NAME}' table that is not a telemetry table "
-            f"(missing columns: {', '.join(missing)})"
+            f"(missing columns: {', '.join(missing if purpose == 'read' else missing_core)})"
+        )
+    if not missing or purpose == "copy":
+        return
+    if purpose == "read":
+        raise DatabaseError(
+            f"{where}: the '{TABLE_NAME}' table predates columns {', '.join(missing)}; "
+            "open it once with create_telemetry_store() to upgrade it"
+        )
+    if version == SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{where}: schema version {version} but the '{TABLE_NAME}' table lacks "
+            f"columns {', '.join(missing)}; it was changed by hand"
         )
 
 

@@ -1,9 +1,11 @@
-"""Copy the executions of a SQLite file into another store (usually PostgreSQL).
+"""Copy the executions of a telemetry database into a store (usually a
+SQLite file into PostgreSQL): the copy path behind ``telemetry-orm migrate``.
 
 >>> result = migrate("telemetry.db", "postgresql://bot:secret@db/telemetry")  # doctest: +SKIP
 >>> print(result.summary())                                                    # doctest: +SKIP
 
-The source is opened read-only and never changed. Rows are read in ``id``
+The source (a file path or URL of any engine) is opened read-only and
+never changed. Rows are read in ``id``
 order, in batches; each batch is validated as :class:`TelemetryRecord` values
 and written in one transaction with ``created_at`` kept as it was.
 
@@ -22,21 +24,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sqlite3
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
-from urllib.parse import quote
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import peewee
 
+from .checks import check_count
+from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .record import FIELD_NAMES, TelemetryRecord
-from .schema import CORE_COLUMNS, TABLE_NAME, format_timestamp, parse_timestamp
-from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store, sqlite_url_path
-
-#: The first bytes of every SQLite database file.
-SQLITE_HEADER = b"SQLite format 3\x00"
+from .schema import TABLE_NAME, bind_model, format_timestamp, parse_timestamp
+from .sql import quote, render
+from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store
 
 #: Rows per batch: one read from the source, one transaction in the target.
 BATCH_SIZE = 1000
@@ -98,32 +98,6 @@ class MigrationResult:
         return "\n".join(lines)
 
 
-class ProgressLine:
-    """A ``progress`` callback that keeps one line on a terminal stream
-    (stderr by default) up to date: ``migrate: 42,000 / 100,000 rows (42%) …``."""
-
-    def __init__(self, stream: Optional[IO[str]] = None) -> None:
-        import sys
-
-        self.stream = stream if stream is not None else sys.stderr
-        self.shown = False
-
-    def __call__(self, progress: MigrationProgress) -> None:
-        percent = 100 * progress.done // progress.total if progress.total else 100
-        self.stream.write(
-            f"\rmigrate: {progress.done:,} / {progress.total:,} rows ({percent}%), "
-            f"copied {progress.copied:,}, skipped {progress.skipped:,}"
-        )
-        self.stream.flush()
-        self.shown = True
-
-    def finish(self) -> None:
-        """End the line (call once the migration is over)."""
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 class _Migrated(peewee.Model):
     source = peewee.TextField()
     source_id = peewee.BigIntegerField()
@@ -134,44 +108,18 @@ class _Migrated(peewee.Model):
         primary_key = peewee.CompositeKey("source", "source_id")
 
 
-def _migrated_model(database: peewee.Database) -> Type[_Migrated]:
-    # A class per target, like the store's own model: binding is class-wide.
-    meta = type("Meta", (), {"database": database, "table_name": MIGRATED_TABLE})
-    return type("Migrated", (_Migrated,), {"Meta": meta, "__module__": __name__})
-
-
-def _source_file(source: Union[str, os.PathLike[str]]) -> str:
-    path = os.fspath(source)
-    if path.startswith("sqlite:"):
-        path = sqlite_url_path(path)
-    if path == ":memory:":
-        raise TelemetryValidationError("source", "must be a SQLite file, got ':memory:'")
-    target = Path(path)
-    if not target.is_file():
-        raise DatabaseError(f"{path}: no such SQLite file")
-    try:
-        with open(target, "rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise DatabaseError(f"{path}: cannot be read ({exc.strerror})") from exc
-    if header != SQLITE_HEADER:
-        raise DatabaseError(f"{path}: not a SQLite database")
-    return str(target.resolve())
-
-
-def _open_source(path: str) -> sqlite3.Connection:
-    """A read-only connection: the source is never written, not even its schema."""
-    try:
-        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
-        columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')]
-    except sqlite3.Error as exc:
-        raise DatabaseError(f"{path}: cannot be read ({exc})") from exc
-    missing = [c for c in CORE_COLUMNS if c not in columns]
-    if missing:
-        conn.close()
-        what = "has no executions table" if not columns else f"lacks {', '.join(missing)}"
-        raise DatabaseError(f"{path}: not a telemetry database ({what})")
-    return conn
+def _open_source(source: Union[str, os.PathLike[str]]) -> Tuple[peewee.Database, str]:
+    """The source opened read-only (never written, not even its schema),
+    and the name it is known by (a file's absolute path)."""
+    where = os.fspath(source)
+    if where == ":memory:":
+        raise TelemetryValidationError("source", "must be a database file or URL, got ':memory:'")
+    backend = backend_for(where)
+    database = backend.open_readonly(purpose="copy")
+    name = backend.path
+    if os.path.isfile(name):
+        name = str(Path(name).resolve())
+    return database, name
 
 
 def _convert(
@@ -211,27 +159,32 @@ def migrate(
     are skipped and listed in the result, and a later run tries them again.
     ``progress`` is called after each batch.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise TelemetryValidationError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
-    source_path = _source_file(source)
-    name = source_name if source_name is not None else source_path
-    if not isinstance(name, str) or not name:
-        raise TelemetryValidationError("source_name", f"must be a non-empty string, got {name!r}")
+    check_count("batch_size", batch_size, 1)
+    if source_name is not None and (not isinstance(source_name, str) or not source_name):
+        raise TelemetryValidationError(
+            "source_name", f"must be a non-empty string, got {source_name!r}"
+        )
     log = logger or logging.getLogger(LOGGER_NAME)
-    store = target if isinstance(target, PeeweeTelemetryStore) else None
-    if store is None:
-        where = os.fspath(target)  # type: ignore[arg-type]
-        if "://" not in where and Path(where).resolve() == Path(source_path):
-            raise TelemetryValidationError("target", "is the source itself")
-        store = create_telemetry_store(where)
+    source_db, source_path = _open_source(source)
     try:
-        return _copy(source_path, name, store, batch_size, progress, log)
+        name = source_name if source_name is not None else source_path
+        store = target if isinstance(target, PeeweeTelemetryStore) else None
+        if store is None:
+            where = os.fspath(target)  # type: ignore[arg-type]
+            if "://" not in where and Path(where).resolve() == Path(source_path):
+                raise TelemetryValidationError("target", "is the source itself")
+            store = create_telemetry_store(where)
+        try:
+            return _copy(source_db, source_path, name, store, batch_size, progress, log)
+        finally:
+            if store is not target:
+                store.close()
     finally:
-        if store is not target:
-            store.close()
+        source_db.close()
 
 
 def _copy(
+    source: peewee.Database,
     source_path: str,
     name: str,
     store: PeeweeTelemetryStore,
@@ -240,19 +193,12 @@ def _copy(
     log: logging.Logger,
 ) -> MigrationResult:
     started = time.perf_counter()
-    conn = _open_source(source_path)
     backend, database = store.backend, store.database
+    reader = _Reader(source, source_path)
+    names = reader.names
+    total, last_id = reader.extent()
     try:
-        present = {row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')}
-        # Columns the source lacks (older versions of the original store)
-        # take the record's defaults.
-        names = ["id", "created_at"] + [f for f in FIELD_NAMES if f in present]
-        total, last_id = conn.execute(f'SELECT COUNT(*), MAX(id) FROM "{TABLE_NAME}"').fetchone()
-        select = (
-            f"SELECT {', '.join(names)} FROM \"{TABLE_NAME}\" "
-            "WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
-        )
-        migrated = _migrated_model(database)
+        migrated = bind_model(database, _Migrated)
         after, done, copied, already = 0, 0, 0, 0
         invalid: List[Tuple[int, str]] = []
         invalid_count = 0
@@ -262,10 +208,7 @@ def _copy(
             with backend.exclusive_transaction(database, "migrate"):
                 migrated.create_table(safe=True)
             while last_id is not None and after < last_id:
-                try:
-                    batch = conn.execute(select, (after, last_id, batch_size)).fetchall()
-                except sqlite3.Error as exc:
-                    raise DatabaseError(f"{source_path}: cannot be read ({exc})") from exc
+                batch = reader.batch(after, last_id, batch_size)
                 if not batch:
                     break
                 after = int(batch[-1][0])
@@ -279,8 +222,6 @@ def _copy(
                     progress(MigrationProgress(done, total, copied, already + invalid_count))
     except backend.driver_errors as exc:
         raise DatabaseError(f"{store.path}: {exc}") from exc
-    finally:
-        conn.close()
     result = MigrationResult(
         source=source_path, target=store.path, total=int(total), copied=copied,
         already_copied=already, invalid=tuple(invalid), invalid_count=invalid_count,
@@ -288,6 +229,50 @@ def _copy(
     )
     log.info("migrate: %s", result.summary().replace("\n", "; "))
     return result
+
+
+class _Reader:
+    """Batches of the source's rows in ``id`` order, ``created_at`` as SQLite
+    stores it (UTC text) whatever the source's engine."""
+
+    def __init__(self, database: peewee.Database, path: str) -> None:
+        self.database = database
+        self.path = path
+        backend = backend_class_of(database)
+        self.model = bind_model(database, backend.model_base)
+        self.as_text = backend.dialect.as_text
+        table = quote(database, TABLE_NAME)
+        cursor = self._run(f"SELECT * FROM {table} WHERE 1 = 0", [])
+        present = {d[0] for d in cursor.description}
+        cursor.close()
+        # Columns the source lacks (older versions of the original store)
+        # take the record's defaults.
+        self.names = ["id", "created_at"] + [f for f in FIELD_NAMES if f in present]
+
+    def _run(self, sql: str, params: Sequence[Any]) -> Any:
+        try:
+            return self.database.execute_sql(sql, params)
+        except peewee.DatabaseError as exc:
+            raise DatabaseError(f"{self.path}: cannot be read ({exc})") from exc
+
+    def extent(self) -> Tuple[int, Optional[int]]:
+        """(rows, highest id) of the source."""
+        m = self.model
+        total, last = self._run(
+            *render(self.database, m.select(peewee.fn.COUNT(peewee.SQL("*")), peewee.fn.MAX(m.id)))
+        ).fetchone()
+        return int(total), None if last is None else int(last)
+
+    def batch(self, after: int, last: int, size: int) -> List[Tuple[Any, ...]]:
+        """Up to ``size`` rows with ``after < id <= last``."""
+        m = self.model
+        columns = [
+            self.as_text(m.created_at).alias("created_at") if n == "created_at" else getattr(m, n)
+            for n in self.names
+        ]
+        query = (m.select(*columns).where((m.id > after) & (m.id <= last))
+                 .order_by(m.id).limit(size))
+        return [tuple(row) for row in self._run(*render(self.database, query)).fetchall()]
 
 
 def _stamp(created_at: Any) -> str:

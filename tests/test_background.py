@@ -26,7 +26,7 @@ from telemetry_orm import (
     TelemetryValidationError,
     create_telemetry_store,
 )
-from telemetry_orm import store as store_module
+from telemetry_orm.backends import sqlite_wal
 from telemetry_orm.factories import TelemetryRecordFactory
 
 #: Long enough that nothing is written unless a batch fills or someone flushes.
@@ -424,7 +424,7 @@ def test_a_long_stream_keeps_the_log_short_and_every_row(
     # The writer thread turns SQLite's automatic checkpoint off for its
     # connection; the log must still be restarted once it grows past the
     # limit, or it would grow for as long as the stream lasts.
-    monkeypatch.setattr(store_module, "LOG_RESTART_PAGES", 64)
+    monkeypatch.setattr(sqlite_wal, "LOG_RESTART_PAGES", 64)
     path = tmp_path / "stream.db"
     store = create_telemetry_store(path)
     rows = 6000

@@ -20,6 +20,7 @@ import pytest
 from support import make_seed_database
 
 import telemetry_orm
+import telemetry_orm.testing
 from telemetry_orm import PeeweeTelemetryStore
 from telemetry_orm.cli import main, parse_when
 from telemetry_orm.factories import ExecutionFactory
@@ -444,10 +445,11 @@ def test_demo_without_factory_boy_names_the_extra_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "factory", None)  # "import factory" now fails
-    monkeypatch.delitem(sys.modules, "telemetry_orm.factories")
-    monkeypatch.delitem(sys.modules, "telemetry_orm.demo", raising=False)
-    monkeypatch.delattr(telemetry_orm, "factories")
-    monkeypatch.delattr(telemetry_orm, "demo", raising=False)
+    for name in ("factories", "demo"):
+        monkeypatch.delitem(sys.modules, f"telemetry_orm.{name}", raising=False)
+        monkeypatch.delitem(sys.modules, f"telemetry_orm.testing.{name}", raising=False)
+        monkeypatch.delattr(telemetry_orm, name, raising=False)
+        monkeypatch.delattr(telemetry_orm.testing, name, raising=False)
     path = tmp_path / "demo" / "telemetry.db"
     status, _, err = run("demo", "--db", str(path), capsys=capsys)
     assert status == 1

@@ -19,8 +19,8 @@ from telemetry_orm import (
     TelemetryValidationError,
     create_telemetry_store,
 )
-from telemetry_orm.cli import main
-from telemetry_orm.migrate import MigrationProgress, ProgressLine, migrate
+from telemetry_orm.cli import ProgressLine, main
+from telemetry_orm.migrate import MigrationProgress, migrate
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_another_file_at_the_same_path_is_refused_until_renamed(
 
 
 def test_missing_or_foreign_source_is_a_database_error(tmp_path: Path, db_path: Path) -> None:
-    with pytest.raises(DatabaseError, match="no such SQLite file"):
+    with pytest.raises(DatabaseError, match="no such database file"):
         migrate(tmp_path / "missing.db", db_path)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -209,7 +209,7 @@ def test_missing_or_foreign_source_is_a_database_error(tmp_path: Path, db_path: 
         migrate(text, db_path)
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).execute("CREATE TABLE other (x)").connection.close()
-    with pytest.raises(DatabaseError, match="no executions table"):
+    with pytest.raises(DatabaseError, match="no .executions. table"):
         migrate(empty, db_path)
 
 
@@ -263,7 +263,7 @@ def test_command_line_names_a_missing_source_in_one_line(
     status = main(["migrate", "--from", str(tmp_path / "nope.db"), "--to", str(db_path)])
     err = capsys.readouterr().err
     assert status == 1
-    assert err.startswith("telemetry-orm: error: ") and "nope.db: no such SQLite file" in err
+    assert err.startswith("telemetry-orm: error: ") and "nope.db: no such database file" in err
     assert err.count("\n") == 1
     assert not db_path.exists()
 

@@ -1,19 +1,102 @@
 """What a store asks of its database engine: the :class:`Backend` protocol.
 
-:class:`~telemetry_orm.store.PeeweeTelemetryStore` validates, counts and
-serialises; everything that differs between engines (opening, schema set-up,
-the INSERT, date arithmetic, chunked deletes, checkpoints, what "busy" means)
-is one method of a backend. ``backends/sqlite.py`` and ``backends/postgres.py``
-are the two implementations.
+:class:`~telemetry_orm.store.PeeweeTelemetryStore` validates, serialises
+and counts; everything an engine does differently is one method here:
+opening (for writing and read-only), schema set-up and its version, the
+INSERT, date arithmetic, chunked deletes and their pacing, the upkeep of an
+open store (its log, its connections across ``fork()`` and close), what a
+driver error means, and the SQL dialect of reports. Each engine is one
+module under ``backends/``, picked by :mod:`telemetry_orm.engines`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, List, Protocol, Sequence, Tuple, Type
+import dataclasses
+import logging
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+)
 
 import peewee
+from peewee import ColumnBase
 
+from ..errors import DatabaseError, StoreBusyError, TelemetryError
 from ..schema import Execution
+
+Logger = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
+
+#: How long, in milliseconds, a write waits for another connection's lock
+#: before :class:`~telemetry_orm.StoreBusyError` (the original store's
+#: ``busy_timeout``).
+BUSY_TIMEOUT_MS = 5000
+
+#: Size, in bytes, an engine that keeps its log in a file beside the
+#: database cuts that file back to once its changes are copied.
+LOG_SIZE_LIMIT = 64 * 1024 * 1024
+
+#: Rows a purge deletes in its first transaction (engines may size later ones).
+PURGE_CHUNK = 5000
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportDialect:
+    """How an engine spells what reports need.
+
+    ``buckets`` turn ``created_at`` into a ``day``/``week``/``month`` label;
+    ``no_index`` wraps a column so that the planner cannot use an index on
+    it (where a planner would pick the wrong one); ``as_text`` renders
+    ``created_at`` as SQLite stores it (UTC ``YYYY-MM-DD HH:MM:SS``).
+    """
+
+    buckets: Mapping[str, Callable[[ColumnBase], ColumnBase]]
+    no_index: Callable[[ColumnBase], ColumnBase]
+    as_text: Callable[[ColumnBase], ColumnBase]
+
+
+@dataclasses.dataclass(frozen=True)
+class Storage:
+    """Where and how the data is kept, for ``stats``."""
+
+    #: The database file, or on a server the table with its indexes.
+    data_bytes: int
+    #: The log file beside the database (0: none, or the server's own).
+    log_bytes: int
+    schema_version: int
+    #: SQLite's journal mode, ``server`` for a server's own log.
+    journal_mode: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointResult:
+    """What :meth:`~telemetry_orm.store.PeeweeTelemetryStore.checkpoint` did."""
+
+    #: False when the engine keeps its log itself (a server): nothing was done.
+    applies: bool
+    #: Another connection (a reader's snapshot, say) kept it from finishing.
+    busy: bool = False
+    #: Changes in the log before it ran, in the engine's unit (SQLite: pages).
+    logged: int = 0
+    #: Of those, how many are now in the database file.
+    copied: int = 0
+    #: Whether the log file was emptied (a ``truncate`` checkpoint that finished).
+    emptied: bool = False
+    #: The log file beside the database, where the engine keeps one.
+    log_file: Optional[str] = None
+
+    @property
+    def complete(self) -> bool:
+        """Every logged change is in the database file."""
+        return not self.busy and self.copied >= self.logged
 
 
 class PurgePacer(Protocol):
@@ -37,6 +120,68 @@ class PurgePacer(Protocol):
         ...
 
 
+class StoreAccess(Protocol):
+    """What an :class:`Upkeep` may use of its store."""
+
+    path: str
+    log: Logger
+
+    @property
+    def closed(self) -> bool: ...
+
+    def connection(self, *, locked: bool = True) -> ContextManager[Any]:
+        """This thread's driver connection for one operation (with the
+        store's lock held unless ``locked=False``)."""
+        ...
+
+
+class Upkeep(Protocol):
+    """The engine's care of one open store, beside its statements: its log,
+    its connections across ``fork()``, and closing them. The store calls
+    these hooks at the moments named; an engine that has nothing to do at
+    one makes it a no-op."""
+
+    def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> CheckpointResult:
+        """Copy the log into the database; ``truncate``: also empty the log
+        file; ``wait=False``: in the background (the result then says what
+        was asked, not what was done)."""
+        ...
+
+    def purge_gap(self, pause: float) -> None:
+        """Between two purge chunks: leave other writers ``pause`` seconds
+        (the pacer's figure), doing log upkeep meanwhile."""
+        ...
+
+    def after_purge(self, deleted: int) -> None:
+        """After a purge that deleted ``deleted`` rows."""
+        ...
+
+    def stream_started(self) -> Any:
+        """This thread will now commit batch after batch (a background
+        writer); return what :meth:`stream_ended` needs to undo."""
+        ...
+
+    def between_batches(self) -> None:
+        """Between two batches of such a stream."""
+        ...
+
+    def stream_ended(self, token: Any) -> None:
+        """The stream of this thread is over."""
+        ...
+
+    def close(self) -> None:
+        """Stop any helper and close every connection the store opened."""
+        ...
+
+    def before_fork(self) -> None: ...
+
+    def after_fork_in_parent(self) -> None: ...
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: stop using the parent's connections and threads."""
+        ...
+
+
 class Backend(Protocol):
     """The engine-specific part of a store.
 
@@ -44,7 +189,7 @@ class Backend(Protocol):
     :meth:`connection`; they run one statement or one short transaction.
     """
 
-    #: Short engine name (``"sqlite"``, ``"postgresql"``), for reports and logs.
+    #: Short engine name (``"sqlite"``, ``"postgresql"``), for messages and logs.
     name: str
     #: Where the data lives, safe to print (no password).
     path: str
@@ -52,13 +197,36 @@ class Backend(Protocol):
     model_base: Type[Execution]
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
     driver_errors: Tuple[Type[BaseException], ...]
+    #: How reports spell buckets and the rest on this engine.
+    dialect: ReportDialect
+
+    @classmethod
+    def from_location(cls, location: str, *, busy_timeout: int,
+                      log_size_limit: int) -> Backend:
+        """The backend for a path or URL of this engine (nothing is opened)."""
+        ...
+
+    def missing(self) -> Optional[str]:
+        """Why there is no database at this location ("no such database
+        file"), or ``None`` when there is one or only connecting can tell."""
+        ...
 
     def open(self) -> peewee.Database:
         """A peewee database for this location (checked, not yet connected)."""
         ...
 
+    def open_readonly(self, *, purpose: str = "read") -> peewee.Database:
+        """A database that can only be read, its telemetry table checked
+        for ``purpose`` (see :func:`telemetry_orm.schema.check_table`);
+        nothing is created. Close it with ``database.close()``."""
+        ...
+
     def prepare(self, database: peewee.Database, model: Type[Execution]) -> None:
         """Check the database and create or upgrade its schema."""
+        ...
+
+    def upkeep(self, database: peewee.Database, store: StoreAccess) -> Upkeep:
+        """The upkeep of one store opened on ``database``."""
         ...
 
     def connection(self, database: peewee.Database) -> ContextManager[Any]:
@@ -70,16 +238,13 @@ class Backend(Protocol):
         no other connection runs work ``name`` in at the same time."""
         ...
 
-    def insert_sql(self, database: peewee.Database) -> str:
+    def insert_sql(self, model: Type[Execution]) -> str:
         """The INSERT every ``record()`` runs, built once per store."""
         ...
 
-    def insert(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
-        """Run ``sql`` with one record's values; return the new row id."""
-        ...
-
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
-        """:meth:`insert` on a connection of its own choosing (the hot path)."""
+        """Run ``sql`` with one record's values on this thread's connection
+        (the hot path); return the new row id."""
         ...
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
@@ -91,44 +256,51 @@ class Backend(Protocol):
         self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         """Insert ``rows`` into ``table`` as fast as the engine allows, within
-        the caller's transaction; no ids are returned (bulk loads, migrate)."""
-        ...
-
-    def checkpoint(self, conn: Any, mode: str, *, blocking: bool = True) -> Tuple[int, int, int]:
-        """Checkpoint the log: (busy, log pages, pages checkpointed).
-        ``blocking=False``: wait for readers only briefly."""
+        the caller's transaction; no ids are returned (bulk loads, copies)."""
         ...
 
     def cutoff(self, conn: Any, days: float) -> Any:
         """The database clock's "now" minus ``days`` days, as ``created_at`` compares."""
         ...
 
-    def count_before(self, conn: Any, when: Any) -> int:
+    def count_before(self, conn: Any, model: Type[Execution], when: Any) -> int:
         """How many rows have ``created_at`` before ``when``."""
         ...
 
-    def delete_chunk_before(self, conn: Any, when: Any, limit: int) -> Tuple[int, float]:
+    def delete_chunk_before(
+        self, conn: Any, model: Type[Execution], when: Any, limit: int
+    ) -> Tuple[int, float]:
         """Delete up to ``limit`` rows older than ``when`` in one short
         transaction; return how many, and the seconds it held its locks."""
-        ...
-
-    def set_autocheckpoint(self, conn: Any, pages: int) -> int:
-        """Set the engine's automatic checkpoint on ``conn`` (log pages;
-        0 = off); return the previous value."""
         ...
 
     def purge_pacer(self) -> PurgePacer:
         """A new pacer for one purge."""
         ...
 
-    def is_busy(self, exc: BaseException) -> bool:
-        """True when ``exc`` means "another connection holds a lock; retry later"."""
+    def translate(self, exc: BaseException) -> TelemetryError:
+        """A driver error met during an operation, as the package's error:
+        :class:`~telemetry_orm.StoreBusyError` when another connection holds
+        a lock, else :class:`~telemetry_orm.DatabaseError`."""
         ...
 
-    def close_all(self, database: peewee.Database) -> None:
-        """Close every connection the store opened, in any thread."""
+    def describe(self, exc: BaseException) -> TelemetryError:
+        """A driver error met while opening, explained."""
         ...
 
-    def forget_inherited(self, database: peewee.Database) -> None:
-        """In a forked child: stop using the parent's connections."""
+    @classmethod
+    def storage(cls, database: peewee.Database, path: str) -> Storage:
+        """Sizes, schema version and log of ``database`` (opened from
+        ``path``), read inside the caller's transaction."""
         ...
+
+
+def operation_error(path: str, exc: BaseException, *, busy: bool) -> TelemetryError:
+    """The package's error for a driver error met during an operation:
+    what every backend's :meth:`Backend.translate` returns."""
+    if busy:
+        return StoreBusyError(
+            f"{path}: database is busy (another connection held the write "
+            f"lock longer than the busy timeout); nothing was written: {exc}"
+        )
+    return DatabaseError(f"{path}: {exc}")

@@ -13,26 +13,36 @@ import datetime as _dt
 import threading
 import time
 import zlib
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import peewee
-from peewee import SQL
+from peewee import SQL, ColumnBase, NodeList, fn
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
+from .. import sql as _sql
+from ..checks import to_utc
 from ..errors import DatabaseError, StoreBusyError, TelemetryError
-from ..record import FIELD_NAMES
 from ..schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     TABLE_NAME,
     Execution,
-    check_compatible,
+    check_table,
     is_current,
     parse_timestamp,
 )
-from .sqlite import PURGE_CHUNK, quote
+from .base import (
+    BUSY_TIMEOUT_MS,
+    LOG_SIZE_LIMIT,
+    PURGE_CHUNK,
+    CheckpointResult,
+    ReportDialect,
+    Storage,
+    StoreAccess,
+    operation_error,
+)
 
 try:
     import psycopg
@@ -104,15 +114,13 @@ class UTCTimestampTZField(peewee.Field):
     def db_value(self, value: Any) -> Any:
         if isinstance(value, str):
             return parse_timestamp(value)
-        if isinstance(value, _dt.datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=_dt.timezone.utc)
+        if isinstance(value, _dt.datetime):
+            return to_utc(value)
         return value
 
     def python_value(self, value: Any) -> Any:
         if isinstance(value, _dt.datetime):
-            if value.tzinfo is None:
-                return value.replace(tzinfo=_dt.timezone.utc)
-            return value.astimezone(_dt.timezone.utc)
+            return to_utc(value)
         return value
 
 
@@ -217,6 +225,72 @@ class PostgresPurgePacer:
         pass
 
 
+def _utc_text(pattern: str) -> Callable[[ColumnBase], ColumnBase]:
+    # AT TIME ZONE 'UTC' makes the label independent of the session's zone.
+    return lambda column: fn.to_char(NodeList((column, SQL("AT TIME ZONE 'UTC'"))), pattern)
+
+
+#: PostgreSQL's report SQL; it plans GROUP BY with a time range well by
+#: itself, so no column is hidden from its indexes.
+DIALECT = ReportDialect(
+    buckets={
+        "day": _utc_text("YYYY-MM-DD"),
+        "week": _utc_text('IYYY-"W"IW'),  # the ISO year and week, as on SQLite
+        "month": _utc_text("YYYY-MM"),
+    },
+    no_index=lambda column: column,
+    as_text=_utc_text("YYYY-MM-DD HH24:MI:SS"),
+)
+
+
+class PostgresUpkeep:
+    """A PostgreSQL store's upkeep: the server keeps its own log, so there is
+    nothing to checkpoint; the pool's connections are closed at close and
+    left to the parent in a forked child."""
+
+    def __init__(self, database: peewee.Database) -> None:
+        self.database: Any = database
+
+    def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> CheckpointResult:
+        """Nothing to do: the server checkpoints its own write-ahead log."""
+        return CheckpointResult(applies=False)
+
+    def purge_gap(self, pause: float) -> None:
+        time.sleep(pause)
+
+    def after_purge(self, deleted: int) -> None:
+        pass
+
+    def stream_started(self) -> None:
+        return None
+
+    def between_batches(self) -> None:
+        pass
+
+    def stream_ended(self, token: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        self.database.close_all()
+
+    def before_fork(self) -> None:
+        pass
+
+    def after_fork_in_parent(self) -> None:
+        pass
+
+    def after_fork_in_child(self) -> None:
+        pool = self.database
+        _INHERITED.append((pool._connections, pool._in_use, pool._state))
+        # The parent's locks may have been held at the fork: fresh ones first.
+        pool._lock = threading.RLock()
+        pool._pool_lock = threading.RLock()
+        if hasattr(pool, "_pool_available"):  # peewee 4
+            pool._pool_available = threading.Condition(pool._pool_lock)
+        pool._connections, pool._in_use = [], {}
+        pool._state = type(pool._state)()
+
+
 class PostgresBackend:
     """The PostgreSQL part of a store (see :class:`~telemetry_orm.backends.base.Backend`)."""
 
@@ -226,6 +300,17 @@ class PostgresBackend:
         peewee.PeeweeException,
         MaxConnectionsExceeded,
     )
+    dialect = DIALECT
+
+    @classmethod
+    def from_location(
+        cls, location: str, *, busy_timeout: int = BUSY_TIMEOUT_MS,
+        log_size_limit: int = LOG_SIZE_LIMIT,
+    ) -> PostgresBackend:
+        """A ``postgresql://`` URL. ``busy_timeout`` becomes the sessions'
+        ``lock_timeout``; the server keeps its own log, so
+        ``log_size_limit`` has no meaning here."""
+        return cls(location, busy_timeout=busy_timeout)
 
     def __init__(self, url: str, *, busy_timeout: int = LOCK_TIMEOUT_MS) -> None:
         self.url = url
@@ -253,29 +338,39 @@ class PostgresBackend:
         options = session_options(url_options, self.busy_timeout)
         return str(name), {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
 
+    def missing(self) -> Optional[str]:
+        return None  # only connecting can tell
+
     def open(self) -> peewee.Database:
         """A pooled database for the URL; nothing is connected yet."""
         name, settings = self._settings()
         database: peewee.Database = _PooledDatabase(name, field_types=FIELD_TYPES, **settings)
         return database
 
-    def open_readonly(self) -> peewee.Database:
+    def open_readonly(self, *, purpose: str = "read") -> peewee.Database:
         """A plain (unpooled) database whose sessions can only read
-        (``default_transaction_read_only``), connected once to fail early.
-        For reports and exports; ``database.close()`` ends the session."""
+        (``default_transaction_read_only``), connected once to fail early,
+        its telemetry table checked for ``purpose``. For reports, exports
+        and copies; ``database.close()`` ends the session."""
         name, settings = self._settings("-c default_transaction_read_only=on")
         for pool_only in ("max_connections", "timeout", "stale_timeout"):
             settings.pop(pool_only, None)
         database: peewee.Database = _PlainDatabase(name, field_types=FIELD_TYPES, **settings)
         try:
             database.connect()
+            version, columns = _state(database)
         except self.driver_errors as exc:
+            database.close()
             raise self.describe(exc) from exc
+        try:
+            check_table(self.path, version, columns, purpose=purpose)
+        except TelemetryError:
+            database.close()
+            raise
         return database
 
-    def columns(self, database: peewee.Database) -> List[str]:
-        """The columns of ``executions`` in the connection's schema (none: no table)."""
-        return table_columns(database)
+    def upkeep(self, database: peewee.Database, store: StoreAccess) -> PostgresUpkeep:
+        return PostgresUpkeep(database)
 
     @contextlib.contextmanager
     def connection(self, database: peewee.Database) -> Iterator[Any]:
@@ -300,12 +395,12 @@ class PostgresBackend:
         try:
             with self.connection(database):
                 version, columns = _state(database)
-                check_compatible(self.path, version, columns)
+                check_table(self.path, version, columns)
                 if is_current(version, columns):
                     return
                 with self.exclusive_transaction(database, "schema"):
                     version, columns = _state(database)
-                    check_compatible(self.path, version, columns)
+                    check_table(self.path, version, columns)
                     if not is_current(version, columns):
                         for step in MIGRATIONS[version:] if columns else MIGRATIONS:
                             step(database, model, columns)
@@ -330,22 +425,16 @@ class PostgresBackend:
             return StoreBusyError(f"{self.path}: database is busy ({exc})")
         return DatabaseError(f"{self.path}: {exc}")
 
-    def insert_sql(self, database: peewee.Database) -> str:
-        """The INSERT every ``record()`` runs, built once per store."""
-        columns = ", ".join(quote(database, name) for name in FIELD_NAMES)
-        marks = ", ".join(database.param for _ in FIELD_NAMES)
-        return (
-            f"INSERT INTO {quote(database, TABLE_NAME)} ({columns}) VALUES ({marks}) "
-            f"RETURNING {quote(database, 'id')}"
-        )
+    def translate(self, exc: BaseException) -> TelemetryError:
+        return operation_error(self.path, exc, busy=is_busy(exc))
 
-    def insert(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
-        row = conn.execute(sql, params).fetchone()
-        return int(row[0])
+    def insert_sql(self, model: Type[Execution]) -> str:
+        """The INSERT every ``record()`` runs, built once per store."""
+        return _sql.record_insert_sql(model, returning=True)
 
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
         with self.connection(database) as conn:
-            return self.insert(conn, sql, params)
+            return int(conn.execute(sql, params).fetchone()[0])
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Insert ``rows`` in one transaction (a savepoint inside one already
@@ -364,14 +453,11 @@ class PostgresBackend:
     ) -> None:
         """``COPY table (columns) FROM STDIN``, in the caller's transaction:
         several times faster than one INSERT per row."""
-        names = ", ".join(f'"{c}"' for c in columns)
-        with conn.cursor() as cursor, cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+        names = ", ".join(_sql.quote(_DIALECT_DATABASE, c) for c in columns)
+        statement = f"COPY {_sql.quote(_DIALECT_DATABASE, table)} ({names}) FROM STDIN"
+        with conn.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
-
-    def checkpoint(self, conn: Any, mode: str, *, blocking: bool = True) -> Tuple[int, int, int]:
-        """Nothing to do: the server checkpoints its own write-ahead log."""
-        return (0, 0, 0)
 
     def cutoff(self, conn: Any, days: float) -> _dt.datetime:
         """``now() - days * interval '1 day'`` by the server's clock."""
@@ -379,48 +465,36 @@ class PostgresBackend:
         when: _dt.datetime = row[0]
         return when.astimezone(_dt.timezone.utc)
 
-    def count_before(self, conn: Any, when: _dt.datetime) -> int:
-        sql = f'SELECT count(*) FROM "{TABLE_NAME}" WHERE created_at < %s'
-        return int(conn.execute(sql, (when,)).fetchone()[0])
+    def count_before(self, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:
+        return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
 
     def delete_chunk_before(
-        self, conn: Any, when: _dt.datetime, limit: int
+        self, conn: Any, model: Type[Execution], when: _dt.datetime, limit: int
     ) -> Tuple[int, float]:
         """Delete up to ``limit`` rows older than ``when``: one statement, so
         one short transaction on an autocommit connection. Returns how many
         and the seconds the statement took."""
+        statement = _sql.delete_chunk_before(model, when, limit)
         started = time.perf_counter()
-        cursor = conn.execute(
-            f'DELETE FROM "{TABLE_NAME}" WHERE id IN '
-            f'(SELECT id FROM "{TABLE_NAME}" WHERE created_at < %s LIMIT %s)',
-            (when, limit),
-        )
+        cursor = conn.execute(*statement)
         return int(cursor.rowcount), time.perf_counter() - started
-
-    def set_autocheckpoint(self, conn: Any, pages: int) -> int:
-        """Nothing to set: the server checkpoints its own log."""
-        return 0
 
     def purge_pacer(self) -> PostgresPurgePacer:
         return PostgresPurgePacer()
 
-    def is_busy(self, exc: BaseException) -> bool:
-        return is_busy(exc)
+    @classmethod
+    def storage(cls, database: peewee.Database, path: str) -> Storage:
+        """The table with its indexes; the server's write-ahead log is its own."""
+        (size,) = database.execute_sql(
+            "SELECT pg_total_relation_size("
+            "quote_ident(current_schema()) || '.' || quote_ident(%s))",
+            (TABLE_NAME,),
+        ).fetchone()
+        return Storage(int(size), 0, schema_version(database), "server")
 
-    def close_all(self, database: peewee.Database) -> None:
-        pool: Any = database
-        pool.close_all()
 
-    def forget_inherited(self, database: peewee.Database) -> None:
-        pool: Any = database
-        _INHERITED.append((pool._connections, pool._in_use, pool._state))
-        # The parent's locks may have been held at the fork: fresh ones first.
-        pool._lock = threading.RLock()
-        pool._pool_lock = threading.RLock()
-        if hasattr(pool, "_pool_available"):  # peewee 4
-            pool._pool_available = threading.Condition(pool._pool_lock)
-        pool._connections, pool._in_use = [], {}
-        pool._state = type(pool._state)()
+# Only for building SQL text in PostgreSQL's dialect (never connected).
+_DIALECT_DATABASE = peewee.PostgresqlDatabase(None)
 
 
 # peewee 3's introspection (get_tables, get_columns) looks in "public";

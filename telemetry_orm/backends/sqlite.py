@@ -1,5 +1,7 @@
 """What is particular to SQLite: opening a file safely, pragmas, schema
-versions in ``PRAGMA user_version``, WAL checkpoints, and date arithmetic."""
+versions in ``PRAGMA user_version``, date arithmetic, read-only opening and
+the report dialect. The upkeep of the write-ahead log and the pacing of
+purges live in :mod:`telemetry_orm.backends.sqlite_wal`."""
 
 from __future__ import annotations
 
@@ -10,26 +12,45 @@ import sqlite3
 import stat
 import threading
 import time
+import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Sequence, Tuple, Type
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 import peewee
+from peewee import SQL, Cast, ColumnBase, NodeList, fn
+from playhouse import db_url
 
 from .. import schema
-from ..errors import DatabaseError, StoreBusyError, TelemetryError
-from ..record import FIELD_NAMES
+from .. import sql as _sql
+from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
 from ..schema import TABLE_NAME, Execution
+from .base import (
+    BUSY_TIMEOUT_MS,
+    PURGE_CHUNK,
+    ReportDialect,
+    Storage,
+    StoreAccess,
+    operation_error,
+)
+from .base import LOG_SIZE_LIMIT as JOURNAL_SIZE_LIMIT
+from .sqlite_wal import (
+    PURGE_BUSY_MEMORY,
+    PURGE_CHUNK_MAX,
+    PURGE_CHUNK_MIN,
+    PURGE_HOLD,
+    PURGE_QUIET_SPAN,
+    SqlitePurgePacer,
+    SqliteUpkeep,
+    retry_gap,
+)
+
+__all__ = [
+    "BUSY_TIMEOUT_MS", "JOURNAL_SIZE_LIMIT", "PRAGMAS", "PURGE_BUSY_MEMORY", "PURGE_CHUNK",
+    "PURGE_CHUNK_MAX", "PURGE_CHUNK_MIN", "PURGE_HOLD", "PURGE_QUIET_SPAN", "SqliteBackend",
+    "SqlitePurgePacer", "StoreDatabase", "check_path", "is_busy", "retry_gap",
+]
 
 _log = logging.getLogger("telemetry_orm")
-
-#: How long a write waits for another connection's write lock, in
-#: milliseconds, before :class:`~telemetry_orm.StoreBusyError` (the original
-#: store's ``busy_timeout``).
-BUSY_TIMEOUT_MS = 5000
-
-#: Size, in bytes, the ``-wal`` file is cut back to once checkpoints have
-#: caught up (``PRAGMA journal_size_limit``).
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 #: Per-connection settings with their defaults (``journal_mode`` is set once
 #: per file, after the file has been checked, since it writes to the file).
@@ -40,43 +61,6 @@ PRAGMAS: Tuple[Tuple[str, Any], ...] = (
     # that held an old snapshot: checkpoints shrink it back to this size.
     ("journal_size_limit", JOURNAL_SIZE_LIMIT),
 )
-
-#: Busy timeout of the TRUNCATE checkpoint after a big purge. That checkpoint
-#: holds the write lock while it waits for readers, so a long wait would stall
-#: every writer; if it gives up, ``journal_size_limit`` still cuts the log.
-TRUNCATE_BUSY_TIMEOUT_MS = 50
-_TRUNCATE_ATTEMPTS = 5
-
-#: Rows deleted by a purge's first write transaction. Later ones are sized
-#: from the time the previous one held the write lock (see
-#: :class:`SqlitePurgePacer`), between :data:`PURGE_CHUNK_MIN` and
-#: :data:`PURGE_CHUNK_MAX` rows.
-PURGE_CHUNK = 5000
-PURGE_CHUNK_MIN = 100
-PURGE_CHUNK_MAX = 100_000
-
-#: Seconds a purge aims to hold the write lock per chunk: well under 50 ms,
-#: so another writer never waits long, and long enough that the chunks add
-#: up to little more than one DELETE.
-PURGE_HOLD = 0.020
-
-#: Times, in ms after its first attempt, at which a writer that found the
-#: write lock taken tries again: SQLite's default busy handler (what
-#: ``busy_timeout`` installs, in this package, Python's sqlite3 and
-#: ``bun:sqlite``) sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms.
-#: The write lock has no queue: a writer gets it only if one of its retries
-#: falls while it is free.
-BUSY_RETRIES_MS = (1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228, 328)
-
-#: Added to each free gap a purge leaves, for the scheduling delay of a
-#: writer that wakes up to retry.
-PURGE_PAUSE_MARGIN = 0.002
-
-#: While nobody else has written for this many seconds, a purge leaves the
-#: lock free only once in about :data:`PURGE_QUIET_SPAN` seconds instead of
-#: after every chunk.
-PURGE_BUSY_MEMORY = 1.0
-PURGE_QUIET_SPAN = 0.125
 
 # Connections inherited through fork() belong to the parent. Closing one in
 # the child would close file descriptors that share the child's own POSIX
@@ -202,14 +186,44 @@ def _make_folder(path: str, folder: Path) -> None:
         ) from exc
 
 
+def _columns(conn: sqlite3.Connection) -> List[str]:
+    return [row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')]
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _iso_week(column: ColumnBase) -> ColumnBase:
+    # strftime('%W') is not the ISO week. The ISO week of a day is the week of
+    # its Thursday (Monday to Sunday), and the ISO year is that Thursday's year.
+    thursday = fn.date(column, "-3 days", "weekday 4")
+    week = (Cast(fn.strftime("%j", thursday), "INTEGER") + 6) / 7
+    return fn.printf("%s-W%02d", fn.strftime("%Y", thursday), week)
+
+
+#: SQLite's report SQL. ``no_index`` is the unary ``+``: with indexes on
+#: ``created_at`` and ``repo``, ``… WHERE created_at >= X GROUP BY repo``
+#: would otherwise walk the repo index over the whole table.
+DIALECT = ReportDialect(
+    buckets={
+        "day": lambda column: fn.strftime("%Y-%m-%d", column),
+        "week": _iso_week,
+        "month": lambda column: fn.strftime("%Y-%m", column),
+    },
+    no_index=lambda column: NodeList((SQL("+"), column), glue=""),
+    as_text=lambda column: column,
+)
+
+
 class SqliteBackend:
     """The SQLite part of a store: what :class:`~telemetry_orm.store.PeeweeTelemetryStore`
-    asks of its database engine."""
+    asks of its database engine (see :class:`~telemetry_orm.backends.base.Backend`)."""
 
     name = "sqlite"
     model_base: Type[Execution] = Execution
-    #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
+    dialect = DIALECT
 
     def __init__(
         self,
@@ -227,6 +241,23 @@ class SqliteBackend:
             for name, value in PRAGMAS
         )
 
+    @classmethod
+    def from_location(
+        cls, location: str, *, busy_timeout: int = BUSY_TIMEOUT_MS,
+        log_size_limit: int = JOURNAL_SIZE_LIMIT,
+    ) -> SqliteBackend:
+        """A file path, ``':memory:'``, or ``sqlite:///path`` (``sqlite://``
+        alone is ``':memory:'``)."""
+        path = url_path(location) if location.lower().startswith("sqlite:") else location
+        return cls(path, busy_timeout=busy_timeout, journal_size_limit=log_size_limit)
+
+    # -- opening ------------------------------------------------------------
+
+    def missing(self) -> Optional[str]:
+        if self.memory or os.path.isfile(self.path):
+            return None
+        return "is not a file" if os.path.exists(self.path) else "no such database file"
+
     def open(self) -> StoreDatabase:
         """A database object for the path, checked first (no connection yet)."""
         if not self.memory:
@@ -241,10 +272,29 @@ class SqliteBackend:
             check_same_thread=False,
         )
 
-    @contextlib.contextmanager
-    def connection(self, database: peewee.Database) -> Iterator[sqlite3.Connection]:
-        """This thread's connection, opened on first use and kept until close."""
-        yield database.connection()
+    def open_readonly(self, *, purpose: str = "read") -> peewee.Database:
+        """The file opened with ``mode=ro``: nothing can be created or
+        changed (SQLite may leave empty ``-wal``/``-shm`` files beside a WAL
+        database). A missing file, or one without a usable telemetry table,
+        raises :class:`~telemetry_orm.DatabaseError` naming the path."""
+        path = self.path
+        why = "no such database file" if self.memory else self.missing()
+        if why:
+            raise DatabaseError(f"{path}: {why}")
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        database = peewee.SqliteDatabase(
+            uri, uri=True, pragmas=[("busy_timeout", self.busy_timeout)]
+        )
+        try:
+            conn = database.connection()
+            schema.check_table(path, _version(conn), _columns(conn), purpose=purpose)
+        except (sqlite3.Error, peewee.DatabaseError) as exc:
+            database.close()
+            raise self.describe(exc) from exc
+        except TelemetryError:
+            database.close()
+            raise
+        return database
 
     def prepare(self, database: peewee.Database, model: Type[Execution]) -> None:
         """Check the file, switch it to WAL and bring its schema up to date.
@@ -260,13 +310,13 @@ class SqliteBackend:
             conn = database.connection()
             version = _version(conn)
             columns = _columns(conn)
-            _check_compatible(self.path, version, columns)
+            schema.check_table(self.path, version, columns)
             if not self.memory:
                 self._use_wal(conn)
-            if not _is_current(version, columns):
+            if not schema.is_current(version, columns):
                 self._upgrade(database, model)
         except (sqlite3.Error, peewee.DatabaseError) as exc:
-            raise describe(self.path, exc) from exc
+            raise self.describe(exc) from exc
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL unless it already is (a write, so done
@@ -307,8 +357,8 @@ class SqliteBackend:
             # Read again under the lock: another process may have done it.
             version = _version(conn)
             columns = _columns(conn)
-            _check_compatible(self.path, version, columns)
-            if not _is_current(version, columns):
+            schema.check_table(self.path, version, columns)
+            if not schema.is_current(version, columns):
                 steps = schema.MIGRATIONS[version:] if columns else schema.MIGRATIONS
                 for step in steps:
                     step(database, model, columns)
@@ -325,6 +375,17 @@ class SqliteBackend:
                 conn.execute("ROLLBACK")
             raise
 
+    def upkeep(self, database: peewee.Database, store: StoreAccess) -> SqliteUpkeep:
+        """The write-ahead log's upkeep for a store on ``database``."""
+        return SqliteUpkeep(database, store, busy_timeout=self.busy_timeout, memory=self.memory)
+
+    # -- statements ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def connection(self, database: peewee.Database) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, opened on first use and kept until close."""
+        yield database.connection()
+
     @contextlib.contextmanager
     def exclusive_transaction(self, database: peewee.Database, name: str) -> Iterator[None]:
         """``BEGIN IMMEDIATE``: the file's write lock, taken before reading,
@@ -332,19 +393,14 @@ class SqliteBackend:
         with database.atomic(lock_type="IMMEDIATE"):
             yield
 
-    def insert_sql(self, database: peewee.Database) -> str:
+    def insert_sql(self, model: Type[Execution]) -> str:
         """The INSERT every ``record()`` runs, built once per store."""
-        columns = ", ".join(quote(database, name) for name in FIELD_NAMES)
-        marks = ", ".join(database.param for _ in FIELD_NAMES)
-        return f"INSERT INTO {quote(database, TABLE_NAME)} ({columns}) VALUES ({marks})"
-
-    def insert(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
-        """Run the INSERT for one row (autocommit); return its id."""
-        return conn.execute(sql, params).lastrowid or 0
+        return _sql.record_insert_sql(model)
 
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
-        """:meth:`insert` on this thread's connection: ``record()``'s whole
-        path to the database, with nothing between it and ``sqlite3``."""
+        """The INSERT for one row (autocommit) on this thread's connection:
+        ``record()``'s whole path to the database, with nothing between it
+        and ``sqlite3``; return its id."""
         return database.connection().execute(sql, params).lastrowid or 0
 
     def insert_many(
@@ -389,48 +445,7 @@ class SqliteBackend:
         rows: Sequence[Sequence[Any]],
     ) -> None:
         """One INSERT run for every row (``executemany``), in the caller's transaction."""
-        names = ", ".join(f'"{c}"' for c in columns)
-        marks = ", ".join("?" for _ in columns)
-        conn.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', rows)
-
-    def checkpoint(
-        self, conn: sqlite3.Connection, mode: str, *, blocking: bool = True
-    ) -> Tuple[int, int, int]:
-        """``PRAGMA wal_checkpoint(mode)``: (busy, log pages, pages checkpointed).
-
-        A ``RESTART`` or ``TRUNCATE`` checkpoint holds the write lock while it copies the log
-        and waits for readers, stalling every writer meanwhile; a PASSIVE pass
-        first copies the bulk while they keep writing. With ``blocking=False``
-        (after a big purge) it also waits for readers at most
-        :data:`TRUNCATE_BUSY_TIMEOUT_MS` instead of the busy timeout; if it
-        gives up (``busy`` is 1), the ``-wal`` file is still cut to
-        ``journal_size_limit`` once the log restarts.
-        """
-        if mode.upper() not in ("RESTART", "TRUNCATE"):
-            return _checkpoint(conn, mode)
-        # The bulk first, without the write lock; if another connection's
-        # checkpoint (the helper thread's, say) is running, after it.
-        for _ in range(_TRUNCATE_ATTEMPTS * 10):
-            busy, pages, _done = _checkpoint(conn, "PASSIVE")
-            if not busy or pages >= 0:
-                break
-            time.sleep(0.01)
-        if blocking:
-            return _checkpoint(conn, mode)
-        conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, self.busy_timeout)}")
-        try:
-            for _ in range(_TRUNCATE_ATTEMPTS):
-                busy, pages, done = _checkpoint(conn, mode)
-                # -1 pages: it could not start because another connection
-                # (a writer's automatic checkpoint) is checkpointing right
-                # now, which ends shortly; unlike a reader, that is worth
-                # another try.
-                if not busy or pages >= 0:
-                    break
-                time.sleep(0.01)
-            return busy, pages, done
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
+        conn.executemany(_sql.insert_sql(_DIALECT_DATABASE, table, columns), rows)
 
     def cutoff(self, conn: sqlite3.Connection, days: float) -> str:
         """``datetime('now', '-N days')`` by the database's own (UTC) clock."""
@@ -438,23 +453,19 @@ class SqliteBackend:
         row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
         return str(row[0])
 
-    def count_before(self, conn: sqlite3.Connection, when: str) -> int:
-        sql = f'SELECT COUNT(*) FROM "{TABLE_NAME}" WHERE created_at < ?'
-        return int(conn.execute(sql, (when,)).fetchone()[0])
+    def count_before(self, conn: sqlite3.Connection, model: Type[Execution], when: str) -> int:
+        return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
 
     def delete_chunk_before(
-        self, conn: sqlite3.Connection, when: str, limit: int
+        self, conn: sqlite3.Connection, model: Type[Execution], when: str, limit: int
     ) -> Tuple[int, float]:
         """Delete up to ``limit`` rows older than ``when`` in one transaction;
         return how many, and the seconds it held the write lock."""
+        statement = _sql.delete_chunk_before(model, when, limit)
         conn.execute("BEGIN IMMEDIATE")
         locked = time.perf_counter()
         try:
-            cursor = conn.execute(
-                f'DELETE FROM "{TABLE_NAME}" WHERE id IN '
-                f'(SELECT id FROM "{TABLE_NAME}" WHERE created_at < ? LIMIT ?)',
-                (when, limit),
-            )
+            cursor = conn.execute(*statement)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -462,143 +473,36 @@ class SqliteBackend:
             raise
         return int(cursor.rowcount), time.perf_counter() - locked
 
-    def set_autocheckpoint(self, conn: sqlite3.Connection, pages: int) -> int:
-        """``PRAGMA wal_autocheckpoint = pages`` on ``conn``; return the old value."""
-        return _set_autocheckpoint(conn, pages)
-
     def purge_pacer(self) -> SqlitePurgePacer:
         return SqlitePurgePacer()
 
-    def is_busy(self, exc: BaseException) -> bool:
-        return is_busy(exc)
+    # -- errors and facts ---------------------------------------------------
 
-    def close_all(self, database: peewee.Database) -> None:
-        assert isinstance(database, StoreDatabase)
-        database.close_all()
+    def translate(self, exc: BaseException) -> TelemetryError:
+        return operation_error(self.path, exc, busy=is_busy(exc))
 
-    def forget_inherited(self, database: peewee.Database) -> None:
-        assert isinstance(database, StoreDatabase)
-        database.forget_inherited()
+    def describe(self, exc: BaseException) -> TelemetryError:
+        return describe(self.path, exc)
 
-
-def retry_gap(waited: float) -> float:
-    """The longest time, in seconds, between two attempts of a writer that
-    has been waiting for the write lock at most ``waited`` seconds."""
-    gap, previous = 0, 0
-    for retry in BUSY_RETRIES_MS:
-        # A retry due at the very moment the lock comes free may be missed.
-        if previous > waited * 1000:
-            return gap / 1000
-        gap, previous = max(gap, retry - previous), retry
-    return max(gap, 100) / 1000
+    @classmethod
+    def storage(cls, database: peewee.Database, path: str) -> Storage:
+        conn = database.connection()
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        wal = path + "-wal"
+        wal_bytes = os.path.getsize(wal) if os.path.exists(wal) else 0
+        return Storage(os.path.getsize(path), wal_bytes, _version(conn), mode)
 
 
-class SqlitePurgePacer:
-    """Sizes a purge's chunks and the free gaps it leaves between them.
-
-    Each chunk is sized to hold the write lock about :data:`PURGE_HOLD`
-    seconds. After it, the lock is left free for as long as SQLite's busy
-    handler may make a waiting writer sleep (:func:`retry_gap`), so every
-    writer that began waiting during the chunk gets in before the next one.
-    That gap is most of a purge's cost over one DELETE, so it is only left
-    after every chunk while other connections are writing (``PRAGMA
-    data_version`` says so); while none has written for
-    :data:`PURGE_BUSY_MEMORY` seconds, chunks follow each other and a gap is
-    left once the lock has been taken for about :data:`PURGE_QUIET_SPAN`
-    seconds, long enough for a newcomer's retries at that point.
-
-    It also turns off SQLite's automatic checkpoint on the purging
-    connection for the purge: that checkpoint would run on every chunk's
-    commit, stalling the purge with disk syncs; the store copies the log into
-    the file on its helper thread meanwhile instead.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        #: Rows the next chunk may delete.
-        self.rows = PURGE_CHUNK
-        self._clock = clock
-        self._version = -1
-        self._busy_until = 0.0
-        self._free_since = clock()
-        self._autocheckpoint = 1000
-
-    def start(self, conn: sqlite3.Connection) -> None:
-        self._autocheckpoint = _set_autocheckpoint(conn, 0)
-        self._version = _data_version(conn)
-        self._free_since = self._clock()
-
-    def after_chunk(self, conn: sqlite3.Connection, held: float) -> float:
-        """Take note of a chunk that held the lock ``held`` seconds; set
-        :attr:`rows` for the next and return the pause before it."""
-        now = self._clock()
-        version = _data_version(conn)
-        if version != self._version:
-            self._version = version
-            self._busy_until = now + PURGE_BUSY_MEMORY
-        if held > 0:
-            wanted = self.rows * PURGE_HOLD / held
-            self.rows = int(min(max(wanted, self.rows / 2, PURGE_CHUNK_MIN),
-                                self.rows * 2, PURGE_CHUNK_MAX))
-        waited = now - self._free_since
-        if now < self._busy_until or waited + held > PURGE_QUIET_SPAN:
-            pause = retry_gap(waited) + PURGE_PAUSE_MARGIN
-            self._free_since = now + pause
-            return pause
-        return 0.0
-
-    def finish(self, conn: sqlite3.Connection) -> None:
-        _set_autocheckpoint(conn, self._autocheckpoint)
+# Only for building SQL text in SQLite's dialect (never connected).
+_DIALECT_DATABASE = peewee.SqliteDatabase(None)
 
 
-def _set_autocheckpoint(conn: sqlite3.Connection, pages: int) -> int:
-    old = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-    conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
-    return old
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def _columns(conn: sqlite3.Connection) -> List[str]:
-    return [row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')]
-
-
-def _version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _checkpoint(conn: sqlite3.Connection, mode: str) -> Tuple[int, int, int]:
-    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-    return (int(row[0]), int(row[1]), int(row[2]))
-
-
-def _check_compatible(path: str, version: int, columns: Sequence[str]) -> None:
-    """Refuse a file this version must not write to (nothing written yet)."""
-    current = schema.SCHEMA_VERSION
-    if version and not columns:
-        raise DatabaseError(
-            f"{path}: PRAGMA user_version is {version} but there is no '{TABLE_NAME}' "
-            "table: this looks like another application's database"
+def url_path(url: str) -> str:
+    """The file of a ``sqlite:///path`` URL (``sqlite://`` is ``':memory:'``)."""
+    params = db_url.parse(url)
+    path = params.pop("database")
+    if params:
+        raise TelemetryValidationError(
+            "db_path", f"a sqlite URL takes no parameters, got {', '.join(sorted(params))}"
         )
-    schema.check_compatible(path, version, columns)
-    missing = [c for c in _all_columns() if c not in columns]
-    if version == current and missing:
-        raise DatabaseError(
-            f"{path}: schema version {version} but the '{TABLE_NAME}' table lacks "
-            f"columns {', '.join(missing)}; it was changed by hand"
-        )
-
-
-def _all_columns() -> Tuple[str, ...]:
-    return ("id", "created_at") + FIELD_NAMES
-
-
-def _is_current(version: int, columns: Sequence[str]) -> bool:
-    return version == schema.SCHEMA_VERSION and all(c in columns for c in _all_columns())
-
-
-def quote(database: peewee.Database, name: str) -> str:
-    """``name`` quoted as an identifier in the database's dialect."""
-    sql: str = database.get_sql_context().sql(peewee.Entity(name)).query()[0]
-    return sql
+    return str(path)

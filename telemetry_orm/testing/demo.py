@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional
 
 from peewee import chunked
 
-from .errors import DatabaseError
+from ..errors import DatabaseError
+from ..store import PeeweeTelemetryStore
 from .factories import TelemetryRecordFactory
-from .store import PeeweeTelemetryStore
 
 #: Demo executions are spread over this many days before now.
 DAYS = 60

@@ -23,10 +23,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'telemetry_orm[testing]'"
     ) from exc
 
-from .prices import PRICES, cost_of
-from .record import TelemetryRecord
-from .schema import Execution, format_timestamp
-from .store import TelemetryStore
+from ..prices import PRICES, cost_of
+from ..record import TelemetryRecord
+from ..schema import Execution, format_timestamp
+from ..store import TelemetryStore
 
 EVENT_TYPES = (
     "pull_request.opened",
@@ -109,11 +109,11 @@ class ExecutionFactory(TelemetryRecordFactory):
         if store is None:
             raise TypeError("ExecutionFactory.create() needs store=<a TelemetryStore>")
         record = model_class(*args, **kwargs)
-        model = store.model  # type: ignore[attr-defined]
+        model = store.model
         if created_at is None:
             row_id = store.record(record)
         else:
             values = record.as_dict()
             values["created_at"] = format_timestamp(created_at)
             row_id = model.insert(values).execute()
-        return model.get_by_id(row_id)  # type: ignore[no-any-return]
+        return model.get_by_id(row_id)

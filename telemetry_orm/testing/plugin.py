@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, List
 
 import pytest
 
-from .store import PeeweeTelemetryStore, create_telemetry_store
+from ..store import PeeweeTelemetryStore, create_telemetry_store
 
 if TYPE_CHECKING:  # pragma: no cover
     from .factories import ExecutionFactory, TelemetryRecordFactory

@@ -1,0 +1,406 @@
+"""SQLite's write-ahead log and write lock, kept in shape for one store.
+
+- **Checkpoints** (:func:`checkpoint`): ``PRAGMA wal_checkpoint`` copies the
+  log into the database file. The automatic ones the store asks for (every
+  1000 writes) run passive on a helper thread (:class:`Checkpointer`), so the writer
+  that triggered it never waits for its disk syncs.
+- **Log restarts**: a writer that commits batch after batch (a background
+  writer, a purge) turns SQLite's automatic checkpoint off on its own
+  connection; once the log passes :data:`LOG_RESTART_PAGES` a ``RESTART``
+  checkpoint lets the next write start it afresh, or it would grow for as
+  long as the writing goes on.
+- **Purge pacing** (:class:`SqlitePurgePacer`): chunks sized to hold the
+  write lock about :data:`PURGE_HOLD`, and gaps after them long enough for
+  SQLite's busy handler to let waiting writers in.
+
+:class:`SqliteUpkeep` ties these to one store (the
+:class:`~telemetry_orm.backends.base.Upkeep` the store calls).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from ..errors import StoreClosedError, TelemetryError
+from .base import PURGE_CHUNK, CheckpointResult, Logger, StoreAccess
+
+#: Log size, in pages, past which a purge or a background writer has the
+#: log restarted (see :meth:`SqliteUpkeep.restart_long_log`).
+LOG_RESTART_PAGES = 16384
+
+#: Longest time, in seconds, a purge or a background writer waits for the
+#: helper thread's checkpoint to finish before restarting the log.
+LOG_CATCH_UP = 0.25
+
+#: Busy timeout of the TRUNCATE checkpoint after a big purge. That checkpoint
+#: holds the write lock while it waits for readers, so a long wait would stall
+#: every writer; if it gives up, ``journal_size_limit`` still cuts the log.
+TRUNCATE_BUSY_TIMEOUT_MS = 50
+_TRUNCATE_ATTEMPTS = 5
+
+#: Later purge chunks are sized from the time the previous one held the
+#: write lock, between these many rows.
+PURGE_CHUNK_MIN = 100
+PURGE_CHUNK_MAX = 100_000
+
+#: Seconds a purge aims to hold the write lock per chunk: well under 50 ms,
+#: so another writer never waits long, and long enough that the chunks add
+#: up to little more than one DELETE.
+PURGE_HOLD = 0.020
+
+#: Times, in ms after its first attempt, at which a writer that found the
+#: write lock taken tries again: SQLite's default busy handler (what
+#: ``busy_timeout`` installs, in this package, Python's sqlite3 and
+#: ``bun:sqlite``) sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms.
+#: The write lock has no queue: a writer gets it only if one of its retries
+#: falls while it is free.
+BUSY_RETRIES_MS = (1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228, 328)
+
+#: Added to each free gap a purge leaves, for the scheduling delay of a
+#: writer that wakes up to retry.
+PURGE_PAUSE_MARGIN = 0.002
+
+#: While nobody else has written for this many seconds, a purge leaves the
+#: lock free only once in about :data:`PURGE_QUIET_SPAN` seconds instead of
+#: after every chunk.
+PURGE_BUSY_MEMORY = 1.0
+PURGE_QUIET_SPAN = 0.125
+
+#: SQLite's own default of ``wal_autocheckpoint``, in pages.
+AUTOCHECKPOINT_PAGES = 1000
+
+
+def checkpoint(
+    conn: sqlite3.Connection, mode: str, *, busy_timeout: int, blocking: bool = True
+) -> CheckpointResult:
+    """``PRAGMA wal_checkpoint(mode)`` on ``conn``.
+
+    A ``RESTART`` or ``TRUNCATE`` checkpoint holds the write lock while it
+    copies the log and waits for readers, stalling every writer meanwhile; a
+    PASSIVE pass first copies the bulk while they keep writing. With
+    ``blocking=False`` (after a big purge) it also waits for readers at most
+    :data:`TRUNCATE_BUSY_TIMEOUT_MS` instead of ``busy_timeout``; if it gives
+    up (``busy``), ``journal_size_limit`` still cuts the ``-wal`` file once
+    the log restarts.
+    """
+    mode = mode.upper()
+    if mode not in ("RESTART", "TRUNCATE"):
+        return _checkpoint(conn, mode)
+    # The bulk first, without the write lock; if another connection's
+    # checkpoint (the helper thread's, say) is running, after it.
+    for _ in range(_TRUNCATE_ATTEMPTS * 10):
+        passive = _checkpoint(conn, "PASSIVE")
+        if not passive.busy or passive.logged >= 0:
+            break
+        time.sleep(0.01)
+    if blocking:
+        return _checkpoint(conn, mode)
+    conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, busy_timeout)}")
+    try:
+        for _ in range(_TRUNCATE_ATTEMPTS):
+            result = _checkpoint(conn, mode)
+            # -1 pages: it could not start because another connection (a
+            # writer's automatic checkpoint) is checkpointing right now,
+            # which ends shortly; unlike a reader, that is worth another try.
+            if not result.busy or result.logged >= 0:
+                break
+            time.sleep(0.01)
+        return result
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout}")
+
+
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> CheckpointResult:
+    busy, logged, copied = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    emptied = mode == "TRUNCATE" and not busy
+    return CheckpointResult(True, bool(busy), int(logged), int(copied), emptied)
+
+
+def set_autocheckpoint(conn: sqlite3.Connection, pages: int) -> int:
+    """``PRAGMA wal_autocheckpoint = pages`` on ``conn``; return the old value."""
+    old = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+    return old
+
+
+class Checkpointer:
+    """Runs a store's automatic checkpoints on a thread of their own,
+    started at the first one. Requests made while one runs merge into one."""
+
+    def __init__(self, run: Callable[[], None], log: Logger) -> None:
+        self._run = run
+        self._log = log
+        self._changed = threading.Condition()
+        self._due = False
+        self._busy = False
+        self._stopped = False
+        self._thread: Optional[threading.Thread] = None
+        #: Held while a checkpoint runs (fork() waits for it).
+        self.running = threading.Lock()
+
+    def request(self) -> None:
+        with self._changed:
+            if self._stopped:
+                return
+            self._due = True
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="telemetry_orm-checkpoint", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until no checkpoint runs or is
+        due; return whether that happened."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (self._due or self._busy) and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def stop(self) -> None:
+        """Let a running checkpoint finish, drop any that is due, end the thread."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not (self._due or self._stopped):
+                    self._changed.wait()
+                if self._stopped:
+                    return
+                self._due = False
+                self._busy = True
+            try:
+                with self.running:
+                    self._run()
+            except Exception as exc:  # noqa: BLE001 - housekeeping must not kill the thread
+                self._log.warning("automatic checkpoint failed: %s", exc)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+
+class SqliteUpkeep:
+    """The log upkeep of one SQLite store (see the module's docstring).
+
+    ``database`` is the store's :class:`~telemetry_orm.backends.sqlite.StoreDatabase`;
+    ``memory``: a ``':memory:'`` database, whose one connection is shared
+    and has no log to keep.
+    """
+
+    def __init__(
+        self,
+        database: Any,
+        store: StoreAccess,
+        *,
+        busy_timeout: int,
+        memory: bool,
+    ) -> None:
+        self.database = database
+        self.store = store
+        self.busy_timeout = busy_timeout
+        self.memory = memory
+        #: Log size, in pages, at the last checkpoint.
+        self.log_pages = 0
+        self._checkpointer = Checkpointer(self._checkpoint_in_helper, store.log)
+
+    # -- hooks of the store -------------------------------------------------
+
+    def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> CheckpointResult:
+        """Passive (or ``TRUNCATE``) at once, or passive on the helper thread
+        (``wait=False``: one asked for while another runs follows it once)."""
+        if wait or truncate or self.memory:
+            return self.run("TRUNCATE" if truncate else "PASSIVE")
+        if self.store.closed:
+            raise StoreClosedError(f"{self.store.path}: the telemetry store is closed")
+        self._checkpointer.request()
+        return CheckpointResult(True)
+
+    def purge_gap(self, pause: float) -> None:
+        # The helper thread copies the chunk into the file, while the next
+        # chunks run if nobody else is writing.
+        self.checkpoint(wait=False)
+        if pause:
+            # Writers get their moment; meanwhile the helper catches up with
+            # the log (so the next chunk can start it afresh if nobody else
+            # wrote), which is restarted if it grew long anyway.
+            began = time.monotonic()
+            if self._checkpointer.wait_idle(LOG_CATCH_UP):
+                self.restart_long_log()
+            pause -= time.monotonic() - began
+        time.sleep(max(0.0, pause))
+
+    def after_purge(self, deleted: int) -> None:
+        if deleted >= PURGE_CHUNK:
+            # Not blocking: waiting for a reader would stall every writer.
+            self.run("TRUNCATE", blocking=False)
+
+    def stream_started(self) -> Optional[int]:
+        """Turn SQLite's automatic checkpoint off on this thread's connection
+        (a writer that commits batch after batch would sync the disk inside
+        its commits; the helper thread does that work beside it); return the
+        setting to restore, or ``None`` (``:memory:``, no log)."""
+        if self.memory:
+            return None
+        try:
+            # Under the store lock, so that fork() never copies the
+            # connection half-opened.
+            with self.store.connection() as conn:
+                return set_autocheckpoint(conn, 0)
+        except TelemetryError:
+            return None
+
+    def between_batches(self) -> None:
+        self.restart_long_log()
+
+    def stream_ended(self, token: Optional[int]) -> None:
+        if token is None or self.store.closed:
+            return
+        with contextlib.suppress(TelemetryError), self.store.connection() as conn:
+            set_autocheckpoint(conn, token)
+
+    def close(self) -> None:
+        self._checkpointer.stop()
+        self.database.close_all()
+
+    def before_fork(self) -> None:
+        # A connection forked in the middle of a checkpoint leaves SQLite's
+        # in-process lock records saying "locked" in the child.
+        running = self._checkpointer.running
+        if not running.acquire(blocking=False):
+            self.store.log.debug("%s: fork() waits for a checkpoint", self.store.path)
+            running.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self._checkpointer.running.release()
+
+    def after_fork_in_child(self) -> None:
+        self._checkpointer = Checkpointer(self._checkpoint_in_helper, self.store.log)
+        self.database.forget_inherited()
+
+    # -- the log --------------------------------------------------------------
+
+    def restart_long_log(self) -> None:
+        """Between two batches of a writer without automatic checkpoints:
+        once the log passes :data:`LOG_RESTART_PAGES`, let the helper finish
+        copying it and run a ``RESTART`` checkpoint (which holds the write
+        lock only for the last pages), so that the next write starts the log
+        from its beginning. Without it a log that is always being appended
+        to is never fully copied when a write begins, and SQLite grows it
+        for as long as the writing goes on."""
+        if self.log_pages < LOG_RESTART_PAGES or not self._checkpointer.wait_idle(LOG_CATCH_UP):
+            return
+        try:
+            self.run("RESTART", blocking=False)
+        except TelemetryError as exc:  # housekeeping: the writes went through
+            self.store.log.warning("checkpoint RESTART failed: %s", exc)
+
+    def run(self, mode: str, *, blocking: bool = True, locked: bool = True) -> CheckpointResult:
+        """One checkpoint of ``mode`` on this thread's connection."""
+        started = time.perf_counter()
+        with self.store.connection(locked=locked) as conn:
+            result = checkpoint(conn, mode, busy_timeout=self.busy_timeout, blocking=blocking)
+        if result.logged >= 0:
+            self.log_pages = result.logged
+        if not self.memory:
+            result = dataclasses.replace(result, log_file=f"{self.store.path}-wal")
+        self.store.log.debug(
+            "checkpoint %s: %d of %d log pages (busy=%d) in %.1f ms", mode, result.copied,
+            result.logged, result.busy, (time.perf_counter() - started) * 1000,
+        )
+        return result
+
+    def _checkpoint_in_helper(self) -> None:
+        # On the helper thread: its own connection, and no store lock, since
+        # SQLite lets a passive checkpoint run beside a writer.
+        self.run("PASSIVE", locked=False)
+
+
+def retry_gap(waited: float) -> float:
+    """The longest time, in seconds, between two attempts of a writer that
+    has been waiting for the write lock at most ``waited`` seconds."""
+    gap, previous = 0, 0
+    for retry in BUSY_RETRIES_MS:
+        # A retry due at the very moment the lock comes free may be missed.
+        if previous > waited * 1000:
+            return gap / 1000
+        gap, previous = max(gap, retry - previous), retry
+    return max(gap, 100) / 1000
+
+
+class SqlitePurgePacer:
+    """Sizes a purge's chunks and the free gaps it leaves between them.
+
+    Each chunk is sized to hold the write lock about :data:`PURGE_HOLD`
+    seconds. After it, the lock is left free for as long as SQLite's busy
+    handler may make a waiting writer sleep (:func:`retry_gap`), so every
+    writer that began waiting during the chunk gets in before the next one.
+    That gap is most of a purge's cost over one DELETE, so it is only left
+    after every chunk while other connections are writing (``PRAGMA
+    data_version`` says so); while none has written for
+    :data:`PURGE_BUSY_MEMORY` seconds, chunks follow each other and a gap is
+    left once the lock has been taken for about :data:`PURGE_QUIET_SPAN`
+    seconds, long enough for a newcomer's retries at that point.
+
+    It also turns off SQLite's automatic checkpoint on the purging
+    connection for the purge: that checkpoint would run on every chunk's
+    commit, stalling the purge with disk syncs; the store's helper thread
+    copies the log into the file meanwhile instead.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        #: Rows the next chunk may delete.
+        self.rows = PURGE_CHUNK
+        self._clock = clock
+        self._version = -1
+        self._busy_until = 0.0
+        self._free_since = clock()
+        self._autocheckpoint = AUTOCHECKPOINT_PAGES
+
+    def start(self, conn: sqlite3.Connection) -> None:
+        self._autocheckpoint = set_autocheckpoint(conn, 0)
+        self._version = _data_version(conn)
+        self._free_since = self._clock()
+
+    def after_chunk(self, conn: sqlite3.Connection, held: float) -> float:
+        """Take note of a chunk that held the lock ``held`` seconds; set
+        :attr:`rows` for the next and return the pause before it."""
+        now = self._clock()
+        version = _data_version(conn)
+        if version != self._version:
+            self._version = version
+            self._busy_until = now + PURGE_BUSY_MEMORY
+        if held > 0:
+            wanted = self.rows * PURGE_HOLD / held
+            self.rows = int(min(max(wanted, self.rows / 2, PURGE_CHUNK_MIN),
+                                self.rows * 2, PURGE_CHUNK_MAX))
+        waited = now - self._free_since
+        if now < self._busy_until or waited + held > PURGE_QUIET_SPAN:
+            pause = retry_gap(waited) + PURGE_PAUSE_MARGIN
+            self._free_since = now + pause
+            return pause
+        return 0.0
+
+    def finish(self, conn: sqlite3.Connection) -> None:
+        set_autocheckpoint(conn, self._autocheckpoint)
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+

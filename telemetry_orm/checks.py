@@ -1,0 +1,61 @@
+"""Checks of the arguments the package's functions take, and UTC conversion.
+
+Each check returns the value it accepted (converted where that helps) or
+raises :class:`~telemetry_orm.TelemetryValidationError` naming the argument.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import numbers
+from typing import Any, Optional
+
+from .errors import TelemetryValidationError
+
+UTC = _dt.timezone.utc
+
+
+def check_count(name: str, value: Any, minimum: int = 0) -> int:
+    """An ``int`` (not a ``bool``) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TelemetryValidationError(name, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: Any, unit: str = "") -> float:
+    """A finite real number >= 0 (``unit`` names it in the message: "seconds")."""
+    what = f"number of {unit}" if unit else "number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TelemetryValidationError(
+            name, f"must be a finite {what} >= 0, got {type(value).__name__}"
+        )
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise TelemetryValidationError(name, f"must be a finite {what} >= 0, got {value!r}")
+    return number
+
+
+def check_text(name: str, value: Any) -> Optional[str]:
+    """A non-empty ``str``, or ``None``."""
+    if value is not None and (type(value) is not str or not value):
+        raise TelemetryValidationError(name, f"must be a non-empty string or None, got {value!r}")
+    return value
+
+
+def to_utc(value: _dt.datetime) -> _dt.datetime:
+    """``value`` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def check_time(name: str, value: Any) -> Optional[_dt.datetime]:
+    """A datetime (naive means UTC) as aware UTC, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, _dt.datetime):
+        raise TelemetryValidationError(
+            name, f"must be a datetime (naive means UTC) or None, got {type(value).__name__}"
+        )
+    return to_utc(value)

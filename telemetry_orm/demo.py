@@ -1,0 +1,5 @@
+"""Kept for older imports: the demo lives in :mod:`telemetry_orm.testing.demo`."""
+
+from .testing.demo import DAYS, DEMO_PREFIX, MODELS, REPOS, fill
+
+__all__ = ["DAYS", "DEMO_PREFIX", "MODELS", "REPOS", "fill"]

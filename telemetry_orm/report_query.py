@@ -1,0 +1,221 @@
+"""The SQL of a usage report, built with peewee: sums per group, nearest-rank
+percentiles with a window function, and the filters. :mod:`telemetry_orm.reports`
+turns the answers into report types."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type
+
+import peewee
+from peewee import SQL, Case, ColumnBase, Entity, fn
+
+from .engines import backend_class_of
+from .schema import Execution, bind_model, format_timestamp
+
+#: Keys a report can be grouped by, in the order they are documented.
+GROUP_KEYS: Tuple[str, ...] = (
+    "repo", "model", "provider", "event_type", "conclusion", "day", "week", "month", "pr",
+)
+
+#: Group keys that are time buckets (ordered ascending in a report).
+TIME_KEYS: Tuple[str, ...] = ("day", "week", "month")
+
+#: The nearest-rank percentile reported as ``p95_duration_ms``, in percent.
+PERCENTILE = 95
+
+# A group key becomes one or more columns of a row ("pr" is a repo and a PR).
+_KEY_COLUMNS: Dict[str, Tuple[str, ...]] = {
+    **{key: (key,) for key in GROUP_KEYS},
+    "pr": ("repo", "pr_number"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportFilters:
+    """What a report was restricted to (``None``: no restriction)."""
+
+    since: Optional[_dt.datetime] = None
+    until: Optional[_dt.datetime] = None
+    repo: Optional[str] = None
+    model: Optional[str] = None
+    event_type: Optional[str] = None
+    conclusion: Optional[str] = None
+
+
+def key_names(group_by: Sequence[str]) -> Tuple[str, ...]:
+    """The columns that identify a row of a report grouped by ``group_by``."""
+    names: List[str] = []
+    for key in group_by:
+        names.extend(c for c in _KEY_COLUMNS[key] if c not in names)
+    return tuple(names)
+
+
+def nearest_rank(n: int) -> int:
+    """The nearest rank of :data:`PERCENTILE` among ``n`` values: ``ceil(n * p / 100)``."""
+    return -(-n * PERCENTILE // 100)
+
+
+@dataclasses.dataclass
+class Sums:
+    """Additive figures of a group, as the database summed them."""
+
+    executions: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    cost_usd: float
+    duration_ms: int
+    failed: int
+
+    @classmethod
+    def from_row(cls, values: Sequence[Any]) -> Sums:
+        # Engines differ in the types of sums (PostgreSQL answers Decimal).
+        n, tokens_in, tokens_out, read, write, cost, duration, failed = (v or 0 for v in values)
+        return cls(
+            int(n), int(tokens_in), int(tokens_out), int(read), int(write),
+            float(cost), int(duration), int(failed),
+        )
+
+    @classmethod
+    def combine(cls, parts: Iterable[Sums]) -> Sums:
+        total = cls(0, 0, 0, 0, 0, 0.0, 0, 0)
+        for part in parts:
+            for field in dataclasses.fields(cls):
+                name = field.name
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+        return total
+
+
+class Query:
+    """The SQL of one report, built with peewee from the filters and keys."""
+
+    def __init__(
+        self, *, database: peewee.Database, filters: ReportFilters, group_by: Tuple[str, ...]
+    ) -> None:
+        self.database = database
+        backend = backend_class_of(database)
+        self.dialect = backend.dialect
+        self.model: Type[Execution] = bind_model(database, backend.model_base)
+        self.filters = filters
+        self.key_names = key_names(group_by)
+        # With a time range, keep the planner on the created_at index:
+        # hide every other column from the indexes.
+        timed = filters.since is not None or filters.until is not None
+        self._hide: Callable[[ColumnBase], ColumnBase] = (
+            self.dialect.no_index if timed else (lambda column: column)
+        )
+
+    def _column(self, name: str) -> ColumnBase:
+        node: ColumnBase = getattr(self.model, name)
+        return node
+
+    def _keys(self) -> List[ColumnBase]:
+        created_at = self._column("created_at")
+        keys = []
+        for name in self.key_names:
+            if name in self.dialect.buckets:
+                keys.append(self.dialect.buckets[name](created_at))
+            else:
+                # Never group through an index: walking idx_executions_repo
+                # reads every row of the table in key order, slower on 1M rows
+                # than scanning (or searching by time) and sorting.
+                keys.append(self.dialect.no_index(self._column(name)))
+        return keys
+
+    def _where(self) -> List[ColumnBase]:
+        f = self.filters
+        created_at = self._column("created_at")
+        conditions: List[ColumnBase] = []
+        if f.since is not None:
+            conditions.append(created_at >= format_timestamp(f.since))
+        if f.until is not None:
+            conditions.append(created_at < format_timestamp(f.until))
+        for name in ("repo", "model", "event_type", "conclusion"):
+            value = getattr(f, name)
+            if value is not None:
+                conditions.append(self._hide(self._column(name)) == value)
+        return conditions
+
+    def select(self, *columns: ColumnBase) -> Any:
+        """``SELECT columns`` of the matching executions."""
+        query = self.model.select(*columns)
+        where = self._where()
+        return query.where(*where) if where else query
+
+    def aggregate_query(self) -> Any:
+        """The per-group sums (one row when there are no keys)."""
+        m = self.model
+        aliases = [f"k{i}" for i in range(len(self.key_names))]
+        keys = [node.alias(alias) for node, alias in zip(self._keys(), aliases, strict=True)]
+        failed = Case(None, [(m.conclusion != "success", 1)], 0)
+        query = self.select(
+            *keys,
+            fn.COUNT(SQL("*")),
+            fn.SUM(m.input_tokens),
+            fn.SUM(m.output_tokens),
+            fn.SUM(m.cache_read_tokens),
+            fn.SUM(m.cache_creation_tokens),
+            fn.SUM(m.cost_usd),
+            fn.SUM(m.duration_ms),
+            fn.SUM(failed),
+        )
+        if aliases:
+            query = query.group_by(*(Entity(a) for a in aliases))
+        return query
+
+    def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:
+        width = len(self.key_names)
+        groups: Dict[Tuple[Any, ...], Sums] = {}
+        for row in self.database.execute(self.aggregate_query()):
+            sums = Sums.from_row(row[width:])
+            if sums.executions:
+                groups[tuple(row[:width])] = sums
+        return groups
+
+    def percentile_query(self) -> Any:
+        """Per group, the smallest duration whose cumulative share reaches
+        :data:`PERCENTILE` (the nearest-rank percentile)."""
+        keys = self._keys()
+        aliases = [f"k{i}" for i in range(len(keys))]
+        duration = self._column("duration_ms")
+        share = fn.CUME_DIST().over(partition_by=keys, order_by=[duration])
+        inner = self.select(
+            *(node.alias(alias) for node, alias in zip(keys, aliases, strict=True)),
+            duration.alias("duration_ms"),
+            share.alias("share"),
+        )
+        outer_keys = [getattr(inner.c, alias) for alias in aliases]
+        return (
+            inner.select_from(*outer_keys, fn.MIN(inner.c.duration_ms))
+            .where(inner.c.share >= PERCENTILE / 100)
+            .group_by(*outer_keys)
+        )
+
+    def group_percentiles(self) -> Dict[Tuple[Any, ...], int]:
+        width = len(self.key_names)
+        return {
+            tuple(row[:width]): int(row[width])
+            for row in self.database.execute(self.percentile_query())
+        }
+
+    def total_percentile(self, executions: int) -> Optional[int]:
+        """The nearest-rank percentile of all matching durations.
+
+        Counted from the top (``OFFSET n - rank`` descending), so the engine
+        only keeps the largest 5 % while sorting.
+        """
+        if not executions:
+            return None
+        rank = nearest_rank(executions)
+        duration = self._column("duration_ms")
+        query = (
+            self.select(duration)
+            .order_by(duration.desc())
+            .limit(1)
+            .offset(executions - rank)
+        )
+        row = self.database.execute(query).fetchone()
+        return None if row is None else int(row[0])

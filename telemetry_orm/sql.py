@@ -1,0 +1,69 @@
+"""SQL every engine runs the same way, built with peewee from a bound model.
+
+``model`` arguments are an ``Execution`` class bound to a database
+(:func:`telemetry_orm.schema.bind_model`); this module sits below the
+schema, so it names none of its classes.
+
+The backends run these statements on their driver's own connection (the
+hot paths skip peewee's per-query work), so each builder returns the SQL
+text and its parameters in the database's own placeholder style.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Sequence, Tuple, Type
+
+import peewee
+from peewee import SQL, fn
+
+from .record import FIELD_NAMES
+
+Statement = Tuple[str, List[Any]]
+
+
+def quote(database: peewee.Database, name: str) -> str:
+    """``name`` quoted as an identifier in the database's dialect."""
+    sql: str = database.get_sql_context().sql(peewee.Entity(name)).query()[0]
+    return sql
+
+
+def render(database: peewee.Database, query: Any) -> Statement:
+    """The SQL text and parameters of a peewee query."""
+    sql, params = database.get_sql_context().sql(query).query()
+    return str(sql), list(params)
+
+
+def insert_sql(
+    database: peewee.Database, table: str, columns: Sequence[str], *, returning: str = ""
+) -> str:
+    """``INSERT INTO table (columns) VALUES (?, …)``, optionally ``RETURNING`` a column.
+
+    Built once and run with each row's values (peewee would rebuild it per row).
+    """
+    names = ", ".join(quote(database, name) for name in columns)
+    marks = ", ".join(database.param for _ in columns)
+    sql = f"INSERT INTO {quote(database, table)} ({names}) VALUES ({marks})"
+    return f"{sql} RETURNING {quote(database, returning)}" if returning else sql
+
+
+def record_insert_sql(model: Type[peewee.Model], *, returning: bool = False) -> str:
+    """The INSERT ``record()`` runs: every record field, in column order."""
+    database = model._meta.database
+    return insert_sql(database, model._meta.table_name, FIELD_NAMES,
+                      returning="id" if returning else "")
+
+
+def count_before(model: Any, when: Any) -> Statement:
+    """How many rows have ``created_at`` before ``when``."""
+    query = model.select(fn.COUNT(SQL("*"))).where(model.created_at < when)
+    return render(model._meta.database, query)
+
+
+def delete_chunk_before(model: Any, when: Any, limit: int) -> Statement:
+    """Delete up to ``limit`` rows with ``created_at`` before ``when``.
+
+    By id through a sub-select: ``DELETE … LIMIT`` needs a compile option
+    that many SQLite builds lack.
+    """
+    older = model.select(model.id).where(model.created_at < when).limit(limit)
+    return render(model._meta.database, model.delete().where(model.id.in_(older)))
