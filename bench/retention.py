@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import multiprocessing
 import os
-import re
 import shutil
 import sqlite3
 import statistics
@@ -131,21 +129,6 @@ def _under_load(path: Path, how: str) -> Dict[str, Any]:
     return {"deleted": deleted, "seconds": elapsed, "wal_bytes": wal_bytes, **figures}
 
 
-class _Chunks(logging.Handler):
-    """Collects the write-lock hold of each purge chunk from the store's log."""
-
-    PATTERN = re.compile(r"purge chunk \d+: (\d+) rows, locked ([\d.]+) ms")
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.holds_ms: List[float] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        found = self.PATTERN.match(record.getMessage())
-        if found:
-            self.holds_ms.append(float(found.group(2)))
-
-
 def _fresh_copy(source: Path, target: Path) -> Path:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
@@ -161,22 +144,14 @@ def _alone(source: Path, tmp: Path) -> Dict[str, Any]:
     started = time.perf_counter()
     single_deleted = _single_delete(_fresh_copy(source, tmp / "single.db"))
     single_s = time.perf_counter() - started
-    logger = logging.getLogger("telemetry_orm")
-    chunks = _Chunks()
-    level = logger.level
-    logger.addHandler(chunks)
-    logger.setLevel(logging.DEBUG)
-    try:
-        with create_telemetry_store(_fresh_copy(source, tmp / "chunked.db")) as store:
-            started = time.perf_counter()
-            deleted = store.purge_older_than(RETENTION_DAYS)
-            purge_s = time.perf_counter() - started
-    finally:
-        logger.removeHandler(chunks)
-        logger.setLevel(level)
+    with create_telemetry_store(_fresh_copy(source, tmp / "chunked.db")) as store:
+        started = time.perf_counter()
+        result = store.purge(RETENTION_DAYS)
+        purge_s = time.perf_counter() - started
+    deleted = result.deleted
     return {"deleted": deleted, "single_deleted": single_deleted, "purge_s": purge_s,
             "single_delete_s": single_s, "ratio": purge_s / single_s,
-            "chunks": len(chunks.holds_ms), "longest_hold_ms": max(chunks.holds_ms)}
+            "chunks": result.chunks, "longest_hold_ms": result.longest_hold * 1000}
 
 
 def run(rows: int, rounds: int = 3) -> Dict[str, Any]:

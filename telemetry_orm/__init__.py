@@ -1,5 +1,6 @@
 """telemetry_orm: store and report the telemetry of LLM agent runs with peewee."""
 
+from .backends.base import CheckpointResult
 from .background import BackgroundRecorder
 from .errors import (
     BackgroundWriteError,
@@ -12,19 +13,28 @@ from .errors import (
 from .record import FIELD_NAMES, TelemetryRecord
 from .reports import Metrics, Report, ReportRow, open_readonly, report
 from .schema import SCHEMA_VERSION, Execution
-from .store import PeeweeTelemetryStore, TelemetryStore, create_telemetry_store
+from .store import (
+    PeeweeTelemetryStore,
+    PurgeProgress,
+    PurgeResult,
+    TelemetryStore,
+    create_telemetry_store,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackgroundRecorder",
     "BackgroundWriteError",
+    "CheckpointResult",
     "FIELD_NAMES",
     "Metrics",
     "SCHEMA_VERSION",
     "DatabaseError",
     "Execution",
     "PeeweeTelemetryStore",
+    "PurgeProgress",
+    "PurgeResult",
     "Report",
     "ReportRow",
     "StoreBusyError",

@@ -161,10 +161,18 @@ def test_purge_refuses_bad_days_and_deletes_nothing(
     assert any_witness.count() == 1
 
 
-def test_checkpoint_runs(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+def test_checkpoint_says_what_it_did(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
     any_store.record(minimal())
-    any_store.checkpoint()
+    result = any_store.checkpoint()
     assert any_witness.count() == 1
+    if any_witness.kind == "sqlite":
+        # Everything the log held is in the file now (the SQLite backend's
+        # tests check the file alone holds the row).
+        assert result.applies and result.complete and result.copied == result.logged > 0
+    else:
+        # The server keeps its own log: nothing was done, and it says so.
+        assert not result.applies and result.log_file is None
+        assert not any_store.checkpoint(truncate=True).applies
 
 
 def test_closed_store_refuses_work(any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:

@@ -446,17 +446,65 @@ def test_a_long_stream_keeps_the_log_short_and_every_row(
     store.close()
 
 
-def test_the_writer_thread_restores_its_connection_settings(db_path: Path) -> None:
+def test_a_batch_writer_turns_checkpoints_off_for_its_stream_only(db_path: Path) -> None:
+    # The store's hook for a thread that writes batch after batch: SQLite's
+    # automatic checkpoint is off on that thread's connection while the
+    # stream lasts, and back to its setting afterwards.
     store = create_telemetry_store(db_path)
     seen: List[int] = []
+
+    def autocheckpoint() -> int:
+        with store.connection() as conn:
+            return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    def stream() -> None:
+        writer = store.batch_writer()
+        seen.append(autocheckpoint())
+        writer.write([TelemetryRecord(**minimal()).as_row()])
+        seen.append(autocheckpoint())
+        writer.write([TelemetryRecord(**minimal()).as_row()] * 3)
+        writer.close()
+        seen.append(autocheckpoint())
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    thread.join()
+    assert seen == [1000, 0, 1000]
+    assert autocheckpoint() == 1000  # other threads' connections never changed
+    assert store.model.select().count() == 4
+    store.close()
+
+
+def test_the_recorder_writes_through_one_batch_writer_and_closes_it(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = create_telemetry_store(db_path)
+    made: List[Any] = []
+    original = store.batch_writer
+
+    def spy() -> Any:
+        writer = original()
+        made.append(writer)
+        calls = {"write": 0, "close": 0}
+        write, close = writer.write, writer.close
+
+        def counted_write(rows: Any) -> Any:
+            calls["write"] += 1
+            return write(rows)
+
+        def counted_close() -> None:
+            calls["close"] += 1
+            close()
+
+        writer.write, writer.close, writer.calls = counted_write, counted_close, calls
+        return writer
+
+    monkeypatch.setattr(store, "batch_writer", spy)
     recorder = store.background(max_batch=10, max_delay=0.01)
-    recorder.record(minimal())
+    for _ in range(25):
+        recorder.record(minimal())
     recorder.flush()
-    writer_conn = [c for c in store.database._opened if c is not store.database.connection()]
-    for conn in writer_conn:
-        seen.append(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-    assert 0 in seen, "the writer's connection still checkpoints inside its commits"
     recorder.close()
-    for conn in writer_conn:
-        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    assert len(made) == 1
+    assert made[0].calls["write"] >= 3 and made[0].calls["close"] == 1
+    assert store.model.select().count() == 25
     store.close()

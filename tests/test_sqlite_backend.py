@@ -1,10 +1,10 @@
-"""How a SQLite purge paces its chunks: the gaps it leaves other writers,
-the size of its chunks, and the connection settings it restores."""
+"""The SQLite backend (telemetry_orm.backends.sqlite and its log upkeep in
+sqlite_wal): how a purge paces its chunks (the gaps it leaves other
+writers, the size of its chunks, the connection settings it restores),
+checkpoints, and read-only opening."""
 
 from __future__ import annotations
 
-import logging
-import re
 import sqlite3
 from pathlib import Path
 from typing import Iterator, List
@@ -12,7 +12,12 @@ from typing import Iterator, List
 import pytest
 from support import minimal
 
-from telemetry_orm import PeeweeTelemetryStore, StoreBusyError, create_telemetry_store
+from telemetry_orm import (
+    PeeweeTelemetryStore,
+    PurgeProgress,
+    StoreBusyError,
+    create_telemetry_store,
+)
 from telemetry_orm.backends.sqlite import (
     PURGE_BUSY_MEMORY,
     PURGE_CHUNK,
@@ -183,23 +188,65 @@ def backdate_all(path: Path, rows: int) -> None:
     conn.close()
 
 
-def test_purge_logs_each_chunk_and_restores_the_connection(
-        store: PeeweeTelemetryStore, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_purge_reports_each_chunk_and_restores_the_connection(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
     backdate_all(db_path, 3 * PURGE_CHUNK + 5)
     keep = store.record(minimal())
-    with caplog.at_level(logging.DEBUG, logger="telemetry_orm"):
-        assert store.purge_older_than(90) == 3 * PURGE_CHUNK + 5
-    chunks = [re.match(r"purge chunk (\d+): (\d+) rows, locked ([\d.]+) ms", r.getMessage())
-              for r in caplog.records]
-    found = [m for m in chunks if m]
-    assert [int(m.group(1)) for m in found] == list(range(1, len(found) + 1))
-    assert sum(int(m.group(2)) for m in found) == 3 * PURGE_CHUNK + 5
-    assert all(float(m.group(3)) >= 0 for m in found)
+    seen: List[PurgeProgress] = []
+    result = store.purge(90, progress=seen.append)
+    assert result.deleted == 3 * PURGE_CHUNK + 5
+    # One progress call per chunk, counting up to the result.
+    assert [p.chunks for p in seen] == list(range(1, result.chunks + 1))
+    assert seen[-1].deleted == result.deleted
+    assert all(a.deleted < b.deleted for a, b in zip(seen, seen[1:], strict=False))
+    assert 0 < result.longest_hold < 1.0
+    assert result.seconds >= result.longest_hold
     conn = store.database.connection()
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
     witness = sqlite3.connect(db_path)
     assert witness.execute("SELECT id FROM executions").fetchall() == [(keep,)]
+    assert witness.execute("SELECT datetime('now', '-90 days')").fetchone()[0] >= result.cutoff
     witness.close()
+
+
+def test_purge_older_than_is_purge_deleted(store: PeeweeTelemetryStore, db_path: Path) -> None:
+    backdate_all(db_path, 7)
+    assert store.purge_older_than(90) == 7
+    assert store.purge(90).deleted == 0
+
+
+def test_checkpoint_copies_the_log_into_the_file(
+        store: PeeweeTelemetryStore, db_path: Path, tmp_path: Path) -> None:
+    store.record(minimal(repo="acme/checkpointed"))
+    result = store.checkpoint()
+    assert result.applies and result.complete and result.logged > 0
+    assert result.log_file == f"{db_path}-wal"
+    # The database file alone (no -wal beside it) holds the row now.
+    alone = tmp_path / "alone.db"
+    alone.write_bytes(db_path.read_bytes())
+    conn = sqlite3.connect(alone)
+    assert conn.execute("SELECT repo FROM executions").fetchall() == [("acme/checkpointed",)]
+    conn.close()
+
+
+def test_a_reader_keeps_a_truncate_checkpoint_from_emptying_the_log(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    store.record(minimal())
+    reader = sqlite3.connect(db_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM executions").fetchone()
+    store.record(minimal())
+    try:
+        with store.connection() as conn:
+            conn.execute("PRAGMA busy_timeout = 50")
+            result = store.checkpoint(truncate=True)
+            conn.execute("PRAGMA busy_timeout = 5000")
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert result.applies and result.busy and not result.emptied and not result.complete
+    assert store.checkpoint(truncate=True).emptied
+    assert Path(f"{db_path}-wal").stat().st_size == 0
 
 
 def test_a_failed_purge_restores_the_connection_too(db_path: Path) -> None:
