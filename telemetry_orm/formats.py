@@ -15,6 +15,7 @@ import io
 import json
 from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
+from .checks import to_utc
 from .reports import METRICS, DatabaseStats, Report
 
 REPORT_FORMATS: Tuple[str, ...] = ("table", "json", "csv", "markdown")
@@ -43,7 +44,7 @@ def iso(value: Optional[_dt.datetime]) -> Optional[str]:
     """A UTC datetime as ISO 8601 with ``Z`` (``None`` stays ``None``)."""
     if value is None:
         return None
-    return value.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return to_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def report_columns(report: Report) -> Tuple[str, ...]:
@@ -170,7 +171,7 @@ def _caption(report: Report) -> str:
 
 
 def _when(value: _dt.datetime) -> str:
-    return value.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return to_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _table(

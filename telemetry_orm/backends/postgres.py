@@ -463,7 +463,7 @@ class PostgresBackend:
         """``now() - days * interval '1 day'`` by the server's clock."""
         row = conn.execute("SELECT now() - %s * interval '1 day'", (float(days),)).fetchone()
         when: _dt.datetime = row[0]
-        return when.astimezone(_dt.timezone.utc)
+        return to_utc(when)
 
     def count_before(self, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:
         return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
@@ -524,14 +524,14 @@ def _state(database: peewee.Database) -> Tuple[int, List[str]]:
         (VERSION_TABLE,),
     ).fetchone()
     if exists:
-        row = database.execute_sql(f'SELECT max(version) FROM "{VERSION_TABLE}"').fetchone()
+        table = _sql.quote(database, VERSION_TABLE)
+        row = database.execute_sql(f"SELECT max(version) FROM {table}").fetchone()
         version = int(row[0] or 0)
     return version, table_columns(database)
 
 
 def _write_version(database: peewee.Database, version: int) -> None:
-    database.execute_sql(
-        f'CREATE TABLE IF NOT EXISTS "{VERSION_TABLE}" (version INTEGER NOT NULL)'
-    )
-    database.execute_sql(f'DELETE FROM "{VERSION_TABLE}"')
-    database.execute_sql(f'INSERT INTO "{VERSION_TABLE}" (version) VALUES (%s)', (version,))
+    table = _sql.quote(database, VERSION_TABLE)
+    database.execute_sql(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+    database.execute_sql(f"DELETE FROM {table}")
+    database.execute_sql(f"INSERT INTO {table} (version) VALUES (%s)", (version,))

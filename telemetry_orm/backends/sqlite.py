@@ -187,7 +187,8 @@ def _make_folder(path: str, folder: Path) -> None:
 
 
 def _columns(conn: sqlite3.Connection) -> List[str]:
-    return [row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE_NAME}")')]
+    table = _sql.quote(_DIALECT_DATABASE, TABLE_NAME)
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
 
 
 def _version(conn: sqlite3.Connection) -> int:
