@@ -433,7 +433,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         transaction. On PostgreSQL the pooled connection borrowed here is
         handed back afterwards.
         """
-        guard = contextlib.nullcontext() if self.database.thread_safe else self._lock
+        guard = self._lock if self.backend.one_connection else contextlib.nullcontext()
         with guard, self.connection(locked=False):
             yield self.database
 

@@ -199,6 +199,10 @@ class Backend(Protocol):
     driver_errors: Tuple[Type[BaseException], ...]
     #: How reports spell buckets and the rest on this engine.
     dialect: ReportDialect
+    #: Every thread of the store shares one connection (SQLite's ``':memory:'``,
+    #: where a new connection would be a new, empty database), so even a
+    #: read must hold the store's lock.
+    one_connection: bool
 
     @classmethod
     def from_location(cls, location: str, *, busy_timeout: int,

@@ -301,6 +301,7 @@ class PostgresBackend:
         MaxConnectionsExceeded,
     )
     dialect = DIALECT
+    one_connection = False
 
     @classmethod
     def from_location(

@@ -234,7 +234,7 @@ class SqliteBackend:
         journal_size_limit: int = JOURNAL_SIZE_LIMIT,
     ) -> None:
         self.path = path
-        self.memory = path == ":memory:"
+        self.memory = self.one_connection = path == ":memory:"
         self.busy_timeout = busy_timeout
         self.pragmas: Tuple[Tuple[str, Any], ...] = tuple(
             (name, {"busy_timeout": busy_timeout, "journal_size_limit": journal_size_limit}
