@@ -8,6 +8,20 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import pytest
+
+try:
+    import psycopg  # noqa: F401
+except ImportError:
+    HAVE_PSYCOPG = False
+else:
+    HAVE_PSYCOPG = True
+
+#: For tests that need the PostgreSQL driver but no server.
+needs_psycopg = pytest.mark.skipif(
+    not HAVE_PSYCOPG, reason="needs psycopg: pip install 'telemetry_orm[postgres]'"
+)
+
 #: The original store's DDL, as its plan states it (with the parentheses
 #: SQLite needs around an expression default).
 SEED_DDL = """

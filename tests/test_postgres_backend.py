@@ -14,7 +14,7 @@ from typing import Iterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
-from support import Witness, minimal, record_in_process, with_query
+from support import HAVE_PSYCOPG, Witness, minimal, needs_psycopg, record_in_process, with_query
 
 from telemetry_orm import (
     SCHEMA_VERSION,
@@ -111,6 +111,14 @@ def test_wrong_password_is_a_database_error_without_the_password(pg_url: str) ->
     assert "***" in str(info.value)
 
 
+@pytest.mark.skipif(HAVE_PSYCOPG, reason="checks the message without psycopg")
+def test_without_the_driver_the_error_names_the_extra() -> None:
+    with pytest.raises(DatabaseError, match=r"pip install 'telemetry_orm\[postgres\]'") as info:
+        create_telemetry_store("postgresql://telemetry:secret@127.0.0.1:1/telemetry")
+    assert "secret" not in str(info.value)
+
+
+@needs_psycopg
 def test_unreachable_server_is_a_database_error() -> None:
     # Port 1 on the loopback: nothing listens, the connection is refused at once.
     # The message names the store (password hidden) and says why; every error
@@ -123,6 +131,7 @@ def test_unreachable_server_is_a_database_error() -> None:
     assert not isinstance(info.value, StoreBusyError)
 
 
+@needs_psycopg
 def test_url_without_a_database_is_refused() -> None:
     with pytest.raises(DatabaseError, match="names no database"):
         create_telemetry_store("postgresql://telemetry:x@127.0.0.1:5432/")
