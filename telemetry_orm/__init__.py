@@ -1,7 +1,7 @@
 """telemetry_orm: store and report the telemetry of LLM agent runs with peewee."""
 
 from .backends.base import CheckpointResult
-from .background import BackgroundRecorder
+from .background import BackgroundRecorder, write_queues_on_sigterm
 from .errors import (
     BackgroundWriteError,
     DatabaseError,
@@ -46,4 +46,5 @@ __all__ = [
     "create_telemetry_store",
     "open_readonly",
     "report",
+    "write_queues_on_sigterm",
 ]

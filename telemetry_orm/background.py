@@ -10,26 +10,31 @@ one writer thread commits the queue in batches, as ``store.record_many`` does::
                          "model": "claude-sonnet-4-5", "conclusion": "success"})
     # leaving the block flushed and closed the recorder
 
-Nothing is dropped: a full queue makes ``record()`` wait; a batch that keeps
-failing is kept and raised from the next :meth:`~BackgroundRecorder.flush` or
-:meth:`~BackgroundRecorder.close` as :class:`~telemetry_orm.BackgroundWriteError`
-with its records attached; interpreter exit flushes what is still queued.
+Nothing is dropped: a full recorder makes ``record()`` wait; a batch that
+keeps failing is kept and raised from the next :meth:`~BackgroundRecorder.flush`
+or :meth:`~BackgroundRecorder.close` (or from ``record()`` once the failed
+records fill the recorder) as :class:`~telemetry_orm.BackgroundWriteError`
+with its records attached; interpreter exit flushes what is still queued, and
+:func:`write_queues_on_sigterm` makes SIGTERM do so too.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
+import signal
 import threading
 import time
+import weakref
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Sequence, Tuple, Type, Union
 
 from . import forking
 from .checks import check_count, check_number
 from .errors import BackgroundWriteError, StoreClosedError
-from .record import FIELD_NAMES, TelemetryRecord, row_of
+from .record import FIELD_NAMES, TelemetryRecord
 
 if TYPE_CHECKING:
     from .store import BatchWriter, Entry, PeeweeTelemetryStore
@@ -54,13 +59,24 @@ class BackgroundRecorder:
     seconds, or when someone calls :meth:`flush` or :meth:`close`. Batches
     are written in the order the records were queued.
 
-    At most ``max_queue`` records wait; ``record()`` then blocks until the
-    writer has taken a batch (it never drops one). A batch that fails is tried
-    again ``retries`` times, waiting ``retry_delay`` seconds and doubling;
-    after that it is logged and kept, and the next :meth:`flush` or
-    :meth:`close` raises :class:`~telemetry_orm.BackgroundWriteError` whose
-    ``records`` are the records that were not written, in order (pass them to
+    A batch that fails is tried again ``retries`` times, waiting
+    ``retry_delay`` seconds and doubling; after that it is logged and kept,
+    and the next :meth:`flush` or :meth:`close` raises
+    :class:`~telemetry_orm.BackgroundWriteError` whose ``records`` are the
+    records that were not written, in order (pass them to
     ``store.record_many`` to try again).
+
+    What the recorder holds (:attr:`held`: queued, being written, or failed
+    and not yet raised) never exceeds ``max_queue``, so memory stays bounded
+    however long the writes fail. When it is full, ``record()`` waits for
+    the writer to commit a batch; if it is full and holds failed records,
+    ``record()`` raises :class:`~telemetry_orm.BackgroundWriteError` at once
+    instead, with those records and then the one it was given (which is not
+    queued): nothing is dropped, and the caller learns of the failure.
+
+    A process ended by SIGTERM under the default handler writes nothing
+    that is still queued (atexit does not run); call
+    :func:`write_queues_on_sigterm` to have it written first.
 
     :meth:`close` (also on leaving a ``with`` block, on ``store.close()``, and
     at interpreter exit) writes what is queued and stops the writer. In a
@@ -89,6 +105,7 @@ class BackgroundRecorder:
         self._start()
         atexit.register(self._at_exit)
         forking.track(self, forking.RECORDER)
+        _OPEN.add(self)
 
     def _start(self) -> None:
         # One lock guards all the state below; the writer waits on one
@@ -123,11 +140,11 @@ class BackgroundRecorder:
         Blocks only while ``max_queue`` records are already waiting. Raises
         :class:`~telemetry_orm.StoreClosedError` once the recorder is closed.
         """
-        row = row_of(entry)
+        row = self.store.checked_row(entry)
         with self._lock:
             pending = self._pending
-            if self._closing or len(pending) >= self.max_queue:
-                self._wait_for_room()
+            if self._closing or self._held() >= self.max_queue:
+                self._wait_for_room(row)
             if not pending:
                 self._oldest = time.monotonic()
                 self._wake_writer.notify()
@@ -136,16 +153,24 @@ class BackgroundRecorder:
             if len(pending) == self.max_batch:
                 self._wake_writer.notify()
 
-    def _wait_for_room(self) -> None:
+    def _held(self) -> int:
+        # Called with the lock held: queued or being written, and failed.
+        return self._queued - self._finished + len(self._failed)
+
+    def _wait_for_room(self, row: Row) -> None:
         # Called with the lock held.
         if not self._closing:
             self.log.debug(
-                "background queue full (%d executions waiting); record() waits for the writer",
-                len(self._pending),
+                "background queue full (%d executions held); record() waits for the writer",
+                self._held(),
             )
-        while (
-            not (self._closing or self._writer_gone) and len(self._pending) >= self.max_queue
-        ):
+        while not (self._closing or self._writer_gone) and self._held() >= self.max_queue:
+            if self._failed:
+                # Full of records that could not be written: hand them back
+                # now, with this one, rather than hold more.
+                failure = self._take_failure([row])
+                assert failure is not None
+                raise failure
             self._progress.wait()
         if self._closing:
             raise StoreClosedError(f"{self.store.path}: the background recorder is closed")
@@ -192,6 +217,7 @@ class BackgroundRecorder:
             self._thread.join()
         atexit.unregister(self._at_exit)
         forking.untrack(self)
+        _OPEN.discard(self)
         with self._lock:
             failure = self._take_failure()
         if failure is not None:
@@ -201,6 +227,13 @@ class BackgroundRecorder:
     def pending(self) -> int:
         """How many records are queued or being written, not yet committed."""
         return self._queued - self._finished
+
+    @property
+    def held(self) -> int:
+        """How many records the recorder holds: queued, being written, or
+        failed and not yet raised (at most ``max_queue``)."""
+        with self._lock:
+            return self._held()
 
     @property
     def closed(self) -> bool:
@@ -292,16 +325,19 @@ class BackgroundRecorder:
             len(batch), attempt, error, kept,
         )
 
-    def _take_failure(self) -> Optional[BackgroundWriteError]:
+    def _take_failure(self, refused: Sequence[Row] = ()) -> Optional[BackgroundWriteError]:
         # Called with the lock held.
         if not self._failed:
             return None
         rows, self._failed = self._failed, []
-        records = [TelemetryRecord(**dict(zip(FIELD_NAMES, row, strict=True))) for row in rows]
+        records = [TelemetryRecord(**dict(zip(FIELD_NAMES, row, strict=True)))
+                   for row in (*rows, *refused)]
         cause, self._failure = self._failure, None
+        also = (f" (the recorder is full: the last {len(refused)} given to record() "
+                "were not queued)") if refused else ""
         failure = BackgroundWriteError(
             f"{self.store.path}: {len(records)} executions could not be written "
-            f"in the background: {cause}",
+            f"in the background{also}: {cause}",
             records,
         )
         failure.__cause__ = cause
@@ -326,3 +362,45 @@ class BackgroundRecorder:
         # the parent's to write; the child gets a fresh lock, queue and writer.
         if not self._closing:
             self._start()
+
+
+# Recorders not closed yet, for write_queues_on_sigterm().
+_OPEN: weakref.WeakSet[BackgroundRecorder] = weakref.WeakSet()
+
+
+def write_queues_on_sigterm() -> Any:
+    """Have SIGTERM write what every open recorder holds before the process
+    ends; return the handler that was installed before.
+
+    Under the default handler a SIGTERM ends the process at once and queued
+    records are lost (``atexit`` does not run). After this call, a SIGTERM
+    puts the previous handler back, closes every open recorder (writing its
+    queue) on a thread of its own, then delivers the signal again to that
+    handler:
+    with the default one the process then ends by SIGTERM as before. Never
+    installed by the library itself; call it from the main thread, after
+    any handler of your own::
+
+        store = create_telemetry_store("data/telemetry.db")
+        recorder = store.background()
+        write_queues_on_sigterm()
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def write_then_deliver() -> None:
+        for recorder in list(_OPEN):
+            try:
+                recorder.close()
+            except Exception as exc:  # noqa: BLE001 - logged; the signal still goes on
+                recorder.log.error("on SIGTERM: %s", exc)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # The previous handler takes the signal again once the queues are
+        # written (a second SIGTERM meanwhile goes to it at once). The writing
+        # is not done here: the interrupted code may hold a recorder's lock.
+        signal.signal(signal.SIGTERM, previous)
+        threading.Thread(target=write_then_deliver, name="telemetry_orm-sigterm").start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return previous

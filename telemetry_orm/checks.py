@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import numbers
+import os
 from typing import Any, Optional
 
 from .errors import TelemetryValidationError
@@ -30,7 +31,12 @@ def check_number(name: str, value: Any, unit: str = "") -> float:
         raise TelemetryValidationError(
             name, f"must be a finite {what} >= 0, got {type(value).__name__}"
         )
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float (10**400)
+        raise TelemetryValidationError(
+            name, f"must be a finite {what} >= 0 that fits in a float, got a larger one"
+        ) from None
     if not math.isfinite(number) or number < 0:
         raise TelemetryValidationError(name, f"must be a finite {what} >= 0, got {value!r}")
     return number
@@ -41,6 +47,17 @@ def check_text(name: str, value: Any) -> Optional[str]:
     if value is not None and (type(value) is not str or not value):
         raise TelemetryValidationError(name, f"must be a non-empty string or None, got {value!r}")
     return value
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file: the same device and inode
+    when both exist (symlinks followed, hard links too), else the same
+    resolved path (a file that one would create as the other)."""
+    try:
+        first, second = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def to_utc(value: _dt.datetime) -> _dt.datetime:

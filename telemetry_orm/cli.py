@@ -15,15 +15,16 @@ import datetime as _dt
 import logging
 import os
 import re
+import stat
 import sys
 import tempfile
 import traceback
 from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
 from . import formats, reports
-from .checks import to_utc
+from .checks import same_file, to_utc
 from .engines import backend_for
-from .errors import DatabaseError
+from .errors import DatabaseError, TelemetryValidationError
 from .store import LOGGER_NAME, create_telemetry_store
 from .transfer import MigrationProgress, migrate
 
@@ -49,16 +50,20 @@ def parse_when(text: str, now: Optional[_dt.datetime] = None) -> _dt.datetime:
     """
     now = (now or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
     match = _RELATIVE.fullmatch(text.strip())
-    if match:
-        amount, unit = int(match.group(1)), _UNITS[match.group(2)]
-        return now - _dt.timedelta(**{unit: amount})
     try:
+        if match:
+            amount, unit = int(match.group(1)), _UNITS[match.group(2)]
+            return now - _dt.timedelta(**{unit: amount})
         value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return to_utc(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time: use 7d, 12h, 2w, YYYY-MM-DD or an ISO datetime"
         ) from None
-    return to_utc(value)
+    except OverflowError:  # before year 1 or after 9999, in UTC
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: times run from year 1 to 9999 (UTC)"
+        ) from None
 
 
 def _days(text: str) -> float:
@@ -71,10 +76,25 @@ def _days(text: str) -> float:
     return value
 
 
+#: Largest --batch-size and --rows: far beyond any useful value, well inside
+#: what the engines bind as an integer.
+MAX_COUNT = 10_000_000
+
+
 def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_COUNT:,}")
     return int(text)
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given: exit 2."""
 
 
 # --- Commands ------------------------------------------------------------------
@@ -82,6 +102,7 @@ def _count(text: str) -> int:
 
 @contextlib.contextmanager
 def _reading(path: str) -> Iterator[Any]:
+    # Read-only: report, stats, export and dry runs never change a byte.
     database = reports.open_readonly(path)
     try:
         yield database
@@ -112,13 +133,15 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
     """``purge``: delete (or count) rows older than ``--days``."""
+    if args.dry_run:
+        # Read-only: a dry run never creates, upgrades or switches a file.
+        with _reading(_existing(args.db)) as database:
+            count = reports.count_older_than(database, args.days)
+        out.write(f"would delete {count} executions older than {args.days:g} days\n")
+        return 0
     with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
-        if args.dry_run:
-            count = store.count_older_than(args.days)
-            out.write(f"would delete {count} executions older than {args.days:g} days\n")
-        else:
-            count = store.purge_older_than(args.days)
-            out.write(f"deleted {count} executions older than {args.days:g} days\n")
+        count = store.purge_older_than(args.days)
+    out.write(f"deleted {count} executions older than {args.days:g} days\n")
     return 0
 
 
@@ -133,6 +156,12 @@ def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
     wal = result.log_file
     size = os.path.getsize(wal) if wal and os.path.exists(wal) else 0
     where = f"; {wal} is {size:,} bytes" if wal else ""
+    if args.truncate and not result.emptied:
+        raise DatabaseError(
+            f"checkpoint ({mode}): a reader kept the log from being truncated (copied "
+            f"{max(result.copied, 0)} of {max(result.logged, 0)} pages){where}; "
+            "try again once it has finished"
+        )
     out.write(f"checkpoint ({mode}) done{where}\n")
     return 0
 
@@ -147,14 +176,28 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     """``export``: stream every column of the matching rows."""
+    if args.out is not None:
+        _not_the_database(args.out, args.db, "--out")
     with _reading(_existing(args.db)) as database:
         columns, rows = reports.export_rows(database, since=args.since, until=args.until)
-        if args.out is None:
-            formats.write_rows(columns, rows, args.format, out)
-        else:
-            with _replacing(args.out) as handle:
-                formats.write_rows(columns, rows, args.format, handle)
+        # Closed here, inside the read: a reader that went away (| head)
+        # must not leave the cursor to be closed after the database.
+        with contextlib.closing(rows):
+            if args.out is None:
+                formats.write_rows(columns, rows, args.format, out)
+            else:
+                with _output(args.out) as handle:
+                    formats.write_rows(columns, rows, args.format, handle)
     return 0
+
+
+def _not_the_database(path: str, location: str, option: str) -> None:
+    """Refuse an output path that is the database or one of its files, by
+    any spelling (relative, symlink, hard link, URL)."""
+    for name in backend_for(location).files():
+        if same_file(path, name):
+            raise UsageError(f"{option} {path} is the database file {name}; "
+                             "give another file")
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -212,19 +255,38 @@ class ProgressLine:
 
 
 @contextlib.contextmanager
-def _replacing(path: str) -> Iterator[TextIO]:
-    """Write ``path`` through a temporary file beside it: a failed export
-    leaves no half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
+def _output(path: str) -> Iterator[TextIO]:
+    """Write ``path``: a regular file (new or existing) through a temporary
+    file beside it, renamed into place, so a failed export leaves no
+    half-written file; a symlink is followed; a FIFO or a device is written
+    to as it is. A new file gets the usual mode (0666 less the umask), an
+    existing one keeps its own."""
+    target = os.path.realpath(path)
+    try:
+        mode: Optional[int] = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            yield handle
+        return
+    folder = os.path.dirname(target)
     fd, temporary = tempfile.mkstemp(prefix=".export-", dir=folder)
     try:
+        os.chmod(temporary, stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             yield handle
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # --- Parser --------------------------------------------------------------------
@@ -248,17 +310,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, run: Command, text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
-        sub.set_defaults(run=run)
+        sub.set_defaults(run=run, usage=sub.format_usage)
         return sub
 
     sub = command("report", cmd_report, "usage report: executions, tokens, cost, duration")
     sub.add_argument("--since", type=parse_when, default="30d", metavar="WHEN",
                      help=f"from this time on (default 30d): {when}")
     sub.add_argument("--until", type=parse_when, metavar="WHEN", help="before this time")
-    sub.add_argument("--repo", metavar="R", help="only this repository (owner/name)")
-    sub.add_argument("--model", metavar="M", help="only this model")
-    sub.add_argument("--event", metavar="E", help="only this event type")
-    sub.add_argument("--conclusion", metavar="C", help="only this conclusion")
+    sub.add_argument("--repo", type=_text, metavar="R", help="only this repository (owner/name)")
+    sub.add_argument("--model", type=_text, metavar="M", help="only this model")
+    sub.add_argument("--event", type=_text, metavar="E", help="only this event type")
+    sub.add_argument("--conclusion", type=_text, metavar="C", help="only this conclusion")
     sub.add_argument("--by", action="append", choices=reports.GROUP_KEYS, metavar="KEY",
                      help="group by KEY, repeatable (default repo): "
                      + ", ".join(reports.GROUP_KEYS))
@@ -289,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TypeScript store) into another store, usually PostgreSQL, in batches, with a "
         "progress line on stderr. Rows copied before are skipped, so it can run again.",
     )
-    sub.set_defaults(run=cmd_migrate)
+    sub.set_defaults(run=cmd_migrate, usage=sub.format_usage)
     sub.add_argument("--from", dest="source", required=True, metavar="SRC",
                      help="the SQLite file (path or sqlite:///path); opened read-only")
     sub.add_argument("--to", dest="target", required=True, metavar="DST",
@@ -325,6 +387,11 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
         return 1
     except KeyboardInterrupt:
         return 130
+    except (UsageError, TelemetryValidationError) as exc:
+        # What the command was given cannot be done: a usage error.
+        sys.stderr.write(args.usage())
+        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
@@ -333,6 +400,11 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
 
 
 def _one_line(exc: BaseException) -> str:
+    # A failed rollback after the real failure (SQLite rolls back by itself
+    # on a full disk, then the rollback asked for finds no transaction):
+    # the real failure is the cause to show.
+    while "no transaction is active" in str(exc) and exc.__context__ is not None:
+        exc = exc.__context__
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -94,6 +94,8 @@ def backend_for(
     location: str, *, busy_timeout: int = BUSY_TIMEOUT_MS, log_size_limit: int = LOG_SIZE_LIMIT
 ) -> Backend:
     """The backend for a path, ``':memory:'`` or a database URL (nothing is opened)."""
+    if "\x00" in location:
+        raise TelemetryValidationError("db_path", "must not contain a NUL character")
     cls = engine_for(location).backend_class()
     return cls.from_location(location, busy_timeout=busy_timeout, log_size_limit=log_size_limit)
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as _dt
 import io
 import json
+import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 from .checks import to_utc
@@ -47,6 +48,23 @@ def iso(value: Optional[_dt.datetime]) -> Optional[str]:
     return to_utc(value).isoformat().replace("+00:00", "Z")
 
 
+def to_json(value: Any, **options: Any) -> str:
+    """Strict JSON: a float that is not finite (a sum past the largest
+    double, an infinite cost written by another program) becomes ``null``,
+    since JSON has no such numbers."""
+    return json.dumps(_finite(value), allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def report_columns(report: Report) -> Tuple[str, ...]:
     """The columns of a report's rows: its keys, then the metrics."""
     return report.key_names + METRICS
@@ -75,7 +93,7 @@ def report_document(report: Report) -> Dict[str, Any]:
 def render_report(report: Report, fmt: str) -> str:
     """``report`` as text in one of :data:`REPORT_FORMATS`."""
     if fmt == "json":
-        return json.dumps(report_document(report), indent=2) + "\n"
+        return to_json(report_document(report), indent=2) + "\n"
     columns = report_columns(report)
     if fmt == "csv":
         return _csv(columns, ([record[c] for c in columns] for record in report_records(report)))
@@ -100,7 +118,7 @@ def render_stats(stats: DatabaseStats, fmt: str) -> str:
     """Database statistics as text in one of :data:`STATS_FORMATS`."""
     values = dataclasses.asdict(stats)
     if fmt == "json":
-        return json.dumps(values, indent=2) + "\n"
+        return to_json(values, indent=2) + "\n"
     if fmt != "table":
         raise ValueError(f"unknown stats format {fmt!r}; expected one of {STATS_FORMATS}")
     width = max(len(name) for name in values)
@@ -130,7 +148,7 @@ def write_rows(
             count += 1
     elif fmt == "jsonl":
         for row in rows:
-            out.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
+            out.write(to_json(dict(zip(columns, row, strict=True))) + "\n")
             count += 1
     else:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
@@ -146,6 +164,8 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def _human(name: str, value: Any) -> str:
     if value is None:
         return "-" if name in METRICS else ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "overflow"
     if name == "cost_usd":
         return f"${value:,.2f}"
     if name in ("avg_duration_ms", "p95_duration_ms"):

@@ -241,9 +241,15 @@ def rows_of(entries: Iterable[Any]) -> List[Tuple[Any, ...]]:
             f"must be an iterable of records or mappings, got one {type(entries).__name__} "
             "(use record() for a single entry)",
         )
+    try:
+        iterator = iter(entries)
+    except TypeError:
+        raise TelemetryValidationError(
+            "entries", f"must be an iterable of records or mappings, got {type(entries).__name__}"
+        ) from None
     rows: List[Tuple[Any, ...]] = []
     append = rows.append
-    for index, entry in enumerate(entries):
+    for index, entry in enumerate(iterator):
         try:
             append(row_of(entry))
         except TelemetryValidationError as exc:

@@ -151,15 +151,16 @@ class Query:
         aliases = [f"k{i}" for i in range(len(self.key_names))]
         keys = [node.alias(alias) for node, alias in zip(self._keys(), aliases, strict=True)]
         failed = Case(None, [(m.conclusion != "success", 1)], 0)
+        total = self.dialect.total
         query = self.select(
             *keys,
             fn.COUNT(SQL("*")),
-            fn.SUM(m.input_tokens),
-            fn.SUM(m.output_tokens),
-            fn.SUM(m.cache_read_tokens),
-            fn.SUM(m.cache_creation_tokens),
-            fn.SUM(m.cost_usd),
-            fn.SUM(m.duration_ms),
+            total(m.input_tokens),
+            total(m.output_tokens),
+            total(m.cache_read_tokens),
+            total(m.cache_creation_tokens),
+            total(m.cost_usd),
+            total(m.duration_ms),
             fn.SUM(failed),
         )
         if aliases:

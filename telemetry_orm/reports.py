@@ -37,16 +37,28 @@ read transaction (one consistent snapshot; in WAL mode writers carry on).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
 import urllib.parse
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Dict,
+    Generator,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import peewee
 from peewee import SQL, fn
 
-from .checks import check_text, check_time
+from .checks import check_number, check_text, check_time
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .report_query import GROUP_KEYS, PERCENTILE, TIME_KEYS, Query, ReportFilters, Sums
@@ -54,7 +66,8 @@ from .schema import COLUMN_NAMES, bind_model
 
 __all__ = [
     "GROUP_KEYS", "METRICS", "PERCENTILE", "TIME_KEYS", "DatabaseStats", "Metrics", "Report",
-    "ReportFilters", "ReportRow", "database_stats", "export_rows", "open_readonly", "report",
+    "ReportFilters", "ReportRow", "count_older_than", "database_stats", "export_rows",
+    "open_readonly", "report",
 ]
 
 
@@ -310,12 +323,28 @@ def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
     )
 
 
+def count_older_than(database: peewee.Database, days: float) -> int:
+    """How many executions of ``database`` (opened read-only, say) are more
+    than ``days`` days old by the database's clock: what a store's purge
+    would delete now. Reads only."""
+    value = check_number("days", days, "days")
+    backend = backend_class_of(database)
+    model = bind_model(database, backend.model_base)
+    try:
+        with database.atomic():
+            conn = database.connection()
+            when = backend.cutoff(conn, value)
+            return 0 if when is None else backend.count_before(conn, model, when)
+    except peewee.DatabaseError as exc:
+        raise DatabaseError(f"{_name(database)}: {exc}") from exc
+
+
 def export_rows(
     database: peewee.Database,
     *,
     since: Optional[_dt.datetime] = None,
     until: Optional[_dt.datetime] = None,
-) -> Tuple[Tuple[str, ...], Iterator[Tuple[Any, ...]]]:
+) -> Tuple[Tuple[str, ...], Generator[Tuple[Any, ...], None, None]]:
     """Every column of every execution in ``[since, until)``, oldest first.
 
     Returns the column names (:data:`~telemetry_orm.schema.COLUMN_NAMES`)
@@ -341,7 +370,7 @@ def export_rows(
     return columns, _fetch(cursor)
 
 
-def _fetch(cursor: Any, size: int = 1000) -> Iterator[Tuple[Any, ...]]:
+def _fetch(cursor: Any, size: int = 1000) -> Generator[Tuple[Any, ...], None, None]:
     try:
         while True:
             batch = cursor.fetchmany(size)
@@ -349,7 +378,10 @@ def _fetch(cursor: Any, size: int = 1000) -> Iterator[Tuple[Any, ...]]:
                 return
             yield from (tuple(row) for row in batch)
     finally:
-        cursor.close()
+        # The database may be closed already (the iterator was dropped
+        # after it): the cursor went with it.
+        with contextlib.suppress(Exception):
+            cursor.close()
 
 
 def _ordered(rows: List[ReportRow], group_by: Sequence[str]) -> List[ReportRow]:

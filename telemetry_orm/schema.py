@@ -191,13 +191,18 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def check_table(
-    where: str, version: int, columns: Sequence[str], *, purpose: str = "write"
+    where: str, version: int, columns: Sequence[str], *, purpose: str = "write",
+    is_table: bool = True,
 ) -> None:
     """Refuse a database that is not a telemetry database this package can
     use for ``purpose``; the one place that decides it.
 
     ``version`` is the schema version the database records (0: none) and
-    ``columns`` those of its ``executions`` table (empty: no such table).
+    ``columns`` those of its ``executions`` table (empty: no such table);
+    ``is_table`` is false when ``executions`` is a view (never ours).
+
+    On every purpose a newer schema version is refused: what it means is
+    not known to this version.
 
     - ``"write"`` (a store): a newer schema version, a recorded version but
       no table (another application's database), a table without the core
@@ -215,7 +220,7 @@ def check_table(
             f"{where}: schema version {version} is recorded but there is no "
             f"'{TABLE_NAME}' table: this looks like another application's database"
         )
-    if purpose == "write" and version > SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
         raise DatabaseError(
             f"{where}: schema version {version} is newer than this telemetry_orm "
             f"understands ({SCHEMA_VERSION}); upgrade telemetry_orm to use this database"
@@ -224,6 +229,10 @@ def check_table(
         if purpose != "write":
             raise DatabaseError(f"{where}: has no '{TABLE_NAME}' table; not a telemetry database")
         return
+    if not is_table:
+        raise DatabaseError(
+            f"{where}: '{TABLE_NAME}' is a view, not a telemetry table; nothing was changed"
+        )
     if missing_core:
         raise DatabaseError(
             f"{where}: has an '{TABLE_NAME}' table that is not a telemetry table "

@@ -11,6 +11,8 @@ text and its parameters in the database's own placeholder style.
 
 from __future__ import annotations
 
+import datetime as _dt
+import re
 from typing import Any, List, Sequence, Tuple, Type
 
 import peewee
@@ -53,8 +55,23 @@ def record_insert_sql(model: Type[peewee.Model], *, returning: bool = False) -> 
                       returning="id" if returning else "")
 
 
+_STORED_TIME = re.compile(r"-?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def _cutoff(when: Any) -> Any:
+    # A NULL or unparseable cutoff compared as text would match every row
+    # (any timestamp sorts before 'None'): it never reaches a DELETE.
+    if isinstance(when, _dt.datetime) and when.tzinfo is not None:
+        return when
+    if isinstance(when, str) and _STORED_TIME.fullmatch(when):
+        return when
+    raise ValueError(f"not a cutoff time: {when!r}")
+
+
 def count_before(model: Any, when: Any) -> Statement:
-    """How many rows have ``created_at`` before ``when``."""
+    """How many rows have ``created_at`` before ``when`` (an aware datetime
+    or UTC text as stored)."""
+    when = _cutoff(when)
     query = model.select(fn.COUNT(SQL("*"))).where(model.created_at < when)
     return render(model._meta.database, query)
 
@@ -65,5 +82,5 @@ def delete_chunk_before(model: Any, when: Any, limit: int) -> Statement:
     By id through a sub-select: ``DELETE … LIMIT`` needs a compile option
     that many SQLite builds lack.
     """
-    older = model.select(model.id).where(model.created_at < when).limit(limit)
+    older = model.select(model.id).where(model.created_at < _cutoff(when)).limit(limit)
     return render(model._meta.database, model.delete().where(model.id.in_(older)))

@@ -206,6 +206,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
         self._upkeep = backend.upkeep(self.database, self)
         self._insert_sql = backend.insert_sql(self._model)
+        self._check_row = backend.check_row
         self._insert_one = backend.insert_one
         # Known to fork() before the first connection opens, and set up
         # under the lock, so a fork never lands in the middle of a schema
@@ -243,6 +244,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         runs (in the background: this call does not wait for it).
         """
         params = row_of(entry)
+        if self._check_row is not None:
+            self._check_row(params)
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
@@ -274,7 +277,28 @@ class PeeweeTelemetryStore(TelemetryStore):
         ...     store.record_many([{**run, "repo": "acme/api"}, {**run, "repo": "acme/web"}])
         [1, 2]
         """
-        return self._insert_rows(rows_of(entries))
+        return self._insert_rows(self.checked_rows(entries))
+
+    def checked_rows(self, entries: Iterable[Entry]) -> List[Row]:
+        """The INSERT parameters of every entry, validated as records and
+        against what this store's engine cannot store; a bad one raises
+        :class:`~telemetry_orm.TelemetryValidationError` naming its position."""
+        rows = rows_of(entries)
+        check = self._check_row
+        if check is not None:
+            for index, row in enumerate(rows):
+                try:
+                    check(row)
+                except TelemetryValidationError as exc:
+                    raise exc.at_index(index) from None
+        return rows
+
+    def checked_row(self, entry: Entry) -> Row:
+        """One entry's INSERT parameters, checked as :meth:`checked_rows` does."""
+        row = row_of(entry)
+        if self._check_row is not None:
+            self._check_row(row)
+        return row
 
     def _insert_rows(self, rows: List[Row]) -> List[int]:
         # Rows already validated (by record_many, or by a batch writer).
@@ -343,7 +367,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         """How many rows :meth:`purge_older_than` would delete now (a dry run)."""
         value = check_number("days", days, "days")
         with self.connection() as conn:
-            return self.backend.count_before(conn, self._model, self.backend.cutoff(conn, value))
+            when = self.backend.cutoff(conn, value)
+            return 0 if when is None else self.backend.count_before(conn, self._model, when)
 
     def purge_older_than(self, days: float) -> int:
         """Delete rows whose ``created_at`` is more than ``days`` days before
@@ -371,6 +396,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         pacer = self.backend.purge_pacer()
         with self.connection() as conn:
             when = self.backend.cutoff(conn, value)
+            if when is None:  # before the engine's earliest time: no row is older
+                self.log.info("purged 0 executions older than %s days (before any time)", days)
+                return PurgeResult(0, 0, 0.0, None, time.perf_counter() - started)
             pacer.start(conn)
         total = chunks = 0
         longest = 0.0

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, U
 
 import peewee
 
-from .checks import check_count
+from .checks import check_count, same_file
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .record import FIELD_NAMES, TelemetryRecord
@@ -108,6 +108,14 @@ class _Migrated(peewee.Model):
         primary_key = peewee.CompositeKey("source", "source_id")
 
 
+def _refuse_the_source_itself(source: str, target: str) -> None:
+    """The same file by any spelling (path, symlink, hard link, URL) is
+    refused before either is opened."""
+    source_files = backend_for(source).files()
+    if source_files and any(same_file(f, source_files[0]) for f in backend_for(target).files()):
+        raise TelemetryValidationError("target", f"{target} is the source itself")
+
+
 def _open_source(source: Union[str, os.PathLike[str]]) -> Tuple[peewee.Database, str]:
     """The source opened read-only (never written, not even its schema),
     and the name it is known by (a file's absolute path)."""
@@ -165,15 +173,14 @@ def migrate(
             "source_name", f"must be a non-empty string, got {source_name!r}"
         )
     log = logger or logging.getLogger(LOGGER_NAME)
+    if not isinstance(target, PeeweeTelemetryStore):
+        _refuse_the_source_itself(os.fspath(source), os.fspath(target))
     source_db, source_path = _open_source(source)
     try:
         name = source_name if source_name is not None else source_path
         store = target if isinstance(target, PeeweeTelemetryStore) else None
         if store is None:
-            where = os.fspath(target)  # type: ignore[arg-type]
-            if "://" not in where and Path(where).resolve() == Path(source_path):
-                raise TelemetryValidationError("target", "is the source itself")
-            store = create_telemetry_store(where)
+            store = create_telemetry_store(os.fspath(target))  # type: ignore[arg-type]
         try:
             return _copy(source_db, source_path, name, store, batch_size, progress, log)
         finally:
@@ -323,6 +330,11 @@ def _write_batch(
                     )
                 continue
             converted = _convert(names, row)[1]
+            if not isinstance(converted, str):
+                try:
+                    store.checked_row(converted[1])
+                except TelemetryValidationError as exc:
+                    converted = str(exc)
             if isinstance(converted, str):
                 invalid.append((row_id, converted))
             else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import threading
+from pathlib import Path
 from typing import List
 
 import pytest
@@ -314,3 +315,40 @@ def test_background_recorder_writes_everything_from_many_threads(
         recorder.flush()
         assert any_witness.count() == 160
     assert any_witness.scalar("SELECT COUNT(DISTINCT repo) FROM executions") == 4
+
+
+# -- retention at the edges of time ------------------------------------------------
+
+
+@pytest.mark.parametrize("days", [5_000_000, 99_999_999, 1e20])
+def test_a_cutoff_before_the_earliest_time_deletes_nothing(
+        any_store: PeeweeTelemetryStore, any_witness: Witness, days: float) -> None:
+    old = any_store.record(minimal())
+    any_witness.backdate(old, 400)
+    future = any_store.record(minimal())
+    any_witness.execute("UPDATE executions SET created_at = ? WHERE id = ?",
+                        "2999-01-01 00:00:00", future)
+    assert any_store.count_older_than(days) == 0
+    result = any_store.purge(days)
+    assert result.deleted == 0 and result.cutoff is None
+    assert any_witness.count() == 2
+
+
+def test_a_retention_too_large_for_a_float_is_the_package_error(
+        any_store: PeeweeTelemetryStore) -> None:
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.purge_older_than(10**400)
+    assert info.value.field == "days"
+
+
+def test_record_many_of_none_names_the_argument(any_store: PeeweeTelemetryStore) -> None:
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record_many(None)  # type: ignore[arg-type]
+    assert info.value.field == "entries"
+
+
+def test_a_nul_in_the_location_names_the_argument(tmp_path: Path) -> None:
+    with pytest.raises(TelemetryValidationError) as info:
+        create_telemetry_store(f"{tmp_path}/a\x00b.db")
+    assert info.value.field == "db_path"
+    assert list(tmp_path.iterdir()) == []

@@ -508,3 +508,74 @@ def test_the_recorder_writes_through_one_batch_writer_and_closes_it(
     assert made[0].calls["write"] >= 3 and made[0].calls["close"] == 1
     assert store.model.select().count() == 25
     store.close()
+
+
+# -- bounded memory and SIGTERM -----------------------------------------------------
+
+
+def test_a_recorder_that_cannot_write_holds_at_most_max_queue_and_says_so(
+        db_path: Path) -> None:
+    store = create_telemetry_store(db_path, busy_timeout=0)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # every write of the store fails: busy
+    recorder = store.background(max_batch=50, max_delay=0.001, max_queue=200,
+                                retries=0, retry_delay=0)
+    handed_back: List[TelemetryRecord] = []
+    calls, most = 3000, 0
+    try:
+        for i in range(calls):
+            try:
+                recorder.record(minimal(delivery_id=f"r-{i}"))
+            except BackgroundWriteError as exc:
+                handed_back.extend(exc.records)
+            most = max(most, recorder.held)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    try:
+        recorder.close()
+    except BackgroundWriteError as exc:
+        handed_back.extend(exc.records)
+    store.close()
+    assert most <= 200
+    assert handed_back, "record() never told the caller that writes fail"
+    witness = sqlite3.connect(db_path)
+    written = [r[0] for r in witness.execute("SELECT delivery_id FROM executions")]
+    witness.close()
+    # Every record is either in the database or handed back, exactly once.
+    ids = sorted(written + [r.delivery_id for r in handed_back])
+    assert ids == sorted(f"r-{i}" for i in range(calls))
+
+
+SIGTERM_CHILD = textwrap.dedent("""
+    import sys, time
+    from telemetry_orm import create_telemetry_store, write_queues_on_sigterm
+    store = create_telemetry_store(sys.argv[1])
+    recorder = store.background(max_batch=10_000, max_delay=3600, max_queue=10_000)
+    if sys.argv[2] == "opt-in":
+        write_queues_on_sigterm()
+    for i in range(3000):
+        recorder.record({"repo": "a/b", "event_type": "e", "model": "m",
+                         "conclusion": "success"})
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("mode", ["default", "opt-in"])
+def test_sigterm_writes_the_queue_only_when_asked(tmp_path: Path, mode: str) -> None:
+    import signal
+
+    path = tmp_path / "term.db"
+    with subprocess.Popen([sys.executable, "-c", SIGTERM_CHILD, str(path), mode],
+                          stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=60) == -signal.SIGTERM  # ended by the signal either way
+        finally:
+            child.kill()
+    witness = sqlite3.connect(path)
+    rows = witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0]
+    witness.close()
+    assert rows == (3000 if mode == "opt-in" else 0)

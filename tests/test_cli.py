@@ -10,11 +10,13 @@ import io
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import pytest
 from support import make_seed_database
@@ -511,3 +513,158 @@ def test_python_m_telemetry_orm_exit_codes(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.startswith("usage: ")
     done = program("--help", cwd=tmp_path)
     assert done.returncode == 0 and "report" in done.stdout and "demo" in done.stdout
+
+
+# -- hardening: outputs never overwrite the database, usage errors are exit 2 ----
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative", "symlink", "hardlink", "url", "wal",
+                                      "shm"])
+def test_export_refuses_to_write_over_the_database_by_any_spelling(
+        filled: PeeweeTelemetryStore, db_path: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        spelling: str) -> None:
+    filled.checkpoint()
+    monkeypatch.chdir(db_path.parent)
+    db = str(db_path)
+    out = {"same": db, "relative": db_path.name, "wal": f"{db}-wal", "shm": f"{db}-shm",
+           "url": db}[spelling] if spelling not in ("symlink", "hardlink") else None
+    if spelling == "symlink":
+        (tmp_path / "link.csv").symlink_to(db_path)
+        out = str(tmp_path / "link.csv")
+    if spelling == "hardlink":
+        os.link(db_path, tmp_path / "hard.csv")
+        out = str(tmp_path / "hard.csv")
+    assert out is not None
+    if spelling == "url":
+        db = f"sqlite:///{db}"
+    before = {p: _digest(p) for p in db_path.parent.iterdir() if p.is_file()}
+    status, _, err = run("export", "--db", db, "--out", out, capsys=capsys)
+    assert status == 2, err
+    assert "is the database file" in err and err.count("error:") == 1
+    assert {p: _digest(p) for p in db_path.parent.iterdir() if p.is_file()} == before
+
+
+def test_export_writes_into_a_fifo_and_follows_a_symlink(
+        filled: PeeweeTelemetryStore, db_path: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: List[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    status, _, err = run("export", "--db", str(db_path), "--out", str(fifo), capsys=capsys)
+    reader.join(timeout=30)
+    assert status == 0, err
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert got and got[0].count(b"\n") == 61  # header and 60 rows
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert run("export", "--db", str(db_path), "--out", str(link), capsys=capsys)[0] == 0
+    assert link.is_symlink() and target.read_text().count("\n") == 61
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # an existing file keeps its mode
+
+
+def test_a_new_export_file_gets_the_umask_mode(
+        filled: PeeweeTelemetryStore, db_path: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    old = os.umask(0o027)
+    try:
+        assert run("export", "--db", str(db_path), "--out", str(tmp_path / "n.csv"),
+                   capsys=capsys)[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "n.csv").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "--since", "999999999d"],
+    ["report", "--since", "0001-01-01T00:00:00+05:00"],
+    ["report", "--since", "9999-12-31T23:59:59-05:00"],
+    ["report", "--repo", ""],
+    ["report", "--since", "2025-02-01", "--until", "2025-01-01"],
+    ["migrate", "--from", "x.db", "--to", "y.db", "--batch-size", "99999999999999999999"],
+    ["purge", "--days", "1e400"],
+], ids=["huge-relative", "before-year-1", "after-9999", "empty-repo", "until-before-since",
+        "huge-batch", "infinite-days"])
+def test_bad_arguments_are_usage_errors_without_traceback(
+        filled: PeeweeTelemetryStore, db_path: Path, argv: List[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(*argv, "--db", str(db_path), capsys=capsys) if argv[0] != "migrate" \
+        else run(*argv, capsys=capsys)
+    assert status == 2, err
+    assert "Traceback" not in err and "usage:" in err and "error:" in err
+
+
+def test_purge_with_a_huge_retention_deletes_nothing(
+        filled: PeeweeTelemetryStore, db_path: Path, witness: sqlite3.Connection,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    future = filled.record({"repo": "a/b", "event_type": "e", "model": "m",
+                            "conclusion": "success"})
+    witness.execute("UPDATE executions SET created_at = '2999-01-01 00:00:00' WHERE id = ?",
+                    (future,))
+    witness.commit()
+    status, out, err = run("purge", "--db", str(db_path), "--days", "99999999", capsys=capsys)
+    assert (status, out) == (0, "deleted 0 executions older than 1e+08 days\n"), err
+    assert count(witness) == 61
+
+
+def test_export_into_a_closed_pipe_is_quiet(filled: PeeweeTelemetryStore, db_path: Path) -> None:
+    command = f"{sys.executable} -m telemetry_orm export --db {db_path} | head -1"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("id,created_at")
+    assert done.stderr == ""
+
+
+def test_a_truncate_checkpoint_blocked_by_a_reader_says_so(
+        filled: PeeweeTelemetryStore, db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reader = sqlite3.connect(db_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM executions").fetchone()
+    filled.record({"repo": "a/b", "event_type": "e", "model": "m", "conclusion": "success"})
+    try:
+        started = time.monotonic()
+        status, out, err = run("checkpoint", "--db", str(db_path), "--truncate", capsys=capsys)
+        assert time.monotonic() - started < 30
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert status == 1 and out == ""
+    assert "a reader kept the log from being truncated" in err and err.count("\n") == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 600 KiB file system of its own (tmpfs): a disk that fills up."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a tmpfs mount, which needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_is_named_not_the_failed_rollback(
+        tiny_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run("demo", "--db", str(tiny_disk / "full.db"), "--rows", "5000",
+                         capsys=capsys)
+    assert status == 1
+    assert "disk is full" in err and "no transaction is active" not in err, err
+    assert err.count("\n") == 1

@@ -14,7 +14,7 @@ import tempfile
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,7 +29,9 @@ from telemetry_orm import (
     TelemetryRecord,
     TelemetryValidationError,
     create_telemetry_store,
+    open_readonly,
 )
+from telemetry_orm.cli import main as cli_main
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -181,6 +183,12 @@ def _open_unprivileged(path: Path) -> str:
         except TelemetryError as exc:
             return f"{type(exc).__name__}: {exc}"
 
+    return _unprivileged(attempt, path)
+
+
+def _unprivileged(attempt: Callable[[], str], path: Path) -> str:
+    """Run ``attempt`` as the user nobody (when running as root; else as
+    oneself); return what it returns."""
     if os.geteuid() != 0:
         return attempt()
     try:
@@ -443,3 +451,130 @@ def test_values_sqlite_cannot_store_exactly_are_refused_clearly(
         store.record(minimal(**{name: value}))
     assert caught.value.field == name and expected in str(caught.value)
     assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 0
+
+
+# -- reads and dry runs never change a byte ------------------------------------------
+
+
+def _cli(*argv: str) -> Tuple[int, str]:
+    """Run the command line in-process; (status, stderr) with stdout discarded."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = cli_main(list(argv), out=io.StringIO())
+    return status, err.getvalue()
+
+
+def _other_application(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute("INSERT INTO settings VALUES ('theme', 'dark')")
+    conn.commit()
+    conn.close()
+
+
+def _rollback_journal_telemetry(path: Path) -> None:
+    conn = sqlite3.connect(path)  # the original's table, never switched to WAL
+    conn.executescript(SEED_DDL)
+    conn.close()
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _a_view(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE runs (id INTEGER PRIMARY KEY, created_at TEXT, repo TEXT, "
+                       "event_type TEXT, model TEXT, conclusion TEXT);"
+                       "CREATE VIEW executions AS SELECT * FROM runs;")
+    conn.close()
+
+
+@pytest.mark.parametrize("make", [_other_application, _rollback_journal_telemetry, _empty,
+                                  _a_view], ids=["other-app", "rollback-journal", "empty",
+                                                 "view"])
+@pytest.mark.parametrize("argv", [["purge", "--days", "30", "--dry-run"], ["report"],
+                                  ["stats"], ["export"]], ids=["dry-run", "report", "stats",
+                                                               "export"])
+def test_reads_and_dry_runs_never_change_a_byte(
+        tmp_path: Path, make: Callable[[Path], None], argv: List[str]) -> None:
+    path = tmp_path / "db" / "file.db"
+    path.parent.mkdir()
+    make(path)
+    before = snapshot(path.parent)
+    status, err = _cli(*argv, "--db", str(path))
+    after = snapshot(path.parent)
+    # Only what a reader of a rollback-journal file may leave: nothing at all.
+    assert after == before, (status, err)
+    if make is not _rollback_journal_telemetry:
+        assert status == 1 and str(path) in err, err
+
+
+def test_a_view_named_executions_is_refused_before_the_switch_to_wal(tmp_path: Path) -> None:
+    path = tmp_path / "view.db"
+    _a_view(path)
+    before = snapshot(tmp_path)
+    error = refused(path, "is a view")
+    assert "executions" in str(error)
+    assert snapshot(tmp_path) == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_a_newer_schema_is_refused_by_every_read(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    with create_telemetry_store(path) as store:
+        store.record(minimal())
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    for argv in (["report"], ["stats"], ["export"], ["purge", "--days", "1", "--dry-run"]):
+        status, err = _cli(*argv, "--db", str(path))
+        assert status == 1 and "schema version 99 is newer" in err, (argv, err)
+    with pytest.raises(DatabaseError, match="newer"):
+        open_readonly(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_read_by_another_user_never_locks_the_owner_out(shared_dir: Path) -> None:
+    shared_dir.chmod(0o777)  # a folder everyone may write to
+    path = shared_dir / "telemetry.db"
+    _make_store_file(path)
+    path.chmod(0o644)
+    before = snapshot(shared_dir)
+
+    def report_as_other() -> str:
+        status, err = _cli("report", "--db", str(path))
+        return f"{status}: {err}"
+
+    result = _unprivileged(report_as_other, path)
+    if os.geteuid() == 0:
+        # As another user: refused, in one line, nothing created.
+        assert result.startswith("1: ") and "owner" in result and result.count("\n") == 1, result
+        assert snapshot(shared_dir) == before
+    with create_telemetry_store(path) as store:  # the owner still writes
+        store.record(minimal())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_read_in_a_read_only_folder_says_why_and_creates_nothing(shared_dir: Path) -> None:
+    folder = shared_dir / "ro"
+    folder.mkdir()
+    path = folder / "telemetry.db"
+    _make_store_file(path)
+    path.chmod(0o644)
+    folder.chmod(0o555)
+    before = snapshot(folder)
+
+    def report() -> str:
+        status, err = _cli("report", "--db", str(path))
+        return f"{status}: {err}"
+
+    result = _unprivileged(report, path)
+    assert result.startswith("1: ") and "its folder is read-only" in result, result
+    assert result.count("\n") == 1
+    assert snapshot(folder) == before

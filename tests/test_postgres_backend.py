@@ -7,20 +7,31 @@ import contextlib
 import multiprocessing
 import os
 import re
+import sqlite3
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
-from support import HAVE_PSYCOPG, Witness, minimal, needs_psycopg, record_in_process, with_query
+from support import (
+    HAVE_PSYCOPG,
+    Witness,
+    make_seed_database,
+    minimal,
+    needs_psycopg,
+    record_in_process,
+    with_query,
+)
 
 from telemetry_orm import (
     SCHEMA_VERSION,
     DatabaseError,
     PeeweeTelemetryStore,
     StoreBusyError,
+    TelemetryValidationError,
     create_telemetry_store,
 )
 from telemetry_orm.backends.postgres import safe_url
@@ -316,3 +327,48 @@ def test_busy_timeout_is_the_sessions_lock_timeout(pg_url: str) -> None:
     assert lock_timeout(pg_url) == "1234ms"
     # The URL's own setting wins.
     assert lock_timeout(with_option(pg_url, "-c lock_timeout=777")) == "777ms"
+
+
+# -- what PostgreSQL cannot store ---------------------------------------------------
+
+
+def test_a_nul_character_is_refused_naming_the_field(pg_url: str) -> None:
+    with create_telemetry_store(pg_url) as store:
+        with pytest.raises(TelemetryValidationError) as info:
+            store.record(minimal(session_id="a\x00b"))
+        assert info.value.field == "session_id" and "NUL" in str(info.value)
+        with pytest.raises(TelemetryValidationError) as info:
+            store.record_many([minimal(), minimal(repo="x\x00")])
+        assert (info.value.field, info.value.index) == ("repo", 1)
+        with store.background(max_batch=100) as recorder:
+            for i in range(99):
+                recorder.record(minimal(delivery_id=f"good-{i}"))
+            with pytest.raises(TelemetryValidationError):
+                recorder.record(minimal(delivery_id="bad\x00"))
+        # The good batch-mates went in; nothing else did.
+        assert store.model.select().count() == 99
+
+
+def test_migrate_skips_a_nul_row_and_lists_it_by_id(pg_url: str, tmp_path: Path) -> None:
+    from telemetry_orm.migrate import migrate
+
+    source = tmp_path / "nul.db"
+    make_seed_database(source, 3001)
+    conn = sqlite3.connect(source)
+    conn.execute("UPDATE executions SET model = 'a' || char(0) || 'b' WHERE id = 1500")
+    conn.commit()
+    conn.close()
+    first = migrate(source, pg_url)
+    assert first.copied == 3000 and first.invalid_count == 1
+    assert first.invalid[0][0] == 1500 and "model" in first.invalid[0][1]
+    again = migrate(source, pg_url)
+    assert again.copied == 0 and again.already_copied == 3000 and again.invalid_count == 1
+
+
+@needs_psycopg
+@pytest.mark.parametrize("query", ["max_connections=abc", "timeout=soon", "max_connections=0"])
+def test_a_pool_setting_that_is_not_a_number_names_itself(query: str) -> None:
+    name = query.partition("=")[0]
+    with pytest.raises(TelemetryValidationError) as info:
+        create_telemetry_store(f"postgresql://u:p@127.0.0.1:1/db?{query}")
+    assert info.value.field == name

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import json
 import logging
 import math
 import random
@@ -607,3 +609,53 @@ def test_export_rows_gives_every_column_of_the_matching_rows_in_time_order(
     assert columns == COLUMN_NAMES
     assert exported == [tuple(row) for row in wanted]
     assert len(exported) > 10
+
+
+# -- values at the limits ------------------------------------------------------------
+
+
+def _strict(text: str) -> Any:
+    def refuse(name: str) -> Any:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_report_of_the_largest_values_completes_and_is_strict_json(
+        tmp_path: Path) -> None:
+    from telemetry_orm import formats
+    from telemetry_orm.cli import main
+
+    path = tmp_path / "huge.db"
+    with create_telemetry_store(path) as store:
+        for _ in range(2):
+            store.record({"repo": "acme/api", "event_type": "push", "model": "m",
+                          "conclusion": "success", "input_tokens": 2**63 - 1,
+                          "duration_ms": 2**63 - 1, "cost_usd": 1.7e308})
+    conn = sqlite3.connect(path)  # as another program may write it: an infinite cost
+    conn.execute("INSERT INTO executions (repo, event_type, model, conclusion, cost_usd)"
+                 " VALUES ('acme/web', 'push', 'm', 'success', 9e999)")
+    conn.commit()
+    conn.close()
+    database = open_readonly(path)
+    try:
+        for group_by in ([], ["repo"], ["model", "day"], ["pr"]):
+            result = report(database, group_by=group_by)
+            assert result.totals.executions == 3
+            # Exact where a double is exact, never an error past 2**63.
+            assert result.totals.input_tokens >= 2 * (2**63 - 1) - 2**12
+            document = _strict(formats.render_report(result, "json"))
+            assert document["totals"]["cost_usd"] is None  # past the largest double
+            for fmt in ("table", "markdown", "csv"):
+                assert formats.render_report(result, fmt)
+    finally:
+        database.close()
+    for argv in (["report", "--since", "2000-01-01", "--format", "json"],
+                 ["stats", "--format", "json"]):
+        out = io.StringIO()
+        assert main([*argv, "--db", str(path)], out=out) == 0
+        _strict(out.getvalue())
+    out = io.StringIO()
+    assert main(["export", "--db", str(path), "--format", "jsonl"], out=out) == 0
+    rows = [_strict(line) for line in out.getvalue().splitlines()]
+    assert [r["cost_usd"] for r in rows] == [1.7e308, 1.7e308, None]

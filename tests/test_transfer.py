@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Dict, List
@@ -291,3 +292,38 @@ def test_two_runs_at_once_copy_each_row_once(seed: Path, any_location: str) -> N
         assert witness.count() == 25
     finally:
         witness.close()
+
+
+# -- hardening ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["url", "hardlink", "symlink", "relative"])
+def test_the_source_itself_is_refused_by_any_spelling(
+        seed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str) -> None:
+    before = hashlib.sha256(seed.read_bytes()).hexdigest()
+    listing = sorted(p.name for p in seed.parent.iterdir())
+    if spelling == "url":
+        target = f"sqlite:///{seed}"
+    elif spelling == "hardlink":
+        os.link(seed, tmp_path / "hard.db")
+        target = str(tmp_path / "hard.db")
+    elif spelling == "symlink":
+        (tmp_path / "link.db").symlink_to(seed)
+        target = str(tmp_path / "link.db")
+    else:
+        monkeypatch.chdir(seed.parent.parent)
+        target = "seed/../seed/telemetry.db"
+    with pytest.raises(TelemetryValidationError, match="is the source itself") as info:
+        migrate(seed, target)
+    assert info.value.field == "target"
+    assert hashlib.sha256(seed.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in seed.parent.iterdir()) == listing
+
+
+def test_a_newer_source_schema_is_refused(seed: Path, db_path: Path) -> None:
+    conn = sqlite3.connect(seed)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(DatabaseError, match="newer"):
+        migrate(seed, db_path)
+    assert not db_path.exists()

@@ -55,12 +55,15 @@ class ReportDialect:
     ``buckets`` turn ``created_at`` into a ``day``/``week``/``month`` label;
     ``no_index`` wraps a column so that the planner cannot use an index on
     it (where a planner would pick the wrong one); ``as_text`` renders
-    ``created_at`` as SQLite stores it (UTC ``YYYY-MM-DD HH:MM:SS``).
+    ``created_at`` as SQLite stores it (UTC ``YYYY-MM-DD HH:MM:SS``);
+    ``total`` sums a column without failing on overflow (every value the
+    store accepts, or finds in a file, must add up).
     """
 
     buckets: Mapping[str, Callable[[ColumnBase], ColumnBase]]
     no_index: Callable[[ColumnBase], ColumnBase]
     as_text: Callable[[ColumnBase], ColumnBase]
+    total: Callable[[ColumnBase], ColumnBase]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +202,10 @@ class Backend(Protocol):
     driver_errors: Tuple[Type[BaseException], ...]
     #: How reports spell buckets and the rest on this engine.
     dialect: ReportDialect
+    #: Checks a validated record's row against what this engine cannot store
+    #: (raising :class:`~telemetry_orm.TelemetryValidationError` naming the
+    #: field), or ``None`` when it stores every valid record.
+    check_row: Optional[Callable[[Sequence[Any]], None]]
     #: Every thread of the store shares one connection (SQLite's ``':memory:'``,
     #: where a new connection would be a new, empty database), so even a
     #: read must hold the store's lock.
@@ -217,6 +224,11 @@ class Backend(Protocol):
 
     def open(self) -> peewee.Database:
         """A peewee database for this location (checked, not yet connected)."""
+        ...
+
+    def files(self) -> Tuple[str, ...]:
+        """The files the database lives in (none for a server or ``:memory:``),
+        so that nothing writes over them."""
         ...
 
     def open_readonly(self, *, purpose: str = "read") -> peewee.Database:
@@ -263,11 +275,15 @@ class Backend(Protocol):
         the caller's transaction; no ids are returned (bulk loads, copies)."""
         ...
 
-    def cutoff(self, conn: Any, days: float) -> Any:
-        """The database clock's "now" minus ``days`` days, as ``created_at`` compares."""
+    @classmethod
+    def cutoff(cls, conn: Any, days: float) -> Any:
+        """The database clock's "now" minus ``days`` days, as ``created_at``
+        compares; ``None`` when that is before the earliest time the engine
+        represents (no row can be older)."""
         ...
 
-    def count_before(self, conn: Any, model: Type[Execution], when: Any) -> int:
+    @classmethod
+    def count_before(cls, conn: Any, model: Type[Execution], when: Any) -> int:
         """How many rows have ``created_at`` before ``when``."""
         ...
 

@@ -9,6 +9,7 @@ Needs the ``postgres`` extra (the psycopg 3 driver):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import threading
 import time
@@ -17,13 +18,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import peewee
-from peewee import SQL, ColumnBase, NodeList, fn
+from peewee import SQL, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
 from .. import sql as _sql
 from ..checks import to_utc
-from ..errors import DatabaseError, StoreBusyError, TelemetryError
+from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
+from ..record import TelemetryRecord
 from ..schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -86,6 +88,9 @@ CONNECT_DEFAULTS: Dict[str, Any] = {
     "max_connections": 20,  # the pool's size per store
     "timeout": 10,  # seconds to wait for a free pooled connection
 }
+
+#: URL parameters that must be numbers (playhouse.db_url turns digits into numbers).
+_NUMBER_PARAMS = ("max_connections", "timeout", "stale_timeout", "connect_timeout")
 
 #: SQLSTATEs meaning "another transaction is in the way; retry later".
 BUSY_SQLSTATES = frozenset(
@@ -240,6 +245,8 @@ DIALECT = ReportDialect(
     },
     no_index=lambda column: column,
     as_text=_utc_text("YYYY-MM-DD HH24:MI:SS"),
+    # In numeric, which does not overflow (SUM of a double precision does).
+    total=lambda column: fn.SUM(Cast(column, "NUMERIC")),
 )
 
 
@@ -291,6 +298,25 @@ class PostgresUpkeep:
         pool._state = type(pool._state)()
 
 
+_TEXT_FIELDS = tuple(
+    (index, name) for index, (name, kind) in enumerate(
+        (f.name, f.type) for f in dataclasses.fields(TelemetryRecord)
+    ) if "str" in str(kind)
+)
+
+
+def check_row(row: Sequence[Any]) -> None:
+    """Refuse text PostgreSQL cannot store: a NUL character (its text type
+    ends at one; SQLite stores it)."""
+    for index, name in _TEXT_FIELDS:
+        value = row[index]
+        if value is not None and "\x00" in value:
+            raise TelemetryValidationError(
+                name, f"contains a NUL character at position {value.index(chr(0))}, "
+                "which PostgreSQL cannot store in text"
+            )
+
+
 class PostgresBackend:
     """The PostgreSQL part of a store (see :class:`~telemetry_orm.backends.base.Backend`)."""
 
@@ -302,6 +328,7 @@ class PostgresBackend:
     )
     dialect = DIALECT
     one_connection = False
+    check_row = staticmethod(check_row)
 
     @classmethod
     def from_location(
@@ -335,12 +362,23 @@ class PostgresBackend:
         name = params.pop("database", "")
         if not name:
             raise DatabaseError(f"{self.path}: the URL names no database (…/dbname)")
+        for key in _NUMBER_PARAMS:
+            value = params.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or value < (1 if key == "max_connections" else 0)):
+                raise TelemetryValidationError(
+                    key, f"in the URL must be a number >= "
+                    f"{1 if key == 'max_connections' else 0}, got {value!r}"
+                )
         url_options = f"{params.pop('options', '') or ''} {extra_options}"
         options = session_options(url_options, self.busy_timeout)
         return str(name), {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
 
     def missing(self) -> Optional[str]:
         return None  # only connecting can tell
+
+    def files(self) -> Tuple[str, ...]:
+        return ()
 
     def open(self) -> peewee.Database:
         """A pooled database for the URL; nothing is connected yet."""
@@ -359,12 +397,10 @@ class PostgresBackend:
         database: peewee.Database = _PlainDatabase(name, field_types=FIELD_TYPES, **settings)
         try:
             database.connect()
-            version, columns = _state(database)
+            _check(self.path, database, purpose)
         except self.driver_errors as exc:
             database.close()
             raise self.describe(exc) from exc
-        try:
-            check_table(self.path, version, columns, purpose=purpose)
         except TelemetryError:
             database.close()
             raise
@@ -395,13 +431,11 @@ class PostgresBackend:
         """
         try:
             with self.connection(database):
-                version, columns = _state(database)
-                check_table(self.path, version, columns)
+                version, columns = _check(self.path, database, "write")
                 if is_current(version, columns):
                     return
                 with self.exclusive_transaction(database, "schema"):
-                    version, columns = _state(database)
-                    check_table(self.path, version, columns)
+                    version, columns = _check(self.path, database, "write")
                     if not is_current(version, columns):
                         for step in MIGRATIONS[version:] if columns else MIGRATIONS:
                             step(database, model, columns)
@@ -460,13 +494,19 @@ class PostgresBackend:
             for row in rows:
                 copy.write_row(row)
 
-    def cutoff(self, conn: Any, days: float) -> _dt.datetime:
-        """``now() - days * interval '1 day'`` by the server's clock."""
-        row = conn.execute("SELECT now() - %s * interval '1 day'", (float(days),)).fetchone()
-        when: _dt.datetime = row[0]
-        return to_utc(when)
+    @classmethod
+    def cutoff(cls, conn: Any, days: float) -> Optional[_dt.datetime]:
+        """``now() - days`` by the server's clock; ``None`` before year 1,
+        where Python's dates end (the server's go further, but a row there
+        could not be read; no row is older)."""
+        now: _dt.datetime = conn.execute("SELECT now()").fetchone()[0]
+        try:
+            return to_utc(now) - _dt.timedelta(days=days)
+        except OverflowError:
+            return None
 
-    def count_before(self, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:
+    @classmethod
+    def count_before(cls, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:
         return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
 
     def delete_chunk_before(
@@ -529,6 +569,23 @@ def _state(database: peewee.Database) -> Tuple[int, List[str]]:
         row = database.execute_sql(f"SELECT max(version) FROM {table}").fetchone()
         version = int(row[0] or 0)
     return version, table_columns(database)
+
+
+def _is_table(database: peewee.Database) -> bool:
+    """False when ``executions`` is a view in the current schema."""
+    row = database.execute_sql(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_name = %s",
+        (TABLE_NAME,),
+    ).fetchone()
+    return row is None or row[0] == "BASE TABLE"
+
+
+def _check(path: str, database: peewee.Database, purpose: str) -> Tuple[int, List[str]]:
+    """Read the schema version and columns and refuse what ``purpose`` cannot use."""
+    version, columns = _state(database)
+    check_table(path, version, columns, purpose=purpose, is_table=_is_table(database))
+    return version, columns
 
 
 def _write_version(database: peewee.Database, version: int) -> None:

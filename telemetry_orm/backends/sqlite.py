@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, Cast, ColumnBase, NodeList, fn
@@ -191,6 +191,72 @@ def _columns(conn: sqlite3.Connection) -> List[str]:
     return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
 
 
+# Descriptors opened to read a file's header, kept open: closing one would
+# drop every POSIX lock this process holds on that file (see check_path).
+_HEADER_FDS: Dict[Tuple[int, int], int] = {}
+
+
+def _in_wal_mode(path: str) -> bool:
+    """Whether the file's header says WAL (bytes 18 and 19 are 2)."""
+    info = os.stat(path)
+    key = (info.st_dev, info.st_ino)
+    fd = _HEADER_FDS.get(key)
+    if fd is None:
+        fd = _HEADER_FDS[key] = os.open(path, os.O_RDONLY)
+    header = os.pread(fd, 20, 0)
+    return len(header) == 20 and header[18] == 2
+
+
+def _check_read_creates_nothing_foreign(path: str) -> None:
+    """Refuse a read that would leave files the owner cannot use, or that
+    cannot be done without creating files where none may be created.
+
+    Reading a WAL database needs its ``-shm`` (and ``-wal``) file; when they
+    are not there (no connection has the file open), even a ``mode=ro``
+    reader creates them, owned by whoever reads, and leaves them behind.
+    That is harmless for the file's owner (or root: SQLite then gives them
+    to the owner), but files made by another user lock the owner out, and a
+    read-only folder cannot take them at all.
+    """
+    if os.path.exists(f"{path}-shm"):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    owner = os.stat(path).st_uid
+    me = os.geteuid()
+    foreign = me not in (0, owner)
+    read_only = not os.access(folder, os.W_OK | os.X_OK)
+    if not (foreign or read_only) or not _in_wal_mode(path):
+        return
+    if read_only:
+        raise DatabaseError(
+            f"{path}: cannot be read without creating its -wal and -shm files, and its folder "
+            "is read-only; read it where it can have them, or while a store has it open"
+        )
+    try:
+        import pwd
+
+        name = pwd.getpwuid(owner).pw_name
+    except (ImportError, KeyError):
+        name = f"uid {owner}"
+    raise DatabaseError(
+        f"{path}: reading it would create its -wal and -shm files owned by this user, which "
+        f"its owner ({name}) could not write; read it as {name}, or while a store has it open"
+    )
+
+
+def _is_table(conn: sqlite3.Connection) -> bool:
+    """False when ``executions`` exists as something else than a table (a view)."""
+    row = conn.execute("SELECT type FROM sqlite_master WHERE name = ?", (TABLE_NAME,)).fetchone()
+    return row is None or row[0] == "table"
+
+
+def _check(path: str, conn: sqlite3.Connection, purpose: str) -> Tuple[int, List[str]]:
+    """Read the schema version and columns and refuse what ``purpose`` cannot use."""
+    version, columns = _version(conn), _columns(conn)
+    schema.check_table(path, version, columns, purpose=purpose, is_table=_is_table(conn))
+    return version, columns
+
+
 def _version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
@@ -214,6 +280,9 @@ DIALECT = ReportDialect(
     },
     no_index=lambda column: NodeList((SQL("+"), column), glue=""),
     as_text=lambda column: column,
+    # SUM() of integers fails past 2**63 - 1 ("integer overflow"); TOTAL()
+    # adds in a double: exact up to 2**53, approximate beyond, never failing.
+    total=fn.TOTAL,
 )
 
 
@@ -225,6 +294,7 @@ class SqliteBackend:
     model_base: Type[Execution] = Execution
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
+    check_row = None  # stores every valid record, NUL characters included
 
     def __init__(
         self,
@@ -259,6 +329,11 @@ class SqliteBackend:
             return None
         return "is not a file" if os.path.exists(self.path) else "no such database file"
 
+    def files(self) -> Tuple[str, ...]:
+        if self.memory:
+            return ()
+        return (self.path, f"{self.path}-wal", f"{self.path}-shm")
+
     def open(self) -> StoreDatabase:
         """A database object for the path, checked first (no connection yet)."""
         if not self.memory:
@@ -282,13 +357,13 @@ class SqliteBackend:
         why = "no such database file" if self.memory else self.missing()
         if why:
             raise DatabaseError(f"{path}: {why}")
+        _check_read_creates_nothing_foreign(path)
         uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
         database = peewee.SqliteDatabase(
             uri, uri=True, pragmas=[("busy_timeout", self.busy_timeout)]
         )
         try:
-            conn = database.connection()
-            schema.check_table(path, _version(conn), _columns(conn), purpose=purpose)
+            _check(path, database.connection(), purpose)
         except (sqlite3.Error, peewee.DatabaseError) as exc:
             database.close()
             raise self.describe(exc) from exc
@@ -309,9 +384,8 @@ class SqliteBackend:
             # SQLite checks the header on the first read: a file that is not
             # a database fails here, before anything is written.
             conn = database.connection()
-            version = _version(conn)
-            columns = _columns(conn)
-            schema.check_table(self.path, version, columns)
+            # Every refusal before the first write (the switch to WAL is one).
+            version, columns = _check(self.path, conn, "write")
             if not self.memory:
                 self._use_wal(conn)
             if not schema.is_current(version, columns):
@@ -356,9 +430,7 @@ class SqliteBackend:
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Read again under the lock: another process may have done it.
-            version = _version(conn)
-            columns = _columns(conn)
-            schema.check_table(self.path, version, columns)
+            version, columns = _check(self.path, conn, "write")
             if not schema.is_current(version, columns):
                 steps = schema.MIGRATIONS[version:] if columns else schema.MIGRATIONS
                 for step in steps:
@@ -448,13 +520,16 @@ class SqliteBackend:
         """One INSERT run for every row (``executemany``), in the caller's transaction."""
         conn.executemany(_sql.insert_sql(_DIALECT_DATABASE, table, columns), rows)
 
-    def cutoff(self, conn: sqlite3.Connection, days: float) -> str:
-        """``datetime('now', '-N days')`` by the database's own (UTC) clock."""
+    @classmethod
+    def cutoff(cls, conn: sqlite3.Connection, days: float) -> Optional[str]:
+        """``datetime('now', '-N days')`` by the database's own (UTC) clock;
+        ``None`` before year 0, where SQLite's dates end (no row is older)."""
         amount = str(int(days)) if float(days).is_integer() else f"{days:.6f}"
         row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
-        return str(row[0])
+        return None if row[0] is None else str(row[0])
 
-    def count_before(self, conn: sqlite3.Connection, model: Type[Execution], when: str) -> int:
+    @classmethod
+    def count_before(cls, conn: sqlite3.Connection, model: Type[Execution], when: str) -> int:
         return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
 
     def delete_chunk_before(
