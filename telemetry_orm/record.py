@@ -15,6 +15,7 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import TelemetryValidationError
+from .inputs import agent_result_fields, usage_fields
 
 _Check = Callable[[str, Any], None]
 
@@ -200,6 +201,66 @@ class TelemetryRecord:
             if name not in kwargs:
                 raise TelemetryValidationError(name, "is required")
         return cls(**kwargs)
+
+    @classmethod
+    def from_agent_result(
+        cls,
+        message: Any,
+        *,
+        repo: str,
+        event_type: str,
+        pr_number: Optional[int] = None,
+        delivery_id: Optional[str] = None,
+        provider: Optional[str] = None,
+        model: Optional[str] = None,
+    ) -> TelemetryRecord:
+        """A record of one Claude Agent SDK run, from its final result message:
+        ``claude_agent_sdk.ResultMessage`` or the TypeScript SDK's JSON.
+
+        Tokens, cost, model, conclusion, duration, turns, session and stop
+        reason come from the message (see
+        :func:`telemetry_orm.inputs.agent_result_fields`); the rest, which
+        only the caller knows, from the arguments. A wrong type in a field
+        that is used raises :class:`~telemetry_orm.TelemetryValidationError`
+        naming it as the SDK spells it (``usage.input_tokens``)::
+
+            async for message in query(prompt=prompt, options=options):
+                if isinstance(message, ResultMessage):
+                    store.record(TelemetryRecord.from_agent_result(
+                        message, repo="acme/api", event_type="pull_request.opened",
+                        pr_number=42))
+        """
+        fields = agent_result_fields(message, model=model)
+        return cls.from_mapping({
+            **fields, "repo": repo, "event_type": event_type, "pr_number": pr_number,
+            "delivery_id": delivery_id, "provider": provider,
+        })
+
+    @classmethod
+    def from_usage(
+        cls,
+        usage: Any,
+        *,
+        repo: str,
+        event_type: str,
+        model: str,
+        conclusion: str,
+        **fields: Any,
+    ) -> TelemetryRecord:
+        """A record of one API call from its usage object or mapping:
+        Anthropic Messages, OpenAI Chat Completions or OpenAI Responses,
+        recognised from its keys (OpenAI's cached tokens are moved out of the
+        input count into ``cache_read_tokens``). ``fields`` are the other
+        record fields (``cost_usd``, ``duration_ms``, ``pr_number`` …)::
+
+            response = client.messages.create(...)
+            record = TelemetryRecord.from_usage(
+                response.usage, repo="acme/api", event_type="push",
+                model=response.model, conclusion="success")
+        """
+        return cls.from_mapping({**usage_fields(usage), **fields, "repo": repo,
+                                 "event_type": event_type, "model": model,
+                                 "conclusion": conclusion})
 
     def as_row(self) -> Tuple[Any, ...]:
         """The field values in column order (the INSERT's parameters)."""
