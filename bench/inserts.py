@@ -4,6 +4,7 @@ Peewee's own ``Model.create`` and ``insert_many`` are shown for reference."""
 
 from __future__ import annotations
 
+import itertools
 from typing import List
 
 from bench.data import RAW_INSERT, records
@@ -59,6 +60,32 @@ def per_row(settings: Settings) -> List[Result]:
         results.append(Result(
             "record(dict) with validation, per row", us(mine), "us/row", us(theirs), ratio,
             1.3, "<= 1.3x", "", settings.rounds,
+        ))
+
+    with store_and_raw(settings, "record-key") as (store, _raw):
+        record = store.record
+        serial = itertools.count()
+
+        def keyed() -> float:
+            keys = [f"delivery-{next(serial)}" for _ in pool]
+
+            def run() -> None:
+                for entry, key in zip(pool, keys, strict=True):
+                    record(entry, key=key)
+
+            return per_item(run, n)
+
+        def plain() -> float:
+            def run() -> None:
+                for entry in pool:
+                    record(entry)
+
+            return per_item(run, n)
+
+        mine, theirs, ratio = paired(keyed, plain, settings.rounds)
+        results.append(Result(
+            "record(TelemetryRecord, key=...), per row", us(mine), "us/row", us(theirs), ratio,
+            1.5, "<= 1.5x", "baseline: record() without a key, same store", settings.rounds,
         ))
 
     with store_and_raw(settings, "create") as (store, raw):

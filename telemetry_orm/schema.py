@@ -123,6 +123,28 @@ class Execution(Model):
 
 M = TypeVar("M", bound=Model)
 
+#: The table of record keys, beside ``executions`` (which stays the original's).
+KEYS_TABLE = "telemetry_orm_keys"
+
+
+class ExecutionKey(Model):
+    """A key under which a row of ``executions`` was recorded
+    (``store.record(entry, key=…)``): at most one row per key. Created when
+    a store first records with a key; a purge deletes the keys of the rows it
+    deletes, in the same transaction."""
+
+    # The row id as the primary key (SQLite's rowid: no extra index) and a
+    # unique key: the two look-ups, with as few b-trees as a write touches.
+    execution_id = IntegerField(primary_key=True)
+    key = TextField()
+
+    class Meta:
+        table_name = KEYS_TABLE
+        indexes = (
+            Index("idx_telemetry_orm_keys_key", Table(KEYS_TABLE), (Entity("key"),),
+                  unique=True, safe=True),
+        )
+
 
 @overload
 def bind_model(database: Database) -> Type[Execution]: ...

@@ -11,7 +11,9 @@ text and its parameters in the database's own placeholder style.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import functools
 import re
 from typing import Any, List, Sequence, Tuple, Type
 
@@ -84,3 +86,38 @@ def delete_chunk_before(model: Any, when: Any, limit: int) -> Statement:
     """
     older = model.select(model.id).where(model.created_at < _cutoff(when)).limit(limit)
     return render(model._meta.database, model.delete().where(model.id.in_(older)))
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyedSql:
+    """The statements of a keyed ``record()``, built once per store."""
+
+    #: The row recorded under a key (none if the key is unknown or its row gone).
+    find: str
+    #: The record's INSERT (with ``RETURNING id`` where the engine needs it).
+    insert: str
+    #: Remember a key for a row (replacing a stale one, whose row is gone).
+    remember: str
+    #: Set every record column of a row (``replace=True``): its id and
+    #: ``created_at`` are kept.
+    update: str
+
+
+def keyed_sql(model: Any, keys: Any, *, returning: bool = False) -> KeyedSql:
+    """The statements of :class:`KeyedSql` for a bound ``Execution`` model
+    and its bound ``ExecutionKey`` model."""
+    database = model._meta.database
+    q = functools.partial(quote, database)
+    mark = database.param
+    table, key_table = q(model._meta.table_name), q(keys._meta.table_name)
+    sets = ", ".join(f"{q(name)} = {mark}" for name in FIELD_NAMES)
+    return KeyedSql(
+        find=(f"SELECT k.{q('execution_id')} FROM {key_table} AS k JOIN {table} AS e "
+              f"ON e.{q('id')} = k.{q('execution_id')} WHERE k.{q('key')} = {mark}"),
+        insert=record_insert_sql(model, returning=returning),
+        # An upsert both engines spell alike (SQLite >= 3.24, PostgreSQL >= 9.5).
+        remember=(f"{insert_sql(database, keys._meta.table_name, ('key', 'execution_id'))} "
+                  f"ON CONFLICT ({q('key')}) DO UPDATE SET "
+                  f"{q('execution_id')} = excluded.{q('execution_id')}"),
+        update=f"UPDATE {table} SET {sets} WHERE {q('id')} = {mark}",
+    )

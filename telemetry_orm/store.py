@@ -29,7 +29,8 @@ from .engines import backend_for
 from .errors import BackgroundWriteError, StoreClosedError, TelemetryError, TelemetryValidationError
 from .record import TelemetryRecord, row_of, rows_of
 from .reports import Report, report
-from .schema import Execution, bind_model
+from .schema import Execution, ExecutionKey, bind_model
+from .sql import KeyedSql
 
 LOGGER_NAME = "telemetry_orm"
 
@@ -82,8 +83,8 @@ class TelemetryStore(abc.ABC):
         """The store's own ``Execution`` model class, bound to its database."""
 
     @abc.abstractmethod
-    def record(self, entry: Entry) -> int:
-        """Validate and insert one execution; return its row id."""
+    def record(self, entry: Entry, *, key: Optional[str] = None, replace: bool = False) -> int:
+        """Validate and insert one execution (once per ``key``); return its row id."""
 
     @abc.abstractmethod
     def record_many(self, entries: Iterable[Entry]) -> List[int]:
@@ -207,6 +208,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._upkeep = backend.upkeep(self.database, self)
         self._insert_sql = backend.insert_sql(self._model)
         self._check_row = backend.check_row
+        self._keyed_sql: Optional[KeyedSql] = None
         self._insert_one = backend.insert_one
         # Known to fork() before the first connection opens, and set up
         # under the lock, so a fork never lands in the middle of a schema
@@ -235,17 +237,28 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     # -- writing ---------------------------------------------------------
 
-    def record(self, entry: Entry) -> int:
+    def record(self, entry: Entry, *, key: Optional[str] = None, replace: bool = False) -> int:
         """Validate ``entry`` (a :class:`TelemetryRecord` or a mapping) and
         insert it; return the new row id.
 
         ``created_at`` is set by the database (UTC). Nothing is written for an
         invalid entry. Every ``checkpoint_every`` writes, :meth:`checkpoint`
         runs (in the background: this call does not wait for it).
+
+        With a ``key`` (a webhook's delivery id, say) recording is
+        idempotent: if a row was recorded under that key in this store,
+        nothing is written and its id is returned; with ``replace=True``
+        that row's columns are set to the new values instead (its id and
+        ``created_at`` kept). Keys live in a table beside ``executions``,
+        written in the same transaction as the row; two processes recording
+        one key at once give one row; a purge deletes the keys of the rows it
+        deletes.
         """
         params = row_of(entry)
         if self._check_row is not None:
             self._check_row(params)
+        if key is not None:
+            return self._record_keyed(params, key, replace)
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
@@ -256,6 +269,29 @@ class PeeweeTelemetryStore(TelemetryStore):
             self._writes += 1
             if self._writes >= self.checkpoint_every:
                 self._count_writes(0)
+        return row_id
+
+    def _record_keyed(self, params: Row, key: Any, replace: bool) -> int:
+        if not isinstance(key, str) or not key or "\x00" in key:
+            raise TelemetryValidationError("key", f"must be a non-empty string without NUL "
+                                                  f"characters, or None, got {key!r}")
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+            try:
+                if self._keyed_sql is None:
+                    keys = bind_model(self.database, ExecutionKey)
+                    # Under the schema lock: processes that first record a
+                    # key at once must not race to create the table.
+                    with self.backend.connection(self.database), \
+                            self.backend.exclusive_transaction(self.database, "schema"):
+                        keys.create_table(safe=True)
+                    self._keyed_sql = self.backend.keyed_sql(self._model, keys)
+                row_id = self.backend.insert_keyed(self.database, self._keyed_sql, params, key,
+                                                   replace)
+            except self.backend.driver_errors as exc:
+                raise self.backend.translate(exc) from exc
+            self._count_writes(1)
         return row_id
 
     def record_many(self, entries: Iterable[Entry]) -> List[int]:

@@ -243,3 +243,14 @@ def record_in_process(location: str, barrier: Any, count: int, tag: str) -> None
     with create_telemetry_store(location) as store:
         for i in range(count):
             store.record(minimal(repo=f"acme/{tag}", num_turns=i))
+
+
+def record_keys_in_process(location: str, barrier: Any, keys: Sequence[str], tag: str,
+                           results: Any) -> None:
+    """Work of one process in the key tests: wait for the others, then record
+    one row per key (the same keys in every process); report the ids."""
+    from telemetry_orm import create_telemetry_store
+
+    with create_telemetry_store(location) as store:
+        barrier.wait()
+        results.put((tag, [store.record(minimal(repo=f"acme/{tag}"), key=k) for k in keys]))

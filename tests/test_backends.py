@@ -8,10 +8,10 @@ import datetime as _dt
 import math
 import threading
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
-from support import OLD_TABLE_DDL, Witness, minimal
+from support import OLD_TABLE_DDL, Witness, minimal, record_keys_in_process
 
 from telemetry_orm import (
     FIELD_NAMES,
@@ -352,3 +352,61 @@ def test_a_nul_in_the_location_names_the_argument(tmp_path: Path) -> None:
         create_telemetry_store(f"{tmp_path}/a\x00b.db")
     assert info.value.field == "db_path"
     assert list(tmp_path.iterdir()) == []
+
+
+# -- idempotent recording ------------------------------------------------------------
+
+
+def test_a_key_records_one_row_and_replace_updates_it(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    first = any_store.record(minimal(repo="acme/api", cost_usd=0.5), key="delivery-1")
+    created = any_witness.rows("SELECT created_at FROM executions WHERE id = ?", first)
+    assert any_store.record(minimal(repo="acme/other", cost_usd=9.0), key="delivery-1") == first
+    assert any_witness.rows("SELECT repo, cost_usd FROM executions") == [
+        {"repo": "acme/api", "cost_usd": 0.5}]
+    replaced = any_store.record(minimal(repo="acme/web", cost_usd=0.75), key="delivery-1",
+                                replace=True)
+    assert replaced == first
+    rows = any_witness.rows("SELECT id, repo, cost_usd, created_at FROM executions")
+    assert rows == [{"id": first, "repo": "acme/web", "cost_usd": 0.75,
+                     "created_at": created[0]["created_at"]}]
+    other = any_store.record(minimal(), key="delivery-2")
+    unkeyed = any_store.record(minimal())
+    assert len({first, other, unkeyed}) == 3 and any_witness.count() == 3
+    assert any_witness.rows("SELECT key, execution_id FROM telemetry_orm_keys ORDER BY key") == [
+        {"key": "delivery-1", "execution_id": first},
+        {"key": "delivery-2", "execution_id": other}]
+
+
+@pytest.mark.parametrize("key", ["", 5, "a\x00b"])
+def test_a_bad_key_names_itself_and_writes_nothing(
+        any_store: PeeweeTelemetryStore, any_witness: Witness, key: Any) -> None:
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record(minimal(), key=key)
+    assert info.value.field == "key"
+    assert any_witness.count() == 0
+
+
+def test_two_processes_recording_the_same_keys_give_one_row_each(any_location: str) -> None:
+    import multiprocessing
+
+    create_telemetry_store(any_location).close()
+    keys = [f"delivery-{i}" for i in range(40)]
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(3), context.Queue()
+    workers = [context.Process(target=record_keys_in_process,
+                               args=(any_location, barrier, keys, f"w{n}", results))
+               for n in range(3)]
+    for worker in workers:
+        worker.start()
+    answers = dict(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    # Every process got the same id for each key, and there is one row per key.
+    assert answers["w0"] == answers["w1"] == answers["w2"]
+    witness = Witness(any_location)
+    try:
+        assert witness.count() == 40
+    finally:
+        witness.close()

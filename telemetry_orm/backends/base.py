@@ -32,6 +32,7 @@ from peewee import ColumnBase
 
 from ..errors import DatabaseError, StoreBusyError, TelemetryError
 from ..schema import Execution
+from ..sql import KeyedSql
 
 Logger = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
 
@@ -261,6 +262,21 @@ class Backend(Protocol):
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
         """Run ``sql`` with one record's values on this thread's connection
         (the hot path); return the new row id."""
+        ...
+
+    def keyed_sql(self, model: Type[Execution], keys: Any) -> KeyedSql:
+        """The statements of a keyed ``record()``, built once per store."""
+        ...
+
+    def insert_keyed(
+        self, database: peewee.Database, sql: KeyedSql, params: Sequence[Any], key: str,
+        replace: bool,
+    ) -> int:
+        """Record ``params`` under ``key`` in one transaction that no other
+        connection records the same key in at the same time (a savepoint
+        inside a transaction already open): the row already recorded under
+        it, set to ``params`` when ``replace``, else a new row and its key.
+        Return the row's id."""
         ...
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:

@@ -471,6 +471,28 @@ class PostgresBackend:
         with self.connection(database) as conn:
             return int(conn.execute(sql, params).fetchone()[0])
 
+    def keyed_sql(self, model: Type[Execution], keys: Any) -> _sql.KeyedSql:
+        return _sql.keyed_sql(model, keys, returning=True)
+
+    def insert_keyed(
+        self, database: peewee.Database, sql: _sql.KeyedSql, params: Sequence[Any], key: str,
+        replace: bool,
+    ) -> int:
+        """One transaction (a savepoint inside one already open) holding an
+        advisory lock on the key, so two processes recording one key at once
+        give one row."""
+        with self.connection(database) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(f"key:{key}"),))
+            found = conn.execute(sql.find, (key,)).fetchone()
+            if found is not None:
+                row_id = int(found[0])
+                if replace:
+                    conn.execute(sql.update, (*params, row_id))
+                return row_id
+            row_id = int(conn.execute(sql.insert, params).fetchone()[0])
+            conn.execute(sql.remember, (key, row_id))
+            return row_id
+
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Insert ``rows`` in one transaction (a savepoint inside one already
         open); return their ids in order, as ``RETURNING`` gives them."""

@@ -476,6 +476,38 @@ class SqliteBackend:
         and ``sqlite3``; return its id."""
         return database.connection().execute(sql, params).lastrowid or 0
 
+    def keyed_sql(self, model: Type[Execution], keys: Any) -> _sql.KeyedSql:
+        return _sql.keyed_sql(model, keys)
+
+    def insert_keyed(
+        self, database: peewee.Database, sql: _sql.KeyedSql, params: Sequence[Any], key: str,
+        replace: bool,
+    ) -> int:
+        """``BEGIN IMMEDIATE`` (the write lock before the key is looked up, so
+        two processes recording one key at once give one row), or a savepoint
+        inside a transaction already open."""
+        conn = database.connection()
+        nested = conn.in_transaction
+        conn.execute("SAVEPOINT record_keyed" if nested else "BEGIN IMMEDIATE")
+        try:
+            found = conn.execute(sql.find, (key,)).fetchone()
+            if found is not None:
+                row_id = int(found[0])
+                if replace:
+                    conn.execute(sql.update, (*params, row_id))
+            else:
+                row_id = conn.execute(sql.insert, params).lastrowid or 0
+                conn.execute(sql.remember, (key, row_id))
+            conn.execute("RELEASE record_keyed" if nested else "COMMIT")
+        except BaseException:
+            if nested:
+                conn.execute("ROLLBACK TO record_keyed")
+                conn.execute("RELEASE record_keyed")
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return row_id
+
     def insert_many(
         self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
     ) -> List[int]:
