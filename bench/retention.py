@@ -2,13 +2,18 @@
 the same rows, first alone (median of several rounds, with the longest time
 a chunk held the write lock), then while another process records every 2 ms.
 
-    python bench/retention.py                 # 1,000,000 rows, half expired
-    python bench/retention.py --rows 200000 --rounds 3
+Two orders of the same rows: ``time`` (rows inserted as they happen, so
+``created_at`` follows the ids) and ``scattered`` (each row's ``created_at``
+drawn at random, as in the demo's data, imports and copies from several
+sources: the expired rows lie all over the table).
+
+    python bench/retention.py                 # 1,000,000 rows, half expired, both orders
+    python bench/retention.py --rows 200000 --rounds 3 --order scattered
 
 Prints the purge time of each way, their ratio, the longest write-lock hold
 of a chunk, the worst time the writer waited for one ``record()`` during
-each, and the ``-wal`` size afterwards. ``run(rows, rounds)`` returns the
-same figures as a dict, for a bench runner.
+each, and the ``-wal`` size afterwards. ``run(rows, rounds, order=…)``
+returns the same figures as a dict, for a bench runner.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import datetime as dt
 import multiprocessing
 import os
+import random
 import shutil
 import sqlite3
 import statistics
@@ -35,6 +41,9 @@ except ImportError:  # run from a checkout: python bench/retention.py
 RETENTION_DAYS = 90
 WRITER_PERIOD_S = 0.002
 
+#: How the rows' ``created_at`` follows their ids (see the module's docstring).
+ORDERS = ("time", "scattered")
+
 _INSERT = (
     "INSERT INTO executions (created_at, delivery_id, repo, pr_number, event_type, model,"
     " input_tokens, output_tokens, cache_read_tokens, duration_ms, cost_usd, conclusion,"
@@ -42,17 +51,28 @@ _INSERT = (
 )
 
 
-def _build(path: Path, rows: int) -> int:
-    """``rows`` rows, the older half past the retention period; returns that half."""
+def _build(path: Path, rows: int, order: str = "time") -> int:
+    """``rows`` rows, the older half past the retention period; returns that half.
+
+    In ``scattered`` order the same timestamps are dealt to the rows in a
+    random (seeded) order."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     create_telemetry_store(path).close()
     expired = rows // 2
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    stamps = [
+        (now - dt.timedelta(days=RETENTION_DAYS + 100 if i < expired else 1,
+                            seconds=rows - i)).strftime("%Y-%m-%d %H:%M:%S")
+        for i in range(rows)
+    ]
+    if order == "scattered":
+        random.Random(20240601).shuffle(stamps)
     conn = sqlite3.connect(path)
     with conn:
         conn.executemany(_INSERT, (
             (
-                (now - dt.timedelta(days=RETENTION_DAYS + 100 if i < expired else 1,
-                                    seconds=rows - i)).strftime("%Y-%m-%d %H:%M:%S"),
+                stamps[i],
                 f"d-{i}", f"owner{i % 50}/repo{i % 7}", i % 4000 + 1, "pull_request.opened",
                 "claude-sonnet-4-5", 1000 + i % 500, 300, 20000, 60000, 0.05, "success",
                 f"s-{i}", 7, "end_turn",
@@ -154,12 +174,13 @@ def _alone(source: Path, tmp: Path) -> Dict[str, Any]:
             "chunks": result.chunks, "longest_hold_ms": result.longest_hold * 1000}
 
 
-def run(rows: int, rounds: int = 3) -> Dict[str, Any]:
-    """Build ``rows`` rows (half expired); purge them both ways ``rounds``
-    times alone and once under load; return the figures (seconds, ms, bytes)."""
+def run(rows: int, rounds: int = 3, *, order: str = "time") -> Dict[str, Any]:
+    """Build ``rows`` rows (half expired) in ``order`` (see :data:`ORDERS`);
+    purge them both ways ``rounds`` times alone and once under load; return
+    the figures (seconds, ms, bytes)."""
     with tempfile.TemporaryDirectory(prefix="retention-") as tmp:
         source = Path(tmp) / "source.db"
-        expired = _build(source, rows)
+        expired = _build(source, rows, order)
         alone = [_alone(source, Path(tmp)) for _ in range(rounds)]
         chunked = _under_load(_fresh_copy(source, Path(tmp) / "chunked.db"), "chunked")
         single = _under_load(_fresh_copy(source, Path(tmp) / "single.db"), "single")
@@ -173,6 +194,7 @@ def run(rows: int, rounds: int = 3) -> Dict[str, Any]:
 
     return {
         "rows": rows,
+        "order": order,
         "expired": expired,
         "rounds": rounds,
         "purge_s": median("purge_s"),
@@ -197,7 +219,8 @@ def run(rows: int, rounds: int = 3) -> Dict[str, Any]:
 
 def _report(figures: Dict[str, Any]) -> None:
     mib = 1024 * 1024
-    print(f"{figures['rows']:,} rows, {figures['expired']:,} expired")
+    print(f"{figures['rows']:,} rows, {figures['expired']:,} expired, "
+          f"created_at in {figures['order']} order")
     print(f"alone, median of {figures['rounds']} rounds:")
     print(f"  purge_older_than (chunked) {figures['purge_s']:8.2f} s   "
           f"single DELETE {figures['single_delete_s']:8.2f} s   "
@@ -221,8 +244,11 @@ def main(argv: List[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--order", choices=(*ORDERS, "both"), default="both",
+                        help="how created_at follows the ids (default: both, one after the other)")
     args = parser.parse_args(argv)
-    _report(run(args.rows, args.rounds))
+    for order in ORDERS if args.order == "both" else (args.order,):
+        _report(run(args.rows, args.rounds, order=order))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import re
-from typing import Any, List, Sequence, Tuple, Type
+from typing import Any, Callable, List, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, fn
@@ -79,13 +79,47 @@ def count_before(model: Any, when: Any) -> Statement:
 
 
 def delete_chunk_before(model: Any, when: Any, limit: int) -> Statement:
-    """Delete up to ``limit`` rows with ``created_at`` before ``when``.
+    """Delete up to ``limit`` rows with ``created_at`` before ``when``: the
+    first ones in ``created_at`` order.
 
     By id through a sub-select: ``DELETE … LIMIT`` needs a compile option
     that many SQLite builds lack.
     """
     older = model.select(model.id).where(model.created_at < _cutoff(when)).limit(limit)
     return render(model._meta.database, model.delete().where(model.id.in_(older)))
+
+
+def expired_span(model: Any, when: Any) -> Statement:
+    """How many rows have ``created_at`` before ``when``, and the smallest
+    and largest of their ids."""
+    query = (model.select(fn.COUNT(SQL("*")), fn.MIN(model.id), fn.MAX(model.id))
+             .where(model.created_at < _cutoff(when)))
+    return render(model._meta.database, query)
+
+
+def any_before(model: Any, when: Any) -> Statement:
+    """The id of one row with ``created_at`` before ``when``, if there is one."""
+    query = model.select(model.id).where(model.created_at < _cutoff(when)).limit(1)
+    return render(model._meta.database, query)
+
+
+def delete_ids_before(
+    model: Any,
+    when: Any,
+    after: int,
+    upto: int,
+    *,
+    no_index: Callable[[Any], Any] = lambda column: column,
+) -> Statement:
+    """Delete the rows with ``after < id <= upto`` and ``created_at`` before
+    ``when``: the rows of a stretch of the table, whatever their order in
+    time. ``no_index`` wraps ``created_at`` so that the planner walks the
+    id range (see :class:`~telemetry_orm.backends.base.ReportDialect`)."""
+    query = model.delete().where(
+        (model.id > after) & (model.id <= upto)
+        & (no_index(model.created_at) < model.created_at.db_value(_cutoff(when)))
+    )
+    return render(model._meta.database, query)
 
 
 @dataclasses.dataclass(frozen=True)

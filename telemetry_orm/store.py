@@ -439,15 +439,20 @@ class PeeweeTelemetryStore(TelemetryStore):
         total = chunks = 0
         longest = 0.0
         try:
+            # Only reads: this process's writers need not wait for it (unless
+            # they share its one connection).
+            with self.connection(locked=self.backend.one_connection) as conn:
+                position = self.backend.purge_start(conn, self._model, when)
             while True:
                 limit = pacer.rows
                 # The store lock is let go between chunks so this process's
                 # writers get their turn too.
                 with self.connection() as conn:
-                    deleted, held = self.backend.delete_chunk_before(
-                        conn, self._model, when, limit
+                    chunk = self.backend.delete_chunk_before(
+                        conn, self._model, when, limit, position
                     )
-                    pause = pacer.after_chunk(conn, held)
+                    pause = pacer.after_chunk(conn, chunk.held)
+                deleted, held, position = chunk.deleted, chunk.held, chunk.position
                 total += deleted
                 chunks += 1
                 longest = max(longest, held)
@@ -455,7 +460,7 @@ class PeeweeTelemetryStore(TelemetryStore):
                                chunks, deleted, held * 1000, pause * 1000)
                 if progress is not None:
                     progress(PurgeProgress(total, chunks))
-                if deleted < limit:
+                if chunk.done:
                     break
                 self._upkeep.purge_gap(pause)
         finally:

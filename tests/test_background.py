@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -443,6 +445,46 @@ def test_a_long_stream_keeps_the_log_short_and_every_row(
     assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == rows
     assert witness.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     witness.close()
+    store.close()
+
+
+def test_a_reader_holding_an_old_snapshot_does_not_make_the_stream_wait_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # While a reader keeps an old snapshot the log cannot be restarted: a
+    # RESTART between two batches would wait for that reader (its busy
+    # timeout) every time and give up. It is tried again once it moves on.
+    monkeypatch.setattr(sqlite_wal, "LOG_RESTART_PAGES", 64)
+    path = tmp_path / "stream.db"
+    store = create_telemetry_store(path)
+    store.record(minimal())
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 1
+
+    def restarts() -> List[re.Match[str]]:
+        found = (re.match(r"checkpoint RESTART: .*\(busy=(\d)\) in ([\d.]+) ms", r.getMessage())
+                 for r in caplog.records)
+        return [m for m in found if m]
+
+    with caplog.at_level(logging.DEBUG, logger="telemetry_orm"), \
+            store.background(max_batch=100, max_delay=0.05) as recorder:
+        for i in range(3000):
+            recorder.record(minimal(repo=f"stream/{i % 7}"))
+        recorder.flush()
+        held = restarts()
+        reader.execute("COMMIT")
+        reader.close()
+        caplog.clear()
+        for i in range(1000):
+            recorder.record(minimal(repo=f"stream/{i % 7}"))
+    after = restarts()
+    assert len(held) >= 10 and all(m[1] == "1" for m in held)
+    # Given up without waiting (each attempt used to wait the whole timeout).
+    waits = [float(m[2]) for m in held]
+    assert statistics.median(waits) < sqlite_wal.TRUNCATE_BUSY_TIMEOUT_MS / 2, waits
+    assert any(m[1] == "0" for m in after), "the log was not restarted once the reader left"
+    assert store.model.select().count() == 4001
     store.close()
 
 

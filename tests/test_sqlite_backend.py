@@ -5,9 +5,10 @@ checkpoints, and read-only opening."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Set
 
 import pytest
 from support import minimal
@@ -25,9 +26,15 @@ from telemetry_orm.backends.sqlite import (
     PURGE_CHUNK_MIN,
     PURGE_HOLD,
     PURGE_QUIET_SPAN,
+    PURGE_WALK_DENSITY,
+    IdWalk,
     SqlitePurgePacer,
     retry_gap,
 )
+from telemetry_orm.backends.sqlite_wal import checkpoint
+
+#: The longest a purge chunk may hold the write lock (its aim is PURGE_HOLD).
+LOCK_BUDGET = 0.050
 
 # The sleeps of SQLite's default busy handler (sqliteDefaultBusyCallback in
 # main.c), in ms: a writer that finds the lock taken retries after each.
@@ -209,6 +216,154 @@ def test_purge_reports_each_chunk_and_restores_the_connection(
     witness.close()
 
 
+# -- rows whose created_at does not follow their ids -------------------------------
+
+AGES = {"expired": "-100 days", "just expired": "-129601 minutes", "kept": "-1 days",
+        "just kept": "-129599 minutes"}  # 90 days is 129,600 minutes
+
+
+def insert_scattered(path: Path, rows: int, expired: int, seed: int = 5) -> Set[int]:
+    """``rows`` rows whose ``created_at`` is dealt at random: ``expired`` of
+    them older than 90 days (some by a minute only), the others younger (some
+    by a minute only); returns the ids of the expired ones."""
+    ages = [AGES["just expired" if i % 97 == 0 else "expired"] for i in range(expired)]
+    ages += [AGES["just kept" if i % 89 == 0 else "kept"] for i in range(rows - expired)]
+    random.Random(seed).shuffle(ages)
+    conn = sqlite3.connect(path)
+    with conn:
+        first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM executions").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO executions (created_at, repo, event_type, model, conclusion)"
+            " VALUES (datetime('now', ?), 'scattered/repo', 'push', 'm', 'success')",
+            [(age,) for age in ages],
+        )
+    conn.close()
+    return {first + i for i, age in enumerate(ages) if age in (AGES["expired"],
+                                                                AGES["just expired"])}
+
+
+def ids_in(path: Path) -> Set[int]:
+    witness = sqlite3.connect(path)
+    try:
+        return {row[0] for row in witness.execute("SELECT id FROM executions")}
+    finally:
+        witness.close()
+
+
+def test_purge_of_scattered_rows_deletes_exactly_the_expired_ones_a_stretch_of_ids_at_a_time(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    expired = insert_scattered(db_path, 40_000, 20_000)
+    kept = ids_in(db_path) - expired
+    witness = sqlite3.connect(db_path)
+    snapshots: List[Set[int]] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            # Before the transaction: every earlier one is committed.
+            snapshots.append({row[0] for row in witness.execute("SELECT id FROM executions")})
+
+    store.database.connection().set_trace_callback(trace)
+    try:
+        result = store.purge(90)
+    finally:
+        store.database.connection().set_trace_callback(None)
+        witness.close()
+    snapshots.append(ids_in(db_path))
+
+    assert result.deleted == len(expired)
+    assert snapshots[-1] == kept
+    chunks = [before - after for before, after in zip(snapshots, snapshots[1:], strict=False)]
+    assert len(chunks) == result.chunks >= 3
+    # Every chunk deletes the expired rows of one stretch of ids, all of
+    # them, each stretch after the one before: it changes pages next to each
+    # other rather than pages all over the file.
+    ordered = sorted(expired)
+    start = 0
+    for chunk in chunks:
+        assert chunk and chunk <= expired
+        assert ordered[start:start + len(chunk)] == sorted(chunk)
+        start += len(chunk)
+    assert start == len(ordered)
+    # Each transaction stayed within the lock budget.
+    assert 0 < result.longest_hold <= LOCK_BUDGET
+
+
+def test_purge_of_scattered_rows_keeps_the_rows_written_meanwhile(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    expired = insert_scattered(db_path, 30_000, 15_000, seed=6)
+    kept = ids_in(db_path) - expired
+    other = sqlite3.connect(db_path, isolation_level=None)
+    new: List[int] = []
+    backdated: List[int] = []
+
+    def write_meanwhile(progress: PurgeProgress) -> None:
+        # Between chunks, another connection records new rows; while the
+        # purge is young, also rows that are already too old (copied from
+        # elsewhere, say), which it must delete too.
+        insert = ("INSERT INTO executions (created_at, repo, event_type, model, conclusion)"
+                  " VALUES (datetime('now', ?), 'other/writer', 'push', 'm', 'success')")
+        new.append(other.execute(insert, ("-0 days",)).lastrowid or 0)
+        if progress.chunks == 1:
+            backdated.append(other.execute(insert, ("-100 days",)).lastrowid or 0)
+
+    try:
+        result = store.purge(90, progress=write_meanwhile)
+    finally:
+        other.close()
+    assert result.chunks >= 2 and backdated
+    assert result.deleted == len(expired) + len(backdated)
+    assert ids_in(db_path) == kept | set(new)
+
+
+def test_a_scattered_purge_stopped_by_a_busy_lock_finishes_when_run_again(
+        db_path: Path) -> None:
+    store = create_telemetry_store(db_path, busy_timeout=50)
+    expired = insert_scattered(db_path, 30_000, 15_000, seed=7)
+    kept = ids_in(db_path) - expired
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+
+    def block_after_one(progress: PurgeProgress) -> None:
+        if progress.chunks == 1:
+            blocker.execute("BEGIN IMMEDIATE")
+
+    try:
+        with pytest.raises(StoreBusyError):
+            store.purge(90, progress=block_after_one)
+        left = ids_in(db_path)
+        assert kept <= left and left & expired  # stopped half-way, nothing kept lost
+    finally:
+        if blocker.in_transaction:
+            blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.purge(90).deleted == len(left & expired)
+    assert ids_in(db_path) == kept
+    store.close()
+
+
+def test_purge_of_a_few_scattered_rows_takes_the_oldest_first(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    # So few expired rows among the ids they span that walking the ids would
+    # read mostly rows to keep: the chunks take the oldest rows instead.
+    expired = insert_scattered(db_path, 20_000, 200, seed=8)
+    kept = ids_in(db_path) - expired
+    with store.connection() as conn:
+        when = store.backend.cutoff(conn, 90)
+        assert len(expired) < PURGE_WALK_DENSITY * (max(expired) - min(expired) + 1)
+        assert store.backend.purge_start(conn, store.model, when) == IdWalk(0, 0)
+    assert store.purge(90).deleted == len(expired)
+    assert ids_in(db_path) == kept
+
+
+def test_purge_walks_the_ids_of_the_expired_rows_when_they_are_many(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    store.record(minimal())  # a kept row before them, which the walk leaves out
+    expired = insert_scattered(db_path, 1000, 500)
+    with store.connection() as conn:
+        when = store.backend.cutoff(conn, 90)
+        start = store.backend.purge_start(conn, store.model, when)
+    assert start == IdWalk(min(expired) - 1, max(expired))
+
+
 def test_purge_older_than_is_purge_deleted(store: PeeweeTelemetryStore, db_path: Path) -> None:
     backdate_all(db_path, 7)
     assert store.purge_older_than(90) == 7
@@ -247,6 +402,32 @@ def test_a_reader_keeps_a_truncate_checkpoint_from_emptying_the_log(
     assert result.applies and result.busy and not result.emptied and not result.complete
     assert store.checkpoint(truncate=True).emptied
     assert Path(f"{db_path}-wal").stat().st_size == 0
+
+
+def test_a_restart_that_must_not_wait_is_not_tried_while_a_reader_holds_an_old_snapshot(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    store.record(minimal())
+    reader = sqlite3.connect(db_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM executions").fetchone()
+    store.record(minimal())
+    statements: List[str] = []
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.set_trace_callback(statements.append)
+    try:
+        # The reader keeps the PASSIVE pass from copying the whole log: the
+        # RESTART, which would only wait for it, is not run.
+        result = checkpoint(conn, "RESTART", busy_timeout=5000, blocking=False)
+        assert result.busy and 0 <= result.copied < result.logged
+        assert not [s for s in statements if "RESTART" in s]
+        # Once the reader has moved on, it is.
+        reader.execute("COMMIT")
+        result = checkpoint(conn, "RESTART", busy_timeout=5000, blocking=False)
+        assert not result.busy and result.complete
+        assert [s for s in statements if "RESTART" in s]
+    finally:
+        conn.close()
+        reader.close()
 
 
 def test_a_failed_purge_restores_the_connection_too(db_path: Path) -> None:

@@ -103,10 +103,26 @@ class CheckpointResult:
         return not self.busy and self.copied >= self.logged
 
 
+@dataclasses.dataclass(frozen=True)
+class PurgeChunk:
+    """One chunk of a purge, as :meth:`Backend.delete_chunk_before` ran it."""
+
+    #: Rows it deleted.
+    deleted: int
+    #: Seconds it held the engine's write lock.
+    held: float
+    #: Where the next chunk goes on, in the engine's own terms: what the
+    #: store passes to the next :meth:`Backend.delete_chunk_before`.
+    position: Any
+    #: No row older than the cutoff is left: the purge is over.
+    done: bool
+
+
 class PurgePacer(Protocol):
     """How one purge sizes its chunks and paces them for other writers."""
 
-    #: Rows the next chunk may delete.
+    #: Rows the next chunk may delete (an engine that deletes a stretch of
+    #: ids at a time takes it as the stretch's width, which bounds the rows).
     rows: int
 
     def start(self, conn: Any) -> None:
@@ -303,11 +319,19 @@ class Backend(Protocol):
         """How many rows have ``created_at`` before ``when``."""
         ...
 
+    def purge_start(self, conn: Any, model: Type[Execution], when: Any) -> Any:
+        """Where a purge of the rows older than ``when`` begins: the
+        ``position`` of its first :meth:`delete_chunk_before`. Only reads,
+        so the store need not hold its lock meanwhile."""
+        ...
+
     def delete_chunk_before(
-        self, conn: Any, model: Type[Execution], when: Any, limit: int
-    ) -> Tuple[int, float]:
-        """Delete up to ``limit`` rows older than ``when`` in one short
-        transaction; return how many, and the seconds it held its locks."""
+        self, conn: Any, model: Type[Execution], when: Any, limit: int, position: Any
+    ) -> PurgeChunk:
+        """Delete up to ``limit`` rows older than ``when``, going on from
+        ``position``, in one short transaction; say how many, the seconds it
+        held its locks, where the next chunk goes on, and whether any such
+        row is left."""
         ...
 
     def purge_pacer(self) -> PurgePacer:

@@ -40,6 +40,7 @@ from .base import (
     LOG_SIZE_LIMIT,
     PURGE_CHUNK,
     CheckpointResult,
+    PurgeChunk,
     ReportDialect,
     Storage,
     StoreAccess,
@@ -531,16 +532,22 @@ class PostgresBackend:
     def count_before(cls, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:
         return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
 
+    def purge_start(self, conn: Any, model: Type[Execution], when: _dt.datetime) -> None:
+        """Nothing to find out first: every chunk takes the oldest rows."""
+        return None
+
     def delete_chunk_before(
-        self, conn: Any, model: Type[Execution], when: _dt.datetime, limit: int
-    ) -> Tuple[int, float]:
+        self, conn: Any, model: Type[Execution], when: _dt.datetime, limit: int,
+        position: Any = None,
+    ) -> PurgeChunk:
         """Delete up to ``limit`` rows older than ``when``: one statement, so
-        one short transaction on an autocommit connection. Returns how many
-        and the seconds the statement took."""
+        one short transaction on an autocommit connection. Says how many and
+        the seconds the statement took; fewer than ``limit`` ends the purge."""
         statement = _sql.delete_chunk_before(model, when, limit)
         started = time.perf_counter()
         cursor = conn.execute(*statement)
-        return int(cursor.rowcount), time.perf_counter() - started
+        deleted = int(cursor.rowcount)
+        return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
 
     def purge_pacer(self) -> PostgresPurgePacer:
         return PostgresPurgePacer()

@@ -83,10 +83,12 @@ def checkpoint(
     A ``RESTART`` or ``TRUNCATE`` checkpoint holds the write lock while it
     copies the log and waits for readers, stalling every writer meanwhile; a
     PASSIVE pass first copies the bulk while they keep writing. With
-    ``blocking=False`` (after a big purge) it also waits for readers at most
-    :data:`TRUNCATE_BUSY_TIMEOUT_MS` instead of ``busy_timeout``; if it gives
-    up (``busy``), ``journal_size_limit`` still cuts the ``-wal`` file once
-    the log restarts.
+    ``blocking=False`` (after a big purge, between a writer's batches) it
+    does not wait at all when that pass shows a reader holding an older
+    snapshot (it could not copy the whole log), and otherwise waits for
+    readers at most :data:`TRUNCATE_BUSY_TIMEOUT_MS` instead of
+    ``busy_timeout``; if it gives up (``busy``), ``journal_size_limit``
+    still cuts the ``-wal`` file once the log restarts.
     """
     mode = mode.upper()
     if mode not in ("RESTART", "TRUNCATE"):
@@ -100,6 +102,14 @@ def checkpoint(
         time.sleep(0.01)
     if blocking:
         return _checkpoint(conn, mode)
+    if 0 <= passive.copied < passive.logged:
+        # A reader holds a snapshot older than the end of the log: the pass
+        # could not copy beyond it, and the RESTART or TRUNCATE would only
+        # wait for that reader for its busy timeout, then give up (a writer
+        # that tried between each of its batches spent most of its time
+        # waiting). It is worth trying once that reader has moved on, which
+        # the next pass shows by copying the rest.
+        return dataclasses.replace(passive, busy=True)
     conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, busy_timeout)}")
     try:
         for _ in range(_TRUNCATE_ATTEMPTS):
