@@ -85,8 +85,26 @@ def delete_chunk_before(model: Any, when: Any, limit: int) -> Statement:
     By id through a sub-select: ``DELETE … LIMIT`` needs a compile option
     that many SQLite builds lack.
     """
-    older = model.select(model.id).where(model.created_at < _cutoff(when)).limit(limit)
-    return render(model._meta.database, model.delete().where(model.id.in_(older)))
+    return render(model._meta.database, model.delete().where(
+        model.id.in_(_oldest(model, when, limit))))
+
+
+def _oldest(model: Any, when: Any, limit: int) -> Any:
+    return model.select(model.id).where(model.created_at < _cutoff(when)).limit(limit)
+
+
+def keys_of_chunk_before(keys: Any, model: Any, when: Any, limit: int) -> Statement:
+    """Delete the keys of the rows :func:`delete_chunk_before` deletes (run
+    first, in the same transaction: its sub-select then picks the same rows)."""
+    return render(model._meta.database, keys.delete().where(
+        keys.execution_id.in_(_oldest(model, when, limit))))
+
+
+def keys_of_ids_before(keys: Any, model: Any, when: Any, after: int, upto: int) -> Statement:
+    """Delete the keys of the rows :func:`delete_ids_before` deletes."""
+    rows = model.select(model.id).where(
+        (model.id > after) & (model.id <= upto) & (model.created_at < _cutoff(when)))
+    return render(model._meta.database, keys.delete().where(keys.execution_id.in_(rows)))
 
 
 def expired_span(model: Any, when: Any) -> Statement:

@@ -29,7 +29,7 @@ from .engines import backend_for
 from .errors import BackgroundWriteError, StoreClosedError, TelemetryError, TelemetryValidationError
 from .record import TelemetryRecord, row_of, rows_of
 from .reports import Report, report
-from .schema import Execution, ExecutionKey, bind_model
+from .schema import KEYS_TABLE, Execution, ExecutionKey, bind_model
 from .sql import KeyedSql
 
 LOGGER_NAME = "telemetry_orm"
@@ -443,13 +443,14 @@ class PeeweeTelemetryStore(TelemetryStore):
             # they share its one connection).
             with self.connection(locked=self.backend.one_connection) as conn:
                 position = self.backend.purge_start(conn, self._model, when)
+            keys = self._keys_if_any()
             while True:
                 limit = pacer.rows
                 # The store lock is let go between chunks so this process's
                 # writers get their turn too.
                 with self.connection() as conn:
                     chunk = self.backend.delete_chunk_before(
-                        conn, self._model, when, limit, position
+                        conn, self._model, when, limit, position, keys
                     )
                     pause = pacer.after_chunk(conn, chunk.held)
                 deleted, held, position = chunk.deleted, chunk.held, chunk.position
@@ -471,6 +472,14 @@ class PeeweeTelemetryStore(TelemetryStore):
         self.log.info("purged %d executions older than %s days (before %s) in %d chunks",
                       total, days, when, chunks)
         return PurgeResult(total, chunks, longest, when, time.perf_counter() - started)
+
+    def _keys_if_any(self) -> Optional[Type[ExecutionKey]]:
+        """The bound key model when the keys table exists (any store, in any
+        process, may have created it), else ``None``."""
+        with self.connection() as conn:
+            if not self.backend.has_table(conn, KEYS_TABLE):
+                return None
+        return bind_model(self.database, ExecutionKey)
 
     # -- upkeep ------------------------------------------------------------
 

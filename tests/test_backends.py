@@ -410,3 +410,30 @@ def test_two_processes_recording_the_same_keys_give_one_row_each(any_location: s
         assert witness.count() == 40
     finally:
         witness.close()
+
+
+def test_a_purge_deletes_the_keys_of_the_rows_it_deletes(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    old = [any_store.record(minimal(), key=f"old-{i}") for i in range(3)]
+    new = any_store.record(minimal(), key="new")
+    for row_id in old:
+        any_witness.backdate(row_id, 100)
+    assert any_store.purge_older_than(90) == 3
+    assert any_witness.rows("SELECT key, execution_id FROM telemetry_orm_keys") == [
+        {"key": "new", "execution_id": new}]
+    # A key whose row was purged records a new row.
+    again = any_store.record(minimal(), key="old-0")
+    assert again not in old and any_witness.count() == 2
+
+
+def test_a_scattered_purge_deletes_exactly_the_keys_of_its_rows(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    ids = {any_store.record(minimal(), key=f"k-{i}"): f"k-{i}" for i in range(3000)}
+    # Every other row expired: the SQLite purge walks stretches of ids.
+    expired = sorted(ids)[::2]
+    any_witness.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                            "WHERE id = ?", [(row_id,) for row_id in expired])
+    assert any_store.purge_older_than(90) == len(expired)
+    left = {r["execution_id"] for r in any_witness.rows("SELECT execution_id FROM "
+                                                         "telemetry_orm_keys")}
+    assert left == set(ids) - set(expired)

@@ -326,12 +326,18 @@ class Backend(Protocol):
         ...
 
     def delete_chunk_before(
-        self, conn: Any, model: Type[Execution], when: Any, limit: int, position: Any
+        self, conn: Any, model: Type[Execution], when: Any, limit: int, position: Any,
+        keys: Any = None,
     ) -> PurgeChunk:
         """Delete up to ``limit`` rows older than ``when``, going on from
-        ``position``, in one short transaction; say how many, the seconds it
-        held its locks, where the next chunk goes on, and whether any such
+        ``position``, in one short transaction (with their keys, when
+        ``keys``, the bound key model, is given); say how many, the seconds
+        it held its locks, where the next chunk goes on, and whether any such
         row is left."""
+        ...
+
+    def has_table(self, conn: Any, name: str) -> bool:
+        """Whether the table ``name`` exists (where the store keeps its tables)."""
         ...
 
     def purge_pacer(self) -> PurgePacer:

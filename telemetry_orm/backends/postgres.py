@@ -538,16 +538,26 @@ class PostgresBackend:
 
     def delete_chunk_before(
         self, conn: Any, model: Type[Execution], when: _dt.datetime, limit: int,
-        position: Any = None,
+        position: Any = None, keys: Any = None,
     ) -> PurgeChunk:
         """Delete up to ``limit`` rows older than ``when``: one statement, so
         one short transaction on an autocommit connection. Says how many and
         the seconds the statement took; fewer than ``limit`` ends the purge."""
         statement = _sql.delete_chunk_before(model, when, limit)
         started = time.perf_counter()
-        cursor = conn.execute(*statement)
+        if keys is None:
+            cursor = conn.execute(*statement)
+        else:  # the rows' keys go with them, in the same transaction
+            with conn.transaction():
+                conn.execute(*_sql.keys_of_chunk_before(keys, model, when, limit))
+                cursor = conn.execute(*statement)
         deleted = int(cursor.rowcount)
         return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
+
+    def has_table(self, conn: Any, name: str) -> bool:
+        row = conn.execute("SELECT to_regclass(quote_ident(current_schema()) || '.' || "
+                           "quote_ident(%s)) IS NOT NULL", (name,)).fetchone()
+        return bool(row[0])
 
     def purge_pacer(self) -> PostgresPurgePacer:
         return PostgresPurgePacer()

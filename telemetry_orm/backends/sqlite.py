@@ -578,7 +578,7 @@ class SqliteBackend:
 
     def delete_chunk_before(
         self, conn: sqlite3.Connection, model: Type[Execution], when: str, limit: int,
-        position: IdWalk,
+        position: IdWalk, keys: Any = None,
     ) -> PurgeChunk:
         """Delete, in one transaction, the expired rows of the next ``limit``
         ids of the walk, or once it is over up to ``limit`` of the oldest
@@ -586,21 +586,26 @@ class SqliteBackend:
         if position.after < position.last:
             upto = min(position.after + limit, position.last)
             deleted, held = self._delete(conn, _sql.delete_ids_before(
-                model, when, position.after, upto, no_index=DIALECT.no_index))
+                model, when, position.after, upto, no_index=DIALECT.no_index),
+                keys and _sql.keys_of_ids_before(keys, model, when, position.after, upto))
             # Past the walk, rows written meanwhile with an old created_at
             # (a copy from another database, say) are left to the oldest-first
             # chunks; there are seldom any.
             done = upto >= position.last and conn.execute(
                 *_sql.any_before(model, when)).fetchone() is None
             return PurgeChunk(deleted, held, IdWalk(upto, position.last), done)
-        deleted, held = self._delete(conn, _sql.delete_chunk_before(model, when, limit))
+        deleted, held = self._delete(conn, _sql.delete_chunk_before(model, when, limit),
+                                     keys and _sql.keys_of_chunk_before(keys, model, when, limit))
         return PurgeChunk(deleted, held, position, deleted < limit)
 
     @staticmethod
-    def _delete(conn: sqlite3.Connection, statement: _sql.Statement) -> Tuple[int, float]:
+    def _delete(conn: sqlite3.Connection, statement: _sql.Statement,
+                keys: Optional[_sql.Statement] = None) -> Tuple[int, float]:
         conn.execute("BEGIN IMMEDIATE")
         locked = time.perf_counter()
         try:
+            if keys is not None:  # the rows' keys go with them, in the same transaction
+                conn.execute(*keys)
             cursor = conn.execute(*statement)
             conn.execute("COMMIT")
         except BaseException:
@@ -608,6 +613,11 @@ class SqliteBackend:
                 conn.execute("ROLLBACK")
             raise
         return int(cursor.rowcount), time.perf_counter() - locked
+
+    def has_table(self, conn: sqlite3.Connection, name: str) -> bool:
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                           (name,)).fetchone()
+        return row is not None
 
     def purge_pacer(self) -> SqlitePurgePacer:
         return SqlitePurgePacer()
