@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Deque, List, Optional, Sequence, Tuple, Type, Union
 
 from . import forking
-from .checks import check_count, check_number
+from .checks import check_count, check_key, check_number
 from .errors import BackgroundWriteError, StoreClosedError
 from .record import FIELD_NAMES, TelemetryRecord
 
@@ -134,13 +134,17 @@ class BackgroundRecorder:
 
     # -- callers ---------------------------------------------------------
 
-    def record(self, entry: Entry) -> None:
+    def record(self, entry: Entry, *, key: Optional[str] = None) -> None:
         """Validate ``entry`` here, queue it for the writer and return.
 
-        Blocks only while ``max_queue`` records are already waiting. Raises
-        :class:`~telemetry_orm.StoreClosedError` once the recorder is closed.
+        With a ``key``, the writer records it as ``store.record(entry,
+        key=key)`` does: once per key. Blocks only while the recorder is
+        full (see the class). Raises :class:`~telemetry_orm.StoreClosedError`
+        once the recorder is closed.
         """
         row = self.store.checked_row(entry)
+        if key is not None:
+            row = _KeyedRow(row, check_key("key", key))
         with self._lock:
             pending = self._pending
             if self._closing or self._held() >= self.max_queue:
@@ -297,7 +301,8 @@ class BackgroundRecorder:
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                ids = writer.write(batch)
+                keys = [getattr(row, "key", None) for row in batch]
+                ids = writer.write(batch, keys) if any(keys) else writer.write(batch)
                 self.log.debug(
                     "background wrote %d executions (ids %d to %d)", len(ids), ids[0], ids[-1]
                 )
@@ -330,8 +335,8 @@ class BackgroundRecorder:
         if not self._failed:
             return None
         rows, self._failed = self._failed, []
-        records = [TelemetryRecord(**dict(zip(FIELD_NAMES, row, strict=True)))
-                   for row in (*rows, *refused)]
+        every = (*rows, *refused)
+        records = [TelemetryRecord(**dict(zip(FIELD_NAMES, row, strict=True))) for row in every]
         cause, self._failure = self._failure, None
         also = (f" (the recorder is full: the last {len(refused)} given to record() "
                 "were not queued)") if refused else ""
@@ -339,6 +344,7 @@ class BackgroundRecorder:
             f"{self.store.path}: {len(records)} executions could not be written "
             f"in the background{also}: {cause}",
             records,
+            keys=[getattr(row, "key", None) for row in every],
         )
         failure.__cause__ = cause
         return failure
@@ -362,6 +368,17 @@ class BackgroundRecorder:
         # the parent's to write; the child gets a fresh lock, queue and writer.
         if not self._closing:
             self._start()
+
+
+class _KeyedRow(tuple):  # type: ignore[type-arg]
+    """A queued row (the INSERT's parameters) with the key it is recorded under."""
+
+    key: str
+
+    def __new__(cls, row: Row, key: str) -> _KeyedRow:
+        made = super().__new__(cls, row)
+        made.key = key
+        return made
 
 
 # Recorders not closed yet, for write_queues_on_sigterm().

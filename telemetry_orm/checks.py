@@ -49,6 +49,14 @@ def check_text(name: str, value: Any) -> Optional[str]:
     return value
 
 
+def check_key(name: str, value: Any) -> str:
+    """A record key: a non-empty string without NUL characters."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise TelemetryValidationError(
+            name, f"must be a non-empty string without NUL characters, got {value!r}")
+    return value
+
+
 def same_file(a: str, b: str) -> bool:
     """Whether paths ``a`` and ``b`` name one file: the same device and inode
     when both exist (symlinks followed, hard links too), else the same

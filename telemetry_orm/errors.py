@@ -57,9 +57,12 @@ class BackgroundWriteError(TelemetryError):
 
     ``records`` are those records, in the order they were recorded; nothing
     else holds them any more, so pass them to ``store.record_many`` to try
-    again or keep them elsewhere. The last error met is the ``__cause__``.
+    again (with ``keys=error.keys``: the key each was given, or ``None``) or
+    keep them elsewhere. The last error met is the ``__cause__``.
     """
 
-    def __init__(self, message: str, records: List[TelemetryRecord]) -> None:
+    def __init__(self, message: str, records: List[TelemetryRecord],
+                 keys: Optional[List[Optional[str]]] = None) -> None:
         self.records = records
+        self.keys: List[Optional[str]] = keys if keys is not None else [None] * len(records)
         super().__init__(message)

@@ -15,7 +15,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import re
-from typing import Any, Callable, List, Sequence, Tuple, Type
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, fn
@@ -153,6 +153,27 @@ class KeyedSql:
     #: Set every record column of a row (``replace=True``): its id and
     #: ``created_at`` are kept.
     update: str
+    #: Whether ``insert`` answers the new id as a row (else ``lastrowid``).
+    returning: bool = False
+
+
+def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[str],
+                 replace: bool) -> int:
+    """One row of a keyed write on a driver connection (SQLite's or
+    psycopg's: both ``execute`` with their own placeholders), inside the
+    caller's transaction; return the row's id."""
+    if key is not None:
+        found = conn.execute(sql.find, (key,)).fetchone()
+        if found is not None:
+            row_id = int(found[0])
+            if replace:
+                conn.execute(sql.update, (*params, row_id))
+            return row_id
+    cursor = conn.execute(sql.insert, params)
+    row_id = int(cursor.fetchone()[0]) if sql.returning else int(cursor.lastrowid or 0)
+    if key is not None:
+        conn.execute(sql.remember, (key, row_id))
+    return row_id
 
 
 def keyed_sql(model: Any, keys: Any, *, returning: bool = False) -> KeyedSql:
@@ -172,4 +193,5 @@ def keyed_sql(model: Any, keys: Any, *, returning: bool = False) -> KeyedSql:
                   f"ON CONFLICT ({q('key')}) DO UPDATE SET "
                   f"{q('execution_id')} = excluded.{q('execution_id')}"),
         update=f"UPDATE {table} SET {sets} WHERE {q('id')} = {mark}",
+        returning=returning,
     )

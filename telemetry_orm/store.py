@@ -17,14 +17,26 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, Union
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+)
 
 import peewee
 
 from . import background as _background
 from . import forking
 from .backends.base import BUSY_TIMEOUT_MS, LOG_SIZE_LIMIT, Backend, CheckpointResult, Logger
-from .checks import check_count, check_number
+from .checks import check_count, check_key, check_number
 from .engines import backend_for
 from .errors import BackgroundWriteError, StoreClosedError, TelemetryError, TelemetryValidationError
 from .record import TelemetryRecord, row_of, rows_of
@@ -149,9 +161,10 @@ class BatchWriter:
         self._pending = False  # a batch was written since the last upkeep
         self._token: Any = None
 
-    def write(self, rows: List[Row]) -> List[int]:
+    def write(self, rows: List[Row], keys: Optional[List[Optional[str]]] = None) -> List[int]:
         """Insert ``rows`` (INSERT parameters of validated records) in one
-        transaction; return their ids."""
+        transaction, each under its key in ``keys`` when given (see
+        :meth:`PeeweeTelemetryStore.record_many`); return their ids."""
         if not self._started:
             # At the first batch, not when the thread starts: in a forked
             # child the store is ready by now.
@@ -162,6 +175,8 @@ class BatchWriter:
             # whoever waits for that batch is not kept waiting).
             self.store._upkeep.between_batches()
         self._pending = True
+        if keys is not None:
+            return self.store._write_keyed(rows, keys, False)
         return self.store._insert_rows(rows)
 
     def close(self) -> None:
@@ -272,29 +287,38 @@ class PeeweeTelemetryStore(TelemetryStore):
         return row_id
 
     def _record_keyed(self, params: Row, key: Any, replace: bool) -> int:
-        if not isinstance(key, str) or not key or "\x00" in key:
-            raise TelemetryValidationError("key", f"must be a non-empty string without NUL "
-                                                  f"characters, or None, got {key!r}")
+        check_key("key", key)
+        return self._write_keyed([params], [key], replace)[0]
+
+    def _write_keyed(self, rows: List[Row], keys: List[Optional[str]], replace: bool
+                     ) -> List[int]:
+        # Rows and keys already checked.
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             try:
                 if self._keyed_sql is None:
-                    keys = bind_model(self.database, ExecutionKey)
+                    key_model = bind_model(self.database, ExecutionKey)
                     # Under the schema lock: processes that first record a
                     # key at once must not race to create the table.
                     with self.backend.connection(self.database), \
                             self.backend.exclusive_transaction(self.database, "schema"):
-                        keys.create_table(safe=True)
-                    self._keyed_sql = self.backend.keyed_sql(self._model, keys)
-                row_id = self.backend.insert_keyed(self.database, self._keyed_sql, params, key,
-                                                   replace)
+                        key_model.create_table(safe=True)
+                    self._keyed_sql = self.backend.keyed_sql(self._model, key_model)
+                ids = self.backend.insert_keyed(self.database, self._keyed_sql, rows, keys,
+                                                replace)
             except self.backend.driver_errors as exc:
                 raise self.backend.translate(exc) from exc
-            self._count_writes(1)
-        return row_id
+            self._count_writes(len(rows))
+        return ids
 
-    def record_many(self, entries: Iterable[Entry]) -> List[int]:
+    def record_many(
+        self,
+        entries: Iterable[Entry],
+        *,
+        keys: Optional[Sequence[Optional[str]]] = None,
+        replace: bool = False,
+    ) -> List[int]:
         """Validate every entry, then insert them all in one transaction;
         return their row ids, in the order of ``entries``.
 
@@ -308,12 +332,34 @@ class PeeweeTelemetryStore(TelemetryStore):
         The entries are all held in memory first: for a long stream, call it
         once per batch of a few thousand, or use :meth:`background`.
 
+        ``keys``, one per entry (``None``: no key), make each keyed entry
+        idempotent as :meth:`record` does, ``replace`` included.
+
         >>> with create_telemetry_store(":memory:") as store:
         ...     run = {"event_type": "push", "model": "m", "conclusion": "success"}
         ...     store.record_many([{**run, "repo": "acme/api"}, {**run, "repo": "acme/web"}])
         [1, 2]
         """
-        return self._insert_rows(self.checked_rows(entries))
+        rows = self.checked_rows(entries)
+        if keys is None:
+            if replace:
+                raise TelemetryValidationError("replace", "needs keys")
+            return self._insert_rows(rows)
+        try:
+            key_list: Optional[List[Optional[str]]] = (
+                None if isinstance(keys, (str, bytes)) else list(keys))
+        except TypeError:
+            key_list = None
+        if key_list is None or len(key_list) != len(rows):
+            raise TelemetryValidationError(
+                "keys", f"must be a sequence of one key (or None) per entry ({len(rows)})")
+        for index, key in enumerate(key_list):
+            if key is not None:
+                try:
+                    check_key("keys", key)
+                except TelemetryValidationError as exc:
+                    raise exc.at_index(index) from None
+        return self._write_keyed(rows, key_list, replace)
 
     def checked_rows(self, entries: Iterable[Entry]) -> List[Row]:
         """The INSERT parameters of every entry, validated as records and

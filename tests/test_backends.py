@@ -437,3 +437,32 @@ def test_a_scattered_purge_deletes_exactly_the_keys_of_its_rows(
     left = {r["execution_id"] for r in any_witness.rows("SELECT execution_id FROM "
                                                          "telemetry_orm_keys")}
     assert left == set(ids) - set(expired)
+
+
+def test_record_many_takes_one_key_per_entry(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    first = any_store.record(minimal(repo="acme/first"), key="a")
+    ids = any_store.record_many([minimal(), minimal(), minimal(), minimal()],
+                                keys=["a", None, "b", "b"])
+    assert ids[0] == first and ids[2] == ids[3] and len(set(ids)) == 3
+    assert any_witness.count() == 3
+    replaced = any_store.record_many([minimal(repo="acme/new")], keys=["a"], replace=True)
+    assert replaced == [first]
+    assert any_witness.rows("SELECT repo FROM executions WHERE id = ?", first) == [
+        {"repo": "acme/new"}]
+    for keys, index in ((["a"], None), (["a", ""], 1), ("ab", None)):
+        with pytest.raises(TelemetryValidationError) as info:
+            any_store.record_many([minimal(), minimal()], keys=keys)
+        assert info.value.field == "keys" and info.value.index == index
+    assert any_witness.count() == 3
+
+
+def test_the_background_recorder_takes_keys(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    with any_store.background(max_batch=10, max_delay=0.01) as recorder:
+        for i in range(30):
+            recorder.record(minimal(delivery_id=f"d-{i % 10}"), key=f"delivery-{i % 10}")
+        recorder.record(minimal())
+    assert any_witness.count() == 11
+    with pytest.raises(TelemetryValidationError):
+        any_store.background().record(minimal(), key="")

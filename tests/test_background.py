@@ -621,3 +621,24 @@ def test_sigterm_writes_the_queue_only_when_asked(tmp_path: Path, mode: str) -> 
     rows = witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0]
     witness.close()
     assert rows == (3000 if mode == "opt-in" else 0)
+
+
+def test_records_handed_back_keep_their_keys(db_path: Path) -> None:
+    store = create_telemetry_store(db_path, busy_timeout=0)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    recorder = store.background(max_batch=5, max_delay=0.001, retries=0, retry_delay=0)
+    for i in range(5):
+        recorder.record(minimal(delivery_id=f"d-{i}"), key=f"k-{i}" if i % 2 else None)
+    try:
+        with pytest.raises(BackgroundWriteError) as info:
+            recorder.flush()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert info.value.keys == [None, "k-1", None, "k-3", None]
+    assert store.record_many(info.value.records, keys=info.value.keys)
+    assert store.record_many(info.value.records[1:2], keys=["k-1"]) == [
+        store.model.get(store.model.delivery_id == "d-1").id]
+    recorder.close()
+    store.close()

@@ -285,14 +285,14 @@ class Backend(Protocol):
         ...
 
     def insert_keyed(
-        self, database: peewee.Database, sql: KeyedSql, params: Sequence[Any], key: str,
-        replace: bool,
-    ) -> int:
-        """Record ``params`` under ``key`` in one transaction that no other
-        connection records the same key in at the same time (a savepoint
-        inside a transaction already open): the row already recorded under
-        it, set to ``params`` when ``replace``, else a new row and its key.
-        Return the row's id."""
+        self, database: peewee.Database, sql: KeyedSql, rows: Sequence[Sequence[Any]],
+        keys: Sequence[Optional[str]], replace: bool,
+    ) -> List[int]:
+        """Record each row under its key (``None``: no key) in one
+        transaction that no other connection records the same keys in at the
+        same time (a savepoint inside a transaction already open): for a key
+        already recorded, that row (set to the new values when ``replace``),
+        else a new row and its key. Return the rows' ids in order."""
         ...
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:

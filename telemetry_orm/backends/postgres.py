@@ -476,23 +476,18 @@ class PostgresBackend:
         return _sql.keyed_sql(model, keys, returning=True)
 
     def insert_keyed(
-        self, database: peewee.Database, sql: _sql.KeyedSql, params: Sequence[Any], key: str,
-        replace: bool,
-    ) -> int:
+        self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
+        keys: Sequence[Optional[str]], replace: bool,
+    ) -> List[int]:
         """One transaction (a savepoint inside one already open) holding an
-        advisory lock on the key, so two processes recording one key at once
-        give one row."""
+        advisory lock on each key, so two processes recording one key at once
+        give one row. The locks are taken in one order (sorted), so two
+        batches with keys in common never wait for each other in a circle."""
         with self.connection(database) as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(f"key:{key}"),))
-            found = conn.execute(sql.find, (key,)).fetchone()
-            if found is not None:
-                row_id = int(found[0])
-                if replace:
-                    conn.execute(sql.update, (*params, row_id))
-                return row_id
-            row_id = int(conn.execute(sql.insert, params).fetchone()[0])
-            conn.execute(sql.remember, (key, row_id))
-            return row_id
+            for lock in sorted({advisory_key(f"key:{k}") for k in keys if k is not None}):
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            return [_sql.record_keyed(conn, sql, params, key, replace)
+                    for params, key in zip(rows, keys, strict=True)]
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Insert ``rows`` in one transaction (a savepoint inside one already

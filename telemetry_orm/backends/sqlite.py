@@ -483,24 +483,18 @@ class SqliteBackend:
         return _sql.keyed_sql(model, keys)
 
     def insert_keyed(
-        self, database: peewee.Database, sql: _sql.KeyedSql, params: Sequence[Any], key: str,
-        replace: bool,
-    ) -> int:
-        """``BEGIN IMMEDIATE`` (the write lock before the key is looked up, so
-        two processes recording one key at once give one row), or a savepoint
-        inside a transaction already open."""
+        self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
+        keys: Sequence[Optional[str]], replace: bool,
+    ) -> List[int]:
+        """``BEGIN IMMEDIATE`` (the write lock before the keys are looked up,
+        so two processes recording one key at once give one row), or a
+        savepoint inside a transaction already open."""
         conn = database.connection()
         nested = conn.in_transaction
         conn.execute("SAVEPOINT record_keyed" if nested else "BEGIN IMMEDIATE")
         try:
-            found = conn.execute(sql.find, (key,)).fetchone()
-            if found is not None:
-                row_id = int(found[0])
-                if replace:
-                    conn.execute(sql.update, (*params, row_id))
-            else:
-                row_id = conn.execute(sql.insert, params).lastrowid or 0
-                conn.execute(sql.remember, (key, row_id))
+            ids = [_sql.record_keyed(conn, sql, params, key, replace)
+                   for params, key in zip(rows, keys, strict=True)]
             conn.execute("RELEASE record_keyed" if nested else "COMMIT")
         except BaseException:
             if nested:
@@ -509,7 +503,7 @@ class SqliteBackend:
             elif conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return row_id
+        return ids
 
     def insert_many(
         self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
