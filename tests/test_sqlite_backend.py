@@ -31,7 +31,7 @@ from telemetry_orm.backends.sqlite import (
     SqlitePurgePacer,
     retry_gap,
 )
-from telemetry_orm.backends.sqlite_wal import checkpoint
+from telemetry_orm.backends.sqlite_wal import PURGE_CACHE_KIB, checkpoint
 
 #: The longest a purge chunk may hold the write lock (its aim is PURGE_HOLD).
 LOCK_BUDGET = 0.050
@@ -177,11 +177,15 @@ def test_pacer_turns_off_automatic_checkpoints_for_the_purge_only(
         conns: List[sqlite3.Connection]) -> None:
     purging, _ = conns
     purging.execute("PRAGMA wal_autocheckpoint = 321")
+    purging.execute("PRAGMA cache_size = -1234")
     pacer = SqlitePurgePacer()
     pacer.start(purging)
     assert purging.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    # ... and gives the purge a larger page cache, for that time only.
+    assert purging.execute("PRAGMA cache_size").fetchone()[0] == -PURGE_CACHE_KIB
     pacer.finish(purging)
     assert purging.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 321
+    assert purging.execute("PRAGMA cache_size").fetchone()[0] == -1234
 
 
 def backdate_all(path: Path, rows: int) -> None:

@@ -71,6 +71,11 @@ PURGE_PAUSE_MARGIN = 0.002
 PURGE_BUSY_MEMORY = 1.0
 PURGE_QUIET_SPAN = 0.125
 
+#: Page cache, in KiB, of the purging connection during a purge (SQLite's
+#: default is 2 MiB): on 1,000,000 rows with scattered ``created_at`` a
+#: 32 MiB cache took the purge from 1.8x to 1.3x one DELETE.
+PURGE_CACHE_KIB = 32 * 1024
+
 #: SQLite's own default of ``wal_autocheckpoint``, in pages.
 AUTOCHECKPOINT_PAGES = 1000
 
@@ -382,9 +387,15 @@ class SqlitePurgePacer:
         self._busy_until = 0.0
         self._free_since = clock()
         self._autocheckpoint = AUTOCHECKPOINT_PAGES
+        self._cache_size: Optional[int] = None
 
     def start(self, conn: sqlite3.Connection) -> None:
         self._autocheckpoint = set_autocheckpoint(conn, 0)
+        # A page cache large enough that the chunks of a purge whose expired
+        # rows lie all over the file (scattered created_at) find the index
+        # pages the previous chunks changed still in memory.
+        self._cache_size = int(conn.execute("PRAGMA cache_size").fetchone()[0])
+        conn.execute(f"PRAGMA cache_size = {-PURGE_CACHE_KIB}")
         self._version = _data_version(conn)
         self._free_since = self._clock()
 
@@ -409,6 +420,10 @@ class SqlitePurgePacer:
 
     def finish(self, conn: sqlite3.Connection) -> None:
         set_autocheckpoint(conn, self._autocheckpoint)
+        if self._cache_size is not None:
+            conn.execute(f"PRAGMA cache_size = {self._cache_size}")
+            # What the larger cache held is given back now, not at close.
+            conn.execute("PRAGMA shrink_memory")
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
