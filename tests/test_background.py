@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import statistics
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, List
@@ -449,11 +449,10 @@ def test_a_long_stream_keeps_the_log_short_and_every_row(
 
 
 def test_a_reader_holding_an_old_snapshot_does_not_make_the_stream_wait_for_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # While a reader keeps an old snapshot the log cannot be restarted: a
     # RESTART between two batches would wait for that reader (its busy
-    # timeout) every time and give up. It is tried again once it moves on.
+    # timeout, 50 ms) every time and give up. It is tried again once it moves on.
     monkeypatch.setattr(sqlite_wal, "LOG_RESTART_PAGES", 64)
     path = tmp_path / "stream.db"
     store = create_telemetry_store(path)
@@ -461,30 +460,23 @@ def test_a_reader_holding_an_old_snapshot_does_not_make_the_stream_wait_for_it(
     reader = sqlite3.connect(path, isolation_level=None)
     reader.execute("BEGIN")
     assert reader.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 1
-
-    def restarts() -> List[re.Match[str]]:
-        found = (re.match(r"checkpoint RESTART: .*\(busy=(\d)\) in ([\d.]+) ms", r.getMessage())
-                 for r in caplog.records)
-        return [m for m in found if m]
-
-    with caplog.at_level(logging.DEBUG, logger="telemetry_orm"), \
-            store.background(max_batch=100, max_delay=0.05) as recorder:
-        for i in range(3000):
-            recorder.record(minimal(repo=f"stream/{i % 7}"))
-        recorder.flush()
-        held = restarts()
-        reader.execute("COMMIT")
-        reader.close()
-        caplog.clear()
-        for i in range(1000):
-            recorder.record(minimal(repo=f"stream/{i % 7}"))
-    after = restarts()
-    assert len(held) >= 10 and all(m[1] == "1" for m in held)
-    # Given up without waiting (each attempt used to wait the whole timeout).
-    waits = [float(m[2]) for m in held]
-    assert statistics.median(waits) < sqlite_wal.TRUNCATE_BUSY_TIMEOUT_MS / 2, waits
-    assert any(m[1] == "0" for m in after), "the log was not restarted once the reader left"
-    assert store.model.select().count() == 4001
+    batch = [TelemetryRecord(**minimal()).as_row()] * 200
+    writer = store.batch_writer()
+    took: List[float] = []
+    for _ in range(15):
+        started = time.perf_counter()
+        writer.write(batch)  # after the first: the upkeep between two batches
+        took.append(time.perf_counter() - started)
+        assert not store.checkpoint().complete  # the reader holds the log back
+    assert statistics.median(took[1:]) < sqlite_wal.TRUNCATE_BUSY_TIMEOUT_MS / 1000 * 0.8, took
+    reader.execute("COMMIT")
+    reader.close()
+    store.checkpoint()
+    writer.write(batch)  # the log restarts between these two batches
+    writer.write(batch)
+    assert store.checkpoint().logged < 64
+    writer.close()
+    assert store.model.select().count() == 1 + 17 * 200
     store.close()
 
 
