@@ -86,25 +86,34 @@ def _build(path: Path, rows: int, order: str = "time") -> int:
 
 
 def _writer(path: str, ready: Any, stop: Any, results: Any) -> None:
-    """Record one row every 2 ms until told to stop; report the worst wait."""
-    waits: List[float] = []
+    """Record one row every 2 ms until told to stop; report the worst wait
+    (also when something failed: then with the error, so the bench never
+    waits for a figure that will not come)."""
+    waits: List[float] = [0.0, 0.0]
     busy = 0
-    with create_telemetry_store(path) as store:
-        entry = {"repo": "live/writer", "event_type": "push", "model": "claude-sonnet-4-5",
-                 "conclusion": "success"}
+    error = ""
+    try:
+        with create_telemetry_store(path) as store:
+            entry = {"repo": "live/writer", "event_type": "push", "model": "claude-sonnet-4-5",
+                     "conclusion": "success"}
+            ready.set()
+            next_at = time.perf_counter()
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    store.record(entry)
+                except StoreBusyError:
+                    busy += 1
+                waits.append(time.perf_counter() - started)
+                next_at += WRITER_PERIOD_S
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+    except Exception as exc:  # noqa: BLE001 - reported with the figures
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
         ready.set()
-        next_at = time.perf_counter()
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                store.record(entry)
-            except StoreBusyError:
-                busy += 1
-            waits.append(time.perf_counter() - started)
-            next_at += WRITER_PERIOD_S
-            time.sleep(max(0.0, next_at - time.perf_counter()))
-    results.put({"records": len(waits), "busy_errors": busy, "worst_wait_s": max(waits),
-                 "p99_wait_s": statistics.quantiles(waits, n=100)[98]})
+        results.put({"records": len(waits) - 2, "busy_errors": busy,
+                     "worst_wait_s": max(waits),
+                     "p99_wait_s": statistics.quantiles(waits, n=100)[98], "error": error})
 
 
 def _single_delete(path: Path) -> int:
@@ -142,7 +151,7 @@ def _under_load(path: Path, how: str) -> Dict[str, Any]:
         wal_bytes = wal.stat().st_size if wal.exists() else 0
     finally:
         stop.set()
-        figures = results.get(timeout=60)
+        figures = results.get(timeout=300)
         writer.join()
         if store is not None:
             store.close()
@@ -214,6 +223,7 @@ def run(rows: int, rounds: int = 3, *, order: str = "time") -> Dict[str, Any]:
         "single_writer_busy_errors": single["busy_errors"],
         "wal_bytes_after": chunked["wal_bytes"],
         "single_wal_bytes_after": single["wal_bytes"],
+        "writer_error": chunked["error"] or single["error"],
     }
 
 
