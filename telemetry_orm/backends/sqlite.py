@@ -247,6 +247,25 @@ def _check_read_creates_nothing_foreign(path: str) -> None:
     )
 
 
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection, name: str) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (the write lock first), or the
+    savepoint ``name`` inside a transaction the caller already opened;
+    rolled back if the block raises."""
+    nested = conn.in_transaction
+    conn.execute(f"SAVEPOINT {name}" if nested else "BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute(f"RELEASE {name}" if nested else "COMMIT")
+    except BaseException:
+        if nested:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+        elif conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _is_table(conn: sqlite3.Connection) -> bool:
     """False when ``executions`` exists as something else than a table (a view)."""
     row = conn.execute("SELECT type FROM sqlite_master WHERE name = ?", (TABLE_NAME,)).fetchone()
@@ -490,20 +509,9 @@ class SqliteBackend:
         so two processes recording one key at once give one row), or a
         savepoint inside a transaction already open."""
         conn = database.connection()
-        nested = conn.in_transaction
-        conn.execute("SAVEPOINT record_keyed" if nested else "BEGIN IMMEDIATE")
-        try:
-            ids = [_sql.record_keyed(conn, sql, params, key, replace)
-                   for params, key in zip(rows, keys, strict=True)]
-            conn.execute("RELEASE record_keyed" if nested else "COMMIT")
-        except BaseException:
-            if nested:
-                conn.execute("ROLLBACK TO record_keyed")
-                conn.execute("RELEASE record_keyed")
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return ids
+        with _write_transaction(conn, "record_keyed"):
+            return [_sql.record_keyed(conn, sql, params, key, replace)
+                    for params, key in zip(rows, keys, strict=True)]
 
     def insert_many(
         self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
@@ -524,19 +532,9 @@ class SqliteBackend:
         ends, so the same holds. (This assumes no trigger of one's own inserts
         into the table.)
         """
-        nested = conn.in_transaction
-        conn.execute("SAVEPOINT insert_many" if nested else "BEGIN IMMEDIATE")
-        try:
+        with _write_transaction(conn, "insert_many"):
             conn.executemany(sql, rows)
             last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            conn.execute("RELEASE insert_many" if nested else "COMMIT")
-        except BaseException:
-            if nested:
-                conn.execute("ROLLBACK TO insert_many")
-                conn.execute("RELEASE insert_many")
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return list(range(last - len(rows) + 1, last + 1))
 
     def copy_rows(
