@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 
 import peewee  # noqa: E402
 
-from bench import background, inserts, memory, peer, report_cases  # noqa: E402
+from bench import background, inserts, memory, peer, report_cases, wal_catch_up  # noqa: E402
 from bench.timing import Result, Settings  # noqa: E402
 
 Case = Callable[[Settings], List[Result]]
@@ -137,6 +137,7 @@ CASES: List[Case] = [
     peer.bun,
     report_cases.reports,
     retention,
+    wal_catch_up.catch_up,
 ]
 
 

@@ -277,6 +277,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+            self._upkeep.before_write()
             try:
                 row_id = self._insert_one(self.database, self._insert_sql, params)
             except self.backend.driver_errors as exc:
@@ -284,6 +285,7 @@ class PeeweeTelemetryStore(TelemetryStore):
             self._writes += 1
             if self._writes >= self.checkpoint_every:
                 self._count_writes(0)
+            self._upkeep.after_write(1)
         return row_id
 
     def _record_keyed(self, params: Row, key: Any, replace: bool) -> int:
@@ -296,6 +298,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+            self._upkeep.before_write()
             try:
                 if self._keyed_sql is None:
                     key_model = bind_model(self.database, ExecutionKey)
@@ -310,6 +313,7 @@ class PeeweeTelemetryStore(TelemetryStore):
             except self.backend.driver_errors as exc:
                 raise self.backend.translate(exc) from exc
             self._count_writes(len(rows))
+            self._upkeep.after_write(len(rows))
         return ids
 
     def record_many(
@@ -387,8 +391,10 @@ class PeeweeTelemetryStore(TelemetryStore):
         with self.connection() as conn:
             if not rows:
                 return []
+            self._upkeep.before_write()
             ids = self.backend.insert_many(conn, self._insert_sql, rows)
             self._count_writes(len(rows))
+            self._upkeep.after_write(len(rows))
         return ids
 
     def batch_writer(self) -> BatchWriter:

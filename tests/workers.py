@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Callable, List, Tuple
 
 from telemetry_orm import create_telemetry_store
 
@@ -73,6 +73,65 @@ def record_paced(path: str, busy_timeout: int, ready: Any, stop: Any, results: A
     except BaseException:
         ready.set()
         results.put((ids, traceback.format_exc()))
+
+
+def page_entry(repo: str, n: int) -> dict:
+    """An entry whose 3 KB ``session_id`` puts each row on a database page of
+    its own (an overflow page): a log of such rows changes as many pages as it
+    has rows, and copying it into the database file writes all of them."""
+    return entry(repo, n, session_id=f"{n:08d}" + "s" * 3000)
+
+
+def timed_calls(store: Any, wal: str, calls: int, batch: int,
+                clock: Callable[[], float] = time.perf_counter) -> List[Tuple[float, int, int]]:
+    """Make ``calls`` calls, each recording one row (``batch`` 1) or
+    ``record_many()`` of ``batch`` rows; return for each ``(when it returned,
+    bytes this thread handed to write calls in it, size of the -wal file
+    right after)``. The bytes come from Linux's per-thread I/O counters: a
+    call that copies the log into the database file writes every page the
+    log changed (after rows of :func:`page_entry`, as many as it has rows)."""
+    counters = os.open("/proc/thread-self/io", os.O_RDONLY)
+    timed = []
+    try:
+        for n in range(calls):
+            before = _written(counters)
+            if batch == 1:
+                store.record(entry("catch/up", n))
+            else:
+                store.record_many([entry("catch/up", n * batch + i) for i in range(batch)])
+            wrote = _written(counters) - before
+            timed.append((clock(), wrote, os.stat(wal).st_size))
+    finally:
+        os.close(counters)
+    return timed
+
+
+def _written(counters: int) -> int:
+    for line in os.pread(counters, 4096, 0).decode().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise RuntimeError("no wchar in /proc/thread-self/io")
+
+
+def record_through_a_reader(path: str, hold: int, after: int, held: Any, go: Any,
+                            results: Any) -> None:
+    """Record ``hold`` rows, wait at ``held`` (the parent's reader then lets
+    go) and ``go``, then ``after`` timed rows (see :func:`timed_calls`, on the
+    wall clock shared by processes); report ``(timed, error)``."""
+    timed: List[Tuple[float, int, int]] = []
+    try:
+        store = create_telemetry_store(path)
+        try:
+            for n in range(hold):
+                store.record(page_entry("held/back", n))
+            held.wait()
+            go.wait()
+            timed = timed_calls(store, f"{path}-wal", after, 1, clock=time.time)
+        finally:
+            store.close()
+        results.put((timed, None))
+    except BaseException:
+        results.put((timed, traceback.format_exc()))
 
 
 def record_until_killed(path: str) -> None:

@@ -176,6 +176,15 @@ class Upkeep(Protocol):
         """After a purge that deleted ``deleted`` rows."""
         ...
 
+    def before_write(self) -> None:
+        """Before a write on this thread (the store's lock held)."""
+        ...
+
+    def after_write(self, rows: int) -> None:
+        """After a committed write of ``rows`` rows (the store's lock held);
+        must not raise: the rows are written."""
+        ...
+
     def stream_started(self) -> Any:
         """This thread will now commit batch after batch (a background
         writer); return what :meth:`stream_ended` needs to undo."""

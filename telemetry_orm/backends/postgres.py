@@ -269,6 +269,12 @@ class PostgresUpkeep:
     def after_purge(self, deleted: int) -> None:
         pass
 
+    def before_write(self) -> None:
+        pass
+
+    def after_write(self, rows: int) -> None:
+        pass
+
     def stream_started(self) -> None:
         return None
 

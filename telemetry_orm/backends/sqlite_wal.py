@@ -9,6 +9,12 @@
   connection; once the log passes :data:`LOG_RESTART_PAGES` a ``RESTART``
   checkpoint lets the next write start it afresh, or it would grow for as
   long as the writing goes on.
+- **Catching up after a reader** (:meth:`SqliteUpkeep.before_write`,
+  :meth:`SqliteUpkeep.after_write`): while a reader holds an old snapshot,
+  the log grows; once it lets go, writes that keep coming would keep it
+  from ever being fully copied, or one of them would copy it inside its
+  commit. The helper thread then takes the log in hand until it has caught
+  up, and a write restarts it.
 - **Purge pacing** (:class:`SqlitePurgePacer`): chunks sized to hold the
   write lock about :data:`PURGE_HOLD`, and gaps after them long enough for
   SQLite's busy handler to let waiting writers in.
@@ -24,7 +30,7 @@ import dataclasses
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 from ..errors import StoreClosedError, TelemetryError
 from .base import PURGE_CHUNK, CheckpointResult, Logger, StoreAccess
@@ -78,6 +84,30 @@ PURGE_CACHE_KIB = 32 * 1024
 
 #: SQLite's own default of ``wal_autocheckpoint``, in pages.
 AUTOCHECKPOINT_PAGES = 1000
+
+#: Log size, in pages, past which the helper thread takes the log in hand
+#: from writers that record row by row or batch by batch, and has it
+#: restarted (see :meth:`SqliteUpkeep._checkpoint_in_helper`). Their commits'
+#: own checkpoints (every 1000 pages) keep it far shorter, unless something
+#: keeps them from restarting it: a reader holding it back, or the helper's
+#: own passes, which they cannot run beside.
+LONG_LOG_PAGES = 4096
+
+#: Writes between two of the helper's checkpoints while a reader holds the
+#: log back or it is past :data:`LONG_LOG_PAGES`, so that the helper starts
+#: catching up soon after the reader lets go.
+BEHIND_CHECKPOINT_EVERY = 100
+
+#: Log pages a helper's pass may have left to copy for the log to count as
+#: caught up: what a write's ``RESTART`` then copies is about what SQLite's
+#: own automatic checkpoint copies inside a commit.
+CAUGHT_UP_PAGES = 1000
+
+#: Tries, 2 ms apart, of a helper's checkpoint that finds another
+#: connection checkpointing (it then learns nothing about the log).
+_HELPER_ATTEMPTS = 8
+#: Passes in a row of one helper run catching up with a long log.
+_CATCH_UP_PASSES = 8
 
 
 def checkpoint(
@@ -170,6 +200,11 @@ class Checkpointer:
                 self._thread.start()
             self._changed.notify_all()
 
+    def idle(self) -> bool:
+        """Whether no checkpoint runs or is due."""
+        with self._changed:
+            return not (self._due or self._busy)
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, until no checkpoint runs or is
         due; return whether that happened."""
@@ -211,6 +246,17 @@ class Checkpointer:
                     self._changed.notify_all()
 
 
+class _WriterState(threading.local):
+    """Per writing thread: whether its connection's commit-time checkpoint
+    is off while the helper has the log in hand (and the setting to
+    restore), and whether the thread is a stream's (which has it off for
+    good, see :meth:`SqliteUpkeep.stream_started`)."""
+
+    holding = False
+    saved = AUTOCHECKPOINT_PAGES
+    streaming = False
+
+
 class SqliteUpkeep:
     """The log upkeep of one SQLite store (see the module's docstring).
 
@@ -234,6 +280,27 @@ class SqliteUpkeep:
         #: Log size, in pages, at the last checkpoint.
         self.log_pages = 0
         self._checkpointer = Checkpointer(self._checkpoint_in_helper, store.log)
+        self._reset_catch_up()
+
+    def _reset_catch_up(self) -> None:
+        #: Set by the helper while a reader holds the log back, or it is
+        #: long, until it has caught up: writers then leave checkpoints to it.
+        self._helper_copies = False
+        #: ... or while its last pass did not copy the whole log: the helper
+        #: then runs every BEHIND_CHECKPOINT_EVERY writes.
+        self._log_behind = False
+        self._behind_writes = 0
+        #: Set by the helper once it has copied a long log up to its last few
+        #: pages: the next write restarts it (see _restart_caught_up_log).
+        self._restart_due = False
+        #: Log pages at the last restart (until a write starts the log
+        #: afresh, a pass sees it just as long), and how many restarts.
+        self._restarted_at = -1
+        self._restarts = 0
+        #: Streams (background writers) writing now.
+        self._streams = 0
+        self._streams_lock = threading.Lock()
+        self._writer = _WriterState()
 
     # -- hooks of the store -------------------------------------------------
 
@@ -273,19 +340,33 @@ class SqliteUpkeep:
         setting to restore, or ``None`` (``:memory:``, no log)."""
         if self.memory:
             return None
+        state = self._writer
         try:
             # Under the store lock, so that fork() never copies the
             # connection half-opened.
             with self.store.connection() as conn:
-                return set_autocheckpoint(conn, 0)
+                token = set_autocheckpoint(conn, 0)
         except TelemetryError:
             return None
+        with self._streams_lock:
+            self._streams += 1
+        if state.holding:
+            # Off for the helper's catch-up already: what to restore is the
+            # setting from before that.
+            token, state.holding = state.saved, False
+        state.streaming = True
+        return token
 
     def between_batches(self) -> None:
         self.restart_long_log()
 
     def stream_ended(self, token: Optional[int]) -> None:
-        if token is None or self.store.closed:
+        if token is None:
+            return
+        self._writer.streaming = False
+        with self._streams_lock:
+            self._streams -= 1
+        if self.store.closed:
             return
         with contextlib.suppress(TelemetryError), self.store.connection() as conn:
             set_autocheckpoint(conn, token)
@@ -307,7 +388,30 @@ class SqliteUpkeep:
 
     def after_fork_in_child(self) -> None:
         self._checkpointer = Checkpointer(self._checkpoint_in_helper, self.store.log)
+        self._reset_catch_up()
         self.database.forget_inherited()
+
+    def before_write(self) -> None:
+        """Before a write on this thread (the store lock held): while the
+        helper has the log in hand, this thread's commits leave checkpoints
+        to it (see :meth:`_hold_commit_checkpoints`)."""
+        state = self._writer
+        if self._helper_copies is not state.holding and not state.streaming:
+            self._hold_commit_checkpoints(self._helper_copies)
+
+    def after_write(self, rows: int) -> None:
+        """After a committed write of ``rows`` rows (the store lock held):
+        while the helper catches up with a long log, ask it for a pass every
+        :data:`BEHIND_CHECKPOINT_EVERY` rows; once it has, restart the log.
+        Never raises: the rows are written."""
+        if self._restart_due:
+            if self._checkpointer.idle():
+                self._restart_caught_up_log()
+        elif self._log_behind:
+            self._behind_writes += rows
+            if self._behind_writes >= BEHIND_CHECKPOINT_EVERY:
+                self._behind_writes = 0
+                self._checkpointer.request()
 
     # -- the log --------------------------------------------------------------
 
@@ -342,9 +446,142 @@ class SqliteUpkeep:
         return result
 
     def _checkpoint_in_helper(self) -> None:
-        # On the helper thread: its own connection, and no store lock, since
-        # SQLite lets a passive checkpoint run beside a writer.
-        self.run("PASSIVE", locked=False)
+        """Passive checkpoints, beside the writers; after a reader held the
+        log back, until it is caught up with.
+
+        On the helper thread: its own connection, and no store lock, since
+        SQLite lets a passive checkpoint run beside a writer. But writes that
+        keep coming add to the log while it copies, so a pass never ends with
+        the whole log copied, and SQLite restarts the log only at a write
+        that finds it so: a log that grew long (a reader held it back) grows
+        for as long as the writes go on, unless a write's own checkpoint
+        copies the rest (if it gets to run: it cannot while this one does),
+        and that write then waits for the copy.
+
+        So while a reader holds back more than :data:`CAUGHT_UP_PAGES`, or the
+        log is past :data:`LONG_LOG_PAGES`, writers leave checkpoints to this
+        thread (:meth:`_hold_commit_checkpoints`), which then runs every
+        :data:`BEHIND_CHECKPOINT_EVERY` writes. Once nothing holds the log
+        back, it copies it in passes until the last one had at most
+        :data:`CAUGHT_UP_PAGES` to copy (or no fewer than the one before);
+        then the writers take over again, and if the log is long the next
+        write restarts it (:meth:`_restart_caught_up_log`)."""
+        if self._restart_due:
+            return  # caught up: a write restarts the log
+        restarts = self._restarts
+        copied_to = todo = -1
+        long_log = False
+        for _ in range(_CATCH_UP_PASSES):
+            result = self._passive_in_helper()
+            if result is None:
+                # Other connections kept checkpointing (several processes'
+                # commits and helpers, each failing to copy past a reader, can
+                # take turns for a while): look again soon, and meanwhile let
+                # no commit here copy what may be a long log.
+                self._helper_copies = self._log_behind = True
+                return
+            pages, done = result
+            if pages == done == self._restarted_at:
+                return  # restarted; the next write starts it afresh
+            long_log = pages >= self._long_log_pages()
+            held_back = pages - done > CAUGHT_UP_PAGES
+            self._log_behind = held_back or long_log or self._helper_copies
+            if held_back:
+                # A reader holds the log back (a writer in its transaction
+                # may too for a moment, but only by its last few pages).
+                self._helper_copies = True
+                return
+            if done < pages or not (long_log or self._helper_copies):
+                return
+            self._helper_copies = True
+            if copied_to >= 0:
+                # Caught up, or no longer gaining on the writes (a batch can
+                # add more than CAUGHT_UP_PAGES at once).
+                last, todo = todo, pages - copied_to
+                if todo <= CAUGHT_UP_PAGES or 0 <= last <= todo:
+                    break
+            copied_to = pages
+        # Caught up (or the writes outrun the copying: go on regardless, so
+        # that the log stays bounded).
+        if restarts != self._restarts:
+            return  # a write had it restarted meanwhile
+        if long_log:
+            self._restart_due = True
+        else:
+            self._helper_copies = self._log_behind = False
+
+    def _passive_in_helper(self) -> Optional[Tuple[int, int]]:
+        """A passive checkpoint: (log pages, pages copied), or ``None`` if
+        another connection kept checkpointing."""
+        for attempt in range(_HELPER_ATTEMPTS):
+            result = self.run("PASSIVE", locked=False)
+            if result.logged >= 0:
+                return result.logged, result.copied
+            # Another connection is checkpointing (a commit's automatic
+            # checkpoint, another process's helper); it ends shortly.
+            if attempt < _HELPER_ATTEMPTS - 1:
+                time.sleep(0.002)
+        return None
+
+    def _long_log_pages(self) -> int:
+        # A stream's commits do not checkpoint by design: it restarts the
+        # log itself, past LOG_RESTART_PAGES (see restart_long_log).
+        return LOG_RESTART_PAGES if self._streams else LONG_LOG_PAGES
+
+    def _hold_commit_checkpoints(self, hold: bool) -> None:
+        """Turn SQLite's automatic checkpoint off on this thread's connection
+        while the helper thread has the log in hand (``hold``), and back on
+        once it has caught up.
+
+        Otherwise the first commit after the reader lets go copies the whole
+        log inside the caller's write (it syncs the log and writes every page
+        the log changed: 40-100 ms for a 100 MB log), and until then every
+        commit tries and fails (each try sorts the log's page list first: 140
+        instead of 35 us a row). Called with the store lock held, before the
+        write, so that a thread's first write does not copy it either."""
+        state = self._writer
+        try:
+            with self.store.connection() as conn:
+                if hold:
+                    state.saved = set_autocheckpoint(conn, 0)
+                else:
+                    set_autocheckpoint(conn, state.saved)
+        except TelemetryError as exc:  # housekeeping: the write goes ahead
+            self.store.log.warning("setting the automatic checkpoint failed: %s", exc)
+            return
+        state.holding = hold
+
+    def _restart_caught_up_log(self) -> None:
+        """A ``RESTART`` checkpoint on this thread, once the helper has
+        copied a long log up to its last few pages.
+
+        It holds the write lock while it copies those pages (about
+        :data:`CAUGHT_UP_PAGES`, what a commit's own checkpoint copies) and
+        waits for readers at most :data:`TRUNCATE_BUSY_TIMEOUT_MS`; then the
+        next write starts the log afresh and its commit cuts the file to
+        ``journal_size_limit``. Run by a writer, with the store lock held,
+        rather than by the helper: it then gets the write lock at once, where
+        the helper would poll for it against this process's own writes and,
+        with writes back to back, can miss it for its whole busy timeout. A
+        passive pass first copies what came since the helper's last one; if
+        another connection is checkpointing, a later write tries again."""
+        try:
+            result = self.run("PASSIVE")
+            if result.logged < 0:
+                return
+            self._restart_due = False
+            # Another process's store may have had it restarted already.
+            if result.logged >= self._long_log_pages():
+                result = self.run("RESTART", blocking=False)
+        except TelemetryError as exc:  # housekeeping: the write went through
+            self._restart_due = False
+            self.store.log.warning("checkpoint RESTART failed: %s", exc)
+            return
+        if not result.busy:
+            # (A pass that ended meanwhile may have asked for it again.)
+            self._helper_copies = self._log_behind = self._restart_due = False
+            self._restarted_at = result.logged
+            self._restarts += 1
 
 
 def retry_gap(waited: float) -> float:
