@@ -300,21 +300,27 @@ class PeeweeTelemetryStore(TelemetryStore):
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             self._upkeep.before_write()
             try:
-                if self._keyed_sql is None:
-                    key_model = bind_model(self.database, ExecutionKey)
-                    # Under the schema lock: processes that first record a
-                    # key at once must not race to create the table.
-                    with self.backend.connection(self.database), \
-                            self.backend.exclusive_transaction(self.database, "schema"):
-                        key_model.create_table(safe=True)
-                    self._keyed_sql = self.backend.keyed_sql(self._model, key_model)
-                ids = self.backend.insert_keyed(self.database, self._keyed_sql, rows, keys,
+                ids = self.backend.insert_keyed(self.database, self.keyed_sql(), rows, keys,
                                                 replace)
             except self.backend.driver_errors as exc:
                 raise self.backend.translate(exc) from exc
             self._count_writes(len(rows))
             self._upkeep.after_write(len(rows))
         return ids
+
+    def keyed_sql(self) -> KeyedSql:
+        """The statements of keyed writes, built (and the keys table created
+        if need be) at the first; raises driver errors."""
+        with self._lock:
+            if self._keyed_sql is None:
+                key_model = bind_model(self.database, ExecutionKey)
+                # Under the schema lock: processes that first record a key
+                # at once must not race to create the table.
+                with self.backend.connection(self.database), \
+                        self.backend.exclusive_transaction(self.database, "schema"):
+                    key_model.create_table(safe=True)
+                self._keyed_sql = self.backend.keyed_sql(self._model, key_model)
+            return self._keyed_sql
 
     def record_many(
         self,

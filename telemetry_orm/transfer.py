@@ -30,12 +30,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, U
 
 import peewee
 
+from . import imports as _imports
 from .checks import check_count, same_file
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import TABLE_NAME, bind_model, format_timestamp, parse_timestamp
-from .sql import quote, render
+from .sql import insert_sql, quote, render
 from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store
 
 #: Rows per batch: one read from the source, one transaction in the target.
@@ -282,6 +283,26 @@ class _Reader:
         return [tuple(row) for row in self._run(*render(self.database, query)).fetchall()]
 
 
+#: The columns a copied row is written with: ``created_at`` kept.
+COPY_COLUMNS = ("created_at",) + FIELD_NAMES
+
+
+def _refused(store: PeeweeTelemetryStore, record: TelemetryRecord) -> Optional[str]:
+    """Why the target's engine cannot store ``record`` (a NUL character in
+    text on PostgreSQL …), or ``None``."""
+    try:
+        store.checked_row(record)
+    except TelemetryValidationError as exc:
+        return str(exc)
+    return None
+
+
+def _copy_row(store: PeeweeTelemetryStore, when: Any, record: TelemetryRecord
+              ) -> Tuple[Any, ...]:
+    """The parameters of :data:`COPY_COLUMNS` for one copied row."""
+    return (store.model.created_at.db_value(when), *record.as_row())
+
+
 def _stamp(created_at: Any) -> str:
     """A source ``created_at`` as the tracking table keeps it."""
     try:
@@ -331,23 +352,243 @@ def _write_batch(
                 continue
             converted = _convert(names, row)[1]
             if not isinstance(converted, str):
-                try:
-                    store.checked_row(converted[1])
-                except TelemetryValidationError as exc:
-                    converted = str(exc)
+                converted = _refused(store, converted[1]) or converted
             if isinstance(converted, str):
                 invalid.append((row_id, converted))
             else:
                 new.append((row_id, *converted))
         if new:
-            to_db = store.model.created_at.db_value
             conn = database.connection()
             store.backend.copy_rows(
-                conn, TABLE_NAME, ("created_at",) + FIELD_NAMES,
-                [(to_db(when), *record.as_row()) for _, when, record in new],
+                conn, TABLE_NAME, COPY_COLUMNS,
+                [_copy_row(store, when, record) for _, when, record in new],
             )
             store.backend.copy_rows(
                 conn, MIGRATED_TABLE, ("source", "source_id", "source_created_at"),
                 [(name, row_id, format_timestamp(when)) for row_id, when, _ in new],
             )
     return len(new), already, invalid
+
+
+# --- import: the same copy path, other readers ----------------------------------
+
+#: How many skipped lines a result lists by place and reason (all are counted).
+SKIPPED_SHOWN = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportProgress:
+    """Where a running import is, passed to ``progress`` after each batch."""
+
+    files: int
+    lines: int
+    #: Executions written or looked at so far.
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportResult:
+    """What an import did."""
+
+    format: str
+    target: str
+    files: int
+    lines: int
+    #: Executions written as new rows.
+    imported: int
+    #: Executions whose row (recorded under the same key) was brought up to
+    #: date (a transcript that grew).
+    updated: int
+    #: Executions whose row already held exactly these values.
+    unchanged: int
+    #: Lines (or files) left out: (where, reason), the first
+    #: :data:`SKIPPED_SHOWN` of them.
+    skipped: Tuple[Tuple[str, str], ...]
+    skipped_count: int
+    #: How many were left out for each reason (its text up to any value).
+    reasons: Tuple[Tuple[str, int], ...]
+    seconds: float
+
+    @property
+    def written(self) -> int:
+        return self.imported + self.updated
+
+    def summary(self) -> str:
+        """A few lines for people: what was read, written and left out."""
+        lines = [
+            f"read {self.lines:,} lines in {self.files:,} files ({self.format}) in "
+            f"{self.seconds:.1f} s: {self.imported:,} imported, {self.updated:,} updated, "
+            f"{self.unchanged:,} unchanged, {self.skipped_count:,} skipped",
+        ]
+        lines += [f"  skipped {count:,}: {reason}" for reason, count in self.reasons]
+        lines += [f"  {where}: {reason}" for where, reason in self.skipped]
+        if self.skipped_count > len(self.skipped):
+            lines.append(f"  … and {self.skipped_count - len(self.skipped):,} more")
+        return "\n".join(lines)
+
+
+def import_files(
+    fmt: str,
+    paths: Sequence[Union[str, os.PathLike[str]]],
+    target: Union[str, os.PathLike[str], PeeweeTelemetryStore],
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: Optional[Callable[[ImportProgress], None]] = None,
+    logger: Optional[logging.Logger] = None,
+) -> ImportResult:
+    """Import ``paths`` (files, or folders searched for them) of ``fmt`` into
+    ``target`` (a URL, a path, or an open store, which stays open).
+
+    ``jsonl``, ``csv``: files ``telemetry-orm export`` wrote; every column
+    is kept, ``created_at`` included, and each row is recorded under a key
+    made of all its columns, so importing the same rows again adds nothing.
+    ``claude-code``: Claude Code transcripts, one execution per session and
+    model under the key ``claude-code:<sessionId>:<model>``, replaced when
+    the transcript grew. Lines that cannot be used are skipped and listed;
+    the rest goes in, a batch of ``batch_size`` executions per transaction.
+    """
+    check_count("batch_size", batch_size, 1)
+    if fmt not in _imports.IMPORT_FORMATS:
+        raise TelemetryValidationError(
+            "format", f"must be one of {', '.join(_imports.IMPORT_FORMATS)}, got {fmt!r}")
+    log = logger or logging.getLogger(LOGGER_NAME)
+    started = time.perf_counter()
+    counter = _imports.Counter()
+    if fmt == "claude-code":
+        items = _imports.read_claude_code(paths, counter)
+        replace = True
+    else:
+        items = _imports.read_export(paths, fmt, counter)
+        replace = False
+    store = target if isinstance(target, PeeweeTelemetryStore) else None
+    if store is None:
+        store = create_telemetry_store(os.fspath(target))  # type: ignore[arg-type]
+    try:
+        totals = _import_items(store, items, replace, batch_size, counter, progress)
+    finally:
+        if store is not target:
+            store.close()
+    imported, updated, unchanged, skipped, skipped_count, reasons = totals
+    result = ImportResult(
+        format=fmt, target=store.path, files=counter.files, lines=counter.lines,
+        imported=imported, updated=updated, unchanged=unchanged, skipped=tuple(skipped),
+        skipped_count=skipped_count, reasons=tuple(sorted(reasons.items(), key=lambda r: -r[1])),
+        seconds=time.perf_counter() - started,
+    )
+    log.info("import: %s", result.summary().replace("\n", "; "))
+    return result
+
+
+def _import_items(
+    store: PeeweeTelemetryStore,
+    items: Any,
+    replace: bool,
+    batch_size: int,
+    counter: Any,
+    progress: Optional[Callable[[ImportProgress], None]],
+) -> Tuple[int, int, int, List[Tuple[str, str]], int, Dict[str, int]]:
+    imported = updated = unchanged = skipped_count = 0
+    skipped: List[Tuple[str, str]] = []
+    reasons: Dict[str, int] = {}
+
+    def skip(where: str, reason: str) -> None:
+        nonlocal skipped_count
+        skipped_count += 1
+        if len(skipped) < SKIPPED_SHOWN:
+            skipped.append((where, reason))
+        kind = reason.split(" (")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+
+    batch: List[_imports.Item] = []
+
+    def flush() -> None:
+        nonlocal imported, updated, unchanged
+        if not batch:
+            return
+        new, changed, same, bad = _write_keyed_batch(store, batch, replace)
+        imported, updated, unchanged = imported + new, updated + changed, unchanged + same
+        for where, reason in bad:
+            skip(where, reason)
+        batch.clear()
+        if progress is not None:
+            progress(ImportProgress(counter.files, counter.lines,
+                                    imported + updated + unchanged))
+
+    try:
+        for item in items:
+            if isinstance(item, _imports.Skipped):
+                skip(item.where, item.reason)
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    except store.backend.driver_errors as exc:
+        raise DatabaseError(f"{store.path}: {exc}") from exc
+    if progress is not None:
+        progress(ImportProgress(counter.files, counter.lines, imported + updated + unchanged))
+    return imported, updated, unchanged, skipped, skipped_count, reasons
+
+
+def _write_keyed_batch(
+    store: PeeweeTelemetryStore, batch: Sequence[_imports.Item], replace: bool
+) -> Tuple[int, int, int, List[Tuple[str, str]]]:
+    """Write ``batch`` in one transaction: each item under its key, as a new
+    row (``created_at`` kept) or, with ``replace``, over the row already
+    under that key when its values differ. Returns (new, updated,
+    unchanged, refused items with the reason); an item whose key is taken
+    and ``replace`` is false counts as unchanged."""
+    sql = store.keyed_sql()
+    database, model = store.database, store.model
+    current_sql, _ = render(database, model.select(
+        store.backend.dialect.as_text(model.created_at),
+        *[getattr(model, name) for name in FIELD_NAMES]).where(model.id == 0))
+    insert = insert_sql(database, TABLE_NAME, COPY_COLUMNS,
+                        returning="id" if sql.returning else "")
+    update = "UPDATE {} SET {} WHERE {} = {}".format(
+        quote(database, TABLE_NAME),
+        ", ".join(f"{quote(database, n)} = {database.param}" for n in COPY_COLUMNS),
+        quote(database, "id"), database.param)
+    new = changed = same = 0
+    refused: List[Tuple[str, str]] = []
+    with store.backend.connection(database), \
+            store.backend.exclusive_transaction(database, "import"):
+        conn = database.connection()
+        for item in batch:
+            reason = _refused(store, item.record)
+            if reason is not None:
+                refused.append((item.where, reason))
+                continue
+            params = _copy_row(store, item.created_at, item.record)
+            found = conn.execute(sql.find, (item.key,)).fetchone()
+            if found is None:
+                cursor = conn.execute(insert, params)
+                row_id = (int(cursor.fetchone()[0]) if sql.returning
+                          else int(cursor.lastrowid or 0))
+                conn.execute(sql.remember, (item.key, row_id))
+                new += 1
+                continue
+            row_id = int(found[0])
+            if replace:
+                stored = conn.execute(current_sql, (row_id,)).fetchone()
+                wanted = (format_timestamp(item.created_at), *item.record.as_row())
+                if _same_row(stored, wanted):
+                    same += 1
+                else:
+                    conn.execute(update, (*params, row_id))
+                    changed += 1
+            else:
+                same += 1
+    return new, changed, same, refused
+
+
+def _same_row(stored: Sequence[Any], wanted: Sequence[Any]) -> bool:
+    if stored is None or len(stored) != len(wanted):
+        return False
+    for have, want in zip(stored, wanted, strict=True):
+        if isinstance(want, float) and have is not None:
+            if float(have) != want:
+                return False
+        elif have != want:
+            return False
+    return True

@@ -1,0 +1,507 @@
+"""Readers of what ``telemetry-orm import`` brings into a store: the files
+``telemetry-orm export`` writes (JSON Lines, CSV) and Claude Code's local
+transcripts.
+
+A reader streams its files line by line and yields :class:`Item` values
+(a record, its ``created_at`` and the key it is recorded under) and
+:class:`Skipped` values (a line that could not be used, with its place and
+the reason). Writing them is the copy path's job
+(:func:`telemetry_orm.transfer.import_files`).
+
+Claude Code transcripts (``<config>/projects/<project>/<session>.jsonl``)
+have one JSON object a line; a line with ``message.usage`` is one API call.
+The same call is written on several lines (while streaming, and again on
+resume); calls are told apart by ``message.id`` and ``requestId`` together,
+as ccusage does, and of a call's lines the one with the largest token total
+is kept (in real transcripts they carry the same usage). Lines marked
+``isApiErrorMessage`` are not calls; they only decide a session's
+conclusion. One execution is made per session and model.
+"""
+
+from __future__ import annotations
+
+import configparser
+import csv
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from .checks import to_utc
+from .errors import TelemetryValidationError
+from .record import FIELD_NAMES, TelemetryRecord
+from .schema import format_timestamp, parse_timestamp
+
+#: What ``telemetry-orm import`` reads.
+IMPORT_FORMATS = ("jsonl", "csv", "claude-code")
+
+#: ``event_type`` of executions made from Claude Code transcripts.
+CLAUDE_CODE_EVENT = "claude-code"
+
+#: The model Claude Code writes on API-error lines (no call was made).
+SYNTHETIC_MODEL = "<synthetic>"
+
+_INTEGER_FIELDS = frozenset({
+    "pr_number", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_creation_tokens", "duration_ms", "num_turns",
+})
+_NULLABLE_FIELDS = frozenset({"delivery_id", "pr_number", "session_id", "num_turns",
+                              "stop_reason"})
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+               "cache_creation_input_tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One execution to write: ``record`` created at ``created_at`` (aware,
+    UTC), under ``key``; ``where`` names its source (``file:line``)."""
+
+    key: str
+    created_at: _dt.datetime
+    record: TelemetryRecord
+    where: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A line (or a whole file) left out: where, and why."""
+
+    where: str
+    reason: str
+
+
+Read = Union[Item, Skipped]
+
+
+class Counter:
+    """What a reader has gone through so far (for a progress line)."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.lines = 0
+
+
+# --- files ----------------------------------------------------------------------
+
+
+def files_under(paths: Sequence[Union[str, os.PathLike[str]]], suffixes: Tuple[str, ...]
+                ) -> Iterator[Union[Path, Skipped]]:
+    """Every file named on the command line, and under every folder named
+    there every file ending in one of ``suffixes`` (sorted, at any depth);
+    a path that is neither is :class:`Skipped`."""
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.name.endswith(suffixes) and p.is_file())
+            yield from found
+        elif path.is_file():
+            yield path
+        elif path.exists():
+            yield Skipped(str(path), "not a regular file or a folder")
+        else:
+            yield Skipped(str(path), "no such file or folder")
+
+
+def _lines(path: Path, counter: Counter) -> Iterator[Tuple[int, str]]:
+    """The lines of ``path`` (numbered from 1, without their line ends),
+    read one at a time."""
+    counter.files += 1
+    with open(path, encoding="utf-8", errors="strict", newline="") as handle:
+        number = 0
+        while True:
+            try:
+                line = handle.readline()
+            except UnicodeDecodeError as exc:
+                raise _Unreadable(f"line {number + 1}: not UTF-8 ({exc.reason})") from None
+            if not line:
+                return
+            number += 1
+            counter.lines += 1
+            yield number, line.rstrip("\r\n")
+
+
+class _Unreadable(Exception):
+    """A file that cannot be read on from some point on."""
+
+
+# --- our own exports ------------------------------------------------------------
+
+
+def export_key(row: Dict[str, Any]) -> str:
+    """The key an exported row is imported under: a digest of every column
+    (its source ``id`` and ``created_at`` included), so that importing the
+    same rows again, from this file or another export, adds nothing."""
+    canonical = json.dumps([row.get(name) for name in ("id", "created_at", *FIELD_NAMES)],
+                           separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "export:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def read_export(paths: Sequence[Union[str, os.PathLike[str]]], fmt: str,
+                counter: Optional[Counter] = None) -> Iterator[Read]:
+    """The rows of files ``telemetry-orm export`` wrote as ``fmt``
+    (``jsonl`` or ``csv``); every column is kept, ``created_at`` included."""
+    counter = counter or Counter()
+    suffixes = (".jsonl",) if fmt == "jsonl" else (".csv",)
+    for path in files_under(paths, suffixes):
+        if isinstance(path, Skipped):
+            yield path
+            continue
+        try:
+            if fmt == "jsonl":
+                yield from _jsonl_rows(path, counter)
+            else:
+                yield from _csv_rows(path, counter)
+        except _Unreadable as exc:
+            yield Skipped(str(path), f"{exc}; the rest of the file is left out")
+        except OSError as exc:
+            yield Skipped(str(path), f"cannot be read ({exc.strerror or exc})")
+
+
+def _json(line: str) -> Any:
+    """The JSON value of ``line``, or :class:`Skipped` saying why not."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Skipped("", f"not JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        return Skipped("", "not JSON (nested too deeply)")
+
+
+def _jsonl_rows(path: Path, counter: Counter) -> Iterator[Read]:
+    for number, line in _lines(path, counter):
+        where = f"{path}:{number}"
+        if not line.strip():
+            continue
+        value = _json(line)
+        if isinstance(value, Skipped):
+            yield Skipped(where, value.reason)
+            continue
+        if not isinstance(value, dict):
+            yield Skipped(where, f"not a JSON object ({type(value).__name__})")
+            continue
+        yield _exported(value, where)
+
+
+def _csv_rows(path: Path, counter: Counter) -> Iterator[Read]:
+    lines = _lines(path, counter)
+    numbers: List[int] = []
+
+    def texts() -> Iterator[str]:
+        for number, line in lines:
+            numbers.append(number)
+            yield line + "\n"
+
+    reader = csv.reader(texts())
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise _Unreadable(f"line 1: not CSV ({exc})") from None
+    missing = [n for n in ("created_at", *FIELD_NAMES) if n not in header]
+    if missing:
+        yield Skipped(f"{path}:1", f"not an export: no column {', '.join(missing)}")
+        return
+    while True:
+        start = len(numbers) + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Skipped(f"{path}:{start}", f"not CSV ({exc})")
+            continue
+        where = f"{path}:{numbers[-1] if numbers else start}"
+        if not any(cells):
+            continue
+        if len(cells) != len(header):
+            yield Skipped(where, f"{len(cells)} values for {len(header)} columns")
+            continue
+        yield _exported(_typed(dict(zip(header, cells, strict=True))), where)
+
+
+def _typed(cells: Dict[str, str]) -> Dict[str, Any]:
+    """CSV text as the column types: numbers for number columns, ``None``
+    for an empty cell of a column that may be null (CSV cannot tell an
+    empty string from no value; exports write no value as empty)."""
+    values: Dict[str, Any] = {}
+    for name, text in cells.items():
+        if text == "" and (name in _NULLABLE_FIELDS or name == "id"):
+            values[name] = None
+        elif name in _INTEGER_FIELDS or name == "id":
+            values[name] = _number(text, int)
+        elif name == "cost_usd":
+            values[name] = _number(text, float)
+        else:
+            values[name] = text
+    return values
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        return text  # the record's validation names the field and the value
+
+
+def _exported(values: Dict[str, Any], where: str) -> Read:
+    created = values.get("created_at")
+    try:
+        when = parse_timestamp(created) if isinstance(created, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        return Skipped(where, f"created_at: not a timestamp ({created!r})")
+    fields = {name: values[name] for name in FIELD_NAMES if name in values}
+    try:
+        record = TelemetryRecord.from_mapping(fields)
+    except TelemetryValidationError as exc:
+        return Skipped(where, str(exc))
+    row = {**fields, "id": values.get("id"), "created_at": format_timestamp(when)}
+    return Item(export_key(row), to_utc(when), record, where)
+
+
+# --- Claude Code transcripts ----------------------------------------------------
+
+
+def default_transcripts() -> Path:
+    """Where Claude Code keeps its transcripts: ``$CLAUDE_CONFIG_DIR/projects``,
+    else ``~/.claude/projects``."""
+    config = os.environ.get("CLAUDE_CONFIG_DIR")
+    return Path(config) / "projects" if config else Path.home() / ".claude" / "projects"
+
+
+def session_key(session_id: str, model: str) -> str:
+    """The key of the execution of one session and model."""
+    return f"{CLAUDE_CODE_EVENT}:{session_id}:{model}"
+
+
+@dataclasses.dataclass
+class _Call:
+    tokens: Tuple[int, int, int, int]
+    cost: Optional[float]
+    stop_reason: Optional[str]
+    when: _dt.datetime
+
+
+@dataclasses.dataclass
+class _Session:
+    where: str
+    cwd: Optional[str] = None
+    last: Tuple[_dt.datetime, int] = (_dt.datetime.min.replace(tzinfo=_dt.timezone.utc), -1)
+    last_is_error: bool = False
+    # model -> call id -> call
+    calls: Dict[str, Dict[Any, _Call]] = dataclasses.field(default_factory=dict)
+
+    def note_last(self, when: _dt.datetime, order: int, error: bool) -> None:
+        """Take note of a call or an API error line: the latest decides the
+        conclusion."""
+        if (when, order) > self.last:
+            self.last, self.last_is_error = (when, order), error
+
+
+def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
+                     counter: Optional[Counter] = None,
+                     repo_of: Optional[Any] = None) -> Iterator[Read]:
+    """One :class:`Item` per session and model of the transcripts under
+    ``paths`` (every ``*.jsonl``); malformed lines are :class:`Skipped`.
+
+    The lines are read one at a time; what is kept meanwhile is one small
+    entry per distinct API call. The items come once every file is read
+    (a session's lines may lie in several files)."""
+    counter = counter or Counter()
+    repo_of = repo_of or RepoNames()
+    sessions: Dict[str, _Session] = {}
+    order = 0
+    for path in files_under(paths, (".jsonl",)):
+        if isinstance(path, Skipped):
+            yield path
+            continue
+        try:
+            for number, line in _lines(path, counter):
+                order += 1
+                skipped = _take_line(sessions, f"{path}:{number}", line, order)
+                if skipped is not None:
+                    yield skipped
+        except _Unreadable as exc:
+            yield Skipped(str(path), f"{exc}; the rest of the file is left out")
+        except OSError as exc:
+            yield Skipped(str(path), f"cannot be read ({exc.strerror or exc})")
+    for session_id in sorted(sessions):
+        yield from _executions(session_id, sessions[session_id], repo_of)
+
+
+def _take_line(sessions: Dict[str, _Session], where: str, line: str, order: int
+               ) -> Optional[Skipped]:
+    if not line.strip():
+        return None
+    value = _json(line)
+    if isinstance(value, Skipped):
+        return Skipped(where, value.reason)
+    if not isinstance(value, dict):
+        return Skipped(where, f"not a JSON object ({type(value).__name__})")
+    message = value.get("message")
+    usage = message.get("usage") if isinstance(message, dict) else None
+    error = value.get("isApiErrorMessage") is True
+    if usage is None and not error:
+        return None  # a user message, a summary, a tool result …
+    session_id = value.get("sessionId")
+    if not isinstance(session_id, str) or not session_id:
+        return Skipped(where, f"sessionId: not a non-empty string ({session_id!r})")
+    when = _timestamp(value.get("timestamp"))
+    if when is None:
+        return Skipped(where, f"timestamp: not an ISO 8601 time ({value.get('timestamp')!r})")
+    session = sessions.get(session_id)
+    if session is None:
+        session = sessions[session_id] = _Session(where)
+    cwd = value.get("cwd")
+    if session.cwd is None and isinstance(cwd, str) and cwd:
+        session.cwd = cwd
+    if error:
+        session.note_last(when, order, True)
+        return None
+    assert isinstance(message, dict)
+    model = message.get("model")
+    if not isinstance(model, str) or not model:
+        return Skipped(where, f"message.model: not a non-empty string ({model!r})")
+    if model == SYNTHETIC_MODEL:
+        return None
+    if not isinstance(usage, dict):
+        return Skipped(where, f"message.usage: not an object ({type(usage).__name__})")
+    tokens = []
+    for name in _USAGE_KEYS:
+        count = usage.get(name, 0)
+        if count is None:
+            count = 0
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            return Skipped(where, f"message.usage.{name}: not a whole number >= 0 ({count!r})")
+        tokens.append(count)
+    cost = value.get("costUSD")
+    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
+                             or not math.isfinite(cost) or cost < 0):
+        return Skipped(where, f"costUSD: not a number >= 0 ({cost!r})")
+    stop = message.get("stop_reason")
+    call = _Call((tokens[0], tokens[1], tokens[2], tokens[3]),
+                 None if cost is None else float(cost),
+                 stop if isinstance(stop, str) else None, when)
+    message_id, request_id = message.get("id"), value.get("requestId")
+    # As ccusage: one call per message id and request id; a line lacking
+    # either is a call of its own.
+    call_id: Any = ((message_id, request_id)
+                    if isinstance(message_id, str) and isinstance(request_id, str) else order)
+    session.note_last(when, order, False)
+    calls = session.calls.setdefault(model, {})
+    seen = calls.get(call_id)
+    if seen is None or sum(call.tokens) > sum(seen.tokens) or (
+            sum(call.tokens) == sum(seen.tokens) and seen.cost is None
+            and call.cost is not None):
+        if seen is not None:
+            call.when = min(call.when, seen.when)
+        calls[call_id] = call
+    return None
+
+
+def _timestamp(value: Any) -> Optional[_dt.datetime]:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return to_utc(parsed)
+
+
+def _executions(session_id: str, session: _Session, repo_of: Any) -> Iterator[Read]:
+    repo = repo_of(session.cwd) if session.cwd else None
+    for model in sorted(session.calls):
+        calls = list(session.calls[model].values())
+        first = min(call.when for call in calls)
+        last = max(calls, key=lambda call: call.when)
+        sums = [sum(call.tokens[i] for call in calls) for i in range(4)]
+        fields = {
+            "repo": repo or "unknown",
+            "event_type": CLAUDE_CODE_EVENT,
+            "provider": "anthropic",
+            "model": model,
+            "input_tokens": sums[0],
+            "output_tokens": sums[1],
+            "cache_read_tokens": sums[2],
+            "cache_creation_tokens": sums[3],
+            "duration_ms": int((last.when - first).total_seconds() * 1000),
+            # Calls without costUSD count 0 here: no price table is applied.
+            "cost_usd": sum(call.cost for call in calls if call.cost is not None),
+            "conclusion": "api_error" if session.last_is_error else "success",
+            "session_id": session_id,
+            "num_turns": len(calls),
+            "stop_reason": last.stop_reason,
+        }
+        try:
+            record = TelemetryRecord.from_mapping(fields)
+        except TelemetryValidationError as exc:
+            yield Skipped(session.where, f"session {session_id}, model {model}: {exc}")
+            continue
+        yield Item(session_key(session_id, model), first, record, session.where)
+
+
+_REMOTE = re.compile(r"[:/]([^/:]+)/([^/]+?)(?:\.git)?/*$")
+
+
+class RepoNames:
+    """``owner/name`` of a folder's git ``origin`` remote when the folder is
+    a checkout still present (read from its git config, without running
+    git), else the folder's last name; looked up once per folder."""
+
+    def __init__(self) -> None:
+        self._known: Dict[str, str] = {}
+
+    def __call__(self, cwd: str) -> str:
+        if cwd not in self._known:
+            self._known[cwd] = _origin(Path(cwd)) or Path(cwd).name or cwd
+        return self._known[cwd]
+
+
+def _origin(folder: Path) -> Optional[str]:
+    for candidate in (folder, *folder.parents):
+        git = candidate / ".git"
+        try:
+            if git.is_file():
+                text = git.read_text(encoding="utf-8").strip()
+                if not text.startswith("gitdir:"):
+                    return None
+                gitdir = (candidate / text[len("gitdir:"):].strip()).resolve()
+                common = gitdir / "commondir"
+                if common.is_file():
+                    gitdir = (gitdir / common.read_text(encoding="utf-8").strip()).resolve()
+                return _remote_name(gitdir / "config")
+            if git.is_dir():
+                return _remote_name(git / "config")
+        except (OSError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def _remote_name(config_path: Path) -> Optional[str]:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read(config_path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    url = parser.get('remote "origin"', "url", fallback=None)
+    match = _REMOTE.search(url.strip()) if url else None
+    return f"{match.group(1)}/{match.group(2)}" if match else None
+
+
+def summarize_skipped(skipped: Iterable[Skipped]) -> Dict[str, int]:
+    """How many lines were skipped for each kind of reason (the reason up to
+    its first parenthesis, the field name kept)."""
+    counts: Dict[str, int] = {}
+    for item in skipped:
+        reason = item.reason.split(" (")[0]
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts

@@ -1,0 +1,287 @@
+"""``telemetry-orm import``: our own exports back in (a round trip), and
+Claude Code transcripts, one execution per session and model. Results are
+read back with plain ``sqlite3``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from telemetry_orm import cli, create_telemetry_store
+from telemetry_orm.testing.demo import fill
+from telemetry_orm.transfer import import_files
+
+COLUMNS = ("created_at, delivery_id, repo, pr_number, event_type, provider, model, "
+           "input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, "
+           "duration_ms, cost_usd, conclusion, session_id, num_turns, stop_reason")
+
+
+def rows_of(path: Path) -> List[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(conn.execute(f"SELECT {COLUMNS} FROM executions").fetchall(),
+                      key=repr)
+    finally:
+        conn.close()
+
+
+def run(*argv: str) -> tuple:
+    out = io.StringIO()
+    status = cli.main(list(argv), out=out)
+    return status, out.getvalue()
+
+
+def report(db: Any, *by: str) -> Dict[str, Any]:
+    status, text = run("report", "--db", str(db), "--since", "1990-01-01", "--format", "json",
+                       *[a for key in by for a in ("--by", key)])
+    assert status == 0
+    value = json.loads(text)
+    value.pop("generated_at")
+    return value
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """A store of demo rows (created_at spread over months), and a few
+    rows with every nullable column empty or set."""
+    path = tmp_path / "a.db"
+    with create_telemetry_store(path) as store:
+        fill(store, 2000)
+        store.record({"repo": "acme/api", "event_type": "push", "model": "m",
+                      "conclusion": "success", "delivery_id": "d-1", "pr_number": 7,
+                      "session_id": "s \"quoted\", with comma\nand newline", "num_turns": 3,
+                      "stop_reason": "end_turn", "cost_usd": 0.1 + 0.2})
+    return path
+
+
+# --- round trip of exports --------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_export_imported_into_an_empty_store_gives_the_same_rows_and_reports(
+        source: Path, tmp_path: Path, fmt: str) -> None:
+    exported = tmp_path / f"a.{fmt}"
+    assert run("export", "--db", str(source), "--format", fmt, "--out", str(exported))[0] == 0
+    before = digest(exported)
+    target = tmp_path / "b.db"
+    status, text = run("import", fmt, str(exported), "--db", str(target))
+    assert status == 0, text
+    assert "2,001 imported" in text
+    assert rows_of(target) == rows_of(source) and len(rows_of(source)) == 2001
+    for by in (["repo"], ["model"], ["week", "model"], ["day", "conclusion"], ["event_type"]):
+        assert report(target, *by) == report(source, *by)
+    # Again: nothing added, the file read and never changed.
+    status, text = run("import", fmt, str(exported), "--db", str(target))
+    assert status == 0 and "0 imported" in text and "2,001 unchanged" in text
+    assert len(rows_of(target)) == 2001
+    assert digest(exported) == before
+
+
+def test_an_export_imported_into_postgresql_reports_the_same(
+        source: Path, tmp_path: Path, pg_url: str) -> None:
+    exported = tmp_path / "a.jsonl"
+    run("export", "--db", str(source), "--format", "jsonl", "--out", str(exported))
+    assert run("import", "jsonl", str(exported), "--db", pg_url)[0] == 0
+    status, text = run("import", "jsonl", str(exported), "--db", pg_url)
+    assert status == 0 and "0 imported" in text
+    for by in (["repo"], ["week", "model"], ["day", "conclusion"]):
+        assert report(pg_url, *by) == report(str(source), *by)
+
+
+def test_bad_export_lines_are_skipped_and_listed_and_the_rest_goes_in(
+        source: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "a.jsonl"
+    run("export", "--db", str(source), "--format", "jsonl", "--out", str(exported))
+    lines = exported.read_text().splitlines()
+    bad = dict(json.loads(lines[1]), input_tokens=-5)
+    lines[1] = json.dumps(bad)
+    lines[3] = "{not json"
+    lines[5] = json.dumps(dict(json.loads(lines[5]), created_at="yesterday"))
+    exported.write_text("\n".join(lines) + "\n")
+    target = tmp_path / "b.db"
+    status, text = run("import", "jsonl", str(exported), "--db", str(target))
+    assert status == 0
+    assert f"{exported}:2: input_tokens:" in text
+    assert f"{exported}:4: not JSON" in text
+    assert f"{exported}:6: created_at: not a timestamp ('yesterday')" in text
+    assert "1,998 imported" in text and "3 skipped" in text
+    assert len(rows_of(target)) == 1998
+
+
+# --- Claude Code transcripts -------------------------------------------------------
+
+
+def call(session: str, message: str, request: str, when: str, model: str, usage: List[int],
+         **extra: Any) -> Dict[str, Any]:
+    return {"type": "assistant", "timestamp": when, "sessionId": session, "version": "2.0.1",
+            "cwd": extra.pop("cwd", "/nowhere/acme/web"), "requestId": request,
+            "message": {"id": message, "model": model, "role": "assistant",
+                        "usage": dict(zip(("input_tokens", "output_tokens",
+                                           "cache_read_input_tokens",
+                                           "cache_creation_input_tokens"), usage,
+                                          strict=True))},
+            **extra}
+
+
+def api_error(session: str, when: str) -> Dict[str, Any]:
+    return {"type": "assistant", "timestamp": when, "sessionId": session,
+            "isApiErrorMessage": True,
+            "message": {"id": "e", "model": "<synthetic>",
+                        "usage": {"input_tokens": 0, "output_tokens": 0}}}
+
+
+def write_lines(path: Path, lines: List[Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
+                            for line in lines))
+
+
+def executions(db: Path) -> Dict[tuple, tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return {(r[0], r[1]): r[2:] for r in conn.execute(
+            "SELECT session_id, model, created_at, repo, event_type, provider, input_tokens, "
+            "output_tokens, cache_read_tokens, cache_creation_tokens, duration_ms, cost_usd, "
+            "conclusion, num_turns FROM executions")}
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def transcripts(tmp_path: Path) -> Path:
+    root = tmp_path / "claude" / "projects"
+    write_lines(root / "-nowhere-acme-web" / "s1.jsonl", [
+        {"type": "user", "timestamp": "2026-11-30T10:00:00.000Z", "sessionId": "s1",
+         "message": {"role": "user", "content": "hello"}},
+        # One call written three times while streaming: the largest total is kept.
+        call("s1", "m1", "r1", "2026-11-30T10:00:01.250Z", "sonnet", [10, 1, 0, 0]),
+        call("s1", "m1", "r1", "2026-11-30T10:00:02.000Z", "sonnet", [10, 40, 0, 0]),
+        call("s1", "m1", "r1", "2026-11-30T10:00:02.100Z", "sonnet", [10, 40, 0, 0],
+             costUSD=0.25),
+        call("s1", "m2", "r2", "2026-11-30T10:00:31.750Z", "sonnet", [3, 4, 500, 60],
+             costUSD=0.5),
+        call("s1", "m3", "r3", "2026-11-30T10:01:00.000Z", "haiku", [2, 2, 0, 0]),
+        {"type": "summary", "summary": "a session"},
+    ])
+    write_lines(root / "-nowhere-acme-web" / "s2.jsonl", [
+        call("s2", "m9", "r9", "2026-11-29T08:00:00Z", "sonnet", [1, 1, 1, 1]),
+        api_error("s2", "2026-11-29T08:00:05Z"),
+    ])
+    return root
+
+
+def test_one_execution_per_session_and_model(transcripts: Path, tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    status, text = run("import", "claude-code", str(transcripts), "--db", str(db))
+    assert status == 0, text
+    assert "3 imported" in text and "0 skipped" in text
+    assert executions(db) == {
+        ("s1", "sonnet"): ("2026-11-30 10:00:01", "web", "claude-code", "anthropic",
+                           13, 44, 500, 60, 30500, 0.75, "success", 2),
+        ("s1", "haiku"): ("2026-11-30 10:01:00", "web", "claude-code", "anthropic",
+                          2, 2, 0, 0, 0, 0.0, "success", 1),
+        ("s2", "sonnet"): ("2026-11-29 08:00:00", "web", "claude-code", "anthropic",
+                           1, 1, 1, 1, 0, 0.0, "api_error", 1),
+    }
+
+
+def test_a_transcript_that_grew_updates_its_row_and_an_unchanged_one_writes_nothing(
+        transcripts: Path, tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    assert run("import", "claude-code", str(transcripts), "--db", str(db))[0] == 0
+    witness = sqlite3.connect(db)
+    version = witness.execute("PRAGMA data_version").fetchone()[0]
+    status, text = run("import", "claude-code", str(transcripts), "--db", str(db))
+    assert status == 0 and "0 imported, 0 updated, 3 unchanged" in text
+    assert witness.execute("PRAGMA data_version").fetchone()[0] == version
+    first = executions(db)
+
+    with open(transcripts / "-nowhere-acme-web" / "s1.jsonl", "a") as handle:
+        handle.write(json.dumps(call("s1", "m4", "r4", "2026-11-30T10:05:00Z", "haiku",
+                                     [5, 5, 0, 0])) + "\n")
+    status, text = run("import", "claude-code", str(transcripts), "--db", str(db))
+    assert status == 0 and "0 imported, 1 updated, 2 unchanged" in text
+    now = executions(db)
+    assert len(now) == 3 and now[("s1", "sonnet")] == first[("s1", "sonnet")]
+    assert now[("s1", "haiku")][4:6] == (7, 7) and now[("s1", "haiku")][-1] == 2
+    assert now[("s1", "haiku")][8] == 240_000  # 10:01:00 to 10:05:00
+
+
+def test_malformed_lines_are_skipped_with_file_and_line(transcripts: Path,
+                                                       tmp_path: Path) -> None:
+    path = transcripts / "-nowhere-acme-web" / "s3.jsonl"
+    write_lines(path, [
+        "{oops",
+        call("s3", "a", "r", "2026-11-30T10:00:00Z", "sonnet", [1, "2", 0, 0]),
+        call("s3", "b", "r", "not a time", "sonnet", [1, 2, 0, 0]),
+        [1, 2],
+        call("s3", "c", "r", "2026-11-30T10:00:00Z", "sonnet", [1, 2, 0, 0]),
+    ])
+    db = tmp_path / "t.db"
+    status, text = run("import", "claude-code", str(transcripts), "--db", str(db))
+    assert status == 0
+    assert f"{path}:1: not JSON" in text
+    assert f"{path}:2: message.usage.output_tokens: not a whole number >= 0 ('2')" in text
+    assert f"{path}:3: timestamp: not an ISO 8601 time ('not a time')" in text
+    assert f"{path}:4: not a JSON object (list)" in text
+    assert "4 skipped" in text
+    assert executions(db)[("s3", "sonnet")][4:6] == (1, 2)
+
+
+def test_repo_is_the_origin_of_the_checkout_when_it_is_there(tmp_path: Path) -> None:
+    checkout = tmp_path / "work" / "api"
+    (checkout / ".git").mkdir(parents=True)
+    (checkout / ".git" / "config").write_text(
+        '[core]\n\tbare = false\n[remote "origin"]\n\turl = git@github.com:acme/api.git\n')
+    (checkout / "src").mkdir()
+    root = tmp_path / "projects"
+    write_lines(root / "p" / "s.jsonl", [
+        call("s", "m", "r", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0],
+             cwd=str(checkout / "src")),
+        call("t", "m", "r", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0],
+             cwd=str(tmp_path / "gone" / "web-app")),
+    ])
+    db = tmp_path / "t.db"
+    assert run("import", "claude-code", str(root), "--db", str(db))[0] == 0
+    found = executions(db)
+    assert found[("s", "sonnet")][1] == "acme/api"
+    assert found[("t", "sonnet")][1] == "web-app"
+
+
+def test_the_default_folder_is_claude_config_dir_projects(
+        transcripts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(transcripts.parent))
+    db = tmp_path / "t.db"
+    status, text = run("import", "claude-code", "--db", str(db))
+    assert status == 0 and "3 imported" in text
+
+
+def test_exit_statuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "t.db"
+    assert run("import", "claude-code", str(tmp_path / "missing"), "--db", str(db))[0] == 1
+    assert "nothing could be read" in capsys.readouterr().err
+    assert run("import", "yaml", str(tmp_path), "--db", str(db))[0] == 2
+    assert run("import", "jsonl", "--db", str(db))[0] == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run("import", "claude-code", str(empty), "--db", str(db))[0] == 1
+    # Not a terminal: no progress line.
+    assert "\r" not in capsys.readouterr().err
+
+
+def test_the_library_call_reports_what_it_did(transcripts: Path, tmp_path: Path) -> None:
+    with create_telemetry_store(tmp_path / "t.db") as store:
+        result = import_files("claude-code", [transcripts], store)
+        assert (result.files, result.imported, result.updated, result.unchanged) == (2, 3, 0, 0)
+        assert store.model.select().count() == 3
+
