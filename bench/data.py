@@ -6,7 +6,9 @@ import random
 from typing import Iterator, List
 
 from telemetry_orm import FIELD_NAMES, TelemetryRecord
-from telemetry_orm.prices import PRICES, cost_of
+from telemetry_orm.prices import cost_of
+
+MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5", "claude-sonnet-4")
 
 EVENTS = (
     "pull_request.opened",
@@ -35,7 +37,7 @@ def iter_records(count: int, seed: int = 1) -> Iterator[TelemetryRecord]:
     rnd = random.Random(seed)
     repos = [f"org{n % 37}/service-{n}" for n in range(200)]
     for _ in range(count):
-        model = rnd.choice(tuple(PRICES))
+        model = rnd.choice(MODELS)
         tokens = (
             int(rnd.lognormvariate(7.5, 1.0)),
             int(rnd.lognormvariate(7.0, 0.9)),
@@ -53,7 +55,9 @@ def iter_records(count: int, seed: int = 1) -> Iterator[TelemetryRecord]:
             cache_read_tokens=tokens[2],
             cache_creation_tokens=tokens[3],
             duration_ms=int(rnd.lognormvariate(10.8, 0.7)),
-            cost_usd=cost_of(model, *tokens),
+            cost_usd=round(cost_of(model, input_tokens=tokens[0], output_tokens=tokens[1],
+                                   cache_read_tokens=tokens[2],
+                                   cache_creation_tokens=tokens[3]) or 0.0, 6),
             conclusion=rnd.choices(CONCLUSIONS, (86, 8, 4, 2))[0],
             session_id=_uuid(rnd),
             num_turns=rnd.randint(1, 40),

@@ -21,7 +21,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
-from . import formats, imports, reports
+from . import formats, imports, prices, reports
 from .checks import same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -239,7 +239,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     line = ImportProgressLine(sys.stderr)
     try:
         result = import_files(args.format, paths, args.db, batch_size=args.batch_size,
-                              progress=line)
+                              progress=line, prices=prices.prices_with(args.prices))
     finally:
         line.finish()
     out.write(result.summary() + "\n")
@@ -247,6 +247,17 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{PROG} import: error: nothing could be read from {', '.join(paths)}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
+    """``prices``: the price table in use, and the database's unpriced models."""
+    table = prices.prices_with(args.prices)
+    unpriced = None
+    if args.db is not None:
+        with _reading(_existing(args.db)) as database:
+            unpriced = reports.unpriced_models(database, table)
+    out.write(formats.render_prices(table, unpriced, args.format))
     return 0
 
 
@@ -351,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     when = "7d, 12h, 2w, YYYY-MM-DD or an ISO datetime (UTC)"
+    prices_help = (f"a price file (ours, or LiteLLM's model_prices_and_context_window.json) "
+                   f"whose entries override the shipped prices (also ${prices.ENV_PRICES})")
 
     def command(name: str, run: Command, text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
@@ -398,6 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
                      "$CLAUDE_CONFIG_DIR/projects, else ~/.claude/projects)")
     sub.add_argument("--batch-size", type=_count, default=1000, metavar="N",
                      help="executions per transaction (default 1000)")
+    sub.add_argument("--prices", metavar="FILE", help=prices_help)
+
+    sub = commands.add_parser(
+        "prices", help="the price table in use, and a database's unpriced models",
+        description="List the price table in use (the shipped one, with $TELEMETRY_PRICES's "
+        "and --prices's entries over it), per million tokens; with --db, also the models of "
+        "that database that have no price, with their executions.",
+    )
+    sub.set_defaults(run=cmd_prices, usage=sub.format_usage)
+    sub.add_argument("--db", metavar="PATH", default=None,
+                     help="also list this database's models that have no price")
+    sub.add_argument("--format", choices=formats.STATS_FORMATS, default="table")
+    sub.add_argument("--prices", metavar="FILE", help=prices_help)
+    sub.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
     sub = commands.add_parser(
         "migrate", help="copy every execution of a SQLite file into another store",

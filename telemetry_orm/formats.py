@@ -14,7 +14,7 @@ import datetime as _dt
 import io
 import json
 import math
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from .checks import to_utc
 from .reports import METRICS, DatabaseStats, Report
@@ -219,3 +219,53 @@ def _markdown(
     bold = [f"**{c}**" if c else "" for c in totals]
     return "\n".join([line(header), "|" + "|".join(align) + "|",
                       *(line(r) for r in body), line(bold)]) + "\n"
+
+
+def render_prices(table: Mapping[str, Any], unpriced: Optional[Sequence[Tuple[str, int]]],
+                  fmt: str) -> str:
+    """The price table (per million tokens, as providers publish them) as
+    ``table`` or ``json``; with ``unpriced`` (model, executions), also a
+    database's models that have no price."""
+    entries = []
+    for name in table:
+        price = table[name]
+        per = price.per_million()
+        entries.append({"model": name, "provider": price.provider, "input": per[0],
+                        "output": per[1], "cache_read": per[2], "cache_write": per[3],
+                        "source": price.source, "as_of": price.as_of})
+    if fmt == "json":
+        value: Dict[str, Any] = {"unit": "USD per million tokens", "prices": entries}
+        if unpriced is not None:
+            value["unpriced"] = dict(unpriced)
+        return to_json(value, indent=2) + "\n"
+    if fmt != "table":
+        raise ValueError(f"unknown prices format {fmt!r}; expected one of {STATS_FORMATS}")
+
+    def money(value: Optional[float]) -> str:
+        if value is None:
+            return "-"
+        whole, _, cents = f"{value:,.6f}".partition(".")
+        return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
+
+    header = ["model", "provider", "input", "output", "cache read", "cache write", "as of"]
+    body = [[e["model"], e["provider"] or "", money(e["input"]), money(e["output"]),
+             money(e["cache_read"]), money(e["cache_write"]), e["as_of"]] for e in entries]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    right = [False, False, True, True, True, True, False]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w)
+                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
+
+    sources = sorted({e["source"] for e in entries if e["source"]})
+    lines = ["Prices in USD per million tokens (cache write: the 5-minute write)", "",
+             line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body), ""]
+    lines += [f"source: {source}" for source in sources]
+    if unpriced is not None:
+        lines.append("")
+        if unpriced:
+            lines.append("models in the database without a price (executions):")
+            lines += [f"  {name}  {count:,}" for name, count in unpriced]
+        else:
+            lines.append("every model in the database has a price")
+    return "\n".join(lines) + "\n"

@@ -34,6 +34,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 from .checks import to_utc
 from .errors import TelemetryValidationError
+from .prices import PriceTable, default_prices
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import format_timestamp, parse_timestamp
 
@@ -308,7 +309,8 @@ class _Session:
 
 def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
                      counter: Optional[Counter] = None,
-                     repo_of: Optional[Any] = None) -> Iterator[Read]:
+                     repo_of: Optional[Any] = None,
+                     prices: Optional[PriceTable] = None) -> Iterator[Read]:
     """One :class:`Item` per session and model of the transcripts under
     ``paths`` (every ``*.jsonl``); malformed lines are :class:`Skipped`.
 
@@ -317,6 +319,7 @@ def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
     (a session's lines may lie in several files)."""
     counter = counter or Counter()
     repo_of = repo_of or RepoNames()
+    table = prices if prices is not None else default_prices()
     sessions: Dict[str, _Session] = {}
     order = 0
     for path in files_under(paths, (".jsonl",)):
@@ -334,7 +337,7 @@ def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
         except OSError as exc:
             yield Skipped(str(path), f"cannot be read ({exc.strerror or exc})")
     for session_id in sorted(sessions):
-        yield from _executions(session_id, sessions[session_id], repo_of)
+        yield from _executions(session_id, sessions[session_id], repo_of, table)
 
 
 def _take_line(sessions: Dict[str, _Session], where: str, line: str, order: int
@@ -417,13 +420,15 @@ def _timestamp(value: Any) -> Optional[_dt.datetime]:
     return to_utc(parsed)
 
 
-def _executions(session_id: str, session: _Session, repo_of: Any) -> Iterator[Read]:
+def _executions(session_id: str, session: _Session, repo_of: Any, prices: PriceTable
+                ) -> Iterator[Read]:
     repo = repo_of(session.cwd) if session.cwd else None
     for model in sorted(session.calls):
         calls = list(session.calls[model].values())
         first = min(call.when for call in calls)
         last = max(calls, key=lambda call: call.when)
         sums = [sum(call.tokens[i] for call in calls) for i in range(4)]
+        price = prices.find(model)
         fields = {
             "repo": repo or "unknown",
             "event_type": CLAUDE_CODE_EVENT,
@@ -434,8 +439,11 @@ def _executions(session_id: str, session: _Session, repo_of: Any) -> Iterator[Re
             "cache_read_tokens": sums[2],
             "cache_creation_tokens": sums[3],
             "duration_ms": int((last.when - first).total_seconds() * 1000),
-            # Calls without costUSD count 0 here: no price table is applied.
-            "cost_usd": sum(call.cost for call in calls if call.cost is not None),
+            # A call without costUSD: the list price of its tokens (0 for
+            # a model without a price).
+            "cost_usd": sum(call.cost if call.cost is not None else
+                            (price.cost(*call.tokens) if price is not None else 0.0)
+                            for call in calls),
             "conclusion": "api_error" if session.last_is_error else "success",
             "session_id": session_id,
             "num_turns": len(calls),

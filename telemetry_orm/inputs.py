@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from . import prices
 from .errors import TelemetryValidationError
 
 #: Per-model usage keys (camelCase, as the SDKs pass them through) and the
@@ -91,8 +92,10 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
     Tokens are summed over the per-model usage when it is there and not
     empty (it includes subagents, which ``usage`` does not), else taken
     from ``usage``. ``cost_usd`` is ``total_cost_usd``, else the sum of the
-    per-model ``costUSD``, else 0. ``model`` is the one given, else the
-    per-model entry that cost most (then: most output tokens).
+    per-model ``costUSD``, else the list price of each model's tokens
+    (:mod:`telemetry_orm.prices`; a model without a price counts 0).
+    ``model`` is the one given, else the per-model entry that cost most
+    (then: most output tokens).
     ``conclusion``: ``success``; ``api_error`` when the subtype is
     ``success`` but ``is_error`` is true; else the subtype itself.
     """
@@ -111,6 +114,7 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
                                              f"got {type(per_model).__name__}")
     fields: Dict[str, Any] = {}
     costs: Dict[str, Tuple[float, int]] = {}
+    counted: Dict[str, Dict[str, int]] = {}
     if per_model:
         totals = {field: 0 for _, field in MODEL_USAGE_TOKENS}
         for model_name, usage in per_model.items():
@@ -121,6 +125,7 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
             counts = _tokens(where, usage, MODEL_USAGE_TOKENS)
             for field, value in counts.items():
                 totals[field] += value
+            counted[str(model_name)] = counts
             cost = _money(f"{where}.costUSD", usage.get("costUSD"))
             costs[str(model_name)] = (cost if cost is not None else -1.0,
                                       counts["output_tokens"])
@@ -135,10 +140,16 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
     total = _money("total_cost_usd", get(message, "total_cost_usd"))
     if total is None:
         known = [cost for cost, _ in costs.values() if cost >= 0]
-        total = sum(known) if known else 0.0
-    fields["cost_usd"] = total
+        total = sum(known) if known else None
     if model is None and costs:
         model = max(costs, key=lambda m: costs[m])
+    if total is None:
+        # No cost given: the list price of each model's tokens (a model
+        # without a price counts 0).
+        priced = counted or ({model: {f: fields.get(f, 0) for _, f in MODEL_USAGE_TOKENS}}
+                             if model is not None else {})
+        total = sum(list_price(name, counts) or 0.0 for name, counts in priced.items())
+    fields["cost_usd"] = total
     if model is None:
         raise TelemetryValidationError(
             "model", "the result message names no model (no per-model usage): give model="
@@ -155,6 +166,15 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
     fields["session_id"] = _text("session_id", get(message, "session_id"))
     fields["stop_reason"] = _text("stop_reason", get(message, "stop_reason"))
     return fields
+
+
+def list_price(model: Optional[str], counts: Mapping[str, int]) -> Optional[float]:
+    """The list price of token counts (record field names) of ``model``,
+    from the price table in use; ``None`` when the model has no price."""
+    return prices.cost_of(model, input_tokens=counts.get("input_tokens", 0),
+                          output_tokens=counts.get("output_tokens", 0),
+                          cache_read_tokens=counts.get("cache_read_tokens", 0),
+                          cache_creation_tokens=counts.get("cache_creation_tokens", 0))
 
 
 def usage_fields(usage: Any) -> Dict[str, int]:

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import TelemetryValidationError
-from .inputs import agent_result_fields, usage_fields
+from .inputs import agent_result_fields, list_price, usage_fields
 
 _Check = Callable[[str, Any], None]
 
@@ -251,14 +251,19 @@ class TelemetryRecord:
         Anthropic Messages, OpenAI Chat Completions or OpenAI Responses,
         recognised from its keys (OpenAI's cached tokens are moved out of the
         input count into ``cache_read_tokens``). ``fields`` are the other
-        record fields (``cost_usd``, ``duration_ms``, ``pr_number`` …)::
+        record fields (``cost_usd``, ``duration_ms``, ``pr_number`` …); without
+        ``cost_usd``, the list price of the tokens (0 for a model without a
+        price in :mod:`telemetry_orm.prices`)::
 
             response = client.messages.create(...)
             record = TelemetryRecord.from_usage(
                 response.usage, repo="acme/api", event_type="push",
                 model=response.model, conclusion="success")
         """
-        return cls.from_mapping({**usage_fields(usage), **fields, "repo": repo,
+        counts = usage_fields(usage)
+        if "cost_usd" not in fields and "costUsd" not in fields:
+            fields["cost_usd"] = list_price(model, counts) or 0.0
+        return cls.from_mapping({**counts, **fields, "repo": repo,
                                  "event_type": event_type, "model": model,
                                  "conclusion": conclusion})
 

@@ -67,7 +67,7 @@ from .schema import COLUMN_NAMES, bind_model
 __all__ = [
     "GROUP_KEYS", "METRICS", "PERCENTILE", "TIME_KEYS", "DatabaseStats", "Metrics", "Report",
     "ReportFilters", "ReportRow", "count_older_than", "database_stats", "export_rows",
-    "open_readonly", "report",
+    "open_readonly", "report", "unpriced_models",
 ]
 
 
@@ -321,6 +321,21 @@ def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
         schema_version=storage.schema_version,
         journal_mode=storage.journal_mode,
     )
+
+
+def unpriced_models(database: peewee.Database, prices: Any) -> List[Tuple[str, int]]:
+    """The models of ``database`` that have no price in ``prices`` (a
+    :class:`~telemetry_orm.prices.PriceTable`), with how many executions
+    each has, most first. Reads only."""
+    backend = backend_class_of(database)
+    model = bind_model(database, backend.model_base)
+    try:
+        counts = list(database.execute(
+            model.select(model.model, fn.COUNT(SQL("*"))).group_by(model.model)))
+    except peewee.DatabaseError as exc:
+        raise DatabaseError(f"{_name(database)}: {exc}") from exc
+    found = [(str(name), int(n)) for name, n in counts if prices.find(name) is None]
+    return sorted(found, key=lambda item: (-item[1], item[0]))
 
 
 def count_older_than(database: peewee.Database, days: float) -> int:

@@ -34,6 +34,7 @@ from . import imports as _imports
 from .checks import check_count, same_file
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
+from .prices import PriceTable
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import TABLE_NAME, bind_model, format_timestamp, parse_timestamp
 from .sql import insert_sql, quote, render
@@ -435,6 +436,7 @@ def import_files(
     batch_size: int = BATCH_SIZE,
     progress: Optional[Callable[[ImportProgress], None]] = None,
     logger: Optional[logging.Logger] = None,
+    prices: Optional[PriceTable] = None,
 ) -> ImportResult:
     """Import ``paths`` (files, or folders searched for them) of ``fmt`` into
     ``target`` (a URL, a path, or an open store, which stays open).
@@ -444,7 +446,9 @@ def import_files(
     made of all its columns, so importing the same rows again adds nothing.
     ``claude-code``: Claude Code transcripts, one execution per session and
     model under the key ``claude-code:<sessionId>:<model>``, replaced when
-    the transcript grew. Lines that cannot be used are skipped and listed;
+    the transcript grew; a call without ``costUSD`` costs the list price of
+    its tokens in ``prices`` (default: :func:`~telemetry_orm.prices.default_prices`),
+    0 for a model without a price. Lines that cannot be used are skipped and listed;
     the rest goes in, a batch of ``batch_size`` executions per transaction.
     """
     check_count("batch_size", batch_size, 1)
@@ -455,7 +459,7 @@ def import_files(
     started = time.perf_counter()
     counter = _imports.Counter()
     if fmt == "claude-code":
-        items = _imports.read_claude_code(paths, counter)
+        items = _imports.read_claude_code(paths, counter, prices=prices)
         replace = True
     else:
         items = _imports.read_export(paths, fmt, counter)

@@ -6,28 +6,31 @@ import datetime as dt
 import sqlite3
 
 from telemetry_orm import PeeweeTelemetryStore, TelemetryRecord
-from telemetry_orm.factories import PRICES, ExecutionFactory, TelemetryRecordFactory, cost_of
+from telemetry_orm.factories import DEMO_MODELS, ExecutionFactory, TelemetryRecordFactory, cost_of
 
 
 def test_record_factory_builds_valid_varied_records() -> None:
     records = TelemetryRecordFactory.build_batch(200)
     assert all(isinstance(r, TelemetryRecord) for r in records)
     assert len({r.repo for r in records}) > 50
-    assert {r.model for r in records} <= set(PRICES) and len({r.model for r in records}) > 1
+    assert {r.model for r in records} <= set(DEMO_MODELS) and len({r.model for r in records}) > 1
     assert all("/" in r.repo for r in records)
     assert len({r.conclusion for r in records}) > 1
 
 
 def test_record_factory_cost_matches_the_tokens() -> None:
     for r in TelemetryRecordFactory.build_batch(50):
-        assert r.cost_usd == cost_of(r.model, r.input_tokens, r.output_tokens,
-                                     r.cache_read_tokens, r.cache_creation_tokens)
+        cost = cost_of(r.model, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+                       cache_read_tokens=r.cache_read_tokens,
+                       cache_creation_tokens=r.cache_creation_tokens)
+        assert cost is not None and r.cost_usd == round(cost, 6)
         assert r.cost_usd > 0
 
 
 def test_cost_of_uses_list_prices() -> None:
     # One million of each kind on Sonnet: 3 + 15 + 0.30 + 3.75 dollars.
-    assert cost_of("claude-sonnet-4-5", 10**6, 10**6, 10**6, 10**6) == 22.05
+    assert cost_of("claude-sonnet-4-5", input_tokens=10**6, output_tokens=10**6,
+                   cache_read_tokens=10**6, cache_creation_tokens=10**6) == 22.05
 
 
 def test_execution_factory_persists_into_a_store(store: PeeweeTelemetryStore,

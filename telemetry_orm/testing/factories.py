@@ -23,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'telemetry_orm[testing]'"
     ) from exc
 
-from ..prices import PRICES, cost_of
+from ..prices import cost_of
 from ..record import TelemetryRecord
 from ..schema import Execution, format_timestamp
 from ..store import TelemetryStore
@@ -38,6 +38,18 @@ EVENT_TYPES = (
 )
 
 STOP_REASONS = ("end_turn", "max_tokens", "tool_use", "stop_sequence")
+
+#: The models of generated runs (each has a price in the shipped table).
+DEMO_MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5", "claude-sonnet-4")
+
+
+def list_price(o: Any) -> float:
+    """The list price of a generated run's tokens, in USD to the
+    micro-dollar; 0 for a model without a price (one given to the factory)."""
+    cost = cost_of(o.model, input_tokens=o.input_tokens, output_tokens=o.output_tokens,
+                   cache_read_tokens=o.cache_read_tokens,
+                   cache_creation_tokens=o.cache_creation_tokens)
+    return 0.0 if cost is None else round(cost, 6)
 
 
 def _repo(_: Any) -> str:
@@ -66,16 +78,13 @@ class TelemetryRecordFactory(factory.Factory):
     )
     event_type = fuzzy.FuzzyChoice(EVENT_TYPES)
     provider = "anthropic"
-    model = fuzzy.FuzzyChoice(tuple(PRICES))
+    model = fuzzy.FuzzyChoice(DEMO_MODELS)
     input_tokens = factory.LazyFunction(lambda: int(random.lognormvariate(7.5, 1.0)))
     output_tokens = factory.LazyFunction(lambda: int(random.lognormvariate(7.0, 0.9)))
     cache_read_tokens = factory.LazyFunction(lambda: int(random.lognormvariate(10.5, 1.2)))
     cache_creation_tokens = factory.LazyFunction(lambda: int(random.lognormvariate(8.5, 1.1)))
     duration_ms = factory.LazyFunction(lambda: int(random.lognormvariate(10.8, 0.7)))
-    cost_usd = factory.LazyAttribute(
-        lambda o: cost_of(o.model, o.input_tokens, o.output_tokens,
-                          o.cache_read_tokens, o.cache_creation_tokens)
-    )
+    cost_usd = factory.LazyAttribute(list_price)
     conclusion = factory.LazyFunction(
         lambda: random.choices(("success", "failure", "error", "timeout"), (86, 8, 4, 2))[0]
     )
