@@ -122,10 +122,12 @@ def _existing(path: str) -> str:
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     """``report``: aggregate executions."""
+    table = prices.prices_with(args.prices) if args.cost != "recorded" else None
     with _reading(_existing(args.db)) as database:
         result = reports.report(
             database, since=args.since, until=args.until, repo=args.repo, model=args.model,
             event_type=args.event, conclusion=args.conclusion, group_by=args.by or ["repo"],
+            cost=args.cost, prices=table,
         )
     out.write(formats.render_report(result, args.format))
     return 0
@@ -382,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="group by KEY, repeatable (default repo): "
                      + ", ".join(reports.GROUP_KEYS))
     sub.add_argument("--format", choices=formats.REPORT_FORMATS, default="table")
+    sub.add_argument("--cost", choices=reports.COST_MODES, default="recorded",
+                     help="recorded (default): cost_usd as stored; calculated: every "
+                     "execution's tokens at list prices; auto: recorded where above 0, else "
+                     "calculated. Executions without a price show n/a, never $0")
+    sub.add_argument("--prices", metavar="FILE", help=prices_help)
 
     sub = command("purge", cmd_purge, "delete executions older than N days")
     sub.add_argument("--days", type=_days, required=True, metavar="N")

@@ -77,7 +77,9 @@ def report_records(report: Report) -> List[Dict[str, Any]]:
 
 def report_document(report: Report) -> Dict[str, Any]:
     """The JSON document of a report: ``generated_at``, ``filters``,
-    ``group_by``, ``totals`` and ``rows``."""
+    ``group_by``, ``cost`` (where costs come from), ``totals``,
+    ``unpriced`` (model: executions without a price, whose cost counts
+    nowhere) and ``rows``."""
     filters = dataclasses.asdict(report.filters)
     filters["since"] = iso(report.filters.since)
     filters["until"] = iso(report.filters.until)
@@ -85,7 +87,9 @@ def report_document(report: Report) -> Dict[str, Any]:
         "generated_at": iso(report.generated_at),
         "filters": filters,
         "group_by": list(report.group_by),
+        "cost": report.cost,
         "totals": report.totals.as_dict(),
+        "unpriced": dict(report.unpriced),
         "rows": report_records(report),
     }
 
@@ -109,9 +113,20 @@ def render_report(report: Report, fmt: str) -> str:
     totals = [_TOTAL] + [""] * (len(keys) - 1)
     totals += [_human(m, getattr(report.totals, m)) for m in METRICS]
     right = [False] * len(keys) + [True] * len(METRICS)
+    note = _unpriced_note(report)
     if fmt == "markdown":
-        return _markdown(header, body, totals, right)
-    return _caption(report) + "\n\n" + _table(header, body, totals, right)
+        return _markdown(header, body, totals, right) + note
+    return _caption(report) + "\n\n" + _table(header, body, totals, right) + note
+
+
+def _unpriced_note(report: Report) -> str:
+    """The footnote of a report with unpriced executions."""
+    if not report.unpriced:
+        return ""
+    left = sum(report.unpriced.values())
+    models = ", ".join(f"{name} ({n:,})" for name, n in report.unpriced.items())
+    return (f"\nn/a: no price. {left:,} executions left unpriced (not counted in any cost), "
+            f"by model: {models}. Give prices with --prices FILE or $TELEMETRY_PRICES.\n")
 
 
 def render_stats(stats: DatabaseStats, fmt: str) -> str:
@@ -162,6 +177,8 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _human(name: str, value: Any) -> str:
+    if value is None and name == "cost_usd":
+        return "n/a"
     if value is None:
         return "-" if name in METRICS else ""
     if isinstance(value, float) and not math.isfinite(value):
@@ -187,6 +204,9 @@ def _caption(report: Report) -> str:
     ]
     if report.group_by:
         parts.append("by " + ", ".join(report.group_by))
+    if report.cost != "recorded":
+        parts.append({"calculated": "cost from list prices",
+                      "auto": "cost as recorded, else from list prices"}[report.cost])
     return "Executions " + ", ".join(parts)
 
 

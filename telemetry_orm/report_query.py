@@ -89,6 +89,19 @@ class Sums:
         return total
 
 
+@dataclasses.dataclass(frozen=True)
+class CostPart:
+    """The executions of one model in one group, with a recorded cost
+    (``paid``: above 0) or without one."""
+
+    model: str
+    paid: bool
+    executions: int
+    #: Input, output, cache read, cache creation.
+    tokens: Tuple[int, int, int, int]
+    recorded: float
+
+
 class Query:
     """The SQL of one report, built with peewee from the filters and keys."""
 
@@ -175,6 +188,37 @@ class Query:
             if sums.executions:
                 groups[tuple(row[:width])] = sums
         return groups
+
+    def cost_parts_query(self) -> Any:
+        """Per group, per model, and per whether a cost was recorded (above
+        0): executions, the four token sums and the recorded cost; what a
+        price table turns into a calculated cost, without reading rows."""
+        m = self.model
+        keys = [*self._keys(), self.dialect.no_index(m.model)]
+        aliases = [f"k{i}" for i in range(len(keys))]
+        paid = Case(None, [(m.cost_usd > 0, 1)], 0)
+        total = self.dialect.total
+        query = self.select(
+            *(node.alias(alias) for node, alias in zip(keys, aliases, strict=True)),
+            paid.alias("paid"),
+            fn.COUNT(SQL("*")),
+            total(m.input_tokens),
+            total(m.output_tokens),
+            total(m.cache_read_tokens),
+            total(m.cache_creation_tokens),
+            total(m.cost_usd),
+        )
+        return query.group_by(*(Entity(a) for a in [*aliases, "paid"]))
+
+    def cost_parts(self) -> Dict[Tuple[Any, ...], List[CostPart]]:
+        width = len(self.key_names)
+        parts: Dict[Tuple[Any, ...], List[CostPart]] = {}
+        for row in self.database.execute(self.cost_parts_query()):
+            n, tokens_in, tokens_out, read, write, cost = (v or 0 for v in row[width + 2:])
+            parts.setdefault(tuple(row[:width]), []).append(CostPart(
+                str(row[width]), bool(row[width + 1]), int(n),
+                (int(tokens_in), int(tokens_out), int(read), int(write)), float(cost)))
+        return parts
 
     def percentile_query(self) -> Any:
         """Per group, the smallest duration whose cumulative share reaches

@@ -58,16 +58,25 @@ from typing import (
 import peewee
 from peewee import SQL, fn
 
+from . import prices as _prices
 from .checks import check_number, check_text, check_time
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
-from .report_query import GROUP_KEYS, PERCENTILE, TIME_KEYS, Query, ReportFilters, Sums
+from .report_query import (
+    GROUP_KEYS,
+    PERCENTILE,
+    TIME_KEYS,
+    CostPart,
+    Query,
+    ReportFilters,
+    Sums,
+)
 from .schema import COLUMN_NAMES, bind_model
 
 __all__ = [
     "GROUP_KEYS", "METRICS", "PERCENTILE", "TIME_KEYS", "DatabaseStats", "Metrics", "Report",
     "ReportFilters", "ReportRow", "count_older_than", "database_stats", "export_rows",
-    "open_readonly", "report", "unpriced_models",
+    "COST_MODES", "open_readonly", "report", "unpriced_models",
 ]
 
 
@@ -82,7 +91,8 @@ class Metrics:
     cache_creation_tokens: int = 0
     #: The sum of the four token counts above.
     total_tokens: int = 0
-    cost_usd: float = 0.0
+    #: ``None`` when the cost is calculated and no execution had a price.
+    cost_usd: Optional[float] = 0.0
     #: ``None`` when there are no executions.
     avg_duration_ms: Optional[float] = None
     #: Nearest-rank 95th percentile; ``None`` when there are no executions.
@@ -94,6 +104,11 @@ class Metrics:
         """The metrics as a ``dict``, in :data:`METRICS` order."""
         return dataclasses.asdict(self)
 
+
+#: Where a report's ``cost_usd`` comes from: as recorded; calculated from
+#: the tokens with a price table; or the recorded cost where it is above 0,
+#: calculated where it is 0.
+COST_MODES: Tuple[str, ...] = ("recorded", "calculated", "auto")
 
 #: Metric names, in the order reports show them.
 METRICS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Metrics))
@@ -127,6 +142,11 @@ class Report:
     key_names: Tuple[str, ...]
     rows: Tuple[ReportRow, ...]
     totals: Metrics
+    #: Where ``cost_usd`` comes from: :data:`COST_MODES`.
+    cost: str = "recorded"
+    #: Executions left unpriced (their model has no price), by model; their
+    #: cost counts nowhere. Empty with ``cost="recorded"``.
+    unpriced: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --- Opening a database for reading ---------------------------------------------
@@ -160,8 +180,18 @@ def report(
     event_type: Optional[str] = None,
     conclusion: Optional[str] = None,
     group_by: Union[str, Sequence[str]] = ("repo",),
+    cost: str = "recorded",
+    prices: Optional[Mapping[str, Any]] = None,
 ) -> Report:
     """Aggregate the executions of ``source`` (a store or a peewee database).
+
+    ``cost``: ``"recorded"`` sums ``cost_usd`` as stored; ``"calculated"``
+    prices every execution's tokens with ``prices`` (default: the price table
+    in use, :func:`telemetry_orm.prices.default_prices`); ``"auto"`` keeps a
+    recorded cost above 0 and calculates where it is 0. The calculation runs
+    per group and model in the database. Executions whose model has no price
+    are never counted as $0: a group wholly of them has ``cost_usd`` ``None``,
+    and :attr:`Report.unpriced` counts them by model.
 
     ``since``/``until`` are datetimes (naive ones are UTC; ``until`` is
     exclusive); ``repo``, ``model``, ``event_type`` and ``conclusion`` keep
@@ -176,6 +206,7 @@ def report(
             return report(
                 database, since=since, until=until, repo=repo, model=model,
                 event_type=event_type, conclusion=conclusion, group_by=group_by,
+                cost=cost, prices=prices,
             )
     if not isinstance(source, peewee.Database):
         raise TelemetryValidationError(
@@ -186,6 +217,14 @@ def report(
         conclusion=conclusion,
     )
     keys = _check_group_by(group_by)
+    if cost not in COST_MODES:
+        raise TelemetryValidationError(
+            "cost", f"must be one of {', '.join(COST_MODES)}, got {cost!r}")
+    table = None
+    if cost != "recorded":
+        table = prices if prices is not None else _prices.default_prices()
+        if not isinstance(table, _prices.PriceTable):
+            table = _prices.PriceTable(table)
     generated_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     query = Query(database=source, filters=filters, group_by=keys)
     try:
@@ -196,20 +235,54 @@ def report(
             percentiles = query.group_percentiles() if query.key_names else {}
             executions = sum(g.executions for g in groups.values())
             total_p95 = query.total_percentile(executions)
+            parts = query.cost_parts() if table is not None else {}
     except peewee.DatabaseError as exc:
         raise DatabaseError(f"{_name(source)}: {exc}") from exc
     rows = [
         ReportRow(dict(zip(query.key_names, key, strict=True)), _metrics(g, percentiles.get(key)))
         for key, g in groups.items()
     ]
+    totals = _metrics(Sums.combine(groups.values()), total_p95)
+    unpriced: Dict[str, int] = {}
+    if table is not None:
+        costs = {key: _priced(group, table, cost) for key, group in parts.items()}
+        rows = [dataclasses.replace(row, metrics=dataclasses.replace(
+            row.metrics, cost_usd=costs[key][0])) if key in costs else row
+            for row, key in zip(rows, groups, strict=True)]
+        for _, left in costs.values():
+            for name, n in left.items():
+                unpriced[name] = unpriced.get(name, 0) + n
+        priced = [c for c, _ in costs.values() if c is not None]
+        totals = dataclasses.replace(
+            totals, cost_usd=round(sum(priced), 6) if priced or not totals.executions else None)
     return Report(
         generated_at=generated_at,
         filters=filters,
         group_by=keys,
         key_names=query.key_names,
         rows=tuple(_ordered(rows, keys)) if query.key_names else (),
-        totals=_metrics(Sums.combine(groups.values()), total_p95),
+        totals=totals,
+        cost=cost,
+        unpriced=dict(sorted(unpriced.items(), key=lambda item: (-item[1], item[0]))),
     )
+
+
+def _priced(parts: Sequence[CostPart], table: Any, mode: str
+            ) -> Tuple[Optional[float], Dict[str, int]]:
+    """One group's cost in ``mode`` (``None`` when no execution of it could
+    be priced) and its unpriced executions by model."""
+    total, counted = 0.0, False
+    unpriced: Dict[str, int] = {}
+    for part in parts:
+        if mode == "auto" and part.paid:
+            total, counted = total + part.recorded, True
+            continue
+        price = table.find(part.model)
+        if price is None:
+            unpriced[part.model] = unpriced.get(part.model, 0) + part.executions
+            continue
+        total, counted = total + price.cost(*part.tokens), True
+    return (round(total, 6) if counted else None), unpriced
 
 
 def _filters(**values: Any) -> ReportFilters:
@@ -404,11 +477,13 @@ def _ordered(rows: List[ReportRow], group_by: Sequence[str]) -> List[ReportRow]:
     others = [k for k in (rows[0].keys if rows else ()) if k not in TIME_KEYS]
 
     def order(row: ReportRow) -> Tuple[Any, ...]:
-        # Time ascending, then the most expensive first; the remaining keys
-        # (None last) only make ties deterministic.
+        # Time ascending, then the most expensive first (unpriced last); the
+        # remaining keys (None last) only make ties deterministic.
+        cost = row.metrics.cost_usd
         return (
             tuple(row.keys[k] for k in times),
-            -row.metrics.cost_usd,
+            cost is None,
+            -(cost or 0.0),
             tuple((row.keys[k] is None, row.keys[k]) for k in others),
         )
 

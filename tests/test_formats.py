@@ -62,7 +62,9 @@ def sample() -> Report:
 
 def test_json_has_the_documented_shape_and_raw_values(sample: Report) -> None:
     document = json.loads(render_report(sample, "json"))
-    assert list(document) == ["generated_at", "filters", "group_by", "totals", "rows"]
+    assert list(document) == ["generated_at", "filters", "group_by", "cost", "totals",
+                              "unpriced", "rows"]
+    assert document["cost"] == "recorded" and document["unpriced"] == {}
     assert document["generated_at"] == "2025-06-01T08:30:00Z"
     assert document["filters"] == {
         "since": "2025-05-02T00:00:00Z", "until": None, "repo": None, "model": "m",

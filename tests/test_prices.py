@@ -228,3 +228,143 @@ def test_the_prices_command_lists_the_table_and_the_unpriced_models(
     text = capsys.readouterr().out
     assert "claude-opus-4-5 " in text and "$6.25" in text and "source: LiteLLM" in text
     assert "without a price" not in text
+
+
+# --- cost modes of reports ----------------------------------------------------------
+
+SONNET_RUN = dict(input_tokens=1000, output_tokens=200, cache_read_tokens=30_000,
+                  cache_creation_tokens=4000)
+SONNET_COST = (1000 * 3 + 200 * 15 + 30_000 * 0.30 + 4000 * 3.75) / MILLION
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    """A priced model with a recorded cost (acme/api), the same model
+    recorded at cost 0 (acme/web), and a model without a price (acme/lab)."""
+    from telemetry_orm import create_telemetry_store
+
+    db = tmp_path / "mixed.db"
+    run = {"event_type": "push", "conclusion": "success"}
+    with create_telemetry_store(db) as store:
+        for _ in range(2):
+            store.record({**run, **SONNET_RUN, "repo": "acme/api",
+                          "model": "claude-sonnet-4-5-20250929", "cost_usd": 1.0})
+        for _ in range(3):
+            store.record({**run, **SONNET_RUN, "repo": "acme/web",
+                          "model": "claude-sonnet-4-5-20250929"})
+        for _ in range(4):
+            store.record({**run, **SONNET_RUN, "repo": "acme/lab", "model": "lab-model-7",
+                          "cost_usd": 0.25})
+    return db
+
+
+def report_json(db: Path, capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert cli.main(["report", "--db", str(db), "--since", "1d", "--format", "json", *args]) == 0
+    value: dict = json.loads(capsys.readouterr().out)
+    return value
+
+
+def costs(document: dict) -> dict:
+    return {row["repo"]: row["cost_usd"] for row in document["rows"]}
+
+
+def test_recorded_cost_is_what_was_stored(mixed: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    document = report_json(mixed, capsys)
+    assert document["cost"] == "recorded"
+    assert costs(document) == {"acme/api": 2.0, "acme/web": 0.0, "acme/lab": 1.0}
+    assert document["totals"]["cost_usd"] == 3.0 and document["unpriced"] == {}
+
+
+def test_calculated_cost_prices_every_row_and_leaves_the_unpriced_out(
+        mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = report_json(mixed, capsys, "--cost", "calculated")
+    assert costs(document) == {"acme/api": pytest.approx(2 * SONNET_COST),
+                               "acme/web": pytest.approx(3 * SONNET_COST), "acme/lab": None}
+    assert document["totals"]["cost_usd"] == pytest.approx(5 * SONNET_COST)
+    assert document["unpriced"] == {"lab-model-7": 4}
+    assert [row["repo"] for row in document["rows"]][-1] == "acme/lab"
+
+
+def test_auto_keeps_recorded_costs_and_calculates_the_zero_ones(
+        mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = report_json(mixed, capsys, "--cost", "auto")
+    # acme/lab recorded a cost above 0: kept, though its model has no price.
+    assert costs(document) == {"acme/api": 2.0, "acme/web": pytest.approx(3 * SONNET_COST),
+                               "acme/lab": 1.0}
+    assert document["unpriced"] == {}
+    assert document["totals"]["cost_usd"] == pytest.approx(3.0 + 3 * SONNET_COST)
+
+
+def test_the_table_shows_n_a_and_names_the_unpriced_models(
+        mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["report", "--db", str(mixed), "--since", "1d", "--cost",
+                     "calculated"]) == 0
+    text = capsys.readouterr().out
+    lab = next(line for line in text.splitlines() if line.startswith("acme/lab"))
+    assert " n/a " in f"{lab} "
+    assert "4 executions left unpriced" in text and "lab-model-7 (4)" in text
+    assert "cost from list prices" in text
+    assert cli.main(["report", "--db", str(mixed), "--since", "1d", "--cost",
+                     "calculated", "--format", "csv"]) == 0
+    rows = {line.split(",")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert ",," in rows["acme/lab"] or rows["acme/lab"].endswith(",")
+
+
+def test_a_price_file_prices_the_unpriced_model(
+        mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = litellm_file(tmp_path / "p.json", **{
+        "lab-model-7": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}})
+    document = report_json(mixed, capsys, "--cost", "calculated", "--prices", str(path))
+    # No cache prices: cache tokens at the input price.
+    assert costs(document)["acme/lab"] == pytest.approx(
+        4 * (1000 + 200 * 2 + 30_000 + 4000) / MILLION)
+    assert document["unpriced"] == {}
+
+
+def test_the_calculation_agrees_with_a_per_row_sum(mixed: Path) -> None:
+    import sqlite3
+
+    from telemetry_orm.reports import open_readonly, report
+
+    conn = sqlite3.connect(mixed)
+    expected = 0.0
+    for model, tokens_in, out, read, write in conn.execute(
+            "SELECT model, input_tokens, output_tokens, cache_read_tokens, "
+            "cache_creation_tokens FROM executions"):
+        cost = cost_of(model, input_tokens=tokens_in, output_tokens=out,
+                       cache_read_tokens=read, cache_creation_tokens=write)
+        expected += cost or 0.0
+    conn.close()
+    database = open_readonly(mixed)
+    try:
+        result = report(database, group_by=("model",), cost="calculated")
+    finally:
+        database.close()
+    assert result.totals.cost_usd == pytest.approx(expected)
+    with pytest.raises(TelemetryValidationError, match="cost"):
+        report(database, cost="guessed")
+
+
+def test_the_cost_modes_agree_on_postgresql(mixed: Path, pg_url: str) -> None:
+    from telemetry_orm import create_telemetry_store
+    from telemetry_orm.reports import open_readonly, report
+    from telemetry_orm.transfer import migrate
+
+    with create_telemetry_store(pg_url) as target:
+        migrate(mixed, target)
+    for mode in ("recorded", "calculated", "auto"):
+        results = []
+        for where in (str(mixed), pg_url):
+            database = open_readonly(where)
+            try:
+                got = report(database, group_by=("repo", "model"), cost=mode)
+            finally:
+                database.close()
+            results.append(({tuple(r.keys.values()): r.metrics.cost_usd for r in got.rows},
+                            got.totals.cost_usd, dict(got.unpriced)))
+        (sqlite_rows, sqlite_total, sqlite_left), (pg_rows, pg_total, pg_left) = results
+        assert pg_rows.keys() == sqlite_rows.keys() and pg_left == sqlite_left, mode
+        for key, value in sqlite_rows.items():
+            assert pg_rows[key] == (None if value is None else pytest.approx(value)), (mode, key)
+        assert pg_total == pytest.approx(sqlite_total)
