@@ -12,8 +12,10 @@ Claude Code transcripts (``<config>/projects/<project>/<session>.jsonl``)
 have one JSON object a line; a line with ``message.usage`` is one API call.
 The same call is written on several lines (while streaming, and again on
 resume); calls are told apart by ``message.id`` and ``requestId`` together,
-as ccusage does, and of a call's lines the one with the largest token total
-is kept (in real transcripts they carry the same usage). Lines marked
+as ccusage does, across all files: a call written again in another session
+(a resumed session repeats earlier calls) counts once, in the session that
+wrote it first; of its lines in that session the one with the largest token
+total is kept (in real transcripts they carry the same usage). Lines marked
 ``isApiErrorMessage`` are not calls; they only decide a session's
 conclusion. One execution is made per session and model.
 """
@@ -30,7 +32,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from .checks import to_utc
 from .errors import TelemetryValidationError
@@ -53,6 +55,7 @@ _INTEGER_FIELDS = frozenset({
 })
 _NULLABLE_FIELDS = frozenset({"delivery_id", "pr_number", "session_id", "num_turns",
                               "stop_reason"})
+_MAX_COUNT = 2**63 - 1
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
                "cache_creation_input_tokens")
 
@@ -98,9 +101,7 @@ def files_under(paths: Sequence[Union[str, os.PathLike[str]]], suffixes: Tuple[s
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.name.endswith(suffixes) and p.is_file())
-            yield from found
+            yield from _walk(path, suffixes)
         elif path.is_file():
             yield path
         elif path.exists():
@@ -109,11 +110,36 @@ def files_under(paths: Sequence[Union[str, os.PathLike[str]]], suffixes: Tuple[s
             yield Skipped(str(path), "no such file or folder")
 
 
+def _walk(folder: Path, suffixes: Tuple[str, ...]) -> Iterator[Path]:
+    """The files under ``folder`` ending in ``suffixes``, sorted, following
+    symbolic links to folders (each folder once, so a link loop ends)."""
+    seen: Set[Tuple[int, int]] = set()
+    found: List[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        found.extend(Path(root) / name for name in files if name.endswith(suffixes))
+    yield from sorted(p for p in found if p.is_file())
+
+
+#: Files are read as UTF-8, a byte order mark at the start skipped (as
+#: spreadsheet programs write it).
+_ENCODING = "utf-8-sig"
+
+
 def _lines(path: Path, counter: Counter) -> Iterator[Tuple[int, str]]:
     """The lines of ``path`` (numbered from 1, without their line ends),
-    read one at a time."""
+    read one at a time; lines end at ``\n`` only (a ``\r`` before it is
+    dropped)."""
     counter.files += 1
-    with open(path, encoding="utf-8", errors="strict", newline="") as handle:
+    with open(path, encoding=_ENCODING, errors="strict", newline="\n") as handle:
         number = 0
         while True:
             try:
@@ -138,7 +164,11 @@ def export_key(row: Dict[str, Any]) -> str:
     """The key an exported row is imported under: a digest of every column
     (its source ``id`` and ``created_at`` included), so that importing the
     same rows again, from this file or another export, adds nothing."""
-    canonical = json.dumps([row.get(name) for name in ("id", "created_at", *FIELD_NAMES)],
+    # CSV cannot tell an empty text from no value: neither can the key, so
+    # that the CSV and JSON Lines exports of one store give the same keys.
+    values = [None if name in _NULLABLE_FIELDS and row.get(name) == "" else row.get(name)
+              for name in ("id", "created_at", *FIELD_NAMES)]
+    canonical = json.dumps(values,
                            separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return "export:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -190,41 +220,42 @@ def _jsonl_rows(path: Path, counter: Counter) -> Iterator[Read]:
 
 
 def _csv_rows(path: Path, counter: Counter) -> Iterator[Read]:
-    lines = _lines(path, counter)
-    numbers: List[int] = []
-
-    def texts() -> Iterator[str]:
-        for number, line in lines:
-            numbers.append(number)
-            yield line + "\n"
-
-    reader = csv.reader(texts())
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise _Unreadable(f"line 1: not CSV ({exc})") from None
-    missing = [n for n in ("created_at", *FIELD_NAMES) if n not in header]
-    if missing:
-        yield Skipped(f"{path}:1", f"not an export: no column {', '.join(missing)}")
-        return
-    while True:
-        start = len(numbers) + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield Skipped(f"{path}:{start}", f"not CSV ({exc})")
-            continue
-        where = f"{path}:{numbers[-1] if numbers else start}"
-        if not any(cells):
-            continue
-        if len(cells) != len(header):
-            yield Skipped(where, f"{len(cells)} values for {len(header)} columns")
-            continue
-        yield _exported(_typed(dict(zip(header, cells, strict=True))), where)
+    counter.files += 1
+    with open(path, encoding=_ENCODING, errors="strict", newline="") as handle:
+        reader = csv.reader(handle)
+        header: Optional[List[str]] = None
+        counted = 0
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                counter.lines += reader.line_num - counted
+                counted = reader.line_num
+                if header is None:
+                    raise _Unreadable(f"line {reader.line_num}: not CSV ({exc})") from None
+                yield Skipped(f"{path}:{reader.line_num}", f"not CSV ({exc})")
+                continue
+            except UnicodeDecodeError as exc:
+                raise _Unreadable(f"line {reader.line_num + 1}: not UTF-8 ({exc.reason})"
+                                  ) from None
+            counter.lines += reader.line_num - counted
+            counted = reader.line_num
+            where = f"{path}:{reader.line_num}"
+            if header is None:
+                header = cells
+                missing = [n for n in ("created_at", *FIELD_NAMES) if n not in header]
+                if missing:
+                    yield Skipped(where, f"not an export: no column {', '.join(missing)}")
+                    return
+                continue
+            if not any(cells):
+                continue
+            if len(cells) != len(header):
+                yield Skipped(where, f"{len(cells)} values for {len(header)} columns")
+                continue
+            yield _exported(_typed(dict(zip(header, cells, strict=True))), where)
 
 
 def _typed(cells: Dict[str, str]) -> Dict[str, Any]:
@@ -255,10 +286,10 @@ def _exported(values: Dict[str, Any], where: str) -> Read:
     created = values.get("created_at")
     try:
         when = parse_timestamp(created) if isinstance(created, str) else None
-    except ValueError:
+    except (ValueError, OverflowError):
         when = None
     if when is None:
-        return Skipped(where, f"created_at: not a timestamp ({created!r})")
+        return Skipped(where, f"created_at: not a timestamp in range ({created!r})")
     fields = {name: values[name] for name in FIELD_NAMES if name in values}
     try:
         record = TelemetryRecord.from_mapping(fields)
@@ -297,8 +328,8 @@ class _Session:
     cwd: Optional[str] = None
     last: Tuple[_dt.datetime, int] = (_dt.datetime.min.replace(tzinfo=_dt.timezone.utc), -1)
     last_is_error: bool = False
-    # model -> call id -> call
-    calls: Dict[str, Dict[Any, _Call]] = dataclasses.field(default_factory=dict)
+    # model -> the calls counted in this session (filled once every file is read)
+    calls: Dict[str, List[_Call]] = dataclasses.field(default_factory=dict)
 
     def note_last(self, when: _dt.datetime, order: int, error: bool) -> None:
         """Take note of a call or an API error line: the latest decides the
@@ -321,6 +352,8 @@ def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
     repo_of = repo_of or RepoNames()
     table = prices if prices is not None else default_prices()
     sessions: Dict[str, _Session] = {}
+    # (message id, request id) -> (session, model, the line kept)
+    calls: Dict[Any, Tuple[str, str, _Call]] = {}
     order = 0
     for path in files_under(paths, (".jsonl",)):
         if isinstance(path, Skipped):
@@ -329,19 +362,22 @@ def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
         try:
             for number, line in _lines(path, counter):
                 order += 1
-                skipped = _take_line(sessions, f"{path}:{number}", line, order)
+                skipped = _take_line(sessions, calls, f"{path}:{number}", line, order)
                 if skipped is not None:
                     yield skipped
         except _Unreadable as exc:
             yield Skipped(str(path), f"{exc}; the rest of the file is left out")
         except OSError as exc:
             yield Skipped(str(path), f"cannot be read ({exc.strerror or exc})")
+    for session_id, model, call in calls.values():
+        sessions[session_id].calls.setdefault(model, []).append(call)
+    calls.clear()
     for session_id in sorted(sessions):
         yield from _executions(session_id, sessions[session_id], repo_of, table)
 
 
-def _take_line(sessions: Dict[str, _Session], where: str, line: str, order: int
-               ) -> Optional[Skipped]:
+def _take_line(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _Call]],
+               where: str, line: str, order: int) -> Optional[Skipped]:
     if not line.strip():
         return None
     value = _json(line)
@@ -359,7 +395,8 @@ def _take_line(sessions: Dict[str, _Session], where: str, line: str, order: int
         return Skipped(where, f"sessionId: not a non-empty string ({session_id!r})")
     when = _timestamp(value.get("timestamp"))
     if when is None:
-        return Skipped(where, f"timestamp: not an ISO 8601 time ({value.get('timestamp')!r})")
+        return Skipped(where, f"timestamp: not an ISO 8601 time in range "
+                              f"({value.get('timestamp')!r})")
     session = sessions.get(session_id)
     if session is None:
         session = sessions[session_id] = _Session(where)
@@ -382,8 +419,9 @@ def _take_line(sessions: Dict[str, _Session], where: str, line: str, order: int
         count = usage.get(name, 0)
         if count is None:
             count = 0
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            return Skipped(where, f"message.usage.{name}: not a whole number >= 0 ({count!r})")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_COUNT:
+            return Skipped(where, f"message.usage.{name}: not a whole number from 0 to 2**63 - 1 "
+                                  f"({count!r})")
         tokens.append(count)
     cost = value.get("costUSD")
     if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
@@ -399,14 +437,23 @@ def _take_line(sessions: Dict[str, _Session], where: str, line: str, order: int
     call_id: Any = ((message_id, request_id)
                     if isinstance(message_id, str) and isinstance(request_id, str) else order)
     session.note_last(when, order, False)
-    calls = session.calls.setdefault(model, {})
-    seen = calls.get(call_id)
-    if seen is None or sum(call.tokens) > sum(seen.tokens) or (
+    owner = calls.get(call_id)
+    if owner is None:
+        calls[call_id] = (session_id, model, call)
+        return None
+    owner_session, _, seen = owner
+    if owner_session != session_id:
+        # A call written again in another session (a resumed session's file
+        # repeats earlier calls under its own sessionId): it counts once, in
+        # the session where it was written first, as ccusage counts it.
+        if call.when < seen.when:
+            calls[call_id] = (session_id, model, call)
+        return None
+    if sum(call.tokens) > sum(seen.tokens) or (
             sum(call.tokens) == sum(seen.tokens) and seen.cost is None
             and call.cost is not None):
-        if seen is not None:
-            call.when = min(call.when, seen.when)
-        calls[call_id] = call
+        call.when = min(call.when, seen.when)
+        calls[call_id] = (session_id, model, call)
     return None
 
 
@@ -414,17 +461,16 @@ def _timestamp(value: Any) -> Optional[_dt.datetime]:
     if not isinstance(value, str):
         return None
     try:
-        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return to_utc(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except (ValueError, OverflowError):
         return None
-    return to_utc(parsed)
 
 
 def _executions(session_id: str, session: _Session, repo_of: Any, prices: PriceTable
                 ) -> Iterator[Read]:
     repo = repo_of(session.cwd) if session.cwd else None
     for model in sorted(session.calls):
-        calls = list(session.calls[model].values())
+        calls = session.calls[model]
         first = min(call.when for call in calls)
         last = max(calls, key=lambda call: call.when)
         sums = [sum(call.tokens[i] for call in calls) for i in range(4)]

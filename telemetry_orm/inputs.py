@@ -16,11 +16,14 @@ OpenAI's API references. :meth:`TelemetryRecord.from_agent_result` and
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from . import prices
 from .errors import TelemetryValidationError
+
+_log = logging.getLogger("telemetry_orm")
 
 #: Per-model usage keys (camelCase, as the SDKs pass them through) and the
 #: record fields they add up to.
@@ -170,11 +173,16 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
 
 def list_price(model: Optional[str], counts: Mapping[str, int]) -> Optional[float]:
     """The list price of token counts (record field names) of ``model``,
-    from the price table in use; ``None`` when the model has no price."""
-    return prices.cost_of(model, input_tokens=counts.get("input_tokens", 0),
+    from the price table in use; ``None`` (and a WARNING log) when the model
+    has no price."""
+    cost = prices.cost_of(model, input_tokens=counts.get("input_tokens", 0),
                           output_tokens=counts.get("output_tokens", 0),
                           cache_read_tokens=counts.get("cache_read_tokens", 0),
                           cache_creation_tokens=counts.get("cache_creation_tokens", 0))
+    if cost is None:
+        _log.warning("model %r has no price: its cost is recorded as 0 (give prices with "
+                     "$%s or load_prices)", model, prices.ENV_PRICES)
+    return cost
 
 
 def usage_fields(usage: Any) -> Dict[str, int]:

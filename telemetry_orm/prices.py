@@ -77,7 +77,10 @@ class Price:
                 scaled(self.cache_read), scaled(self.cache_write))
 
 
-_DATE = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
+# Anthropic's snapshot dates (-20250929) name the same model at the same
+# price; OpenAI's (-2024-05-13) may not (that gpt-4o snapshot cost more than
+# gpt-4o), so they are not stripped.
+_DATE = re.compile(r"-\d{8}$")
 _VERSION = re.compile(r"-v\d+(?::\d+)?$")
 _REGION = re.compile(r"^(?:us|eu|apac|global|us-gov|jp|au|ca)\.")
 
@@ -86,8 +89,10 @@ def model_key(name: str) -> str:
     """A model name without how a provider or a log decorates it: lower
     case; no provider prefix (``anthropic/``, ``openai/``, Bedrock's
     ``anthropic.`` with a region prefix such as ``us.``); no version
-    suffix (Bedrock's ``-v1:0``, ``-v2``), date suffix (``-20250929``,
-    ``-2024-08-06``, Vertex's ``@20250929``) or ``-latest``."""
+    suffix (Bedrock's ``-v1:0``, ``-v2``), Anthropic's date suffix
+    (``-20250929``, Vertex's ``@20250929``) or ``-latest``. OpenAI's dated
+    snapshots (``gpt-4o-2024-05-13``) are kept: their prices may differ
+    from the undated model's."""
     key = name.strip().lower()
     key = key.rsplit("/", 1)[-1]
     key = _REGION.sub("", key)
@@ -171,6 +176,9 @@ def parse_prices(text: str, where: str = "prices") -> PriceTable:
         data = json.loads(text)
     except ValueError as exc:
         raise TelemetryValidationError("prices", f"{where}: not JSON ({exc})") from None
+    except RecursionError:
+        raise TelemetryValidationError("prices", f"{where}: not JSON (nested too deeply)"
+                                       ) from None
     if not isinstance(data, dict):
         raise TelemetryValidationError("prices", f"{where}: not a JSON object")
     if "format" in data:

@@ -261,7 +261,8 @@ class TelemetryRecord:
                 model=response.model, conclusion="success")
         """
         counts = usage_fields(usage)
-        if "cost_usd" not in fields and "costUsd" not in fields:
+        if fields.get("cost_usd") is None and fields.get("costUsd") is None:
+            fields.pop("costUsd", None)
             fields["cost_usd"] = list_price(model, counts) or 0.0
         return cls.from_mapping({**counts, **fields, "repo": repo,
                                  "event_type": event_type, "model": model,

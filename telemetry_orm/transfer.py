@@ -544,9 +544,12 @@ def _write_keyed_batch(
     and ``replace`` is false counts as unchanged."""
     sql = store.keyed_sql()
     database, model = store.database, store.model
-    current_sql, _ = render(database, model.select(
+    # The id is the last parameter (as_text may have one of its own, such as
+    # PostgreSQL's to_char pattern).
+    current_sql, current_params = render(database, model.select(
         store.backend.dialect.as_text(model.created_at),
         *[getattr(model, name) for name in FIELD_NAMES]).where(model.id == 0))
+    fixed = tuple(current_params[:-1])
     insert = insert_sql(database, TABLE_NAME, COPY_COLUMNS,
                         returning="id" if sql.returning else "")
     update = "UPDATE {} SET {} WHERE {} = {}".format(
@@ -574,7 +577,7 @@ def _write_keyed_batch(
                 continue
             row_id = int(found[0])
             if replace:
-                stored = conn.execute(current_sql, (row_id,)).fetchone()
+                stored = conn.execute(current_sql, (*fixed, row_id)).fetchone()
                 wanted = (format_timestamp(item.created_at), *item.record.as_row())
                 if _same_row(stored, wanted):
                     same += 1

@@ -113,7 +113,7 @@ def test_bad_export_lines_are_skipped_and_listed_and_the_rest_goes_in(
     assert status == 0
     assert f"{exported}:2: input_tokens:" in text
     assert f"{exported}:4: not JSON" in text
-    assert f"{exported}:6: created_at: not a timestamp ('yesterday')" in text
+    assert f"{exported}:6: created_at: not a timestamp in range ('yesterday')" in text
     assert "1,998 imported" in text and "3 skipped" in text
     assert len(rows_of(target)) == 1998
 
@@ -231,8 +231,9 @@ def test_malformed_lines_are_skipped_with_file_and_line(transcripts: Path,
     status, text = run("import", "claude-code", str(transcripts), "--db", str(db))
     assert status == 0
     assert f"{path}:1: not JSON" in text
-    assert f"{path}:2: message.usage.output_tokens: not a whole number >= 0 ('2')" in text
-    assert f"{path}:3: timestamp: not an ISO 8601 time ('not a time')" in text
+    assert (f"{path}:2: message.usage.output_tokens: not a whole number from 0 to 2**63 - 1 "
+            "('2')") in text
+    assert f"{path}:3: timestamp: not an ISO 8601 time in range ('not a time')" in text
     assert f"{path}:4: not a JSON object (list)" in text
     assert "4 skipped" in text
     assert executions(db)[("s3", "sonnet")][4:6] == (1, 2)
@@ -248,7 +249,7 @@ def test_repo_is_the_origin_of_the_checkout_when_it_is_there(tmp_path: Path) -> 
     write_lines(root / "p" / "s.jsonl", [
         call("s", "m", "r", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0],
              cwd=str(checkout / "src")),
-        call("t", "m", "r", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0],
+        call("t", "n", "q", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0],
              cwd=str(tmp_path / "gone" / "web-app")),
     ])
     db = tmp_path / "t.db"
@@ -285,3 +286,92 @@ def test_the_library_call_reports_what_it_did(transcripts: Path, tmp_path: Path)
         assert (result.files, result.imported, result.updated, result.unchanged) == (2, 3, 0, 0)
         assert store.model.select().count() == 3
 
+
+
+def test_a_call_repeated_in_a_resumed_session_counts_once(tmp_path: Path) -> None:
+    # As ccusage: the call counts in the session that wrote it first.
+    root = tmp_path / "projects"
+    write_lines(root / "p" / "a.jsonl", [
+        call("a", "m1", "r1", "2026-11-30T10:00:00Z", "sonnet", [100, 10, 0, 0]),
+        call("a", "m2", "r2", "2026-11-30T10:01:00Z", "sonnet", [200, 20, 0, 0]),
+    ])
+    write_lines(root / "p" / "b.jsonl", [
+        call("b", "m1", "r1", "2026-11-30T10:00:00Z", "sonnet", [100, 10, 0, 0]),
+        call("b", "m2", "r2", "2026-11-30T10:01:00Z", "sonnet", [200, 20, 0, 0]),
+        call("b", "m9", "r9", "2026-11-30T11:00:00Z", "sonnet", [1, 1, 0, 0]),
+    ])
+    db = tmp_path / "t.db"
+    assert run("import", "claude-code", str(root), "--db", str(db))[0] == 0
+    found = executions(db)
+    assert found[("a", "sonnet")][4:6] == (300, 30) and found[("a", "sonnet")][-1] == 2
+    assert found[("b", "sonnet")][4:6] == (1, 1) and found[("b", "sonnet")][-1] == 1
+
+
+def test_hostile_transcript_lines_are_skipped_by_line(tmp_path: Path) -> None:
+    root = tmp_path / "projects"
+    path = root / "p" / "s.jsonl"
+    write_lines(path, [
+        call("s", "m1", "r1", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0]),
+        call("s", "m2", "r2", "9999-12-31T23:00:00-05:00", "sonnet", [1, 1, 0, 0]),
+        call("s", "m3", "r3", "2026-11-30T10:00:05Z", "sonnet", [10**30, 1, 0, 0]),
+        "[" * 100_000,
+        call("s", "m4", "r4", "2026-11-30T10:00:09Z", "sonnet", [1, 1, 0, 0]),
+    ])
+    db = tmp_path / "t.db"
+    status, text = run("import", "claude-code", str(root), "--db", str(db))
+    assert status == 0, text
+    assert f"{path}:2: timestamp: not an ISO 8601 time in range" in text
+    assert f"{path}:3: message.usage.input_tokens: not a whole number from 0" in text
+    assert f"{path}:4: not JSON" in text
+    assert executions(db)[("s", "sonnet")][4:6] == (2, 2)
+
+
+def test_a_symlinked_project_folder_is_read_and_a_link_loop_ends(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "p"
+    write_lines(real / "s.jsonl", [
+        call("s", "m1", "r1", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0])])
+    root = tmp_path / "projects"
+    root.mkdir()
+    (root / "p").symlink_to(real)
+    (real / "loop").symlink_to(real)
+    db = tmp_path / "t.db"
+    status, text = run("import", "claude-code", str(root), "--db", str(db))
+    assert status == 0 and "in 1 files" in text, text
+
+
+def test_awkward_text_survives_csv_and_both_exports_give_the_same_keys(
+        tmp_path: Path) -> None:
+    source = tmp_path / "a.db"
+    with create_telemetry_store(source) as store:
+        base = {"repo": "acme/api", "event_type": "push", "model": "m", "conclusion": "success"}
+        store.record({**base, "stop_reason": "a\rb", "session_id": "x\r\ny"})
+        store.record({**base, "delivery_id": "", "session_id": "\ufeffbom, \"quoted\""})
+        store.record({**base, "cost_usd": 0.1 + 0.2, "pr_number": 7})
+    for fmt in ("csv", "jsonl"):
+        assert run("export", "--db", str(source), "--format", fmt,
+                   "--out", str(tmp_path / f"a.{fmt}"))[0] == 0
+    # A byte order mark at the start, as spreadsheet programs write it.
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "a.csv").read_bytes())
+    target = tmp_path / "b.db"
+    status, text = run("import", "csv", str(bom), "--db", str(target))
+    assert status == 0 and "3 imported" in text, text
+    wanted = sorted((tuple("" if v is None and i == 1 else v for i, v in enumerate(row))
+                     for row in rows_of(source)), key=repr)
+    got = sorted((tuple("" if v is None and i == 1 else v for i, v in enumerate(row))
+                  for row in rows_of(target)), key=repr)
+    assert got == wanted  # \r kept, the quoted text kept, the float exact
+    # The JSON Lines export of the same store adds nothing.
+    status, text = run("import", "jsonl", str(tmp_path / "a.jsonl"), "--db", str(target))
+    assert status == 0 and "0 imported" in text and "3 unchanged" in text, text
+
+
+def test_reimporting_transcripts_into_postgresql(transcripts: Path, pg_url: str) -> None:
+    assert run("import", "claude-code", str(transcripts), "--db", pg_url)[0] == 0
+    with open(transcripts / "-nowhere-acme-web" / "s1.jsonl", "a") as handle:
+        handle.write(json.dumps(call("s1", "m4", "r4", "2026-11-30T10:05:00Z", "haiku",
+                                     [5, 5, 0, 0])) + "\n")
+    status, text = run("import", "claude-code", str(transcripts), "--db", pg_url)
+    assert status == 0 and "0 imported, 1 updated, 2 unchanged" in text, text
+    status, text = run("import", "claude-code", str(transcripts), "--db", pg_url)
+    assert status == 0 and "0 imported, 0 updated, 3 unchanged" in text, text

@@ -368,3 +368,31 @@ def test_the_cost_modes_agree_on_postgresql(mixed: Path, pg_url: str) -> None:
         for key, value in sqlite_rows.items():
             assert pg_rows[key] == (None if value is None else pytest.approx(value)), (mode, key)
         assert pg_total == pytest.approx(sqlite_total)
+
+
+def test_openai_dated_snapshots_are_not_priced_as_the_undated_model() -> None:
+    # gpt-4o-2024-05-13 listed at $5 / $15, gpt-4o at $2.50 / $10: a guess would be wrong.
+    assert cost_of("gpt-4o", input_tokens=MILLION) == 2.5
+    assert cost_of("openai/gpt-4o", input_tokens=MILLION) == 2.5
+    assert cost_of("gpt-4o-2024-05-13", input_tokens=MILLION) is None
+
+
+def test_a_deeply_nested_price_file_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(TelemetryValidationError, match="deep.json: not JSON"):
+        load_prices(path)
+
+
+def test_an_unpriced_model_is_recorded_at_0_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    usage = {"input_tokens": 10, "output_tokens": 1}
+    with caplog.at_level("WARNING", logger="telemetry_orm"):
+        record = TelemetryRecord.from_usage(usage, repo="a/b", event_type="push",
+                                            model="house-model", conclusion="success")
+    assert record.cost_usd == 0.0
+    assert "model 'house-model' has no price" in caplog.text
+    given_none = TelemetryRecord.from_usage(usage, repo="a/b", event_type="push",
+                                            model="claude-haiku-4-5", conclusion="success",
+                                            cost_usd=None)
+    assert given_none.cost_usd == cost_of("claude-haiku-4-5", input_tokens=10, output_tokens=1)

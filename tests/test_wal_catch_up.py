@@ -31,14 +31,14 @@ SPAWN = multiprocessing.get_context("spawn")
 #: each, see :func:`workers.page_entry`): a log of about 150 MB.
 HOLD = 6000
 #: Rows recorded after it let go, one per call (ordinary rows), and how many
-#: of them at most until the file is back within the limit (here 2,800-6,000:
+#: of them at most until the file is back within the limit (here 2,900-3,400:
 #: about the time the helper takes to copy the log, and a few short passes).
 AFTER = 16_000
-BOUND = 12_000
+BOUND = 8000
 #: The same with ``record_many()`` of 100 rows, which writes rows about seven
 #: times as fast (back within the limit after 10,000-27,000 here).
 AFTER_MANY = 120_000
-BOUND_MANY = 90_000
+BOUND_MANY = 50_000
 #: Most bytes a call may write before the file is back within the limit. A
 #: row writes about 17 KB to the log, a batch of 100 about 50 KB, and the call
 #: that restarts the log copies its last pages (at most a few hundred KB
