@@ -147,6 +147,40 @@ class TelemetryStore(abc.ABC):
         self.close()
 
 
+class _Users:
+    """Counts the operations running without the store lock, so that
+    :meth:`PeeweeTelemetryStore.close` can wait for them."""
+
+    def __init__(self, *, closed: bool = False) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+        self._mine = threading.local()  # this thread's share of _count
+        self.closed = closed
+
+    @contextlib.contextmanager
+    def use(self, path: str) -> Iterator[None]:
+        with self._changed:
+            if self.closed:
+                raise StoreClosedError(f"{path}: the telemetry store is closed")
+            self._count += 1
+            self._mine.count = getattr(self._mine, "count", 0) + 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._mine.count -= 1
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        """Refuse new operations; wait for the other threads' running ones
+        to end (a thread closing the store inside its own read goes on)."""
+        with self._changed:
+            self.closed = True
+            while self._count > getattr(self._mine, "count", 0):
+                self._changed.wait()
+
+
 class BatchWriter:
     """The store's hook for a thread that commits batch after batch (the
     background recorder's writer): :meth:`write` inserts validated rows as
@@ -218,6 +252,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._model: Type[Execution] = bind_model(self.database, backend.model_base)
         self._lock = threading.RLock()
         self._closed = False
+        #: Operations running without the store lock (reads, the helper's
+        #: checkpoints): close() waits for them before closing connections.
+        self._unlocked = _Users()
         self._writes = 0
         self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
         self._upkeep = backend.upkeep(self.database, self)
@@ -584,7 +621,9 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def close(self) -> None:
         """Close the store's background recorders (writing what they hold),
-        then every connection of this store. Calling it again does nothing.
+        then every connection of this store, once the reads running in other
+        threads (reports, a purge's first look) have ended; new ones are
+        refused with :class:`StoreClosedError`. Calling it again does nothing.
 
         A recorder's :class:`~telemetry_orm.BackgroundWriteError` is raised
         after the store is closed.
@@ -595,6 +634,10 @@ class PeeweeTelemetryStore(TelemetryStore):
                 recorder.close()
             except BackgroundWriteError as exc:
                 failure = failure or exc
+        # Reads that run without the store lock finish first (new ones are
+        # refused): closing a connection another thread is using breaks it.
+        # Not under the lock: such a read may take the lock itself.
+        self._unlocked.close()
         with self._lock:
             if not self._closed:
                 self._upkeep.close()
@@ -616,7 +659,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         """This thread's driver connection for one operation, with the
         store's lock held unless ``locked=False``; driver errors raised
         inside (and while connecting) become :class:`TelemetryError`."""
-        guard = self._lock if locked else contextlib.nullcontext()
+        guard = self._lock if locked else self._unlocked.use(self.path)
         with guard:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
@@ -642,6 +685,7 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.RLock()
+        self._unlocked = _Users(closed=self._unlocked.closed)
 
 
 def create_telemetry_store(

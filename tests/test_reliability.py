@@ -559,6 +559,45 @@ def test_fork_waits_for_a_transaction_in_progress_so_the_child_can_write(
 # -- 10. close races ---------------------------------------------------------------
 
 
+def test_close_waits_for_a_read_in_another_thread_and_then_refuses_new_ones(
+        db_path: Path) -> None:
+    # A read runs without the store lock; closing its connection under it
+    # would break it ("bad parameter or other API misuse").
+    store = create_telemetry_store(db_path)
+    store.record(minimal())
+    inside, go_on, closed = threading.Event(), threading.Event(), threading.Event()
+    counted: List[Any] = []
+
+    def read() -> None:
+        with store.reading() as database:
+            inside.set()
+            go_on.wait(30)
+            counted.append(database.execute_sql("SELECT COUNT(*) FROM executions").fetchone())
+
+    def close() -> None:
+        store.close()
+        closed.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert inside.wait(30)
+    closer = threading.Thread(target=close)
+    closer.start()
+    # close() has refused new reads but waits for the one running.
+    assert not closed.wait(0.3)
+    with pytest.raises(StoreClosedError), store.reading():
+        pass
+    go_on.set()
+    reader.join(30)
+    closer.join(30)
+    assert closed.is_set() and counted == [(1,)]
+    # A thread that closes the store inside its own read is not kept waiting.
+    other = create_telemetry_store(db_path)
+    with other.reading():
+        other.close()
+    assert other.closed
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_close_while_threads_record_either_completes_or_raises_closed(
         db_path: Path, round_: int) -> None:

@@ -238,6 +238,8 @@ class Checkpointer:
             try:
                 with self.running:
                     self._run()
+            except StoreClosedError:
+                pass  # the store is closing: nothing left to keep
             except Exception as exc:  # noqa: BLE001 - housekeeping must not kill the thread
                 self._log.warning("automatic checkpoint failed: %s", exc)
             finally:
