@@ -263,52 +263,50 @@ def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-class ImportProgressLine:
+class _Line:
+    """One line kept up to date on a stream (stderr by default);
+    ``terminal_only``: written only when the stream is a terminal."""
+
+    def __init__(self, stream: Optional[TextIO] = None, *, terminal_only: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.shown = False
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = not terminal_only or bool(isatty and isatty())
+
+    def show(self, text: str) -> None:
+        """Replace the line with ``text``."""
+        if self.enabled:
+            self.stream.write(f"\r{text}")
+            self.stream.flush()
+            self.shown = True
+
+    def finish(self) -> None:
+        """End the line (call once the work is over)."""
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class ProgressLine(_Line):
+    """A ``progress`` callback of ``migrate``:
+    ``migrate: 42,000 / 100,000 rows (42%) …``."""
+
+    def __call__(self, progress: MigrationProgress) -> None:
+        percent = 100 * progress.done // progress.total if progress.total else 100
+        self.show(f"migrate: {progress.done:,} / {progress.total:,} rows ({percent}%), "
+                  f"copied {progress.copied:,}, skipped {progress.skipped:,}")
+
+
+class ImportProgressLine(_Line):
     """The progress line of ``import``, on stderr when it is a terminal:
     ``import: 12 files, 48,000 lines, 310 rows``."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.shown = False
-        isatty = getattr(stream, "isatty", None)
-        self.enabled = bool(isatty and isatty())
+        super().__init__(stream, terminal_only=True)
 
     def __call__(self, progress: ImportProgress) -> None:
-        if not self.enabled:
-            return
-        self.stream.write(f"\rimport: {progress.files:,} files, {progress.lines:,} lines, "
-                          f"{progress.rows:,} rows")
-        self.stream.flush()
-        self.shown = True
-
-    def finish(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class ProgressLine:
-    """A ``progress`` callback that keeps one line on a terminal stream
-    (stderr by default) up to date: ``migrate: 42,000 / 100,000 rows (42%) …``."""
-
-    def __init__(self, stream: Optional[TextIO] = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.shown = False
-
-    def __call__(self, progress: MigrationProgress) -> None:
-        percent = 100 * progress.done // progress.total if progress.total else 100
-        self.stream.write(
-            f"\rmigrate: {progress.done:,} / {progress.total:,} rows ({percent}%), "
-            f"copied {progress.copied:,}, skipped {progress.skipped:,}"
-        )
-        self.stream.flush()
-        self.shown = True
-
-    def finish(self) -> None:
-        """End the line (call once the migration is over)."""
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.show(f"import: {progress.files:,} files, {progress.lines:,} lines, "
+                  f"{progress.rows:,} rows")
 
 
 @contextlib.contextmanager

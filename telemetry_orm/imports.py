@@ -32,7 +32,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from .checks import to_utc
 from .errors import TelemetryValidationError
@@ -549,13 +549,3 @@ def _remote_name(config_path: Path) -> Optional[str]:
     url = parser.get('remote "origin"', "url", fallback=None)
     match = _REMOTE.search(url.strip()) if url else None
     return f"{match.group(1)}/{match.group(2)}" if match else None
-
-
-def summarize_skipped(skipped: Iterable[Skipped]) -> Dict[str, int]:
-    """How many lines were skipped for each kind of reason (the reason up to
-    its first parenthesis, the field name kept)."""
-    counts: Dict[str, int] = {}
-    for item in skipped:
-        reason = item.reason.split(" (")[0]
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts

@@ -158,27 +158,28 @@ class Query:
         where = self._where()
         return query.where(*where) if where else query
 
+    def _grouped(self, keys: Sequence[ColumnBase], *columns: ColumnBase) -> Any:
+        """``SELECT keys…, columns…`` of the matching executions, grouped by
+        the keys (aliased ``k0``, ``k1`` … so that an expression is grouped
+        as selected); one row when there are no keys."""
+        aliases = [f"k{i}" for i in range(len(keys))]
+        query = self.select(
+            *(node.alias(alias) for node, alias in zip(keys, aliases, strict=True)), *columns)
+        return query.group_by(*(Entity(a) for a in aliases)) if aliases else query
+
+    def _sums(self) -> List[ColumnBase]:
+        """The executions, the four token sums and the recorded cost."""
+        m = self.model
+        total = self.dialect.total
+        return [fn.COUNT(SQL("*")), total(m.input_tokens), total(m.output_tokens),
+                total(m.cache_read_tokens), total(m.cache_creation_tokens), total(m.cost_usd)]
+
     def aggregate_query(self) -> Any:
         """The per-group sums (one row when there are no keys)."""
         m = self.model
-        aliases = [f"k{i}" for i in range(len(self.key_names))]
-        keys = [node.alias(alias) for node, alias in zip(self._keys(), aliases, strict=True)]
         failed = Case(None, [(m.conclusion != "success", 1)], 0)
-        total = self.dialect.total
-        query = self.select(
-            *keys,
-            fn.COUNT(SQL("*")),
-            total(m.input_tokens),
-            total(m.output_tokens),
-            total(m.cache_read_tokens),
-            total(m.cache_creation_tokens),
-            total(m.cost_usd),
-            total(m.duration_ms),
-            fn.SUM(failed),
-        )
-        if aliases:
-            query = query.group_by(*(Entity(a) for a in aliases))
-        return query
+        return self._grouped(self._keys(), *self._sums(), self.dialect.total(m.duration_ms),
+                             fn.SUM(failed))
 
     def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:
         width = len(self.key_names)
@@ -194,21 +195,9 @@ class Query:
         0): executions, the four token sums and the recorded cost; what a
         price table turns into a calculated cost, without reading rows."""
         m = self.model
-        keys = [*self._keys(), self.dialect.no_index(m.model)]
-        aliases = [f"k{i}" for i in range(len(keys))]
         paid = Case(None, [(m.cost_usd > 0, 1)], 0)
-        total = self.dialect.total
-        query = self.select(
-            *(node.alias(alias) for node, alias in zip(keys, aliases, strict=True)),
-            paid.alias("paid"),
-            fn.COUNT(SQL("*")),
-            total(m.input_tokens),
-            total(m.output_tokens),
-            total(m.cache_read_tokens),
-            total(m.cache_creation_tokens),
-            total(m.cost_usd),
-        )
-        return query.group_by(*(Entity(a) for a in [*aliases, "paid"]))
+        return self._grouped([*self._keys(), self.dialect.no_index(m.model), paid],
+                             *self._sums())
 
     def cost_parts(self) -> Dict[Tuple[Any, ...], List[CostPart]]:
         width = len(self.key_names)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
+
+import telemetry_orm
 
 try:
     import psycopg  # noqa: F401
@@ -254,3 +259,14 @@ def record_keys_in_process(location: str, barrier: Any, keys: Sequence[str], tag
     with create_telemetry_store(location) as store:
         barrier.wait()
         results.put((tag, [store.record(minimal(repo=f"acme/{tag}"), key=k) for k in keys]))
+
+
+def program(*argv: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m telemetry_orm`` with this checkout's package first on the
+    path and no ``$TELEMETRY_DB_PATH``."""
+    env = dict(os.environ)
+    package_root = str(Path(telemetry_orm.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env.pop("TELEMETRY_DB_PATH", None)
+    return subprocess.run([sys.executable, "-m", "telemetry_orm", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import pytest
-from support import make_seed_database
+from support import make_seed_database, program
 
 import telemetry_orm
 import telemetry_orm.testing
@@ -483,13 +483,6 @@ def test_commands_work_on_a_typescript_store_file(
 # --- As a program ---------------------------------------------------------------------
 
 
-def program(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    package_root = str(Path(telemetry_orm.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    env.pop("TELEMETRY_DB_PATH", None)
-    return subprocess.run([sys.executable, "-m", "telemetry_orm", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_python_m_telemetry_orm_reports_as_json(

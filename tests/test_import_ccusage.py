@@ -23,14 +23,12 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, NoReturn, Tuple
 
 import pytest
+from support import program
 from transcripts import Expected, Tokens, expected_totals, write_folder
-
-import telemetry_orm
 
 CCUSAGE_ENV = "TELEMETRY_TEST_CCUSAGE"
 REQUIRE_ENV = "TELEMETRY_TEST_REQUIRE_CCUSAGE"
@@ -87,14 +85,6 @@ def imported(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-def program(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m telemetry_orm`` with this checkout's package first on the path."""
-    env = dict(os.environ)
-    package_root = str(Path(telemetry_orm.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    env.pop("TELEMETRY_DB_PATH", None)
-    return subprocess.run([sys.executable, "-m", "telemetry_orm", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def run_ccusage(ccusage: str, config_dir: Path, *argv: str) -> Any:

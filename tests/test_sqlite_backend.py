@@ -388,13 +388,19 @@ def test_checkpoint_copies_the_log_into_the_file(
     conn.close()
 
 
-def test_a_reader_keeps_a_truncate_checkpoint_from_emptying_the_log(
-        store: PeeweeTelemetryStore, db_path: Path) -> None:
+def reader_behind(store: PeeweeTelemetryStore, db_path: Path) -> sqlite3.Connection:
+    """A plain connection holding a snapshot that the store's last row is not in."""
     store.record(minimal())
     reader = sqlite3.connect(db_path, isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT COUNT(*) FROM executions").fetchone()
     store.record(minimal())
+    return reader
+
+
+def test_a_reader_keeps_a_truncate_checkpoint_from_emptying_the_log(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    reader = reader_behind(store, db_path)
     try:
         with store.connection() as conn:
             conn.execute("PRAGMA busy_timeout = 50")
@@ -410,11 +416,7 @@ def test_a_reader_keeps_a_truncate_checkpoint_from_emptying_the_log(
 
 def test_a_restart_that_must_not_wait_is_not_tried_while_a_reader_holds_an_old_snapshot(
         store: PeeweeTelemetryStore, db_path: Path) -> None:
-    store.record(minimal())
-    reader = sqlite3.connect(db_path, isolation_level=None)
-    reader.execute("BEGIN")
-    reader.execute("SELECT COUNT(*) FROM executions").fetchone()
-    store.record(minimal())
+    reader = reader_behind(store, db_path)
     statements: List[str] = []
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.set_trace_callback(statements.append)
