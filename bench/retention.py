@@ -19,6 +19,7 @@ returns the same figures as a dict, for a bench runner.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import multiprocessing
 import os
@@ -51,14 +52,17 @@ _INSERT = (
 )
 
 
-def _build(path: Path, rows: int, order: str = "time") -> int:
+def _build(path: Path, rows: int, order: str = "time", *, keys: bool = False) -> int:
     """``rows`` rows, the older half past the retention period; returns that half.
 
     In ``scattered`` order the same timestamps are dealt to the rows in a
-    random (seeded) order."""
+    random (seeded) order. With ``keys``, every row is recorded under a key
+    (random, as GitHub's delivery GUIDs)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
-    create_telemetry_store(path).close()
+    with create_telemetry_store(path) as store:
+        if keys:
+            store.keyed_sql()  # creates the keys table
     expired = rows // 2
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     stamps = [
@@ -79,6 +83,9 @@ def _build(path: Path, rows: int, order: str = "time") -> int:
             )
             for i in range(rows)
         ))
+        if keys:
+            conn.execute("INSERT INTO telemetry_orm_keys (key, execution_id) "
+                         "SELECT lower(hex(randomblob(16))), id FROM executions")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     os.sync()
@@ -116,7 +123,7 @@ def _writer(path: str, ready: Any, stop: Any, results: Any) -> None:
                      "p99_wait_s": statistics.quantiles(waits, n=100)[98], "error": error})
 
 
-def _single_delete(path: Path) -> int:
+def _single_delete(path: Path, *, keys: bool = False) -> int:
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)
     try:
         conn.execute("PRAGMA synchronous = NORMAL")  # as the store's connections
@@ -125,6 +132,9 @@ def _single_delete(path: Path) -> int:
             "DELETE FROM executions WHERE created_at < datetime('now', ?)",
             (f"-{RETENTION_DAYS} days",),
         ).rowcount
+        if keys:
+            conn.execute("DELETE FROM telemetry_orm_keys WHERE NOT EXISTS (SELECT 1 FROM "
+                         "executions AS e WHERE e.id = telemetry_orm_keys.execution_id)")
         conn.execute("COMMIT")
         return deleted
     finally:
@@ -168,10 +178,10 @@ def _fresh_copy(source: Path, target: Path) -> Path:
     return target
 
 
-def _alone(source: Path, tmp: Path) -> Dict[str, Any]:
+def _alone(source: Path, tmp: Path, *, keys: bool = False) -> Dict[str, Any]:
     """One round with nobody else writing: the single DELETE, then the purge."""
     started = time.perf_counter()
-    single_deleted = _single_delete(_fresh_copy(source, tmp / "single.db"))
+    single_deleted = _single_delete(_fresh_copy(source, tmp / "single.db"), keys=keys)
     single_s = time.perf_counter() - started
     with create_telemetry_store(_fresh_copy(source, tmp / "chunked.db")) as store:
         started = time.perf_counter()
@@ -225,6 +235,24 @@ def run(rows: int, rounds: int = 3, *, order: str = "time") -> Dict[str, Any]:
         "single_wal_bytes_after": single["wal_bytes"],
         "writer_error": chunked["error"] or single["error"],
     }
+
+
+def run_keyed(rows: int, rounds: int = 3) -> Dict[str, Any]:
+    """The same rows (time order), each recorded under a key: the purge with
+    its sweep of the keys against one transaction deleting the rows and
+    their keys; median figures of ``rounds`` rounds."""
+    with tempfile.TemporaryDirectory(prefix="retention-keys-") as tmp:
+        source = Path(tmp) / "source.db"
+        expired = _build(source, rows, keys=True)
+        alone = [_alone(source, Path(tmp), keys=True) for _ in range(rounds)]
+        with contextlib.closing(sqlite3.connect(Path(tmp) / "chunked.db")) as conn:
+            left = conn.execute("SELECT count(*) FROM telemetry_orm_keys").fetchone()[0]
+    if left != rows - expired or any(r["deleted"] != expired for r in alone):
+        raise AssertionError(f"expected {expired} rows and their keys deleted, "
+                             f"{left} keys left, got {alone}")
+    return {"rows": rows, "expired": expired, "rounds": rounds,
+            **{key: statistics.median(r[key] for r in alone)
+               for key in ("purge_s", "single_delete_s", "ratio", "longest_hold_ms")}}
 
 
 def _report(figures: Dict[str, Any]) -> None:

@@ -86,6 +86,15 @@ def retention(settings: Settings) -> List[Result]:
             results.extend(as_results(figures, f"retention ({order} order)"))
             continue
         results.extend(_retention_results(figures, order, rounds))
+    if hasattr(module, "run_keyed"):
+        keyed = module.run_keyed(settings.memory_rows, rounds)
+        results.append(Result(
+            f"retention, every row under a key: purge {keyed['expired']:,} of "
+            f"{keyed['rows']:,} rows and their keys", keyed["purge_s"], "s",
+            keyed["single_delete_s"], keyed["ratio"], 1.5, "<= 1.5x",
+            f"longest hold {keyed['longest_hold_ms']:.0f} ms; baseline: one transaction "
+            "deleting the rows and the keys whose row is gone", rounds,
+        ))
     return results
 
 

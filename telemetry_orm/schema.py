@@ -130,11 +130,10 @@ KEYS_TABLE = "telemetry_orm_keys"
 class ExecutionKey(Model):
     """A key under which a row of ``executions`` was recorded
     (``store.record(entry, key=…)``): at most one row per key. Created when
-    a store first records with a key; a purge deletes the keys of the rows it
-    deletes, in the same transaction."""
+    a store first records with a key. This is the PostgreSQL layout (the row
+    id its primary key, the key unique), on which a purge deletes the keys of
+    the rows it deletes in the same transaction."""
 
-    # The row id as the primary key (SQLite's rowid: no extra index) and a
-    # unique key: the two look-ups, with as few b-trees as a write touches.
     execution_id = IntegerField(primary_key=True)
     key = TextField()
 
@@ -144,6 +143,21 @@ class ExecutionKey(Model):
             Index("idx_telemetry_orm_keys_key", Table(KEYS_TABLE), (Entity("key"),),
                   unique=True, safe=True),
         )
+
+
+class SqliteExecutionKey(Model):
+    """The same keys on SQLite: one b-tree ordered by key (``WITHOUT
+    ROWID``), so a keyed write adds one b-tree to the row's, not two. With
+    no index by row id, a purge leaves the keys of its rows for a sweep that
+    follows it (keys whose row is gone are ignored meanwhile). Files made
+    with the PostgreSQL layout work the same."""
+
+    key = TextField(primary_key=True)
+    execution_id = IntegerField()
+
+    class Meta:
+        table_name = KEYS_TABLE
+        without_rowid = True
 
 
 @overload
@@ -168,7 +182,9 @@ def bind_model(database: Database, base: Optional[Type[Model]] = None) -> Type[M
     base = base or Execution
     # table_name is not inherited by subclasses (indexes and database are).
     table = TABLE_NAME if issubclass(base, Execution) else base._meta.table_name
-    meta = type("Meta", (), {"database": database, "table_name": table})
+    # Nor is without_rowid.
+    meta = type("Meta", (), {"database": database, "table_name": table,
+                             "without_rowid": base._meta.without_rowid})
     return type(base.__name__.lstrip("_"), (base,), {"Meta": meta, "__module__": base.__module__})
 
 

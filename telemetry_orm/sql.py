@@ -100,11 +100,27 @@ def keys_of_chunk_before(keys: Any, model: Any, when: Any, limit: int) -> Statem
         keys.execution_id.in_(_oldest(model, when, limit))))
 
 
-def keys_of_ids_before(keys: Any, model: Any, when: Any, after: int, upto: int) -> Statement:
-    """Delete the keys of the rows :func:`delete_ids_before` deletes."""
-    rows = model.select(model.id).where(
-        (model.id > after) & (model.id <= upto) & (model.created_at < _cutoff(when)))
-    return render(model._meta.database, keys.delete().where(keys.execution_id.in_(rows)))
+def keys_past(keys: Any, model: Any, after: Optional[str], limit: int) -> Statement:
+    """The next ``limit`` keys past ``after`` (``None``: from the first), in
+    key order, each with whether its row is gone."""
+    database = model._meta.database
+    q = functools.partial(quote, database)
+    where = "" if after is None else f" WHERE k.{q('key')} > {database.param}"
+    sql = (f"SELECT k.{q('key')}, NOT EXISTS (SELECT 1 FROM {q(model._meta.table_name)} AS e "
+           f"WHERE e.{q('id')} = k.{q('execution_id')}) "
+           f"FROM {q(keys._meta.table_name)} AS k{where} ORDER BY k.{q('key')} LIMIT {int(limit)}")
+    return sql, [] if after is None else [after]
+
+
+def delete_gone_key(keys: Any, model: Any) -> str:
+    """Delete the key given as the parameter if its row is gone (looked at
+    again under the write lock: a write may have given it a row meanwhile)."""
+    database = model._meta.database
+    q = functools.partial(quote, database)
+    table = q(keys._meta.table_name)
+    return (f"DELETE FROM {table} WHERE {q('key')} = {database.param} AND NOT EXISTS "
+            f"(SELECT 1 FROM {q(model._meta.table_name)} AS e "
+            f"WHERE e.{q('id')} = {table}.{q('execution_id')})")
 
 
 def expired_span(model: Any, when: Any) -> Statement:

@@ -41,7 +41,7 @@ from .engines import backend_for
 from .errors import BackgroundWriteError, StoreClosedError, TelemetryError, TelemetryValidationError
 from .record import TelemetryRecord, row_of, rows_of
 from .reports import Report, report
-from .schema import KEYS_TABLE, Execution, ExecutionKey, bind_model
+from .schema import KEYS_TABLE, Execution, bind_model
 from .sql import KeyedSql
 
 LOGGER_NAME = "telemetry_orm"
@@ -51,6 +51,9 @@ CHECKPOINT_EVERY = 1000
 
 #: Default of ``journal_size_limit`` (bytes): see :func:`create_telemetry_store`.
 JOURNAL_SIZE_LIMIT = LOG_SIZE_LIMIT
+
+#: Keys a purge's sweep looks at per step (a read of a few milliseconds).
+KEY_SWEEP_STEP = 5000
 
 Entry = Union[TelemetryRecord, Mapping[str, Any]]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -303,8 +306,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         that row's columns are set to the new values instead (its id and
         ``created_at`` kept). Keys live in a table beside ``executions``,
         written in the same transaction as the row; two processes recording
-        one key at once give one row; a purge deletes the keys of the rows it
-        deletes.
+        one key at once give one row; a key whose row is gone (purged) is
+        free again, and a purge deletes such keys.
         """
         params = row_of(entry)
         if self._check_row is not None:
@@ -337,8 +340,8 @@ class PeeweeTelemetryStore(TelemetryStore):
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             self._upkeep.before_write()
             try:
-                ids = self.backend.insert_keyed(self.database, self.keyed_sql(), rows, keys,
-                                                replace)
+                ids = self.backend.insert_keyed(
+                    self.database, self._keyed_sql or self.keyed_sql(), rows, keys, replace)
             except self.backend.driver_errors as exc:
                 raise self.backend.translate(exc) from exc
             self._count_writes(len(rows))
@@ -350,7 +353,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         if need be) at the first; raises driver errors."""
         with self._lock:
             if self._keyed_sql is None:
-                key_model = bind_model(self.database, ExecutionKey)
+                key_model = bind_model(self.database, self.backend.key_model)
                 # Under the schema lock: processes that first record a key
                 # at once must not race to create the table.
                 with self.backend.connection(self.database), \
@@ -559,6 +562,10 @@ class PeeweeTelemetryStore(TelemetryStore):
                 if chunk.done:
                     break
                 self._upkeep.purge_gap(pause)
+            if keys is not None:
+                swept, held = self._sweep_keys(keys, pacer)
+                longest = max(longest, held)
+                self.log.debug("purge: deleted %d keys whose rows are gone", swept)
         finally:
             if not self._closed:
                 with contextlib.suppress(TelemetryError), self.connection() as conn:
@@ -568,13 +575,32 @@ class PeeweeTelemetryStore(TelemetryStore):
                       total, days, when, chunks)
         return PurgeResult(total, chunks, longest, when, time.perf_counter() - started)
 
-    def _keys_if_any(self) -> Optional[Type[ExecutionKey]]:
+    def _keys_if_any(self) -> Optional[Type[peewee.Model]]:
         """The bound key model when the keys table exists (any store, in any
         process, may have created it), else ``None``."""
         with self.connection() as conn:
             if not self.backend.has_table(conn, KEYS_TABLE):
                 return None
-        return bind_model(self.database, ExecutionKey)
+        return bind_model(self.database, self.backend.key_model)
+
+    def _sweep_keys(self, keys: Type[peewee.Model], pacer: Any) -> Tuple[int, float]:
+        """After a purge's rows, delete the keys whose row is gone, in steps
+        with the store's lock let go between them; return how many, and the
+        longest time a step held the write lock."""
+        after: Optional[str] = None
+        total, longest = 0, 0.0
+        while True:
+            with self.connection() as conn:
+                step = self.backend.sweep_keys(conn, keys, self._model, after,
+                                               KEY_SWEEP_STEP)
+                pause = pacer.after_chunk(conn, step.held) if step.deleted else 0.0
+            total += step.deleted
+            longest = max(longest, step.held)
+            if step.done:
+                return total, longest
+            after = step.after
+            if pause:
+                self._upkeep.purge_gap(pause)
 
     # -- upkeep ------------------------------------------------------------
 

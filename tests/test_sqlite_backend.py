@@ -1,10 +1,11 @@
 """The SQLite backend (telemetry_orm.backends.sqlite and its log upkeep in
 sqlite_wal): how a purge paces its chunks (the gaps it leaves other
 writers, the size of its chunks, the connection settings it restores),
-checkpoints, and read-only opening."""
+checkpoints, read-only opening, and the keys table with its sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 from pathlib import Path
@@ -451,3 +452,66 @@ def test_a_failed_purge_restores_the_connection_too(db_path: Path) -> None:
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
     assert store.purge_older_than(90) == 10
     store.close()
+
+
+# -- keys ------------------------------------------------------------------------------
+
+
+def keys_in(path: Path) -> List[tuple]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT key, execution_id FROM telemetry_orm_keys "
+                            "ORDER BY key").fetchall()
+
+
+def test_the_keys_table_is_one_b_tree_ordered_by_key(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    store.record(minimal(), key="delivery-1")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        objects = conn.execute("SELECT type, name, sql FROM sqlite_master "
+                               "WHERE tbl_name = 'telemetry_orm_keys'").fetchall()
+    # No index beside it: the table itself is the b-tree by key.
+    assert [(kind, name) for kind, name, _ in objects] == [("table", "telemetry_orm_keys")]
+    assert objects[0][2].endswith("WITHOUT ROWID")
+
+
+def test_a_purge_sweeps_the_keys_of_rows_deleted_by_it_or_by_another_program(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    ids = [store.record(minimal(), key=f"k-{n:05d}") for n in range(12_000)]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        # Every third row expired; a few rows deleted as the original store's
+        # own purge does, leaving their keys behind.
+        conn.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", [(i,) for i in ids[::3]])
+        conn.executemany("DELETE FROM executions WHERE id = ?", [(i,) for i in ids[1:30:3]])
+    kept = set(ids) - set(ids[::3]) - set(ids[1:30:3])
+    # More keys than one sweep step: the sweep goes on from where it stopped.
+    assert store.purge_older_than(90) == len(ids[::3])
+    assert {row_id for _, row_id in keys_in(db_path)} == kept
+    # The keys of the deleted rows record new rows again.
+    assert store.record(minimal(), key="k-00000") not in ids
+
+
+def test_a_purge_with_nothing_to_delete_still_sweeps_keys_left_behind(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    first, second = store.record(minimal(), key="a"), store.record(minimal(), key="b")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("DELETE FROM executions WHERE id = ?", (first,))
+    assert store.purge_older_than(90) == 0
+    assert keys_in(db_path) == [("b", second)]
+
+
+def test_a_keys_table_in_the_postgresql_layout_keeps_working(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute('CREATE TABLE "telemetry_orm_keys" ("execution_id" INTEGER NOT NULL '
+                     'PRIMARY KEY, "key" TEXT NOT NULL)')
+        conn.execute('CREATE UNIQUE INDEX "idx_telemetry_orm_keys_key" '
+                     'ON "telemetry_orm_keys" ("key")')
+    old = store.record(minimal(), key="old")
+    new = store.record(minimal(), key="new")
+    assert store.record(minimal(), key="old") == old
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE executions SET created_at = '2000-01-01 00:00:00' WHERE id = ?",
+                     (old,))
+    assert store.purge_older_than(90) == 1
+    assert keys_in(db_path) == [("new", new)]

@@ -118,6 +118,20 @@ class PurgeChunk:
     done: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class KeySweep:
+    """One step of :meth:`Backend.sweep_keys`."""
+
+    #: Keys it deleted (their rows were gone).
+    deleted: int
+    #: Seconds it held the engine's write lock (0 when it deleted none).
+    held: float
+    #: The last key it looked at: where the next step goes on.
+    after: Optional[str]
+    #: Every key has been looked at.
+    done: bool
+
+
 class PurgePacer(Protocol):
     """How one purge sizes its chunks and paces them for other writers."""
 
@@ -224,6 +238,8 @@ class Backend(Protocol):
     path: str
     #: The model class a store binds to its database (columns suited to the engine).
     model_base: Type[Execution]
+    #: The model of the keys table (``store.record(entry, key=…)``) on this engine.
+    key_model: Type[peewee.Model]
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
     driver_errors: Tuple[Type[BaseException], ...]
     #: How reports spell buckets and the rest on this engine.
@@ -339,10 +355,19 @@ class Backend(Protocol):
         keys: Any = None,
     ) -> PurgeChunk:
         """Delete up to ``limit`` rows older than ``when``, going on from
-        ``position``, in one short transaction (with their keys, when
-        ``keys``, the bound key model, is given); say how many, the seconds
-        it held its locks, where the next chunk goes on, and whether any such
-        row is left."""
+        ``position``, in one short transaction; say how many, the seconds it
+        held its locks, where the next chunk goes on, and whether any such
+        row is left. ``keys``, the bound key model when the keys table
+        exists: an engine that can find the keys of these rows deletes them
+        in the same transaction, else :meth:`sweep_keys` does after."""
+        ...
+
+    def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],
+                   limit: int) -> KeySweep:
+        """Delete the keys whose row is gone among the next ``limit`` keys
+        past ``after`` (in key order; ``None``: from the first), in one
+        short transaction if there are any; say how many, where the next
+        sweep goes on, and whether the keys are all seen."""
         ...
 
     def has_table(self, conn: Any, name: str) -> bool:

@@ -31,6 +31,7 @@ from ..schema import (
     SCHEMA_VERSION,
     TABLE_NAME,
     Execution,
+    ExecutionKey,
     check_table,
     is_current,
     parse_timestamp,
@@ -40,6 +41,7 @@ from .base import (
     LOG_SIZE_LIMIT,
     PURGE_CHUNK,
     CheckpointResult,
+    KeySweep,
     PurgeChunk,
     ReportDialect,
     Storage,
@@ -329,6 +331,7 @@ class PostgresBackend:
 
     name = "postgresql"
     model_base: Type[Execution] = PostgresExecution
+    key_model: Type[peewee.Model] = ExecutionKey
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,
@@ -554,6 +557,11 @@ class PostgresBackend:
                 cursor = conn.execute(*statement)
         deleted = int(cursor.rowcount)
         return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
+
+    def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],
+                   limit: int) -> KeySweep:
+        """Nothing to sweep: a purge deletes the keys of its rows with them."""
+        return KeySweep(0, 0.0, after, True)
 
     def has_table(self, conn: Any, name: str) -> bool:
         row = conn.execute("SELECT to_regclass(quote_ident(current_schema()) || '.' || "

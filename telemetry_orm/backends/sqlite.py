@@ -28,6 +28,7 @@ from ..schema import TABLE_NAME, Execution
 from .base import (
     BUSY_TIMEOUT_MS,
     PURGE_CHUNK,
+    KeySweep,
     PurgeChunk,
     ReportDialect,
     Storage,
@@ -314,6 +315,7 @@ class SqliteBackend:
 
     name = "sqlite"
     model_base: Type[Execution] = Execution
+    key_model: Type[peewee.Model] = schema.SqliteExecutionKey
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
     check_row = None  # stores every valid record, NUL characters included
@@ -509,6 +511,16 @@ class SqliteBackend:
         so two processes recording one key at once give one row), or a
         savepoint inside a transaction already open."""
         conn = database.connection()
+        if len(rows) == 1 and not conn.in_transaction:  # record(key=…): the short way
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row_id = _sql.record_keyed(conn, sql, rows[0], keys[0], replace)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return [row_id]
         with _write_transaction(conn, "record_keyed"):
             return [_sql.record_keyed(conn, sql, params, key, replace)
                     for params, key in zip(rows, keys, strict=True)]
@@ -574,30 +586,27 @@ class SqliteBackend:
     ) -> PurgeChunk:
         """Delete, in one transaction, the expired rows of the next ``limit``
         ids of the walk, or once it is over up to ``limit`` of the oldest
-        rows; say how many, and the seconds it held the write lock."""
+        rows; say how many, and the seconds it held the write lock. The keys
+        table has no index by row id (one b-tree less per keyed write), so
+        the rows' keys are left to :meth:`sweep_keys`."""
         if position.after < position.last:
             upto = min(position.after + limit, position.last)
             deleted, held = self._delete(conn, _sql.delete_ids_before(
-                model, when, position.after, upto, no_index=DIALECT.no_index),
-                keys and _sql.keys_of_ids_before(keys, model, when, position.after, upto))
+                model, when, position.after, upto, no_index=DIALECT.no_index))
             # Past the walk, rows written meanwhile with an old created_at
             # (a copy from another database, say) are left to the oldest-first
             # chunks; there are seldom any.
             done = upto >= position.last and conn.execute(
                 *_sql.any_before(model, when)).fetchone() is None
             return PurgeChunk(deleted, held, IdWalk(upto, position.last), done)
-        deleted, held = self._delete(conn, _sql.delete_chunk_before(model, when, limit),
-                                     keys and _sql.keys_of_chunk_before(keys, model, when, limit))
+        deleted, held = self._delete(conn, _sql.delete_chunk_before(model, when, limit))
         return PurgeChunk(deleted, held, position, deleted < limit)
 
     @staticmethod
-    def _delete(conn: sqlite3.Connection, statement: _sql.Statement,
-                keys: Optional[_sql.Statement] = None) -> Tuple[int, float]:
+    def _delete(conn: sqlite3.Connection, statement: _sql.Statement) -> Tuple[int, float]:
         conn.execute("BEGIN IMMEDIATE")
         locked = time.perf_counter()
         try:
-            if keys is not None:  # the rows' keys go with them, in the same transaction
-                conn.execute(*keys)
             cursor = conn.execute(*statement)
             conn.execute("COMMIT")
         except BaseException:
@@ -605,6 +614,27 @@ class SqliteBackend:
                 conn.execute("ROLLBACK")
             raise
         return int(cursor.rowcount), time.perf_counter() - locked
+
+    def sweep_keys(self, conn: sqlite3.Connection, keys: Any, model: Type[Execution],
+                   after: Optional[str], limit: int) -> KeySweep:
+        """Read the next keys without the write lock; delete those whose row
+        is gone (a purge's, or one the TypeScript store deleted) in one
+        short transaction."""
+        seen = conn.execute(*_sql.keys_past(keys, model, after, limit)).fetchall()
+        gone = [(key,) for key, is_gone in seen if is_gone]
+        deleted, held = 0, 0.0
+        if gone:
+            conn.execute("BEGIN IMMEDIATE")
+            locked = time.perf_counter()
+            try:
+                deleted = conn.executemany(_sql.delete_gone_key(keys, model), gone).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            held = time.perf_counter() - locked
+        return KeySweep(deleted, held, seen[-1][0] if seen else after, len(seen) < limit)
 
     def has_table(self, conn: sqlite3.Connection, name: str) -> bool:
         row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
