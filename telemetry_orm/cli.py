@@ -21,7 +21,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
 
-from . import formats, imports, prices, reports
+from . import formats, imports, prices, reports, zones
 from .checks import same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -41,12 +41,14 @@ Command = Callable[[argparse.Namespace, TextIO], int]
 # --- Argument types -------------------------------------------------------------
 
 
-def parse_when(text: str, now: Optional[_dt.datetime] = None) -> _dt.datetime:
+def parse_when(text: str, now: Optional[_dt.datetime] = None,
+               zone: Any = None) -> _dt.datetime:
     """A point in time from the command line, as an aware UTC datetime.
 
     ``7d``, ``12h``, ``2w``: that long before ``now`` (to the second);
-    ``YYYY-MM-DD``: that day's UTC midnight; an ISO 8601 datetime (naive
-    means UTC). Anything else raises ``argparse.ArgumentTypeError``.
+    ``YYYY-MM-DD``: that day's midnight in ``zone`` (a ``zoneinfo`` zone;
+    default UTC); an ISO 8601 datetime (naive: a wall time in ``zone``).
+    Anything else raises ``argparse.ArgumentTypeError``.
     """
     now = (now or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
     match = _RELATIVE.fullmatch(text.strip())
@@ -55,7 +57,7 @@ def parse_when(text: str, now: Optional[_dt.datetime] = None) -> _dt.datetime:
             amount, unit = int(match.group(1)), _UNITS[match.group(2)]
             return now - _dt.timedelta(**{unit: amount})
         value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        return to_utc(value)
+        return zones.wall_to_utc(value, zone) if zone is not None else to_utc(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time: use 7d, 12h, 2w, YYYY-MM-DD or an ISO datetime"
@@ -64,6 +66,25 @@ def parse_when(text: str, now: Optional[_dt.datetime] = None) -> _dt.datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is out of range: times run from year 1 to 9999 (UTC)"
         ) from None
+
+
+class When(str):
+    """A ``--since``/``--until`` value, checked when parsed and read in the
+    report's time zone once ``--tz`` is known."""
+
+    def __new__(cls, text: str) -> When:
+        parse_when(text)
+        return super().__new__(cls, text)
+
+    def at(self, zone: Any) -> _dt.datetime:
+        return parse_when(self, zone=zone)
+
+
+def _zone(text: str) -> Any:
+    try:
+        return zones.check_zone("tz", text)
+    except TelemetryValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def _days(text: str) -> float:
@@ -125,9 +146,10 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     table = prices.prices_with(args.prices) if args.cost != "recorded" else None
     with _reading(_existing(args.db)) as database:
         result = reports.report(
-            database, since=args.since, until=args.until, repo=args.repo, model=args.model,
-            event_type=args.event, conclusion=args.conclusion, group_by=args.by or ["repo"],
-            cost=args.cost, prices=table,
+            database, since=args.since.at(args.tz) if args.since else None,
+            until=args.until.at(args.tz) if args.until else None, repo=args.repo,
+            model=args.model, event_type=args.event, conclusion=args.conclusion,
+            group_by=args.by or ["repo"], cost=args.cost, prices=table, tz=args.tz,
         )
     out.write(formats.render_report(result, args.format))
     return 0
@@ -371,9 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     sub = command("report", cmd_report, "usage report: executions, tokens, cost, duration")
-    sub.add_argument("--since", type=parse_when, default="30d", metavar="WHEN",
-                     help=f"from this time on (default 30d): {when}")
-    sub.add_argument("--until", type=parse_when, metavar="WHEN", help="before this time")
+    sub.add_argument("--since", type=When, default=When("30d"), metavar="WHEN",
+                     help="from this time on (default 30d): 7d, 12h, 2w, YYYY-MM-DD or an ISO "
+                     "datetime (dates and naive times in --tz)")
+    sub.add_argument("--until", type=When, metavar="WHEN", help="before this time")
+    sub.add_argument("--tz", type=_zone, default=zones.UTC, metavar="ZONE",
+                     help="IANA time zone of the day, week and month buckets and of the "
+                     "dates (default UTC), e.g. America/Los_Angeles")
     sub.add_argument("--repo", type=_text, metavar="R", help="only this repository (owner/name)")
     sub.add_argument("--model", type=_text, metavar="M", help="only this model")
     sub.add_argument("--event", type=_text, metavar="E", help="only this event type")

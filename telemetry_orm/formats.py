@@ -16,6 +16,7 @@ import json
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, TextIO, Tuple
 
+from . import zones
 from .checks import to_utc
 from .reports import METRICS, DatabaseStats, Report
 
@@ -194,14 +195,17 @@ def _human(name: str, value: Any) -> str:
 
 def _caption(report: Report) -> str:
     f = report.filters
-    parts = [f"since {_when(f.since)}" if f.since else "all time"]
+    zone = zones.check_zone("tz", f.tz)
+    parts = [f"since {_when(f.since, zone)}" if f.since else "all time"]
     if f.until:
-        parts.append(f"until {_when(f.until)}")
+        parts.append(f"until {_when(f.until, zone)}")
     parts += [
         f"{name}={value}"
         for name, value in dataclasses.asdict(f).items()
-        if name not in ("since", "until") and value is not None
+        if name not in ("since", "until", "tz") and value is not None
     ]
+    if f.tz != "UTC":
+        parts.append(f"days in {f.tz}")
     if report.group_by:
         parts.append("by " + ", ".join(report.group_by))
     if report.cost != "recorded":
@@ -210,8 +214,8 @@ def _caption(report: Report) -> str:
     return "Executions " + ", ".join(parts)
 
 
-def _when(value: _dt.datetime) -> str:
-    return to_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(value: _dt.datetime, zone: Any = zones.UTC) -> str:
+    return to_utc(value).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _table(

@@ -11,8 +11,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import peewee
 from peewee import SQL, Case, ColumnBase, Entity, fn
 
+from . import zones
+from .checks import to_utc
 from .engines import backend_class_of
-from .schema import Execution, bind_model, format_timestamp
+from .schema import Execution, bind_model, format_timestamp, parse_timestamp
 
 #: Keys a report can be grouped by, in the order they are documented.
 GROUP_KEYS: Tuple[str, ...] = (
@@ -42,6 +44,8 @@ class ReportFilters:
     model: Optional[str] = None
     event_type: Optional[str] = None
     conclusion: Optional[str] = None
+    #: The IANA zone of the time buckets (``since`` and ``until`` are UTC).
+    tz: str = "UTC"
 
 
 def key_names(group_by: Sequence[str]) -> Tuple[str, ...]:
@@ -114,6 +118,8 @@ class Query:
         self.model: Type[Execution] = bind_model(database, backend.model_base)
         self.filters = filters
         self.key_names = key_names(group_by)
+        self.zone = zones.check_zone("tz", filters.tz)
+        self._offsets: Optional[List[zones.Offset]] = None
         # With a time range, keep the planner on the created_at index:
         # hide every other column from the indexes.
         timed = filters.since is not None or filters.until is not None
@@ -125,12 +131,37 @@ class Query:
         node: ColumnBase = getattr(self.model, name)
         return node
 
-    def _keys(self) -> List[ColumnBase]:
+    def local_offsets(self) -> List[zones.Offset]:
+        """The zone's offsets over the report's range (over the rows' own
+        span when the range is open), found at the first use."""
+        if self._offsets is None:
+            f = self.filters
+            start, end = f.since, f.until
+            if start is None or end is None:
+                created_at = self._column("created_at")
+                as_text = self.dialect.as_text
+                first, last = self.database.execute(self.model.select(
+                    as_text(fn.MIN(created_at)), as_text(fn.MAX(created_at)))).fetchone()
+                start = start or (parse_timestamp(first) if first else None)
+                end = end or (parse_timestamp(last) if last else None)
+            now = _dt.datetime.now(_dt.timezone.utc)
+            self._offsets = zones.offsets(
+                self.zone, to_utc(start or now).replace(tzinfo=None),
+                to_utc(end or now).replace(tzinfo=None))
+        return self._offsets
+
+    def _time(self) -> ColumnBase:
+        """``created_at`` as the report's zone reads it."""
         created_at = self._column("created_at")
+        if self.zone == zones.UTC:
+            return created_at
+        return self.dialect.local(created_at, self.local_offsets())
+
+    def _keys(self) -> List[ColumnBase]:
         keys = []
         for name in self.key_names:
             if name in self.dialect.buckets:
-                keys.append(self.dialect.buckets[name](created_at))
+                keys.append(self.dialect.buckets[name](self._time()))
             else:
                 # Never group through an index: walking idx_executions_repo
                 # reads every row of the table in key order, slower on 1M rows

@@ -25,7 +25,7 @@ Conventions (the same for every group and for the totals):
   durations are loaded into Python.
 - ``cost_usd`` is rounded to a millionth of a dollar, ``avg_duration_ms`` to a
   tenth of a millisecond.
-- Time buckets are UTC: ``day`` ``YYYY-MM-DD``, ``week`` the ISO week
+- Time buckets are UTC unless ``tz`` names a zone: ``day`` ``YYYY-MM-DD``, ``week`` the ISO week
   ``YYYY-Www`` (weeks start on Monday; week 1 holds the year's first
   Thursday), ``month`` ``YYYY-MM``. ``since`` is inclusive, ``until``
   exclusive, both compared to the second.
@@ -59,6 +59,7 @@ import peewee
 from peewee import SQL, fn
 
 from . import prices as _prices
+from . import zones
 from .checks import check_number, check_text, check_time
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -182,6 +183,7 @@ def report(
     group_by: Union[str, Sequence[str]] = ("repo",),
     cost: str = "recorded",
     prices: Optional[Mapping[str, Any]] = None,
+    tz: Any = "UTC",
 ) -> Report:
     """Aggregate the executions of ``source`` (a store or a peewee database).
 
@@ -193,10 +195,17 @@ def report(
     are never counted as $0: a group wholly of them has ``cost_usd`` ``None``,
     and :attr:`Report.unpriced` counts them by model.
 
-    ``since``/``until`` are datetimes (naive ones are UTC; ``until`` is
-    exclusive); ``repo``, ``model``, ``event_type`` and ``conclusion`` keep
-    only rows with that exact value. ``group_by`` is one key or a sequence
-    of :data:`GROUP_KEYS`; an empty sequence gives totals only. Invalid
+    ``tz`` is the IANA time zone (a name or a :class:`zoneinfo.ZoneInfo`)
+    of the ``day``, ``week`` and ``month`` buckets and of naive ``since`` and
+    ``until``: each execution falls in the bucket of its local date, with the
+    offset in force at that instant (days of 23 and 25 hours where clocks
+    change).
+
+    ``since``/``until`` are datetimes (naive ones are wall times in ``tz``,
+    UTC by default; ``until`` is exclusive); ``repo``, ``model``,
+    ``event_type`` and ``conclusion`` keep only rows with that exact value.
+    ``group_by`` is one key or a sequence of :data:`GROUP_KEYS`; an empty
+    sequence gives totals only. Invalid
     arguments raise :class:`~telemetry_orm.TelemetryValidationError` naming
     the argument.
     """
@@ -206,16 +215,17 @@ def report(
             return report(
                 database, since=since, until=until, repo=repo, model=model,
                 event_type=event_type, conclusion=conclusion, group_by=group_by,
-                cost=cost, prices=prices,
+                cost=cost, prices=prices, tz=tz,
             )
     if not isinstance(source, peewee.Database):
         raise TelemetryValidationError(
             "source", f"must be a telemetry store or a peewee database, got {type(source).__name__}"
         )
-    filters = _filters(
-        since=since, until=until, repo=repo, model=model, event_type=event_type,
-        conclusion=conclusion,
-    )
+    zone = zones.check_zone("tz", tz)
+    filters = dataclasses.replace(_filters(
+        since=_in_zone(since, zone), until=_in_zone(until, zone), repo=repo, model=model,
+        event_type=event_type, conclusion=conclusion,
+    ), tz=zones.zone_name(zone))
     keys = _check_group_by(group_by)
     if cost not in COST_MODES:
         raise TelemetryValidationError(
@@ -285,11 +295,19 @@ def _priced(parts: Sequence[CostPart], table: Any, mode: str
     return (round(total, 6) if counted else None), unpriced
 
 
+def _in_zone(value: Any, zone: Any) -> Any:
+    """A naive datetime as the wall time it is in ``zone``; anything else
+    as it is (checked by :func:`_filters`)."""
+    if isinstance(value, _dt.datetime) and value.tzinfo is None and zone != zones.UTC:
+        return zones.wall_to_utc(value, zone)
+    return value
+
+
 def _filters(**values: Any) -> ReportFilters:
     filters = ReportFilters(
         since=check_time("since", values.pop("since", None)),
         until=check_time("until", values.pop("until", None)),
-        **{name: check_text(name, value) for name, value in values.items()},
+        **{name: check_text(name, value) for name, value in values.items()},  # type: ignore[arg-type]
     )
     if filters.since and filters.until and filters.until <= filters.since:
         raise TelemetryValidationError(

@@ -33,6 +33,7 @@ from peewee import ColumnBase
 from ..errors import DatabaseError, StoreBusyError, TelemetryError
 from ..schema import Execution
 from ..sql import KeyedSql
+from ..zones import Offset
 
 Logger = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
 
@@ -58,10 +59,14 @@ class ReportDialect:
     it (where a planner would pick the wrong one); ``as_text`` renders
     ``created_at`` as SQLite stores it (UTC ``YYYY-MM-DD HH:MM:SS``);
     ``total`` sums a column without failing on overflow (every value the
-    store accepts, or finds in a file, must add up).
+    store accepts, or finds in a file, must add up); ``local`` turns
+    ``created_at`` into the wall time of a zone whose offsets (a list of
+    :class:`~telemetry_orm.zones.Offset`) are given, in a form ``buckets``
+    take.
     """
 
     buckets: Mapping[str, Callable[[ColumnBase], ColumnBase]]
+    local: Callable[[ColumnBase, Sequence[Offset]], ColumnBase]
     no_index: Callable[[ColumnBase], ColumnBase]
     as_text: Callable[[ColumnBase], ColumnBase]
     total: Callable[[ColumnBase], ColumnBase]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import peewee
-from peewee import SQL, Cast, ColumnBase, NodeList, fn
+from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
@@ -33,9 +33,11 @@ from ..schema import (
     Execution,
     ExecutionKey,
     check_table,
+    format_timestamp,
     is_current,
     parse_timestamp,
 )
+from ..zones import Offset
 from .base import (
     BUSY_TIMEOUT_MS,
     LOG_SIZE_LIMIT,
@@ -238,6 +240,17 @@ def _utc_text(pattern: str) -> Callable[[ColumnBase], ColumnBase]:
     return lambda column: fn.to_char(NodeList((column, SQL("AT TIME ZONE 'UTC'"))), pattern)
 
 
+def _local(column: ColumnBase, offsets: Sequence[Offset]) -> ColumnBase:
+    # created_at + the offset in force at that instant, read as UTC by the
+    # buckets: the zone's wall time, from the same offsets as on SQLite
+    # (Python's zone database, not the server's).
+    seconds: Any = offsets[0].seconds if len(offsets) == 1 else Case(None, [
+        (column < format_timestamp(until), seconds)
+        for until, seconds in offsets[:-1] if until is not None], offsets[-1].seconds)
+    shift = NodeList((seconds, SQL("* INTERVAL '1 second'")), parens=True)
+    return NodeList((column, SQL("+"), shift), parens=True)
+
+
 #: PostgreSQL's report SQL; it plans GROUP BY with a time range well by
 #: itself, so no column is hidden from its indexes.
 DIALECT = ReportDialect(
@@ -246,6 +259,7 @@ DIALECT = ReportDialect(
         "week": _utc_text('IYYY-"W"IW'),  # the ISO year and week, as on SQLite
         "month": _utc_text("YYYY-MM"),
     },
+    local=_local,
     no_index=lambda column: column,
     as_text=_utc_text("YYYY-MM-DD HH24:MI:SS"),
     # In numeric, which does not overflow (SUM of a double precision does).

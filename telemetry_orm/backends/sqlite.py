@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import peewee
-from peewee import SQL, Cast, ColumnBase, NodeList, fn
+from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 
 from .. import schema
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
 from ..schema import TABLE_NAME, Execution
+from ..zones import Offset
 from .base import (
     BUSY_TIMEOUT_MS,
     PURGE_CHUNK,
@@ -292,6 +293,18 @@ def _iso_week(column: ColumnBase) -> ColumnBase:
     return fn.printf("%s-W%02d", fn.strftime("%Y", thursday), week)
 
 
+def _local(column: ColumnBase, offsets: Sequence[Offset]) -> ColumnBase:
+    # datetime(created_at, '-28800 seconds'): the modifier picked per row by
+    # the instant the zone's offset changes (the text compares as the time).
+    modifiers = [f"{offset.seconds:+d} seconds" for offset in offsets]
+    if len(offsets) == 1:
+        return fn.datetime(column, modifiers[0])
+    return fn.datetime(column, Case(None, [
+        (column < schema.format_timestamp(until), modifier)
+        for (until, _), modifier in zip(offsets[:-1], modifiers[:-1], strict=True)
+        if until is not None], modifiers[-1]))
+
+
 #: SQLite's report SQL. ``no_index`` is the unary ``+``: with indexes on
 #: ``created_at`` and ``repo``, ``… WHERE created_at >= X GROUP BY repo``
 #: would otherwise walk the repo index over the whole table.
@@ -301,6 +314,7 @@ DIALECT = ReportDialect(
         "week": _iso_week,
         "month": lambda column: fn.strftime("%Y-%m", column),
     },
+    local=_local,
     no_index=lambda column: NodeList((SQL("+"), column), glue=""),
     as_text=lambda column: column,
     # SUM() of integers fails past 2**63 - 1 ("integer overflow"); TOTAL()
