@@ -110,16 +110,21 @@ class Query:
     """The SQL of one report, built with peewee from the filters and keys."""
 
     def __init__(
-        self, *, database: peewee.Database, filters: ReportFilters, group_by: Tuple[str, ...]
+        self, *, database: peewee.Database, filters: ReportFilters, group_by: Tuple[str, ...],
+        extra: Optional[ColumnBase] = None, offsets: Optional[List[zones.Offset]] = None,
     ) -> None:
+        """``extra``: a condition rows must meet besides the filters (the
+        rows the rollups do not stand for); ``offsets``: the zone's offsets,
+        when already known."""
         self.database = database
+        self.extra = extra
         backend = backend_class_of(database)
         self.dialect = backend.dialect
         self.model: Type[Execution] = bind_model(database, backend.model_base)
         self.filters = filters
         self.key_names = key_names(group_by)
         self.zone = zones.check_zone("tz", filters.tz)
-        self._offsets: Optional[List[zones.Offset]] = None
+        self._offsets: Optional[List[zones.Offset]] = offsets
         # With a time range, keep the planner on the created_at index:
         # hide every other column from the indexes.
         timed = filters.since is not None or filters.until is not None
@@ -181,6 +186,8 @@ class Query:
             value = getattr(f, name)
             if value is not None:
                 conditions.append(self._hide(self._column(name)) == value)
+        if self.extra is not None:
+            conditions.append(self.extra)
         return conditions
 
     def select(self, *columns: ColumnBase) -> Any:
@@ -240,6 +247,14 @@ class Query:
                 (int(tokens_in), int(tokens_out), int(read), int(write)), float(cost)))
         return parts
 
+    def bucket_counts(self) -> BucketCounts:
+        """Per group, how many durations fall in each sketch bucket
+        (:func:`telemetry_orm.rollups.bucket`): to merge with the rollups'."""
+        self.dialect.prepare(self.database)
+        query = self._grouped([*self._keys(), self.dialect.bucket(self._column("duration_ms"))],
+                              fn.COUNT(SQL("*")))
+        return _bucket_rows(self.database.execute(query), len(self.key_names))
+
     def percentile_query(self) -> Any:
         """Per group, the smallest duration whose cumulative share reaches
         :data:`PERCENTILE` (the nearest-rank percentile)."""
@@ -284,3 +299,96 @@ class Query:
         )
         row = self.database.execute(query).fetchone()
         return None if row is None else int(row[0])
+
+
+#: Per group, a duration sketch: ``{bucket: count}``.
+BucketCounts = Dict[Tuple[Any, ...], Dict[int, int]]
+
+
+def _bucket_rows(rows: Iterable[Sequence[Any]], width: int) -> BucketCounts:
+    counts: BucketCounts = {}
+    for row in rows:
+        group = counts.setdefault(tuple(row[:width]), {})
+        k = int(row[width])
+        group[k] = group.get(k, 0) + int(row[width + 1])
+    return counts
+
+
+class RollupQuery:
+    """The SQL of the part of a report the rollups stand for: whole hours
+    in ``[lower, upper)`` (``None``: unbounded), with the same filters, keys
+    and answers as :class:`Query`."""
+
+    def __init__(
+        self, *, database: peewee.Database, filters: ReportFilters, group_by: Tuple[str, ...],
+        lower: Optional[_dt.datetime], upper: Optional[_dt.datetime],
+        offsets: Optional[List[zones.Offset]] = None,
+    ) -> None:
+        self.database = database
+        backend = backend_class_of(database)
+        self.dialect = backend.dialect
+        self.rollup: Any = bind_model(database, backend.rollup_models[0])
+        self.durations: Any = bind_model(database, backend.rollup_models[1])
+        self.filters = filters
+        self.key_names = key_names(group_by)
+        self.lower, self.upper = lower, upper
+        self.offsets = offsets
+
+    def _keys(self, model: Any) -> List[ColumnBase]:
+        hour = model.hour
+        if self.offsets is not None and zones.check_zone("tz", self.filters.tz) != zones.UTC:
+            hour = self.dialect.local(model.hour, self.offsets)
+        return [self.dialect.buckets[name](hour) if name in self.dialect.buckets
+                else getattr(model, name) for name in self.key_names]
+
+    def _select(self, model: Any, keys: Sequence[ColumnBase], *columns: ColumnBase) -> Any:
+        aliases = [f"k{i}" for i in range(len(keys))]
+        query = model.select(
+            *(node.alias(alias) for node, alias in zip(keys, aliases, strict=True)), *columns)
+        conditions = []
+        if self.lower is not None:
+            conditions.append(model.hour >= format_timestamp(self.lower))
+        if self.upper is not None:
+            conditions.append(model.hour < format_timestamp(self.upper))
+        for name in ("repo", "model", "event_type", "conclusion"):
+            value = getattr(self.filters, name)
+            if value is not None:
+                conditions.append(getattr(model, name) == value)
+        if conditions:
+            query = query.where(*conditions)
+        return query.group_by(*(Entity(a) for a in aliases)) if aliases else query
+
+    def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:
+        r = self.rollup
+        total = self.dialect.total
+        query = self._select(r, self._keys(r), *(total(getattr(r, name)) for name in (
+            "executions", "input_tokens", "output_tokens", "cache_read_tokens",
+            "cache_creation_tokens", "cost_usd", "duration_ms", "failed")))
+        width = len(self.key_names)
+        groups: Dict[Tuple[Any, ...], Sums] = {}
+        for row in self.database.execute(query):
+            sums = Sums.from_row(row[width:])
+            if sums.executions:
+                groups[tuple(row[:width])] = sums
+        return groups
+
+    def cost_parts(self) -> Dict[Tuple[Any, ...], List[CostPart]]:
+        r = self.rollup
+        total = self.dialect.total
+        query = self._select(r, [*self._keys(r), r.model, r.paid], *(
+            total(getattr(r, name)) for name in (
+                "executions", "input_tokens", "output_tokens", "cache_read_tokens",
+                "cache_creation_tokens", "cost_usd")))
+        width = len(self.key_names)
+        parts: Dict[Tuple[Any, ...], List[CostPart]] = {}
+        for row in self.database.execute(query):
+            n, tokens_in, tokens_out, read, write, cost = (v or 0 for v in row[width + 2:])
+            parts.setdefault(tuple(row[:width]), []).append(CostPart(
+                str(row[width]), bool(row[width + 1]), int(n),
+                (int(tokens_in), int(tokens_out), int(read), int(write)), float(cost)))
+        return parts
+
+    def bucket_counts(self) -> BucketCounts:
+        d = self.durations
+        query = self._select(d, [*self._keys(d), d.bucket], fn.SUM(d.executions))
+        return _bucket_rows(self.database.execute(query), len(self.key_names))

@@ -44,6 +44,7 @@ import os
 import urllib.parse
 from typing import (
     Any,
+    Callable,
     Dict,
     Generator,
     Iterable,
@@ -59,8 +60,8 @@ import peewee
 from peewee import SQL, fn
 
 from . import prices as _prices
-from . import zones
-from .checks import check_number, check_text, check_time
+from . import rollups, zones
+from .checks import check_number, check_text, check_time, to_utc
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .report_query import (
@@ -70,9 +71,12 @@ from .report_query import (
     CostPart,
     Query,
     ReportFilters,
+    RollupQuery,
     Sums,
+    nearest_rank,
 )
-from .schema import COLUMN_NAMES, bind_model
+from .rollups import estimate
+from .schema import COLUMN_NAMES, bind_model, format_timestamp, parse_timestamp
 
 __all__ = [
     "GROUP_KEYS", "METRICS", "PERCENTILE", "TIME_KEYS", "DatabaseStats", "Metrics", "Report",
@@ -148,6 +152,13 @@ class Report:
     #: Executions left unpriced (their model has no price), by model; their
     #: cost counts nowhere. Empty with ``cost="recorded"``.
     unpriced: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    #: Some of it came from the rollups: ``p95_duration_ms`` is then an
+    #: estimate within 1 % (see :mod:`telemetry_orm.rollups`) where a group
+    #: has rolled-up hours, and for the totals.
+    from_rollups: bool = False
+    #: Executions before this time were purged and this report could not
+    #: count them (grouped by ``pr``, or with ``use_rollups=False``).
+    incomplete_before: Optional[_dt.datetime] = None
 
 
 # --- Opening a database for reading ---------------------------------------------
@@ -184,6 +195,7 @@ def report(
     cost: str = "recorded",
     prices: Optional[Mapping[str, Any]] = None,
     tz: Any = "UTC",
+    use_rollups: bool = True,
 ) -> Report:
     """Aggregate the executions of ``source`` (a store or a peewee database).
 
@@ -215,7 +227,7 @@ def report(
             return report(
                 database, since=since, until=until, repo=repo, model=model,
                 event_type=event_type, conclusion=conclusion, group_by=group_by,
-                cost=cost, prices=prices, tz=tz,
+                cost=cost, prices=prices, tz=tz, use_rollups=use_rollups,
             )
     if not isinstance(source, peewee.Database):
         raise TelemetryValidationError(
@@ -236,16 +248,44 @@ def report(
         if not isinstance(table, _prices.PriceTable):
             table = _prices.PriceTable(table)
     generated_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    query = Query(database=source, filters=filters, group_by=keys)
     try:
         # One read transaction: every query sees the same snapshot, so the
         # rows, their percentiles and the totals agree while others write.
         with source.atomic():
+            plan = _plan(source, filters, keys, use_rollups)
+            query = Query(database=source, filters=filters, group_by=keys, offsets=plan.offsets)
+            if plan.raw_rows is not None:
+                query.extra = plan.raw_rows(query.model)
             groups = query.aggregate()
             percentiles = query.group_percentiles() if query.key_names else {}
-            executions = sum(g.executions for g in groups.values())
-            total_p95 = query.total_percentile(executions)
             parts = query.cost_parts() if table is not None else {}
+            rolled: Dict[Tuple[Any, ...], Sums] = {}
+            if plan.rollups is not None:
+                rolled = plan.rollups.aggregate()
+            if rolled:
+                assert plan.rollups is not None
+                if table is not None:
+                    for key, more in plan.rollups.cost_parts().items():
+                        parts.setdefault(key, []).extend(more)
+                # A group the rollups stand for, wholly or in part: its p95
+                # from one sketch of the rollups' durations and the rows'.
+                sketches = plan.rollups.bucket_counts()
+                every: Dict[int, int] = {}
+                for counts in sketches.values():
+                    _add(every, counts)
+                for key, counts in query.bucket_counts().items():
+                    _add(every, counts)
+                    if key in sketches:
+                        _add(sketches[key], counts)
+                for key, counts in sketches.items():
+                    value = estimate(counts, nearest_rank(sum(counts.values())))
+                    if value is not None:
+                        percentiles[key] = value
+                for key, sums in rolled.items():
+                    groups[key] = Sums.combine([groups[key], sums]) if key in groups else sums
+                total_p95 = estimate(every, nearest_rank(sum(every.values())))
+            else:
+                total_p95 = query.total_percentile(sum(g.executions for g in groups.values()))
     except peewee.DatabaseError as exc:
         raise DatabaseError(f"{_name(source)}: {exc}") from exc
     rows = [
@@ -274,7 +314,105 @@ def report(
         totals=totals,
         cost=cost,
         unpriced=dict(sorted(unpriced.items(), key=lambda item: (-item[1], item[0]))),
+        from_rollups=bool(rolled),
+        incomplete_before=plan.incomplete_before,
     )
+
+
+def _add(into: Dict[int, int], counts: Mapping[int, int]) -> None:
+    for k, n in counts.items():
+        into[k] = into.get(k, 0) + n
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Which rows a report reads, and which rollups."""
+
+    #: What raw rows must meet besides the filters, as a condition on the
+    #: bound ``Execution`` model given (``None``: every row).
+    raw_rows: Optional[Callable[[Any], Any]] = None
+    rollups: Optional[RollupQuery] = None
+    offsets: Optional[List[zones.Offset]] = None
+    #: History before this was purged and could not be reported (``pr``).
+    incomplete_before: Optional[_dt.datetime] = None
+
+
+def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ...],
+          use_rollups: bool) -> _Plan:
+    """Split a report between rollups and raw rows (see docs/reports.md).
+
+    The rollups count the rows with an id up to ``counted_ids`` and a
+    ``created_at`` before ``counted_before``; a purge of this package folds
+    in what it deletes, so hours before ``purged_before`` exist only there.
+    An hour the report takes from the rollups comes with the rows of that
+    hour the rollups do not count yet; every other hour from its rows alone.
+    """
+    backend = backend_class_of(database)
+    conn = database.connection()
+    models = [bind_model(database, base) for base in backend.rollup_models]
+    zone = zones.check_zone("tz", filters.tz)
+    if not backend.has_table(conn, rollups.STATE_TABLE):
+        return _Plan()
+    state = rollups.read_state(conn, models)
+    if state.counted_before is None and state.purged_before is None:
+        return _Plan()
+    offsets = None
+    if zone != zones.UTC:
+        offsets = _history_offsets(database, models[0], filters, zone)
+    purged = rollups.ceil_hour(state.purged_before) if state.purged_before else None
+    since = _naive_utc(filters.since) if filters.since else None
+    until = _naive_utc(filters.until) if filters.until else None
+    off_the_hour = offsets is not None and any(o.seconds % 3600 for o in offsets)
+    if "pr" in keys or not use_rollups:
+        gone = state.purged_before
+        reaches = gone is not None and (since is None or since < gone)
+        return _Plan(offsets=offsets, incomplete_before=(
+            gone.replace(tzinfo=_dt.timezone.utc) if gone is not None and reaches else None))
+    # Hours before `upper` come from the rollups where they can: all counted
+    # ones, unless the zone is off the hour (then only purged ones, so rows
+    # still there are bucketed exactly).
+    candidates = [t for t in (purged, None if off_the_hour else state.counted_before) if t]
+    if not candidates:
+        return _Plan(offsets=offsets)
+    upper = max(candidates)
+    if until is not None:
+        upper = min(upper, rollups.floor_hour(until))
+    lower = None
+    if since is not None:
+        # Inside purged history the hour holding `since` is taken whole.
+        lower = (rollups.floor_hour(since) if purged is not None and since < purged
+                 else rollups.ceil_hour(since))
+        if upper <= lower:
+            return _Plan(offsets=offsets)
+    def raw(m: Any) -> Any:
+        rows = (m.created_at >= format_timestamp(upper)) | rollups.uncounted(m, state)
+        if lower is not None:
+            rows = rows | (m.created_at < format_timestamp(lower))
+        return rows
+
+    return _Plan(raw, RollupQuery(database=database, filters=filters, group_by=keys,
+                                  lower=lower, upper=upper, offsets=offsets), offsets)
+
+
+def _history_offsets(database: peewee.Database, rollup: Any, filters: ReportFilters,
+                     zone: Any) -> List[zones.Offset]:
+    """The zone's offsets over the report's range, rows and rollups."""
+    backend = backend_class_of(database)
+    m = bind_model(database, backend.model_base)
+    as_text = backend.dialect.as_text
+    ends: List[_dt.datetime] = []
+    for model, column in ((m, m.created_at), (rollup, rollup.hour)):
+        first, last = database.execute(model.select(
+            as_text(fn.MIN(column)), as_text(fn.MAX(column)))).fetchone()
+        ends += [_naive_utc(parse_timestamp(t)) for t in (first, last) if t]
+    now = _naive_utc(_dt.datetime.now(_dt.timezone.utc))
+    start = _naive_utc(filters.since) if filters.since else min(ends, default=now)
+    end = _naive_utc(filters.until) if filters.until else max(ends, default=now)
+    return zones.offsets(zone, start, end + _dt.timedelta(hours=1))
+
+
+def _naive_utc(value: _dt.datetime) -> _dt.datetime:
+    return to_utc(value).replace(tzinfo=None)
 
 
 def _priced(parts: Sequence[CostPart], table: Any, mode: str

@@ -85,12 +85,16 @@ def delete_chunk_before(model: Any, when: Any, limit: int) -> Statement:
     By id through a sub-select: ``DELETE … LIMIT`` needs a compile option
     that many SQLite builds lack.
     """
-    return render(model._meta.database, model.delete().where(
-        model.id.in_(_oldest(model, when, limit))))
+    return render(model._meta.database, model.delete().where(oldest_before(model, when, limit)))
 
 
 def _oldest(model: Any, when: Any, limit: int) -> Any:
     return model.select(model.id).where(model.created_at < _cutoff(when)).limit(limit)
+
+
+def oldest_before(model: Any, when: Any, limit: int) -> Any:
+    """The rows :func:`delete_chunk_before` deletes, as a condition."""
+    return model.id.in_(_oldest(model, when, limit))
 
 
 def keys_of_chunk_before(keys: Any, model: Any, when: Any, limit: int) -> Statement:
@@ -137,23 +141,14 @@ def any_before(model: Any, when: Any) -> Statement:
     return render(model._meta.database, query)
 
 
-def delete_ids_before(
-    model: Any,
-    when: Any,
-    after: int,
-    upto: int,
-    *,
-    no_index: Callable[[Any], Any] = lambda column: column,
-) -> Statement:
-    """Delete the rows with ``after < id <= upto`` and ``created_at`` before
+def ids_before(model: Any, when: Any, after: int, upto: int, *,
+               no_index: Callable[[Any], Any] = lambda column: column) -> Any:
+    """The rows with ``after < id <= upto`` and ``created_at`` before
     ``when``: the rows of a stretch of the table, whatever their order in
     time. ``no_index`` wraps ``created_at`` so that the planner walks the
     id range (see :class:`~telemetry_orm.backends.base.ReportDialect`)."""
-    query = model.delete().where(
-        (model.id > after) & (model.id <= upto)
-        & (no_index(model.created_at) < model.created_at.db_value(_cutoff(when)))
-    )
-    return render(model._meta.database, query)
+    return ((model.id > after) & (model.id <= upto)
+            & (no_index(model.created_at) < model.created_at.db_value(_cutoff(when))))
 
 
 @dataclasses.dataclass(frozen=True)

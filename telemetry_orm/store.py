@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import datetime as _dt
 import logging
 import os
 import threading
@@ -32,17 +33,26 @@ from typing import (
 )
 
 import peewee
+from peewee import SQL, fn
 
 from . import background as _background
-from . import forking
-from .backends.base import BUSY_TIMEOUT_MS, LOG_SIZE_LIMIT, Backend, CheckpointResult, Logger
+from . import forking, rollups
+from .backends.base import (
+    BUSY_TIMEOUT_MS,
+    LOG_SIZE_LIMIT,
+    Backend,
+    CheckpointResult,
+    Fold,
+    Logger,
+)
 from .checks import check_count, check_key, check_number
 from .engines import backend_for
 from .errors import BackgroundWriteError, StoreClosedError, TelemetryError, TelemetryValidationError
 from .record import TelemetryRecord, row_of, rows_of
 from .reports import Report, report
-from .schema import KEYS_TABLE, Execution, bind_model
-from .sql import KeyedSql
+from .rollups import RollupResult
+from .schema import KEYS_TABLE, Execution, bind_model, format_timestamp, parse_timestamp
+from .sql import KeyedSql, render
 
 LOGGER_NAME = "telemetry_orm"
 
@@ -51,6 +61,9 @@ CHECKPOINT_EVERY = 1000
 
 #: Default of ``journal_size_limit`` (bytes): see :func:`create_telemetry_store`.
 JOURNAL_SIZE_LIMIT = LOG_SIZE_LIMIT
+
+#: Rows a step of :meth:`PeeweeTelemetryStore.rollup` folds in, about.
+FOLD_ROWS = 20_000
 
 #: Keys a purge's sweep looks at per step (a read of a few milliseconds).
 KEY_SWEEP_STEP = 5000
@@ -264,6 +277,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._insert_sql = backend.insert_sql(self._model)
         self._check_row = backend.check_row
         self._keyed_sql: Optional[KeyedSql] = None
+        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
         self._insert_one = backend.insert_one
         # Known to fork() before the first connection opens, and set up
         # under the lock, so a fork never lands in the middle of a schema
@@ -542,13 +556,14 @@ class PeeweeTelemetryStore(TelemetryStore):
             with self.connection(locked=self.backend.one_connection) as conn:
                 position = self.backend.purge_start(conn, self._model, when)
             keys = self._keys_if_any()
+            fold = self._purge_fold(self._rollup_models(), when)
             while True:
                 limit = pacer.rows
                 # The store lock is let go between chunks so this process's
                 # writers get their turn too.
                 with self.connection() as conn:
                     chunk = self.backend.delete_chunk_before(
-                        conn, self._model, when, limit, position, keys
+                        conn, self._model, when, limit, position, keys, fold
                     )
                     pause = pacer.after_chunk(conn, chunk.held)
                 deleted, held, position = chunk.deleted, chunk.held, chunk.position
@@ -574,6 +589,121 @@ class PeeweeTelemetryStore(TelemetryStore):
         self.log.info("purged %d executions older than %s days (before %s) in %d chunks",
                       total, days, when, chunks)
         return PurgeResult(total, chunks, longest, when, time.perf_counter() - started)
+
+    # -- rollups -------------------------------------------------------------
+
+    def rollup(self) -> RollupResult:
+        """Fold every complete hour (by the database's clock) into the
+        rollups, with the rows that arrived since for hours folded before;
+        return what was done. Running it again counts no row twice.
+
+        Works in short write transactions of at most about
+        :data:`FOLD_ROWS` rows (the store's lock is let go between them), so
+        writers keep going meanwhile. Rows purged by this package are
+        counted too: a purge folds in, before deleting them, the rows not
+        counted yet. See :mod:`telemetry_orm.rollups`.
+        """
+        started = time.perf_counter()
+        models = self._rollup_models()
+        with self.connection() as conn:
+            target = self.backend.newest_id(conn, self._model)
+            now = self.backend.cutoff(conn, 0.0)
+        until = rollups.floor_hour(_naive(now))
+        rows = steps = 0
+        state = rollups.State()
+        while True:
+            with self.connection() as conn, self.backend.fold_transaction(conn):
+                state = rollups.read_state(conn, models)
+                step = self._next_fold(conn, state, max(target, state.counted_ids), until)
+                if step is None:
+                    break
+                where, state = step
+                if where is not None:
+                    rows += self._fold(conn, models, where)
+                rollups.write_state(conn, models, state)
+            steps += 1
+        self.log.info("rolled up %d executions in %d steps; counted before %s", rows, steps,
+                      state.counted_before)
+        return RollupResult(rows, steps, state.counted_before, state.counted_ids,
+                            time.perf_counter() - started)
+
+    def _next_fold(self, conn: Any, state: rollups.State, target: int,
+                   until: _dt.datetime) -> Optional[Tuple[Any, rollups.State]]:
+        """The rows of the next step of :meth:`rollup` (``None``: only the
+        state moves) and the state after it; ``None`` when all is counted."""
+        m = self._model
+        counted, before = state.counted_ids, state.counted_before
+        if counted < target:
+            if before is None:  # nothing is counted by time yet
+                return None, dataclasses.replace(state, counted_ids=target)
+            # Rows that came after the last fold for hours already counted.
+            upto = min(counted + FOLD_ROWS, target)
+            where = ((m.id > counted) & (m.id <= upto)
+                     & (m.created_at < format_timestamp(before)))
+            return where, dataclasses.replace(state, counted_ids=upto)
+        if before is None:
+            first = conn.execute(*render(self.database, m.select(
+                self.backend.dialect.as_text(fn.MIN(m.created_at))))).fetchone()[0]
+            start = until if first is None else min(until, rollups.floor_hour(
+                _naive(parse_timestamp(first))))
+            return None, dataclasses.replace(state, counted_before=start)
+        if before >= until:
+            return None
+        # The next hours, up to about FOLD_ROWS rows.
+        row = conn.execute(*render(self.database, m.select(
+            self.backend.dialect.as_text(m.created_at)).where(
+            m.created_at >= format_timestamp(before)).order_by(m.created_at)
+            .limit(1).offset(FOLD_ROWS))).fetchone()
+        step_end = until if row is None else min(until, max(
+            rollups.floor_hour(_naive(parse_timestamp(row[0]))),
+            before + _dt.timedelta(hours=1)))
+        where = ((m.id <= counted) & (m.created_at >= format_timestamp(before))
+                 & (m.created_at < format_timestamp(step_end)))
+        return where, dataclasses.replace(state, counted_before=step_end)
+
+    def _fold(self, conn: Any, models: Tuple[Type[peewee.Model], ...], where: Any) -> int:
+        """Fold the rows matching ``where`` in, inside the caller's
+        transaction; return how many."""
+        m = self._model
+        n = int(conn.execute(*render(self.database, m.select(fn.COUNT(SQL("*"))).where(where))
+                             ).fetchone()[0])
+        if n:
+            self.backend.dialect.prepare(self.database)
+            for statement in rollups.fold(models, m, self.backend.dialect, where):
+                conn.execute(*statement)
+        return n
+
+    def _purge_fold(self, models: Tuple[Type[peewee.Model], ...], when: Any) -> Fold:
+        """What a purge chunk runs before it deletes: fold in its rows not
+        counted yet, and remember the cutoff."""
+        cutoff = _naive(when if isinstance(when, _dt.datetime) else parse_timestamp(when))
+
+        def fold(conn: Any, rows: Any) -> None:
+            state = rollups.read_state(conn, models)
+            self._fold(conn, models, rows & rollups.uncounted(self._model, state))
+            if state.purged_before is None or state.purged_before < cutoff:
+                rollups.write_state(conn, models,
+                                    dataclasses.replace(state, purged_before=cutoff))
+
+        return fold
+
+    def _rollup_models(self) -> Tuple[Type[peewee.Model], ...]:
+        """The bound rollup models, their tables created at the first use."""
+        with self._lock:
+            if self._rollups is None:
+                models = tuple(bind_model(self.database, base)
+                               for base in self.backend.rollup_models)
+                errors: Tuple[Type[BaseException], ...] = (
+                    peewee.PeeweeException, *self.backend.driver_errors)
+                try:
+                    with self.backend.connection(self.database), \
+                            self.backend.exclusive_transaction(self.database, "schema"):
+                        for model in models:
+                            model.create_table(safe=True)
+                except errors as exc:
+                    raise self.backend.translate(exc) from exc
+                self._rollups = models
+            return self._rollups
 
     def _keys_if_any(self) -> Optional[Type[peewee.Model]]:
         """The bound key model when the keys table exists (any store, in any
@@ -757,3 +887,12 @@ def create_telemetry_store(
     check_count("journal_size_limit", journal_size_limit)
     backend = backend_for(path, busy_timeout=busy_timeout, log_size_limit=journal_size_limit)
     return PeeweeTelemetryStore(backend, logger)
+
+
+def _naive(value: Any) -> _dt.datetime:
+    """A database time (UTC text as stored, or a datetime) as a naive UTC datetime."""
+    if isinstance(value, str):
+        value = parse_timestamp(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc)
+    return value.replace(tzinfo=None)  # type: ignore[no-any-return]

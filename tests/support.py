@@ -270,3 +270,14 @@ def program(*argv: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     env.pop("TELEMETRY_DB_PATH", None)
     return subprocess.run([sys.executable, "-m", "telemetry_orm", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def place(store: Any, witness: Witness, instants: Sequence[_dt.datetime],
+          **fields: Any) -> List[int]:
+    """Record one row at each UTC instant (``created_at`` set through the
+    witness); return their ids."""
+    ids = [store.record(minimal(**fields)) for _ in instants]
+    values = [(t.strftime("%Y-%m-%d %H:%M:%S") if witness.kind == "sqlite" else t, row_id)
+              for t, row_id in zip(instants, ids, strict=True)]
+    witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", values)
+    return ids

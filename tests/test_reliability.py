@@ -184,6 +184,7 @@ def test_purge_deletes_in_short_transactions_of_at_most_a_chunk(
     expired = 2 * PURGE_CHUNK + 123
     insert_backdated(db_path, expired, days_ago=100)
     insert_backdated(db_path, 50, days_ago=1, repo="recent/repo")
+    store.rollup()
     witness = sqlite3.connect(db_path)
     statements: List[str] = []
     remaining: List[int] = []
@@ -216,9 +217,23 @@ def test_purge_deletes_in_short_transactions_of_at_most_a_chunk(
         else:
             assert not sql.startswith("DELETE"), "a DELETE outside a short transaction"
     assert current is None
-    assert all([s.split()[0] for s in t] == ["DELETE"] for t in transactions)
-    deleted_per_transaction = [a - b for a, b in zip(remaining, remaining[1:], strict=False)]
-    assert len(deleted_per_transaction) == len(transactions) >= 2
+    deleted = [a - b for a, b in zip(remaining, remaining[1:], strict=False)]
+    assert len(deleted) == len(transactions)
+    # Each chunk: the rollups' look at which rows they count, the fold of
+    # those they do not (none here: all are counted above), the cutoff
+    # remembered, then one DELETE.
+    chunks = [(t, n) for t, n in zip(transactions, deleted, strict=True)
+              if any(s.startswith("DELETE") for s in t)]
+    for statements_of_chunk, _ in chunks:
+        *before, last = statements_of_chunk
+        assert last.startswith("DELETE FROM \"executions\"")
+        assert all(s.startswith(("SELECT", 'INSERT INTO "telemetry_orm_rollup_state"'))
+                   for s in before), before
+    # The other transactions only create the rollup tables.
+    others = [t for t, n in zip(transactions, deleted, strict=True) if n == 0]
+    assert all(s.startswith("CREATE") for t in others for s in t)
+    deleted_per_transaction = [n for _, n in chunks]
+    assert len(deleted_per_transaction) == len(chunks) >= 2
     # The first chunk has the default size; the others are sized from the
     # time their predecessor held the lock, within bounds.
     assert deleted_per_transaction[0] == PURGE_CHUNK

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import pytest
-from support import Witness, minimal, program
+from support import Witness, place, program
 
 from telemetry_orm import PeeweeTelemetryStore, TelemetryValidationError, create_telemetry_store
 from telemetry_orm.zones import offsets
@@ -22,15 +22,6 @@ from telemetry_orm.zones import offsets
 UTC = dt.timezone.utc
 LOS_ANGELES = zoneinfo.ZoneInfo("America/Los_Angeles")
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
-
-
-def place(store: PeeweeTelemetryStore, witness: Witness, instants: Sequence[dt.datetime],
-          **fields: object) -> None:
-    """One row at each UTC instant."""
-    ids = [store.record(minimal(**fields)) for _ in instants]
-    values = [(t.strftime("%Y-%m-%d %H:%M:%S") if witness.kind == "sqlite" else t, row_id)
-              for t, row_id in zip(instants, ids, strict=True)]
-    witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", values)
 
 
 def hourly(start: dt.datetime, hours: int) -> List[dt.datetime]:

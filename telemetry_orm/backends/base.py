@@ -67,6 +67,12 @@ class ReportDialect:
 
     buckets: Mapping[str, Callable[[ColumnBase], ColumnBase]]
     local: Callable[[ColumnBase, Sequence[Offset]], ColumnBase]
+    #: ``created_at`` truncated to its UTC hour (the rollups' ``hour``).
+    hour: Callable[[ColumnBase], ColumnBase]
+    #: A duration's sketch bucket (:func:`telemetry_orm.rollups.bucket`).
+    bucket: Callable[[ColumnBase], ColumnBase]
+    #: Makes a connection of ``database`` ready for ``bucket``.
+    prepare: Callable[[Any], None]
     no_index: Callable[[ColumnBase], ColumnBase]
     as_text: Callable[[ColumnBase], ColumnBase]
     total: Callable[[ColumnBase], ColumnBase]
@@ -121,6 +127,11 @@ class PurgeChunk:
     position: Any
     #: No row older than the cutoff is left: the purge is over.
     done: bool
+
+
+#: Called by a purge chunk inside its transaction, with the driver
+#: connection and the condition of the rows it is about to delete.
+Fold = Callable[[Any, Any], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +256,8 @@ class Backend(Protocol):
     model_base: Type[Execution]
     #: The model of the keys table (``store.record(entry, key=…)``) on this engine.
     key_model: Type[peewee.Model]
+    #: The models of the rollups: per hour, duration sketches, the state row.
+    rollup_models: Tuple[Type[peewee.Model], ...]
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
     driver_errors: Tuple[Type[BaseException], ...]
     #: How reports spell buckets and the rest on this engine.
@@ -357,14 +370,27 @@ class Backend(Protocol):
 
     def delete_chunk_before(
         self, conn: Any, model: Type[Execution], when: Any, limit: int, position: Any,
-        keys: Any = None,
+        keys: Any = None, fold: Optional[Fold] = None,
     ) -> PurgeChunk:
         """Delete up to ``limit`` rows older than ``when``, going on from
         ``position``, in one short transaction; say how many, the seconds it
         held its locks, where the next chunk goes on, and whether any such
         row is left. ``keys``, the bound key model when the keys table
         exists: an engine that can find the keys of these rows deletes them
-        in the same transaction, else :meth:`sweep_keys` does after."""
+        in the same transaction, else :meth:`sweep_keys` does after.
+        ``fold``, when given, is called in that transaction, before the
+        rows go, with the connection and the rows' condition (the rollups
+        count them)."""
+        ...
+
+    def fold_transaction(self, conn: Any) -> ContextManager[None]:
+        """A write transaction on ``conn`` that no other connection folds
+        rows into the rollups in at the same time."""
+        ...
+
+    def newest_id(self, conn: Any, model: Type[Execution]) -> int:
+        """The largest id of ``executions`` such that no row with a smaller
+        one can still be committed (0 for an empty table)."""
         ...
 
     def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],
@@ -375,7 +401,8 @@ class Backend(Protocol):
         sweep goes on, and whether the keys are all seen."""
         ...
 
-    def has_table(self, conn: Any, name: str) -> bool:
+    @classmethod
+    def has_table(cls, conn: Any, name: str) -> bool:
         """Whether the table ``name`` exists (where the store keeps its tables)."""
         ...
 

@@ -22,6 +22,7 @@ from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
+from .. import rollups
 from .. import sql as _sql
 from ..checks import to_utc
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
@@ -43,6 +44,7 @@ from .base import (
     LOG_SIZE_LIMIT,
     PURGE_CHUNK,
     CheckpointResult,
+    Fold,
     KeySweep,
     PurgeChunk,
     ReportDialect,
@@ -161,6 +163,22 @@ class PostgresExecution(Execution):
     )
 
 
+class PostgresRollup(rollups.Rollup):
+    """The rollups with ``hour`` a ``TIMESTAMPTZ``, as ``created_at``."""
+
+    hour = _in_place_of(UTCTimestampTZField(), rollups.Rollup._meta.fields["hour"])
+
+    class Meta:
+        table_name = rollups.ROLLUPS_TABLE
+
+
+class PostgresRollupDuration(rollups.RollupDuration):
+    hour = _in_place_of(UTCTimestampTZField(), rollups.RollupDuration._meta.fields["hour"])
+
+    class Meta:
+        table_name = rollups.DURATIONS_TABLE
+
+
 def session_options(url_options: str, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> str:
     """The libpq ``options`` every connection of a store starts with.
 
@@ -251,6 +269,12 @@ def _local(column: ColumnBase, offsets: Sequence[Offset]) -> ColumnBase:
     return NodeList((column, SQL("+"), shift), parens=True)
 
 
+def _bucket(column: ColumnBase) -> ColumnBase:
+    # rollups.bucket() in SQL: ceil(ln(d) / ln(γ)) + 1, and 0 for 0 ms.
+    return NodeList((SQL("CASE WHEN"), column, SQL("<= 0 THEN 0 ELSE CAST(CEIL(LN("), column,
+                     SQL(f") / {rollups.LOG_GAMMA!r} - 1e-9) AS INTEGER) + 1 END")))
+
+
 #: PostgreSQL's report SQL; it plans GROUP BY with a time range well by
 #: itself, so no column is hidden from its indexes.
 DIALECT = ReportDialect(
@@ -260,6 +284,9 @@ DIALECT = ReportDialect(
         "month": _utc_text("YYYY-MM"),
     },
     local=_local,
+    hour=lambda column: fn.date_trunc("hour", column),
+    bucket=_bucket,
+    prepare=lambda database: None,
     no_index=lambda column: column,
     as_text=_utc_text("YYYY-MM-DD HH24:MI:SS"),
     # In numeric, which does not overflow (SUM of a double precision does).
@@ -346,6 +373,8 @@ class PostgresBackend:
     name = "postgresql"
     model_base: Type[Execution] = PostgresExecution
     key_model: Type[peewee.Model] = ExecutionKey
+    rollup_models: Tuple[Type[peewee.Model], ...] = (
+        PostgresRollup, PostgresRollupDuration, rollups.RollupState)
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,
@@ -556,28 +585,53 @@ class PostgresBackend:
 
     def delete_chunk_before(
         self, conn: Any, model: Type[Execution], when: _dt.datetime, limit: int,
-        position: Any = None, keys: Any = None,
+        position: Any = None, keys: Any = None, fold: Optional[Fold] = None,
     ) -> PurgeChunk:
-        """Delete up to ``limit`` rows older than ``when``: one statement, so
-        one short transaction on an autocommit connection. Says how many and
-        the seconds the statement took; fewer than ``limit`` ends the purge."""
+        """Delete up to ``limit`` rows older than ``when`` in one short
+        transaction (one statement when there is nothing else to do), with
+        their keys and after ``fold``. Says how many and the seconds it took;
+        fewer than ``limit`` ends the purge."""
         statement = _sql.delete_chunk_before(model, when, limit)
         started = time.perf_counter()
-        if keys is None:
+        if keys is None and fold is None:
             cursor = conn.execute(*statement)
-        else:  # the rows' keys go with them, in the same transaction
+        else:
             with conn.transaction():
-                conn.execute(*_sql.keys_of_chunk_before(keys, model, when, limit))
+                if fold is not None:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
+                    fold(conn, _sql.oldest_before(model, when, limit))
+                if keys is not None:  # the rows' keys go with them
+                    conn.execute(*_sql.keys_of_chunk_before(keys, model, when, limit))
                 cursor = conn.execute(*statement)
         deleted = int(cursor.rowcount)
         return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
+
+    @contextlib.contextmanager
+    def fold_transaction(self, conn: Any) -> Iterator[None]:
+        """A transaction holding the advisory lock ``rollup``."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
+            yield
+
+    def newest_id(self, conn: Any, model: Type[Execution]) -> int:
+        """Under a ``SHARE`` lock for a moment: it waits for the transactions
+        inserting rows to end (an id is given out at insert, so a smaller one
+        may otherwise commit after a larger) and keeps new ones out while it
+        reads."""
+        with conn.transaction():
+            conn.execute(f"LOCK TABLE {_sql.quote(model._meta.database, model._meta.table_name)}"
+                         " IN SHARE MODE")
+            row = conn.execute(*_sql.render(model._meta.database,
+                                            model.select(fn.MAX(model.id)))).fetchone()
+        return int(row[0] or 0)
 
     def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],
                    limit: int) -> KeySweep:
         """Nothing to sweep: a purge deletes the keys of its rows with them."""
         return KeySweep(0, 0.0, after, True)
 
-    def has_table(self, conn: Any, name: str) -> bool:
+    @classmethod
+    def has_table(cls, conn: Any, name: str) -> bool:
         row = conn.execute("SELECT to_regclass(quote_ident(current_schema()) || '.' || "
                            "quote_ident(%s)) IS NOT NULL", (name,)).fetchone()
         return bool(row[0])

@@ -21,7 +21,7 @@ import peewee
 from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 
-from .. import schema
+from .. import rollups, schema
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
 from ..schema import TABLE_NAME, Execution
@@ -29,6 +29,7 @@ from ..zones import Offset
 from .base import (
     BUSY_TIMEOUT_MS,
     PURGE_CHUNK,
+    Fold,
     KeySweep,
     PurgeChunk,
     ReportDialect,
@@ -305,6 +306,16 @@ def _local(column: ColumnBase, offsets: Sequence[Offset]) -> ColumnBase:
         if until is not None], modifiers[-1]))
 
 
+_BUCKET_FUNCTION = "telemetry_orm_bucket"
+
+
+def _prepare(database: peewee.Database) -> None:
+    # The same bucket as in Python, on any SQLite build (math functions are
+    # a compile option).
+    database.connection().create_function(_BUCKET_FUNCTION, 1, rollups.bucket,
+                                          deterministic=True)
+
+
 #: SQLite's report SQL. ``no_index`` is the unary ``+``: with indexes on
 #: ``created_at`` and ``repo``, ``… WHERE created_at >= X GROUP BY repo``
 #: would otherwise walk the repo index over the whole table.
@@ -315,6 +326,9 @@ DIALECT = ReportDialect(
         "month": lambda column: fn.strftime("%Y-%m", column),
     },
     local=_local,
+    hour=lambda column: fn.strftime("%Y-%m-%d %H:00:00", column),
+    bucket=lambda column: getattr(fn, _BUCKET_FUNCTION)(column),
+    prepare=_prepare,
     no_index=lambda column: NodeList((SQL("+"), column), glue=""),
     as_text=lambda column: column,
     # SUM() of integers fails past 2**63 - 1 ("integer overflow"); TOTAL()
@@ -330,6 +344,8 @@ class SqliteBackend:
     name = "sqlite"
     model_base: Type[Execution] = Execution
     key_model: Type[peewee.Model] = schema.SqliteExecutionKey
+    rollup_models: Tuple[Type[peewee.Model], ...] = (
+        rollups.Rollup, rollups.RollupDuration, rollups.RollupState)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
     check_row = None  # stores every valid record, NUL characters included
@@ -596,7 +612,7 @@ class SqliteBackend:
 
     def delete_chunk_before(
         self, conn: sqlite3.Connection, model: Type[Execution], when: str, limit: int,
-        position: IdWalk, keys: Any = None,
+        position: IdWalk, keys: Any = None, fold: Optional[Fold] = None,
     ) -> PurgeChunk:
         """Delete, in one transaction, the expired rows of the next ``limit``
         ids of the walk, or once it is over up to ``limit`` of the oldest
@@ -605,29 +621,45 @@ class SqliteBackend:
         the rows' keys are left to :meth:`sweep_keys`."""
         if position.after < position.last:
             upto = min(position.after + limit, position.last)
-            deleted, held = self._delete(conn, _sql.delete_ids_before(
-                model, when, position.after, upto, no_index=DIALECT.no_index))
+            rows = _sql.ids_before(model, when, position.after, upto, no_index=DIALECT.no_index)
+            deleted, held = self._delete(conn, model, rows, fold)
             # Past the walk, rows written meanwhile with an old created_at
             # (a copy from another database, say) are left to the oldest-first
             # chunks; there are seldom any.
             done = upto >= position.last and conn.execute(
                 *_sql.any_before(model, when)).fetchone() is None
             return PurgeChunk(deleted, held, IdWalk(upto, position.last), done)
-        deleted, held = self._delete(conn, _sql.delete_chunk_before(model, when, limit))
+        deleted, held = self._delete(conn, model, _sql.oldest_before(model, when, limit), fold)
         return PurgeChunk(deleted, held, position, deleted < limit)
 
     @staticmethod
-    def _delete(conn: sqlite3.Connection, statement: _sql.Statement) -> Tuple[int, float]:
+    def _delete(conn: sqlite3.Connection, model: Type[Execution], rows: Any,
+                fold: Optional[Fold]) -> Tuple[int, float]:
         conn.execute("BEGIN IMMEDIATE")
         locked = time.perf_counter()
         try:
-            cursor = conn.execute(*statement)
+            if fold is not None:  # counted before they go, in the same transaction
+                fold(conn, rows)
+            cursor = conn.execute(*_sql.render(model._meta.database, model.delete().where(rows)))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return int(cursor.rowcount), time.perf_counter() - locked
+
+    @contextlib.contextmanager
+    def fold_transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """``BEGIN IMMEDIATE``: one writer at a time folds rows in."""
+        with _write_transaction(conn, "rollup"):
+            yield
+
+    def newest_id(self, conn: sqlite3.Connection, model: Type[Execution]) -> int:
+        # Ids are given out inside write transactions, one at a time and
+        # increasing, so none at or below this one can still appear.
+        row = conn.execute(*_sql.render(model._meta.database,
+                                        model.select(fn.MAX(model.id)))).fetchone()
+        return int(row[0] or 0)
 
     def sweep_keys(self, conn: sqlite3.Connection, keys: Any, model: Type[Execution],
                    after: Optional[str], limit: int) -> KeySweep:
@@ -650,7 +682,8 @@ class SqliteBackend:
             held = time.perf_counter() - locked
         return KeySweep(deleted, held, seen[-1][0] if seen else after, len(seen) < limit)
 
-    def has_table(self, conn: sqlite3.Connection, name: str) -> bool:
+    @classmethod
+    def has_table(cls, conn: sqlite3.Connection, name: str) -> bool:
         row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                            (name,)).fetchone()
         return row is not None

@@ -1,0 +1,297 @@
+"""Rollups: what every execution added up to, per UTC hour, kept beside
+``executions`` so that history outlives the purge and long reports read
+hours instead of rows.
+
+Two tables and a state row, beside ``executions`` (which stays the
+original's):
+
+- ``telemetry_orm_rollups``: per hour × (repo, model, provider,
+  event_type, conclusion) × whether a cost was recorded (``paid``: above
+  0): executions, the four token sums, the cost, the duration sum and the
+  failed count.
+- ``telemetry_orm_rollup_durations``: per hour × the same five columns ×
+  duration bucket, how many executions took that long: a mergeable sketch
+  of the durations from which a p95 is estimated (:func:`estimate`).
+- ``telemetry_orm_rollup_state``: which rows are counted. A row is counted
+  when its ``id`` is at most ``counted_ids`` and its ``created_at`` before
+  ``counted_before``; ``purged_before`` is the latest cutoff of a purge
+  made by this package (rows before it may be gone from ``executions``).
+
+A row is counted once: folding in moves the state forward and adds exactly
+the rows between the old state and the new one, in the same transaction.
+Rows that arrive later with an old ``created_at`` (imports, copies, clock
+skew) have ids past ``counted_ids``, so they are not counted yet, and the
+next fold adds them to their hour. A purge folds in the uncounted rows it
+deletes in the transaction that deletes them.
+
+The duration sketch: bucket ``0`` holds durations of 0 ms, bucket ``k >=
+1`` the durations ``d`` with ``γ**(k-2) < d <= γ**(k-1)``, ``γ = (1 + α) /
+(1 - α)``, ``α = 0.5 %``. The middle of a bucket, ``2 γ**(k-1) / (γ + 1)``,
+is within α of every duration in it; rounded to a whole millisecond and
+kept inside the bucket it stays within 1 % (below 100 ms a bucket holds at
+most one whole millisecond, so it is exact). A nearest-rank percentile of
+merged sketches is the middle of the bucket holding that rank: within 1 %
+of the exact one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from peewee import (
+    EXCLUDED,
+    SQL,
+    BigIntegerField,
+    Case,
+    CompositeKey,
+    DoubleField,
+    IntegerField,
+    Model,
+    TextField,
+    fn,
+)
+
+from .schema import format_timestamp, parse_timestamp
+from .sql import Statement, render
+
+__all__ = [
+    "ALPHA", "DIMENSIONS", "DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "GAMMA",
+    "Rollup", "RollupDuration", "RollupResult", "RollupState", "State", "bucket",
+    "bucket_value", "estimate",
+]
+
+ROLLUPS_TABLE = "telemetry_orm_rollups"
+DURATIONS_TABLE = "telemetry_orm_rollup_durations"
+STATE_TABLE = "telemetry_orm_rollup_state"
+
+#: The columns an hour is rolled up by (PR numbers are not: PR-level
+#: detail lives as long as the rows do).
+DIMENSIONS: Tuple[str, ...] = ("repo", "model", "provider", "event_type", "conclusion")
+
+#: Relative accuracy of a bucket's middle; with the rounding to whole
+#: milliseconds, estimates stay within 1 %.
+ALPHA = 0.005
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+LOG_GAMMA = math.log(GAMMA)
+
+#: The sums of a rollup row, in the order of :class:`~telemetry_orm.report_query.Sums`.
+SUMS: Tuple[str, ...] = (
+    "executions", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_creation_tokens", "cost_usd", "duration_ms", "failed",
+)
+
+
+def bucket(duration: Any) -> int:
+    """The sketch bucket of a duration in milliseconds (see the module)."""
+    d = float(duration or 0)
+    if d <= 0:
+        return 0
+    return int(math.ceil(math.log(d) / LOG_GAMMA - 1e-9)) + 1
+
+
+def bucket_value(k: int) -> int:
+    """The duration a bucket stands for: its middle, to the millisecond,
+    kept inside the bucket."""
+    if k <= 0:
+        return 0
+    high = GAMMA ** (k - 1)
+    low = high / GAMMA
+    middle = round(2 * high / (GAMMA + 1))
+    # The whole milliseconds of the bucket: (low, high].
+    first, last = math.floor(low) + 1, math.floor(high + 1e-9)
+    if first > last:  # no whole millisecond in it (not reached by integer durations)
+        return max(1, middle)
+    return min(max(middle, first), last)
+
+
+def estimate(counts: Mapping[int, int], rank: int) -> Optional[int]:
+    """The duration at ``rank`` (1-based, ascending) of a sketch ``{bucket:
+    count}``; ``None`` when the sketch holds fewer."""
+    seen = 0
+    for k in sorted(counts):
+        seen += counts[k]
+        if seen >= rank:
+            return bucket_value(k)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """Which rows the rollups count (see the module)."""
+
+    counted_ids: int = 0
+    #: ``None``: no row counted by time yet.
+    counted_before: Optional[_dt.datetime] = None
+    purged_before: Optional[_dt.datetime] = None
+
+    def counts(self, row_id: int, created_at: _dt.datetime) -> bool:
+        return (row_id <= self.counted_ids and self.counted_before is not None
+                and created_at < self.counted_before)
+
+
+@dataclasses.dataclass(frozen=True)
+class RollupResult:
+    """What :meth:`~telemetry_orm.store.PeeweeTelemetryStore.rollup` did."""
+
+    #: Rows folded in by this call.
+    rows: int
+    #: Transactions it took.
+    steps: int
+    #: Rows with ``created_at`` before this (UTC) and an id up to
+    #: ``counted_ids`` are counted now.
+    counted_before: Optional[_dt.datetime]
+    counted_ids: int
+    seconds: float
+
+
+class Rollup(Model):
+    """One hour of one combination (SQLite layout: one b-tree by its key)."""
+
+    hour = TextField()
+    repo = TextField()
+    model = TextField()
+    provider = TextField()
+    event_type = TextField()
+    conclusion = TextField()
+    paid = IntegerField()
+    executions = BigIntegerField()
+    input_tokens = BigIntegerField()
+    output_tokens = BigIntegerField()
+    cache_read_tokens = BigIntegerField()
+    cache_creation_tokens = BigIntegerField()
+    cost_usd = DoubleField()
+    duration_ms = BigIntegerField()
+    failed = BigIntegerField()
+
+    class Meta:
+        table_name = ROLLUPS_TABLE
+        primary_key = CompositeKey("hour", *DIMENSIONS, "paid")
+        without_rowid = True
+
+
+class RollupDuration(Model):
+    """How many executions of one hour and combination fell in one duration bucket."""
+
+    hour = TextField()
+    repo = TextField()
+    model = TextField()
+    provider = TextField()
+    event_type = TextField()
+    conclusion = TextField()
+    bucket = IntegerField()
+    executions = BigIntegerField()
+
+    class Meta:
+        table_name = DURATIONS_TABLE
+        primary_key = CompositeKey("hour", *DIMENSIONS, "bucket")
+        without_rowid = True
+
+
+class RollupState(Model):
+    """The one row saying which rows are counted (times as UTC text)."""
+
+    id = IntegerField(primary_key=True)
+    counted_ids = BigIntegerField()
+    counted_before = TextField(null=True)
+    purged_before = TextField(null=True)
+
+    class Meta:
+        table_name = STATE_TABLE
+
+
+def merge_counts(parts: Iterable[Tuple[int, int]]) -> Dict[int, int]:
+    merged: Dict[int, int] = {}
+    for k, n in parts:
+        merged[int(k)] = merged.get(int(k), 0) + int(n)
+    return merged
+
+
+# --- SQL ------------------------------------------------------------------------
+#
+# ``models`` are the three rollup models and ``model`` the ``Execution`` model,
+# all bound to one database; ``dialect`` is its engine's ReportDialect. The
+# statements are rendered for the driver's own connection, as in
+# :mod:`telemetry_orm.sql`, so they run inside a backend's own transactions.
+
+
+def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[Statement]:
+    """Add the executions matching ``where`` to their hours: one upsert into
+    the rollups and one into the duration sketches."""
+    rollup, durations = models[0], models[1]
+    m = model
+    database = m._meta.database
+    dims = [getattr(m, name) for name in DIMENSIONS]
+    hour = dialect.hour(m.created_at)
+    paid = Case(None, [(m.cost_usd > 0, 1)], 0)
+    failed = Case(None, [(m.conclusion != "success", 1)], 0)
+    sums = [fn.COUNT(SQL("*")), fn.SUM(m.input_tokens), fn.SUM(m.output_tokens),
+            fn.SUM(m.cache_read_tokens), fn.SUM(m.cache_creation_tokens), fn.SUM(m.cost_usd),
+            fn.SUM(m.duration_ms), fn.SUM(failed)]
+    by = [SQL(str(n)) for n in range(1, len(dims) + 3)]
+    select = m.select(hour, *dims, paid, *sums).where(where).group_by(*by)
+    key = [rollup.hour, *(getattr(rollup, name) for name in DIMENSIONS), rollup.paid]
+    added = {getattr(rollup, name): getattr(rollup, name) + getattr(EXCLUDED, name)
+             for name in SUMS}
+    first = rollup.insert_from(select, [*key, *(getattr(rollup, name) for name in SUMS)]
+                               ).on_conflict(conflict_target=key, update=added)
+    by_bucket = m.select(hour, *dims, dialect.bucket(m.duration_ms), fn.COUNT(SQL("*"))
+                         ).where(where).group_by(*by)
+    bucket_key = [durations.hour, *(getattr(durations, name) for name in DIMENSIONS),
+                  durations.bucket]
+    second = durations.insert_from(by_bucket, [*bucket_key, durations.executions]).on_conflict(
+        conflict_target=bucket_key,
+        update={durations.executions: durations.executions + EXCLUDED.executions})
+    return [render(database, first), render(database, second)]
+
+
+def uncounted(model: Any, state: State) -> Any:
+    """The rows ``state`` does not count."""
+    if state.counted_before is None:
+        return SQL("1 = 1")
+    return (model.id > state.counted_ids) | (
+        model.created_at >= format_timestamp(state.counted_before))
+
+
+def read_state(conn: Any, models: Sequence[Any]) -> State:
+    state_model = models[2]
+    database = state_model._meta.database
+    sql, params = render(database, state_model.select(
+        state_model.counted_ids, state_model.counted_before, state_model.purged_before
+    ).where(state_model.id == 1))
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        return State()
+    return State(int(row[0]), _time(row[1]), _time(row[2]))
+
+
+def write_state(conn: Any, models: Sequence[Any], state: State) -> None:
+    state_model = models[2]
+    database = state_model._meta.database
+    values = {state_model.id: 1, state_model.counted_ids: state.counted_ids,
+              state_model.counted_before: _text(state.counted_before),
+              state_model.purged_before: _text(state.purged_before)}
+    query = state_model.insert(values).on_conflict(
+        conflict_target=[state_model.id],
+        update={field: getattr(EXCLUDED, field.name) for field in values
+                if field is not state_model.id})
+    conn.execute(*render(database, query))
+
+
+def _time(value: Any) -> Optional[_dt.datetime]:
+    return None if value is None else parse_timestamp(str(value)).replace(tzinfo=None)
+
+
+def _text(value: Optional[_dt.datetime]) -> Optional[str]:
+    return None if value is None else format_timestamp(value)
+
+
+def floor_hour(value: _dt.datetime) -> _dt.datetime:
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(value: _dt.datetime) -> _dt.datetime:
+    floor = floor_hour(value)
+    return floor if floor == value else floor + _dt.timedelta(hours=1)

@@ -1,0 +1,271 @@
+"""Rollups: history that outlives the purge. Every figure a report gives
+from raw rows it gives the same after ``rollup()`` and a purge (p95 within
+1 %), rows are counted exactly once however often and in whatever order
+rollups, purges and late rows come, on both engines. Expected figures come
+from the raw rows before they go, read by an independent connection."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+from typing import Any, Dict, List, Sequence, Tuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import Witness, minimal, place
+
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
+from telemetry_orm.report_query import nearest_rank
+from telemetry_orm.rollups import bucket, bucket_value, estimate
+
+UTC = dt.timezone.utc
+NOW = dt.datetime.now(UTC).replace(microsecond=0)
+
+
+def history(store: PeeweeTelemetryStore, witness: Witness, days: int, per_day: int,
+            seed: int = 7) -> List[dt.datetime]:
+    """Varied rows spread over the last ``days`` days; their instants."""
+    rnd = random.Random(seed)
+    instants = sorted(NOW - dt.timedelta(seconds=rnd.randrange(days * 86400))
+                      for _ in range(days * per_day))
+    entries = [minimal(
+        repo=rnd.choice(["acme/api", "acme/web", "acme/ops"]),
+        model=rnd.choice(["claude-sonnet-4-5", "claude-haiku-4-5"]),
+        event_type=rnd.choice(["push", "pull_request.opened"]),
+        conclusion=rnd.choices(["success", "failure", "timeout"], (8, 1, 1))[0],
+        duration_ms=int(rnd.lognormvariate(10, 1)),
+        input_tokens=rnd.randrange(10_000), output_tokens=rnd.randrange(2_000),
+        cache_read_tokens=rnd.randrange(50_000), cache_creation_tokens=rnd.randrange(5_000),
+        cost_usd=rnd.choice([0.0, round(rnd.random(), 6)]),
+    ) for _ in instants]
+    ids = store.record_many(entries)
+    values = [(t.strftime("%Y-%m-%d %H:%M:%S") if witness.kind == "sqlite" else t, i)
+              for t, i in zip(instants, ids, strict=True)]
+    witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", values)
+    return instants
+
+
+def figures(store: PeeweeTelemetryStore, by: Sequence[str], **options: Any
+            ) -> Dict[Tuple[Any, ...], Dict[str, Any]]:
+    result = store.report(group_by=list(by), **options)
+    rows = {tuple(r.keys.values()): r.metrics.as_dict() for r in result.rows}
+    rows[("totals",)] = result.totals.as_dict()
+    return rows
+
+
+def assert_same(before: Dict[Tuple[Any, ...], Dict[str, Any]],
+                after: Dict[Tuple[Any, ...], Dict[str, Any]]) -> None:
+    assert before.keys() == after.keys()
+    for key, old in before.items():
+        new = after[key]
+        for name, value in old.items():
+            if name == "p95_duration_ms":
+                assert abs(new[name] - value) <= 0.01 * value, (key, value, new[name])
+            elif name in ("cost_usd", "avg_duration_ms"):
+                assert new[name] == pytest.approx(value, abs=1e-6), (key, name)
+            else:
+                assert new[name] == value, (key, name, value, new[name])
+
+
+BY = [("repo",), ("model",), ("month",), ("event_type",), ("conclusion",), ("provider",),
+      ("repo", "model", "month"), ()]
+
+
+def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    history(any_store, any_witness, days=400, per_day=12)
+    before = {by: figures(any_store, by, since=None) for by in BY}
+    calculated = figures(any_store, ("model",), since=None, cost="calculated")
+    in_los_angeles = figures(any_store, ("month",), since=None, tz="America/Los_Angeles")
+    rows = any_witness.count()
+    expired = int(any_witness.scalar(
+        "SELECT COUNT(*) FROM executions WHERE created_at < ?",
+        (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%d %H:%M:%S")))
+    assert 0 < expired < rows
+
+    assert any_store.purge_older_than(90) == expired  # nothing rolled up ahead: the purge does
+    assert any_witness.count() == rows - expired
+    for by in BY:
+        assert_same(before[by], figures(any_store, by, since=None))
+    assert_same(calculated, figures(any_store, ("model",), since=None, cost="calculated"))
+    assert_same(in_los_angeles,
+                figures(any_store, ("month",), since=None, tz="America/Los_Angeles"))
+    # The same again once everything is rolled up ahead of the reports.
+    any_store.rollup()
+    for by in BY:
+        assert_same(before[by], figures(any_store, by, since=None))
+
+
+def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    history(any_store, any_witness, days=30, per_day=40)
+    first = any_store.rollup()
+    assert first.rows > 0 and first.counted_before is not None
+    assert any_store.rollup().rows == 0
+    exact = figures(any_store, ("repo", "day"), since=None, use_rollups=False)
+    assert_same(exact, figures(any_store, ("repo", "day"), since=None))
+    # Rows for hours already rolled up, arriving later (an import, say).
+    late = place(any_store, any_witness, [NOW - dt.timedelta(days=20, minutes=m)
+                                          for m in range(5)], repo="acme/late")
+    exact = figures(any_store, ("repo", "day"), since=None, use_rollups=False)
+    assert_same(exact, figures(any_store, ("repo", "day"), since=None))  # read raw meanwhile
+    assert any_store.rollup().rows == len(late)
+    assert_same(exact, figures(any_store, ("repo", "day"), since=None))
+    # What the rollups hold is what the rows add up to, hour by hour.
+    counted_before = any_store.rollup().counted_before
+    assert rolled_hours(any_witness) == raw_hours(any_witness, counted_before)
+    # A purge after a rollup deletes rows already counted: it adds nothing.
+    held = rolled_hours(any_witness)
+    assert any_store.purge_older_than(10) > 0
+    assert rolled_hours(any_witness) == held
+    assert_same(exact, figures(any_store, ("repo", "day"), since=None))
+
+
+def raw_hours(witness: Witness, before: dt.datetime) -> Dict[str, Tuple[int, int, int]]:
+    hour = ("strftime('%Y-%m-%d %H', created_at)" if witness.kind == "sqlite"
+            else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    return {r["h"]: (int(r["n"]), int(r["t"]), int(r["d"])) for r in witness.rows(
+        f"SELECT {hour} AS h, COUNT(*) AS n, SUM(input_tokens) AS t, SUM(duration_ms) AS d "
+        f"FROM executions WHERE created_at < ? GROUP BY 1",
+        before.strftime("%Y-%m-%d %H:%M:%S"))}
+
+
+def rolled_hours(witness: Witness) -> Dict[str, Tuple[int, int, int]]:
+    hour = ("strftime('%Y-%m-%d %H', hour)" if witness.kind == "sqlite"
+            else "to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    sketch = {r["h"]: int(r["n"]) for r in witness.rows(
+        f"SELECT {hour} AS h, SUM(executions) AS n FROM telemetry_orm_rollup_durations "
+        f"GROUP BY 1")}
+    sums = {r["h"]: (int(r["n"]), int(r["t"]), int(r["d"])) for r in witness.rows(
+        f"SELECT {hour} AS h, SUM(executions) AS n, SUM(input_tokens) AS t, "
+        f"SUM(duration_ms) AS d FROM telemetry_orm_rollups GROUP BY 1")}
+    assert sketch == {h: n for h, (n, _, _) in sums.items()}
+    return sums
+
+
+def test_a_purge_counts_what_it_deletes_and_only_that(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    history(any_store, any_witness, days=200, per_day=10)
+    cutoff = (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%d %H:%M:%S")
+    gone = any_witness.rows("SELECT COUNT(*) AS n, SUM(input_tokens) AS t, SUM(cost_usd) AS c "
+                            "FROM executions WHERE created_at < ?", cutoff)[0]
+    deleted = any_store.purge_older_than(90)
+    assert deleted == gone["n"]
+    held = any_witness.rows("SELECT SUM(executions) AS n, SUM(input_tokens) AS t, "
+                            "SUM(cost_usd) AS c FROM telemetry_orm_rollups")[0]
+    assert (int(held["n"]), int(held["t"])) == (int(gone["n"]), int(gone["t"]))
+    assert float(held["c"]) == pytest.approx(float(gone["c"]))
+    # Purging again deletes and counts nothing more.
+    assert any_store.purge_older_than(90) == 0
+    assert int(any_witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups")) == deleted
+
+
+def test_a_pr_report_says_when_its_range_reaches_into_purged_history(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    history(any_store, any_witness, days=120, per_day=5)
+    assert any_store.report(group_by=["pr"], since=None).incomplete_before is None
+    any_store.purge_older_than(90)
+    result = any_store.report(group_by=["pr"], since=None)
+    assert result.incomplete_before is not None
+    assert abs(result.incomplete_before - (NOW - dt.timedelta(days=90))) < dt.timedelta(minutes=5)
+    assert not result.from_rollups
+    recent = any_store.report(group_by=["pr"], since=NOW - dt.timedelta(days=30))
+    assert recent.incomplete_before is None
+    # Every other grouping still counts the purged history.
+    assert any_store.report(group_by=["repo"], since=None).from_rollups
+
+
+def test_reports_with_edges_inside_hours_read_those_hours_from_the_rows(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    history(any_store, any_witness, days=10, per_day=200)
+    any_store.rollup()
+    since, until = NOW - dt.timedelta(days=7, minutes=17), NOW - dt.timedelta(days=1, minutes=43)
+    for by in (("repo",), ("day",), ()):
+        exact = figures(any_store, by, since=since, until=until, use_rollups=False)
+        assert_same(exact, figures(any_store, by, since=since, until=until))
+
+
+@pytest.mark.parametrize("zone, spring, autumn", [
+    ("America/Los_Angeles", "2026-03-08", "2026-11-01"),
+    ("Europe/Berlin", "2026-03-29", "2026-10-25"),
+])
+def test_rolled_up_days_have_23_and_25_hours_in_the_zone(
+        any_store: PeeweeTelemetryStore, any_witness: Witness, zone: str, spring: str,
+        autumn: str) -> None:
+    instants: List[dt.datetime] = []
+    for day in (spring, autumn):
+        middle = dt.datetime.fromisoformat(day).replace(tzinfo=UTC)
+        instants += [middle + dt.timedelta(hours=h) for h in range(-24, 48)]
+    place(any_store, any_witness, instants)
+    exact = figures(any_store, ("day",), since=None, tz=zone)
+    any_store.purge_older_than(0)  # everything goes: only the rollups are left
+    assert any_witness.count() == 0
+    after = figures(any_store, ("day",), since=None, tz=zone)
+    assert_same(exact, after)
+    assert after[(spring,)]["executions"] == 23 and after[(autumn,)]["executions"] == 25
+
+
+def test_a_zone_off_the_hour_is_exact_on_rows_and_takes_whole_hours_from_rollups(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    edge = dt.datetime(2026, 6, 1, 18, 30, tzinfo=UTC)  # midnight in Asia/Kolkata
+    place(any_store, any_witness, [edge - dt.timedelta(seconds=1), edge,
+                                   edge + dt.timedelta(minutes=5)])
+    any_store.rollup()
+    rows_there = {k: v["executions"]
+                  for k, v in figures(any_store, ("day",), since=None, tz="Asia/Kolkata").items()}
+    assert rows_there == {("2026-06-01",): 1, ("2026-06-02",): 2, ("totals",): 3}
+    any_store.purge_older_than(0)
+    # Purged: the hour 18:00 UTC is 23:30 in Kolkata, so all of it is 1 June.
+    purged = {k: v["executions"]
+              for k, v in figures(any_store, ("day",), since=None, tz="Asia/Kolkata").items()}
+    assert purged == {("2026-06-01",): 3, ("totals",): 3}
+
+
+def test_two_stores_rolling_up_at_once_count_each_row_once(any_location: str) -> None:
+    with create_telemetry_store(any_location) as store:
+        witness = Witness(any_location)
+        try:
+            history(store, witness, days=60, per_day=300)
+            errors: List[BaseException] = []
+
+            def run() -> None:
+                try:
+                    with create_telemetry_store(any_location) as other:
+                        other.rollup()
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=run) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert not errors
+            before = store.rollup().counted_before
+            assert rolled_hours(witness) == raw_hours(witness, before)
+        finally:
+            witness.close()
+
+
+# -- the duration sketch -------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 120), st.integers(0, 10**9)), min_size=1,
+                max_size=300))
+def test_the_sketch_estimates_a_nearest_rank_percentile_within_one_percent(
+        durations: List[int]) -> None:
+    counts: Dict[int, int] = {}
+    for d in durations:
+        counts[bucket(d)] = counts.get(bucket(d), 0) + 1
+    ordered = sorted(durations)
+    for rank in {1, nearest_rank(len(durations)), len(durations)}:
+        exact = ordered[rank - 1]
+        got = estimate(counts, rank)
+        assert got is not None and abs(got - exact) <= 0.01 * exact, (rank, exact, got)
+
+
+def test_below_100_ms_each_millisecond_has_its_own_bucket() -> None:
+    assert [bucket_value(bucket(d)) for d in range(101)] == list(range(101))
