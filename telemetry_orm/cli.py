@@ -169,6 +169,16 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_rollup(args: argparse.Namespace, out: TextIO) -> int:
+    """``rollup``: fold complete hours into the rollups."""
+    with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
+        result = store.rollup()
+    when = result.counted_before.strftime("%Y-%m-%d %H:%M UTC") if result.counted_before else "-"
+    out.write(f"rolled up {result.rows:,} executions in {result.steps} steps "
+              f"({result.seconds:.1f} s); counted before {when}\n")
+    return 0
+
+
 def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
     """``checkpoint``: copy the write-ahead log into the database file."""
     with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
@@ -417,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("purge", cmd_purge, "delete executions older than N days")
     sub.add_argument("--days", type=_days, required=True, metavar="N")
     sub.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+
+    command("rollup", cmd_rollup, "fold complete hours into the rollups, which outlive purges")
 
     sub = command("checkpoint", cmd_checkpoint, "copy the write-ahead log into the database")
     sub.add_argument("--truncate", action="store_true", help="also empty the -wal file")

@@ -80,7 +80,9 @@ def report_document(report: Report) -> Dict[str, Any]:
     """The JSON document of a report: ``generated_at``, ``filters``,
     ``group_by``, ``cost`` (where costs come from), ``totals``,
     ``unpriced`` (model: executions without a price, whose cost counts
-    nowhere) and ``rows``."""
+    nowhere), ``from_rollups`` (some figures come from the rollups: p95 is
+    then an estimate within 1 %), ``incomplete_before`` (executions before
+    it were purged and are not counted: a ``pr`` report) and ``rows``."""
     filters = dataclasses.asdict(report.filters)
     filters["since"] = iso(report.filters.since)
     filters["until"] = iso(report.filters.until)
@@ -91,6 +93,8 @@ def report_document(report: Report) -> Dict[str, Any]:
         "cost": report.cost,
         "totals": report.totals.as_dict(),
         "unpriced": dict(report.unpriced),
+        "from_rollups": report.from_rollups,
+        "incomplete_before": iso(report.incomplete_before),
         "rows": report_records(report),
     }
 
@@ -114,10 +118,20 @@ def render_report(report: Report, fmt: str) -> str:
     totals = [_TOTAL] + [""] * (len(keys) - 1)
     totals += [_human(m, getattr(report.totals, m)) for m in METRICS]
     right = [False] * len(keys) + [True] * len(METRICS)
-    note = _unpriced_note(report)
+    note = _unpriced_note(report) + _history_note(report)
     if fmt == "markdown":
         return _markdown(header, body, totals, right) + note
     return _caption(report) + "\n\n" + _table(header, body, totals, right) + note
+
+
+def _history_note(report: Report) -> str:
+    """The footnote of a report that read rollups, or could not."""
+    if report.incomplete_before is not None:
+        return (f"\nExecutions before {_when(report.incomplete_before)} were purged; PR-level "
+                "detail went with them, so they are not counted here.\n")
+    if report.from_rollups:
+        return "\np95 ms: estimated within 1 % where rolled-up hours are counted.\n"
+    return ""
 
 
 def _unpriced_note(report: Report) -> str:

@@ -514,6 +514,16 @@ class DatabaseStats:
     wal_bytes: int
     schema_version: int
     journal_mode: str
+    #: Executions the rollups hold (purged ones among them), and the UTC
+    #: hours they span (``None``: no rollups).
+    rollup_executions: int = 0
+    rollup_first_hour: Optional[str] = None
+    rollup_last_hour: Optional[str] = None
+    #: Rows before this (UTC, with an id counted) are rolled up.
+    rollup_counted_before: Optional[str] = None
+    #: The latest cutoff of a purge made by this package: history before it
+    #: lives in the rollups only.
+    purged_before: Optional[str] = None
 
 
 def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
@@ -538,6 +548,7 @@ def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
                 )
             ).fetchone()
             storage = backend.storage(database, path)
+            rolled = _rollup_stats(database)
     except peewee.DatabaseError as exc:
         raise DatabaseError(f"{path}: {exc}") from exc
     return DatabaseStats(
@@ -549,7 +560,27 @@ def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
         wal_bytes=storage.log_bytes,
         schema_version=storage.schema_version,
         journal_mode=storage.journal_mode,
+        **rolled,
     )
+
+
+def _rollup_stats(database: peewee.Database) -> Dict[str, Any]:
+    backend = backend_class_of(database)
+    if not backend.has_table(database.connection(), rollups.STATE_TABLE):
+        return {}
+    models = [bind_model(database, base) for base in backend.rollup_models]
+    rollup: Any = models[0]
+    as_text = backend.dialect.as_text
+    n, first, last = database.execute(rollup.select(
+        backend.dialect.total(rollup.executions), as_text(fn.MIN(rollup.hour)),
+        as_text(fn.MAX(rollup.hour)))).fetchone()
+    state = rollups.read_state(database.connection(), models)
+    return {
+        "rollup_executions": int(n or 0), "rollup_first_hour": first, "rollup_last_hour": last,
+        "rollup_counted_before": (format_timestamp(state.counted_before)
+                                  if state.counted_before else None),
+        "purged_before": format_timestamp(state.purged_before) if state.purged_before else None,
+    }
 
 
 def unpriced_models(database: peewee.Database, prices: Any) -> List[Tuple[str, int]]:
