@@ -36,7 +36,15 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 
 import peewee  # noqa: E402
 
-from bench import background, inserts, memory, peer, report_cases, wal_catch_up  # noqa: E402
+from bench import (  # noqa: E402
+    background,
+    inserts,
+    memory,
+    peer,
+    report_cases,
+    rollups,
+    wal_catch_up,
+)
 from bench.timing import Result, Settings  # noqa: E402
 
 Case = Callable[[Settings], List[Result]]
@@ -86,6 +94,13 @@ def retention(settings: Settings) -> List[Result]:
             results.extend(as_results(figures, f"retention ({order} order)"))
             continue
         results.extend(_retention_results(figures, order, rounds))
+    folding = module.run(settings.memory_rows, rounds, rolled=False)
+    results.append(Result(
+        f"retention, nothing rolled up ahead: purge {folding['expired']:,} of "
+        f"{folding['rows']:,} rows, folding each into the rollups", folding["purge_s"], "s",
+        folding["single_delete_s"], folding["ratio"], 1.5, "<= 1.5x",
+        f"longest hold {folding['longest_hold_ms']:.0f} ms; baseline: one DELETE (which "
+        "counts nothing); run rollup() ahead to purge at the cost above", rounds))
     if hasattr(module, "run_keyed"):
         keyed = module.run_keyed(settings.memory_rows, rounds)
         results.append(Result(
@@ -147,6 +162,7 @@ CASES: List[Case] = [
     report_cases.reports,
     retention,
     wal_catch_up.catch_up,
+    rollups.rollups,
 ]
 
 

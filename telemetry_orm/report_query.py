@@ -316,44 +316,55 @@ def _bucket_rows(rows: Iterable[Sequence[Any]], width: int) -> BucketCounts:
 
 class RollupQuery:
     """The SQL of the part of a report the rollups stand for: whole hours
-    in ``[lower, upper)`` (``None``: unbounded), with the same filters, keys
-    and answers as :class:`Query`."""
+    (``tier="hour"``) or whole UTC months (``tier="month"``) in ``[lower,
+    upper)`` (``None``: unbounded), with the same filters, keys and answers
+    as :class:`Query`. The month tier answers only what :func:`month_dimension`
+    allows."""
 
     def __init__(
         self, *, database: peewee.Database, filters: ReportFilters, group_by: Tuple[str, ...],
         lower: Optional[_dt.datetime], upper: Optional[_dt.datetime],
-        offsets: Optional[List[zones.Offset]] = None,
+        offsets: Optional[List[zones.Offset]] = None, tier: str = "hour",
     ) -> None:
         self.database = database
         backend = backend_class_of(database)
         self.dialect = backend.dialect
-        self.rollup: Any = bind_model(database, backend.rollup_models[0])
-        self.durations: Any = bind_model(database, backend.rollup_models[1])
+        models = backend.rollup_models
+        self.tier = tier
+        self.time = tier
+        self.rollup: Any = bind_model(database, models[0] if tier == "hour" else models[3])
+        self.durations: Any = bind_model(database, models[1] if tier == "hour" else models[4])
         self.filters = filters
         self.key_names = key_names(group_by)
         self.lower, self.upper = lower, upper
         self.offsets = offsets
+        self.dimension = month_dimension(filters, group_by) if tier == "month" else None
 
-    def _keys(self, model: Any) -> List[ColumnBase]:
-        hour = model.hour
+    def _keys(self, model: Any, *, marginal: bool = False) -> List[ColumnBase]:
+        start = getattr(model, self.time)
         if self.offsets is not None and zones.check_zone("tz", self.filters.tz) != zones.UTC:
-            hour = self.dialect.local(model.hour, self.offsets)
-        return [self.dialect.buckets[name](hour) if name in self.dialect.buckets
-                else getattr(model, name) for name in self.key_names]
+            start = self.dialect.local(start, self.offsets)
+        return [self.dialect.buckets[name](start) if name in self.dialect.buckets
+                else model.value if marginal else getattr(model, name)
+                for name in self.key_names]
 
-    def _select(self, model: Any, keys: Sequence[ColumnBase], *columns: ColumnBase) -> Any:
+    def _select(self, model: Any, keys: Sequence[ColumnBase], *columns: ColumnBase,
+                marginal: bool = False) -> Any:
         aliases = [f"k{i}" for i in range(len(keys))]
         query = model.select(
             *(node.alias(alias) for node, alias in zip(keys, aliases, strict=True)), *columns)
+        start = getattr(model, self.time)
         conditions = []
         if self.lower is not None:
-            conditions.append(model.hour >= format_timestamp(self.lower))
+            conditions.append(start >= format_timestamp(self.lower))
         if self.upper is not None:
-            conditions.append(model.hour < format_timestamp(self.upper))
+            conditions.append(start < format_timestamp(self.upper))
+        if marginal:
+            conditions.append(model.dimension == (self.dimension or ""))
         for name in ("repo", "model", "event_type", "conclusion"):
             value = getattr(self.filters, name)
             if value is not None:
-                conditions.append(getattr(model, name) == value)
+                conditions.append((model.value if marginal else getattr(model, name)) == value)
         if conditions:
             query = query.where(*conditions)
         return query.group_by(*(Entity(a) for a in aliases)) if aliases else query
@@ -390,5 +401,25 @@ class RollupQuery:
 
     def bucket_counts(self) -> BucketCounts:
         d = self.durations
-        query = self._select(d, [*self._keys(d), d.bucket], fn.SUM(d.executions))
+        marginal = self.tier == "month"
+        query = self._select(d, [*self._keys(d, marginal=marginal), d.bucket],
+                             fn.SUM(d.executions), marginal=marginal)
         return _bucket_rows(self.database.execute(query), len(self.key_names))
+
+
+def month_dimension(filters: ReportFilters, group_by: Sequence[str]) -> Optional[str]:
+    """The one column the month tier's sketches must be read by (``""``:
+    none), or ``None`` when that tier cannot answer the report: time
+    buckets finer than a month, months in a zone other than UTC, or more
+    than one column among the keys and the filters (a sketch per value of
+    one column cannot be split by another)."""
+    if any(key in ("day", "week", "pr") for key in group_by):
+        return None
+    if "month" in group_by and filters.tz != "UTC":
+        return None
+    columns = {key for key in group_by if key != "month"}
+    columns |= {name for name in ("repo", "model", "event_type", "conclusion")
+                if getattr(filters, name) is not None}
+    if len(columns) > 1:
+        return None
+    return columns.pop() if columns else ""

@@ -73,6 +73,7 @@ from .report_query import (
     ReportFilters,
     RollupQuery,
     Sums,
+    month_dimension,
     nearest_rank,
 )
 from .rollups import estimate
@@ -260,16 +261,19 @@ def report(
             percentiles = query.group_percentiles() if query.key_names else {}
             parts = query.cost_parts() if table is not None else {}
             rolled: Dict[Tuple[Any, ...], Sums] = {}
-            if plan.rollups is not None:
-                rolled = plan.rollups.aggregate()
+            sketches: Dict[Tuple[Any, ...], Dict[int, int]] = {}
+            for part in plan.rollups:
+                for key, sums in part.aggregate().items():
+                    rolled[key] = Sums.combine([rolled[key], sums]) if key in rolled else sums
             if rolled:
-                assert plan.rollups is not None
-                if table is not None:
-                    for key, more in plan.rollups.cost_parts().items():
-                        parts.setdefault(key, []).extend(more)
+                for part in plan.rollups:
+                    if table is not None:
+                        for key, more in part.cost_parts().items():
+                            parts.setdefault(key, []).extend(more)
+                    for key, counts in part.bucket_counts().items():
+                        _add(sketches.setdefault(key, {}), counts)
                 # A group the rollups stand for, wholly or in part: its p95
                 # from one sketch of the rollups' durations and the rows'.
-                sketches = plan.rollups.bucket_counts()
                 every: Dict[int, int] = {}
                 for counts in sketches.values():
                     _add(every, counts)
@@ -331,7 +335,7 @@ class _Plan:
     #: What raw rows must meet besides the filters, as a condition on the
     #: bound ``Execution`` model given (``None``: every row).
     raw_rows: Optional[Callable[[Any], Any]] = None
-    rollups: Optional[RollupQuery] = None
+    rollups: Tuple[RollupQuery, ...] = ()
     offsets: Optional[List[zones.Offset]] = None
     #: History before this was purged and could not be reported (``pr``).
     incomplete_before: Optional[_dt.datetime] = None
@@ -390,8 +394,21 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
             rows = rows | (m.created_at < format_timestamp(lower))
         return rows
 
-    return _Plan(raw, RollupQuery(database=database, filters=filters, group_by=keys,
-                                  lower=lower, upper=upper, offsets=offsets), offsets)
+    def hours(start: Optional[_dt.datetime], end: Optional[_dt.datetime]) -> RollupQuery:
+        return RollupQuery(database=database, filters=filters, group_by=keys, lower=start,
+                           upper=end, offsets=offsets)
+
+    # Whole UTC months inside the range from the month tier, when it can
+    # answer; the hours around them from the hour tier.
+    first = None if lower is None else rollups.ceil_month(lower)
+    last = rollups.floor_month(upper)
+    if month_dimension(filters, keys) is None or (first is not None and last <= first):
+        return _Plan(raw, (hours(lower, upper),), offsets)
+    parts = [RollupQuery(database=database, filters=filters, group_by=keys, lower=first,
+                         upper=last, offsets=offsets, tier="month"), hours(last, upper)]
+    if lower is not None:
+        parts.append(hours(lower, first))
+    return _Plan(raw, tuple(parts), offsets)
 
 
 def _history_offsets(database: peewee.Database, rollup: Any, filters: ReportFilters,

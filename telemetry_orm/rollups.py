@@ -66,6 +66,8 @@ __all__ = [
 ROLLUPS_TABLE = "telemetry_orm_rollups"
 DURATIONS_TABLE = "telemetry_orm_rollup_durations"
 STATE_TABLE = "telemetry_orm_rollup_state"
+MONTHS_TABLE = "telemetry_orm_rollup_months"
+MONTH_DURATIONS_TABLE = "telemetry_orm_rollup_month_durations"
 
 #: The columns an hour is rolled up by (PR numbers are not: PR-level
 #: detail lives as long as the rows do).
@@ -190,6 +192,81 @@ class RollupDuration(Model):
         without_rowid = True
 
 
+class RollupMonth(Model):
+    """One UTC month of one combination: the sums of :class:`Rollup`, for
+    reports over many months (a report by repo over two years reads 24
+    months, not 17,520 hours)."""
+
+    month = TextField()
+    repo = TextField()
+    model = TextField()
+    provider = TextField()
+    event_type = TextField()
+    conclusion = TextField()
+    paid = IntegerField()
+    executions = BigIntegerField()
+    input_tokens = BigIntegerField()
+    output_tokens = BigIntegerField()
+    cache_read_tokens = BigIntegerField()
+    cache_creation_tokens = BigIntegerField()
+    cost_usd = DoubleField()
+    duration_ms = BigIntegerField()
+    failed = BigIntegerField()
+
+    class Meta:
+        table_name = MONTHS_TABLE
+        primary_key = CompositeKey("month", *DIMENSIONS, "paid")
+        without_rowid = True
+
+
+class RollupMonthDuration(Model):
+    """The duration sketch of one UTC month per value of one column
+    (``dimension``: one of :data:`DIMENSIONS`, or ``''`` for all
+    executions): what a p95 by that column alone, or of the totals, needs,
+    in as many rows as the column has values, whatever the combinations."""
+
+    month = TextField()
+    dimension = TextField()
+    value = TextField()
+    bucket = IntegerField()
+    executions = BigIntegerField()
+
+    class Meta:
+        table_name = MONTH_DURATIONS_TABLE
+        primary_key = CompositeKey("month", "dimension", "value", "bucket")
+        without_rowid = True
+
+
+class FoldRow(Model):
+    """A scratch table (``TEMPORARY``: this connection's alone) holding the
+    rows being folded in, summed per hour, combination, paid and duration
+    bucket: read once from ``executions``, then added to every rollup table
+    from here."""
+
+    hour = TextField()
+    month = TextField()
+    repo = TextField()
+    model = TextField()
+    provider = TextField()
+    event_type = TextField()
+    conclusion = TextField()
+    paid = IntegerField()
+    bucket = IntegerField()
+    executions = BigIntegerField()
+    input_tokens = BigIntegerField()
+    output_tokens = BigIntegerField()
+    cache_read_tokens = BigIntegerField()
+    cache_creation_tokens = BigIntegerField()
+    cost_usd = DoubleField()
+    duration_ms = BigIntegerField()
+    failed = BigIntegerField()
+
+    class Meta:
+        table_name = "telemetry_orm_fold"
+        temporary = True
+        primary_key = False
+
+
 class RollupState(Model):
     """The one row saying which rows are counted (times as UTC text)."""
 
@@ -218,33 +295,59 @@ def merge_counts(parts: Iterable[Tuple[int, int]]) -> Dict[int, int]:
 
 
 def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[Statement]:
-    """Add the executions matching ``where`` to their hours: one upsert into
-    the rollups and one into the duration sketches."""
-    rollup, durations = models[0], models[1]
+    """Add the executions matching ``where`` to their hours and months:
+    read them once into this connection's scratch table, then one upsert
+    per rollup table from there (the month sketches: one per column and
+    one for all executions)."""
+    rollup, durations, _, months, month_durations, scratch = models
     m = model
     database = m._meta.database
     dims = [getattr(m, name) for name in DIMENSIONS]
-    hour = dialect.hour(m.created_at)
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
     sums = [fn.COUNT(SQL("*")), fn.SUM(m.input_tokens), fn.SUM(m.output_tokens),
             fn.SUM(m.cache_read_tokens), fn.SUM(m.cache_creation_tokens), fn.SUM(m.cost_usd),
             fn.SUM(m.duration_ms), fn.SUM(failed)]
-    by = [SQL(str(n)) for n in range(1, len(dims) + 3)]
-    select = m.select(hour, *dims, paid, *sums).where(where).group_by(*by)
-    key = [rollup.hour, *(getattr(rollup, name) for name in DIMENSIONS), rollup.paid]
-    added = {getattr(rollup, name): getattr(rollup, name) + getattr(EXCLUDED, name)
-             for name in SUMS}
-    first = rollup.insert_from(select, [*key, *(getattr(rollup, name) for name in SUMS)]
-                               ).on_conflict(conflict_target=key, update=added)
-    by_bucket = m.select(hour, *dims, dialect.bucket(m.duration_ms), fn.COUNT(SQL("*"))
-                         ).where(where).group_by(*by)
-    bucket_key = [durations.hour, *(getattr(durations, name) for name in DIMENSIONS),
-                  durations.bucket]
-    second = durations.insert_from(by_bucket, [*bucket_key, durations.executions]).on_conflict(
-        conflict_target=bucket_key,
-        update={durations.executions: durations.executions + EXCLUDED.executions})
-    return [render(database, first), render(database, second)]
+    context = database.get_sql_context()
+    statements: List[Statement] = [
+        context.sql(scratch._schema._create_table(safe=True, temporary=True)).query(),
+        render(database, scratch.delete()),
+    ]
+
+    def by(n: int) -> List[Any]:
+        return [SQL(str(i)) for i in range(1, n + 1)]
+
+    f = scratch
+    f_dims = [getattr(f, name) for name in DIMENSIONS]
+    columns = [f.hour, f.month, *f_dims, f.paid, f.bucket, *(getattr(f, n) for n in SUMS)]
+    statements.append(render(database, f.insert_from(m.select(
+        dialect.hour(m.created_at), dialect.month(m.created_at), *dims, paid,
+        dialect.bucket(m.duration_ms), *sums).where(where).group_by(*by(len(dims) + 4)),
+        columns)))
+
+    def upsert(target: Any, key: List[Any], selected: Sequence[Any], added: Sequence[str],
+               groups: int) -> None:
+        fields = [*key, *(getattr(target, name) for name in added)]
+        update = {getattr(target, name): getattr(target, name) + getattr(EXCLUDED, name)
+                  for name in added}
+        query = f.select(*selected).group_by(*by(groups))
+        statements.append(render(database, target.insert_from(query, fields).on_conflict(
+            conflict_target=key, update=update)))
+
+    totals = [fn.SUM(getattr(f, name)) for name in SUMS]
+    for table, start in ((rollup, f.hour), (months, f.month)):
+        key = [getattr(table, start.name), *(getattr(table, n) for n in DIMENSIONS), table.paid]
+        upsert(table, key, [start, *f_dims, f.paid, *totals], SUMS, len(key))
+    key = [durations.hour, *(getattr(durations, n) for n in DIMENSIONS), durations.bucket]
+    upsert(durations, key, [f.hour, *f_dims, f.bucket, fn.SUM(f.executions)],
+           ("executions",), len(key))
+    md = month_durations
+    key = [md.month, md.dimension, md.value, md.bucket]
+    for name in ("", *DIMENSIONS):
+        value = getattr(f, name) if name else SQL("''")
+        upsert(md, key, [f.month, SQL(f"'{name}'"), value, f.bucket, fn.SUM(f.executions)],
+               ("executions",), 4)
+    return statements
 
 
 def uncounted(model: Any, state: State) -> Any:
@@ -295,3 +398,14 @@ def floor_hour(value: _dt.datetime) -> _dt.datetime:
 def ceil_hour(value: _dt.datetime) -> _dt.datetime:
     floor = floor_hour(value)
     return floor if floor == value else floor + _dt.timedelta(hours=1)
+
+
+def floor_month(value: _dt.datetime) -> _dt.datetime:
+    return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def ceil_month(value: _dt.datetime) -> _dt.datetime:
+    floor = floor_month(value)
+    if floor == value:
+        return floor
+    return (floor + _dt.timedelta(days=32)).replace(day=1)

@@ -182,9 +182,10 @@ def bind_model(database: Database, base: Optional[Type[Model]] = None) -> Type[M
     base = base or Execution
     # table_name is not inherited by subclasses (indexes and database are).
     table = TABLE_NAME if issubclass(base, Execution) else base._meta.table_name
-    # Nor is without_rowid.
+    # Nor are without_rowid and temporary.
     meta = type("Meta", (), {"database": database, "table_name": table,
-                             "without_rowid": base._meta.without_rowid})
+                             "without_rowid": base._meta.without_rowid,
+                             "temporary": base._meta.temporary})
     return type(base.__name__.lstrip("_"), (base,), {"Meta": meta, "__module__": base.__module__})
 
 

@@ -70,7 +70,10 @@ def assert_same(before: Dict[Tuple[Any, ...], Dict[str, Any]],
 
 
 BY = [("repo",), ("model",), ("month",), ("event_type",), ("conclusion",), ("provider",),
-      ("repo", "model", "month"), ()]
+      ("repo", "model", "month"), ("month", "repo"), ()]
+# Filters on the grouped column (the month tier answers), on another (it cannot).
+FILTERED = [(("repo",), "repo", "acme/api"), ((), "model", "claude-haiku-4-5"),
+            (("model",), "repo", "acme/web"), (("month",), "conclusion", "failure")]
 
 
 def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
@@ -78,6 +81,8 @@ def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
     history(any_store, any_witness, days=400, per_day=12)
     before = {by: figures(any_store, by, since=None) for by in BY}
     calculated = figures(any_store, ("model",), since=None, cost="calculated")
+    filtered = {(by, name, value): figures(any_store, by, since=None, **{name: value})
+                for by, name, value in FILTERED}
     in_los_angeles = figures(any_store, ("month",), since=None, tz="America/Los_Angeles")
     rows = any_witness.count()
     expired = int(any_witness.scalar(
@@ -90,6 +95,8 @@ def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
     for by in BY:
         assert_same(before[by], figures(any_store, by, since=None))
     assert_same(calculated, figures(any_store, ("model",), since=None, cost="calculated"))
+    for (by, name, value), old in filtered.items():
+        assert_same(old, figures(any_store, by, since=None, **{name: value}))
     assert_same(in_los_angeles,
                 figures(any_store, ("month",), since=None, tz="America/Los_Angeles"))
     # The same again once everything is rolled up ahead of the reports.
@@ -116,6 +123,15 @@ def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
     # What the rollups hold is what the rows add up to, hour by hour.
     counted_before = any_store.rollup().counted_before
     assert rolled_hours(any_witness) == raw_hours(any_witness, counted_before)
+    assert rolled_months(any_witness) == raw_months(any_witness, counted_before)
+    # The scratch table of a fold is the connection's own, never in the database.
+    tables = ("SELECT name FROM sqlite_master WHERE type = 'table'" if any_witness.kind == "sqlite"
+              else "SELECT table_name AS name FROM information_schema.tables "
+                   "WHERE table_schema = current_schema()")
+    assert {r["name"] for r in any_witness.rows(tables) if "rollup" in r["name"]
+            or "fold" in r["name"]} == {
+        "telemetry_orm_rollups", "telemetry_orm_rollup_durations", "telemetry_orm_rollup_state",
+        "telemetry_orm_rollup_months", "telemetry_orm_rollup_month_durations"}
     # A purge after a rollup deletes rows already counted: it adds nothing.
     held = rolled_hours(any_witness)
     assert any_store.purge_older_than(10) > 0
@@ -142,6 +158,40 @@ def rolled_hours(witness: Witness) -> Dict[str, Tuple[int, int, int]]:
         f"SELECT {hour} AS h, SUM(executions) AS n, SUM(input_tokens) AS t, "
         f"SUM(duration_ms) AS d FROM telemetry_orm_rollups GROUP BY 1")}
     assert sketch == {h: n for h, (n, _, _) in sums.items()}
+    return sums
+
+
+def _month(witness: Witness, column: str) -> str:
+    return (f"strftime('%Y-%m', {column})" if witness.kind == "sqlite"
+            else f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM')")
+
+
+def raw_months(witness: Witness, before: dt.datetime) -> Dict[Tuple[str, str], int]:
+    """Executions per month and repo, and per month (repo ''), from the rows."""
+    month = _month(witness, "created_at")
+    found: Dict[Tuple[str, str], int] = {}
+    for group in ("repo", "''"):
+        for r in witness.rows(f"SELECT {month} AS m, {group} AS v, COUNT(*) AS n "
+                              f"FROM executions WHERE created_at < ? GROUP BY 1, 2",
+                              before.strftime("%Y-%m-%d %H:%M:%S")):
+            found[(r["m"], r["v"])] = int(r["n"])
+    return found
+
+
+def rolled_months(witness: Witness) -> Dict[Tuple[str, str], int]:
+    """The same from the month tier: its sums, checked against its sketches."""
+    month = _month(witness, "month")
+    sums = {(r["m"], r["v"]): int(r["n"]) for r in witness.rows(
+        f"SELECT {month} AS m, repo AS v, SUM(executions) AS n "
+        f"FROM telemetry_orm_rollup_months GROUP BY 1, 2")}
+    for r in witness.rows(f"SELECT {month} AS m, SUM(executions) AS n "
+                          f"FROM telemetry_orm_rollup_months GROUP BY 1"):
+        sums[(r["m"], "")] = int(r["n"])
+    sketch = {(r["m"], r["v"]): int(r["n"]) for r in witness.rows(
+        f"SELECT {month} AS m, value AS v, SUM(executions) AS n "
+        f"FROM telemetry_orm_rollup_month_durations WHERE dimension IN ('repo', '') "
+        f"GROUP BY 1, 2")}
+    assert sketch == sums
     return sums
 
 

@@ -69,6 +69,8 @@ class ReportDialect:
     local: Callable[[ColumnBase, Sequence[Offset]], ColumnBase]
     #: ``created_at`` truncated to its UTC hour (the rollups' ``hour``).
     hour: Callable[[ColumnBase], ColumnBase]
+    #: ``created_at`` truncated to its UTC month.
+    month: Callable[[ColumnBase], ColumnBase]
     #: A duration's sketch bucket (:func:`telemetry_orm.rollups.bucket`).
     bucket: Callable[[ColumnBase], ColumnBase]
     #: Makes a connection of ``database`` ready for ``bucket``.

@@ -179,6 +179,31 @@ class PostgresRollupDuration(rollups.RollupDuration):
         table_name = rollups.DURATIONS_TABLE
 
 
+class PostgresRollupMonth(rollups.RollupMonth):
+    month = _in_place_of(UTCTimestampTZField(), rollups.RollupMonth._meta.fields["month"])
+
+    class Meta:
+        table_name = rollups.MONTHS_TABLE
+
+
+class PostgresRollupMonthDuration(rollups.RollupMonthDuration):
+    month = _in_place_of(UTCTimestampTZField(),
+                         rollups.RollupMonthDuration._meta.fields["month"])
+
+    class Meta:
+        table_name = rollups.MONTH_DURATIONS_TABLE
+
+
+class PostgresFoldRow(rollups.FoldRow):
+    hour = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["hour"])
+    month = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["month"])
+
+    class Meta:
+        table_name = "telemetry_orm_fold"
+        temporary = True
+        primary_key = False
+
+
 def session_options(url_options: str, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> str:
     """The libpq ``options`` every connection of a store starts with.
 
@@ -285,6 +310,7 @@ DIALECT = ReportDialect(
     },
     local=_local,
     hour=lambda column: fn.date_trunc("hour", column),
+    month=lambda column: fn.date_trunc("month", column),
     bucket=_bucket,
     prepare=lambda database: None,
     no_index=lambda column: column,
@@ -374,7 +400,8 @@ class PostgresBackend:
     model_base: Type[Execution] = PostgresExecution
     key_model: Type[peewee.Model] = ExecutionKey
     rollup_models: Tuple[Type[peewee.Model], ...] = (
-        PostgresRollup, PostgresRollupDuration, rollups.RollupState)
+        PostgresRollup, PostgresRollupDuration, rollups.RollupState, PostgresRollupMonth,
+        PostgresRollupMonthDuration, PostgresFoldRow)
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,
