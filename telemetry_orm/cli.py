@@ -15,13 +15,14 @@ import datetime as _dt
 import logging
 import os
 import re
+import shutil
 import stat
 import sys
 import tempfile
 import traceback
-from typing import Any, Callable, Iterator, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, TextIO
 
-from . import formats, imports, prices, reports, zones
+from . import dashboard, formats, imports, prices, reports, zones
 from .checks import same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -142,16 +143,38 @@ def _existing(path: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    """``report``: aggregate executions."""
+    """``report``: aggregate executions (as a page with ``--format html``)."""
+    if args.out is not None:
+        _not_the_database(args.out, args.db, "--out")
+    if args.out is not None and args.format != "html":
+        raise UsageError("--out is for --format html; redirect other formats")
+    if args.chart and args.format != "table":
+        raise UsageError("--chart draws under the table: use it with --format table")
     table = prices.prices_with(args.prices) if args.cost != "recorded" else None
+    options: Dict[str, Any] = dict(
+        since=args.since.at(args.tz) if args.since else None,
+        until=args.until.at(args.tz) if args.until else None, repo=args.repo,
+        model=args.model, event_type=args.event, conclusion=args.conclusion,
+        cost=args.cost, prices=table, tz=args.tz,
+    )
     with _reading(_existing(args.db)) as database:
-        result = reports.report(
-            database, since=args.since.at(args.tz) if args.since else None,
-            until=args.until.at(args.tz) if args.until else None, repo=args.repo,
-            model=args.model, event_type=args.event, conclusion=args.conclusion,
-            group_by=args.by or ["repo"], cost=args.cost, prices=table, tz=args.tz,
-        )
-    out.write(formats.render_report(result, args.format))
+        if args.format == "html" or args.chart:
+            page = dashboard.dashboard(database, group_by=args.by or ["repo"], **options)
+            result = page.report
+        else:
+            result = reports.report(database, group_by=args.by or ["repo"], **options)
+    if args.format != "html":
+        out.write(formats.render_report(result, args.format))
+        if args.chart:
+            width = shutil.get_terminal_size((100, 24)).columns
+            out.write("\n" + dashboard.terminal_chart(page, width, getattr(out, "encoding", None)))
+        return 0
+    document = dashboard.render_html(page)
+    if args.out is None:
+        out.write(document)
+    else:
+        with _output(args.out) as handle:
+            handle.write(document)
     return 0
 
 
@@ -417,7 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--by", action="append", choices=reports.GROUP_KEYS, metavar="KEY",
                      help="group by KEY, repeatable (default repo): "
                      + ", ".join(reports.GROUP_KEYS))
-    sub.add_argument("--format", choices=formats.REPORT_FORMATS, default="table")
+    sub.add_argument("--format", choices=(*formats.REPORT_FORMATS, "html"), default="table",
+                     help="html: a self-contained page (charts, the table) for a browser")
+    sub.add_argument("--out", metavar="FILE", help="write the html page to FILE")
+    sub.add_argument("--chart", action="store_true",
+                     help="draw cost per day (or week) under the table")
     sub.add_argument("--cost", choices=reports.COST_MODES, default="recorded",
                      help="recorded (default): cost_usd as stored; calculated: every "
                      "execution's tokens at list prices; auto: recorded where above 0, else "

@@ -1,0 +1,387 @@
+"""Pictures of a report: a self-contained HTML page and a terminal chart.
+
+:func:`dashboard` gathers what the page shows (the report itself, cost per
+time bucket by repo and by model, executions and failures per bucket, the
+totals of the range before for comparison) in one read; :func:`render_html`
+turns it into one HTML file with inline CSS and SVG drawn here, nothing
+fetched when it is viewed, the table complete without JavaScript (a few
+inline lines make it sortable where scripts run). :func:`terminal_chart`
+draws cost per bucket with Unicode block bars, or ASCII.
+
+Every value from the data (repo and model names above all) is escaped with
+:func:`html.escape` wherever it lands: text, attributes, SVG titles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import html
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import zones
+from .checks import to_utc
+from .formats import _caption, _human, iso, report_records
+from .reports import METRICS, Metrics, Report, report
+
+__all__ = ["Dashboard", "SERIES", "dashboard", "render_html", "terminal_chart"]
+
+#: Series drawn by name in a stacked chart; the rest are summed as "other".
+SERIES = 8
+
+#: Above this many days a page's time bucket is the week, else the day.
+DAY_BUCKETS_UP_TO = 90
+
+_OTHER = "(other)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dashboard:
+    """What the HTML page of a report shows."""
+
+    #: The report the table shows (``--by``).
+    report: Report
+    #: ``day`` or ``week``.
+    bucket: str
+    #: Every bucket of the range, in order (also those without executions).
+    buckets: Tuple[str, ...]
+    #: Cost per bucket and repo, per bucket and model: ``{bucket: {name: cost}}``.
+    cost_by_repo: Mapping[str, Mapping[str, float]]
+    cost_by_model: Mapping[str, Mapping[str, float]]
+    #: Executions and failures per bucket.
+    runs: Mapping[str, Tuple[int, int]]
+    #: The totals of the range of the same length just before (``None``:
+    #: an open range, nothing to compare with).
+    previous: Optional[Metrics]
+
+
+def _bucket_of(when: _dt.datetime, bucket: str) -> str:
+    if bucket == "day":
+        return when.strftime("%Y-%m-%d")
+    year, week, _ = when.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _all_buckets(since: _dt.datetime, until: _dt.datetime, zone: Any,
+                 bucket: str) -> Tuple[str, ...]:
+    labels: List[str] = []
+    day = to_utc(since).astimezone(zone).date()
+    last = (to_utc(until).astimezone(zone) - _dt.timedelta(microseconds=1)).date()
+    while day <= last:
+        label = _bucket_of(_dt.datetime(day.year, day.month, day.day), bucket)
+        if not labels or labels[-1] != label:
+            labels.append(label)
+        day += _dt.timedelta(days=1)
+    return tuple(labels)
+
+
+def dashboard(source: Any, *, since: Optional[_dt.datetime] = None,
+              until: Optional[_dt.datetime] = None, group_by: Sequence[str] = ("repo",),
+              bucket: Optional[str] = None, **options: Any) -> Dashboard:
+    """Gather a page's figures: :func:`~telemetry_orm.reports.report` with
+    the same arguments (``options``: filters, ``cost``, ``prices``, ``tz``),
+    and the same executions by time bucket and repo, and by bucket and
+    model. ``bucket`` defaults to ``day`` for ranges up to
+    :data:`DAY_BUCKETS_UP_TO` days, else ``week``."""
+    main = report(source, since=since, until=until, group_by=list(group_by), **options)
+    f = main.filters
+    zone = zones.check_zone("tz", f.tz)
+    start = f.since
+    end = f.until or main.generated_at
+    by_repo = report(source, since=f.since, until=f.until, group_by=["day", "repo"],
+                     **options)
+    if start is None:
+        days = [r.keys["day"] for r in by_repo.rows]
+        start = (_dt.datetime.fromisoformat(days[0]).replace(tzinfo=zone)
+                 if days else end)
+    span = end - start
+    bucket = bucket or ("day" if span <= _dt.timedelta(days=DAY_BUCKETS_UP_TO) else "week")
+    by_model = report(source, since=f.since, until=f.until, group_by=["day", "model"],
+                      **options)
+    previous = None
+    if f.since is not None and span > _dt.timedelta(0):
+        previous = report(source, since=f.since - span, until=f.since, group_by=[],
+                          **options).totals
+
+    def per_bucket(result: Report, key: str) -> Dict[str, Dict[str, float]]:
+        found: Dict[str, Dict[str, float]] = {}
+        for row in result.rows:
+            label = _bucket_of(_dt.datetime.fromisoformat(row.keys["day"]), bucket)
+            name = str(row.keys[key])
+            series = found.setdefault(label, {})
+            series[name] = series.get(name, 0.0) + (row.metrics.cost_usd or 0.0)
+        return found
+
+    runs: Dict[str, Tuple[int, int]] = {}
+    for row in by_repo.rows:
+        label = _bucket_of(_dt.datetime.fromisoformat(row.keys["day"]), bucket)
+        n, failed = runs.get(label, (0, 0))
+        runs[label] = (n + row.metrics.executions, failed + row.metrics.failed)
+    return Dashboard(main, bucket, _all_buckets(start, end, zone, bucket),
+                     per_bucket(by_repo, "repo"), per_bucket(by_model, "model"), runs, previous)
+
+
+# --- the page ----------------------------------------------------------------------
+
+_CSS = """
+:root{--fg:#1d2330;--muted:#5b6475;--bg:#fff;--panel:#f5f7fa;--grid:#d9dee7;
+--c0:#2f6db5;--c1:#e0762b;--c2:#3a9a5b;--c3:#c4424f;--c4:#7d5bb5;--c5:#8c6239;--c6:#d660a6;
+--c7:#1f9fb0;--c8:#9aa1ad;--bad:#c4424f}
+@media (prefers-color-scheme:dark){:root{--fg:#e6e9ef;--muted:#a3abba;--bg:#14171d;
+--panel:#1e232c;--grid:#353c48;--c0:#6ea6ec;--c1:#f4a261;--c2:#6fcf8e;--c3:#ef7a85;
+--c4:#b39ddb;--c5:#c9a27e;--c6:#f19ccf;--c7:#5fd0de;--c8:#7b8494;--bad:#ef7a85}}
+*{box-sizing:border-box}body{margin:0;padding:24px;font:14px/1.45 system-ui,-apple-system,
+"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
+main{max-width:1040px;margin:0 auto}h1{font-size:22px;margin:0 0 4px}
+h2{font-size:16px;margin:28px 0 8px}.muted{color:var(--muted)}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;
+margin:16px 0}.card{background:var(--panel);border-radius:8px;padding:12px}
+.card b{display:block;font-size:20px}.card span{color:var(--muted);font-size:12px}
+svg{width:100%;height:auto;display:block}svg text{fill:var(--muted);font-size:11px}
+.grid{stroke:var(--grid)}.legend{display:flex;flex-wrap:wrap;gap:6px 14px;margin:6px 0;
+font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;
+border-radius:2px}
+""" + "".join(f".s{n}{{fill:var(--c{n})}}.legend .s{n}{{background:var(--c{n})}}"
+              for n in range(9)) + """
+.bad{fill:var(--bad)}.legend .bad{background:var(--bad)}
+table{border-collapse:collapse;width:100%;font-size:12px;font-variant-numeric:tabular-nums}
+th,td{padding:4px 6px;border-bottom:1px solid var(--grid);text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}th{cursor:pointer;user-select:none}
+tfoot td{font-weight:600}.wrap{overflow-x:auto}
+@page{size:A4;margin:12mm}
+@media print{body{padding:0;font-size:11px}.card b{font-size:16px}section{break-inside:avoid}
+th{cursor:auto}}
+"""
+
+# Sorts the table by a column when its header is clicked (the page is
+# complete without it).
+_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function(t){
+t.querySelectorAll("thead th").forEach(function(th,i){th.addEventListener("click",function(){
+var b=t.tBodies[0],rows=Array.prototype.slice.call(b.rows),up=th.dataset.up!=="1";
+rows.sort(function(x,y){var p=x.cells[i].dataset.sort,q=y.cells[i].dataset.sort;
+var a=parseFloat(p),c=parseFloat(q);var r=(!isNaN(a)&&!isNaN(c))?a-c:p.localeCompare(q);
+return up?r:-r;});th.dataset.up=up?"1":"0";rows.forEach(function(r){b.appendChild(r);});});});});
+"""
+
+_WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 960, 240, 56, 28, 8
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _money(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"${value:,.2f}"
+
+
+def _top(per_bucket: Mapping[str, Mapping[str, float]]) -> List[str]:
+    totals: Dict[str, float] = {}
+    for series in per_bucket.values():
+        for name, cost in series.items():
+            totals[name] = totals.get(name, 0.0) + cost
+    ranked = sorted(totals, key=lambda name: (-totals[name], name))
+    return ranked if len(ranked) <= SERIES + 1 else ranked[:SERIES]
+
+
+def _stacks(d: Dashboard, per_bucket: Mapping[str, Mapping[str, float]]
+            ) -> Tuple[List[str], List[List[float]]]:
+    """The series names (top ones, then "other") and, per bucket, each one's value."""
+    names = _top(per_bucket)
+    other = any(name not in names for series in per_bucket.values() for name in series)
+    shown = names + ([_OTHER] if other else [])
+    stacks = []
+    for label in d.buckets:
+        series = per_bucket.get(label, {})
+        values = [series.get(name, 0.0) for name in names]
+        if other:
+            values.append(sum(v for name, v in series.items() if name not in names))
+        stacks.append(values)
+    return shown, stacks
+
+
+def _nice(top: float) -> float:
+    """A round axis maximum at or above ``top``."""
+    if top <= 0:
+        return 1.0
+    step = 10 ** len(str(int(top))) / 10 if top >= 1 else 0.1
+    while step * 10 < top:
+        step *= 10
+    for m in (1, 2, 2.5, 5, 10):
+        if m * step >= top:
+            return m * step
+    return 10 * step
+
+
+def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]],
+           label: Any, classes: Optional[List[str]] = None) -> str:
+    """A stacked bar chart as inline SVG: one ``<rect>`` per non-zero
+    segment, with its value in ``data-value`` and a ``<title>``."""
+    classes = classes or [f"s{n}" if name != _OTHER else "s8" for n, name in enumerate(names)]
+    top = _nice(max((sum(s) for s in stacks), default=0.0))
+    plot_w, plot_h = _WIDTH - _LEFT - 8, _HEIGHT - _BOTTOM - _TOP
+    step = plot_w / max(len(d.buckets), 1)
+    bar = max(step * 0.8, 1.0)
+    parts = [f'<svg viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" aria-label="{_e(title)}" '
+             f'data-max="{top!r}"><title>{_e(title)}</title>']
+    for n in range(5):
+        y = _TOP + plot_h * (1 - n / 4)
+        parts.append(f'<line class="grid" x1="{_LEFT}" x2="{_WIDTH - 8}" y1="{y:.1f}" '
+                     f'y2="{y:.1f}"/><text x="{_LEFT - 6}" y="{y + 4:.1f}" '
+                     f'text-anchor="end">{_e(label(top * n / 4))}</text>')
+    every = max(1, len(d.buckets) // 12)
+    for i, (bucket, values) in enumerate(zip(d.buckets, stacks, strict=True)):
+        x = _LEFT + i * step + (step - bar) / 2
+        y = _TOP + plot_h
+        for name, cls, value in zip(names, classes, values, strict=True):
+            if value <= 0:
+                continue
+            h = plot_h * value / top
+            y -= h
+            parts.append(f'<rect class="{cls}" x="{x:.2f}" y="{y:.2f}" width="{bar:.2f}" '
+                         f'height="{h:.2f}" data-bucket="{_e(bucket)}" data-series='
+                         f'"{_e(name)}" data-value="{value!r}"><title>{_e(bucket)} · '
+                         f'{_e(name)}: {_e(label(value))}</title></rect>')
+        if i % every == 0:
+            parts.append(f'<text x="{x + bar / 2:.1f}" y="{_HEIGHT - 10}" '
+                         f'text-anchor="middle">{_e(bucket[5:] if d.bucket == "day" else bucket)}'
+                         "</text>")
+    parts.append("</svg>")
+    legend = "".join(f'<span><i class="{cls}"></i>{_e(name)}</span>'
+                     for name, cls in zip(names, classes, strict=True))
+    return f'<div class="legend">{legend}</div>' + "".join(parts)
+
+
+def _change(now: Optional[float], before: Optional[float], *, points: bool = False) -> str:
+    if now is None or before is None:
+        return "nothing to compare with"
+    if points:
+        return f"{(now - before) * 100:+.1f} pts vs previous"
+    if before == 0:
+        return "new" if now else "no change"
+    return f"{(now - before) / before * 100:+.1f}% vs previous"
+
+
+def _cards(d: Dashboard) -> str:
+    t = d.report.totals
+    p = d.previous if d.previous is not None and d.previous.executions else None
+
+    def rate(m: Optional[Metrics]) -> Optional[float]:
+        return None if m is None or not m.executions else m.failed / m.executions
+
+    def cache(m: Optional[Metrics]) -> Optional[float]:
+        if m is None or not m.total_tokens:
+            return None
+        return (m.cache_read_tokens + m.cache_creation_tokens) / m.total_tokens
+
+    cards = [
+        ("cost", _money(t.cost_usd), _change(t.cost_usd, p.cost_usd if p else None)),
+        ("executions", f"{t.executions:,}",
+         _change(t.executions, p.executions if p else None)),
+        ("failure rate", "-" if rate(t) is None else f"{rate(t) * 100:.1f}%",  # type: ignore[operator]
+         _change(rate(t), rate(p), points=True)),
+        ("p95 duration", "-" if t.p95_duration_ms is None else f"{t.p95_duration_ms:,} ms",
+         _change(t.p95_duration_ms, p.p95_duration_ms if p else None)),
+        ("tokens", f"{t.total_tokens:,}",
+         ("-" if cache(t) is None else f"{cache(t) * 100:.0f}% from the cache; ")  # type: ignore[operator]
+         + _change(t.total_tokens, p.total_tokens if p else None)),
+    ]
+    return '<div class="cards">' + "".join(
+        f'<div class="card" data-card="{_e(name)}"><span>{_e(name)}</span><b>{_e(value)}</b>'
+        f'<span>{_e(note)}</span></div>' for name, value, note in cards) + "</div>"
+
+
+def _table(r: Report) -> str:
+    keys = list(r.key_names)
+    head = "".join(f'<th scope="col">{_e(name)}</th>' for name in keys + list(METRICS))
+    body = []
+    for record in report_records(r):
+        cells = "".join(
+            f'<td data-sort="{_e("" if record[name] is None else record[name])}">'
+            f"{_e(_human(name, record[name]))}</td>" for name in keys + list(METRICS))
+        body.append(f"<tr>{cells}</tr>")
+    totals = r.totals.as_dict()
+    foot = "".join([f'<td colspan="{max(len(keys), 1)}">TOTAL</td>' if keys else ""] + [
+        f"<td>{_e(_human(name, totals[name]))}</td>" for name in METRICS])
+    if not keys:
+        foot = "".join(f"<td>{_e(_human(name, totals[name]))}</td>" for name in METRICS)
+    return (f'<div class="wrap"><table class="sortable"><caption class="muted">'
+            f"{_e(_caption(r))}</caption><thead><tr>{head}</tr></thead><tbody>"
+            f'{"".join(body)}</tbody><tfoot><tr>{foot}</tr></tfoot></table></div>')
+
+
+def render_html(d: Dashboard) -> str:
+    """The page, as one self-contained HTML document."""
+    r = d.report
+    f = r.filters
+    money = _money
+    repo_names, repo_stacks = _stacks(d, d.cost_by_repo)
+    model_names, model_stacks = _stacks(d, d.cost_by_model)
+    runs = [[float(n - failed), float(failed)] for n, failed in
+            (d.runs.get(b, (0, 0)) for b in d.buckets)]
+    filters = {name: value for name, value in dataclasses.asdict(f).items()
+               if value is not None and name not in ("since", "until")}
+    filters["since"] = iso(f.since) or "all time"
+    filters["until"] = iso(f.until) or "now"
+    notes = []
+    if r.unpriced:
+        notes.append(f"{sum(r.unpriced.values()):,} executions have no price and count in no "
+                     f"cost (models: {', '.join(r.unpriced)}).")
+    if r.incomplete_before is not None:
+        notes.append(f"Executions before {iso(r.incomplete_before)} were purged with their PR "
+                     "detail and are not counted in the table.")
+    if r.from_rollups:
+        notes.append("Some figures come from the rollups: p95 there is an estimate within 1 %.")
+    title = f"Agent usage: {_caption(r)[len('Executions '):]}"
+    return "".join([
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>Agent usage</h1><p class=\"muted\">{_e(_caption(r))}</p>",
+        _cards(d),
+        f'<section><h2>Cost per {_e(d.bucket)} by repo</h2>',
+        _chart(d, f"Cost per {d.bucket} by repo", repo_names, repo_stacks, money),
+        f'</section><section><h2>Cost per {_e(d.bucket)} by model</h2>',
+        _chart(d, f"Cost per {d.bucket} by model", model_names, model_stacks, money),
+        f'</section><section><h2>Executions and failures per {_e(d.bucket)}</h2>',
+        _chart(d, f"Executions and failures per {d.bucket}", ["succeeded", "failed"], runs,
+               lambda v: f"{v:,.0f}", ["s0", "bad"]),
+        '</section><section><h2>Report</h2>', _table(r), "</section>",
+        "".join(f'<p class="muted">{_e(n)}</p>' for n in notes),
+        '<footer class="muted"><p>Filters: ',
+        _e(", ".join(f"{k}={v}" for k, v in filters.items())),
+        f" · time zone {_e(f.tz)} · generated {_e(iso(r.generated_at))} by telemetry-orm</p>",
+        f"</footer></main><script>{_SCRIPT}</script></body></html>\n",
+    ])
+
+
+# --- the terminal ------------------------------------------------------------------
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def terminal_chart(d: Dashboard, width: int, encoding: Optional[str]) -> str:
+    """Cost per bucket as one bar a line, fitted to ``width`` columns;
+    Unicode blocks when ``encoding`` can show them, else ``#``."""
+    try:
+        "█▏".encode(encoding or "ascii")
+        unicode = True
+    except (UnicodeEncodeError, LookupError):
+        unicode = False
+    costs = [sum(d.cost_by_repo.get(b, {}).values()) for b in d.buckets]
+    labels = list(d.buckets)
+    values = [_money(c) for c in costs]
+    label_w = max((len(x) for x in labels), default=0)
+    value_w = max((len(x) for x in values), default=0)
+    room = max(width - label_w - value_w - 3, 10)
+    top = max(costs, default=0.0)
+    lines = [f"Cost per {d.bucket}"]
+    for label, cost, value in zip(labels, costs, values, strict=True):
+        cells = room * cost / top if top > 0 else 0.0
+        if unicode:
+            whole, part = int(cells), int((cells - int(cells)) * 8)
+            bar = "█" * whole + (_EIGHTHS[part] if part else "")
+        else:
+            bar = "#" * round(cells)
+        lines.append(f"{label.ljust(label_w)} {bar.ljust(room)} {value.rjust(value_w)}")
+    return "\n".join(lines) + "\n"

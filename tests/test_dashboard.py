@@ -1,0 +1,318 @@
+"""The HTML report and the terminal chart: the page's bars and table carry
+the report's figures (worked out here from the rows with plain SQL), every
+name from the data is escaped, nothing is fetched from elsewhere; and in a
+real browser (Chromium, headless) the page renders without a console
+message, with the same bars, requesting nothing from the network."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import html.parser
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+from support import Witness, place, program
+
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
+from telemetry_orm.dashboard import dashboard, render_html, terminal_chart
+
+UTC = dt.timezone.utc
+HOSTILE = "evil/<script>alert('x')</script>&\"quote"
+START = dt.datetime(2026, 5, 1, tzinfo=UTC)
+
+
+class Page(html.parser.HTMLParser):
+    """What the tests read from a page: charts (their bars), table cells,
+    scripts and every URL-bearing attribute."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.charts: Dict[str, Dict[str, Any]] = {}
+        self.chart: Optional[Dict[str, Any]] = None
+        self.scripts = 0
+        self.urls: List[str] = []
+        self.rows: List[List[str]] = []
+        self.cell: Optional[List[str]] = None
+        self.section = ""
+
+    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
+        a = dict(attrs)
+        for name in ("src", "href", "xlink:href", "action"):
+            if a.get(name):
+                self.urls.append(str(a[name]))
+        if tag == "script":
+            self.scripts += 1
+        if tag == "svg":
+            self.chart = {"max": float(a["data-max"] or 0), "bars": []}
+            self.charts[str(a["aria-label"])] = self.chart
+        if tag == "rect" and self.chart is not None:
+            self.chart["bars"].append((a["data-bucket"], a["data-series"],
+                                       float(a["data-value"] or 0), float(a["height"] or 0)))
+        if tag == "tbody":
+            self.section = "body"
+        if tag == "tr" and self.section == "body":
+            self.rows.append([])
+        if tag == "td" and self.section == "body":
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self.chart = None
+        if tag == "tbody":
+            self.section = ""
+        if tag == "td" and self.cell is not None:
+            self.rows[-1].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def parse(document: str) -> Page:
+    page = Page()
+    page.feed(document)
+    return page
+
+
+@pytest.fixture
+def filled(any_store: PeeweeTelemetryStore, any_witness: Witness) -> PeeweeTelemetryStore:
+    """Three weeks of rows in 11 repos (one with a hostile name), two models."""
+    repos = [f"acme/r{n}" for n in range(10)] + [HOSTILE]
+    instants: Dict[str, List[dt.datetime]] = collections.defaultdict(list)
+    for n in range(600):
+        instants[repos[n % 11 if n % 3 else n % 4]].append(
+            START + dt.timedelta(minutes=53 * n))
+    for repo, times in instants.items():
+        for model in ("claude-sonnet-4-5", "claude-haiku-4-5"):
+            place(any_store, any_witness, times[::2] if model.endswith("5") else times[1::2],
+                  repo=repo, model=model, cost_usd=0.25 + len(repo) / 100,
+                  conclusion="success" if len(times) % 2 else "failure")
+    return any_store
+
+
+RANGE = dict(since=START, until=START + dt.timedelta(days=23))
+
+
+def day_costs(witness: Witness, by: str) -> Dict[Tuple[str, str], float]:
+    day = ("strftime('%Y-%m-%d', created_at)" if witness.kind == "sqlite"
+           else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+    return {(r["d"], r["k"]): float(r["c"]) for r in witness.rows(
+        f"SELECT {day} AS d, {by} AS k, SUM(cost_usd) AS c FROM executions GROUP BY 1, 2")}
+
+
+def test_the_bars_carry_the_reports_figures(filled: PeeweeTelemetryStore,
+                                            any_witness: Witness) -> None:
+    page = parse(render_html(dashboard(filled, **RANGE)))
+    for chart, column in (("Cost per day by repo", "repo"), ("Cost per day by model", "model")):
+        bars = page.charts[chart]["bars"]
+        expected = day_costs(any_witness, column)
+        names = {name for _, name in expected}
+        shown = {series for _, series, _, _ in bars}
+        if len(names) > 9:  # the 8 most expensive, then the rest as one
+            assert len(shown) == 9 and "(other)" in shown
+        else:
+            assert shown == names
+        per_day: Dict[str, float] = collections.defaultdict(float)
+        for (day, _), cost in expected.items():
+            per_day[day] += cost
+        drawn: Dict[str, float] = collections.defaultdict(float)
+        for day, series, value, height in bars:
+            drawn[str(day)] += value
+            # Heights in proportion to the values, on the chart's own axis.
+            assert height == pytest.approx(value / page.charts[chart]["max"] * 204, abs=0.01)
+            if series != "(other)":
+                assert value == pytest.approx(expected[(str(day), str(series))])
+        assert drawn == pytest.approx(dict(per_day))
+    runs = page.charts["Executions and failures per day"]["bars"]
+    assert sum(v for _, _, v, _ in runs) == any_witness.count()
+    failed = sum(v for _, s, v, _ in runs if s == "failed")
+    assert failed == any_witness.scalar("SELECT COUNT(*) FROM executions "
+                                        "WHERE conclusion <> 'success'")
+
+
+def test_the_table_has_the_numbers_of_the_json_report(filled: PeeweeTelemetryStore) -> None:
+    page = parse(render_html(dashboard(filled, **RANGE)))
+    rows = filled.report(group_by=["repo"], **RANGE).rows  # type: ignore[arg-type]
+    assert [cells[0] for cells in page.rows] == [row.keys["repo"] for row in rows]
+    assert [int(cells[1].replace(",", "")) for cells in page.rows] == [
+        row.metrics.executions for row in rows]
+
+
+def test_hostile_names_are_escaped_and_nothing_comes_from_elsewhere(
+        filled: PeeweeTelemetryStore) -> None:
+    document = render_html(dashboard(filled, **RANGE))
+    assert "<script>alert" not in document
+    assert html_escaped(HOSTILE) in document
+    page = parse(document)
+    assert page.scripts == 1  # the page's own, inline
+    assert page.urls == []
+    assert not re.search(r"url\(|@import|https?://", document)
+    assert HOSTILE in {cells[0] for cells in page.rows}  # shown as text, intact
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def test_a_long_range_is_drawn_by_week_and_compared_with_the_range_before(
+        filled: PeeweeTelemetryStore) -> None:
+    page_data = dashboard(filled, since=START - dt.timedelta(days=120),
+                          until=START + dt.timedelta(days=30))
+    assert page_data.bucket == "week"
+    assert page_data.buckets[0] == "2026-W01" and len(page_data.buckets) == 22
+    assert page_data.previous is not None and page_data.previous.executions == 0
+    later = dashboard(filled, since=START + dt.timedelta(days=12),
+                      until=START + dt.timedelta(days=24))
+    assert later.previous is not None
+    assert later.previous.executions == filled.report(
+        since=START, until=START + dt.timedelta(days=12), group_by=[]).totals.executions
+
+
+def test_the_terminal_chart_fits_the_width_and_falls_back_to_ascii(
+        filled: PeeweeTelemetryStore) -> None:
+    page_data = dashboard(filled, **RANGE)
+    blocks = terminal_chart(page_data, 60, "utf-8").splitlines()
+    plain = terminal_chart(page_data, 60, "ascii").splitlines()
+    assert len(blocks) == len(plain) == len(page_data.buckets) + 1
+    assert all(len(line) <= 60 for line in blocks + plain)
+    assert any("█" in line for line in blocks) and not any("█" in line for line in plain)
+    assert all(set(line.split()[1]) <= {"#"} for line in plain[1:] if "#" in line)
+    # The longest bar is the most expensive day's.
+    costs = {day: sum(s.values()) for day, s in page_data.cost_by_repo.items()}
+    longest = max(plain[1:], key=lambda line: line.count("#"))
+    assert longest.split()[0] == max(costs, key=costs.__getitem__)
+
+
+def test_cli_writes_the_page_and_refuses_misuse(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    witness = Witness(str(db))
+    with create_telemetry_store(db) as store:
+        place(store, witness, [START + dt.timedelta(hours=5 * n) for n in range(50)],
+              cost_usd=1.5)
+    witness.close()
+    out = tmp_path / "report.html"
+    done = program("report", "--db", str(db), "--since", "2026-05-01", "--until", "2026-05-12",
+                   "--format", "html", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    bars = parse(out.read_text(encoding="utf-8")).charts["Cost per day by repo"]["bars"]
+    assert sum(v for _, _, v, _ in bars) == pytest.approx(75.0)
+    assert program("report", "--db", str(db), "--out", str(tmp_path / "x.html"),
+                   cwd=tmp_path).returncode == 2
+    assert program("report", "--db", str(db), "--format", "html", "--out", str(db),
+                   cwd=tmp_path).returncode == 2
+    chart = program("report", "--db", str(db), "--since", "2026-05-01", "--until",
+                    "2026-05-12", "--chart", cwd=tmp_path)
+    assert chart.returncode == 0 and "Cost per day" in chart.stdout
+
+
+# -- in a real browser --------------------------------------------------------------
+
+
+def chromium() -> Optional[str]:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def counting_proxy() -> Iterator[Tuple[int, List[bytes]]]:
+    """A local port that records every connection made to it (used as the
+    browser's proxy: any request the page makes lands here)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    seen: List[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    seen.append(conn.recv(200))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], seen
+    finally:
+        server.close()
+
+
+#: Hosts Chromium itself calls whatever the page (updates, the clock,
+#: sign-in), which no flag turns off in every build.
+BROWSER_SERVICES = ("update.googleapis.com", "clients2.google.com", "accounts.google.com",
+                    ".gvt1.com", "optimizationguide-pa.googleapis.com")
+
+
+def _browser_service(request: bytes) -> bool:
+    line = request.split(b"\r\n", 1)[0].decode("latin-1")
+    target = line.split(" ")[1] if " " in line else ""
+    host = re.sub(r"^https?://", "", target).split("/", 1)[0].split(":", 1)[0]
+    return any(host == name or (name.startswith(".") and host.endswith(name))
+               for name in BROWSER_SERVICES)
+
+
+def browse(page: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    binary = chromium()
+    assert binary is not None
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            # Without the browser's own traffic (updates, sign-in, metrics),
+            # whatever reaches the proxy comes from the page.
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--disable-default-apps", "--no-default-browser-check",
+             "--disable-client-side-phishing-detection", "--metrics-recording-only",
+             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+             f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>",
+             "--virtual-time-budget=3000", *extra, page.as_uri()],
+            capture_output=True, text=True, timeout=120)
+
+
+def test_the_page_in_chromium(filled: PeeweeTelemetryStore, tmp_path: Path) -> None:
+    if chromium() is None:
+        reason = "Chromium is not installed (apt-get install chromium): the browser checks need it"
+        if os.environ.get("TELEMETRY_TEST_REQUIRE_CHROMIUM") == "1":  # set by .ci/run
+            pytest.fail(f"{reason} (TELEMETRY_TEST_REQUIRE_CHROMIUM=1)")
+        pytest.skip(reason)
+    document = render_html(dashboard(filled, **RANGE))
+    page = tmp_path / "report.html"
+    page.write_text(document, encoding="utf-8")
+    expected = parse(document).charts
+    with counting_proxy() as (port, seen):
+        # The check itself works: a page that fetches an image reaches the proxy.
+        control = tmp_path / "control.html"
+        control.write_text('<img src="http://example.com/x.png">', encoding="utf-8")
+        browse(control, port, "--dump-dom")
+        assert seen, "the proxy saw nothing from a page that fetches an image"
+        seen.clear()
+        done = browse(page, port, "--dump-dom")
+        assert done.returncode == 0, done.stderr[-2000:]
+        from_page = [request for request in seen if not _browser_service(request)]
+        assert from_page == [], f"the page made requests: {from_page}"
+        console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+        assert console == [], console
+        rendered = parse(done.stdout).charts
+        assert {k: len(v["bars"]) for k, v in rendered.items()} == {
+            k: len(v["bars"]) for k, v in expected.items()}
+        assert rendered == expected
+        shot = Path(os.environ.get("TELEMETRY_TEST_SCREENSHOT",
+                                   tmp_path / "report.png"))
+        done = browse(page, port, f"--screenshot={shot}", "--window-size=1100,1800")
+        assert done.returncode == 0 and shot.stat().st_size > 10_000
+        print(f"\nscreenshot of the HTML report: {shot}")
