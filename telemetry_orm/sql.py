@@ -92,16 +92,14 @@ def _oldest(model: Any, when: Any, limit: int) -> Any:
     return model.select(model.id).where(model.created_at < _cutoff(when)).limit(limit)
 
 
+def oldest_ids(model: Any, when: Any, limit: int) -> Statement:
+    """The ids of the rows :func:`delete_chunk_before` deletes."""
+    return render(model._meta.database, _oldest(model, when, limit))
+
+
 def oldest_before(model: Any, when: Any, limit: int) -> Any:
     """The rows :func:`delete_chunk_before` deletes, as a condition."""
     return model.id.in_(_oldest(model, when, limit))
-
-
-def keys_of_chunk_before(keys: Any, model: Any, when: Any, limit: int) -> Statement:
-    """Delete the keys of the rows :func:`delete_chunk_before` deletes (run
-    first, in the same transaction: its sub-select then picks the same rows)."""
-    return render(model._meta.database, keys.delete().where(
-        keys.execution_id.in_(_oldest(model, when, limit))))
 
 
 def keys_past(keys: Any, model: Any, after: Optional[str], limit: int) -> Statement:

@@ -614,7 +614,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         started = time.perf_counter()
         models = self._rollup_models()
         with self.connection() as conn:
-            target = self.backend.newest_id(conn, self._model)
+            # None: no id can be vouched for now; hours still fold in, for
+            # the ids counted so far.
+            target = self.backend.newest_id(conn, self._model) or 0
             now = self.backend.cutoff(conn, 0.0)
         until = rollups.floor_hour(_naive(now))
         rows = steps = 0

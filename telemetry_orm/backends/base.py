@@ -385,14 +385,21 @@ class Backend(Protocol):
         count them)."""
         ...
 
+    @classmethod
+    def snapshot(cls, database: peewee.Database) -> None:
+        """Make the transaction just begun on ``database`` read one snapshot
+        in all its statements (a report's queries must agree)."""
+        ...
+
     def fold_transaction(self, conn: Any) -> ContextManager[None]:
         """A write transaction on ``conn`` that no other connection folds
         rows into the rollups in at the same time."""
         ...
 
-    def newest_id(self, conn: Any, model: Type[Execution]) -> int:
+    def newest_id(self, conn: Any, model: Type[Execution]) -> Optional[int]:
         """The largest id of ``executions`` such that no row with a smaller
-        one can still be committed (0 for an empty table)."""
+        one can still be committed (0 for an empty table); ``None`` when that
+        cannot be known now without making writers wait."""
         ...
 
     def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],

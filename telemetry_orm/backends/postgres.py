@@ -99,6 +99,9 @@ CONNECT_DEFAULTS: Dict[str, Any] = {
 #: URL parameters that must be numbers (playhouse.db_url turns digits into numbers).
 _NUMBER_PARAMS = ("max_connections", "timeout", "stale_timeout", "connect_timeout")
 
+#: How long ``rollup()`` waits to learn which ids are safe to count.
+NEWEST_ID_WAIT_MS = 50
+
 #: SQLSTATEs meaning "another transaction is in the way; retry later".
 BUSY_SQLSTATES = frozenset(
     {
@@ -617,21 +620,38 @@ class PostgresBackend:
         """Delete up to ``limit`` rows older than ``when`` in one short
         transaction (one statement when there is nothing else to do), with
         their keys and after ``fold``. Says how many and the seconds it took;
-        fewer than ``limit`` ends the purge."""
-        statement = _sql.delete_chunk_before(model, when, limit)
+        fewer than ``limit`` ends the purge.
+
+        With ``fold``, the chunk's ids are read once and every statement
+        names them: under READ COMMITTED each statement sees rows committed
+        since the one before, so a sub-select run twice could pick rows the
+        fold did not count."""
         started = time.perf_counter()
         if keys is None and fold is None:
-            cursor = conn.execute(*statement)
-        else:
-            with conn.transaction():
+            cursor = conn.execute(*_sql.delete_chunk_before(model, when, limit))
+            deleted = int(cursor.rowcount)
+            return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
+        with conn.transaction():
+            if fold is not None:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
+            picked = conn.execute(*_sql.oldest_ids(model, when, limit)).fetchall()
+            ids = [row[0] for row in picked]
+            if ids:
+                rows = model.id.in_(ids)
                 if fold is not None:
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
-                    fold(conn, _sql.oldest_before(model, when, limit))
+                    fold(conn, rows)
                 if keys is not None:  # the rows' keys go with them
-                    conn.execute(*_sql.keys_of_chunk_before(keys, model, when, limit))
-                cursor = conn.execute(*statement)
-        deleted = int(cursor.rowcount)
-        return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
+                    conn.execute(*_sql.render(model._meta.database,
+                                              keys.delete().where(keys.execution_id.in_(ids))))
+                conn.execute(*_sql.render(model._meta.database, model.delete().where(rows)))
+        return PurgeChunk(len(ids), time.perf_counter() - started, None, len(ids) < limit)
+
+    @classmethod
+    def snapshot(cls, database: peewee.Database) -> None:
+        """``REPEATABLE READ``: under READ COMMITTED each query of a report
+        would see what other sessions committed since the one before (a
+        rollup moving rows from one side of the report to the other)."""
+        database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
     @contextlib.contextmanager
     def fold_transaction(self, conn: Any) -> Iterator[None]:
@@ -640,16 +660,24 @@ class PostgresBackend:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
             yield
 
-    def newest_id(self, conn: Any, model: Type[Execution]) -> int:
+    def newest_id(self, conn: Any, model: Type[Execution]) -> Optional[int]:
         """Under a ``SHARE`` lock for a moment: it waits for the transactions
         inserting rows to end (an id is given out at insert, so a smaller one
         may otherwise commit after a larger) and keeps new ones out while it
-        reads."""
-        with conn.transaction():
-            conn.execute(f"LOCK TABLE {_sql.quote(model._meta.database, model._meta.table_name)}"
-                         " IN SHARE MODE")
-            row = conn.execute(*_sql.render(model._meta.database,
-                                            model.select(fn.MAX(model.id)))).fetchone()
+        reads. Waits at most :data:`NEWEST_ID_WAIT_MS` (writers queue behind
+        a waiting lock), else ``None``: the rollup leaves the rows it cannot
+        be sure of to a later one."""
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{NEWEST_ID_WAIT_MS}ms'")
+                table = _sql.quote(model._meta.database, model._meta.table_name)
+                conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
+                row = conn.execute(*_sql.render(model._meta.database,
+                                                model.select(fn.MAX(model.id)))).fetchone()
+        except Exception as exc:
+            if is_busy(exc):  # the lock_timeout
+                return None
+            raise
         return int(row[0] or 0)
 
     def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],

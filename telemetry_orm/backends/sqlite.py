@@ -650,13 +650,17 @@ class SqliteBackend:
             raise
         return int(cursor.rowcount), time.perf_counter() - locked
 
+    @classmethod
+    def snapshot(cls, database: peewee.Database) -> None:
+        """Nothing to do: a SQLite transaction reads one snapshot."""
+
     @contextlib.contextmanager
     def fold_transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
         """``BEGIN IMMEDIATE``: one writer at a time folds rows in."""
         with _write_transaction(conn, "rollup"):
             yield
 
-    def newest_id(self, conn: sqlite3.Connection, model: Type[Execution]) -> int:
+    def newest_id(self, conn: sqlite3.Connection, model: Type[Execution]) -> Optional[int]:
         # Ids are given out inside write transactions, one at a time and
         # increasing, so none at or below this one can still appear.
         row = conn.execute(*_sql.render(model._meta.database,
