@@ -29,6 +29,7 @@ from bench.data import iter_records
 from bench.memory import _peak_mb, _reset_peak, _resident_mb
 from bench.timing import Result, Settings
 from telemetry_orm import FIELD_NAMES, create_telemetry_store
+from telemetry_orm.dashboard import dashboard, render_html
 
 DAYS = 730
 REPOS = [f"acme/repo-{n}" for n in range(20)]
@@ -128,6 +129,21 @@ def run(rows: int, rounds: int) -> List[Result]:
                     *((0.05, "<= 0.05x") if by == ["repo"] else (None, "reference")),
                     "baseline: the same report from the rows only (use_rollups=False)",
                     rounds))
+            since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365)
+            pages: List[str] = []
+
+            def page() -> None:
+                pages.append(render_html(dashboard(store, since=since)))
+
+            seconds = _median_seconds(page, rounds)
+            size = len(pages[-1].encode("utf-8")) / 1024
+            results.append(Result(
+                f"HTML report, one year of {len(REPOS)} repos ({rows:,} rows over two years)",
+                seconds, "s", limit=1.0, target="<= 1 s",
+                note="report + cost by week and repo, by week and model, the year before; "
+                "rendered", rounds=rounds))
+            results.append(Result("HTML report, one year: page size", size, "KB", limit=300.0,
+                                  target="<= 300 KB", note="one self-contained file", rounds=1))
     return results
 
 

@@ -88,37 +88,45 @@ def dashboard(source: Any, *, since: Optional[_dt.datetime] = None,
     zone = zones.check_zone("tz", f.tz)
     start = f.since
     end = f.until or main.generated_at
-    by_repo = report(source, since=f.since, until=f.until, group_by=["day", "repo"],
-                     **options)
-    if start is None:
-        days = [r.keys["day"] for r in by_repo.rows]
-        start = (_dt.datetime.fromisoformat(days[0]).replace(tzinfo=zone)
-                 if days else end)
+    if bucket is None and start is not None:
+        bucket = "day" if end - start <= _dt.timedelta(days=DAY_BUCKETS_UP_TO) else "week"
+    # One read for both charts (the hours of the range once), by week in the
+    # database for long ranges, and no p95: its queries are most of a
+    # report's time.
+    by_time = report(source, since=f.since, until=f.until,
+                     group_by=[bucket or "day", "repo", "model"], p95=False, **options)
+    if start is None:  # all time: from the first day there is
+        days = [r.keys["day"] for r in by_time.rows]
+        start = (_dt.datetime.fromisoformat(min(days)).replace(tzinfo=zone) if days else end)
     span = end - start
-    bucket = bucket or ("day" if span <= _dt.timedelta(days=DAY_BUCKETS_UP_TO) else "week")
-    by_model = report(source, since=f.since, until=f.until, group_by=["day", "model"],
-                      **options)
+    if bucket is None:
+        bucket = "day" if span <= _dt.timedelta(days=DAY_BUCKETS_UP_TO) else "week"
     previous = None
     if f.since is not None and span > _dt.timedelta(0):
         previous = report(source, since=f.since - span, until=f.since, group_by=[],
                           **options).totals
 
-    def per_bucket(result: Report, key: str) -> Dict[str, Dict[str, float]]:
+    def label_of(row: Any) -> str:
+        if "week" in row.keys:
+            return str(row.keys["week"])
+        return _bucket_of(_dt.datetime.fromisoformat(row.keys["day"]), bucket)
+
+    def per_bucket(key: str) -> Dict[str, Dict[str, float]]:
         found: Dict[str, Dict[str, float]] = {}
-        for row in result.rows:
-            label = _bucket_of(_dt.datetime.fromisoformat(row.keys["day"]), bucket)
+        for row in by_time.rows:
+            label = label_of(row)
             name = str(row.keys[key])
             series = found.setdefault(label, {})
             series[name] = series.get(name, 0.0) + (row.metrics.cost_usd or 0.0)
         return found
 
     runs: Dict[str, Tuple[int, int]] = {}
-    for row in by_repo.rows:
-        label = _bucket_of(_dt.datetime.fromisoformat(row.keys["day"]), bucket)
+    for row in by_time.rows:
+        label = label_of(row)
         n, failed = runs.get(label, (0, 0))
         runs[label] = (n + row.metrics.executions, failed + row.metrics.failed)
     return Dashboard(main, bucket, _all_buckets(start, end, zone, bucket),
-                     per_bucket(by_repo, "repo"), per_bucket(by_model, "model"), runs, previous)
+                     per_bucket("repo"), per_bucket("model"), runs, previous)
 
 
 # --- the page ----------------------------------------------------------------------

@@ -200,6 +200,7 @@ def report(
     prices: Optional[Mapping[str, Any]] = None,
     tz: Any = "UTC",
     use_rollups: bool = True,
+    p95: bool = True,
 ) -> Report:
     """Aggregate the executions of ``source`` (a store or a peewee database).
 
@@ -210,6 +211,9 @@ def report(
     per group and model in the database. Executions whose model has no price
     are never counted as $0: a group wholly of them has ``cost_usd`` ``None``,
     and :attr:`Report.unpriced` counts them by model.
+
+    ``p95=False`` leaves ``p95_duration_ms`` out (``None``), and its
+    queries with it: for figures that do not need it, such as a chart's.
 
     ``tz`` is the IANA time zone (a name or a :class:`zoneinfo.ZoneInfo`)
     of the ``day``, ``week`` and ``month`` buckets and of naive ``since`` and
@@ -231,7 +235,7 @@ def report(
             return report(
                 database, since=since, until=until, repo=repo, model=model,
                 event_type=event_type, conclusion=conclusion, group_by=group_by,
-                cost=cost, prices=prices, tz=tz, use_rollups=use_rollups,
+                cost=cost, prices=prices, tz=tz, use_rollups=use_rollups, p95=p95,
             )
     if not isinstance(source, peewee.Database):
         raise TelemetryValidationError(
@@ -262,7 +266,7 @@ def report(
             if plan.raw_rows is not None:
                 query.extra = plan.raw_rows(query.model)
             groups = query.aggregate()
-            percentiles = query.group_percentiles() if query.key_names else {}
+            percentiles = query.group_percentiles() if query.key_names and p95 else {}
             parts = query.cost_parts() if table is not None else {}
             rolled: Dict[Tuple[Any, ...], Sums] = {}
             sketches: Dict[Tuple[Any, ...], Dict[int, int]] = {}
@@ -274,14 +278,15 @@ def report(
                     if table is not None:
                         for key, more in part.cost_parts().items():
                             parts.setdefault(key, []).extend(more)
-                    for key, counts in part.bucket_counts().items():
-                        _add(sketches.setdefault(key, {}), counts)
+                    if p95:
+                        for key, counts in part.bucket_counts().items():
+                            _add(sketches.setdefault(key, {}), counts)
                 # A group the rollups stand for, wholly or in part: its p95
                 # from one sketch of the rollups' durations and the rows'.
                 every: Dict[int, int] = {}
                 for counts in sketches.values():
                     _add(every, counts)
-                for key, counts in query.bucket_counts().items():
+                for key, counts in (query.bucket_counts() if p95 else {}).items():
                     _add(every, counts)
                     if key in sketches:
                         _add(sketches[key], counts)
@@ -292,8 +297,10 @@ def report(
                 for key, sums in rolled.items():
                     groups[key] = Sums.combine([groups[key], sums]) if key in groups else sums
                 total_p95 = estimate(every, nearest_rank(sum(every.values())))
-            else:
+            elif p95:
                 total_p95 = query.total_percentile(sum(g.executions for g in groups.values()))
+            else:
+                total_p95 = None
     except peewee.DatabaseError as exc:
         raise DatabaseError(f"{_name(source)}: {exc}") from exc
     rows = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import html.parser
 import os
@@ -316,3 +317,12 @@ def test_the_page_in_chromium(filled: PeeweeTelemetryStore, tmp_path: Path) -> N
         done = browse(page, port, f"--screenshot={shot}", "--window-size=1100,1800")
         assert done.returncode == 0 and shot.stat().st_size > 10_000
         print(f"\nscreenshot of the HTML report: {shot}")
+
+
+def test_a_report_without_p95_has_every_other_figure(filled: PeeweeTelemetryStore) -> None:
+    for by in (["day", "repo"], []):
+        full = filled.report(group_by=by, **RANGE)  # type: ignore[arg-type]
+        light = filled.report(group_by=by, p95=False, **RANGE)  # type: ignore[arg-type]
+        assert light.totals.p95_duration_ms is None
+        assert [dataclasses.replace(r.metrics, p95_duration_ms=None) for r in full.rows] == [
+            r.metrics for r in light.rows]
