@@ -172,7 +172,7 @@ var a=parseFloat(p),c=parseFloat(q);var r=(!isNaN(a)&&!isNaN(c))?a-c:p.localeCom
 return up?r:-r;});th.dataset.up=up?"1":"0";rows.forEach(function(r){b.appendChild(r);});});});});
 """
 
-_WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 960, 240, 56, 28, 8
+_WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 960, 240, 72, 28, 8
 
 
 def _e(value: Any) -> str:
@@ -236,7 +236,7 @@ def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]]
         y = _TOP + plot_h * (1 - n / 4)
         parts.append(f'<line class="grid" x1="{_LEFT}" x2="{_WIDTH - 8}" y1="{y:.1f}" '
                      f'y2="{y:.1f}"/><text x="{_LEFT - 6}" y="{y + 4:.1f}" '
-                     f'text-anchor="end">{_e(label(top * n / 4))}</text>')
+                     f'text-anchor="end">{_e(_axis(label, top * n / 4, top))}</text>')
     every = max(1, len(d.buckets) // 12)
     for i, (bucket, values) in enumerate(zip(d.buckets, stacks, strict=True)):
         x = _LEFT + i * step + (step - bar) / 2
@@ -250,9 +250,12 @@ def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]]
                          f'height="{h:.2f}" data-bucket="{_e(bucket)}" data-series='
                          f'"{_e(name)}" data-value="{value!r}"><title>{_e(bucket)} · '
                          f'{_e(name)}: {_e(label(value))}</title></rect>')
-        if i % every == 0:
-            parts.append(f'<text x="{x + bar / 2:.1f}" y="{_HEIGHT - 10}" '
-                         f'text-anchor="middle">{_e(bucket[5:] if d.bucket == "day" else bucket)}'
+        # A label every so many bars, none crowding the last one shown.
+        if i % every == 0 and (every == 1 or i <= len(d.buckets) - every):
+            middle = x + bar / 2
+            anchor = "end" if middle > _WIDTH - 40 else "middle"
+            parts.append(f'<text x="{min(middle, _WIDTH - 8):.1f}" y="{_HEIGHT - 10}" '
+                         f'text-anchor="{anchor}">{_e(bucket[5:] if d.bucket == "day" else bucket)}'
                          "</text>")
     parts.append("</svg>")
     legend = "".join(f'<span><i class="{cls}"></i>{_e(name)}</span>'
@@ -260,14 +263,23 @@ def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]]
     return f'<div class="legend">{legend}</div>' + "".join(parts)
 
 
+def _axis(label: Any, value: float, top: float) -> str:
+    """An axis label: whole dollars once the axis reaches $10."""
+    if label is _money and top >= 10:
+        return f"${value:,.0f}"
+    return str(label(value))
+
+
 def _change(now: Optional[float], before: Optional[float], *, points: bool = False) -> str:
     if now is None or before is None:
         return "nothing to compare with"
     if points:
-        return f"{(now - before) * 100:+.1f} pts vs previous"
+        change = (now - before) * 100
+        return f"{change:+.1f} pts vs previous" if round(change, 1) else "same as previous"
     if before == 0:
         return "new" if now else "no change"
-    return f"{(now - before) / before * 100:+.1f}% vs previous"
+    change = (now - before) / before * 100
+    return f"{change:+.1f}% vs previous" if round(change, 1) else "same as previous"
 
 
 def _cards(d: Dashboard) -> str:

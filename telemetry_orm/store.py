@@ -367,6 +367,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         """The statements of keyed writes, built (and the keys table created
         if need be) at the first; raises driver errors."""
         with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             if self._keyed_sql is None:
                 key_model = bind_model(self.database, self.backend.key_model)
                 # Under the schema lock: processes that first record a key
@@ -700,6 +702,8 @@ class PeeweeTelemetryStore(TelemetryStore):
     def _rollup_models(self) -> Tuple[Type[peewee.Model], ...]:
         """The bound rollup models, their tables created at the first use."""
         with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             if self._rollups is None:
                 models = tuple(bind_model(self.database, base)
                                for base in self.backend.rollup_models)
