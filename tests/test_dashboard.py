@@ -312,6 +312,19 @@ def test_the_page_in_chromium(filled: PeeweeTelemetryStore, tmp_path: Path) -> N
         assert {k: len(v["bars"]) for k, v in rendered.items()} == {
             k: len(v["bars"]) for k, v in expected.items()}
         assert rendered == expected
+        # The table sorts where scripts run: click "executions" once (ascending).
+        clicking = tmp_path / "click.html"
+        clicking.write_text(document.replace("</body>", (
+            "<script>document.querySelectorAll('thead th')[1].click();"
+            "document.body.dataset.order=Array.prototype.map.call("
+            "document.querySelectorAll('tbody tr'),function(r){"
+            "return r.cells[1].dataset.sort}).join(',');</script></body>")), encoding="utf-8")
+        done = browse(clicking, port, "--dump-dom")
+        order = re.search(r'data-order="([^"]*)"', done.stdout)
+        assert order is not None, done.stdout[-500:]
+        counts = [int(n) for n in order.group(1).split(",")]
+        assert counts == sorted(counts) and len(counts) == len(parse(document).rows)
+        assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []
         shot = Path(os.environ.get("TELEMETRY_TEST_SCREENSHOT",
                                    tmp_path / "report.png"))
         done = browse(page, port, f"--screenshot={shot}", "--window-size=1100,1800")
