@@ -332,8 +332,10 @@ class RollupQuery:
         models = backend.rollup_models
         self.tier = tier
         self.time = tier
-        self.rollup: Any = bind_model(database, models[0] if tier == "hour" else models[3])
-        self.durations: Any = bind_model(database, models[1] if tier == "hour" else models[4])
+        sums, sketches = {"hour": (0, 1), "month": (3, 4), "day": (6, None)}[tier]
+        self.rollup: Any = bind_model(database, models[sums])
+        # The day tier has no sketches: it serves reports without p95 only.
+        self.durations: Any = bind_model(database, models[sketches]) if sketches else None
         self.filters = filters
         self.key_names = key_names(group_by)
         self.lower, self.upper = lower, upper

@@ -261,7 +261,7 @@ def report(
         # rows, their percentiles and the totals agree while others write.
         with source.atomic():
             backend_class_of(source).snapshot(source)
-            plan = _plan(source, filters, keys, use_rollups)
+            plan = _plan(source, filters, keys, use_rollups, p95)
             query = Query(database=source, filters=filters, group_by=keys, offsets=plan.offsets)
             if plan.raw_rows is not None:
                 query.extra = plan.raw_rows(query.model)
@@ -353,7 +353,7 @@ class _Plan:
 
 
 def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ...],
-          use_rollups: bool) -> _Plan:
+          use_rollups: bool, p95: bool = True) -> _Plan:
     """Split a report between rollups and raw rows (see docs/reports.md).
 
     The rollups count the rows with an id up to ``counted_ids`` and a
@@ -410,14 +410,22 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
         return RollupQuery(database=database, filters=filters, group_by=keys, lower=start,
                            upper=end, offsets=offsets)
 
-    # Whole UTC months inside the range from the month tier, when it can
-    # answer; the hours around them from the hour tier.
-    first = None if lower is None else rollups.ceil_month(lower)
-    last = rollups.floor_month(upper)
-    if month_dimension(filters, keys) is None or (first is not None and last <= first):
+    # Whole UTC months (or days) inside the range from the month (or day)
+    # tier, when it can answer; the hours around them from the hour tier.
+    utc = zone == zones.UTC
+    if month_dimension(filters, keys) is not None or (
+            not p95 and utc and not {"day", "week"} & set(keys)):
+        tier, floor, ceil = "month", rollups.floor_month, rollups.ceil_month
+    elif not p95 and utc:  # sums only, by UTC day, week or month
+        tier, floor, ceil = "day", rollups.floor_day, rollups.ceil_day
+    else:
+        return _Plan(raw, (hours(lower, upper),), offsets)
+    first = None if lower is None else ceil(lower)
+    last = floor(upper)
+    if first is not None and last <= first:
         return _Plan(raw, (hours(lower, upper),), offsets)
     parts = [RollupQuery(database=database, filters=filters, group_by=keys, lower=first,
-                         upper=last, offsets=offsets, tier="month"), hours(last, upper)]
+                         upper=last, offsets=offsets, tier=tier), hours(last, upper)]
     if lower is not None:
         parts.append(hours(lower, first))
     return _Plan(raw, tuple(parts), offsets)

@@ -67,6 +67,7 @@ ROLLUPS_TABLE = "telemetry_orm_rollups"
 DURATIONS_TABLE = "telemetry_orm_rollup_durations"
 STATE_TABLE = "telemetry_orm_rollup_state"
 MONTHS_TABLE = "telemetry_orm_rollup_months"
+DAYS_TABLE = "telemetry_orm_rollup_days"
 MONTH_DURATIONS_TABLE = "telemetry_orm_rollup_month_durations"
 
 #: The columns an hour is rolled up by (PR numbers are not: PR-level
@@ -219,6 +220,33 @@ class RollupMonth(Model):
         without_rowid = True
 
 
+class RollupDay(Model):
+    """One UTC day of one combination: the sums of :class:`Rollup` (no
+    duration sketch), for charts and other reports without p95 by day, week
+    or month in UTC."""
+
+    day = TextField()
+    repo = TextField()
+    model = TextField()
+    provider = TextField()
+    event_type = TextField()
+    conclusion = TextField()
+    paid = IntegerField()
+    executions = BigIntegerField()
+    input_tokens = BigIntegerField()
+    output_tokens = BigIntegerField()
+    cache_read_tokens = BigIntegerField()
+    cache_creation_tokens = BigIntegerField()
+    cost_usd = DoubleField()
+    duration_ms = BigIntegerField()
+    failed = BigIntegerField()
+
+    class Meta:
+        table_name = DAYS_TABLE
+        primary_key = CompositeKey("day", *DIMENSIONS, "paid")
+        without_rowid = True
+
+
 class RollupMonthDuration(Model):
     """The duration sketch of one UTC month per value of one column
     (``dimension``: one of :data:`DIMENSIONS`, or ``''`` for all
@@ -244,6 +272,7 @@ class FoldRow(Model):
     from here."""
 
     hour = TextField()
+    day = TextField()
     month = TextField()
     repo = TextField()
     model = TextField()
@@ -299,7 +328,7 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[St
     read them once into this connection's scratch table, then one upsert
     per rollup table from there (the month sketches: one per column and
     one for all executions)."""
-    rollup, durations, _, months, month_durations, scratch = models
+    rollup, durations, _, months, month_durations, scratch, days = models
     m = model
     database = m._meta.database
     dims = [getattr(m, name) for name in DIMENSIONS]
@@ -319,11 +348,12 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[St
 
     f = scratch
     f_dims = [getattr(f, name) for name in DIMENSIONS]
-    columns = [f.hour, f.month, *f_dims, f.paid, f.bucket, *(getattr(f, n) for n in SUMS)]
+    columns = [f.hour, f.day, f.month, *f_dims, f.paid, f.bucket,
+               *(getattr(f, n) for n in SUMS)]
     statements.append(render(database, f.insert_from(m.select(
-        dialect.hour(m.created_at), dialect.month(m.created_at), *dims, paid,
-        dialect.bucket(m.duration_ms), *sums).where(where).group_by(*by(len(dims) + 4)),
-        columns)))
+        dialect.hour(m.created_at), dialect.day(m.created_at), dialect.month(m.created_at),
+        *dims, paid, dialect.bucket(m.duration_ms), *sums).where(where).group_by(
+            *by(len(dims) + 5)), columns)))
 
     def upsert(target: Any, key: List[Any], selected: Sequence[Any], added: Sequence[str],
                groups: int) -> None:
@@ -335,7 +365,7 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[St
             conflict_target=key, update=update)))
 
     totals = [fn.SUM(getattr(f, name)) for name in SUMS]
-    for table, start in ((rollup, f.hour), (months, f.month)):
+    for table, start in ((rollup, f.hour), (days, f.day), (months, f.month)):
         key = [getattr(table, start.name), *(getattr(table, n) for n in DIMENSIONS), table.paid]
         upsert(table, key, [start, *f_dims, f.paid, *totals], SUMS, len(key))
     key = [durations.hour, *(getattr(durations, n) for n in DIMENSIONS), durations.bucket]
@@ -409,3 +439,12 @@ def ceil_month(value: _dt.datetime) -> _dt.datetime:
     if floor == value:
         return floor
     return (floor + _dt.timedelta(days=32)).replace(day=1)
+
+
+def floor_day(value: _dt.datetime) -> _dt.datetime:
+    return value.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def ceil_day(value: _dt.datetime) -> _dt.datetime:
+    floor = floor_day(value)
+    return floor if floor == value else floor + _dt.timedelta(days=1)

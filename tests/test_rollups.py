@@ -61,7 +61,9 @@ def assert_same(before: Dict[Tuple[Any, ...], Dict[str, Any]],
     for key, old in before.items():
         new = after[key]
         for name, value in old.items():
-            if name == "p95_duration_ms":
+            if value is None:
+                assert new[name] is None, (key, name)
+            elif name == "p95_duration_ms":
                 assert abs(new[name] - value) <= 0.01 * value, (key, value, new[name])
             elif name in ("cost_usd", "avg_duration_ms"):
                 assert new[name] == pytest.approx(value, abs=1e-6), (key, name)
@@ -71,6 +73,10 @@ def assert_same(before: Dict[Tuple[Any, ...], Dict[str, Any]],
 
 BY = [("repo",), ("model",), ("month",), ("event_type",), ("conclusion",), ("provider",),
       ("repo", "model", "month"), ("month", "repo"), ()]
+# Reports without p95, all time and from an instant inside a day.
+LIGHT = [(by, since) for by in [("day",), ("week", "repo"), ("repo", "model"),
+                                ("month", "event_type"), ()]
+         for since in (None, NOW - dt.timedelta(days=200, hours=5, minutes=7))]
 # Filters on the grouped column (the month tier answers), on another (it cannot).
 FILTERED = [(("repo",), "repo", "acme/api"), ((), "model", "claude-haiku-4-5"),
             (("model",), "repo", "acme/web"), (("month",), "conclusion", "failure")]
@@ -81,6 +87,7 @@ def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
     history(any_store, any_witness, days=400, per_day=12)
     before = {by: figures(any_store, by, since=None) for by in BY}
     calculated = figures(any_store, ("model",), since=None, cost="calculated")
+    light = {(by, since): figures(any_store, by, since=since, p95=False) for by, since in LIGHT}
     filtered = {(by, name, value): figures(any_store, by, since=None, **{name: value})
                 for by, name, value in FILTERED}
     in_los_angeles = figures(any_store, ("month",), since=None, tz="America/Los_Angeles")
@@ -103,6 +110,9 @@ def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
     any_store.rollup()
     for by in BY:
         assert_same(before[by], figures(any_store, by, since=None))
+    # Without p95 (charts), by day and week too: the day and month tiers.
+    for by, since in LIGHT:
+        assert_same(light[(by, since)], figures(any_store, by, since=since, p95=False))
 
 
 def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
@@ -131,7 +141,8 @@ def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
     assert {r["name"] for r in any_witness.rows(tables) if "rollup" in r["name"]
             or "fold" in r["name"]} == {
         "telemetry_orm_rollups", "telemetry_orm_rollup_durations", "telemetry_orm_rollup_state",
-        "telemetry_orm_rollup_months", "telemetry_orm_rollup_month_durations"}
+        "telemetry_orm_rollup_months", "telemetry_orm_rollup_month_durations",
+        "telemetry_orm_rollup_days"}
     # A purge after a rollup deletes rows already counted: it adds nothing.
     held = rolled_hours(any_witness)
     assert any_store.purge_older_than(10) > 0

@@ -69,8 +69,9 @@ class ReportDialect:
     local: Callable[[ColumnBase, Sequence[Offset]], ColumnBase]
     #: ``created_at`` truncated to its UTC hour (the rollups' ``hour``).
     hour: Callable[[ColumnBase], ColumnBase]
-    #: ``created_at`` truncated to its UTC month.
+    #: ``created_at`` truncated to its UTC month, and to its UTC day.
     month: Callable[[ColumnBase], ColumnBase]
+    day: Callable[[ColumnBase], ColumnBase]
     #: A duration's sketch bucket (:func:`telemetry_orm.rollups.bucket`).
     bucket: Callable[[ColumnBase], ColumnBase]
     #: Makes a connection of ``database`` ready for ``bucket``.

@@ -197,8 +197,16 @@ class PostgresRollupMonthDuration(rollups.RollupMonthDuration):
         table_name = rollups.MONTH_DURATIONS_TABLE
 
 
+class PostgresRollupDay(rollups.RollupDay):
+    day = _in_place_of(UTCTimestampTZField(), rollups.RollupDay._meta.fields["day"])
+
+    class Meta:
+        table_name = rollups.DAYS_TABLE
+
+
 class PostgresFoldRow(rollups.FoldRow):
     hour = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["hour"])
+    day = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["day"])
     month = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["month"])
 
     class Meta:
@@ -314,6 +322,7 @@ DIALECT = ReportDialect(
     local=_local,
     hour=lambda column: fn.date_trunc("hour", column),
     month=lambda column: fn.date_trunc("month", column),
+    day=lambda column: fn.date_trunc("day", column),
     bucket=_bucket,
     prepare=lambda database: None,
     no_index=lambda column: column,
@@ -404,7 +413,7 @@ class PostgresBackend:
     key_model: Type[peewee.Model] = ExecutionKey
     rollup_models: Tuple[Type[peewee.Model], ...] = (
         PostgresRollup, PostgresRollupDuration, rollups.RollupState, PostgresRollupMonth,
-        PostgresRollupMonthDuration, PostgresFoldRow)
+        PostgresRollupMonthDuration, PostgresFoldRow, PostgresRollupDay)
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,

@@ -328,6 +328,7 @@ DIALECT = ReportDialect(
     local=_local,
     hour=lambda column: fn.strftime("%Y-%m-%d %H:00:00", column),
     month=lambda column: fn.strftime("%Y-%m-01 00:00:00", column),
+    day=lambda column: fn.strftime("%Y-%m-%d 00:00:00", column),
     bucket=lambda column: getattr(fn, _BUCKET_FUNCTION)(column),
     prepare=_prepare,
     no_index=lambda column: NodeList((SQL("+"), column), glue=""),
@@ -347,7 +348,7 @@ class SqliteBackend:
     key_model: Type[peewee.Model] = schema.SqliteExecutionKey
     rollup_models: Tuple[Type[peewee.Model], ...] = (
         rollups.Rollup, rollups.RollupDuration, rollups.RollupState, rollups.RollupMonth,
-        rollups.RollupMonthDuration, rollups.FoldRow)
+        rollups.RollupMonthDuration, rollups.FoldRow, rollups.RollupDay)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
     check_row = None  # stores every valid record, NUL characters included
