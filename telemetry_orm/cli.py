@@ -184,11 +184,11 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
         # Read-only: a dry run never creates, upgrades or switches a file.
         with _reading(_existing(args.db)) as database:
             count = reports.count_older_than(database, args.days)
-        out.write(f"would delete {count} executions older than {args.days:g} days\n")
+        out.write(f"would delete {count:,} executions older than {args.days:g} days\n")
         return 0
     with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
         count = store.purge_older_than(args.days)
-    out.write(f"deleted {count} executions older than {args.days:g} days\n")
+    out.write(f"deleted {count:,} executions older than {args.days:g} days\n")
     return 0
 
 

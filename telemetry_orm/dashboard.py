@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import html
+import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import zones
 from .checks import to_utc
-from .formats import _caption, _human, iso, report_records
+from .formats import _LABELS, _caption, _human, _when, iso, report_records
 from .reports import METRICS, Metrics, Report, report
 
 __all__ = ["Dashboard", "SERIES", "dashboard", "render_html", "terminal_chart"]
@@ -53,6 +54,9 @@ class Dashboard:
     #: The totals of the range of the same length just before (``None``:
     #: an open range, nothing to compare with).
     previous: Optional[Metrics]
+    #: The range's totals for the headline: the report's, or, when the report
+    #: could not count purged history (``--by pr``), those of every execution.
+    headline: Optional[Metrics] = None
 
 
 def _bucket_of(when: _dt.datetime, bucket: str) -> str:
@@ -125,8 +129,11 @@ def dashboard(source: Any, *, since: Optional[_dt.datetime] = None,
         label = label_of(row)
         n, failed = runs.get(label, (0, 0))
         runs[label] = (n + row.metrics.executions, failed + row.metrics.failed)
+    headline = main.totals
+    if main.incomplete_before is not None:  # the charts count it all: so do the cards
+        headline = report(source, since=f.since, until=f.until, group_by=[], **options).totals
     return Dashboard(main, bucket, _all_buckets(start, end, zone, bucket),
-                     per_bucket("repo"), per_bucket("model"), runs, previous)
+                     per_bucket("repo"), per_bucket("model"), runs, previous, headline)
 
 
 # --- the page ----------------------------------------------------------------------
@@ -152,10 +159,11 @@ border-radius:2px}
 """ + "".join(f".s{n}{{fill:var(--c{n})}}.legend .s{n}{{background:var(--c{n})}}"
               for n in range(9)) + """
 .bad{fill:var(--bad)}.legend .bad{background:var(--bad)}
-table{border-collapse:collapse;width:100%;font-size:12px;font-variant-numeric:tabular-nums}
-th,td{padding:4px 6px;border-bottom:1px solid var(--grid);text-align:right;white-space:nowrap}
+table{border-collapse:collapse;width:100%;font-size:11.5px;font-variant-numeric:tabular-nums}
+th,td{padding:4px 5px;border-bottom:1px solid var(--grid);text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{cursor:pointer;user-select:none}
 tfoot td{font-weight:600}.wrap{overflow-x:auto}
+.hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
 @page{size:A4;margin:12mm}
 @media print{body{padding:0;font-size:11px}.card b{font-size:16px}section{break-inside:avoid}
 th{cursor:auto}}
@@ -209,16 +217,15 @@ def _stacks(d: Dashboard, per_bucket: Mapping[str, Mapping[str, float]]
 
 
 def _nice(top: float) -> float:
-    """A round axis maximum at or above ``top``."""
+    """A round axis maximum at or above ``top``, at most 20 % above it
+    (above 1)."""
     if top <= 0:
         return 1.0
-    step = 10 ** len(str(int(top))) / 10 if top >= 1 else 0.1
-    while step * 10 < top:
-        step *= 10
-    for m in (1, 2, 2.5, 5, 10):
-        if m * step >= top:
-            return m * step
-    return 10 * step
+    magnitude = 10.0 ** math.floor(math.log10(top))
+    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if m * magnitude >= top * (1 - 1e-12):
+            return m * magnitude
+    return 10 * magnitude
 
 
 def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]],
@@ -283,7 +290,7 @@ def _change(now: Optional[float], before: Optional[float], *, points: bool = Fal
 
 
 def _cards(d: Dashboard) -> str:
-    t = d.report.totals
+    t = d.headline or d.report.totals
     p = d.previous if d.previous is not None and d.previous.executions else None
 
     def rate(m: Optional[Metrics]) -> Optional[float]:
@@ -313,7 +320,8 @@ def _cards(d: Dashboard) -> str:
 
 def _table(r: Report) -> str:
     keys = list(r.key_names)
-    head = "".join(f'<th scope="col">{_e(name)}</th>' for name in keys + list(METRICS))
+    head = "".join(f'<th scope="col" title="{_e(name)}">{_e(_LABELS.get(name, name))}</th>'
+                   for name in keys + list(METRICS))
     body = []
     for record in report_records(r):
         cells = "".join(
@@ -325,7 +333,7 @@ def _table(r: Report) -> str:
         f"<td>{_e(_human(name, totals[name]))}</td>" for name in METRICS])
     if not keys:
         foot = "".join(f"<td>{_e(_human(name, totals[name]))}</td>" for name in METRICS)
-    return (f'<div class="wrap"><table class="sortable"><caption class="muted">'
+    return (f'<div class="wrap"><table class="sortable"><caption class="hidden">'
             f"{_e(_caption(r))}</caption><thead><tr>{head}</tr></thead><tbody>"
             f'{"".join(body)}</tbody><tfoot><tr>{foot}</tr></tfoot></table></div>')
 
@@ -339,17 +347,19 @@ def render_html(d: Dashboard) -> str:
     model_names, model_stacks = _stacks(d, d.cost_by_model)
     runs = [[float(n - failed), float(failed)] for n, failed in
             (d.runs.get(b, (0, 0)) for b in d.buckets)]
+    zone = zones.check_zone("tz", f.tz)
     filters = {name: value for name, value in dataclasses.asdict(f).items()
-               if value is not None and name not in ("since", "until")}
-    filters["since"] = iso(f.since) or "all time"
-    filters["until"] = iso(f.until) or "now"
+               if value is not None and name not in ("since", "until", "tz")}
+    filters["since"] = _when(f.since, zone) if f.since else "all time"
+    filters["until"] = _when(f.until, zone) if f.until else "now"
     notes = []
     if r.unpriced:
         notes.append(f"{sum(r.unpriced.values()):,} executions have no price and count in no "
                      f"cost (models: {', '.join(r.unpriced)}).")
     if r.incomplete_before is not None:
-        notes.append(f"Executions before {iso(r.incomplete_before)} were purged with their PR "
-                     "detail and are not counted in the table.")
+        notes.append(f"Executions before {_when(r.incomplete_before, zone)} were purged with "
+                     "their PR detail: the table does not count them (the figures above and the "
+                     "charts do).")
     if r.from_rollups:
         notes.append("Some figures come from the rollups: p95 there is an estimate within 1 %.")
     title = f"Agent usage: {_caption(r)[len('Executions '):]}"

@@ -128,7 +128,7 @@ def _history_note(report: Report) -> str:
     """The footnote of a report that read rollups, or could not."""
     if report.incomplete_before is not None:
         return (f"\nExecutions before {_when(report.incomplete_before)} were purged; PR-level "
-                "detail went with them, so they are not counted here.\n")
+                "detail went with them, so this table does not count them.\n")
     if report.from_rollups:
         return "\np95 ms: estimated within 1 % where rolled-up hours are counted.\n"
     return ""

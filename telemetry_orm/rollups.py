@@ -143,8 +143,8 @@ class RollupResult:
     rows: int
     #: Transactions it took.
     steps: int
-    #: Rows with ``created_at`` before this (UTC) and an id up to
-    #: ``counted_ids`` are counted now.
+    #: Rows with ``created_at`` before this (an aware UTC datetime) and an
+    #: id up to ``counted_ids`` are counted now.
     counted_before: Optional[_dt.datetime]
     counted_ids: int
     seconds: float

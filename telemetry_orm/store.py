@@ -636,8 +636,9 @@ class PeeweeTelemetryStore(TelemetryStore):
             steps += 1
         self.log.info("rolled up %d executions in %d steps; counted before %s", rows, steps,
                       state.counted_before)
-        return RollupResult(rows, steps, state.counted_before, state.counted_ids,
-                            time.perf_counter() - started)
+        counted = state.counted_before
+        return RollupResult(rows, steps, counted and counted.replace(tzinfo=_dt.timezone.utc),
+                            state.counted_ids, time.perf_counter() - started)
 
     def _next_fold(self, conn: Any, state: rollups.State, target: int,
                    until: _dt.datetime) -> Optional[Tuple[Any, rollups.State]]:

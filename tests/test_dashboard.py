@@ -339,3 +339,18 @@ def test_a_report_without_p95_has_every_other_figure(filled: PeeweeTelemetryStor
         assert light.totals.p95_duration_ms is None
         assert [dataclasses.replace(r.metrics, p95_duration_ms=None) for r in full.rows] == [
             r.metrics for r in light.rows]
+
+
+def test_a_pr_page_over_purged_history_counts_it_in_its_headline_and_charts(
+        filled: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    everything = any_witness.count()
+    cutoff = START + dt.timedelta(days=10)
+    days = (any_witness.now() - cutoff).total_seconds() / 86400
+    assert 0 < filled.purge_older_than(days) < everything
+    page_data = dashboard(filled, group_by=["pr"], **RANGE)
+    assert page_data.report.incomplete_before is not None
+    assert page_data.report.totals.executions == any_witness.count()  # the table: rows left
+    assert page_data.headline is not None and page_data.headline.executions == everything
+    assert sum(n for n, _ in page_data.runs.values()) == everything
+    page = render_html(page_data)
+    assert f"<b>{everything:,}</b>" in page
