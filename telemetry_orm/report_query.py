@@ -220,13 +220,7 @@ class Query:
                              fn.SUM(failed))
 
     def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:
-        width = len(self.key_names)
-        groups: Dict[Tuple[Any, ...], Sums] = {}
-        for row in self.database.execute(self.aggregate_query()):
-            sums = Sums.from_row(row[width:])
-            if sums.executions:
-                groups[tuple(row[:width])] = sums
-        return groups
+        return _group_sums(self.database.execute(self.aggregate_query()), len(self.key_names))
 
     def cost_parts_query(self) -> Any:
         """Per group, per model, and per whether a cost was recorded (above
@@ -238,14 +232,8 @@ class Query:
                              *self._sums())
 
     def cost_parts(self) -> Dict[Tuple[Any, ...], List[CostPart]]:
-        width = len(self.key_names)
-        parts: Dict[Tuple[Any, ...], List[CostPart]] = {}
-        for row in self.database.execute(self.cost_parts_query()):
-            n, tokens_in, tokens_out, read, write, cost = (v or 0 for v in row[width + 2:])
-            parts.setdefault(tuple(row[:width]), []).append(CostPart(
-                str(row[width]), bool(row[width + 1]), int(n),
-                (int(tokens_in), int(tokens_out), int(read), int(write)), float(cost)))
-        return parts
+        return _cost_part_rows(self.database.execute(self.cost_parts_query()),
+                               len(self.key_names))
 
     def bucket_counts(self) -> BucketCounts:
         """Per group, how many durations fall in each sketch bucket
@@ -299,6 +287,30 @@ class Query:
         )
         row = self.database.execute(query).fetchone()
         return None if row is None else int(row[0])
+
+
+def _group_sums(rows: Iterable[Sequence[Any]], width: int) -> Dict[Tuple[Any, ...], Sums]:
+    """Rows of keys then the :class:`Sums` columns, as sums per group (empty
+    groups left out)."""
+    groups: Dict[Tuple[Any, ...], Sums] = {}
+    for row in rows:
+        sums = Sums.from_row(row[width:])
+        if sums.executions:
+            groups[tuple(row[:width])] = sums
+    return groups
+
+
+def _cost_part_rows(rows: Iterable[Sequence[Any]], width: int
+                    ) -> Dict[Tuple[Any, ...], List[CostPart]]:
+    """Rows of keys, model, paid, executions, four token sums and the cost,
+    as :class:`CostPart` lists per group."""
+    parts: Dict[Tuple[Any, ...], List[CostPart]] = {}
+    for row in rows:
+        n, tokens_in, tokens_out, read, write, cost = (v or 0 for v in row[width + 2:])
+        parts.setdefault(tuple(row[:width]), []).append(CostPart(
+            str(row[width]), bool(row[width + 1]), int(n),
+            (int(tokens_in), int(tokens_out), int(read), int(write)), float(cost)))
+    return parts
 
 
 #: Per group, a duration sketch: ``{bucket: count}``.
@@ -377,13 +389,7 @@ class RollupQuery:
         query = self._select(r, self._keys(r), *(total(getattr(r, name)) for name in (
             "executions", "input_tokens", "output_tokens", "cache_read_tokens",
             "cache_creation_tokens", "cost_usd", "duration_ms", "failed")))
-        width = len(self.key_names)
-        groups: Dict[Tuple[Any, ...], Sums] = {}
-        for row in self.database.execute(query):
-            sums = Sums.from_row(row[width:])
-            if sums.executions:
-                groups[tuple(row[:width])] = sums
-        return groups
+        return _group_sums(self.database.execute(query), len(self.key_names))
 
     def cost_parts(self) -> Dict[Tuple[Any, ...], List[CostPart]]:
         r = self.rollup
@@ -392,14 +398,7 @@ class RollupQuery:
             total(getattr(r, name)) for name in (
                 "executions", "input_tokens", "output_tokens", "cache_read_tokens",
                 "cache_creation_tokens", "cost_usd")))
-        width = len(self.key_names)
-        parts: Dict[Tuple[Any, ...], List[CostPart]] = {}
-        for row in self.database.execute(query):
-            n, tokens_in, tokens_out, read, write, cost = (v or 0 for v in row[width + 2:])
-            parts.setdefault(tuple(row[:width]), []).append(CostPart(
-                str(row[width]), bool(row[width + 1]), int(n),
-                (int(tokens_in), int(tokens_out), int(read), int(write)), float(cost)))
-        return parts
+        return _cost_part_rows(self.database.execute(query), len(self.key_names))
 
     def bucket_counts(self) -> BucketCounts:
         d = self.durations

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from peewee import (
     EXCLUDED,
@@ -130,10 +130,6 @@ class State:
     counted_before: Optional[_dt.datetime] = None
     purged_before: Optional[_dt.datetime] = None
 
-    def counts(self, row_id: int, created_at: _dt.datetime) -> bool:
-        return (row_id <= self.counted_ids and self.counted_before is not None
-                and created_at < self.counted_before)
-
 
 @dataclasses.dataclass(frozen=True)
 class RollupResult:
@@ -150,30 +146,23 @@ class RollupResult:
     seconds: float
 
 
-class Rollup(Model):
-    """One hour of one combination (SQLite layout: one b-tree by its key)."""
+def _sums_model(name: str, period: str, table: str, doc: str) -> Any:
+    """A model of the sums per ``period`` (its first column, UTC text) and
+    combination; one b-tree by its key (SQLite)."""
+    fields: Dict[str, Any] = {period: TextField()}
+    fields.update({column: TextField() for column in DIMENSIONS})
+    fields["paid"] = IntegerField()
+    fields.update({column: DoubleField() if column == "cost_usd" else BigIntegerField()
+                   for column in SUMS})
+    meta = type("Meta", (), {"table_name": table, "without_rowid": True,
+                             "primary_key": CompositeKey(period, *DIMENSIONS, "paid")})
+    return type(name, (Model,), {**fields, "Meta": meta, "__doc__": doc,
+                                 "__module__": __name__})
 
-    hour = TextField()
-    repo = TextField()
-    model = TextField()
-    provider = TextField()
-    event_type = TextField()
-    conclusion = TextField()
-    paid = IntegerField()
-    executions = BigIntegerField()
-    input_tokens = BigIntegerField()
-    output_tokens = BigIntegerField()
-    cache_read_tokens = BigIntegerField()
-    cache_creation_tokens = BigIntegerField()
-    cost_usd = DoubleField()
-    duration_ms = BigIntegerField()
-    failed = BigIntegerField()
 
-    class Meta:
-        table_name = ROLLUPS_TABLE
-        primary_key = CompositeKey("hour", *DIMENSIONS, "paid")
-        without_rowid = True
-
+Rollup = _sums_model(
+    "Rollup", "hour", ROLLUPS_TABLE,
+    "One hour of one combination (SQLite layout: one b-tree by its key).")
 
 class RollupDuration(Model):
     """How many executions of one hour and combination fell in one duration bucket."""
@@ -193,59 +182,15 @@ class RollupDuration(Model):
         without_rowid = True
 
 
-class RollupMonth(Model):
-    """One UTC month of one combination: the sums of :class:`Rollup`, for
-    reports over many months (a report by repo over two years reads 24
-    months, not 17,520 hours)."""
+RollupMonth = _sums_model(
+    "RollupMonth", "month", MONTHS_TABLE,
+    "One UTC month of one combination: the sums of :class:`Rollup`, for reports over many "
+    "months (a report by repo over two years reads 24 months, not 17,520 hours).")
 
-    month = TextField()
-    repo = TextField()
-    model = TextField()
-    provider = TextField()
-    event_type = TextField()
-    conclusion = TextField()
-    paid = IntegerField()
-    executions = BigIntegerField()
-    input_tokens = BigIntegerField()
-    output_tokens = BigIntegerField()
-    cache_read_tokens = BigIntegerField()
-    cache_creation_tokens = BigIntegerField()
-    cost_usd = DoubleField()
-    duration_ms = BigIntegerField()
-    failed = BigIntegerField()
-
-    class Meta:
-        table_name = MONTHS_TABLE
-        primary_key = CompositeKey("month", *DIMENSIONS, "paid")
-        without_rowid = True
-
-
-class RollupDay(Model):
-    """One UTC day of one combination: the sums of :class:`Rollup` (no
-    duration sketch), for charts and other reports without p95 by day, week
-    or month in UTC."""
-
-    day = TextField()
-    repo = TextField()
-    model = TextField()
-    provider = TextField()
-    event_type = TextField()
-    conclusion = TextField()
-    paid = IntegerField()
-    executions = BigIntegerField()
-    input_tokens = BigIntegerField()
-    output_tokens = BigIntegerField()
-    cache_read_tokens = BigIntegerField()
-    cache_creation_tokens = BigIntegerField()
-    cost_usd = DoubleField()
-    duration_ms = BigIntegerField()
-    failed = BigIntegerField()
-
-    class Meta:
-        table_name = DAYS_TABLE
-        primary_key = CompositeKey("day", *DIMENSIONS, "paid")
-        without_rowid = True
-
+RollupDay = _sums_model(
+    "RollupDay", "day", DAYS_TABLE,
+    "One UTC day of one combination: the sums of :class:`Rollup` (no duration sketch), for "
+    "charts and other reports without p95 by day, week or month in UTC.")
 
 class RollupMonthDuration(Model):
     """The duration sketch of one UTC month per value of one column
@@ -306,13 +251,6 @@ class RollupState(Model):
 
     class Meta:
         table_name = STATE_TABLE
-
-
-def merge_counts(parts: Iterable[Tuple[int, int]]) -> Dict[int, int]:
-    merged: Dict[int, int] = {}
-    for k, n in parts:
-        merged[int(k)] = merged.get(int(k), 0) + int(n)
-    return merged
 
 
 # --- SQL ------------------------------------------------------------------------

@@ -166,53 +166,22 @@ class PostgresExecution(Execution):
     )
 
 
-class PostgresRollup(rollups.Rollup):
-    """The rollups with ``hour`` a ``TIMESTAMPTZ``, as ``created_at``."""
-
-    hour = _in_place_of(UTCTimestampTZField(), rollups.Rollup._meta.fields["hour"])
-
-    class Meta:
-        table_name = rollups.ROLLUPS_TABLE
-
-
-class PostgresRollupDuration(rollups.RollupDuration):
-    hour = _in_place_of(UTCTimestampTZField(), rollups.RollupDuration._meta.fields["hour"])
-
-    class Meta:
-        table_name = rollups.DURATIONS_TABLE
+def _with_timestamptz(base: Any, *columns: str) -> Any:
+    """``base`` with its time ``columns`` as ``TIMESTAMPTZ`` (like
+    ``created_at``), each in its place, and the same table."""
+    fields = {name: _in_place_of(UTCTimestampTZField(), base._meta.fields[name])
+              for name in columns}
+    meta = type("Meta", (), {"table_name": base._meta.table_name})
+    return type(f"Postgres{base.__name__}", (base,),
+                {**fields, "Meta": meta, "__module__": __name__})
 
 
-class PostgresRollupMonth(rollups.RollupMonth):
-    month = _in_place_of(UTCTimestampTZField(), rollups.RollupMonth._meta.fields["month"])
-
-    class Meta:
-        table_name = rollups.MONTHS_TABLE
-
-
-class PostgresRollupMonthDuration(rollups.RollupMonthDuration):
-    month = _in_place_of(UTCTimestampTZField(),
-                         rollups.RollupMonthDuration._meta.fields["month"])
-
-    class Meta:
-        table_name = rollups.MONTH_DURATIONS_TABLE
-
-
-class PostgresRollupDay(rollups.RollupDay):
-    day = _in_place_of(UTCTimestampTZField(), rollups.RollupDay._meta.fields["day"])
-
-    class Meta:
-        table_name = rollups.DAYS_TABLE
-
-
-class PostgresFoldRow(rollups.FoldRow):
-    hour = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["hour"])
-    day = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["day"])
-    month = _in_place_of(UTCTimestampTZField(), rollups.FoldRow._meta.fields["month"])
-
-    class Meta:
-        table_name = "telemetry_orm_fold"
-        temporary = True
-        primary_key = False
+PostgresRollup = _with_timestamptz(rollups.Rollup, "hour")
+PostgresRollupDuration = _with_timestamptz(rollups.RollupDuration, "hour")
+PostgresRollupMonth = _with_timestamptz(rollups.RollupMonth, "month")
+PostgresRollupMonthDuration = _with_timestamptz(rollups.RollupMonthDuration, "month")
+PostgresRollupDay = _with_timestamptz(rollups.RollupDay, "day")
+PostgresFoldRow = _with_timestamptz(rollups.FoldRow, "hour", "day", "month")
 
 
 def session_options(url_options: str, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> str:

@@ -677,15 +677,9 @@ class SqliteBackend:
         gone = [(key,) for key, is_gone in seen if is_gone]
         deleted, held = 0, 0.0
         if gone:
-            conn.execute("BEGIN IMMEDIATE")
-            locked = time.perf_counter()
-            try:
+            with _write_transaction(conn, "sweep_keys"):
+                locked = time.perf_counter()
                 deleted = conn.executemany(_sql.delete_gone_key(keys, model), gone).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             held = time.perf_counter() - locked
         return KeySweep(deleted, held, seen[-1][0] if seen else after, len(seen) < limit)
 
