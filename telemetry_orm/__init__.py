@@ -9,6 +9,7 @@ from .errors import (
     StoreClosedError,
     TelemetryError,
     TelemetryValidationError,
+    TransactionOpenError,
 )
 from .record import FIELD_NAMES, TelemetryRecord
 from .reports import Metrics, Report, ReportRow, open_readonly, report
@@ -43,6 +44,7 @@ __all__ = [
     "TelemetryRecord",
     "TelemetryStore",
     "TelemetryValidationError",
+    "TransactionOpenError",
     "create_telemetry_store",
     "open_readonly",
     "report",

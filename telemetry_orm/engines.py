@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from typing import Dict, Tuple, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 import peewee
 
@@ -67,6 +67,14 @@ def register_engine(
 
 register_engine("sqlite", "telemetry_orm.backends.sqlite:SqliteBackend",
                 schemes=("sqlite",), databases=("SqliteDatabase",))
+#: Subclasses of a registered class that a store cannot use, and why.
+UNSUPPORTED_DATABASES: Dict[str, str] = {
+    "SqliteQueueDatabase": "its writes go through a queue thread of its own, which a store's "
+                           "transactions cannot join; give the store a SqliteDatabase on the "
+                           "same file",
+    "CockroachDatabase": "CockroachDB has no advisory locks, which the store's schema set-up "
+                         "and keys need",
+}
 # "+pool" as peewee spells it; a PostgreSQL store always pools its connections.
 register_engine("postgresql", "telemetry_orm.backends.postgres:PostgresBackend",
                 schemes=("postgresql", "postgres", "postgresql+pool", "postgres+pool"),
@@ -100,10 +108,66 @@ def backend_for(
     return cls.from_location(location, busy_timeout=busy_timeout, log_size_limit=log_size_limit)
 
 
-def backend_class_of(database: peewee.Database) -> Type[Backend]:
-    """The backend class of a peewee database, from its class (or a base class)."""
-    names = {cls.__name__ for cls in type(database).__mro__}
+def backend_class_of(database: Any) -> Type[Backend]:
+    """The backend class of a peewee database (or of what an initialized
+    ``DatabaseProxy`` stands for), from its class or a base class; any other
+    class raises :class:`~telemetry_orm.TelemetryValidationError` naming it."""
+    database = resolve(database)
+    names = [cls.__name__ for cls in type(database).__mro__]
+    for name in names:
+        why = UNSUPPORTED_DATABASES.get(name)
+        if why is not None:
+            raise TelemetryValidationError("database", f"{name} is not supported: {why}")
     for engine in ENGINES.values():
-        if names.intersection(engine.databases):
+        if set(names).intersection(engine.databases):
             return engine.backend_class()
-    raise DatabaseError(f"{type(database).__name__} databases are not supported")
+    known = ", ".join(name for e in ENGINES.values() for name in e.databases)
+    raise TelemetryValidationError(
+        "database", f"{type(database).__name__} databases are not supported (expected a "
+        f"peewee {known}, a subclass such as a pooled one, or a DatabaseProxy of one)")
+
+
+def resolve(database: Any) -> Any:
+    """What a ``DatabaseProxy`` stands for (a database as it is); an
+    uninitialized proxy raises :class:`~telemetry_orm.DatabaseError`."""
+    seen = 0
+    while isinstance(database, peewee.DatabaseProxy):
+        if database.obj is None:
+            raise DatabaseError(
+                "the DatabaseProxy is not initialized yet: call proxy.initialize(database) "
+                "before the store is first used")
+        database, seen = database.obj, seen + 1
+        if seen > 16:
+            raise DatabaseError("the DatabaseProxy stands for itself")
+    return database
+
+
+def pending(database: Any) -> Optional[str]:
+    """Why a peewee database cannot be used yet (an uninitialized
+    ``DatabaseProxy``, a database created with ``None`` and not yet
+    ``init()``-ed), or ``None`` when it can."""
+    try:
+        database = resolve(database)
+    except DatabaseError as exc:
+        return str(exc)
+    if getattr(database, "deferred", False):
+        return (f"the {type(database).__name__} was created without a name and is not "
+                "initialized yet: call database.init(...) before the store is first used")
+    return None
+
+
+def is_database(value: Any) -> bool:
+    """Whether ``value`` is a peewee database or ``DatabaseProxy`` (not a location)."""
+    return isinstance(value, (peewee.Database, peewee.DatabaseProxy))
+
+
+def backend_of_database(
+    database: Any, *, configure: bool, busy_timeout: int = BUSY_TIMEOUT_MS,
+    log_size_limit: int = LOG_SIZE_LIMIT,
+) -> Backend:
+    """The backend of a store on a peewee database an application owns
+    (resolved from its proxy now: see :func:`pending`)."""
+    database = resolve(database)
+    cls = backend_class_of(database)
+    return cls.from_database(database, configure=configure, busy_timeout=busy_timeout,
+                             log_size_limit=log_size_limit)

@@ -52,6 +52,12 @@ class DatabaseError(TelemetryError):
     schema, unreadable or read-only location. The file is left untouched."""
 
 
+class TransactionOpenError(TelemetryError):
+    """Work that commits in steps of its own (a purge, a rollup, creating the
+    tables) was asked for inside a transaction open on the calling thread's
+    connection; nothing was done. Call it outside the transaction."""
+
+
 class BackgroundWriteError(TelemetryError):
     """A background recorder could not write some records, even after retries.
 

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import (
     Any,
     Callable,
+    ContextManager,
     Iterable,
     Iterator,
     List,
@@ -36,7 +37,7 @@ import peewee
 from peewee import SQL, fn
 
 from . import background as _background
-from . import forking, rollups
+from . import engines, forking, rollups
 from .backends.base import (
     BUSY_TIMEOUT_MS,
     LOG_SIZE_LIMIT,
@@ -44,10 +45,17 @@ from .backends.base import (
     CheckpointResult,
     Fold,
     Logger,
+    in_transaction_error,
 )
 from .checks import check_count, check_key, check_number
 from .engines import backend_for
-from .errors import BackgroundWriteError, StoreClosedError, TelemetryError, TelemetryValidationError
+from .errors import (
+    BackgroundWriteError,
+    DatabaseError,
+    StoreClosedError,
+    TelemetryError,
+    TelemetryValidationError,
+)
 from .record import TelemetryRecord, row_of, rows_of
 from .reports import Report, report
 from .rollups import RollupResult
@@ -252,21 +260,26 @@ class PeeweeTelemetryStore(TelemetryStore):
     serialises writers anyway), and each thread of a file store has its own
     connection. A ``':memory:'`` store shares its one connection among
     threads, since every new connection would be a new, empty database.
+
+    On an application's own database (see :func:`create_telemetry_store`)
+    writes are not serialised in-process: each runs on its thread's
+    connection, maybe inside that thread's transaction, and waiting for
+    another thread there while holding a lock of the store could wait for
+    ever. ``opener`` then makes the backend at the first use (a
+    ``DatabaseProxy`` initialized later): :meth:`prepare` does it at once.
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Optional[Backend],
         logger: Optional[Logger] = None,
         *,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        opener: Optional[Callable[[], Backend]] = None,
+        path: str = "",
     ) -> None:
-        self.backend = backend
-        self.path = backend.path
         self.log = logger or logging.getLogger(LOGGER_NAME)
         self.checkpoint_every = checkpoint_every
-        self.database: peewee.Database = backend.open()
-        self._model: Type[Execution] = bind_model(self.database, backend.model_base)
         self._lock = threading.RLock()
         self._closed = False
         #: Operations running without the store lock (reads, the helper's
@@ -274,27 +287,81 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._unlocked = _Users()
         self._writes = 0
         self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
-        self._upkeep = backend.upkeep(self.database, self)
-        self._insert_sql = backend.insert_sql(self._model)
-        self._check_row = backend.check_row
-        self._keyed_sql: Optional[KeyedSql] = None
-        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
-        self._insert_one = backend.insert_one
+        self._opener = opener
+        self.path = path
+        if backend is not None:
+            self._open(backend)
+
+    #: What exists only once the store is open (see :meth:`__getattr__`).
+    _OPENED = frozenset({"backend", "database", "_model", "_upkeep", "_insert_sql",
+                         "_check_row", "_keyed_sql", "_rollups", "_insert_one", "_serial"})
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what is not set yet: a store on a proxy, before its first use.
+        if name in self._OPENED and self.__dict__.get("_opener") is not None:
+            self.prepare()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def prepare(self) -> PeeweeTelemetryStore:
+        """Open the store now if it is not yet: on an application's
+        ``DatabaseProxy`` (or a database made with ``None``) the store opens
+        at its first use, which creates the tables when they are missing; call
+        this at start-up, once the proxy is initialized and outside any
+        transaction. Returns the store; does nothing when it is open."""
+        if self.__dict__.get("_opener") is None:
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+            return self
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+            opener = self._opener
+            if opener is not None:
+                self._open(opener())
+                self._opener = None
+        return self
+
+    def _open(self, backend: Backend) -> None:
+        """Open the database, set up its schema and the store's state. On
+        failure nothing of it is left set (a store on a proxy can try again
+        at its next use)."""
+        database: peewee.Database = backend.open()
+        model: Type[Execution] = bind_model(database, backend.model_base)
+        upkeep = backend.upkeep(database, self)
         # Known to fork() before the first connection opens, and set up
         # under the lock, so a fork never lands in the middle of a schema
         # upgrade.
-        forking.track(self._upkeep, forking.ENGINE)
+        forking.track(upkeep, forking.ENGINE)
         forking.track(self, forking.STORE)
         try:
             with self._lock:
-                backend.prepare(self.database, self._model)
+                backend.prepare(database, model)
+                if backend.borrowed:
+                    _prepare_side_tables(backend, database)
         except BaseException:
             forking.untrack(self)
-            forking.untrack(self._upkeep)
-            self._upkeep.close()
+            forking.untrack(upkeep)
+            upkeep.close()
             raise
-        # The original store checkpoints once at start-up (TELEM-08).
-        self.checkpoint()
+        self.path = backend.path
+        self._keyed_sql: Optional[KeyedSql] = None
+        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
+        #: Writes hold the store's lock: not on an application's database
+        #: (unless its threads share one connection).
+        self._serial = not backend.borrowed or backend.one_connection
+        self._insert_sql = backend.insert_sql(model)
+        self._insert_one = backend.insert_one
+        self._upkeep = upkeep
+        self.database = database
+        self._model = model
+        self.backend = backend
+        # Last: a thread that finds it set finds the store open.
+        self._check_row = backend.check_row
+        # The original store checkpoints once at start-up (TELEM-08); not
+        # inside an application's transaction (it would only be busy).
+        if not backend.in_transaction(database):
+            self.checkpoint()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -329,7 +396,7 @@ class PeeweeTelemetryStore(TelemetryStore):
             self._check_row(params)
         if key is not None:
             return self._record_keyed(params, key, replace)
-        with self._lock:
+        with self._writing():
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             self._upkeep.before_write()
@@ -350,7 +417,7 @@ class PeeweeTelemetryStore(TelemetryStore):
     def _write_keyed(self, rows: List[Row], keys: List[Optional[str]], replace: bool
                      ) -> List[int]:
         # Rows and keys already checked.
-        with self._lock:
+        with self._writing():
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             self._upkeep.before_write()
@@ -373,9 +440,10 @@ class PeeweeTelemetryStore(TelemetryStore):
                 key_model = bind_model(self.database, self.backend.key_model)
                 # Under the schema lock: processes that first record a key
                 # at once must not race to create the table.
-                with self.backend.connection(self.database), \
-                        self.backend.exclusive_transaction(self.database, "schema"):
-                    key_model.create_table(safe=True)
+                if not self.backend.borrowed:  # there, made with the schema
+                    with self.backend.connection(self.database), \
+                            self.backend.exclusive_transaction(self.database, "schema"):
+                        key_model.create_table(safe=True)
                 self._keyed_sql = self.backend.keyed_sql(self._model, key_model)
             return self._keyed_sql
 
@@ -543,6 +611,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         """:meth:`purge_older_than`, returning a :class:`PurgeResult` (rows,
         chunks, the longest lock hold); ``progress`` is called after each chunk."""
         value = check_number("days", days, "days")
+        self._outside_transaction("purge")
         started = time.perf_counter()
         pacer = self.backend.purge_pacer()
         with self.connection() as conn:
@@ -613,6 +682,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         counted too: a purge folds in, before deleting them, the rows not
         counted yet. See :mod:`telemetry_orm.rollups`.
         """
+        self._outside_transaction("roll up")
         started = time.perf_counter()
         models = self._rollup_models()
         with self.connection() as conn:
@@ -700,6 +770,15 @@ class PeeweeTelemetryStore(TelemetryStore):
 
         return fold
 
+    def _outside_transaction(self, what: str) -> None:
+        """Refuse work that commits in steps of its own inside a transaction
+        open on this thread's connection: it could not commit them (or, on
+        PostgreSQL, would hold its locks until that transaction ends)."""
+        if self._closed:
+            raise StoreClosedError(f"{self.path}: the telemetry store is closed")
+        if self.backend.in_transaction(self.database):
+            raise in_transaction_error(self.path, what)
+
     def _rollup_models(self) -> Tuple[Type[peewee.Model], ...]:
         """The bound rollup models, their tables created at the first use."""
         with self._lock:
@@ -711,11 +790,12 @@ class PeeweeTelemetryStore(TelemetryStore):
                 errors: Tuple[Type[BaseException], ...] = (
                     peewee.PeeweeException, *self.backend.driver_errors)
                 try:
-                    with self.backend.connection(self.database), \
-                            self.backend.exclusive_transaction(self.database, "schema"):
-                        for model in models:
-                            if not model._meta.temporary:  # each connection's own
-                                model.create_table(safe=True)
+                    if not self.backend.borrowed:  # there, made with the schema
+                        with self.backend.connection(self.database), \
+                                self.backend.exclusive_transaction(self.database, "schema"):
+                            for model in models:
+                                if not model._meta.temporary:  # each connection's own
+                                    model.create_table(safe=True)
                 except errors as exc:
                     raise self.backend.translate(exc) from exc
                 self._rollups = models
@@ -797,6 +877,10 @@ class PeeweeTelemetryStore(TelemetryStore):
         threads (reports, a purge's first look) have ended; new ones are
         refused with :class:`StoreClosedError`. Calling it again does nothing.
 
+        On an application's own database only what the store opened is
+        closed (its helper thread's connection); the database and the
+        connections of the application's threads stay open.
+
         A recorder's :class:`~telemetry_orm.BackgroundWriteError` is raised
         after the store is closed.
         """
@@ -810,12 +894,15 @@ class PeeweeTelemetryStore(TelemetryStore):
         # refused): closing a connection another thread is using breaks it.
         # Not under the lock: such a read may take the lock itself.
         self._unlocked.close()
+        upkeep = self.__dict__.get("_upkeep")  # None: never opened (a proxy's)
         with self._lock:
             if not self._closed:
-                self._upkeep.close()
+                if upkeep is not None:
+                    upkeep.close()
                 self._closed = True
         forking.untrack(self)
-        forking.untrack(self._upkeep)
+        if upkeep is not None:
+            forking.untrack(upkeep)
         if failure is not None:
             raise failure
 
@@ -826,12 +913,18 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     # -- for backends --------------------------------------------------------
 
+    def _writing(self) -> ContextManager[Any]:
+        """What a write holds: the store's lock, or on an application's
+        database only a place among the operations close() waits for."""
+        return self._lock if self._serial else self._unlocked.use(self.path)
+
     @contextlib.contextmanager
     def connection(self, *, locked: bool = True) -> Iterator[Any]:
         """This thread's driver connection for one operation, with the
-        store's lock held unless ``locked=False``; driver errors raised
-        inside (and while connecting) become :class:`TelemetryError`."""
-        guard = self._lock if locked else self._unlocked.use(self.path)
+        store's lock held unless ``locked=False`` (on an application's
+        database, see :meth:`_writing`); driver errors raised inside (and
+        while connecting) become :class:`TelemetryError`."""
+        guard = self._writing() if locked else self._unlocked.use(self.path)
         with guard:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
@@ -860,12 +953,35 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._unlocked = _Users(closed=self._unlocked.closed)
 
 
+def _prepare_side_tables(backend: Backend, database: peewee.Database) -> None:
+    """On an application's database, the keys and rollup tables are created
+    with the schema, not at their first use: that use may be inside one of
+    its transactions, which might roll them back."""
+    models = [bind_model(database, base)
+              for base in (backend.key_model, *backend.rollup_models)]
+    errors: Tuple[Type[BaseException], ...] = (peewee.PeeweeException, *backend.driver_errors)
+    try:
+        with backend.connection(database) as conn:
+            missing = [m for m in models if not m._meta.temporary
+                       and not backend.has_table(conn, m._meta.table_name)]
+            if not missing:
+                return
+            if backend.in_transaction(database):
+                raise in_transaction_error(backend.path, "create its keys and rollup tables")
+            with backend.exclusive_transaction(database, "schema"):
+                for model in missing:
+                    model.create_table(safe=True)
+    except errors as exc:
+        raise backend.translate(exc) from exc
+
+
 def create_telemetry_store(
-    db_path: PathLike,
+    db_path: Union[PathLike, peewee.Database, peewee.DatabaseProxy],
     logger: Optional[Logger] = None,
     *,
     busy_timeout: int = BUSY_TIMEOUT_MS,
     journal_size_limit: int = JOURNAL_SIZE_LIMIT,
+    configure: bool = False,
 ) -> PeeweeTelemetryStore:
     """Open (creating if needed) the telemetry database at ``db_path``.
 
@@ -888,19 +1004,50 @@ def create_telemetry_store(
     (bytes, default 64 MiB) is the size checkpoints cut the ``-wal`` file
     back to (SQLite only).
 
+    ``db_path`` may also be an application's own peewee database: a
+    ``SqliteDatabase`` or ``PostgresqlDatabase`` (psycopg 3), a pooled one,
+    or a ``DatabaseProxy`` of one (then, like a database made with ``None``,
+    used from the first call on: see :meth:`PeeweeTelemetryStore.prepare`).
+    The store then records on the calling thread's connection, so inside
+    ``database.atomic()`` a record is part of that transaction; it never
+    closes that database, and leaves its connections' settings as they are
+    (``busy_timeout`` and ``journal_size_limit`` do not apply) unless
+    ``configure=True``, which adds the store's SQLite pragmas to the
+    database's and switches the file to WAL. See docs/peewee-apps.md.
+
     >>> store = create_telemetry_store(":memory:")
     >>> store.close()
     """
+    check_count("busy_timeout", busy_timeout)
+    check_count("journal_size_limit", journal_size_limit)
+    if engines.is_database(db_path):
+        database = db_path
+
+        def opener() -> Backend:
+            why = engines.pending(database)
+            if why is not None:
+                raise DatabaseError(why)
+            return engines.backend_of_database(
+                database, configure=configure, busy_timeout=busy_timeout,
+                log_size_limit=journal_size_limit)
+
+        why = engines.pending(database)
+        if why is None:
+            return PeeweeTelemetryStore(opener(), logger)
+        return PeeweeTelemetryStore(None, logger, opener=opener,
+                                    path=f"<{type(database).__name__} not yet initialized>")
+    if configure:
+        raise TelemetryValidationError(
+            "configure", "applies to a peewee database given in place of a path or URL")
     try:
-        path = os.fspath(db_path)
+        path = os.fspath(db_path)  # type: ignore[arg-type]
     except TypeError:
         path = None
     if not path or not isinstance(path, str):
         raise TelemetryValidationError(
-            "db_path", f"must be a file path, ':memory:' or a database URL, got {db_path!r}"
+            "db_path", "must be a file path, ':memory:', a database URL or a peewee "
+            f"database, got {db_path!r}"
         )
-    check_count("busy_timeout", busy_timeout)
-    check_count("journal_size_limit", journal_size_limit)
     backend = backend_for(path, busy_timeout=busy_timeout, log_size_limit=journal_size_limit)
     return PeeweeTelemetryStore(backend, logger)
 

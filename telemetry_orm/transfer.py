@@ -182,7 +182,7 @@ def migrate(
         name = source_name if source_name is not None else source_path
         store = target if isinstance(target, PeeweeTelemetryStore) else None
         if store is None:
-            store = create_telemetry_store(os.fspath(target))  # type: ignore[arg-type]
+            store = create_telemetry_store(os.fspath(target))
         try:
             return _copy(source_db, source_path, name, store, batch_size, progress, log)
         finally:
@@ -466,7 +466,7 @@ def import_files(
         replace = False
     store = target if isinstance(target, PeeweeTelemetryStore) else None
     if store is None:
-        store = create_telemetry_store(os.fspath(target))  # type: ignore[arg-type]
+        store = create_telemetry_store(os.fspath(target))
     try:
         totals = _import_items(store, items, replace, batch_size, counter, progress)
     finally:

@@ -76,7 +76,8 @@ def test_a_peewee_database_picks_its_engine_by_class() -> None:
 
     assert engines.backend_class_of(AppDatabase(":memory:")).name == "sqlite"
     assert engines.backend_class_of(peewee.PostgresqlDatabase(None)).name == "postgresql"
-    with pytest.raises(DatabaseError, match="MySQLDatabase databases are not supported"):
+    with pytest.raises(TelemetryValidationError,
+                       match="database: MySQLDatabase databases are not supported"):
         engines.backend_class_of(peewee.MySQLDatabase(None))
 
 

@@ -30,7 +30,7 @@ from typing import (
 import peewee
 from peewee import ColumnBase
 
-from ..errors import DatabaseError, StoreBusyError, TelemetryError
+from ..errors import DatabaseError, StoreBusyError, TelemetryError, TransactionOpenError
 from ..schema import Execution
 from ..sql import KeyedSql
 from ..zones import Offset
@@ -280,6 +280,23 @@ class Backend(Protocol):
         """The backend for a path or URL of this engine (nothing is opened)."""
         ...
 
+    @classmethod
+    def from_database(cls, database: peewee.Database, *, configure: bool, busy_timeout: int,
+                      log_size_limit: int) -> Backend:
+        """The backend of a store on a database an application opened and
+        owns: :meth:`open` returns it, nothing closes it, and its
+        connections keep their settings (``configure``: apply the store's
+        own, ``busy_timeout`` and ``log_size_limit`` among them)."""
+        ...
+
+    #: The database is an application's (see :meth:`from_database`).
+    borrowed: bool
+
+    def in_transaction(self, database: peewee.Database) -> bool:
+        """Whether this thread's connection of ``database`` (if it has one
+        open) is inside a transaction; opens nothing."""
+        ...
+
     def missing(self) -> Optional[str]:
         """Why there is no database at this location ("no such database
         file"), or ``None`` when there is one or only connecting can tell."""
@@ -446,3 +463,13 @@ def operation_error(path: str, exc: BaseException, *, busy: bool) -> TelemetryEr
             f"lock longer than the busy timeout); nothing was written: {exc}"
         )
     return DatabaseError(f"{path}: {exc}")
+
+
+def in_transaction_error(path: str, what: str) -> TelemetryError:
+    """The error of work that runs transactions of its own, asked for inside
+    one the application has open on this thread's connection."""
+    hint = ("; call store.prepare() once at start-up, outside any transaction"
+            if "tables" in what else "; call it outside the transaction")
+    return TransactionOpenError(
+        f"{path}: cannot {what} inside a transaction open on this thread's connection "
+        f"(database.atomic()): that work commits in steps of its own{hint}")

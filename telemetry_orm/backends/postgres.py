@@ -50,6 +50,7 @@ from .base import (
     ReportDialect,
     Storage,
     StoreAccess,
+    in_transaction_error,
     operation_error,
 )
 
@@ -263,6 +264,14 @@ def _utc_text(pattern: str) -> Callable[[ColumnBase], ColumnBase]:
     return lambda column: fn.to_char(NodeList((column, SQL("AT TIME ZONE 'UTC'"))), pattern)
 
 
+def _utc_trunc(unit: str) -> Callable[[ColumnBase], ColumnBase]:
+    # date_trunc() of a TIMESTAMPTZ cuts in the session's time zone; this
+    # cuts in UTC whatever it is (an application's sessions keep their own).
+    return lambda column: NodeList((
+        fn.date_trunc(unit, NodeList((column, SQL("AT TIME ZONE 'UTC'")))),
+        SQL("AT TIME ZONE 'UTC'")))
+
+
 def _local(column: ColumnBase, offsets: Sequence[Offset]) -> ColumnBase:
     # created_at + the offset in force at that instant, read as UTC by the
     # buckets: the zone's wall time, from the same offsets as on SQLite
@@ -289,9 +298,9 @@ DIALECT = ReportDialect(
         "month": _utc_text("YYYY-MM"),
     },
     local=_local,
-    hour=lambda column: fn.date_trunc("hour", column),
-    month=lambda column: fn.date_trunc("month", column),
-    day=lambda column: fn.date_trunc("day", column),
+    hour=_utc_trunc("hour"),
+    month=_utc_trunc("month"),
+    day=_utc_trunc("day"),
     bucket=_bucket,
     prepare=lambda database: None,
     no_index=lambda column: column,
@@ -306,8 +315,10 @@ class PostgresUpkeep:
     nothing to checkpoint; the pool's connections are closed at close and
     left to the parent in a forked child."""
 
-    def __init__(self, database: peewee.Database) -> None:
+    def __init__(self, database: peewee.Database, *, borrowed: bool = False) -> None:
         self.database: Any = database
+        #: An application's database: its connections and pool are its own.
+        self.borrowed = borrowed
 
     def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> CheckpointResult:
         """Nothing to do: the server checkpoints its own write-ahead log."""
@@ -335,7 +346,8 @@ class PostgresUpkeep:
         pass
 
     def close(self) -> None:
-        self.database.close_all()
+        if not self.borrowed:
+            self.database.close_all()
 
     def before_fork(self) -> None:
         pass
@@ -344,6 +356,8 @@ class PostgresUpkeep:
         pass
 
     def after_fork_in_child(self) -> None:
+        if self.borrowed:
+            return  # the application's pool: what a fork means for it is its own
         pool = self.database
         _INHERITED.append((pool._connections, pool._in_use, pool._state))
         # The parent's locks may have been held at the fork: fresh ones first.
@@ -417,6 +431,32 @@ class PostgresBackend:
                 "pip install 'telemetry_orm[postgres]'"
             )
         self.driver_errors = (psycopg.Error, *type(self).driver_errors)
+        self.borrowed = False
+        self._database: Optional[peewee.Database] = None
+
+    @classmethod
+    def from_database(
+        cls, database: peewee.Database, *, configure: bool = False,
+        busy_timeout: int = BUSY_TIMEOUT_MS, log_size_limit: int = LOG_SIZE_LIMIT,
+    ) -> PostgresBackend:
+        """A store on an application's ``PostgresqlDatabase`` (plain or
+        pooled) driven by psycopg 3. Its sessions keep the application's
+        settings (``lock_timeout``, ``TimeZone``: the store's SQL does not
+        depend on the session's zone); ``configure`` has nothing to apply
+        here."""
+        if not _uses_psycopg3(database):
+            raise TelemetryValidationError(
+                "database", f"{type(database).__name__} is driven by psycopg2; the store needs "
+                "psycopg 3 (peewee 4: PostgresqlDatabase(..., prefer_psycopg3=True); peewee "
+                "3.19: playhouse.psycopg3_ext.Psycopg3Database or playhouse.pool."
+                "PooledPsycopg3Database)")
+        params = getattr(database, "connect_params", {}) or {}
+        where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+        user = params.get("user")
+        url = f"postgresql://{user + '@' if user else ''}{where}/{database.database}"
+        backend = cls(url, busy_timeout=busy_timeout)
+        backend.borrowed, backend._database = True, database
+        return backend
 
     def _settings(self, extra_options: str = "") -> Tuple[str, Dict[str, Any]]:
         params = db_url.parse(self.url, unquote_password=True)
@@ -442,7 +482,10 @@ class PostgresBackend:
         return ()
 
     def open(self) -> peewee.Database:
-        """A pooled database for the URL; nothing is connected yet."""
+        """A pooled database for the URL (nothing is connected yet), or an
+        application's own database as it is."""
+        if self._database is not None:
+            return self._database
         name, settings = self._settings()
         database: peewee.Database = _PooledDatabase(name, field_types=FIELD_TYPES, **settings)
         return database
@@ -468,7 +511,13 @@ class PostgresBackend:
         return database
 
     def upkeep(self, database: peewee.Database, store: StoreAccess) -> PostgresUpkeep:
-        return PostgresUpkeep(database)
+        return PostgresUpkeep(database, borrowed=self.borrowed)
+
+    def in_transaction(self, database: peewee.Database) -> bool:
+        if database.is_closed():
+            return False
+        status = database.connection().info.transaction_status
+        return bool(status != psycopg.pq.TransactionStatus.IDLE)
 
     @contextlib.contextmanager
     def connection(self, database: peewee.Database) -> Iterator[Any]:
@@ -495,6 +544,8 @@ class PostgresBackend:
                 version, columns = _check(self.path, database, "write")
                 if is_current(version, columns):
                     return
+                if self.borrowed and self.in_transaction(database):
+                    raise in_transaction_error(self.path, "create or upgrade its tables")
                 with self.exclusive_transaction(database, "schema"):
                     version, columns = _check(self.path, database, "write")
                     if not is_current(version, columns):
@@ -681,6 +732,17 @@ class PostgresBackend:
             (TABLE_NAME,),
         ).fetchone()
         return Storage(int(size), 0, schema_version(database), "server")
+
+
+def _uses_psycopg3(database: peewee.Database) -> bool:
+    """Whether ``database`` connects with psycopg 3 (peewee 4 picks a driver
+    per database; peewee 3 has classes of their own for it)."""
+    adapter_class = getattr(peewee, "Psycopg3Adapter", None)
+    if adapter_class is not None:
+        return isinstance(getattr(database, "_adapter", None), adapter_class)
+    from playhouse.psycopg3_ext import Psycopg3Database
+
+    return isinstance(database, Psycopg3Database)
 
 
 # Only for building SQL text in PostgreSQL's dialect (never connected).

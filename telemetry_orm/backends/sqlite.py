@@ -35,6 +35,7 @@ from .base import (
     ReportDialect,
     Storage,
     StoreAccess,
+    in_transaction_error,
     operation_error,
 )
 from .base import LOG_SIZE_LIMIT as JOURNAL_SIZE_LIMIT
@@ -363,6 +364,9 @@ class SqliteBackend:
         self.path = path
         self.memory = self.one_connection = path == ":memory:"
         self.busy_timeout = busy_timeout
+        self.borrowed = False
+        self.configure = True
+        self._database: Optional[peewee.Database] = None
         self.pragmas: Tuple[Tuple[str, Any], ...] = tuple(
             (name, {"busy_timeout": busy_timeout, "journal_size_limit": journal_size_limit}
              .get(name, value))
@@ -379,6 +383,26 @@ class SqliteBackend:
         path = url_path(location) if location.lower().startswith("sqlite:") else location
         return cls(path, busy_timeout=busy_timeout, journal_size_limit=log_size_limit)
 
+    @classmethod
+    def from_database(
+        cls, database: peewee.Database, *, configure: bool = False,
+        busy_timeout: int = BUSY_TIMEOUT_MS, log_size_limit: int = JOURNAL_SIZE_LIMIT,
+    ) -> SqliteBackend:
+        """A store on an application's ``SqliteDatabase`` (or a subclass: a
+        pooled one, ``SqliteExtDatabase`` …). Its connections keep the
+        application's settings, unless ``configure``: the store's pragmas
+        (``busy_timeout``, ``synchronous``, ``journal_size_limit``) are then
+        added to the database's own, for every connection, and the file is
+        switched to WAL."""
+        path = str(database.database)
+        backend = cls(path, busy_timeout=busy_timeout, journal_size_limit=log_size_limit)
+        backend.borrowed, backend.configure, backend._database = True, configure, database
+        # A private database per connection: '' is a temporary file.
+        backend.memory = path in (":memory:", "") or "mode=memory" in path
+        # One connection shared by every thread, as a ':memory:' store's.
+        backend.one_connection = not database.thread_safe
+        return backend
+
     # -- opening ------------------------------------------------------------
 
     def missing(self) -> Optional[str]:
@@ -387,12 +411,15 @@ class SqliteBackend:
         return "is not a file" if os.path.exists(self.path) else "no such database file"
 
     def files(self) -> Tuple[str, ...]:
-        if self.memory:
+        if self.memory or (self._database is not None and self.path.startswith("file:")):
             return ()
         return (self.path, f"{self.path}-wal", f"{self.path}-shm")
 
     def open(self) -> StoreDatabase:
-        """A database object for the path, checked first (no connection yet)."""
+        """A database object for the path, checked first (no connection yet);
+        an application's own database as it is."""
+        if self._database is not None:
+            return self._database  # type: ignore[return-value]
         if not self.memory:
             check_path(self.path)
         # ':memory:' is one database per connection, so a memory store shares
@@ -441,14 +468,42 @@ class SqliteBackend:
             # SQLite checks the header on the first read: a file that is not
             # a database fails here, before anything is written.
             conn = database.connection()
+            if not isinstance(conn, sqlite3.Connection):
+                raise TelemetryValidationError(
+                    "database", f"{type(database).__name__} connects with "
+                    f"{type(conn).__module__}.{type(conn).__name__}; the store needs the "
+                    "standard library's sqlite3")
             # Every refusal before the first write (the switch to WAL is one).
             version, columns = _check(self.path, conn, "write")
-            if not self.memory:
+            current = schema.is_current(version, columns)
+            if self.borrowed and not current and conn.in_transaction:
+                raise in_transaction_error(self.path, "create or upgrade its tables")
+            if self.borrowed and self.configure:
+                for name, value in self.pragmas:
+                    database.pragma(name, value, permanent=True)  # type: ignore[attr-defined]
+            if self.memory:
+                pass
+            elif self.configure:
                 self._use_wal(conn)
-            if not schema.is_current(version, columns):
+            else:
+                self._check_wal(conn)
+            if not current:
                 self._upgrade(database, model)
         except (sqlite3.Error, peewee.DatabaseError) as exc:
             raise self.describe(exc) from exc
+
+    def _check_wal(self, conn: sqlite3.Connection) -> None:
+        """An application's database not in WAL mode is used as it is, said once."""
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        if mode != "wal":
+            _log.warning(
+                "%s: the database is in %r journal mode, not WAL: readers (reports, "
+                "exports) wait for writers and writers for readers. Open it with "
+                "pragmas={'journal_mode': 'wal'}, or pass configure=True to "
+                "create_telemetry_store to have the store's settings applied", self.path, mode)
+
+    def in_transaction(self, database: peewee.Database) -> bool:
+        return not database.is_closed() and bool(database.connection().in_transaction)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL unless it already is (a write, so done
@@ -507,7 +562,8 @@ class SqliteBackend:
 
     def upkeep(self, database: peewee.Database, store: StoreAccess) -> SqliteUpkeep:
         """The write-ahead log's upkeep for a store on ``database``."""
-        return SqliteUpkeep(database, store, busy_timeout=self.busy_timeout, memory=self.memory)
+        return SqliteUpkeep(database, store, busy_timeout=self.busy_timeout, memory=self.memory,
+                            borrowed=self.borrowed, shared=self.borrowed and self.one_connection)
 
     # -- statements ---------------------------------------------------------
 

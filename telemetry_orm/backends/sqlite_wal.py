@@ -145,6 +145,7 @@ def checkpoint(
         # waiting). It is worth trying once that reader has moved on, which
         # the next pass shows by copying the rest.
         return dataclasses.replace(passive, busy=True)
+    saved = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
     conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, busy_timeout)}")
     try:
         for _ in range(_TRUNCATE_ATTEMPTS):
@@ -157,7 +158,7 @@ def checkpoint(
             time.sleep(0.01)
         return result
     finally:
-        conn.execute(f"PRAGMA busy_timeout = {busy_timeout}")
+        conn.execute(f"PRAGMA busy_timeout = {saved}")
 
 
 def _checkpoint(conn: sqlite3.Connection, mode: str) -> CheckpointResult:
@@ -265,6 +266,14 @@ class SqliteUpkeep:
     ``database`` is the store's :class:`~telemetry_orm.backends.sqlite.StoreDatabase`;
     ``memory``: a ``':memory:'`` database, whose one connection is shared
     and has no log to keep.
+
+    ``borrowed``: ``database`` is an application's, whose connections are
+    its own: their settings are left alone (no commit-time checkpoints
+    turned off while the helper catches up with the log; SQLite's own, every
+    1000 pages, keep the log short), and they are not closed. The helper
+    thread and a background writer's thread use a connection of that
+    database only while they work, and close it (back to the pool of a
+    pooled database) when done.
     """
 
     def __init__(
@@ -274,11 +283,18 @@ class SqliteUpkeep:
         *,
         busy_timeout: int,
         memory: bool,
+        borrowed: bool = False,
+        shared: bool = False,
     ) -> None:
         self.database = database
+        self.borrowed = borrowed
         self.store = store
         self.busy_timeout = busy_timeout
         self.memory = memory
+        #: No helper thread or stream settings: no log (``:memory:``), or
+        #: one connection every thread shares (an application's database
+        #: made with ``thread_safe=False``).
+        self.inline = memory or shared
         #: Log size, in pages, at the last checkpoint.
         self.log_pages = 0
         self._checkpointer = Checkpointer(self._checkpoint_in_helper, store.log)
@@ -309,7 +325,7 @@ class SqliteUpkeep:
     def checkpoint(self, *, truncate: bool = False, wait: bool = True) -> CheckpointResult:
         """Passive (or ``TRUNCATE``) at once, or passive on the helper thread
         (``wait=False``: one asked for while another runs follows it once)."""
-        if wait or truncate or self.memory:
+        if wait or truncate or self.inline:
             return self.run("TRUNCATE" if truncate else "PASSIVE")
         if self.store.closed:
             raise StoreClosedError(f"{self.store.path}: the telemetry store is closed")
@@ -340,7 +356,7 @@ class SqliteUpkeep:
         (a writer that commits batch after batch would sync the disk inside
         its commits; the helper thread does that work beside it); return the
         setting to restore, or ``None`` (``:memory:``, no log)."""
-        if self.memory:
+        if self.inline:
             return None
         state = self._writer
         try:
@@ -368,14 +384,22 @@ class SqliteUpkeep:
         self._writer.streaming = False
         with self._streams_lock:
             self._streams -= 1
-        if self.store.closed:
-            return
-        with contextlib.suppress(TelemetryError), self.store.connection() as conn:
-            set_autocheckpoint(conn, token)
+        if not self.store.closed:
+            with contextlib.suppress(TelemetryError), self.store.connection() as conn:
+                set_autocheckpoint(conn, token)
+        self._release_connection()
+
+    def _release_connection(self) -> None:
+        """On an application's database, close this (helper) thread's
+        connection: it goes back to the pool, or is not left open for good."""
+        if self.borrowed:
+            with contextlib.suppress(Exception):
+                self.database.close()
 
     def close(self) -> None:
         self._checkpointer.stop()
-        self.database.close_all()
+        if not self.borrowed:
+            self.database.close_all()
 
     def before_fork(self) -> None:
         # A connection forked in the middle of a checkpoint leaves SQLite's
@@ -391,7 +415,8 @@ class SqliteUpkeep:
     def after_fork_in_child(self) -> None:
         self._checkpointer = Checkpointer(self._checkpoint_in_helper, self.store.log)
         self._reset_catch_up()
-        self.database.forget_inherited()
+        if not self.borrowed:
+            self.database.forget_inherited()
 
     def before_write(self) -> None:
         """Before a write on this thread (the store lock held): while the
@@ -468,6 +493,14 @@ class SqliteUpkeep:
         :data:`CAUGHT_UP_PAGES` to copy (or no fewer than the one before);
         then the writers take over again, and if the log is long the next
         write restarts it (:meth:`_restart_caught_up_log`)."""
+        if self.borrowed:
+            # Passes only: taking the log in hand would mean changing the
+            # settings of the application's connections.
+            try:
+                self._passive_in_helper()
+            finally:
+                self._release_connection()
+            return
         if self._restart_due:
             return  # caught up: a write restarts the log
         restarts = self._restarts
