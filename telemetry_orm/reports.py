@@ -259,8 +259,12 @@ def report(
     try:
         # One read transaction: every query sees the same snapshot, so the
         # rows, their percentiles and the totals agree while others write.
+        engine = backend_class_of(source)
+        # Inside a transaction of the caller's, the report reads in it.
+        nested = engine.in_transaction(source)
         with source.atomic():
-            backend_class_of(source).snapshot(source)
+            if not nested:
+                engine.snapshot(source)
             plan = _plan(source, filters, keys, use_rollups, p95)
             query = Query(database=source, filters=filters, group_by=keys, offsets=plan.offsets)
             if plan.raw_rows is not None:

@@ -281,3 +281,29 @@ def place(store: Any, witness: Witness, instants: Sequence[_dt.datetime],
               for t, row_id in zip(instants, ids, strict=True)]
     witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", values)
     return ids
+
+
+def app_database(location: str, *, pooled: bool = False, options: str = "",
+                 **settings: Any) -> Any:
+    """A peewee database as an application would open it on ``location``:
+    ``SqliteDatabase`` (or ``PooledSqliteDatabase``) for a file,
+    ``PostgresqlDatabase`` driven by psycopg 3 (or its pooled variant, in
+    peewee 3's and 4's spellings) for a URL; ``options`` are added to the
+    sessions' libpq options."""
+    import peewee
+    from playhouse import db_url, pool
+
+    if not location.startswith("postgresql://"):
+        cls: Any = pool.PooledSqliteDatabase if pooled else peewee.SqliteDatabase
+        return cls(location, **settings)
+    params = db_url.parse(location, unquote_password=True)
+    name = params.pop("database")
+    params["options"] = f"{params.get('options', '')} {options}".strip()
+    if hasattr(peewee, "Psycopg3Adapter"):  # peewee 4
+        cls = pool.PooledPostgresqlDatabase if pooled else peewee.PostgresqlDatabase
+        params["prefer_psycopg3"] = True
+    else:
+        from playhouse.psycopg3_ext import Psycopg3Database
+
+        cls = pool.PooledPsycopg3Database if pooled else Psycopg3Database
+    return cls(name, **params, **settings)

@@ -292,7 +292,8 @@ class Backend(Protocol):
     #: The database is an application's (see :meth:`from_database`).
     borrowed: bool
 
-    def in_transaction(self, database: peewee.Database) -> bool:
+    @classmethod
+    def in_transaction(cls, database: peewee.Database) -> bool:
         """Whether this thread's connection of ``database`` (if it has one
         open) is inside a transaction; opens nothing."""
         ...

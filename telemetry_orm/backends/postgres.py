@@ -513,7 +513,8 @@ class PostgresBackend:
     def upkeep(self, database: peewee.Database, store: StoreAccess) -> PostgresUpkeep:
         return PostgresUpkeep(database, borrowed=self.borrowed)
 
-    def in_transaction(self, database: peewee.Database) -> bool:
+    @classmethod
+    def in_transaction(cls, database: peewee.Database) -> bool:
         if database.is_closed():
             return False
         status = database.connection().info.transaction_status

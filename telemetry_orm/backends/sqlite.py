@@ -502,7 +502,8 @@ class SqliteBackend:
                 "pragmas={'journal_mode': 'wal'}, or pass configure=True to "
                 "create_telemetry_store to have the store's settings applied", self.path, mode)
 
-    def in_transaction(self, database: peewee.Database) -> bool:
+    @classmethod
+    def in_transaction(cls, database: peewee.Database) -> bool:
         return not database.is_closed() and bool(database.connection().in_transaction)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:

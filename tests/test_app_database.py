@@ -1,0 +1,480 @@
+"""A store on an application's own peewee database: its transactions, its
+proxy, its pool, its settings, on both engines; checked through independent
+connections (plain sqlite3, psycopg)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import peewee
+import pytest
+from support import Witness, app_database, make_seed_database, minimal
+
+from telemetry_orm import (
+    SCHEMA_VERSION,
+    DatabaseError,
+    TelemetryValidationError,
+    TransactionOpenError,
+    create_telemetry_store,
+)
+from telemetry_orm.reports import report
+
+
+class Boom(Exception):
+    """What makes the application's transaction roll back."""
+
+
+def _order_model(database: Any) -> Any:
+    class Order(peewee.Model):
+        name = peewee.TextField()
+
+        class Meta:
+            table_name = "app_orders"
+
+    Order.bind(database)
+    return Order
+
+
+@pytest.fixture(params=["sqlite", "sqlite-pooled", "postgresql", "postgresql-pooled"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """(location, the application's database with one table of its own)."""
+    kind = request.param
+    if kind.startswith("sqlite"):
+        location = str(tmp_path / "app.db")
+        database = app_database(location, pooled=kind.endswith("pooled"),
+                                pragmas={"journal_mode": "wal"})
+    else:
+        location = request.getfixturevalue("pg_url")
+        database = app_database(location, pooled=kind.endswith("pooled"))
+    Order = _order_model(database)
+    database.create_tables([Order])
+    yield location, database, Order
+    if not database.is_closed():
+        database.close()
+    if hasattr(database, "close_all"):
+        database.close_all()
+
+
+def _count(location: str, table: str = "executions") -> int:
+    witness = Witness(location)
+    try:
+        return int(witness.scalar(f"SELECT COUNT(*) FROM {table}"))
+    finally:
+        witness.close()
+
+
+def test_a_rolled_back_app_transaction_leaves_no_telemetry_and_a_committed_one_does(
+        app: Any) -> None:
+    location, database, Order = app
+    store = create_telemetry_store(database)
+    try:
+        with pytest.raises(Boom), database.atomic():
+            Order.create(name="refund")
+            store.record(minimal(repo="acme/rolled-back"))
+            store.record(minimal(repo="acme/rolled-back"), key="delivery-1")
+            store.record_many([minimal(repo="acme/rolled-back")] * 2)
+            # Inside the transaction the rows are there for its own reads.
+            assert store.model.select().count() == 4
+            raise Boom
+        assert _count(location) == 0
+        assert _count(location, "app_orders") == 0
+
+        with database.atomic():
+            Order.create(name="order")
+            first = store.record(minimal(repo="acme/committed"))
+            keyed = store.record(minimal(repo="acme/committed"), key="delivery-1")
+            ids = store.record_many([minimal(repo="acme/committed")] * 2)
+            # Not visible to another connection before the commit.
+            assert _count(location) == 0
+        assert _count(location) == 4
+        assert _count(location, "app_orders") == 1
+        witness = Witness(location)
+        try:
+            rows = witness.rows("SELECT id, repo FROM executions ORDER BY id")
+            assert [r["id"] for r in rows] == [first, keyed, *ids]
+            assert {r["repo"] for r in rows} == {"acme/committed"}
+            # The rolled-back key is free again; the committed one holds.
+            assert witness.scalar("SELECT COUNT(*) FROM telemetry_orm_keys") == 1
+        finally:
+            witness.close()
+        assert store.record(minimal(), key="delivery-1") == keyed
+
+        # A savepoint of the application's rolls back only its part.
+        with database.atomic():
+            store.record(minimal(repo="acme/outer"))
+            with pytest.raises(Boom), database.atomic():
+                store.record(minimal(repo="acme/inner"))
+                raise Boom
+        repos = [r.repo for r in store.model.select().order_by(store.model.id)]
+        assert repos[-1] == "acme/outer" and "acme/inner" not in repos
+    finally:
+        store.close()
+
+
+def test_outside_a_transaction_each_call_commits_on_its_own(app: Any) -> None:
+    location, database, _ = app
+    with create_telemetry_store(database) as store:
+        store.record(minimal())
+        assert _count(location) == 1
+        store.record_many([minimal(), minimal()])
+        assert _count(location) == 3
+
+
+def test_the_store_never_closes_or_rebinds_the_apps_database(app: Any) -> None:
+    location, database, Order = app
+    database.connect(reuse_if_open=True)
+    store = create_telemetry_store(database)
+    store.record(minimal())
+    store.report()
+    store.close()
+    assert not database.is_closed()
+    assert Order._meta.database is database
+    Order.create(name="after close")  # the same connection, still usable
+    assert _count(location, "app_orders") == 1
+    # The store's own model is bound to the database, the Execution base is not.
+    assert store.model._meta.database is database
+
+
+def test_reports_keys_rollups_export_and_purge_work_on_the_apps_database(app: Any) -> None:
+    location, database, _ = app
+    with create_telemetry_store(database) as store:
+        for i in range(6):
+            store.record(minimal(repo=f"acme/r{i % 2}", cost_usd=0.5, duration_ms=100 * i),
+                         key=f"k{i}")
+        witness = Witness(location)
+        try:
+            old = witness.scalar("SELECT MIN(id) FROM executions")
+            witness.backdate(old, 100)
+        finally:
+            witness.close()
+        assert store.rollup().rows == 1  # the one complete hour: the backdated row
+        by_repo = {row.keys["repo"]: row.metrics.executions for row in store.report().rows}
+        assert by_repo == {"acme/r0": 3, "acme/r1": 3}
+        assert report(database).totals.executions == 6
+        assert store.purge_older_than(90) == 1
+        assert _count(location) == 5
+        # Its key went with it; the report still counts it from the rollups.
+        assert store.report().totals.executions == 6
+        assert store.model.select().where(store.model.repo == "acme/r1").count() == 3
+        from telemetry_orm.reports import export_rows
+
+        columns, rows = export_rows(database)
+        assert "repo" in columns and len(list(rows)) == 5
+
+
+def test_a_report_inside_an_app_transaction_reads_in_it(app: Any) -> None:
+    _, database, _ = app
+    with create_telemetry_store(database) as store:
+        store.record(minimal())
+        with database.atomic():
+            store.record(minimal())
+            assert store.report().totals.executions == 2
+        assert store.report().totals.executions == 2
+
+
+def test_purge_and_rollup_refuse_inside_an_app_transaction(app: Any) -> None:
+    location, database, _ = app
+    with create_telemetry_store(database) as store:
+        row = store.record(minimal())
+        witness = Witness(location)
+        try:
+            witness.backdate(row, 100)
+        finally:
+            witness.close()
+        with database.atomic():
+            for work in (lambda: store.purge_older_than(90), store.rollup):
+                with pytest.raises(TransactionOpenError, match="inside a transaction"):
+                    work()
+        assert _count(location) == 1
+        assert store.purge_older_than(90) == 1
+
+
+def test_an_owned_store_refuses_them_inside_its_own_atomic_too(tmp_path: Path) -> None:
+    with create_telemetry_store(tmp_path / "t.db") as store, store.database.atomic(), \
+            pytest.raises(TransactionOpenError, match="cannot purge"):
+        store.purge_older_than(1)
+
+
+# --- DatabaseProxy and deferred databases --------------------------------------
+
+
+def test_a_store_on_a_proxy_opens_at_its_first_use(app: Any) -> None:
+    location, database, _ = app
+    proxy = peewee.DatabaseProxy()
+    store = create_telemetry_store(proxy)  # at import time, say
+    assert "not yet initialized" in repr(store)
+    with pytest.raises(DatabaseError, match="DatabaseProxy is not initialized"):
+        store.record(minimal())
+    proxy.initialize(database)
+    row = store.record(minimal(repo="acme/proxy"))
+    assert location in store.path or store.backend.name == "postgresql"
+    witness = Witness(location)
+    try:
+        assert witness.scalar("SELECT repo FROM executions WHERE id = ?", row) == "acme/proxy"
+        assert witness.schema_version() == SCHEMA_VERSION
+    finally:
+        witness.close()
+    # The application's transactions on the proxy hold it too.
+    with pytest.raises(Boom), proxy.atomic():
+        store.record(minimal())
+        raise Boom
+    assert _count(location) == 1
+    store.close()
+    assert not database.is_closed() or location.startswith("postgresql://")
+
+
+def test_a_proxy_store_first_used_inside_a_transaction(app: Any) -> None:
+    location, database, _ = app
+    # Tables missing: they cannot be made inside the application's
+    # transaction (a rollback would undo them), and nothing is half done.
+    proxy = peewee.DatabaseProxy()
+    store = create_telemetry_store(proxy)
+    proxy.initialize(database)
+    with database.atomic(), pytest.raises(TransactionOpenError, match="store.prepare"):
+        store.record(minimal())
+    assert store.prepare() is store  # at start-up, as the message says
+    assert _count(location) == 0
+    # Tables there: a first use inside a transaction is fine.
+    late = peewee.DatabaseProxy()
+    late_store = create_telemetry_store(late)
+    late.initialize(database)
+    with database.atomic():
+        late_store.record(minimal())
+    assert _count(location) == 1
+    store.close()
+    late_store.close()
+
+
+def test_a_deferred_sqlite_database_is_used_once_initialized(tmp_path: Path) -> None:
+    database = peewee.SqliteDatabase(None)
+    store = create_telemetry_store(database)
+    with pytest.raises(DatabaseError, match=r"database.init\(\.\.\.\)"):
+        store.record(minimal())
+    database.init(str(tmp_path / "late.db"))
+    store.record(minimal())
+    assert _count(str(tmp_path / "late.db")) == 1
+    store.close()
+    database.close()
+
+
+def test_closing_a_store_never_opened_opens_nothing() -> None:
+    proxy = peewee.DatabaseProxy()
+    store = create_telemetry_store(proxy)
+    store.close()
+    proxy.initialize(peewee.SqliteDatabase(":memory:"))
+    with pytest.raises(Exception, match="closed"):
+        store.record(minimal())
+    assert proxy.obj.is_closed()
+
+
+# --- Settings ------------------------------------------------------------------
+
+_PRAGMAS = ("busy_timeout", "synchronous", "journal_size_limit", "wal_autocheckpoint",
+            "cache_size", "journal_mode")
+
+
+def _settings(database: Any) -> List[Any]:
+    conn = database.connection()
+    return [conn.execute(f"PRAGMA {name}").fetchone()[0] for name in _PRAGMAS]
+
+
+def test_sqlite_connection_settings_are_left_as_the_app_set_them(tmp_path: Path) -> None:
+    database = peewee.SqliteDatabase(
+        str(tmp_path / "app.db"),
+        pragmas={"journal_mode": "wal", "busy_timeout": 1234, "synchronous": 2,
+                 "cache_size": -4096, "wal_autocheckpoint": 700})
+    before = _settings(database)
+    with create_telemetry_store(database) as store:
+        for i in range(3):
+            store.record(minimal(), key=f"k{i}")
+        store.record_many([minimal()] * 10)
+        store.checkpoint()
+        store.checkpoint(truncate=True)
+        store.purge_older_than(0)
+        store.rollup()
+        store.report()
+        with store.background(max_delay=0.01) as recorder:
+            for _ in range(20):
+                recorder.record(minimal())
+        assert _settings(database) == before
+    assert _settings(database) == before
+
+
+def test_a_database_not_in_wal_mode_is_used_as_it_is_with_one_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "app.db"
+    database = peewee.SqliteDatabase(str(path))
+    with caplog.at_level(logging.WARNING, logger="telemetry_orm"), \
+            create_telemetry_store(database) as store:
+        store.record(minimal())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "'delete' journal mode, not WAL" in warnings[0] and "configure=True" in warnings[0]
+    plain = sqlite3.connect(path)
+    assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert plain.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 1
+    plain.close()
+
+
+def test_configure_applies_the_stores_settings(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "app.db"
+    database = peewee.SqliteDatabase(str(path))
+    with caplog.at_level(logging.WARNING, logger="telemetry_orm"):
+        store = create_telemetry_store(database, configure=True, busy_timeout=2500)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    store.record(minimal())
+    assert _settings(database)[:3] == [2500, 1, 64 * 1024 * 1024]
+    assert _settings(database)[-1] == "wal"
+    # Connections the database opens from now on get them too.
+    seen: List[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(_settings(database)))
+    thread.start()
+    thread.join()
+    assert seen[0][:3] == [2500, 1, 64 * 1024 * 1024]
+    store.close()
+    with pytest.raises(TelemetryValidationError, match="configure"):
+        create_telemetry_store(path, configure=True)
+
+
+def test_an_older_schema_in_the_apps_database_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "seed.db"
+    make_seed_database(path, rows=3)
+    database = peewee.SqliteDatabase(str(path))
+    with create_telemetry_store(database) as store:
+        assert store.report().totals.executions == 3
+    plain = sqlite3.connect(path)
+    assert plain.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    plain.close()
+
+
+def test_unsupported_databases_are_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(TelemetryValidationError,
+                       match="database: MySQLDatabase databases are not supported"):
+        create_telemetry_store(peewee.MySQLDatabase("app"))
+    from playhouse.sqliteq import SqliteQueueDatabase
+
+    queued = SqliteQueueDatabase(str(tmp_path / "q.db"), autostart=False)
+    with pytest.raises(TelemetryValidationError, match="SqliteQueueDatabase is not supported"):
+        create_telemetry_store(queued)
+    assert not (tmp_path / "q.db").exists()
+
+
+def test_a_postgresql_database_driven_by_psycopg2_is_refused() -> None:
+    pytest.importorskip("psycopg")
+    if hasattr(peewee, "Psycopg3Adapter"):  # peewee 4 picks a driver per database
+        class Psycopg2Database(peewee.PostgresqlDatabase):
+            psycopg3_adapter = peewee.Psycopg2Adapter
+
+        database: Any = Psycopg2Database("app")
+    else:  # peewee 3: PostgresqlDatabase is psycopg2's
+        database = peewee.PostgresqlDatabase("app")
+    with pytest.raises(TelemetryValidationError, match="driven by psycopg2.*psycopg 3"):
+        create_telemetry_store(database)
+
+
+# --- Threads, pools, background -------------------------------------------------
+
+
+def test_a_pooled_sqlite_database_gets_back_every_connection_the_store_used(
+        tmp_path: Path) -> None:
+    database = app_database(str(tmp_path / "app.db"), pooled=True,
+                            pragmas={"journal_mode": "wal"}, max_connections=4)
+    store = create_telemetry_store(database, )
+    store.checkpoint_every = 5
+    with store.background(max_delay=0.01) as recorder:
+        for _ in range(30):
+            recorder.record(minimal())
+        recorder.flush()
+    for _ in range(12):  # automatic checkpoints on the helper thread
+        store.record(minimal())
+    store.close()  # waits for the helper
+    in_use = [conn for conn in database._in_use.values()]  # noqa: SLF001
+    mine = database.connection()
+    assert all(c.connection is mine for c in in_use), "a store thread kept a connection"
+    assert _count(str(tmp_path / "app.db")) == 42
+    database.close()
+    database.close_all()
+
+
+def test_a_write_inside_an_app_transaction_never_waits_for_another_threads_write(
+        pg_url: str) -> None:
+    # Thread B waits on the database for a key that thread A's open
+    # transaction holds. A must still be able to record: if B held a lock of
+    # the store while it waited, A would wait for B until B's lock_timeout
+    # (3 s here) gave B a StoreBusyError.
+    database = app_database(pg_url, pooled=True, options="-c lock_timeout=3000")
+    store = create_telemetry_store(database)
+    witness = Witness(pg_url)
+    results: List[Any] = []
+
+    def record_same_key() -> None:
+        try:
+            results.append(store.record(minimal(repo="acme/b"), key="shared"))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            results.append(exc)
+
+    try:
+        with database.atomic():
+            first = store.record(minimal(repo="acme/a"), key="shared")
+            pid = database.connection().info.backend_pid
+            waiter = threading.Thread(target=record_same_key)
+            waiter.start()
+            deadline = time.monotonic() + 10
+            while not witness.scalar(
+                    "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND NOT granted AND pid <> ?", pid):
+                assert time.monotonic() < deadline, "B never waited for A's key"
+                time.sleep(0.01)
+            started = time.monotonic()
+            store.record(minimal(repo="acme/a"), key="other")
+            store.record(minimal(repo="acme/a"))
+            assert time.monotonic() - started < 2
+        waiter.join(10)
+        assert results == [first]  # B got A's row: one row for the key
+        assert witness.scalar("SELECT COUNT(*) FROM executions") == 3
+    finally:
+        witness.close()
+        store.close()
+        database.close_all()
+
+
+def test_postgresql_sessions_keep_their_zone_and_reports_still_cut_days_in_utc(
+        pg_url: str) -> None:
+    # A session zone off UTC by a half hour: any cut made in it would move
+    # the rows near midnight to another day and the hours to other buckets.
+    database = app_database(pg_url, pooled=True, options="-c TimeZone=Asia/Kolkata")
+    store = create_telemetry_store(database)
+    witness = Witness(pg_url)
+    try:
+        instants = [_dt.datetime(2026, 3, 1, 23, 50, tzinfo=_dt.timezone.utc),
+                    _dt.datetime(2026, 3, 2, 0, 10, tzinfo=_dt.timezone.utc),
+                    _dt.datetime(2026, 3, 2, 18, 40, tzinfo=_dt.timezone.utc)]
+        for when in instants:
+            row = store.record(minimal(cost_usd=1.0))
+            witness.execute("UPDATE executions SET created_at = ? WHERE id = ?", when, row)
+        since = _dt.datetime(2026, 3, 1, tzinfo=_dt.timezone.utc)
+        days = {r.keys["day"]: r.metrics.executions
+                for r in store.report(group_by="day", since=since).rows}
+        assert days == {"2026-03-01": 1, "2026-03-02": 2}
+        store.rollup()
+        hours = witness.rows("SELECT hour, executions FROM telemetry_orm_rollups ORDER BY hour")
+        assert [(r["hour"].astimezone(_dt.timezone.utc).hour, r["executions"])
+                for r in hours] == [(23, 1), (0, 1), (18, 1)]
+        store.purge_older_than(0)
+        days = {r.keys["day"]: r.metrics.executions
+                for r in store.report(group_by="day", since=since).rows}
+        assert days == {"2026-03-01": 1, "2026-03-02": 2}
+        conn = database.connection()
+        assert conn.execute("SHOW TimeZone").fetchone()[0] == "Asia/Kolkata"
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "0"
+    finally:
+        witness.close()
+        store.close()
+        database.close_all()
