@@ -5,7 +5,8 @@ from .testing.plugin import (
     execution_factory,
     telemetry_record_factory,
     telemetry_store,
+    telemetry_store_for,
 )
 
 __all__ = ["StoreExecutionFactory", "execution_factory", "telemetry_record_factory",
-           "telemetry_store"]
+           "telemetry_store", "telemetry_store_for"]

@@ -384,9 +384,13 @@ def test_a_postgresql_database_driven_by_psycopg2_is_refused() -> None:
 
 def test_a_pooled_sqlite_database_gets_back_every_connection_the_store_used(
         tmp_path: Path) -> None:
+    # check_same_thread=False, as any threaded application with a pooled
+    # SQLite database needs: the pool may hand a connection one thread
+    # closed to another (peewee 3's pool does).
     database = app_database(str(tmp_path / "app.db"), pooled=True,
-                            pragmas={"journal_mode": "wal"}, max_connections=4)
-    store = create_telemetry_store(database, )
+                            pragmas={"journal_mode": "wal"}, max_connections=4,
+                            check_same_thread=False)
+    store = create_telemetry_store(database)
     store.checkpoint_every = 5
     with store.background(max_delay=0.01) as recorder:
         for _ in range(30):

@@ -66,6 +66,64 @@ def test_fixtures_give_a_store_and_the_factories(session: pytest.Pytester) -> No
     result.assert_outcomes(passed=4)
 
 
+APP_DATABASE_TESTS = '''
+import sqlite3
+
+import peewee
+import pytest
+
+db = peewee.DatabaseProxy()  # the application's, initialized by its tests
+
+
+class Order(peewee.Model):
+    name = peewee.TextField()
+
+    class Meta:
+        database = db
+        table_name = "app_orders"
+
+
+@pytest.fixture
+def app_db(tmp_path):
+    database = peewee.SqliteDatabase(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"})
+    db.initialize(database)
+    database.create_tables([Order])
+    yield database
+    # The store was closed first and left the database open.
+    assert not database.is_closed()
+    database.close()
+
+
+RUN = {"repo": "acme/api", "event_type": "push", "model": "m", "conclusion": "success"}
+
+
+def test_a_store_on_the_apps_database_joins_its_transactions(app_db, telemetry_store_for):
+    store = telemetry_store_for(db)
+    with pytest.raises(ZeroDivisionError), db.atomic():
+        Order.create(name="x")
+        store.record(RUN)
+        1 / 0
+    with db.atomic():
+        Order.create(name="y")
+        store.record(RUN, key="delivery-1")
+    plain = sqlite3.connect(app_db.database)
+    assert plain.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 1
+    assert plain.execute("SELECT COUNT(*) FROM app_orders").fetchone()[0] == 1
+    plain.close()
+
+
+def test_each_test_gets_a_store_of_its_own(app_db, telemetry_store_for):
+    store = telemetry_store_for(app_db)
+    assert store.report().totals.executions == 0
+'''
+
+
+def test_a_fixture_makes_stores_on_the_apps_own_database(session: pytest.Pytester) -> None:
+    session.makepyfile(test_app_db=APP_DATABASE_TESTS)
+    result = session.runpytest("-p", PLUGIN)
+    result.assert_outcomes(passed=2)
+
+
 @pytest.mark.slow  # a whole pytest in a new process: seconds on a busy machine
 def test_the_plugin_loads_without_factory_boy(session: pytest.Pytester) -> None:
     # A fresh process where "import factory" fails, blocked before the

@@ -3,6 +3,10 @@
 Installed as a pytest plugin, so the fixtures are available in any test:
 
 - ``telemetry_store``: a fresh store on a temporary file, closed afterwards.
+- ``telemetry_store_for``: makes stores on databases of the application's
+  own (its test database, a ``DatabaseProxy``):
+  ``store = telemetry_store_for(db)``; each is closed after the test (the
+  database is left open: it is the application's).
 - ``telemetry_record_factory``: :class:`~telemetry_orm.factories.TelemetryRecordFactory`,
   which builds valid, realistic :class:`~telemetry_orm.TelemetryRecord` values.
 - ``execution_factory``: writes rows into ``telemetry_store``:
@@ -16,7 +20,7 @@ factory-boy is imported by the fixtures that need it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, List
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List
 
 import pytest
 
@@ -50,6 +54,23 @@ def telemetry_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peewee
     store = create_telemetry_store(folder / "telemetry.db")
     yield store
     store.close()
+
+
+@pytest.fixture
+def telemetry_store_for() -> Iterator[Callable[..., PeeweeTelemetryStore]]:
+    """``telemetry_store_for(database, **options)``: a store on the
+    application's peewee database (see :func:`~telemetry_orm.create_telemetry_store`),
+    opened now and closed after the test; the database stays open."""
+    stores: List[PeeweeTelemetryStore] = []
+
+    def make(database: Any, **options: Any) -> PeeweeTelemetryStore:
+        store = create_telemetry_store(database, **options)
+        stores.append(store)
+        return store.prepare()
+
+    yield make
+    for store in reversed(stores):
+        store.close()
 
 
 @pytest.fixture
