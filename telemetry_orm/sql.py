@@ -164,6 +164,8 @@ class KeyedSql:
     update: str
     #: Whether ``insert`` answers the new id as a row (else ``lastrowid``).
     returning: bool = False
+    #: A write that changes nothing: on SQLite it takes the write lock.
+    lock: str = ""
 
 
 def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[str],
@@ -203,4 +205,5 @@ def keyed_sql(model: Any, keys: Any, *, returning: bool = False) -> KeyedSql:
                   f"{q('execution_id')} = excluded.{q('execution_id')}"),
         update=f"UPDATE {table} SET {sets} WHERE {q('id')} = {mark}",
         returning=returning,
+        lock=f"UPDATE {key_table} SET {q('execution_id')} = {q('execution_id')} WHERE 0",
     )

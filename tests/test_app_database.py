@@ -201,6 +201,41 @@ def test_an_owned_store_refuses_them_inside_its_own_atomic_too(tmp_path: Path) -
         store.purge_older_than(1)
 
 
+def test_keyed_records_racing_in_deferred_app_transactions_wait_for_each_other(
+        tmp_path: Path) -> None:
+    # peewee's atomic() is BEGIN DEFERRED. A keyed record that looked its key
+    # up first would hold a snapshot, and the other thread's commit would
+    # fail its INSERT at once with "database is locked" (it did, every round).
+    database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"})
+    store = create_telemetry_store(database)
+    def record(barrier: threading.Barrier, key: str, many: bool, results: List[Any]) -> None:
+        try:
+            barrier.wait()
+            with database.atomic():
+                results.append(store.record_many([minimal()], keys=[key])[0] if many
+                               else store.record(minimal(), key=key))
+        except Exception as exc:  # noqa: BLE001 - the assertion shows it
+            results.append(exc)
+        finally:
+            database.close()
+
+    try:
+        for round_ in range(30):
+            barrier = threading.Barrier(2)
+            results: List[Any] = []
+            threads = [threading.Thread(target=record, args=(barrier, f"k{round_}", many, results))
+                       for many in (False, True)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(results) == 2 and len(set(results)) == 1, results
+            assert isinstance(results[0], int)
+        assert _count(str(tmp_path / "app.db")) == 30
+    finally:
+        store.close()
+
+
 # --- DatabaseProxy and deferred databases --------------------------------------
 
 

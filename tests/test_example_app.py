@@ -126,14 +126,15 @@ def test_the_example_app_records_each_delivery_once_and_reports_it(
     assert counts(database) == {"executions": 2, "deliveries": 2, "telemetry_orm_keys": 2}
 
     # Two copies of a new delivery at once: one row, one id, whichever wins.
-    answers: List[Dict[str, Any]] = []
-    threads = [threading.Thread(target=lambda: answers.append(post(base, PR, delivery="d-7")[1]))
+    answers: List[Tuple[int, Dict[str, Any]]] = []
+    threads = [threading.Thread(target=lambda: answers.append(post(base, PR, delivery="d-7")))
                for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert len({a["execution_id"] for a in answers}) == 1
+    assert [status for status, _ in answers] == [200, 200], answers
+    assert len({a["execution_id"] for _, a in answers}) == 1
     assert counts(database) == {"executions": 3, "deliveries": 3, "telemetry_orm_keys": 3}
 
     # The report, against the rows read with plain sqlite3.

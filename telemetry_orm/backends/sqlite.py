@@ -612,6 +612,14 @@ class SqliteBackend:
                 raise
             return [row_id]
         with _write_transaction(conn, "record_keyed"):
+            if conn.in_transaction:
+                # Inside a transaction of the caller's (BEGIN IMMEDIATE
+                # was not ours to choose): a write first, which waits for
+                # the write lock with the busy timeout. A look-up first
+                # would take a snapshot, and another connection's commit
+                # after it would fail the INSERT at once ("database is
+                # locked"), whatever the busy timeout.
+                conn.execute(sql.lock)
             return [_sql.record_keyed(conn, sql, params, key, replace)
                     for params, key in zip(rows, keys, strict=True)]
 
