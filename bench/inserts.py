@@ -5,10 +5,14 @@ Peewee's own ``Model.create`` and ``insert_many`` are shown for reference."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import List
+
+import peewee
 
 from bench.data import RAW_INSERT, records
 from bench.timing import Result, Settings, paired, per_item, store_and_raw, us
+from telemetry_orm import create_telemetry_store
 
 BATCH = 1000
 
@@ -85,6 +89,38 @@ def per_row(settings: Settings) -> List[Result]:
         results.append(Result(
             "record(TelemetryRecord, key=...), per row", us(mine), "us/row", us(theirs), ratio,
             1.5, "<= 1.5x", "baseline: record() without a key, same store", settings.rounds,
+        ))
+
+    with store_and_raw(settings, "record-app") as (store, _raw):
+        # The same file settings, on a peewee database the application owns.
+        app_path = settings.workdir / "record-app-db.db"
+        app_db = peewee.SqliteDatabase(str(app_path), pragmas={
+            "journal_mode": "wal", "synchronous": "normal", "busy_timeout": 5000})
+        app_store = create_telemetry_store(app_db)
+        try:
+            def on_app_db() -> float:
+                def run() -> None:
+                    for entry in pool:
+                        app_store.record(entry)
+
+                return per_item(run, n)
+
+            def on_own_file() -> float:
+                def run() -> None:
+                    for entry in pool:
+                        store.record(entry)
+
+                return per_item(run, n)
+
+            mine, theirs, ratio = paired(on_app_db, on_own_file, settings.rounds)
+        finally:
+            app_store.close()
+            app_db.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{app_path}{suffix}").unlink(missing_ok=True)
+        results.append(Result(
+            "record() on the app's own SqliteDatabase", us(mine), "us/row", us(theirs), ratio,
+            1.1, "<= 1.1x", "baseline: record() on a store's own file", settings.rounds,
         ))
 
     with store_and_raw(settings, "create") as (store, raw):
