@@ -517,3 +517,25 @@ def test_postgresql_sessions_keep_their_zone_and_reports_still_cut_days_in_utc(
         witness.close()
         store.close()
         database.close_all()
+
+
+def test_a_pooled_postgresql_database_keeps_its_pool_and_gets_every_connection_back(
+        pg_url: str) -> None:
+    database = app_database(pg_url, pooled=True, max_connections=3)
+    store = create_telemetry_store(database)
+    with store.background(max_delay=0.01) as recorder:
+        for _ in range(25):
+            recorder.record(minimal())
+        recorder.flush()
+    store.record(minimal())
+    store.rollup()
+    store.report()
+    assert not database._in_use  # noqa: SLF001 - every connection handed back
+    idle = len(database._connections)  # noqa: SLF001
+    assert idle >= 1
+    store.close()
+    # Closing the store closed none of the pool's connections.
+    assert len(database._connections) == idle  # noqa: SLF001
+    with database.connection_context():
+        assert database.execute_sql("SELECT COUNT(*) FROM executions").fetchone()[0] == 26
+    database.close_all()
