@@ -539,3 +539,25 @@ def test_a_pooled_postgresql_database_keeps_its_pool_and_gets_every_connection_b
     with database.connection_context():
         assert database.execute_sql("SELECT COUNT(*) FROM executions").fetchone()[0] == 26
     database.close_all()
+
+
+def test_a_store_opened_inside_an_app_transaction_on_missing_tables_creates_nothing(
+        app: Any) -> None:
+    location, database, _ = app
+    with database.atomic(), pytest.raises(TransactionOpenError,
+                                          match=r"create_telemetry_store\(database\)"):
+        create_telemetry_store(database)
+    witness = Witness(location)
+    try:
+        if witness.kind == "sqlite":
+            tables = [r["name"] for r in witness.rows(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        else:
+            tables = [r["table_name"] for r in witness.rows(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()")]
+        assert tables == ["app_orders"]
+    finally:
+        witness.close()
+    with create_telemetry_store(database) as store:  # outside: it opens
+        store.record(minimal())

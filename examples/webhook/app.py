@@ -186,7 +186,11 @@ def main(argv: Optional[list] = None) -> None:
     with db.connection_context():
         db.create_tables([Delivery])
     telemetry.prepare()  # the telemetry tables, before the first request
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    except OSError as exc:
+        parser.exit(2, f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); "
+                       "pass --port with another port, or --port 0 for any free one\n")
     base = f"http://127.0.0.1:{server.server_address[1]}"
     print(f"listening on {base} (usage report: {base}/usage)", flush=True)
     if args.demo:

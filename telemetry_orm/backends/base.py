@@ -469,8 +469,9 @@ def operation_error(path: str, exc: BaseException, *, busy: bool) -> TelemetryEr
 def in_transaction_error(path: str, what: str) -> TelemetryError:
     """The error of work that runs transactions of its own, asked for inside
     one the application has open on this thread's connection."""
-    hint = ("; call store.prepare() once at start-up, outside any transaction"
-            if "tables" in what else "; call it outside the transaction")
+    hint = ("; open the store once at start-up, outside any transaction "
+            "(create_telemetry_store(database), or store.prepare() for a store made on a "
+            "DatabaseProxy)" if "tables" in what else "; call it outside the transaction")
     return TransactionOpenError(
         f"{path}: cannot {what} inside a transaction open on this thread's connection "
         f"(database.atomic()): that work commits in steps of its own{hint}")
