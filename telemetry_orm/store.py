@@ -77,6 +77,10 @@ FOLD_ROWS = 2_500
 #: Keys a purge's sweep looks at per step (a read of a few milliseconds).
 KEY_SWEEP_STEP = 5000
 
+#: Seconds ``fork()`` waits for the writes in progress on an application's
+#: database (see :meth:`PeeweeTelemetryStore.before_fork`).
+FORK_WAIT = 5.0
+
 Entry = Union[TelemetryRecord, Mapping[str, Any]]
 PathLike = Union[str, "os.PathLike[str]"]
 Row = Tuple[Any, ...]
@@ -181,10 +185,15 @@ class _Users:
         self._count = 0
         self._mine = threading.local()  # this thread's share of _count
         self.closed = closed
+        self._paused = False
 
     @contextlib.contextmanager
     def use(self, path: str) -> Iterator[None]:
         with self._changed:
+            # While fork() waits, new operations wait (not those nested in
+            # one this thread has running: it is waited for).
+            while self._paused and not getattr(self._mine, "count", 0):
+                self._changed.wait()
             if self.closed:
                 raise StoreClosedError(f"{path}: the telemetry store is closed")
             self._count += 1
@@ -197,13 +206,33 @@ class _Users:
                 self._mine.count -= 1
                 self._changed.notify_all()
 
-    def close(self) -> None:
-        """Refuse new operations; wait for the other threads' running ones
-        to end (a thread closing the store inside its own read goes on)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Refuse new operations; unless ``wait=False``, wait for the other
+        threads' running ones to end (a thread closing the store inside its
+        own read goes on)."""
         with self._changed:
             self.closed = True
-            while self._count > getattr(self._mine, "count", 0):
+            while wait and self._count > getattr(self._mine, "count", 0):
                 self._changed.wait()
+
+    def pause(self, timeout: float) -> bool:
+        """Hold new operations back and wait, at most ``timeout`` seconds,
+        for the other threads' running ones to end; say whether they did.
+        :meth:`resume` lets the new ones go."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            self._paused = True
+            while self._count > getattr(self._mine, "count", 0):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def resume(self) -> None:
+        with self._changed:
+            self._paused = False
+            self._changed.notify_all()
 
 
 class BatchWriter:
@@ -327,6 +356,12 @@ class PeeweeTelemetryStore(TelemetryStore):
         failure nothing of it is left set (a store on a proxy can try again
         at its next use)."""
         database: peewee.Database = backend.open()
+        # A connection opened here for the set-up, on an application's
+        # database, is closed after it: the calling thread had none (a
+        # pre-fork server's master, a thread that connects per request).
+        # Not an in-memory one: closing it would drop the data.
+        opened_here = (backend.borrowed and database.is_closed()
+                       and not getattr(backend, "memory", False))
         model: Type[Execution] = bind_model(database, backend.model_base)
         upkeep = backend.upkeep(database, self)
         # Known to fork() before the first connection opens, and set up
@@ -343,6 +378,8 @@ class PeeweeTelemetryStore(TelemetryStore):
             forking.untrack(self)
             forking.untrack(upkeep)
             upkeep.close()
+            if opened_here and not database.is_closed() and not database.in_transaction():
+                database.close()
             raise
         self.path = backend.path
         self._keyed_sql: Optional[KeyedSql] = None
@@ -362,6 +399,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         # inside an application's transaction (it would only be busy).
         if not backend.in_transaction(database):
             self.checkpoint()
+        if opened_here and not database.is_closed():
+            database.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -556,6 +595,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         ...     store.model.select().count()
         1
         """
+        why = getattr(self.backend, "no_background", None)
+        if why:
+            raise DatabaseError(f"{self.path}: a background recorder cannot be used here: {why}")
         recorder = _background.BackgroundRecorder(
             self,
             max_batch=max_batch,
@@ -663,6 +705,12 @@ class PeeweeTelemetryStore(TelemetryStore):
         finally:
             if not self._closed:
                 with contextlib.suppress(TelemetryError), self.connection() as conn:
+                    pacer.finish(conn)
+            elif self.backend.borrowed:
+                # Closed meanwhile: the connection is the application's, and
+                # keeps what the purge set unless it is put back.
+                with contextlib.suppress(TelemetryError, *self.backend.driver_errors), \
+                        self.backend.connection(self.database) as conn:
                     pacer.finish(conn)
         self._upkeep.after_purge(total)
         self.log.info("purged %d executions older than %s days (before %s) in %d chunks",
@@ -892,8 +940,12 @@ class PeeweeTelemetryStore(TelemetryStore):
                 failure = failure or exc
         # Reads that run without the store lock finish first (new ones are
         # refused): closing a connection another thread is using breaks it.
-        # Not under the lock: such a read may take the lock itself.
-        self._unlocked.close()
+        # Not under the lock: such a read may take the lock itself. On an
+        # application's database the store closes none of the connections
+        # they use, and one of them may be waiting for a lock this thread's
+        # own transaction holds: nothing to wait for.
+        backend = self.__dict__.get("backend")
+        self._unlocked.close(wait=backend is None or not backend.borrowed)
         upkeep = self.__dict__.get("_upkeep")  # None: never opened (a proxy's)
         with self._lock:
             if not self._closed:
@@ -944,8 +996,15 @@ class PeeweeTelemetryStore(TelemetryStore):
         if not self._lock.acquire(blocking=False):
             self.log.debug("%s: fork() waits for a store call in progress", self.path)
             self._lock.acquire()
+        # Writes on an application's database hold no lock: wait for them,
+        # but not for ever (one may wait for a lock that this thread's own
+        # open transaction holds).
+        if not self.__dict__.get("_serial", True) and not self._unlocked.pause(FORK_WAIT):
+            self.log.warning("%s: fork() went ahead with a store write still running "
+                             "after %.0f s", self.path, FORK_WAIT)
 
     def after_fork_in_parent(self) -> None:
+        self._unlocked.resume()
         self._lock.release()
 
     def after_fork_in_child(self) -> None:

@@ -561,3 +561,173 @@ def test_a_store_opened_inside_an_app_transaction_on_missing_tables_creates_noth
         witness.close()
     with create_telemetry_store(database) as store:  # outside: it opens
         store.record(minimal())
+
+
+# --- Review regressions --------------------------------------------------------
+
+
+def test_a_background_recorder_is_refused_where_it_would_write_elsewhere(
+        tmp_path: Path) -> None:
+    shared = peewee.SqliteDatabase(str(tmp_path / "shared.db"), thread_safe=False,
+                                   check_same_thread=False)
+    memory = peewee.SqliteDatabase(":memory:")
+    for database, why in ((shared, "thread_safe=False"), (memory, "in-memory")):
+        with create_telemetry_store(database) as store:
+            with pytest.raises(DatabaseError, match=why):
+                store.background()
+            store.record(minimal())  # recording directly works
+            assert store.report().totals.executions == 1
+
+
+def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
+        tmp_path: Path) -> None:
+    database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"})
+    store = create_telemetry_store(database)
+    store.record_many([minimal()] * 50)
+    store.purge_older_than(0)  # nothing old yet: the settings are read back alike
+    before = _settings(database)
+    store.record_many([minimal()] * 50)
+    witness = Witness(str(tmp_path / "app.db"))
+    witness.execute("UPDATE executions SET created_at = datetime('now', '-10 days')")
+    witness.close()
+    with pytest.raises(Exception, match="closed"):
+        store.purge(1, progress=lambda _: store.close())
+    assert not database.is_closed()
+    assert _settings(database) == before
+
+
+def test_close_inside_an_app_transaction_does_not_wait_for_a_write_waiting_on_it(
+        pg_url: str) -> None:
+    # B waits for the key A's open transaction holds; A closes the store.
+    # Waiting for B there would last until B's lock_timeout (3 s here).
+    database = app_database(pg_url, pooled=True, options="-c lock_timeout=3000")
+    store = create_telemetry_store(database)
+    witness = Witness(pg_url)
+    results: List[Any] = []
+
+    def record_same_key() -> None:
+        try:
+            results.append(store.record(minimal(), key="shared"))
+        except Exception as exc:  # noqa: BLE001 - the assertion shows it
+            results.append(exc)
+
+    try:
+        with database.atomic():
+            first = store.record(minimal(), key="shared")
+            pid = database.connection().info.backend_pid
+            waiter = threading.Thread(target=record_same_key)
+            waiter.start()
+            deadline = time.monotonic() + 10
+            while not witness.scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = "
+                                     "'advisory' AND NOT granted AND pid <> ?", pid):
+                assert time.monotonic() < deadline, "B never waited for A's key"
+                time.sleep(0.01)
+            store.close()
+            assert waiter.is_alive(), "close() waited for B until B gave up"
+        waiter.join(10)
+        assert results == [first]  # B's call, under way before close, finished
+    finally:
+        witness.close()
+        database.close_all()
+
+
+def test_a_batch_writer_on_an_app_thread_leaves_its_connection_open(tmp_path: Path) -> None:
+    database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"})
+    with create_telemetry_store(database) as store, database.connection_context():
+        conn = database.connection()
+        writer = store.batch_writer()
+        writer.write([store.checked_row(minimal())])
+        writer.close()
+        assert not database.is_closed() and database.connection() is conn
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+
+
+def test_opening_a_store_leaves_no_connection_open_that_the_thread_did_not_have(
+        app: Any) -> None:
+    _, database, _ = app
+    if not database.is_closed():
+        database.close()
+    store = create_telemetry_store(database)
+    assert database.is_closed()
+    store.record(minimal())  # connects as peewee does, and keeps it, as peewee does
+    store.close()
+    proxy = peewee.DatabaseProxy()
+    late = create_telemetry_store(proxy)
+    proxy.initialize(database)
+    database.close()
+    late.prepare()
+    assert database.is_closed()
+    late.close()
+
+
+def test_fork_waits_for_a_write_in_progress_on_the_apps_database(tmp_path: Path) -> None:
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    path = tmp_path / "app.db"
+    database = app_database(str(path), pragmas={"journal_mode": "wal"}, timeout=1)
+    store = create_telemetry_store(database)
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            store.record_many([minimal()] * 2000)
+        database.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    failed = 0
+    try:
+        for _ in range(5):
+            time.sleep(0.03)  # the writer is in the middle of a batch, most of the time
+            pid = os.fork()
+            if pid == 0:  # the child: a fresh connection must be able to write
+                code = 0
+                try:
+                    conn = sqlite3.connect(path, timeout=1)
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    code = 1
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            failed += os.waitstatus_to_exitcode(status) != 0
+    finally:
+        stop.set()
+        writer.join()
+        store.close()
+    assert failed == 0
+
+
+def test_a_pooled_sqlite_database_in_one_thread_gets_its_checkpoints(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Defaults (check_same_thread on): the helper thread must not take a
+    # pooled connection opened by the application's thread.
+    database = app_database(str(tmp_path / "app.db"), pooled=True,
+                            pragmas={"journal_mode": "wal"})
+    with caplog.at_level(logging.DEBUG, logger="telemetry_orm"):
+        store = create_telemetry_store(database)
+        store.checkpoint_every = 10
+        for _ in range(35):
+            store.record(minimal())
+        store.close()  # waits for the helper's last pass
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    passes = [r for r in caplog.records if r.getMessage().startswith("checkpoint PASSIVE")
+              and r.threadName == "telemetry_orm-checkpoint"]
+    assert passes
+    database.close_all()
+
+
+def test_a_postgresql_label_never_shows_a_password() -> None:
+    pytest.importorskip("psycopg")
+    from telemetry_orm.backends.postgres import database_label
+
+    uri = app_database("postgresql://u:secret@db.example:5433/app")
+    uri.database = "postgresql://u:secret@db.example:5433/app?sslmode=require"
+    assert database_label(uri) == "postgresql://u:***@db.example:5433/app?sslmode=require"
+    conninfo = app_database("postgresql://u@h/app")
+    conninfo.database = "host=db.example dbname=app user=u password=secret"
+    assert "secret" not in database_label(conninfo)
+    plain = app_database("postgresql://u:secret@db.example:5433/app")
+    assert database_label(plain) == "postgresql://u@db.example:5433/app"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import re
 import threading
 import time
 import zlib
@@ -433,6 +434,7 @@ class PostgresBackend:
         self.driver_errors = (psycopg.Error, *type(self).driver_errors)
         self.borrowed = False
         self._database: Optional[peewee.Database] = None
+        self.no_background: Optional[str] = None
 
     @classmethod
     def from_database(
@@ -450,12 +452,9 @@ class PostgresBackend:
                 "psycopg 3 (peewee 4: PostgresqlDatabase(..., prefer_psycopg3=True); peewee "
                 "3.19: playhouse.psycopg3_ext.Psycopg3Database or playhouse.pool."
                 "PooledPsycopg3Database)")
-        params = getattr(database, "connect_params", {}) or {}
-        where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
-        user = params.get("user")
-        url = f"postgresql://{user + '@' if user else ''}{where}/{database.database}"
-        backend = cls(url, busy_timeout=busy_timeout)
+        backend = cls("postgresql://", busy_timeout=busy_timeout)
         backend.borrowed, backend._database = True, database
+        backend.path = database_label(database)
         return backend
 
     def _settings(self, extra_options: str = "") -> Tuple[str, Dict[str, Any]]:
@@ -733,6 +732,21 @@ class PostgresBackend:
             (TABLE_NAME,),
         ).fetchone()
         return Storage(int(size), 0, schema_version(database), "server")
+
+
+def database_label(database: peewee.Database) -> str:
+    """Where an application's database is, for messages: a URL with no
+    password, also when the database name is itself a URI or a libpq
+    ``key=value`` string (both of which peewee passes to the driver)."""
+    name = str(database.database)
+    if "://" in name:
+        return safe_url(name)
+    if "=" in name:
+        return "postgresql: " + re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", name)
+    params = getattr(database, "connect_params", None) or {}
+    user = params.get("user")
+    where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+    return f"postgresql://{user + '@' if user else ''}{where}/{name}"
 
 
 def _uses_psycopg3(database: peewee.Database) -> bool:

@@ -367,6 +367,8 @@ class SqliteBackend:
         self.borrowed = False
         self.configure = True
         self._database: Optional[peewee.Database] = None
+        #: Why ``store.background()`` is refused on this database (``None``: it is not).
+        self.no_background: Optional[str] = None
         self.pragmas: Tuple[Tuple[str, Any], ...] = tuple(
             (name, {"busy_timeout": busy_timeout, "journal_size_limit": journal_size_limit}
              .get(name, value))
@@ -401,6 +403,15 @@ class SqliteBackend:
         backend.memory = path in (":memory:", "") or "mode=memory" in path
         # One connection shared by every thread, as a ':memory:' store's.
         backend.one_connection = not database.thread_safe
+        if backend.one_connection:
+            backend.no_background = (
+                "the database was made with thread_safe=False, so its threads share one "
+                "connection, and the recorder's batches would join whatever transaction "
+                "another thread has open on it; record() directly")
+        elif backend.memory:
+            backend.no_background = (
+                "an in-memory database is one database per connection, and the recorder's "
+                "thread would write into a new, empty one; record() directly")
         return backend
 
     # -- opening ------------------------------------------------------------

@@ -258,6 +258,8 @@ class _WriterState(threading.local):
     holding = False
     saved = AUTOCHECKPOINT_PAGES
     streaming = False
+    #: The stream opened this thread's connection of an application's database.
+    opened = False
 
 
 class SqliteUpkeep:
@@ -271,9 +273,11 @@ class SqliteUpkeep:
     its own: their settings are left alone (no commit-time checkpoints
     turned off while the helper catches up with the log; SQLite's own, every
     1000 pages, keep the log short), and they are not closed. The helper
-    thread and a background writer's thread use a connection of that
-    database only while they work, and close it (back to the pool of a
-    pooled database) when done.
+    thread checkpoints on a ``sqlite3`` connection of its own, opened for
+    each pass (a pooled connection may not be used by another thread than
+    the one that opened it). A background writer's thread closes the
+    connection it opened from that database when its stream ends (back to
+    the pool of a pooled database).
     """
 
     def __init__(
@@ -359,6 +363,9 @@ class SqliteUpkeep:
         if self.inline:
             return None
         state = self._writer
+        # On an application's database: whether this thread had a
+        # connection open before (the application's: it stays open).
+        state.opened = self.borrowed and self.database.is_closed()
         try:
             # Under the store lock, so that fork() never copies the
             # connection half-opened.
@@ -380,6 +387,7 @@ class SqliteUpkeep:
 
     def stream_ended(self, token: Optional[int]) -> None:
         if token is None:
+            self._release_connection()
             return
         self._writer.streaming = False
         with self._streams_lock:
@@ -387,12 +395,18 @@ class SqliteUpkeep:
         if not self.store.closed:
             with contextlib.suppress(TelemetryError), self.store.connection() as conn:
                 set_autocheckpoint(conn, token)
+        elif self.borrowed and not self.database.is_closed():
+            # Closed meanwhile; the connection is the application's.
+            with contextlib.suppress(sqlite3.Error):
+                set_autocheckpoint(self.database.connection(), token)
         self._release_connection()
 
     def _release_connection(self) -> None:
-        """On an application's database, close this (helper) thread's
-        connection: it goes back to the pool, or is not left open for good."""
-        if self.borrowed:
+        """On an application's database, close the connection this thread's
+        stream opened: it goes back to the pool, or is not left open for
+        good. One the thread had open before is the application's."""
+        if self._writer.opened:
+            self._writer.opened = False
             with contextlib.suppress(Exception):
                 self.database.close()
 
@@ -457,11 +471,16 @@ class SqliteUpkeep:
         except TelemetryError as exc:  # housekeeping: the writes went through
             self.store.log.warning("checkpoint RESTART failed: %s", exc)
 
-    def run(self, mode: str, *, blocking: bool = True, locked: bool = True) -> CheckpointResult:
-        """One checkpoint of ``mode`` on this thread's connection."""
+    def run(self, mode: str, *, blocking: bool = True, locked: bool = True,
+            conn: Optional[sqlite3.Connection] = None) -> CheckpointResult:
+        """One checkpoint of ``mode`` on this thread's connection (or ``conn``)."""
         started = time.perf_counter()
-        with self.store.connection(locked=locked) as conn:
+        if conn is not None:
             result = checkpoint(conn, mode, busy_timeout=self.busy_timeout, blocking=blocking)
+        else:
+            with self.store.connection(locked=locked) as own:
+                result = checkpoint(own, mode, busy_timeout=self.busy_timeout,
+                                    blocking=blocking)
         if result.logged >= 0:
             self.log_pages = result.logged
         if not self.memory:
@@ -496,10 +515,11 @@ class SqliteUpkeep:
         if self.borrowed:
             # Passes only: taking the log in hand would mean changing the
             # settings of the application's connections.
+            conn = self._own_connection()
             try:
-                self._passive_in_helper()
+                self._passive_in_helper(conn)
             finally:
-                self._release_connection()
+                conn.close()
             return
         if self._restart_due:
             return  # caught up: a write restarts the log
@@ -545,11 +565,19 @@ class SqliteUpkeep:
         else:
             self._helper_copies = self._log_behind = False
 
-    def _passive_in_helper(self) -> Optional[Tuple[int, int]]:
-        """A passive checkpoint: (log pages, pages copied), or ``None`` if
-        another connection kept checkpointing."""
+    def _own_connection(self) -> sqlite3.Connection:
+        """A connection of the helper's own to the application's file."""
+        params = getattr(self.database, "connect_params", None) or {}
+        return sqlite3.connect(str(self.database.database), uri=bool(params.get("uri")),
+                               timeout=self.busy_timeout / 1000, isolation_level=None)
+
+    def _passive_in_helper(self, conn: Optional[sqlite3.Connection] = None
+                           ) -> Optional[Tuple[int, int]]:
+        """A passive checkpoint (on ``conn``, else the helper thread's
+        connection of the store's database): (log pages, pages copied), or
+        ``None`` if another connection kept checkpointing."""
         for attempt in range(_HELPER_ATTEMPTS):
-            result = self.run("PASSIVE", locked=False)
+            result = self.run("PASSIVE", locked=False, conn=conn)
             if result.logged >= 0:
                 return result.logged, result.copied
             # Another connection is checkpointing (a commit's automatic
