@@ -55,6 +55,7 @@ from .errors import (
     StoreClosedError,
     TelemetryError,
     TelemetryValidationError,
+    TransactionOpenError,
 )
 from .record import TelemetryRecord, row_of, rows_of
 from .reports import Report, report
@@ -188,11 +189,15 @@ class _Users:
         self._paused = False
 
     @contextlib.contextmanager
-    def use(self, path: str) -> Iterator[None]:
+    def use(self, path: str, let_through: Optional[Callable[[], bool]] = None
+            ) -> Iterator[None]:
         with self._changed:
-            # While fork() waits, new operations wait (not those nested in
-            # one this thread has running: it is waited for).
-            while self._paused and not getattr(self._mine, "count", 0):
+            # While fork() waits, new operations wait, but not those nested
+            # in one this thread has running (it is waited for), nor those
+            # ``let_through`` says must go on (a call inside a transaction
+            # of the caller's: another operation may wait for its end).
+            while self._paused and not getattr(self._mine, "count", 0) and not (
+                    let_through is not None and let_through()):
                 self._changed.wait()
             if self.closed:
                 raise StoreClosedError(f"{path}: the telemetry store is closed")
@@ -216,9 +221,9 @@ class _Users:
                 self._changed.wait()
 
     def pause(self, timeout: float) -> bool:
-        """Hold new operations back and wait, at most ``timeout`` seconds,
-        for the other threads' running ones to end; say whether they did.
-        :meth:`resume` lets the new ones go."""
+        """Hold new operations back (see :meth:`use`) until :meth:`resume`,
+        and wait, at most ``timeout`` seconds, for the other threads'
+        running ones to end; say whether they did."""
         deadline = time.monotonic() + timeout
         with self._changed:
             self._paused = True
@@ -703,14 +708,14 @@ class PeeweeTelemetryStore(TelemetryStore):
                 longest = max(longest, held)
                 self.log.debug("purge: deleted %d keys whose rows are gone", swept)
         finally:
-            if not self._closed:
-                with contextlib.suppress(TelemetryError), self.connection() as conn:
-                    pacer.finish(conn)
-            elif self.backend.borrowed:
-                # Closed meanwhile: the connection is the application's, and
-                # keeps what the purge set unless it is put back.
+            if self.backend.borrowed:
+                # The connection is the application's, and keeps what the
+                # purge set unless it is put back, closed store or not.
                 with contextlib.suppress(TelemetryError, *self.backend.driver_errors), \
                         self.backend.connection(self.database) as conn:
+                    pacer.finish(conn)
+            elif not self._closed:
+                with contextlib.suppress(TelemetryError), self.connection() as conn:
                     pacer.finish(conn)
         self._upkeep.after_purge(total)
         self.log.info("purged %d executions older than %s days (before %s) in %d chunks",
@@ -824,8 +829,12 @@ class PeeweeTelemetryStore(TelemetryStore):
         PostgreSQL, would hold its locks until that transaction ends)."""
         if self._closed:
             raise StoreClosedError(f"{self.path}: the telemetry store is closed")
-        if self.backend.in_transaction(self.database):
-            raise in_transaction_error(self.path, what)
+        # One connection for every thread: under the lock, or another
+        # thread's write would look like this thread's transaction.
+        guard = self._lock if self.backend.one_connection else contextlib.nullcontext()
+        with guard:
+            if self.backend.in_transaction(self.database):
+                raise in_transaction_error(self.path, what)
 
     def _rollup_models(self) -> Tuple[Type[peewee.Model], ...]:
         """The bound rollup models, their tables created at the first use."""
@@ -933,7 +942,18 @@ class PeeweeTelemetryStore(TelemetryStore):
         after the store is closed.
         """
         failure: Optional[BaseException] = None
-        for recorder in list(self._recorders):
+        backend = self.__dict__.get("backend")
+        recorders = [r for r in self._recorders if not r.closed]
+        if recorders and backend is not None and backend.borrowed \
+                and backend.in_transaction(self.database):
+            # Closing a recorder waits for it to write what it holds, which
+            # may wait for the locks this transaction holds: for ever.
+            raise TransactionOpenError(
+                f"{self.path}: cannot close the store inside a transaction open on this "
+                "thread's connection while a background recorder is open (it writes what "
+                "it holds first, and those writes may wait for this transaction); nothing "
+                "was closed. Close it after the transaction ends.")
+        for recorder in recorders:
             try:
                 recorder.close()
             except BackgroundWriteError as exc:
@@ -944,7 +964,6 @@ class PeeweeTelemetryStore(TelemetryStore):
         # application's database the store closes none of the connections
         # they use, and one of them may be waiting for a lock this thread's
         # own transaction holds: nothing to wait for.
-        backend = self.__dict__.get("backend")
         self._unlocked.close(wait=backend is None or not backend.borrowed)
         upkeep = self.__dict__.get("_upkeep")  # None: never opened (a proxy's)
         with self._lock:
@@ -967,8 +986,18 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def _writing(self) -> ContextManager[Any]:
         """What a write holds: the store's lock, or on an application's
-        database only a place among the operations close() waits for."""
-        return self._lock if self._serial else self._unlocked.use(self.path)
+        database only a place among the operations close() and fork() wait
+        for (one inside a transaction of the caller's is let through while
+        fork() waits: another write may be waiting for that transaction)."""
+        if self._serial:
+            return self._lock
+        return self._unlocked.use(self.path, self._in_transaction)
+
+    def _in_transaction(self) -> bool:
+        try:
+            return self.backend.in_transaction(self.database)
+        except Exception:  # noqa: BLE001 - a question asked while fork() waits
+            return False
 
     @contextlib.contextmanager
     def connection(self, *, locked: bool = True) -> Iterator[Any]:
@@ -993,19 +1022,28 @@ class PeeweeTelemetryStore(TelemetryStore):
         # in the middle of a transaction leaves the engine's in-process lock
         # records saying "locked" in the child, where nobody will ever unlock
         # them.
-        if not self._lock.acquire(blocking=False):
-            self.log.debug("%s: fork() waits for a store call in progress", self.path)
-            self._lock.acquire()
+        self._fork_locked = True
+        if self.__dict__.get("_serial", True):
+            if not self._lock.acquire(blocking=False):
+                self.log.debug("%s: fork() waits for a store call in progress", self.path)
+                self._lock.acquire()
+            return
         # Writes on an application's database hold no lock: wait for them,
         # but not for ever (one may wait for a lock that this thread's own
-        # open transaction holds).
-        if not self.__dict__.get("_serial", True) and not self._unlocked.pause(FORK_WAIT):
+        # open transaction holds); then for the lock, held only briefly
+        # there (by a store opening at its first use, say). Calls inside a
+        # transaction are let through meanwhile (see _writing).
+        if not self._unlocked.pause(FORK_WAIT):
             self.log.warning("%s: fork() went ahead with a store write still running "
                              "after %.0f s", self.path, FORK_WAIT)
+        self._fork_locked = self._lock.acquire(timeout=FORK_WAIT)
+        if not self._fork_locked:
+            self.log.warning("%s: fork() went ahead while the store was opening", self.path)
 
     def after_fork_in_parent(self) -> None:
         self._unlocked.resume()
-        self._lock.release()
+        if self._fork_locked:
+            self._lock.release()
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.RLock()

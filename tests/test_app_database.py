@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import peewee
 import pytest
@@ -47,8 +47,11 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     kind = request.param
     if kind.startswith("sqlite"):
         location = str(tmp_path / "app.db")
-        database = app_database(location, pooled=kind.endswith("pooled"),
-                                pragmas={"journal_mode": "wal"})
+        pooled = kind.endswith("pooled")
+        # A pool shared by threads needs check_same_thread=False (docs/peewee-apps.md).
+        extra = {"check_same_thread": False} if pooled else {}
+        database = app_database(location, pooled=pooled, pragmas={"journal_mode": "wal"},
+                                **extra)
     else:
         location = request.getfixturevalue("pg_url")
         database = app_database(location, pooled=kind.endswith("pooled"))
@@ -665,37 +668,45 @@ def test_fork_waits_for_a_write_in_progress_on_the_apps_database(tmp_path: Path)
 
     if not hasattr(os, "fork"):
         pytest.skip("needs fork()")
+    # A fork in the middle of a write copies SQLite's in-process lock records
+    # saying "locked" into the child, where nobody unlocks them: the child
+    # can never write, even once the parent's writer has stopped.
     path = tmp_path / "app.db"
     database = app_database(str(path), pragmas={"journal_mode": "wal"}, timeout=1)
     store = create_telemetry_store(database)
-    stop = threading.Event()
-
-    def write() -> None:
-        while not stop.is_set():
-            store.record_many([minimal()] * 2000)
-        database.close()
-
-    writer = threading.Thread(target=write)
-    writer.start()
     failed = 0
     try:
         for _ in range(5):
+            stop = threading.Event()
+
+            def write(stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    store.record_many([minimal()] * 2000)
+                database.close()
+
+            writer = threading.Thread(target=write)
+            writer.start()
             time.sleep(0.03)  # the writer is in the middle of a batch, most of the time
+            ready, go = os.pipe()
             pid = os.fork()
-            if pid == 0:  # the child: a fresh connection must be able to write
+            if pid == 0:  # the child: once the parent's writer is done, write
                 code = 0
                 try:
-                    conn = sqlite3.connect(path, timeout=1)
+                    os.read(ready, 1)
+                    conn = sqlite3.connect(path, timeout=2)
                     conn.execute("BEGIN IMMEDIATE")
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
+                except (sqlite3.Error, OSError):
                     code = 1
                 os._exit(code)
+            stop.set()
+            writer.join()
+            os.write(go, b"x")
             _, status = os.waitpid(pid, 0)
+            os.close(ready)
+            os.close(go)
             failed += os.waitstatus_to_exitcode(status) != 0
     finally:
-        stop.set()
-        writer.join()
         store.close()
     assert failed == 0
 
@@ -731,3 +742,109 @@ def test_a_postgresql_label_never_shows_a_password() -> None:
     assert "secret" not in database_label(conninfo)
     plain = app_database("postgresql://u:secret@db.example:5433/app")
     assert database_label(plain) == "postgresql://u@db.example:5433/app"
+    for name in ("host=h dbname=app password='it\\'s secret'",
+                 "host=h dbname=app PASSWORD = secret sslpassword=secret",
+                 "postgresql://u@h/app?password=secret&sslpassword=secret"):
+        conninfo.database = name
+        assert "secret" not in database_label(conninfo), name
+
+
+def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_waits_for(
+        tmp_path: Path) -> None:
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    # X holds the write lock in its transaction; W's write waits for it; the
+    # fork waits for W. Holding X's next call back would keep W waiting
+    # until its busy timeout (1 s here): StoreBusyError.
+    database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"},
+                            timeout=1)
+    store = create_telemetry_store(database)
+    outcome: Dict[str, Any] = {}
+    holding = threading.Event()
+
+    def x() -> None:
+        with database.atomic():
+            store.record(minimal(repo="acme/x"))
+            holding.set()
+            time.sleep(0.3)  # the fork starts meanwhile
+            store.record(minimal(repo="acme/x"))
+        outcome["x"] = "committed"
+        database.close()
+
+    def w() -> None:
+        try:
+            outcome["w"] = store.record(minimal(repo="acme/w"))
+        except Exception as exc:  # noqa: BLE001 - the assertion shows it
+            outcome["w"] = exc
+        database.close()
+
+    tx = threading.Thread(target=x)
+    tx.start()
+    holding.wait(10)
+    tw = threading.Thread(target=w)
+    tw.start()
+    time.sleep(0.1)  # W is waiting for the write lock by now, most of the time
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    tx.join(10)
+    tw.join(10)
+    store.close()
+    assert outcome["x"] == "committed"
+    assert isinstance(outcome["w"], int), outcome["w"]
+    assert _count(str(tmp_path / "app.db")) == 3
+
+
+def test_closing_inside_a_transaction_with_an_open_recorder_is_refused(app: Any) -> None:
+    location, database, _ = app
+    store = create_telemetry_store(database)
+    recorder = store.background(max_delay=0.01)
+    with database.atomic():
+        store.record(minimal())
+        recorder.record(minimal())
+        with pytest.raises(TransactionOpenError, match="background recorder"):
+            store.close()
+        assert not store.closed and not recorder.closed
+    store.close()  # after the transaction: the recorder writes what it holds
+    assert recorder.closed
+    assert _count(location) == 2
+
+
+@pytest.mark.parametrize("name", ["file::memory:?cache=shared",
+                                  "file:telemetry-test-memdb?mode=memory&cache=shared"])
+def test_shared_in_memory_databases_keep_their_tables(name: str) -> None:
+    database = peewee.SqliteDatabase(name, uri=True)
+    keep = sqlite3.connect(name, uri=True)  # an application's other connection to it
+    try:
+        with create_telemetry_store(database) as store:
+            store.record(minimal())
+            assert store.report().totals.executions == 1
+        assert keep.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 1
+    finally:
+        keep.close()
+        database.close()
+
+
+def test_an_owned_memory_store_purges_while_another_thread_writes() -> None:
+    # Its threads share one connection: another thread's write must not
+    # look like a transaction of the purging thread's.
+    store = create_telemetry_store(":memory:")
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            store.record_many([minimal()] * 500)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(40):
+            store.purge(30)
+            store.rollup()
+    finally:
+        stop.set()
+        writer.join()
+        store.close()

@@ -214,7 +214,7 @@ def safe_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
+        query = urlencode([(k, "***" if "password" in k.lower() else v) for k, v in pairs])
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -742,7 +742,9 @@ def database_label(database: peewee.Database) -> str:
     if "://" in name:
         return safe_url(name)
     if "=" in name:
-        return "postgresql: " + re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", name)
+        # libpq's key = value, a value quoted with '…' (\' and \\ escaped) or bare.
+        return "postgresql: " + re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)",
+                                       r"\1***", name, flags=re.IGNORECASE)
     params = getattr(database, "connect_params", None) or {}
     user = params.get("user")
     where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"

@@ -400,7 +400,8 @@ class SqliteBackend:
         backend = cls(path, busy_timeout=busy_timeout, journal_size_limit=log_size_limit)
         backend.borrowed, backend.configure, backend._database = True, configure, database
         # A private database per connection: '' is a temporary file.
-        backend.memory = path in (":memory:", "") or "mode=memory" in path
+        backend.memory = (path == "" or ":memory:" in path or "mode=memory" in path
+                          or "vfs=memdb" in path)
         # One connection shared by every thread, as a ':memory:' store's.
         backend.one_connection = not database.thread_safe
         if backend.one_connection:
@@ -622,8 +623,9 @@ class SqliteBackend:
                     conn.execute("ROLLBACK")
                 raise
             return [row_id]
+        nested = conn.in_transaction
         with _write_transaction(conn, "record_keyed"):
-            if conn.in_transaction:
+            if nested:
                 # Inside a transaction of the caller's (BEGIN IMMEDIATE
                 # was not ours to choose): a write first, which waits for
                 # the write lock with the busy timeout. A look-up first

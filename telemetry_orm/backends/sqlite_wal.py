@@ -392,13 +392,15 @@ class SqliteUpkeep:
         self._writer.streaming = False
         with self._streams_lock:
             self._streams -= 1
-        if not self.store.closed:
+        if self.borrowed:
+            # The application's database: put the setting back, closed
+            # store or not (unless the connection is gone already).
+            if not self.database.is_closed():
+                with contextlib.suppress(sqlite3.Error):
+                    set_autocheckpoint(self.database.connection(), token)
+        elif not self.store.closed:
             with contextlib.suppress(TelemetryError), self.store.connection() as conn:
                 set_autocheckpoint(conn, token)
-        elif self.borrowed and not self.database.is_closed():
-            # Closed meanwhile; the connection is the application's.
-            with contextlib.suppress(sqlite3.Error):
-                set_autocheckpoint(self.database.connection(), token)
         self._release_connection()
 
     def _release_connection(self) -> None:
