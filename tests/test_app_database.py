@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import peewee
 import pytest
@@ -445,6 +445,30 @@ def test_a_pooled_sqlite_database_gets_back_every_connection_the_store_used(
     database.close_all()
 
 
+def _waiting_on_my_key(store: Any, database: Any, witness: Witness, key: str
+                       ) -> Tuple[threading.Thread, List[Any]]:
+    """Start a thread that records ``key``, which this thread's open
+    transaction holds, and return once it waits for it (PostgreSQL's
+    advisory lock, seen in pg_locks): (the thread, where its result goes)."""
+    results: List[Any] = []
+
+    def record_same_key() -> None:
+        try:
+            results.append(store.record(minimal(repo="acme/b"), key=key))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            results.append(exc)
+
+    pid = database.connection().info.backend_pid
+    waiter = threading.Thread(target=record_same_key)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not witness.scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' "
+                             "AND NOT granted AND pid <> ?", pid):
+        assert time.monotonic() < deadline, "the other thread never waited for the key"
+        time.sleep(0.01)
+    return waiter, results
+
+
 def test_a_write_inside_an_app_transaction_never_waits_for_another_threads_write(
         pg_url: str) -> None:
     # Thread B waits on the database for a key that thread A's open
@@ -454,26 +478,10 @@ def test_a_write_inside_an_app_transaction_never_waits_for_another_threads_write
     database = app_database(pg_url, pooled=True, options="-c lock_timeout=3000")
     store = create_telemetry_store(database)
     witness = Witness(pg_url)
-    results: List[Any] = []
-
-    def record_same_key() -> None:
-        try:
-            results.append(store.record(minimal(repo="acme/b"), key="shared"))
-        except Exception as exc:  # noqa: BLE001 - the test reports it
-            results.append(exc)
-
     try:
         with database.atomic():
             first = store.record(minimal(repo="acme/a"), key="shared")
-            pid = database.connection().info.backend_pid
-            waiter = threading.Thread(target=record_same_key)
-            waiter.start()
-            deadline = time.monotonic() + 10
-            while not witness.scalar(
-                    "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND NOT granted AND pid <> ?", pid):
-                assert time.monotonic() < deadline, "B never waited for A's key"
-                time.sleep(0.01)
+            waiter, results = _waiting_on_my_key(store, database, witness, "shared")
             started = time.monotonic()
             store.record(minimal(repo="acme/a"), key="other")
             store.record(minimal(repo="acme/a"))
@@ -606,25 +614,10 @@ def test_close_inside_an_app_transaction_does_not_wait_for_a_write_waiting_on_it
     database = app_database(pg_url, pooled=True, options="-c lock_timeout=3000")
     store = create_telemetry_store(database)
     witness = Witness(pg_url)
-    results: List[Any] = []
-
-    def record_same_key() -> None:
-        try:
-            results.append(store.record(minimal(), key="shared"))
-        except Exception as exc:  # noqa: BLE001 - the assertion shows it
-            results.append(exc)
-
     try:
         with database.atomic():
             first = store.record(minimal(), key="shared")
-            pid = database.connection().info.backend_pid
-            waiter = threading.Thread(target=record_same_key)
-            waiter.start()
-            deadline = time.monotonic() + 10
-            while not witness.scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = "
-                                     "'advisory' AND NOT granted AND pid <> ?", pid):
-                assert time.monotonic() < deadline, "B never waited for A's key"
-                time.sleep(0.01)
+            waiter, results = _waiting_on_my_key(store, database, witness, "shared")
             store.close()
             assert waiter.is_alive(), "close() waited for B until B gave up"
         waiter.join(10)
