@@ -934,9 +934,12 @@ class PeeweeTelemetryStore(TelemetryStore):
         threads (reports, a purge's first look) have ended; new ones are
         refused with :class:`StoreClosedError`. Calling it again does nothing.
 
-        On an application's own database only what the store opened is
-        closed (its helper thread's connection); the database and the
-        connections of the application's threads stay open.
+        On an application's own database only what the store's threads
+        opened is closed; the database and the connections of the
+        application's threads stay open, and calls running on other threads
+        are not waited for (they finish on those connections). Inside a
+        transaction, while a background recorder is open, it raises
+        :class:`~telemetry_orm.TransactionOpenError` and closes nothing.
 
         A recorder's :class:`~telemetry_orm.BackgroundWriteError` is raised
         after the store is closed.
