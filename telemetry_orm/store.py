@@ -1008,7 +1008,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         store's lock held unless ``locked=False`` (on an application's
         database, see :meth:`_writing`); driver errors raised inside (and
         while connecting) become :class:`TelemetryError`."""
-        guard = self._writing() if locked else self._unlocked.use(self.path)
+        guard = self._writing() if locked else self._unlocked.use(
+            self.path, None if self.__dict__.get("_serial", True) else self._in_transaction)
         with guard:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
@@ -1026,7 +1027,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         # records saying "locked" in the child, where nobody will ever unlock
         # them.
         self._fork_locked = True
-        if self.__dict__.get("_serial", True):
+        # A store on a proxy not opened yet takes the way of an
+        # application's database (it may be opening right now).
+        if self.__dict__.get("_serial", self.__dict__.get("_opener") is None):
             if not self._lock.acquire(blocking=False):
                 self.log.debug("%s: fork() waits for a store call in progress", self.path)
                 self._lock.acquire()

@@ -791,6 +791,86 @@ def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_wait
     assert _count(str(tmp_path / "app.db")) == 3
 
 
+def test_fork_lets_through_a_report_inside_the_transaction_a_running_write_waits_for(
+        tmp_path: Path) -> None:
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"},
+                            timeout=1)
+    store = create_telemetry_store(database)
+    outcome: Dict[str, Any] = {}
+    holding = threading.Event()
+
+    def x() -> None:
+        with database.atomic():
+            store.record(minimal(repo="acme/x"))
+            holding.set()
+            time.sleep(0.3)  # the fork starts meanwhile
+            outcome["report"] = store.report().totals.executions
+        database.close()
+
+    def w() -> None:
+        try:
+            outcome["w"] = store.record(minimal(repo="acme/w"))
+        except Exception as exc:  # noqa: BLE001 - the assertion shows it
+            outcome["w"] = exc
+        database.close()
+
+    tx = threading.Thread(target=x)
+    tx.start()
+    holding.wait(10)
+    tw = threading.Thread(target=w)
+    tw.start()
+    time.sleep(0.1)  # W is waiting for the write lock by now, most of the time
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    tx.join(10)
+    tw.join(10)
+    store.close()
+    assert outcome["report"] == 1
+    assert isinstance(outcome["w"], int), outcome["w"]
+
+
+def test_fork_does_not_wait_for_ever_for_a_proxy_store_that_is_opening(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from telemetry_orm import store as store_module
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork()")
+    monkeypatch.setattr(store_module, "FORK_WAIT", 0.3)
+    path = tmp_path / "app.db"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("PRAGMA journal_mode = WAL")
+    blocker.execute("BEGIN IMMEDIATE")  # the store's tables must wait for it
+    proxy = peewee.DatabaseProxy()
+    store = create_telemetry_store(proxy)
+    proxy.initialize(peewee.SqliteDatabase(str(path), timeout=10))
+    opener = threading.Thread(target=store.prepare)
+    opener.start()
+    release = threading.Timer(3.0, lambda: blocker.execute("ROLLBACK"))
+    release.start()
+    try:
+        time.sleep(0.2)  # the opener waits for the lock by now
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        took = time.monotonic() - started
+        os.waitpid(pid, 0)
+    finally:
+        release.join()
+        opener.join(15)
+        store.close()
+        blocker.close()
+    assert took < 1.5, f"fork() waited {took:.1f} s for the opening store"
+
+
 def test_closing_inside_a_transaction_with_an_open_recorder_is_refused(app: Any) -> None:
     location, database, _ = app
     store = create_telemetry_store(database)

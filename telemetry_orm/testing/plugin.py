@@ -20,7 +20,7 @@ factory-boy is imported by the fixtures that need it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -69,8 +69,14 @@ def telemetry_store_for() -> Iterator[Callable[..., PeeweeTelemetryStore]]:
         return store.prepare()
 
     yield make
+    failure: Optional[BaseException] = None
     for store in reversed(stores):
-        store.close()
+        try:
+            store.close()
+        except Exception as exc:  # noqa: BLE001 - every store gets its close
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 @pytest.fixture
