@@ -25,6 +25,10 @@ from telemetry_orm import (
 )
 from telemetry_orm.reports import report
 
+#: These tests fork while threads run: that is the case they check.
+FORKS_WITH_THREADS = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning")
+
 
 class Boom(Exception):
     """What makes the application's transaction roll back."""
@@ -342,6 +346,7 @@ def test_sqlite_connection_settings_are_left_as_the_app_set_them(tmp_path: Path)
                 recorder.record(minimal())
         assert _settings(database) == before
     assert _settings(database) == before
+    database.close()
 
 
 def test_a_database_not_in_wal_mode_is_used_as_it_is_with_one_warning(
@@ -358,6 +363,7 @@ def test_a_database_not_in_wal_mode_is_used_as_it_is_with_one_warning(
     assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert plain.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 1
     plain.close()
+    database.close()
 
 
 def test_configure_applies_the_stores_settings(tmp_path: Path,
@@ -372,11 +378,16 @@ def test_configure_applies_the_stores_settings(tmp_path: Path,
     assert _settings(database)[-1] == "wal"
     # Connections the database opens from now on get them too.
     seen: List[Any] = []
-    thread = threading.Thread(target=lambda: seen.append(_settings(database)))
+    def settings_of_a_new_connection() -> None:
+        seen.append(_settings(database))
+        database.close()
+
+    thread = threading.Thread(target=settings_of_a_new_connection)
     thread.start()
     thread.join()
     assert seen[0][:3] == [2500, 1, 64 * 1024 * 1024]
     store.close()
+    database.close()
     with pytest.raises(TelemetryValidationError, match="configure"):
         create_telemetry_store(path, configure=True)
 
@@ -387,6 +398,7 @@ def test_an_older_schema_in_the_apps_database_is_upgraded(tmp_path: Path) -> Non
     database = peewee.SqliteDatabase(str(path))
     with create_telemetry_store(database) as store:
         assert store.report().totals.executions == 3
+    database.close()
     plain = sqlite3.connect(path)
     assert plain.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     plain.close()
@@ -588,6 +600,7 @@ def test_a_background_recorder_is_refused_where_it_would_write_elsewhere(
                 store.background()
             store.record(minimal())  # recording directly works
             assert store.report().totals.executions == 1
+        database.close()
 
 
 def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
@@ -605,6 +618,7 @@ def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
         store.purge(1, progress=lambda _: store.close())
     assert not database.is_closed()
     assert _settings(database) == before
+    database.close()
 
 
 def test_close_inside_an_app_transaction_does_not_wait_for_a_write_waiting_on_it(
@@ -656,6 +670,7 @@ def test_opening_a_store_leaves_no_connection_open_that_the_thread_did_not_have(
     late.close()
 
 
+@FORKS_WITH_THREADS
 def test_fork_waits_for_a_write_in_progress_on_the_apps_database(tmp_path: Path) -> None:
     import os
 
@@ -742,6 +757,7 @@ def test_a_postgresql_label_never_shows_a_password() -> None:
         assert "secret" not in database_label(conninfo), name
 
 
+@FORKS_WITH_THREADS
 def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_waits_for(
         tmp_path: Path) -> None:
     import os
@@ -791,6 +807,7 @@ def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_wait
     assert _count(str(tmp_path / "app.db")) == 3
 
 
+@FORKS_WITH_THREADS
 def test_fork_lets_through_a_report_inside_the_transaction_a_running_write_waits_for(
         tmp_path: Path) -> None:
     import os
@@ -835,6 +852,7 @@ def test_fork_lets_through_a_report_inside_the_transaction_a_running_write_waits
     assert isinstance(outcome["w"], int), outcome["w"]
 
 
+@FORKS_WITH_THREADS
 def test_fork_does_not_wait_for_ever_for_a_proxy_store_that_is_opening(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
