@@ -323,6 +323,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._recorders: weakref.WeakSet[_background.BackgroundRecorder] = weakref.WeakSet()
         self._opener = opener
         self.path = path
+        #: What fork() lets through while it waits (see _Users.use): on an
+        #: application's database, the calls inside a transaction.
+        self._let_through: Optional[Callable[[], bool]] = None
         if backend is not None:
             self._open(backend)
 
@@ -365,8 +368,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         # database, is closed after it: the calling thread had none (a
         # pre-fork server's master, a thread that connects per request).
         # Not an in-memory one: closing it would drop the data.
-        opened_here = (backend.borrowed and database.is_closed()
-                       and not getattr(backend, "memory", False))
+        opened_here = backend.borrowed and database.is_closed() and not backend.memory
         model: Type[Execution] = bind_model(database, backend.model_base)
         upkeep = backend.upkeep(database, self)
         # Known to fork() before the first connection opens, and set up
@@ -378,7 +380,12 @@ class PeeweeTelemetryStore(TelemetryStore):
             with self._lock:
                 backend.prepare(database, model)
                 if backend.borrowed:
-                    _prepare_side_tables(backend, database)
+                    # The keys and rollup tables with the schema, not at
+                    # their first use: that use may be inside one of the
+                    # application's transactions, which might roll them back.
+                    _create_tables(backend, database,
+                                   (backend.key_model, *backend.rollup_models),
+                                   outside_transaction="create its keys and rollup tables")
         except BaseException:
             forking.untrack(self)
             forking.untrack(upkeep)
@@ -392,6 +399,8 @@ class PeeweeTelemetryStore(TelemetryStore):
         #: Writes hold the store's lock: not on an application's database
         #: (unless its threads share one connection).
         self._serial = not backend.borrowed or backend.one_connection
+        if not self._serial:
+            self._let_through = self._in_transaction
         self._insert_sql = backend.insert_sql(model)
         self._insert_one = backend.insert_one
         self._upkeep = upkeep
@@ -476,18 +485,13 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     def keyed_sql(self) -> KeyedSql:
         """The statements of keyed writes, built (and the keys table created
-        if need be) at the first; raises driver errors."""
+        if need be) at the first."""
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             if self._keyed_sql is None:
-                key_model = bind_model(self.database, self.backend.key_model)
-                # Under the schema lock: processes that first record a key
-                # at once must not race to create the table.
-                if not self.backend.borrowed:  # there, made with the schema
-                    with self.backend.connection(self.database), \
-                            self.backend.exclusive_transaction(self.database, "schema"):
-                        key_model.create_table(safe=True)
+                (key_model,) = _create_tables(self.backend, self.database,
+                                              [self.backend.key_model])
                 self._keyed_sql = self.backend.keyed_sql(self._model, key_model)
             return self._keyed_sql
 
@@ -600,7 +604,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         ...     store.model.select().count()
         1
         """
-        why = getattr(self.backend, "no_background", None)
+        why = self.backend.no_background
         if why:
             raise DatabaseError(f"{self.path}: a background recorder cannot be used here: {why}")
         recorder = _background.BackgroundRecorder(
@@ -842,20 +846,8 @@ class PeeweeTelemetryStore(TelemetryStore):
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             if self._rollups is None:
-                models = tuple(bind_model(self.database, base)
-                               for base in self.backend.rollup_models)
-                errors: Tuple[Type[BaseException], ...] = (
-                    peewee.PeeweeException, *self.backend.driver_errors)
-                try:
-                    if not self.backend.borrowed:  # there, made with the schema
-                        with self.backend.connection(self.database), \
-                                self.backend.exclusive_transaction(self.database, "schema"):
-                            for model in models:
-                                if not model._meta.temporary:  # each connection's own
-                                    model.create_table(safe=True)
-                except errors as exc:
-                    raise self.backend.translate(exc) from exc
-                self._rollups = models
+                self._rollups = _create_tables(self.backend, self.database,
+                                               self.backend.rollup_models)
             return self._rollups
 
     def _keys_if_any(self) -> Optional[Type[peewee.Model]]:
@@ -994,7 +986,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         fork() waits: another write may be waiting for that transaction)."""
         if self._serial:
             return self._lock
-        return self._unlocked.use(self.path, self._in_transaction)
+        return self._unlocked.use(self.path, self._let_through)
 
     def _in_transaction(self) -> bool:
         try:
@@ -1008,8 +1000,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         store's lock held unless ``locked=False`` (on an application's
         database, see :meth:`_writing`); driver errors raised inside (and
         while connecting) become :class:`TelemetryError`."""
-        guard = self._writing() if locked else self._unlocked.use(
-            self.path, None if self.__dict__.get("_serial", True) else self._in_transaction)
+        guard = self._writing() if locked else self._unlocked.use(self.path, self._let_through)
         with guard:
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
@@ -1056,26 +1047,30 @@ class PeeweeTelemetryStore(TelemetryStore):
         self._unlocked = _Users(closed=self._unlocked.closed)
 
 
-def _prepare_side_tables(backend: Backend, database: peewee.Database) -> None:
-    """On an application's database, the keys and rollup tables are created
-    with the schema, not at their first use: that use may be inside one of
-    its transactions, which might roll them back."""
-    models = [bind_model(database, base)
-              for base in (backend.key_model, *backend.rollup_models)]
+def _create_tables(
+    backend: Backend, database: peewee.Database, bases: Sequence[Type[peewee.Model]], *,
+    outside_transaction: str = "",
+) -> Tuple[Type[peewee.Model], ...]:
+    """``bases`` bound to ``database``, their missing tables created (temporary
+    ones are each connection's own) under the schema lock, so that processes
+    doing it at once do not race. With ``outside_transaction``, that work
+    is refused inside a transaction of the caller's (a rollback would undo
+    the tables). Driver errors become :class:`TelemetryError`."""
+    models = tuple(bind_model(database, base) for base in bases)
     errors: Tuple[Type[BaseException], ...] = (peewee.PeeweeException, *backend.driver_errors)
     try:
         with backend.connection(database) as conn:
             missing = [m for m in models if not m._meta.temporary
                        and not backend.has_table(conn, m._meta.table_name)]
-            if not missing:
-                return
-            if backend.in_transaction(database):
-                raise in_transaction_error(backend.path, "create its keys and rollup tables")
-            with backend.exclusive_transaction(database, "schema"):
-                for model in missing:
-                    model.create_table(safe=True)
+            if missing:
+                if outside_transaction and backend.in_transaction(database):
+                    raise in_transaction_error(backend.path, outside_transaction)
+                with backend.exclusive_transaction(database, "schema"):
+                    for model in missing:
+                        model.create_table(safe=True)
     except errors as exc:
         raise backend.translate(exc) from exc
+    return models
 
 
 def create_telemetry_store(

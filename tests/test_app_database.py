@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import peewee
 import pytest
@@ -757,16 +757,16 @@ def test_a_postgresql_label_never_shows_a_password() -> None:
         assert "secret" not in database_label(conninfo), name
 
 
-@FORKS_WITH_THREADS
-def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_waits_for(
-        tmp_path: Path) -> None:
+def _fork_while_a_write_waits(tmp_path: Path, second: Callable[[Any], Any]
+                              ) -> Dict[str, Any]:
+    """X records inside a transaction (holding the write lock), then calls
+    ``second(store)`` in it while W's write waits for that lock and the
+    process forks. Holding X's call back would keep W waiting until its busy
+    timeout (1 s here): StoreBusyError. Returns what X's call and W's write gave."""
     import os
 
     if not hasattr(os, "fork"):
         pytest.skip("needs fork()")
-    # X holds the write lock in its transaction; W's write waits for it; the
-    # fork waits for W. Holding X's next call back would keep W waiting
-    # until its busy timeout (1 s here): StoreBusyError.
     database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"},
                             timeout=1)
     store = create_telemetry_store(database)
@@ -778,8 +778,7 @@ def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_wait
             store.record(minimal(repo="acme/x"))
             holding.set()
             time.sleep(0.3)  # the fork starts meanwhile
-            store.record(minimal(repo="acme/x"))
-        outcome["x"] = "committed"
+            outcome["x"] = second(store)
         database.close()
 
     def w() -> None:
@@ -802,7 +801,14 @@ def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_wait
     tx.join(10)
     tw.join(10)
     store.close()
-    assert outcome["x"] == "committed"
+    return outcome
+
+
+@FORKS_WITH_THREADS
+def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_waits_for(
+        tmp_path: Path) -> None:
+    outcome = _fork_while_a_write_waits(tmp_path, lambda s: s.record(minimal(repo="acme/x")))
+    assert isinstance(outcome["x"], int)  # X committed
     assert isinstance(outcome["w"], int), outcome["w"]
     assert _count(str(tmp_path / "app.db")) == 3
 
@@ -810,45 +816,8 @@ def test_fork_lets_through_the_call_that_ends_a_transaction_a_running_write_wait
 @FORKS_WITH_THREADS
 def test_fork_lets_through_a_report_inside_the_transaction_a_running_write_waits_for(
         tmp_path: Path) -> None:
-    import os
-
-    if not hasattr(os, "fork"):
-        pytest.skip("needs fork()")
-    database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"},
-                            timeout=1)
-    store = create_telemetry_store(database)
-    outcome: Dict[str, Any] = {}
-    holding = threading.Event()
-
-    def x() -> None:
-        with database.atomic():
-            store.record(minimal(repo="acme/x"))
-            holding.set()
-            time.sleep(0.3)  # the fork starts meanwhile
-            outcome["report"] = store.report().totals.executions
-        database.close()
-
-    def w() -> None:
-        try:
-            outcome["w"] = store.record(minimal(repo="acme/w"))
-        except Exception as exc:  # noqa: BLE001 - the assertion shows it
-            outcome["w"] = exc
-        database.close()
-
-    tx = threading.Thread(target=x)
-    tx.start()
-    holding.wait(10)
-    tw = threading.Thread(target=w)
-    tw.start()
-    time.sleep(0.1)  # W is waiting for the write lock by now, most of the time
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    tx.join(10)
-    tw.join(10)
-    store.close()
-    assert outcome["report"] == 1
+    outcome = _fork_while_a_write_waits(tmp_path, lambda s: s.report().totals.executions)
+    assert outcome["x"] == 1
     assert isinstance(outcome["w"], int), outcome["w"]
 
 

@@ -273,6 +273,10 @@ class Backend(Protocol):
     #: where a new connection would be a new, empty database), so even a
     #: read must hold the store's lock.
     one_connection: bool
+    #: Each connection is a database of its own, gone when it closes.
+    memory: bool
+    #: Why ``store.background()`` cannot be used on this database (``None``: it can).
+    no_background: Optional[str]
 
     @classmethod
     def from_location(cls, location: str, *, busy_timeout: int,

@@ -404,6 +404,7 @@ class PostgresBackend:
     )
     dialect = DIALECT
     one_connection = False
+    memory = False
     check_row = staticmethod(check_row)
 
     @classmethod
