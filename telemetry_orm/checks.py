@@ -49,12 +49,40 @@ def check_text(name: str, value: Any) -> Optional[str]:
     return value
 
 
-def check_key(name: str, value: Any) -> str:
-    """A record key: a non-empty string without NUL characters."""
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise TelemetryValidationError(
-            name, f"must be a non-empty string without NUL characters, got {value!r}")
+#: The longest record key, in characters. Keys are indexed, and every engine
+#: must index them whole: 512 characters are at most 2,048 bytes of UTF-8,
+#: under PostgreSQL's b-tree limit (about 2,700 bytes a row), and fit a
+#: VARCHAR(768) utf8mb4 column, the longest InnoDB indexes (3,072 bytes).
+MAX_KEY_LENGTH = 512
+
+
+def check_unicode(name: str, value: str) -> str:
+    """``value`` when it can be stored as UTF-8 (no lone surrogate such as
+    ``"\\ud800"``, which would fail only when written)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TelemetryValidationError(
+                name, f"must be valid Unicode text, got a lone surrogate at position {exc.start}"
+            ) from None
     return value
+
+
+def check_key(name: str, value: Any) -> str:
+    """A record key: a non-empty string of at most :data:`MAX_KEY_LENGTH`
+    characters, valid Unicode, without NUL characters."""
+    if not isinstance(value, str) or not value:
+        got = repr(value) if isinstance(value, str) or value is None else type(value).__name__
+        raise TelemetryValidationError(name, f"must be a non-empty string, got {got}")
+    if "\x00" in value:
+        raise TelemetryValidationError(
+            name, f"must not contain NUL characters, got one at position {value.index(chr(0))}")
+    if len(value) > MAX_KEY_LENGTH:
+        raise TelemetryValidationError(
+            name, f"must be at most {MAX_KEY_LENGTH} characters (what every engine indexes), "
+                  f"got {len(value):,}")
+    return check_unicode(name, value)
 
 
 def same_file(a: str, b: str) -> bool:

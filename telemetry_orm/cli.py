@@ -241,10 +241,10 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         # must not leave the cursor to be closed after the database.
         with contextlib.closing(rows):
             if args.out is None:
-                formats.write_rows(columns, rows, args.format, out)
+                formats.write_export(columns, rows, args.format, out)
             else:
                 with _output(args.out) as handle:
-                    formats.write_rows(columns, rows, args.format, handle)
+                    formats.write_export(columns, rows, args.format, handle)
     return 0
 
 
@@ -303,6 +303,11 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
     if result.files == 0 or (result.lines == 0 and result.skipped_count):
         print(f"{PROG} import: error: nothing could be read from {', '.join(paths)}",
               file=sys.stderr)
+        return 1
+    if result.skipped_count:
+        # The rest is in, but not everything: a script must notice.
+        print(f"{PROG} import: error: {result.skipped_count:,} skipped (listed above); "
+              "the rest was imported", file=sys.stderr)
         return 1
     return 0
 

@@ -24,6 +24,12 @@ REPORT_FORMATS: Tuple[str, ...] = ("table", "json", "csv", "markdown")
 STATS_FORMATS: Tuple[str, ...] = ("table", "json")
 EXPORT_FORMATS: Tuple[str, ...] = ("csv", "jsonl")
 
+#: The version of the format ``telemetry-orm export`` writes, in the last
+#: column of every row (a plain column: spreadsheets, CSV and JSON readers
+#: take it as any other); an export without it is version 1.
+EXPORT_VERSION = 2
+EXPORT_VERSION_COLUMN = "export_version"
+
 _LABELS: Dict[str, str] = {
     "event_type": "event",
     "pr_number": "PR",
@@ -183,6 +189,15 @@ def write_rows(
     else:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
     return count
+
+
+def write_export(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str, out: TextIO
+) -> int:
+    """Write exported rows as :func:`write_rows` does, each with the format's
+    version (:data:`EXPORT_VERSION`) in a last column ``export_version``."""
+    return write_rows((*columns, EXPORT_VERSION_COLUMN),
+                      ((*row, EXPORT_VERSION) for row in rows), fmt, out)
 
 
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -22,6 +22,7 @@ conclusion. One execution is made per session and model.
 
 from __future__ import annotations
 
+import codecs
 import configparser
 import csv
 import dataclasses
@@ -32,10 +33,11 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .checks import to_utc
+from .checks import check_key, to_utc
 from .errors import TelemetryValidationError
+from .formats import EXPORT_VERSION, EXPORT_VERSION_COLUMN
 from .prices import PriceTable, default_prices
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import format_timestamp, parse_timestamp
@@ -56,6 +58,8 @@ _INTEGER_FIELDS = frozenset({
 _NULLABLE_FIELDS = frozenset({"delivery_id", "pr_number", "session_id", "num_turns",
                               "stop_reason"})
 _MAX_COUNT = 2**63 - 1
+#: What an export row may hold: the table's columns and the format version.
+_EXPORT_COLUMNS = frozenset({"id", "created_at", *FIELD_NAMES, EXPORT_VERSION_COLUMN})
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
                "cache_creation_input_tokens")
 
@@ -69,6 +73,9 @@ class Item:
     created_at: _dt.datetime
     record: TelemetryRecord
     where: str
+    #: Set when the reading is partial (lines of its source could not be
+    #: read): why. Such an item never replaces a stored row.
+    partial: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,32 +136,50 @@ def _walk(folder: Path, suffixes: Tuple[str, ...]) -> Iterator[Path]:
     yield from sorted(p for p in found if p.is_file())
 
 
-#: Files are read as UTF-8, a byte order mark at the start skipped (as
-#: spreadsheet programs write it).
+#: Files are UTF-8, a byte order mark at the start skipped (as spreadsheet
+#: programs write it).
 _ENCODING = "utf-8-sig"
 
+#: Characters that stand for bytes that were not UTF-8, when text is decoded
+#: with ``errors="surrogateescape"`` (valid UTF-8 never decodes to them).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
-def _lines(path: Path, counter: Counter) -> Iterator[Tuple[int, str]]:
+
+def _lines(path: Path, counter: Counter) -> Iterator[Tuple[int, Union[str, Skipped]]]:
     """The lines of ``path`` (numbered from 1, without their line ends),
     read one at a time; lines end at ``\n`` only (a ``\r`` before it is
-    dropped)."""
+    dropped). The file is read as bytes and each line decoded on its own,
+    so a byte that is not UTF-8 costs its line only: that line comes as
+    :class:`Skipped` (without a place)."""
     counter.files += 1
-    with open(path, encoding=_ENCODING, errors="strict", newline="\n") as handle:
-        number = 0
-        while True:
-            try:
-                line = handle.readline()
-            except UnicodeDecodeError as exc:
-                raise _Unreadable(f"line {number + 1}: not UTF-8 ({exc.reason})") from None
-            if not line:
-                return
-            number += 1
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
             counter.lines += 1
-            yield number, line.rstrip("\r\n")
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, Skipped("", f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                                          f"{exc.start + 1} of the line: {exc.reason})")
+                continue
+            yield number, text.rstrip("\r\n")
 
 
 class _Unreadable(Exception):
     """A file that cannot be read on from some point on."""
+
+
+def _undecoded(cells: Sequence[str]) -> Optional[str]:
+    """Why cells read with ``errors="surrogateescape"`` are not text (a byte
+    that was not UTF-8), or ``None``."""
+    for column, cell in enumerate(cells, 1):
+        found = _NOT_UTF8.search(cell)
+        if found is not None:
+            byte = ord(found.group()) - 0xDC00
+            return (f"not UTF-8 (byte 0x{byte:02x} in value {column}, at character "
+                    f"{found.start() + 1})")
+    return None
 
 
 # --- our own exports ------------------------------------------------------------
@@ -207,6 +232,9 @@ def _json(line: str) -> Any:
 def _jsonl_rows(path: Path, counter: Counter) -> Iterator[Read]:
     for number, line in _lines(path, counter):
         where = f"{path}:{number}"
+        if isinstance(line, Skipped):
+            yield Skipped(where, line.reason)
+            continue
         if not line.strip():
             continue
         value = _json(line)
@@ -221,7 +249,9 @@ def _jsonl_rows(path: Path, counter: Counter) -> Iterator[Read]:
 
 def _csv_rows(path: Path, counter: Counter) -> Iterator[Read]:
     counter.files += 1
-    with open(path, encoding=_ENCODING, errors="strict", newline="") as handle:
+    # Bytes that are not UTF-8 are kept as stand-in characters and refused
+    # by the row they are in, so that they cost that row only.
+    with open(path, encoding=_ENCODING, errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle)
         header: Optional[List[str]] = None
         counted = 0
@@ -237,23 +267,30 @@ def _csv_rows(path: Path, counter: Counter) -> Iterator[Read]:
                     raise _Unreadable(f"line {reader.line_num}: not CSV ({exc})") from None
                 yield Skipped(f"{path}:{reader.line_num}", f"not CSV ({exc})")
                 continue
-            except UnicodeDecodeError as exc:
-                raise _Unreadable(f"line {reader.line_num + 1}: not UTF-8 ({exc.reason})"
-                                  ) from None
             counter.lines += reader.line_num - counted
             counted = reader.line_num
             where = f"{path}:{reader.line_num}"
             if header is None:
                 header = cells
+                wrong = _undecoded(cells)
                 missing = [n for n in ("created_at", *FIELD_NAMES) if n not in header]
-                if missing:
-                    yield Skipped(where, f"not an export: no column {', '.join(missing)}")
+                if wrong is None and missing:
+                    wrong = f"not an export: no column {', '.join(missing)}"
+                unknown = _unknown_columns(header)
+                if wrong is None and unknown is not None:
+                    wrong = unknown
+                if wrong is not None:
+                    yield Skipped(where, f"{wrong}; the file is left out")
                     return
                 continue
             if not any(cells):
                 continue
             if len(cells) != len(header):
                 yield Skipped(where, f"{len(cells)} values for {len(header)} columns")
+                continue
+            wrong = _undecoded(cells)
+            if wrong is not None:
+                yield Skipped(where, wrong)
                 continue
             yield _exported(_typed(dict(zip(header, cells, strict=True))), where)
 
@@ -266,7 +303,7 @@ def _typed(cells: Dict[str, str]) -> Dict[str, Any]:
     for name, text in cells.items():
         if text == "" and (name in _NULLABLE_FIELDS or name == "id"):
             values[name] = None
-        elif name in _INTEGER_FIELDS or name == "id":
+        elif name in _INTEGER_FIELDS or name in ("id", EXPORT_VERSION_COLUMN):
             values[name] = _number(text, int)
         elif name == "cost_usd":
             values[name] = _number(text, float)
@@ -282,7 +319,35 @@ def _number(text: str, kind: type) -> Any:
         return text  # the record's validation names the field and the value
 
 
+def _unknown_columns(names: Iterable[str]) -> Optional[str]:
+    """Why an export with the columns ``names`` is refused (columns this
+    version does not know, whose values it would drop), or ``None``."""
+    unknown = [name for name in names if name not in _EXPORT_COLUMNS]
+    if not unknown:
+        return None
+    shown = ", ".join(repr(name) for name in unknown[:10])
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    return (f"columns this version of telemetry_orm does not know ({shown}{more}): "
+            "an export of a newer version, or columns added by hand; importing it would "
+            "drop them")
+
+
+def _version(values: Dict[str, Any]) -> Optional[str]:
+    """Why a row's ``export_version`` is refused, or ``None``; a row
+    without one is version 1 (exports written before it existed)."""
+    version = values.get(EXPORT_VERSION_COLUMN, 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return f"{EXPORT_VERSION_COLUMN}: not a whole number >= 1 ({version!r})"
+    if version > EXPORT_VERSION:
+        return (f"{EXPORT_VERSION_COLUMN} {version}: written by a newer telemetry_orm "
+                f"(this one reads versions up to {EXPORT_VERSION}); upgrade to import it")
+    return None
+
+
 def _exported(values: Dict[str, Any], where: str) -> Read:
+    wrong = _version(values) or _unknown_columns(values)
+    if wrong is not None:
+        return Skipped(where, wrong)
     created = values.get("created_at")
     try:
         when = parse_timestamp(created) if isinstance(created, str) else None
@@ -354,37 +419,66 @@ def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
     sessions: Dict[str, _Session] = {}
     # (message id, request id) -> (session, model, the line kept)
     calls: Dict[Any, Tuple[str, str, _Call]] = {}
+    # session -> the places of its lines that could not be used
+    damaged: Dict[str, List[str]] = {}
     order = 0
     for path in files_under(paths, (".jsonl",)):
         if isinstance(path, Skipped):
             yield path
             continue
+        in_file: Set[str] = set()  # the sessions with lines in this file
+        unplaced: List[str] = []  # lines skipped that name no session
         try:
             for number, line in _lines(path, counter):
                 order += 1
-                skipped = _take_line(sessions, calls, f"{path}:{number}", line, order)
-                if skipped is not None:
-                    yield skipped
-        except _Unreadable as exc:
-            yield Skipped(str(path), f"{exc}; the rest of the file is left out")
+                where = f"{path}:{number}"
+                skipped, session_id = _take_line(sessions, calls, where, line, order)
+                if session_id is not None:
+                    in_file.add(session_id)
+                if skipped is None:
+                    continue
+                yield skipped
+                if session_id is not None:
+                    damaged.setdefault(session_id, []).append(where)
+                else:
+                    unplaced.append(where)
         except OSError as exc:
             yield Skipped(str(path), f"cannot be read ({exc.strerror or exc})")
+            unplaced.append(str(path))
+        # A line that names no session may be any session's of its file.
+        for session_id in in_file if unplaced else ():
+            damaged.setdefault(session_id, []).extend(unplaced)
     for session_id, model, call in calls.values():
         sessions[session_id].calls.setdefault(model, []).append(call)
     calls.clear()
     for session_id in sorted(sessions):
-        yield from _executions(session_id, sessions[session_id], repo_of, table)
+        yield from _executions(session_id, sessions[session_id], repo_of, table,
+                               damaged.get(session_id))
 
 
 def _take_line(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _Call]],
-               where: str, line: str, order: int) -> Optional[Skipped]:
+               where: str, line: Union[str, Skipped], order: int
+               ) -> Tuple[Optional[Skipped], Optional[str]]:
+    """Take note of one line: (why it was skipped or ``None``, the session
+    it names or ``None``)."""
+    if isinstance(line, Skipped):
+        return Skipped(where, line.reason), None
     if not line.strip():
-        return None
+        return None, None
     value = _json(line)
     if isinstance(value, Skipped):
-        return Skipped(where, value.reason)
+        return Skipped(where, value.reason), None
     if not isinstance(value, dict):
-        return Skipped(where, f"not a JSON object ({type(value).__name__})")
+        return Skipped(where, f"not a JSON object ({type(value).__name__})"), None
+    session_id = value.get("sessionId")
+    if not isinstance(session_id, str) or not session_id:
+        session_id = None
+    skipped = _take_call(sessions, calls, where, value, order)
+    return skipped, session_id
+
+
+def _take_call(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _Call]],
+               where: str, value: Dict[str, Any], order: int) -> Optional[Skipped]:
     message = value.get("message")
     usage = message.get("usage") if isinstance(message, dict) else None
     error = value.get("isApiErrorMessage") is True
@@ -392,7 +486,7 @@ def _take_line(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _
         return None  # a user message, a summary, a tool result …
     session_id = value.get("sessionId")
     if not isinstance(session_id, str) or not session_id:
-        return Skipped(where, f"sessionId: not a non-empty string ({session_id!r})")
+        return Skipped(where, f"sessionId: not a non-empty string ({_short(session_id)})")
     when = _timestamp(value.get("timestamp"))
     if when is None:
         return Skipped(where, f"timestamp: not an ISO 8601 time in range "
@@ -409,9 +503,13 @@ def _take_line(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _
     assert isinstance(message, dict)
     model = message.get("model")
     if not isinstance(model, str) or not model:
-        return Skipped(where, f"message.model: not a non-empty string ({model!r})")
+        return Skipped(where, f"message.model: not a non-empty string ({_short(model)})")
     if model == SYNTHETIC_MODEL:
         return None
+    try:
+        check_key("key", session_key(session_id, model))
+    except TelemetryValidationError as exc:
+        return Skipped(where, f"{exc} (the key claude-code:<sessionId>:<message.model>)")
     if not isinstance(usage, dict):
         return Skipped(where, f"message.usage: not an object ({type(usage).__name__})")
     tokens = []
@@ -466,9 +564,19 @@ def _timestamp(value: Any) -> Optional[_dt.datetime]:
         return None
 
 
-def _executions(session_id: str, session: _Session, repo_of: Any, prices: PriceTable
-                ) -> Iterator[Read]:
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters (a value may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text):,} characters)"
+
+
+def _executions(session_id: str, session: _Session, repo_of: Any, prices: PriceTable,
+                damaged: Optional[List[str]]) -> Iterator[Read]:
     repo = repo_of(session.cwd) if session.cwd else None
+    skipped = ""
+    if damaged:
+        lines = "line" if len(damaged) == 1 else "lines"
+        skipped = f"{len(damaged):,} {lines} skipped, the first {damaged[0]}"
     for model in sorted(session.calls):
         calls = session.calls[model]
         first = min(call.when for call in calls)
@@ -500,7 +608,11 @@ def _executions(session_id: str, session: _Session, repo_of: Any, prices: PriceT
         except TelemetryValidationError as exc:
             yield Skipped(session.where, f"session {session_id}, model {model}: {exc}")
             continue
-        yield Item(session_key(session_id, model), first, record, session.where)
+        # A partial reading (lines of the session skipped) never replaces a
+        # row: a damaged transcript must not shrink what was stored.
+        partial = (f"stored row kept, its transcript partly unreadable (session {session_id}, "
+                   f"model {model}: {skipped})") if skipped else None
+        yield Item(session_key(session_id, model), first, record, session.where, partial)
 
 
 _REMOTE = re.compile(r"[:/]([^/:]+)/([^/]+?)(?:\.git)?/*$")

@@ -14,6 +14,7 @@ import operator
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from .checks import check_unicode
 from .errors import TelemetryValidationError
 from .inputs import agent_result_fields, list_price, usage_fields
 
@@ -31,18 +32,6 @@ def _show(value: int) -> str:
     return f"{sign} integer of {value.bit_length()} bits"
 
 
-def _encodable(name: str, value: str) -> None:
-    # SQLite stores UTF-8: a lone surrogate ("\ud800") cannot be written and
-    # would fail only at INSERT time, after validation said yes.
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise TelemetryValidationError(
-                name, f"must be valid Unicode text, got a lone surrogate at position {exc.start}"
-            ) from None
-
-
 def _required_text(name: str, value: Any) -> None:
     if type(value) is not str:
         raise TelemetryValidationError(
@@ -50,7 +39,7 @@ def _required_text(name: str, value: Any) -> None:
         )
     if not value:
         raise TelemetryValidationError(name, "must be a non-empty string, got ''")
-    _encodable(name, value)
+    check_unicode(name, value)
 
 
 def _optional_text(name: str, value: Any) -> None:
@@ -60,7 +49,7 @@ def _optional_text(name: str, value: Any) -> None:
         raise TelemetryValidationError(
             name, f"must be a string or None, got {type(value).__name__}"
         )
-    _encodable(name, value)
+    check_unicode(name, value)
 
 
 def _is_int(value: Any) -> bool:

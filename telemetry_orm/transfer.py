@@ -541,7 +541,8 @@ def _write_keyed_batch(
     row (``created_at`` kept) or, with ``replace``, over the row already
     under that key when its values differ. Returns (new, updated,
     unchanged, refused items with the reason); an item whose key is taken
-    and ``replace`` is false counts as unchanged."""
+    and ``replace`` is false counts as unchanged, and a partial reading
+    (``item.partial``) that differs from its row is refused, the row kept."""
     sql = store.keyed_sql()
     database, model = store.database, store.model
     # The id is the last parameter (as_text may have one of its own, such as
@@ -581,6 +582,8 @@ def _write_keyed_batch(
                 wanted = (format_timestamp(item.created_at), *item.record.as_row())
                 if _same_row(stored, wanted):
                     same += 1
+                elif item.partial is not None:
+                    refused.append((item.where, item.partial))
                 else:
                     conn.execute(update, (*params, row_id))
                     changed += 1

@@ -353,9 +353,10 @@ def test_export_csv_to_stdout_has_every_column_of_every_row(
     status, out, _ = run("export", "--db", str(db_path), capsys=capsys)
     assert status == 0
     table = list(csv.reader(io.StringIO(out)))
-    assert table[0] == list(COLUMN_NAMES)
+    # Every column, then the export format's version.
+    assert table[0] == [*COLUMN_NAMES, "export_version"]
     wanted = witness.execute("SELECT * FROM executions ORDER BY created_at, id").fetchall()
-    assert table[1:] == [["" if v is None else str(v) for v in row] for row in wanted]
+    assert table[1:] == [["" if v is None else str(v) for v in row] + ["2"] for row in wanted]
 
 
 def test_export_jsonl_to_a_file_with_a_time_range(
@@ -371,7 +372,7 @@ def test_export_jsonl_to_a_file_with_a_time_range(
     wanted = witness.execute(
         "SELECT * FROM executions WHERE created_at >= ? AND created_at < ?"
         " ORDER BY created_at, id", (since, until)).fetchall()
-    assert rows == [dict(row) for row in wanted]
+    assert rows == [{**dict(row), "export_version": 2} for row in wanted]
     assert len(rows) > 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "export.jsonl"]
 

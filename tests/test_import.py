@@ -110,7 +110,7 @@ def test_bad_export_lines_are_skipped_and_listed_and_the_rest_goes_in(
     exported.write_text("\n".join(lines) + "\n")
     target = tmp_path / "b.db"
     status, text = run("import", "jsonl", str(exported), "--db", str(target))
-    assert status == 0
+    assert status == 1  # imported, with lines skipped
     assert f"{exported}:2: input_tokens:" in text
     assert f"{exported}:4: not JSON" in text
     assert f"{exported}:6: created_at: not a timestamp in range ('yesterday')" in text
@@ -229,7 +229,7 @@ def test_malformed_lines_are_skipped_with_file_and_line(transcripts: Path,
     ])
     db = tmp_path / "t.db"
     status, text = run("import", "claude-code", str(transcripts), "--db", str(db))
-    assert status == 0
+    assert status == 1
     assert f"{path}:1: not JSON" in text
     assert (f"{path}:2: message.usage.output_tokens: not a whole number from 0 to 2**63 - 1 "
             "('2')") in text
@@ -319,7 +319,7 @@ def test_hostile_transcript_lines_are_skipped_by_line(tmp_path: Path) -> None:
     ])
     db = tmp_path / "t.db"
     status, text = run("import", "claude-code", str(root), "--db", str(db))
-    assert status == 0, text
+    assert status == 1, text
     assert f"{path}:2: timestamp: not an ISO 8601 time in range" in text
     assert f"{path}:3: message.usage.input_tokens: not a whole number from 0" in text
     assert f"{path}:4: not JSON" in text
