@@ -387,6 +387,46 @@ def test_a_bad_key_names_itself_and_writes_nothing(
     assert any_witness.count() == 0
 
 
+def test_the_longest_key_is_indexed_on_every_engine_and_a_longer_one_refused(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    # 512 characters of 4 bytes each: the most room a key can take.
+    longest = "\U0001f600" * 512
+    first = any_store.record(minimal(), key=longest)
+    assert any_store.record(minimal(), key=longest) == first
+    too_long = "k" * 513
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record(minimal(), key=too_long)
+    assert info.value.field == "key" and "at most 512 characters" in str(info.value)
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record_many([minimal(), minimal()], keys=["fine", too_long])
+    assert info.value.field == "keys" and info.value.index == 1
+    with any_store.background(max_batch=10, max_delay=0.01) as recorder:
+        with pytest.raises(TelemetryValidationError) as info:
+            recorder.record(minimal(), key=too_long)
+        assert info.value.field == "key"
+    assert any_witness.rows("SELECT key FROM telemetry_orm_keys") == [{"key": longest}]
+    assert any_witness.count() == 1
+
+
+def test_a_key_with_a_lone_surrogate_is_refused_at_the_call(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record(minimal(), key="a\ud800")
+    assert info.value.field == "key" and "lone surrogate at position 1" in str(info.value)
+    with pytest.raises(TelemetryValidationError) as info:
+        any_store.record_many([minimal(), minimal()], keys=["fine", "\udfff"])
+    assert info.value.field == "keys" and info.value.index == 1
+    # The background recorder refuses it at the call: its batch is not lost.
+    with any_store.background(max_batch=10, max_delay=0.01) as recorder:
+        recorder.record(minimal(), key="before")
+        with pytest.raises(TelemetryValidationError) as info:
+            recorder.record(minimal(), key="\ud800")
+        assert info.value.field == "key"
+        recorder.record(minimal(), key="after")
+    assert any_witness.rows("SELECT key FROM telemetry_orm_keys ORDER BY key") == [
+        {"key": "after"}, {"key": "before"}]
+
+
 def test_two_processes_recording_the_same_keys_give_one_row_each(any_location: str) -> None:
     import multiprocessing
 

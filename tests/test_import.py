@@ -4,6 +4,7 @@ read back with plain ``sqlite3``."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from support import Witness
 
 from telemetry_orm import cli, create_telemetry_store
 from telemetry_orm.testing.demo import fill
@@ -116,6 +118,98 @@ def test_bad_export_lines_are_skipped_and_listed_and_the_rest_goes_in(
     assert f"{exported}:6: created_at: not a timestamp in range ('yesterday')" in text
     assert "1,998 imported" in text and "3 skipped" in text
     assert len(rows_of(target)) == 1998
+
+
+def small_export(tmp_path: Path, fmt: str, rows: int) -> Path:
+    """An export of ``rows`` executions told apart by ``delivery_id`` (``d-0``, …)."""
+    db = tmp_path / "small.db"
+    with create_telemetry_store(db) as store:
+        store.record_many([{"repo": "acme/api", "event_type": "push", "model": "m",
+                            "conclusion": "success", "delivery_id": f"d-{i}",
+                            "input_tokens": i} for i in range(rows)])
+    exported = tmp_path / f"small.{fmt}"
+    assert run("export", "--db", str(db), "--format", fmt, "--out", str(exported))[0] == 0
+    return exported
+
+
+def delivery_ids(db: Path) -> List[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return sorted(r[0] for r in conn.execute("SELECT delivery_id FROM executions"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_byte_that_is_not_utf8_costs_its_line_only_and_is_named_by_it(
+        tmp_path: Path, fmt: str) -> None:
+    exported = small_export(tmp_path, fmt, 100)
+    lines = exported.read_bytes().split(b"\n")
+    # Line 60 (the header is line 1 of the CSV): one byte that is not UTF-8.
+    damaged = lines[59].decode("utf-8")
+    lines[59] = lines[59].replace(b"acme", b"ac\xffme")
+    exported.write_bytes(b"\n".join(lines))
+    lost = "d-59" if fmt == "jsonl" else "d-58"
+    assert lost in damaged
+    target = tmp_path / "b.db"
+    status, text = run("import", fmt, str(exported), "--db", str(target))
+    assert status == 1, text
+    assert f"{exported}:60: not UTF-8 (byte 0xff" in text
+    assert "99 imported, 0 updated, 0 unchanged, 1 skipped" in text
+    assert delivery_ids(target) == sorted(f"d-{i}" for i in range(100) if f"d-{i}" != lost)
+
+
+def rewritten(exported: Path, fmt: str, change: Any) -> None:
+    """Rewrite every row of an export (as dicts, in column order) by ``change``."""
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in exported.read_text().splitlines()]
+        exported.write_text("".join(json.dumps(change(row)) + "\n" for row in rows))
+        return
+    with open(exported, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows = [change(row) for row in rows]
+    with open(exported, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_export_with_a_column_this_version_does_not_know_is_refused_by_name(
+        tmp_path: Path, fmt: str) -> None:
+    exported = small_export(tmp_path, fmt, 3)
+    rewritten(exported, fmt, lambda row: {**row, "pr_author": "octocat"})
+    target = tmp_path / "b.db"
+    status, text = run("import", fmt, str(exported), "--db", str(target))
+    assert status == 1, text
+    # JSON Lines: each line says what it holds; CSV: its header, for the whole file.
+    where = f"{exported}:2" if fmt == "jsonl" else f"{exported}:1"
+    assert f"{where}: columns this version of telemetry_orm does not know ('pr_author')" in text
+    assert delivery_ids(target) == []
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_export_of_a_newer_version_is_refused(tmp_path: Path, fmt: str) -> None:
+    exported = small_export(tmp_path, fmt, 3)
+    rewritten(exported, fmt, lambda row: {**row, "export_version": 3})
+    target = tmp_path / "b.db"
+    status, text = run("import", fmt, str(exported), "--db", str(target))
+    assert status == 1, text
+    assert (f"{exported}:2: export_version 3: written by a newer telemetry_orm (this one "
+            "reads versions up to 2)") in text
+    assert "3 skipped" in text and delivery_ids(target) == []
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_export_without_a_version_as_earlier_releases_wrote_it_still_imports(
+        tmp_path: Path, fmt: str) -> None:
+    exported = small_export(tmp_path, fmt, 3)
+    rewritten(exported, fmt, lambda row: {k: v for k, v in row.items() if k != "export_version"})
+    assert b"export_version" not in exported.read_bytes()
+    target = tmp_path / "b.db"
+    status, text = run("import", fmt, str(exported), "--db", str(target))
+    assert status == 0 and "3 imported" in text, text
+    assert rows_of(target) == rows_of(tmp_path / "small.db")
 
 
 # --- Claude Code transcripts -------------------------------------------------------
@@ -237,6 +331,62 @@ def test_malformed_lines_are_skipped_with_file_and_line(transcripts: Path,
     assert f"{path}:4: not a JSON object (list)" in text
     assert "4 skipped" in text
     assert executions(db)[("s3", "sonnet")][4:6] == (1, 2)
+
+
+def test_a_damaged_transcript_never_shrinks_the_session_stored(tmp_path: Path) -> None:
+    root = tmp_path / "projects"
+    path, other = root / "p" / "s.jsonl", root / "p" / "t.jsonl"
+    write_lines(path, [call("s", f"m{i}", f"r{i}", f"2026-11-30T10:{i // 60:02d}:{i % 60:02d}Z",
+                            "sonnet", [10, 1, 0, 0]) for i in range(100)])
+    write_lines(other, [call("t", "n1", "q1", "2026-11-30T11:00:00Z", "haiku", [1, 1, 0, 0])])
+    db = tmp_path / "t.db"
+    assert run("import", "claude-code", str(root), "--db", str(db))[0] == 0
+    stored = executions(db)
+    assert stored[("s", "sonnet")][4] == 1000 and stored[("s", "sonnet")][-1] == 100
+
+    # Line 60 gets a byte that is not UTF-8; the other session grows.
+    lines = path.read_bytes().split(b"\n")
+    lines[59] = lines[59].replace(b'"sonnet"', b'"son\xffnet"')
+    path.write_bytes(b"\n".join(lines))
+    with open(other, "a") as handle:
+        handle.write(json.dumps(call("t", "n2", "q2", "2026-11-30T11:01:00Z", "haiku",
+                                     [1, 1, 0, 0])) + "\n")
+    status, text = run("import", "claude-code", str(root), "--db", str(db))
+    assert status == 1, text
+    assert f"{path}:60: not UTF-8 (byte 0xff" in text
+    assert (f"stored row kept, its transcript partly unreadable (session s, model sonnet: "
+            f"1 line skipped, the first {path}:60)") in text
+    assert "0 imported, 1 updated, 0 unchanged, 2 skipped" in text
+    now = executions(db)
+    assert now[("s", "sonnet")] == stored[("s", "sonnet")]
+    assert now[("t", "haiku")][-1] == 2
+
+    # Into an empty store, every good line goes in: 99 of the 100 calls.
+    fresh = tmp_path / "fresh.db"
+    status, text = run("import", "claude-code", str(root), "--db", str(fresh))
+    assert status == 1 and "2 imported" in text and "1 skipped" in text, text
+    assert executions(fresh)[("s", "sonnet")][4] == 990
+    assert executions(fresh)[("s", "sonnet")][-1] == 99
+
+
+def test_a_line_that_names_its_session_holds_back_that_session_only(tmp_path: Path) -> None:
+    root = tmp_path / "projects"
+    path = root / "p" / "s.jsonl"
+    write_lines(path, [call("a", "m1", "r1", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0]),
+                       call("b", "m2", "r2", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0])])
+    db = tmp_path / "t.db"
+    assert run("import", "claude-code", str(root), "--db", str(db))[0] == 0
+    with open(path, "a") as handle:
+        for line in (call("a", "m3", "r3", "2026-11-30T10:01:00Z", "sonnet", [1, -1, 0, 0]),
+                     call("a", "m4", "r4", "2026-11-30T10:02:00Z", "sonnet", [1, 1, 0, 0]),
+                     call("b", "m5", "r5", "2026-11-30T10:02:00Z", "sonnet", [1, 1, 0, 0])):
+            handle.write(json.dumps(line) + "\n")
+    status, text = run("import", "claude-code", str(root), "--db", str(db))
+    assert status == 1, text
+    assert f"{path}:3: message.usage.output_tokens" in text
+    assert "0 imported, 1 updated, 0 unchanged, 2 skipped" in text
+    found = executions(db)
+    assert found[("a", "sonnet")][-1] == 1 and found[("b", "sonnet")][-1] == 2
 
 
 def test_repo_is_the_origin_of_the_checkout_when_it_is_there(tmp_path: Path) -> None:
@@ -375,3 +525,40 @@ def test_reimporting_transcripts_into_postgresql(transcripts: Path, pg_url: str)
     assert status == 0 and "0 imported, 1 updated, 2 unchanged" in text, text
     status, text = run("import", "claude-code", str(transcripts), "--db", pg_url)
     assert status == 0 and "0 imported, 0 updated, 3 unchanged" in text, text
+
+
+def noise(length: int) -> str:
+    """``length`` hexadecimal digits that do not repeat (nothing to compress)."""
+    return "".join(hashlib.sha256(str(i).encode()).hexdigest()
+                   for i in range(length // 64 + 1))[:length]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_session_id_or_model_too_long_for_a_key_is_a_skipped_line(
+        tmp_path: Path, engine: str, request: pytest.FixtureRequest) -> None:
+    db = str(tmp_path / "t.db") if engine == "sqlite" else request.getfixturevalue("pg_url")
+    root = tmp_path / "projects"
+    path = root / "p" / "s.jsonl"
+    write_lines(path, [
+        call("s", "m1", "r1", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0]),
+        # 3,000 bytes that do not compress: past PostgreSQL's b-tree limit (about 2,700).
+        call(noise(3000), "m2", "r2", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0]),
+        call("t", "m3", "r3", "2026-11-30T10:00:00Z", "m" * 600, [1, 1, 0, 0]),
+        call("\ud800", "m4", "r4", "2026-11-30T10:00:00Z", "sonnet", [1, 1, 0, 0]),
+        call("u", "m5", "r5", "2026-11-30T10:00:00Z", "sonnet", [2, 2, 0, 0]),
+    ])
+    for _ in range(2):  # and again: the bad lines fail no run
+        status, text = run("import", "claude-code", str(root), "--db", db)
+        assert status == 1, text
+        assert f"{path}:2: key: must be at most 512 characters" in text
+        assert f"{path}:3: key: must be at most 512 characters" in text
+        assert f"{path}:4: key: must be valid Unicode text" in text
+        assert "3 skipped" in text
+    witness = Witness(db)
+    try:
+        assert witness.rows("SELECT session_id, input_tokens FROM executions "
+                            "ORDER BY session_id") == [
+            {"session_id": "s", "input_tokens": 1}, {"session_id": "u", "input_tokens": 2}]
+        assert witness.rows("SELECT COUNT(*) AS n FROM telemetry_orm_keys") == [{"n": 2}]
+    finally:
+        witness.close()
