@@ -173,6 +173,8 @@ class _Unreadable(Exception):
 def _undecoded(cells: Sequence[str]) -> Optional[str]:
     """Why cells read with ``errors="surrogateescape"`` are not text (a byte
     that was not UTF-8), or ``None``."""
+    if _NOT_UTF8.search("".join(cells)) is None:
+        return None
     for column, cell in enumerate(cells, 1):
         found = _NOT_UTF8.search(cell)
         if found is not None:
