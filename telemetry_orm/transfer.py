@@ -402,8 +402,8 @@ class ImportResult:
     updated: int
     #: Executions whose row already held exactly these values.
     unchanged: int
-    #: Lines (or files) left out: (where, reason), the first
-    #: :data:`SKIPPED_SHOWN` of them.
+    #: Lines (or files, or rows kept because their new reading was
+    #: partial) left out: (where, reason), the first :data:`SKIPPED_SHOWN`.
     skipped: Tuple[Tuple[str, str], ...]
     skipped_count: int
     #: How many were left out for each reason (its text up to any value).
@@ -448,8 +448,11 @@ def import_files(
     model under the key ``claude-code:<sessionId>:<model>``, replaced when
     the transcript grew; a call without ``costUSD`` costs the list price of
     its tokens in ``prices`` (default: :func:`~telemetry_orm.prices.default_prices`),
-    0 for a model without a price. Lines that cannot be used are skipped and listed;
-    the rest goes in, a batch of ``batch_size`` executions per transaction.
+    0 for a model without a price; a session with a line skipped never
+    replaces its stored row (the row is kept and listed). Lines that cannot
+    be used are skipped and listed (a byte that is not UTF-8 costs its line
+    only); the rest goes in, a batch of ``batch_size`` executions per
+    transaction.
     """
     check_count("batch_size", batch_size, 1)
     if fmt not in _imports.IMPORT_FORMATS:
