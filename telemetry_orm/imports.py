@@ -421,15 +421,15 @@ def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
     sessions: Dict[str, _Session] = {}
     # (message id, request id) -> (session, model, the line kept)
     calls: Dict[Any, Tuple[str, str, _Call]] = {}
-    # session -> the places of its lines that could not be used
-    damaged: Dict[str, List[str]] = {}
+    # session -> (how many of its lines could not be used, the first's place)
+    damaged: Dict[str, Tuple[int, str]] = {}
     order = 0
     for path in files_under(paths, (".jsonl",)):
         if isinstance(path, Skipped):
             yield path
             continue
         in_file: Set[str] = set()  # the sessions with lines in this file
-        unplaced: List[str] = []  # lines skipped that name no session
+        unplaced = (0, "")  # lines skipped that name no session: how many, the first
         try:
             for number, line in _lines(path, counter):
                 order += 1
@@ -441,21 +441,28 @@ def read_claude_code(paths: Sequence[Union[str, os.PathLike[str]]],
                     continue
                 yield skipped
                 if session_id is not None:
-                    damaged.setdefault(session_id, []).append(where)
+                    _count(damaged, session_id, (1, where))
                 else:
-                    unplaced.append(where)
+                    unplaced = (unplaced[0] + 1, unplaced[1] or where)
         except OSError as exc:
             yield Skipped(str(path), f"cannot be read ({exc.strerror or exc})")
-            unplaced.append(str(path))
+            unplaced = (unplaced[0] + 1, unplaced[1] or str(path))
         # A line that names no session may be any session's of its file.
-        for session_id in in_file if unplaced else ():
-            damaged.setdefault(session_id, []).extend(unplaced)
+        for session_id in in_file if unplaced[0] else ():
+            _count(damaged, session_id, unplaced)
     for session_id, model, call in calls.values():
         sessions[session_id].calls.setdefault(model, []).append(call)
     calls.clear()
     for session_id in sorted(sessions):
         yield from _executions(session_id, sessions[session_id], repo_of, table,
                                damaged.get(session_id))
+
+
+def _count(damaged: Dict[str, Tuple[int, str]], session_id: str,
+           lines: Tuple[int, str]) -> None:
+    """Add ``lines`` (how many, the first's place) to a session's unusable lines."""
+    count, first = damaged.get(session_id, (0, ""))
+    damaged[session_id] = (count + lines[0], first or lines[1])
 
 
 def _take_line(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _Call]],
@@ -573,12 +580,12 @@ def _short(value: Any) -> str:
 
 
 def _executions(session_id: str, session: _Session, repo_of: Any, prices: PriceTable,
-                damaged: Optional[List[str]]) -> Iterator[Read]:
+                damaged: Optional[Tuple[int, str]]) -> Iterator[Read]:
     repo = repo_of(session.cwd) if session.cwd else None
     skipped = ""
     if damaged:
-        lines = "line" if len(damaged) == 1 else "lines"
-        skipped = f"{len(damaged):,} {lines} skipped, the first {damaged[0]}"
+        lines = "line" if damaged[0] == 1 else "lines"
+        skipped = f"{damaged[0]:,} {lines} skipped, the first {damaged[1]}"
     for model in sorted(session.calls):
         calls = session.calls[model]
         first = min(call.when for call in calls)
