@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 
 from .checks import to_utc
 from .errors import TelemetryValidationError
+from .formats import csv_text
 from .prices import PriceTable, default_prices
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import format_timestamp, parse_timestamp
@@ -261,10 +262,12 @@ def _csv_rows(path: Path, counter: Counter) -> Iterator[Read]:
 def _typed(cells: Dict[str, str]) -> Dict[str, Any]:
     """CSV text as the column types: numbers for number columns, ``None``
     for an empty cell of a column that may be null (CSV cannot tell an
-    empty string from no value; exports write no value as empty)."""
+    empty string from no value; exports write no value as empty); the
+    ``'`` an export put before text a spreadsheet would run is removed."""
     values: Dict[str, Any] = {}
-    for name, text in cells.items():
-        if text == "" and (name in _NULLABLE_FIELDS or name == "id"):
+    for name, cell in cells.items():
+        text = csv_text(cell)
+        if cell == "" and (name in _NULLABLE_FIELDS or name == "id"):
             values[name] = None
         elif name in _INTEGER_FIELDS or name == "id":
             values[name] = _number(text, int)
