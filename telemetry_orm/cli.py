@@ -315,8 +315,8 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         line.finish()
     out.write(result.summary() + "\n")
     if result.files == 0 or (result.lines == 0 and result.skipped_count):
-        print(f"{PROG} import: error: nothing could be read from {', '.join(paths)}",
-              file=sys.stderr)
+        print(f"{PROG} import: error: nothing could be read from "
+              f"{formats.printable(', '.join(paths))}", file=sys.stderr)
         return 1
     return 0
 
