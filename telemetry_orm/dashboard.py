@@ -239,7 +239,7 @@ def _axis(top: float, *, whole: bool, most: int = 5) -> Tuple[float, int]:
     """The gridline step and how many steps the axis has: the smallest
     step of :data:`_STEPS` that reaches ``top`` in at most ``most`` steps
     (``whole``: a whole number, for counts)."""
-    if top <= 0:
+    if not 0 < top < math.inf:
         return 1.0, 1
     power = math.floor(math.log10(top / most))
     while True:
@@ -256,7 +256,7 @@ def _axis(top: float, *, whole: bool, most: int = 5) -> Tuple[float, int]:
 def _tick(value: float, step: float, money: bool) -> str:
     """A gridline's label, with as many decimals as the step needs
     (``$2.50`` on a ``$2.5`` step, ``$0.025`` on ``$0.025``)."""
-    decimals = next(d for d in range(12) if abs(round(step, d) - step) <= step * 1e-9)
+    decimals = next((d for d in range(20) if abs(round(step, d) - step) <= step * 1e-9), 20)
     if money:
         return f"${value:,.{max(decimals, 2) if decimals else 0}f}"
     return f"{value:,.{decimals}f}"
@@ -270,7 +270,8 @@ def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]]
     partly inside the range drawn lighter, and said so in the legend."""
     label = _money if money else _count
     classes = classes or [f"s{n}" if name != _OTHER else "s8" for n, name in enumerate(names)]
-    step, steps = _axis(max((sum(s) for s in stacks), default=0.0), whole=not money)
+    step, steps = _axis(max((sum(v for v in s if v < math.inf) for s in stacks), default=0.0),
+                        whole=not money)
     top = step * steps
     plot_w, plot_h = _WIDTH - _LEFT - 8, _HEIGHT - _BOTTOM - _TOP
     width = plot_w / max(len(d.buckets), 1)
@@ -288,7 +289,7 @@ def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]]
         y = _TOP + plot_h
         partial = " partial" if bucket in d.partial else ""
         for name, cls, value in zip(names, classes, values, strict=True):
-            if value <= 0:
+            if not 0 < value < math.inf:  # an infinite sum written by another program
                 continue
             h = plot_h * value / top
             y -= h
