@@ -491,3 +491,11 @@ def test_partial_weeks_and_days_follow_the_time_zone(filled: PeeweeTelemetryStor
     local = dict(since=START + dt.timedelta(hours=4), until=START + dt.timedelta(days=5, hours=4))
     assert dashboard(filled, tz="America/New_York", **local).partial == ()
     assert dashboard(filled, **local).partial == ("2026-05-01", "2026-05-06")
+
+
+def test_an_infinite_cost_draws_no_bar_and_breaks_nothing() -> None:
+    # A sum past the largest double, or an infinite cost another program wrote.
+    page = parse(render_html(one_day(math.inf, 3)))
+    cost = page.charts["Cost per day by repo"]
+    assert cost["bars"] == [] and math.isfinite(cost["max"])
+    assert sum(v for _, _, v, _ in page.charts["Executions and failures per day"]["bars"]) == 3
