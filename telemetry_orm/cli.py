@@ -164,10 +164,10 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         else:
             result = reports.report(database, group_by=args.by or ["repo"], **options)
     if args.format != "html":
-        out.write(formats.render_report(result, args.format))
+        width, encoding = _width(out), getattr(out, "encoding", None)
+        out.write(formats.render_report(result, args.format, width=width, encoding=encoding))
         if args.chart:
-            width = shutil.get_terminal_size((100, 24)).columns
-            out.write("\n" + dashboard.terminal_chart(page, width, getattr(out, "encoding", None)))
+            out.write("\n" + dashboard.terminal_chart(page, width or 100, encoding))
         return 0
     document = dashboard.render_html(page)
     if args.out is None:
@@ -176,6 +176,19 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         with _output(args.out) as handle:
             handle.write(document)
     return 0
+
+
+def _width(out: TextIO) -> Optional[int]:
+    """The columns a table may take: ``$COLUMNS`` when set, else the
+    terminal's width when ``out`` is one; ``None`` (as wide as the table
+    needs) for a file or a pipe, so that nothing is left out there."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    isatty = getattr(out, "isatty", None)
+    if isatty is not None and isatty():
+        return shutil.get_terminal_size().columns
+    return None
 
 
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
@@ -269,7 +282,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"wrote {written:,} demo executions over the last {demo.DAYS} days to {where}\n\n")
     with _reading(args.db) as database:
         result = reports.report(database, since=parse_when("30d"), group_by=["repo"])
-    out.write(formats.render_report(result, "table"))
+    out.write(formats.render_report(result, "table", width=_width(out),
+                                    encoding=getattr(out, "encoding", None)))
     db = "" if args.db == DEFAULT_DB else f" --db {where}"
     out.write(f"\nnext: {PROG} report{db} --by week --by model\n")
     return 0
@@ -301,8 +315,8 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         line.finish()
     out.write(result.summary() + "\n")
     if result.files == 0 or (result.lines == 0 and result.skipped_count):
-        print(f"{PROG} import: error: nothing could be read from {', '.join(paths)}",
-              file=sys.stderr)
+        print(f"{PROG} import: error: nothing could be read from "
+              f"{formats.printable(', '.join(paths))}", file=sys.stderr)
         return 1
     if result.skipped_count:
         # The rest is in, but not everything: a script must notice.
@@ -561,9 +575,10 @@ def _one_line(exc: BaseException) -> str:
     # the real failure is the cause to show.
     while "no transaction is active" in str(exc) and exc.__context__ is not None:
         exc = exc.__context__
+    # Shown escaped: a message may quote a name from the data or a path.
     if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.filename}: {exc.strerror or exc}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+        return formats.printable(f"{exc.filename}: {exc.strerror or exc}")
+    return formats.printable(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 def _silence_stdout() -> None:

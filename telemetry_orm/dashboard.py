@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import zones
 from .checks import to_utc
-from .formats import _LABELS, _caption, _human, _when, iso, report_records
+from .formats import _LABELS, _caption, _human, _when, iso, printable, report_records
 from .reports import METRICS, Metrics, Report, report
 
 __all__ = ["Dashboard", "SERIES", "dashboard", "render_html", "terminal_chart"]
@@ -57,6 +57,9 @@ class Dashboard:
     #: The range's totals for the headline: the report's, or, when the report
     #: could not count purged history (``--by pr``), those of every execution.
     headline: Optional[Metrics] = None
+    #: The first and last buckets when the range covers only part of them
+    #: (it starts or ends inside a day or week): their bars are drawn lighter.
+    partial: Tuple[str, ...] = ()
 
 
 def _bucket_of(when: _dt.datetime, bucket: str) -> str:
@@ -77,6 +80,13 @@ def _all_buckets(since: _dt.datetime, until: _dt.datetime, zone: Any,
             labels.append(label)
         day += _dt.timedelta(days=1)
     return tuple(labels)
+
+
+def _starts_bucket(when: _dt.datetime, zone: Any, bucket: str) -> bool:
+    """Whether ``when`` is where a bucket starts: midnight in ``zone``
+    (a Monday's, for weeks)."""
+    local = to_utc(when).astimezone(zone)
+    return local.time() == _dt.time(0) and (bucket == "day" or local.weekday() == 0)
 
 
 def dashboard(source: Any, *, since: Optional[_dt.datetime] = None,
@@ -132,8 +142,12 @@ def dashboard(source: Any, *, since: Optional[_dt.datetime] = None,
     headline = main.totals
     if main.incomplete_before is not None:  # the charts count it all: so do the cards
         headline = report(source, since=f.since, until=f.until, group_by=[], **options).totals
-    return Dashboard(main, bucket, _all_buckets(start, end, zone, bucket),
-                     per_bucket("repo"), per_bucket("model"), runs, previous, headline)
+    buckets = _all_buckets(start, end, zone, bucket)
+    partial = [(buckets[:1], start), (buckets[-1:], end)] if buckets else []
+    cut = tuple(dict.fromkeys(label for edge, when in partial for label in edge
+                              if not _starts_bucket(when, zone, bucket)))
+    return Dashboard(main, bucket, buckets, per_bucket("repo"), per_bucket("model"), runs,
+                     previous, headline, cut)
 
 
 # --- the page ----------------------------------------------------------------------
@@ -159,6 +173,7 @@ border-radius:2px}
 """ + "".join(f".s{n}{{fill:var(--c{n})}}.legend .s{n}{{background:var(--c{n})}}"
               for n in range(9)) + """
 .bad{fill:var(--bad)}.legend .bad{background:var(--bad)}
+.partial{fill-opacity:.4}.legend i.partial{opacity:.4}
 table{border-collapse:collapse;width:100%;font-size:11.5px;font-variant-numeric:tabular-nums}
 th,td{padding:4px 5px;border-bottom:1px solid var(--grid);text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{cursor:pointer;user-select:none}
@@ -216,47 +231,73 @@ def _stacks(d: Dashboard, per_bucket: Mapping[str, Mapping[str, float]]
     return shown, stacks
 
 
-def _nice(top: float) -> float:
-    """A round axis maximum at or above ``top``, at most 20 % above it
-    (above 1)."""
-    if top <= 0:
-        return 1.0
-    magnitude = 10.0 ** math.floor(math.log10(top))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if m * magnitude >= top * (1 - 1e-12):
-            return m * magnitude
-    return 10 * magnitude
+#: Gridline steps: these times a power of ten.
+_STEPS = (1.0, 2.0, 2.5, 5.0)
+
+
+def _axis(top: float, *, whole: bool, most: int = 5) -> Tuple[float, int]:
+    """The gridline step and how many steps the axis has: the smallest
+    step of :data:`_STEPS` that reaches ``top`` in at most ``most`` steps
+    (``whole``: a whole number, for counts)."""
+    if not 0 < top < math.inf:
+        return 1.0, 1
+    power = math.floor(math.log10(top / most))
+    while True:
+        for m in _STEPS:
+            step = m * 10.0 ** power
+            if whole and (step < 1 or step != math.floor(step)):
+                continue
+            steps = math.ceil(top / step * (1 - 1e-12))
+            if steps <= most:
+                return step, max(steps, 1)
+        power += 1
+
+
+def _tick(value: float, step: float, money: bool) -> str:
+    """A gridline's label, with as many decimals as the step needs
+    (``$2.50`` on a ``$2.5`` step, ``$0.025`` on ``$0.025``)."""
+    decimals = next((d for d in range(20) if abs(round(step, d) - step) <= step * 1e-9), 20)
+    if money:
+        return f"${value:,.{max(decimals, 2) if decimals else 0}f}"
+    return f"{value:,.{decimals}f}"
 
 
 def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]],
-           label: Any, classes: Optional[List[str]] = None) -> str:
+           money: bool, classes: Optional[List[str]] = None) -> str:
     """A stacked bar chart as inline SVG: one ``<rect>`` per non-zero
-    segment, with its value in ``data-value`` and a ``<title>``."""
+    segment, with its value in ``data-value`` and a ``<title>``; gridlines
+    at round steps, each labelled with its value; the bars of a bucket only
+    partly inside the range drawn lighter, and said so in the legend."""
+    label = _money if money else _count
     classes = classes or [f"s{n}" if name != _OTHER else "s8" for n, name in enumerate(names)]
-    top = _nice(max((sum(s) for s in stacks), default=0.0))
+    step, steps = _axis(max((sum(v for v in s if v < math.inf) for s in stacks), default=0.0),
+                        whole=not money)
+    top = step * steps
     plot_w, plot_h = _WIDTH - _LEFT - 8, _HEIGHT - _BOTTOM - _TOP
-    step = plot_w / max(len(d.buckets), 1)
-    bar = max(step * 0.8, 1.0)
+    width = plot_w / max(len(d.buckets), 1)
+    bar = max(width * 0.8, 1.0)
     parts = [f'<svg viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" aria-label="{_e(title)}" '
              f'data-max="{top!r}"><title>{_e(title)}</title>']
-    for n in range(5):
-        y = _TOP + plot_h * (1 - n / 4)
+    for n in range(steps + 1):
+        y = _TOP + plot_h * (1 - n / steps)
         parts.append(f'<line class="grid" x1="{_LEFT}" x2="{_WIDTH - 8}" y1="{y:.1f}" '
-                     f'y2="{y:.1f}"/><text x="{_LEFT - 6}" y="{y + 4:.1f}" '
-                     f'text-anchor="end">{_e(_axis(label, top * n / 4, top))}</text>')
+                     f'y2="{y:.1f}"/><text class="tick" x="{_LEFT - 6}" y="{y + 4:.1f}" '
+                     f'text-anchor="end">{_e(_tick(step * n, step, money))}</text>')
     every = max(1, len(d.buckets) // 12)
     for i, (bucket, values) in enumerate(zip(d.buckets, stacks, strict=True)):
-        x = _LEFT + i * step + (step - bar) / 2
+        x = _LEFT + i * width + (width - bar) / 2
         y = _TOP + plot_h
+        partial = " partial" if bucket in d.partial else ""
         for name, cls, value in zip(names, classes, values, strict=True):
-            if value <= 0:
+            if not 0 < value < math.inf:  # an infinite sum written by another program
                 continue
             h = plot_h * value / top
             y -= h
-            parts.append(f'<rect class="{cls}" x="{x:.2f}" y="{y:.2f}" width="{bar:.2f}" '
-                         f'height="{h:.2f}" data-bucket="{_e(bucket)}" data-series='
-                         f'"{_e(name)}" data-value="{value!r}"><title>{_e(bucket)} · '
-                         f'{_e(name)}: {_e(label(value))}</title></rect>')
+            parts.append(f'<rect class="{cls}{partial}" x="{x:.2f}" y="{y:.2f}" '
+                         f'width="{bar:.2f}" height="{h:.2f}" data-bucket="{_e(bucket)}" '
+                         f'data-series="{_e(name)}" data-value="{value!r}"><title>'
+                         f'{_e(bucket)} · {_e(name)}: {_e(label(value))}'
+                         f'{" (part of the " + d.bucket + ")" if partial else ""}</title></rect>')
         # A label every so many bars, none crowding the last one shown.
         if i % every == 0 and (every == 1 or i <= len(d.buckets) - every):
             middle = x + bar / 2
@@ -267,14 +308,21 @@ def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]]
     parts.append("</svg>")
     legend = "".join(f'<span><i class="{cls}"></i>{_e(name)}</span>'
                      for name, cls in zip(names, classes, strict=True))
+    if d.partial:
+        legend += (f'<span data-partial="{_e(" ".join(d.partial))}"><i class="{classes[0]} '
+                   f'partial"></i>lighter: {_e(_partial_note(d))}</span>')
     return f'<div class="legend">{legend}</div>' + "".join(parts)
 
 
-def _axis(label: Any, value: float, top: float) -> str:
-    """An axis label: whole dollars once the axis reaches $10."""
-    if label is _money and top >= 10:
-        return f"${value:,.0f}"
-    return str(label(value))
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _partial_note(d: Dashboard) -> str:
+    """Which buckets the range covers only in part."""
+    if len(d.partial) == 1:
+        return f"{d.partial[0]}, a {d.bucket} only partly inside the range"
+    return f"{' and '.join(d.partial)}, {d.bucket}s only partly inside the range"
 
 
 def _change(now: Optional[float], before: Optional[float], *, points: bool = False) -> str:
@@ -342,7 +390,6 @@ def render_html(d: Dashboard) -> str:
     """The page, as one self-contained HTML document."""
     r = d.report
     f = r.filters
-    money = _money
     repo_names, repo_stacks = _stacks(d, d.cost_by_repo)
     model_names, model_stacks = _stacks(d, d.cost_by_model)
     runs = [[float(n - failed), float(failed)] for n, failed in
@@ -370,12 +417,12 @@ def render_html(d: Dashboard) -> str:
         f"<h1>Agent usage</h1><p class=\"muted\">{_e(_caption(r))}</p>",
         _cards(d),
         f'<section><h2>Cost per {_e(d.bucket)} by repo</h2>',
-        _chart(d, f"Cost per {d.bucket} by repo", repo_names, repo_stacks, money),
+        _chart(d, f"Cost per {d.bucket} by repo", repo_names, repo_stacks, True),
         f'</section><section><h2>Cost per {_e(d.bucket)} by model</h2>',
-        _chart(d, f"Cost per {d.bucket} by model", model_names, model_stacks, money),
+        _chart(d, f"Cost per {d.bucket} by model", model_names, model_stacks, True),
         f'</section><section><h2>Executions and failures per {_e(d.bucket)}</h2>',
         _chart(d, f"Executions and failures per {d.bucket}", ["succeeded", "failed"], runs,
-               lambda v: f"{v:,.0f}", ["s0", "bad"]),
+               False, ["s0", "bad"]),
         '</section><section><h2>Report</h2>', _table(r), "</section>",
         "".join(f'<p class="muted">{_e(n)}</p>' for n in notes),
         '<footer class="muted"><p>Filters: ',
@@ -392,14 +439,16 @@ _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 def terminal_chart(d: Dashboard, width: int, encoding: Optional[str]) -> str:
     """Cost per bucket as one bar a line, fitted to ``width`` columns;
-    Unicode blocks when ``encoding`` can show them, else ``#``."""
+    Unicode blocks when ``encoding`` can show them, else ``#``. A bucket
+    only partly inside the range is marked ``*`` (said under the chart)."""
     try:
         "█▏".encode(encoding or "ascii")
         unicode = True
     except (UnicodeEncodeError, LookupError):
         unicode = False
     costs = [sum(d.cost_by_repo.get(b, {}).values()) for b in d.buckets]
-    labels = list(d.buckets)
+    mark = "*" if d.partial else ""
+    labels = [printable(b) + ("*" if b in d.partial else " " * len(mark)) for b in d.buckets]
     values = [_money(c) for c in costs]
     label_w = max((len(x) for x in labels), default=0)
     value_w = max((len(x) for x in values), default=0)
@@ -414,4 +463,6 @@ def terminal_chart(d: Dashboard, width: int, encoding: Optional[str]) -> str:
         else:
             bar = "#" * round(cells)
         lines.append(f"{label.ljust(label_w)} {bar.ljust(room)} {value.rjust(value_w)}")
+    if d.partial:
+        lines.append(f"* {_partial_note(d)}")
     return "\n".join(lines) + "\n"

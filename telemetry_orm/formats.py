@@ -4,6 +4,11 @@ Every format is an option of one code path: a report becomes columns and
 records once (:func:`report_columns`, :func:`report_records`), then JSON and
 CSV write the raw values and the table and Markdown the human ones (costs
 with ``$``, thousands separators).
+
+Text from the data never acts on its reader: CSV puts a ``'`` before a text
+cell a spreadsheet would run as a formula (:func:`csv_cell`, undone by
+:func:`csv_text`), and text for people shows control characters escaped
+(:func:`printable`). A table fits a width (:func:`render_report`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import datetime as _dt
 import io
 import json
 import math
+import textwrap
+import unicodedata
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from . import zones
@@ -45,7 +52,104 @@ _LABELS: Dict[str, str] = {
     "failed": "failed",
 }
 
+#: Shorter headers, used when a table is too wide for its width.
+_SHORT_LABELS: Dict[str, str] = {
+    "executions": "execs",
+    "cache_read_tokens": "cache rd",
+    "cache_creation_tokens": "cache wr",
+    "total_tokens": "tokens",
+    "failed": "fail",
+}
+
+#: The metric columns a table too wide for its width leaves out, in this
+#: order. Group keys, executions and cost are always shown.
+DROP_ORDER: Tuple[str, ...] = (
+    "cache_creation_tokens", "cache_read_tokens", "p95_duration_ms", "avg_duration_ms",
+    "output_tokens", "input_tokens", "failed", "total_tokens",
+)
+
+#: A group value longer than this is cut when the table is too wide; and
+#: while it still is, down to :data:`_KEY_LEAST`.
+_KEY_MOST = 32
+_KEY_LEAST = 8
+
 _TOTAL = "TOTAL"
+
+# --- text that must not act on its reader ----------------------------------------
+
+#: A CSV text cell starting with one of these gets a ``'`` in front:
+#: spreadsheets run a cell starting with ``= + - @`` as a formula, some also
+#: after a tab or a carriage return (OWASP's list; ASVS 1.2.10 adds NUL, and
+#: a line feed is treated as the carriage return). ``'`` is on the list so
+#: that the rule can be undone exactly: a cell starting with ``'`` always
+#: got one.
+CSV_GUARDED: Tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00", "'")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: text starting with one of :data:`CSV_GUARDED`
+    gets a ``'`` in front (OWASP's advice against formula injection);
+    numbers, ``None`` and other text stay as they are."""
+    if isinstance(value, str) and value.startswith(CSV_GUARDED):
+        return "'" + value
+    return value
+
+
+def csv_text(cell: str) -> str:
+    """The text a CSV cell written through :func:`csv_cell` stands for: one
+    leading ``'`` removed. ``csv_text(str(csv_cell(v))) == v`` for every
+    text ``v``, and for every number and ``None`` written as CSV writes them
+    (none starts with ``'``)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+#: Shown escaped by :func:`printable`: C0 controls, DEL and C1 controls; the
+#: line and paragraph separators; Unicode's bidirectional controls (they
+#: reorder what follows them); and the backslash itself, so that an escape
+#: cannot be told apart from the same characters typed.
+_ESCAPED: Dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+    **{ord(c): f"\\u{ord(c):04x}" for c in
+       "\u2028\u2029\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+       "\u2066\u2067\u2068\u2069"},
+    **{ord(c): e for c, e in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"),
+                              ("\r", "\\r"))},
+}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal or in a Markdown table: control
+    characters (C0, DEL, C1), U+2028/U+2029 and the bidirectional controls
+    escaped as Python writes them (``\\x1b``, ``\\n``, ``\\u202e``), a
+    backslash doubled; everything else as it is."""
+    return text.translate(_ESCAPED)
+
+
+def _cells(text: str) -> int:
+    """The columns a terminal gives ``text``: two for an East Asian wide or
+    fullwidth character, none for a combining mark or a format character."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _cut(text: str, width: int, ellipsis: str) -> str:
+    """``text`` in at most ``width`` columns, ending in ``ellipsis`` when cut."""
+    if _cells(text) <= width:
+        return text
+    room, kept = width - _cells(ellipsis), []
+    for char in text:
+        room -= _cells(char)
+        if room < 0:
+            break
+        kept.append(char)
+    return "".join(kept) + ellipsis
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    space = " " * max(width - _cells(text), 0)
+    return space + text if right else text + space
 
 
 def iso(value: Optional[_dt.datetime]) -> Optional[str]:
@@ -105,8 +209,19 @@ def report_document(report: Report) -> Dict[str, Any]:
     }
 
 
-def render_report(report: Report, fmt: str) -> str:
-    """``report`` as text in one of :data:`REPORT_FORMATS`."""
+def render_report(report: Report, fmt: str, *, width: Optional[int] = None,
+                  encoding: Optional[str] = "utf-8") -> str:
+    """``report`` as text in one of :data:`REPORT_FORMATS`.
+
+    ``table`` only: ``width`` is the columns the table may take (``None``:
+    as many as it needs). A wider table is narrowed in this order until it
+    fits: shorter headers (``execs``, ``cache rd``, ``cache wr``, ``tokens``,
+    ``fail``); group values cut to 32 columns; the metrics of
+    :data:`DROP_ORDER` left out one by one (named under the table); group
+    values cut further, down to 8 columns. Group keys, executions and cost
+    always stay. A cut value ends in ``…``, or ``...`` where ``encoding``
+    cannot show it.
+    """
     if fmt == "json":
         return to_json(report_document(report), indent=2) + "\n"
     columns = report_columns(report)
@@ -116,18 +231,43 @@ def render_report(report: Report, fmt: str) -> str:
         raise ValueError(f"unknown report format {fmt!r}; expected one of {REPORT_FORMATS}")
     keys = report.key_names or ("",)
     header = [_LABELS.get(c, c) for c in keys + METRICS]
+    # Text from the data shows its control characters escaped: an escape
+    # sequence or a line break in a name must not act on the terminal or
+    # fake a line of the table.
     body = [
-        [_human(k, row.keys.get(k)) for k in keys]
+        [printable(_human(k, row.keys.get(k))) for k in keys]
         + [_human(m, getattr(row.metrics, m)) for m in METRICS]
         for row in report.rows
     ]
     totals = [_TOTAL] + [""] * (len(keys) - 1)
     totals += [_human(m, getattr(report.totals, m)) for m in METRICS]
     right = [False] * len(keys) + [True] * len(METRICS)
-    note = _unpriced_note(report) + _history_note(report)
+    notes = [_unpriced_note(report), _history_note(report)]
     if fmt == "markdown":
-        return _markdown(header, body, totals, right) + note
-    return _caption(report) + "\n\n" + _table(header, body, totals, right) + note
+        return _markdown(header, body, totals, right) + "".join(notes)
+    ellipsis = "…" if _can_show("…", encoding) else "..."
+    table, left_out = _table(header, body, totals, right, keys + METRICS, width, ellipsis)
+    if left_out:
+        notes.insert(0, f"\nNot shown in {width} columns: {', '.join(left_out)} (a wider "
+                        "terminal or $COLUMNS shows them; csv and json have every column).\n")
+    caption = printable(_caption(report))
+    if width is not None:
+        caption = _wrap(caption, width)
+        notes = ["\n" + _wrap(n.strip("\n"), width) + "\n" if n else "" for n in notes]
+    return caption + "\n\n" + table + "".join(notes)
+
+
+def _can_show(text: str, encoding: Optional[str]) -> bool:
+    try:
+        text.encode(encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _wrap(text: str, width: int) -> str:
+    # Names are never broken: a long one runs past the width instead.
+    return textwrap.fill(text, max(width, 20), break_long_words=False, break_on_hyphens=False)
 
 
 def _history_note(report: Report) -> str:
@@ -145,7 +285,7 @@ def _unpriced_note(report: Report) -> str:
     if not report.unpriced:
         return ""
     left = sum(report.unpriced.values())
-    models = ", ".join(f"{name} ({n:,})" for name, n in report.unpriced.items())
+    models = ", ".join(f"{printable(name)} ({n:,})" for name, n in report.unpriced.items())
     return (f"\nn/a: no price. {left:,} executions left unpriced (not counted in any cost), "
             f"by model: {models}. Give prices with --prices FILE or $TELEMETRY_PRICES.\n")
 
@@ -164,8 +304,8 @@ def render_stats(stats: DatabaseStats, fmt: str) -> str:
             text = f"{value:,} bytes"
         elif isinstance(value, int) and name != "schema_version":
             text = f"{value:,}"
-        else:
-            text = "-" if value is None else str(value)
+        else:  # a path, or a time another program may have written as any text
+            text = "-" if value is None else printable(str(value))
         lines.append(f"{name.ljust(width)}  {text}")
     return "\n".join(lines) + "\n"
 
@@ -174,13 +314,15 @@ def write_rows(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str, out: TextIO
 ) -> int:
     """Write ``rows`` to ``out`` one at a time as CSV (a header, then the rows)
-    or JSON Lines (one object per row); return how many rows were written."""
+    or JSON Lines (one object per row); return how many rows were written.
+    CSV text cells go through :func:`csv_cell`; JSON Lines keeps every value
+    as it is."""
     count = 0
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(row)
+            writer.writerow([csv_cell(value) for value in row])
             count += 1
     elif fmt == "jsonl":
         for row in rows:
@@ -247,25 +389,60 @@ def _when(value: _dt.datetime, zone: Any = zones.UTC) -> str:
     return to_utc(value).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def _table(
-    header: List[str], body: List[List[str]], totals: List[str], right: List[bool]
-) -> str:
-    widths = [max(len(r[i]) for r in [header, totals, *body]) for i in range(len(header))]
+def _table(header: List[str], body: List[List[str]], totals: List[str], right: List[bool],
+           names: Sequence[str], width: Optional[int], ellipsis: str
+           ) -> Tuple[str, List[str]]:
+    """The aligned table, narrowed to ``width`` as :func:`render_report`
+    says, and the labels of the columns it left out."""
+    columns = [[label, *(row[i] for row in body), totals[i]] for i, label in enumerate(header)]
+    keys = [i for i, name in enumerate(names) if name not in METRICS]
+    shown = list(range(len(header)))
+    left_out: List[str] = []
 
-    def line(cells: Sequence[str]) -> str:
-        padded = (
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
-        )
-        return "  ".join(padded).rstrip()
+    def wide(i: int) -> int:
+        return max(_cells(c) for c in columns[i])
 
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in body), rule, line(totals)]) + "\n"
+    def total() -> int:
+        return sum(wide(i) for i in shown) + 2 * (len(shown) - 1)
+
+    def cut(i: int, most: int) -> None:
+        columns[i][1:] = [_cut(c, most, ellipsis) for c in columns[i][1:]]
+
+    if width is not None and total() > width:
+        for i in shown:
+            columns[i][0] = _SHORT_LABELS.get(names[i], columns[i][0])
+    if width is not None and total() > width:
+        for i in keys:
+            cut(i, _KEY_MOST)
+    for name in DROP_ORDER:
+        if width is None or total() <= width:
+            break
+        i = names.index(name)
+        shown.remove(i)
+        left_out.append(header[i])
+    while width is not None and total() > width:
+        i = max(keys, key=lambda k: (wide(k), -k))
+        least = max(_KEY_LEAST, _cells(columns[i][0]), _cells(totals[i]))
+        if wide(i) <= least:
+            break  # as narrow as it goes: the table runs past the width
+        cut(i, max(wide(i) - (total() - width), least))
+
+    widths = {i: wide(i) for i in shown}
+
+    def line(row: int) -> str:
+        return "  ".join(_pad(columns[i][row], widths[i], right[i]) for i in shown).rstrip()
+
+    rule = "  ".join("-" * widths[i] for i in shown)
+    last = len(body) + 1
+    lines = [line(0), rule, *(line(r) for r in range(1, last)), rule, line(last)]
+    return "\n".join(lines) + "\n", left_out
 
 
 def _markdown(
     header: List[str], body: List[List[str]], totals: List[str], right: List[bool]
 ) -> str:
     def line(cells: Sequence[str]) -> str:
+        # Cells are printable() already: "|" alone would end the cell.
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     align = ["---:" if r else ":---" for r in right]
@@ -301,16 +478,17 @@ def render_prices(table: Mapping[str, Any], unpriced: Optional[Sequence[Tuple[st
         return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
 
     header = ["model", "provider", "input", "output", "cache read", "cache write", "as of"]
-    body = [[e["model"], e["provider"] or "", money(e["input"]), money(e["output"]),
-             money(e["cache_read"]), money(e["cache_write"]), e["as_of"]] for e in entries]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    body = [[printable(e["model"]), printable(e["provider"] or ""), money(e["input"]),
+             money(e["output"]), money(e["cache_read"]), money(e["cache_write"]),
+             printable(e["as_of"] or "")] for e in entries]
+    widths = [max(_cells(row[i]) for row in [header, *body]) for i in range(len(header))]
     right = [False, False, True, True, True, True, False]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w)
+        return "  ".join(_pad(c, w, r)
                          for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
 
-    sources = sorted({e["source"] for e in entries if e["source"]})
+    sources = sorted({printable(e["source"]) for e in entries if e["source"]})
     lines = ["Prices in USD per million tokens (cache write: the 5-minute write)", "",
              line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body), ""]
     lines += [f"source: {source}" for source in sources]
@@ -318,7 +496,7 @@ def render_prices(table: Mapping[str, Any], unpriced: Optional[Sequence[Tuple[st
         lines.append("")
         if unpriced:
             lines.append("models in the database without a price (executions):")
-            lines += [f"  {name}  {count:,}" for name, count in unpriced]
+            lines += [f"  {printable(name)}  {count:,}" for name, count in unpriced]
         else:
             lines.append("every model in the database has a price")
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
 
 from .checks import check_key, to_utc
 from .errors import TelemetryValidationError
-from .formats import EXPORT_VERSION, EXPORT_VERSION_COLUMN
+from .formats import EXPORT_VERSION, EXPORT_VERSION_COLUMN, csv_text
 from .prices import PriceTable, default_prices
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import format_timestamp, parse_timestamp
@@ -300,10 +300,15 @@ def _csv_rows(path: Path, counter: Counter) -> Iterator[Read]:
 def _typed(cells: Dict[str, str]) -> Dict[str, Any]:
     """CSV text as the column types: numbers for number columns, ``None``
     for an empty cell of a column that may be null (CSV cannot tell an
-    empty string from no value; exports write no value as empty)."""
+    empty string from no value; exports write no value as empty); the
+    ``'`` an export put before text a spreadsheet would run is removed
+    (exports with an ``export_version`` column have it; earlier ones were
+    written verbatim, so their cells are read as they are)."""
     values: Dict[str, Any] = {}
-    for name, text in cells.items():
-        if text == "" and (name in _NULLABLE_FIELDS or name == "id"):
+    guarded = EXPORT_VERSION_COLUMN in cells
+    for name, cell in cells.items():
+        text = csv_text(cell) if guarded else cell
+        if cell == "" and (name in _NULLABLE_FIELDS or name == "id"):
             values[name] = None
         elif name in _INTEGER_FIELDS or name in ("id", EXPORT_VERSION_COLUMN):
             values[name] = _number(text, int)

