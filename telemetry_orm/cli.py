@@ -22,7 +22,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, TextIO
 
-from . import dashboard, formats, imports, prices, reports, zones
+from . import dashboard, demo, formats, imports, prices, reports, zones
 from .checks import same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -259,12 +259,10 @@ def _not_the_database(path: str, location: str, option: str) -> None:
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     """``demo``: fill a database with realistic records, then report on it."""
-    # Imported here: it needs factory-boy, and its ImportError says which
-    # extra to install.
-    from .testing import demo
-
+    # Checked by reading first: a refused database is left as it was.
+    existing = demo.demo_rows(args.db, append=args.append)
     with contextlib.closing(create_telemetry_store(args.db)) as store:
-        written = demo.fill(store, rows=args.rows)
+        written = demo.fill(store, rows=args.rows, seed=existing)
         where = store.path
     out.write(f"wrote {written:,} demo executions over the last {demo.DAYS} days to {where}\n\n")
     with _reading(args.db) as database:
@@ -472,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("demo", cmd_demo, "fill a database with realistic demo data, then report")
     sub.add_argument("--rows", type=_count, default=5000, metavar="N",
                      help="how many executions (default 5000)")
+    sub.add_argument("--append", action="store_true",
+                     help="add to the demo data already there (without it, a database "
+                     "holding demo data is refused: a second run would double every figure)")
     sub = command("import", cmd_import,
                   "executions from telemetry-orm export files or Claude Code transcripts")
     sub.add_argument("format", choices=imports.IMPORT_FORMATS, metavar="FORMAT",
