@@ -19,9 +19,9 @@ from __future__ import annotations
 import datetime as _dt
 import random
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Type
 
-from peewee import chunked
+from peewee import PeeweeException, chunked
 
 from .engines import backend_for
 from .errors import DatabaseError
@@ -125,9 +125,13 @@ def fill(
         row = demo_record(rng).as_dict()
         row["created_at"] = format_timestamp(now - _dt.timedelta(seconds=rng.randint(0, span)))
         values.append(row)
-    with store.database.atomic():
-        for chunk in chunked(values, _CHUNK):
-            model.insert_many(chunk).execute()
+    errors: Tuple[Type[BaseException], ...] = (PeeweeException, *store.backend.driver_errors)
+    try:
+        with store.database.atomic():
+            for chunk in chunked(values, _CHUNK):
+                model.insert_many(chunk).execute()
+    except errors as exc:
+        raise store.backend.translate(exc) from exc  # a full disk, named with the path
     return len(values)
 
 
