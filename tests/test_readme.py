@@ -6,6 +6,7 @@ Anthropic client) return objects of the SDKs' real classes instead."""
 from __future__ import annotations
 
 import asyncio
+import configparser
 import datetime as dt
 import re
 import sqlite3
@@ -190,3 +191,36 @@ def test_the_reports_doc_block_prints_real_figures_on_demo_data(
     assert executions > 0 and (executions, tokens) in (before, after)
     assert len(lines) > 4  # a line per week and model
     assert all(re.fullmatch(r"\d{4}-W\d\d claude-\S+ \d+\.\d+ \d+", line) for line in lines[:-1])
+
+
+# --- Install and set-up (the blocks .ci/run runs in a fresh virtual environment) -------
+
+
+def _ci_block(name: str) -> List[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = f"<!-- .ci/run: {name} -->\n"
+    assert marker in text
+    block = FENCE.match(text, text.index(marker) + len(marker))
+    assert block is not None and block.group(1) == "sh"
+    return [line.split("#")[0].strip() for line in block.group(2).splitlines()]
+
+
+def test_the_readme_set_up_blocks_install_from_the_checkout_and_ci_runs_them() -> None:
+    assert _ci_block("demo") == ["pip install .", "telemetry-orm demo",
+                                 "telemetry-orm report --by model"]
+    assert _ci_block("tests") == ["pip install '.[testing]'", 'pytest -m "not slow"']
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert 'for block in demo tests; do' in ci and "<!-- .ci/run: $1 -->" in ci
+    assert "pip install telemetry_orm" not in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_testing_extra_leaves_the_agent_sdks_to_the_projects_own_tests() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    extras = {name: value.split() for name, value in config["options.extras_require"].items()}
+    sdks = ["claude-agent-sdk>=0.1", "anthropic>=0.40", "openai>=1.50"]
+    assert extras["sdks"] == sdks
+    assert not set(sdks) & set(extras["testing"])
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini", encoding="utf-8")
+    assert "sdks" in tox["testenv"]["extras"].split()
