@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import difflib
+import errno
 import logging
 import os
 import re
@@ -22,7 +24,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, TextIO
 
-from . import dashboard, formats, imports, prices, reports, zones
+from . import dashboard, demo, formats, imports, prices, reports, zones
 from .checks import same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -163,6 +165,8 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
             result = page.report
         else:
             result = reports.report(database, group_by=args.by or ["repo"], **options)
+        if not result.totals.executions:
+            _hint_filters(database, options)
     if args.format != "html":
         width, encoding = _width(out), getattr(out, "encoding", None)
         out.write(formats.render_report(result, args.format, width=width, encoding=encoding))
@@ -189,6 +193,35 @@ def _width(out: TextIO) -> Optional[int]:
     if isatty is not None and isatty():
         return shutil.get_terminal_size().columns
     return None
+
+
+#: The report filters a hint can name values of: option, report keyword.
+_FILTERS = (("repo", "repo"), ("model", "model"), ("event", "event_type"),
+            ("conclusion", "conclusion"))
+
+
+def _hint_filters(database: Any, options: Dict[str, Any]) -> None:
+    """On stderr, for each filter value with no executions in the report's
+    range: the values there are (a typo gives an empty report, not an error)."""
+    for option, key in _FILTERS:
+        value = options[key]
+        if value is None:
+            continue
+        others = reports.report(database, group_by=[key], p95=False,
+                                **{**options, key: None, "cost": "recorded", "prices": None})
+        found = [str(row.keys[key]) for row in others.rows]
+        if value in found:
+            continue  # the value is there; the filters together match nothing
+        if not found:
+            print(f"{PROG} report: there are no executions in this range at all",
+                  file=sys.stderr)
+            return
+        close = difflib.get_close_matches(value, found, n=1)
+        shown = [formats.printable(name) for name in sorted(found)[:20]]
+        there = ", ".join(shown) + (", …" if len(found) > 20 else "")
+        print(f"{PROG} report: no executions with --{option} {value!r} in this range; "
+              + (f"did you mean {close[0]!r}? " if close else "")
+              + f"the {key} values there: {there}", file=sys.stderr)
 
 
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
@@ -272,12 +305,10 @@ def _not_the_database(path: str, location: str, option: str) -> None:
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     """``demo``: fill a database with realistic records, then report on it."""
-    # Imported here: it needs factory-boy, and its ImportError says which
-    # extra to install.
-    from .testing import demo
-
+    # Checked by reading first: a refused database is left as it was.
+    existing = demo.demo_rows(args.db, append=args.append)
     with contextlib.closing(create_telemetry_store(args.db)) as store:
-        written = demo.fill(store, rows=args.rows)
+        written = demo.fill(store, rows=args.rows, seed=existing)
         where = store.path
     out.write(f"wrote {written:,} demo executions over the last {demo.DAYS} days to {where}\n\n")
     with _reading(args.db) as database:
@@ -399,13 +430,23 @@ def _output(path: str) -> Iterator[TextIO]:
         with open(target, "w", newline="", encoding="utf-8") as handle:
             yield handle
         return
+    # Errors name the path asked for (and where a link leads), never the
+    # temporary file, which the user did not ask for and which is gone.
+    shown = path if target == os.path.abspath(path) else f"{path} (a link to {target})"
     folder = os.path.dirname(target)
-    fd, temporary = tempfile.mkstemp(prefix=".export-", dir=folder)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".export-", dir=folder)
+    except OSError as exc:
+        why = f"no such folder {folder}" if exc.errno == errno.ENOENT else exc.strerror
+        raise OSError(exc.errno, why, shown) from None
     try:
         os.chmod(temporary, stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             yield handle
-        os.replace(temporary, target)
+        try:
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, shown) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
@@ -491,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("demo", cmd_demo, "fill a database with realistic demo data, then report")
     sub.add_argument("--rows", type=_count, default=5000, metavar="N",
                      help="how many executions (default 5000)")
+    sub.add_argument("--append", action="store_true",
+                     help="add to the demo data already there (without it, a database "
+                     "holding demo data is refused: a second run would double every figure)")
     sub = command("import", cmd_import,
                   "executions from telemetry-orm export files or Claude Code transcripts")
     sub.add_argument("format", choices=imports.IMPORT_FORMATS, metavar="FORMAT",
@@ -552,9 +596,10 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
         out.flush()
         return status
     except BrokenPipeError:
-        # The reader went away (``| head``): stop quietly, as cat does.
+        # The reader went away (``| head``): it had what it wanted, so stop
+        # quietly and successfully, whichever command it was.
         _silence_stdout()
-        return 1
+        return 0
     except KeyboardInterrupt:
         return 130
     except (UsageError, TelemetryValidationError) as exc:

@@ -241,7 +241,8 @@ def check_table(
     ``is_table`` is false when ``executions`` is a view (never ours).
 
     On every purpose a newer schema version is refused: what it means is
-    not known to this version.
+    not known to this version. With no telemetry table beside it, the
+    version is another program's, and the message says so.
 
     - ``"write"`` (a store): a newer schema version, a recorded version but
       no table (another application's database), a table without the core
@@ -258,6 +259,13 @@ def check_table(
         raise DatabaseError(
             f"{where}: schema version {version} is recorded but there is no "
             f"'{TABLE_NAME}' table: this looks like another application's database"
+        )
+    if version > SCHEMA_VERSION and (not columns or not is_table or missing_core):
+        # Only a database with our table can have a newer version of ours.
+        raise DatabaseError(
+            f"{where}: schema version {version} is another program's, not telemetry_orm's: "
+            f"there is no telemetry '{TABLE_NAME}' table, so this is not a telemetry "
+            "database (nothing was changed); give the path of a telemetry database"
         )
     if version > SCHEMA_VERSION:
         raise DatabaseError(

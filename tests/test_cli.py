@@ -22,8 +22,6 @@ from typing import Any, Iterator, List, Tuple
 import pytest
 from support import make_seed_database, program
 
-import telemetry_orm
-import telemetry_orm.testing
 from telemetry_orm import PeeweeTelemetryStore
 from telemetry_orm.cli import main, parse_when
 from telemetry_orm.factories import ExecutionFactory
@@ -463,23 +461,6 @@ def test_demo_refuses_a_database_with_real_telemetry(
     assert status == 1
     assert "not demo data" in err and str(db_path) in err
     assert count(witness) == 60
-
-
-def test_demo_without_factory_boy_names_the_extra_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "factory", None)  # "import factory" now fails
-    for name in ("factories", "demo"):
-        monkeypatch.delitem(sys.modules, f"telemetry_orm.{name}", raising=False)
-        monkeypatch.delitem(sys.modules, f"telemetry_orm.testing.{name}", raising=False)
-        monkeypatch.delattr(telemetry_orm, name, raising=False)
-        monkeypatch.delattr(telemetry_orm.testing, name, raising=False)
-    path = tmp_path / "demo" / "telemetry.db"
-    status, _, err = run("demo", "--db", str(path), capsys=capsys)
-    assert status == 1
-    assert "pip install 'telemetry_orm[testing]'" in err
-    assert err.count("\n") == 1
-    assert not path.parent.exists()
 
 
 # --- The original store's files ------------------------------------------------------

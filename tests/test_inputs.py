@@ -11,9 +11,9 @@ import pytest
 
 from telemetry_orm import TelemetryRecord, TelemetryValidationError, create_telemetry_store
 
-sdk = pytest.importorskip("claude_agent_sdk", reason="needs claude-agent-sdk (testing extra)")
-anthropic_types = pytest.importorskip("anthropic.types", reason="needs anthropic (testing extra)")
-openai_types = pytest.importorskip("openai.types", reason="needs openai (testing extra)")
+sdk = pytest.importorskip("claude_agent_sdk", reason="needs claude-agent-sdk (sdks extra)")
+anthropic_types = pytest.importorskip("anthropic.types", reason="needs anthropic (sdks extra)")
+openai_types = pytest.importorskip("openai.types", reason="needs openai (sdks extra)")
 from openai.types.responses import ResponseUsage  # noqa: E402
 
 WHERE = {"repo": "acme/api", "event_type": "pull_request.opened"}

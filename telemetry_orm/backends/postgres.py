@@ -236,6 +236,15 @@ def sqlstate(exc: BaseException) -> Optional[str]:
     return None
 
 
+#: Transactions the server ends because of another one: retry, do not wait.
+_CONFLICTS = {
+    "40001": "serialization failure: a concurrent transaction changed rows this one read or "
+             "writes (the connection runs at repeatable read or serializable isolation)",
+    "40P01": "deadlock detected: this transaction and another waited for each other, and the "
+             "server ended this one",
+}
+
+
 def is_busy(exc: BaseException) -> bool:
     """True when ``exc`` says another transaction is in the way, or every
     pooled connection stayed in use for the pool's whole ``timeout``."""
@@ -574,6 +583,13 @@ class PostgresBackend:
         return DatabaseError(f"{self.path}: {exc}")
 
     def translate(self, exc: BaseException) -> TelemetryError:
+        conflict = _CONFLICTS.get(sqlstate(exc) or "")
+        if conflict:
+            # Not a lock held too long: the server ended this transaction,
+            # and only running it again can succeed.
+            return StoreBusyError(
+                f"{self.path}: {conflict}; nothing was written: roll back and retry the "
+                f"whole transaction ({' '.join(str(exc).split())})")
         return operation_error(self.path, exc, busy=is_busy(exc))
 
     def insert_sql(self, model: Type[Execution]) -> str:

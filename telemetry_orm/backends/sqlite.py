@@ -123,8 +123,30 @@ def is_busy(exc: BaseException) -> bool:
     return any(text in message for text in _BUSY_MESSAGES)
 
 
+def _failure(exc: BaseException) -> BaseException:
+    # A COMMIT that fails on a full disk is rolled back by SQLite itself, so
+    # the ROLLBACK asked for after it fails with "no transaction is active"
+    # and hides the failure: show the one it was handling.
+    while "no transaction is active" in str(exc) and exc.__context__ is not None:
+        exc = exc.__context__
+    return exc
+
+
+def _full_disk(path: str, exc: BaseException) -> Optional[TelemetryError]:
+    """The error of a write that found the disk full, or ``None``."""
+    if "database or disk is full" not in str(exc):
+        return None
+    return DatabaseError(
+        f"{path}: the disk is full: the write failed and was rolled back, so nothing was "
+        f"lost; free some space and run it again ({exc})")
+
+
 def describe(path: str, exc: BaseException) -> TelemetryError:
     """Turn a driver error met while opening into a :class:`DatabaseError`."""
+    exc = _failure(exc)
+    full = _full_disk(path, exc)
+    if full is not None:
+        return full
     message = str(exc)
     if "file is not a database" in message:
         return DatabaseError(f"{path}: not a SQLite database ({message})")
@@ -773,7 +795,8 @@ class SqliteBackend:
     # -- errors and facts ---------------------------------------------------
 
     def translate(self, exc: BaseException) -> TelemetryError:
-        return operation_error(self.path, exc, busy=is_busy(exc))
+        exc = _failure(exc)
+        return _full_disk(self.path, exc) or operation_error(self.path, exc, busy=is_busy(exc))
 
     def describe(self, exc: BaseException) -> TelemetryError:
         return describe(self.path, exc)

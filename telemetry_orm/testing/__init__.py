@@ -1,5 +1,6 @@
-"""Test and demo helpers (the ``testing`` extra): factory-boy factories of
+"""Test helpers (the ``testing`` extra): factory-boy factories of
 records and rows (:mod:`.factories`), the pytest plugin's fixtures
-(:mod:`.plugin`) and the demo data behind ``telemetry-orm demo`` (:mod:`.demo`).
+(:mod:`.plugin`); :mod:`.demo` still imports the demo, which now lives in
+:mod:`telemetry_orm.demo` and needs no extra.
 Importing this package needs nothing but telemetry_orm; its modules say
 which extra they need."""

@@ -19,8 +19,8 @@ try:
     from factory import fuzzy
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "telemetry_orm.factories needs factory-boy and Faker: "
-        "pip install 'telemetry_orm[testing]'"
+        "telemetry_orm.factories needs factory-boy and Faker (the testing extra): "
+        "pip install factory-boy Faker, or pip install '.[testing]' in a checkout"
     ) from exc
 
 from ..prices import cost_of
