@@ -22,7 +22,7 @@ from typing import Any, Iterator, List, Tuple
 import pytest
 from support import make_seed_database, program
 
-from telemetry_orm import PeeweeTelemetryStore
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 from telemetry_orm.cli import main, parse_when
 from telemetry_orm.factories import ExecutionFactory
 from telemetry_orm.reports import METRICS
@@ -669,7 +669,7 @@ def test_a_full_disk_is_named_not_the_failed_rollback(
 def test_report_fits_columns_and_a_pipe_or_file_gets_every_column(
         db_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with telemetry_orm.create_telemetry_store(db_path) as store:
+    with create_telemetry_store(db_path) as store:
         for n, repo in enumerate(REPOS * 2):
             store.record({"repo": repo, "event_type": "push", "model": f"claude-model-{n % 2}",
                           "conclusion": "success", "input_tokens": 123_456_789,
