@@ -185,7 +185,7 @@ class KeyedSql:
     find: str
     #: The record's INSERT (with ``RETURNING id`` where the engine needs it).
     insert: str
-    #: Remember a key for a row (replacing a stale one, whose row is gone).
+    #: Remember the key of a new row.
     remember: str
     #: Set every record column of a row (``replace=True``): its id and
     #: ``created_at`` are kept.
