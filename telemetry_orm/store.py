@@ -478,6 +478,8 @@ class PeeweeTelemetryStore(TelemetryStore):
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             self._upkeep.before_write()
+            if replace:
+                self.prepare_replace()
             try:
                 ids = self.backend.insert_keyed(
                     self.database, self._keyed_sql or self.keyed_sql(), rows, keys,
@@ -508,18 +510,22 @@ class PeeweeTelemetryStore(TelemetryStore):
         and after it the new ones go in if the row, maybe at another
         ``created_at``, counts then; no other connection folds meanwhile."""
         with self.backend.fold_transaction(conn):
-            models = self._rollups_if_any(conn) or ()
+            models = self._rollups
+            if models is None and self.backend.has_table(conn, rollups.STATE_TABLE):
+                # Made by another store since prepare_replace(): all at once.
+                models = tuple(bind_model(self.database, base)
+                               for base in self.backend.rollup_models)
+            bound: Tuple[Type[peewee.Model], ...] = models or ()
             where = None
-            if models:
-                state = rollups.read_state(conn, models)
-                counted = rollups.counted(self._model, state)
+            if bound:
+                counted = rollups.counted(self._model, rollups.read_state(conn, bound))
                 if counted is not None:
                     where = (self._model.id == row_id) & counted
             if where is not None:
-                self._fold(conn, models, where, unfold=True)
+                self._fold(conn, bound, where, unfold=True)
             yield
             if where is not None:
-                self._fold(conn, models, where)
+                self._fold(conn, bound, where)
 
     def record_many(
         self,
@@ -888,17 +894,16 @@ class PeeweeTelemetryStore(TelemetryStore):
                                                self.backend.rollup_models)
             return self._rollups
 
-    def _rollups_if_any(self, conn: Any) -> Optional[Tuple[Type[peewee.Model], ...]]:
-        """The bound rollup models when their tables exist (any store may
-        have made them), else ``None``; nothing is created."""
-        if self._rollups is not None:
-            return self._rollups
-        if not self.backend.has_table(conn, rollups.STATE_TABLE):
-            return None
-        # Bound, not created: the tables are there (and stay).
-        self._rollups = tuple(bind_model(self.database, base)
-                              for base in self.backend.rollup_models)
-        return self._rollups
+    def prepare_replace(self) -> None:
+        """Before a keyed write that may replace rows (outside its
+        transaction): when the rollups exist, their tables are all made (a
+        file rolled up by an older version may lack the newer ones), so that
+        :meth:`replacing` finds them."""
+        if self._rollups is None:
+            with self.connection() as conn:
+                exists = self.backend.has_table(conn, rollups.STATE_TABLE)
+            if exists:
+                self._rollup_models()
 
     def _keys_if_any(self) -> Optional[_keys.Tables]:
         """The bound key models when the keys table exists (any store, in any

@@ -548,6 +548,8 @@ def _write_keyed_batch(
     (see :mod:`telemetry_orm.keys`)."""
     sql = store.keyed_sql()
     key_state = _keys.tables(store.database, store.backend.key_model)[2]
+    if replace:
+        store.prepare_replace()
     database, model = store.database, store.model
     # The id is the last parameter (as_text may have one of its own, such as
     # PostgreSQL's to_char pattern).
