@@ -552,3 +552,55 @@ def test_an_import_that_moves_a_row_into_or_out_of_rolled_up_hours_moves_its_fig
     assert reported(any_store, "day") == expected[day_of(any_witness)]
     for (by, p95), figure in exact.items():
         assert_same(figure, figures(any_store, (by,), since=None, p95=p95))
+
+
+def test_replaces_racing_rollups_and_a_purge_in_another_store_count_each_row_once(
+        any_location: str) -> None:
+    keys = [f"run-{i}" for i in range(24)]
+    with create_telemetry_store(any_location) as store:
+        ids = [store.record(minimal(repo=f"acme/r{i % 4}"), key=key)
+               for i, key in enumerate(keys)]
+    witness = Witness(any_location)
+    stores = [create_telemetry_store(any_location), create_telemetry_store(any_location)]
+    try:
+        witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", [
+            ((PAST + dt.timedelta(minutes=7 * i)).strftime("%Y-%m-%d %H:%M:%S")
+             if witness.kind == "sqlite" else PAST + dt.timedelta(minutes=7 * i), row_id)
+            for i, row_id in enumerate(ids)])
+        failures: List[BaseException] = []
+
+        def replace() -> None:
+            rnd = random.Random(3)
+            try:
+                for _ in range(3):
+                    for key in keys:
+                        stores[0].record(minimal(
+                            repo=f"acme/r{rnd.randrange(6)}", input_tokens=rnd.randrange(1000),
+                            cost_usd=round(rnd.random(), 6), duration_ms=rnd.randrange(9000),
+                            conclusion=rnd.choice(["success", "failure"])), key=key,
+                            replace=True)
+            except BaseException as exc:  # noqa: BLE001 - the assertion shows it
+                failures.append(exc)
+
+        def roll_up() -> None:
+            try:
+                for _ in range(15):
+                    stores[1].rollup()
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(exc)
+
+        threads = [threading.Thread(target=replace), threading.Thread(target=roll_up)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
+        stores[1].rollup()
+        expected = raw(witness, "repo")
+        assert reported(stores[0], "repo") == expected
+        assert stores[1].purge_older_than(1) == len(keys)
+        assert reported(stores[0], "repo") == expected
+    finally:
+        for s in stores:
+            s.close()
+        witness.close()
