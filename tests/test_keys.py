@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 from support import Witness, minimal
-from test_import import call, write_lines
+from test_import import call, run, write_lines
 from transcripts import expected_totals, write_folder
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
@@ -169,3 +169,23 @@ def test_a_file_from_before_purged_keys_gets_them_and_executions_stays_the_origi
         assert store.model.select().count() == 0
     assert _master(db_path) == master
     assert sorted(kind for kind, _ in master.values()) == ["index", "index", "table"]
+
+
+def test_the_command_line_purge_takes_key_days(db_path: Path) -> None:
+    with create_telemetry_store(db_path) as store:
+        store.record(minimal(), key="a")
+        store.record(minimal(), key="b")
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE executions SET created_at = '2021-05-01 09:30:00'")
+    assert run("purge", "--days", "1", "--db", str(db_path))[0] == 0
+    with conn:
+        conn.execute("UPDATE telemetry_orm_purged_keys SET purged_at = '2000-01-01 00:00:00'")
+    # A million days keeps them (and reaches before any date: nothing is
+    # forgotten), a bad number is refused, ten days forgets them.
+    assert run("purge", "--days", "1", "--key-days", "1000000", "--db", str(db_path))[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM telemetry_orm_purged_keys").fetchone()[0] == 2
+    assert run("purge", "--days", "1", "--key-days", "-3", "--db", str(db_path))[0] != 0
+    assert run("purge", "--days", "1", "--key-days", "10", "--db", str(db_path))[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM telemetry_orm_purged_keys").fetchone()[0] == 0
+    conn.close()
