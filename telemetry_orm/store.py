@@ -377,6 +377,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         # upgrade.
         forking.track(upkeep, forking.ENGINE)
         forking.track(self, forking.STORE)
+        made: Optional[Tuple[Type[peewee.Model], ...]] = None
         try:
             with self._lock:
                 backend.prepare(database, model)
@@ -384,10 +385,11 @@ class PeeweeTelemetryStore(TelemetryStore):
                     # The keys and rollup tables with the schema, not at
                     # their first use: that use may be inside one of the
                     # application's transactions, which might roll them back.
-                    _create_tables(backend, database,
-                                   (backend.key_model, *_keys.SIDE_MODELS,
-                                    *backend.rollup_models),
-                                   outside_transaction="create its keys and rollup tables")
+                    made = _create_tables(backend, database,
+                                          (*backend.rollup_models, backend.key_model,
+                                           *_keys.SIDE_MODELS),
+                                          outside_transaction="create its keys and rollup "
+                                                              "tables")
         except BaseException:
             forking.untrack(self)
             forking.untrack(upkeep)
@@ -397,7 +399,10 @@ class PeeweeTelemetryStore(TelemetryStore):
             raise
         self.path = backend.path
         self._keyed_sql: Optional[KeyedSql] = None
-        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
+        # Made at open on an application's database: a replace inside one
+        # of its transactions then reads nothing before its write lock.
+        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = (
+            None if made is None else made[:len(backend.rollup_models)])
         #: Writes hold the store's lock: not on an application's database
         #: (unless its threads share one connection).
         self._serial = not backend.borrowed or backend.one_connection

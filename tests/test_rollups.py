@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import Witness, minimal, place
+from support import Witness, app_database, minimal, place
 from test_import import call, write_lines
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
@@ -603,4 +603,34 @@ def test_replaces_racing_rollups_and_a_purge_in_another_store_count_each_row_onc
     finally:
         for s in stores:
             s.close()
+        witness.close()
+
+
+def test_a_replace_inside_an_application_transaction_moves_the_rollups_with_it(
+        any_location: str) -> None:
+    witness = Witness(any_location)  # first: it makes a file's folder
+    database = app_database(any_location)
+    store = create_telemetry_store(database)
+    try:
+        row_id = store.record(minimal(repo="acme/api", input_tokens=10), key="run")
+        witness.execute("UPDATE executions SET created_at = ?",
+                        PAST.strftime("%Y-%m-%d %H:%M:%S") if witness.kind == "sqlite"
+                        else PAST)
+        store.rollup()
+        before = raw(witness, "repo")
+        with database.atomic() as transaction:
+            store.record(minimal(repo="acme/web", input_tokens=99), key="run", replace=True)
+            transaction.rollback()
+        assert raw(witness, "repo") == before
+        assert reported(store, "repo") == before
+        with database.atomic():
+            assert store.record(minimal(repo="acme/web", input_tokens=99), key="run",
+                                replace=True) == row_id
+        after = raw(witness, "repo")
+        assert after != before and reported(store, "repo") == after
+        assert store.purge_older_than(1) == 1
+        assert reported(store, "repo") == after
+    finally:
+        store.close()
+        database.close()
         witness.close()
