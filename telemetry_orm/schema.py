@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar, over
 
 from peewee import (
     SQL,
+    BigIntegerField,
     Database,
     Entity,
     Field,
@@ -174,7 +175,7 @@ class PurgedKey(Model):
     is older than the purge's ``key_days`` (see :mod:`telemetry_orm.keys`)."""
 
     key = TextField(primary_key=True)
-    execution_id = IntegerField()
+    execution_id = BigIntegerField()
     purged_at = TextField()
 
     class Meta:
