@@ -28,7 +28,7 @@ from . import dashboard, demo, formats, imports, prices, reports, zones
 from .checks import same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
-from .store import LOGGER_NAME, create_telemetry_store
+from .store import KEY_DAYS, LOGGER_NAME, create_telemetry_store
 from .transfer import ImportProgress, MigrationProgress, import_files, migrate
 
 PROG = "telemetry-orm"
@@ -233,7 +233,7 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"would delete {count:,} executions older than {args.days:g} days\n")
         return 0
     with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
-        count = store.purge_older_than(args.days)
+        count = store.purge(args.days, key_days=args.key_days).deleted
     out.write(f"deleted {count:,} executions older than {args.days:g} days\n")
     return 0
 
@@ -514,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("purge", cmd_purge, "delete executions older than N days")
     sub.add_argument("--days", type=_days, required=True, metavar="N")
     sub.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    sub.add_argument("--key-days", type=_days, default=KEY_DAYS, metavar="N",
+                     help="days the keys of purged executions are kept, so that sending or "
+                          f"importing them again counts nothing twice (default {KEY_DAYS})")
 
     command("rollup", cmd_rollup, "fold complete hours into the rollups, which outlive purges")
 

@@ -22,7 +22,11 @@ the rows between the old state and the new one, in the same transaction.
 Rows that arrive later with an old ``created_at`` (imports, copies, clock
 skew) have ids past ``counted_ids``, so they are not counted yet, and the
 next fold adds them to their hour. A purge folds in the uncounted rows it
-deletes in the transaction that deletes them.
+deletes in the transaction that deletes them. A keyed write that replaces
+a row (``record(…, key=…, replace=True)``, a transcript imported again)
+takes the row's old values out of the rollups (:func:`unfold`) if it was
+counted and folds the new ones in if the row, maybe at another
+``created_at``, counts now, in the transaction of its UPDATE.
 
 The duration sketch: bucket ``0`` holds durations of 0 ms, bucket ``k >=
 1`` the durations ``d`` with ``γ**(k-2) < d <= γ**(k-1)``, ``γ = (1 + α) /
@@ -261,20 +265,24 @@ class RollupState(Model):
 # :mod:`telemetry_orm.sql`, so they run inside a backend's own transactions.
 
 
-def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[Statement]:
+def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any, *,
+         sign: int = 1) -> List[Statement]:
     """Add the executions matching ``where`` to their hours and months:
     read them once into this connection's scratch table, then one upsert
     per rollup table from there (the month sketches: one per column and
-    one for all executions)."""
+    one for all executions). ``sign=-1`` takes them out instead: see
+    :func:`unfold`."""
     rollup, durations, _, months, month_durations, scratch, days = models
     m = model
     database = m._meta.database
     dims = [getattr(m, name) for name in DIMENSIONS]
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
-    sums = [fn.COUNT(SQL("*")), fn.SUM(m.input_tokens), fn.SUM(m.output_tokens),
+    sums: List[Any] = [fn.COUNT(SQL("*")), fn.SUM(m.input_tokens), fn.SUM(m.output_tokens),
             fn.SUM(m.cache_read_tokens), fn.SUM(m.cache_creation_tokens), fn.SUM(m.cost_usd),
             fn.SUM(m.duration_ms), fn.SUM(failed)]
+    if sign != 1:
+        sums = [total * SQL(str(int(sign))) for total in sums]
     context = database.get_sql_context()
     statements: List[Statement] = [
         context.sql(scratch._schema._create_table(safe=True, temporary=True)).query(),
@@ -316,6 +324,31 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[St
         upsert(md, key, [f.month, SQL(f"'{name}'"), value, f.bucket, fn.SUM(f.executions)],
                ("executions",), 4)
     return statements
+
+
+def unfold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[Statement]:
+    """Take the executions matching ``where`` (all of them counted) out of
+    their hours and months, as :func:`fold` added them; the rows and
+    sketch buckets left with no execution go, so reports show no empty
+    groups."""
+    statements = fold(models, model, dialect, where, sign=-1)
+    rollup, durations, _, months, month_durations, scratch, days = models
+    database = model._meta.database
+    for table, period in ((rollup, "hour"), (durations, "hour"), (days, "day"),
+                          (months, "month"), (month_durations, "month")):
+        column = getattr(table, period)
+        touched = scratch.select(getattr(scratch, period))
+        statements.append(render(database, table.delete().where(
+            (table.executions == 0) & column.in_(touched))))
+    return statements
+
+
+def counted(model: Any, state: State) -> Optional[Any]:
+    """The rows ``state`` counts (``None``: none)."""
+    if state.counted_before is None:
+        return None
+    return (model.id <= state.counted_ids) & (
+        model.created_at < format_timestamp(state.counted_before))
 
 
 def uncounted(model: Any, state: State) -> Any:

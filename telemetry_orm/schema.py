@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar, over
 
 from peewee import (
     SQL,
+    BigIntegerField,
     Database,
     Entity,
     Field,
@@ -131,8 +132,8 @@ class ExecutionKey(Model):
     """A key under which a row of ``executions`` was recorded
     (``store.record(entry, key=…)``): at most one row per key. Created when
     a store first records with a key. This is the PostgreSQL layout (the row
-    id its primary key, the key unique), on which a purge deletes the keys of
-    the rows it deletes in the same transaction."""
+    id its primary key, the key unique). A key whose row is gone still
+    holds its key (see :mod:`telemetry_orm.keys`)."""
 
     execution_id = IntegerField(primary_key=True)
     key = TextField()
@@ -148,9 +149,8 @@ class ExecutionKey(Model):
 class SqliteExecutionKey(Model):
     """The same keys on SQLite: one b-tree ordered by key (``WITHOUT
     ROWID``), so a keyed write adds one b-tree to the row's, not two. With
-    no index by row id, a purge leaves the keys of its rows for a sweep that
-    follows it (keys whose row is gone are ignored meanwhile). Files made
-    with the PostgreSQL layout work the same."""
+    no index by row id, the keys of a purge's rows are found by the sweep
+    that follows it. Files made with the PostgreSQL layout work the same."""
 
     key = TextField(primary_key=True)
     execution_id = IntegerField()
@@ -158,6 +158,44 @@ class SqliteExecutionKey(Model):
     class Meta:
         table_name = KEYS_TABLE
         without_rowid = True
+
+
+#: Keys whose row is gone (tombstones), beside the keys of rows still there.
+PURGED_KEYS_TABLE = "telemetry_orm_purged_keys"
+
+#: Until when purged keys were forgotten (one row).
+KEY_STATE_TABLE = "telemetry_orm_key_state"
+
+
+class PurgedKey(Model):
+    """The key of a row that is gone (a purge's, or one deleted otherwise),
+    kept so that the same execution sent again is not counted twice (the
+    rollups still count it): moved here from the keys table by a purge,
+    stamped with that purge's time (UTC text), and forgotten once the stamp
+    is older than the purge's ``key_days`` (see :mod:`telemetry_orm.keys`)."""
+
+    key = TextField(primary_key=True)
+    execution_id = BigIntegerField()
+    purged_at = TextField()
+
+    class Meta:
+        table_name = PURGED_KEYS_TABLE
+        indexes = (
+            Index("idx_telemetry_orm_purged_keys_purged_at", Table(PURGED_KEYS_TABLE),
+                  (Entity("purged_at"),), safe=True),
+        )
+
+
+class KeyState(Model):
+    """One row: purged keys stamped before ``forgotten_before`` (UTC text)
+    may have been forgotten, so a keyed row created before it cannot be
+    checked for duplicates."""
+
+    id = IntegerField(primary_key=True)
+    forgotten_before = TextField(null=True)
+
+    class Meta:
+        table_name = KEY_STATE_TABLE
 
 
 @overload

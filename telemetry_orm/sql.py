@@ -15,7 +15,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import re
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ContextManager, List, Optional, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, fn
@@ -114,6 +114,26 @@ def keys_past(keys: Any, model: Any, after: Optional[str], limit: int) -> Statem
     return sql, [] if after is None else [after]
 
 
+def move_gone_key(keys: Any, purged: Any, model: Any) -> str:
+    """Copy the key given as the second parameter into the purged keys,
+    stamped with the first, if its row is gone (looked at under the write
+    lock, as :func:`delete_gone_key` does after it)."""
+    database = model._meta.database
+    q = functools.partial(quote, database)
+    mark = database.param
+    return (f"INSERT INTO {q(purged._meta.table_name)} ({q('key')}, {q('execution_id')}, "
+            f"{q('purged_at')}) SELECT k.{q('key')}, k.{q('execution_id')}, {mark} "
+            f"FROM {q(keys._meta.table_name)} AS k WHERE k.{q('key')} = {mark} AND NOT EXISTS "
+            f"(SELECT 1 FROM {q(model._meta.table_name)} AS e "
+            f"WHERE e.{q('id')} = k.{q('execution_id')}) ON CONFLICT ({q('key')}) DO NOTHING")
+
+
+def purged_before(purged: Any, when: str, limit: int) -> Statement:
+    """Up to ``limit`` purged keys stamped before ``when``."""
+    query = purged.select(purged.key).where(purged.purged_at < when).limit(limit)
+    return render(purged._meta.database, query)
+
+
 def delete_gone_key(keys: Any, model: Any) -> str:
     """Delete the key given as the parameter if its row is gone (looked at
     again under the write lock: a write may have given it a row meanwhile)."""
@@ -149,15 +169,23 @@ def ids_before(model: Any, when: Any, after: int, upto: int, *,
             & (no_index(model.created_at) < model.created_at.db_value(_cutoff(when))))
 
 
+#: What a keyed write with ``replace`` runs the UPDATE of a row inside
+#: (the driver connection and the row's id): the store's way of moving the
+#: row's figures in the rollups (see ``PeeweeTelemetryStore.replacing``).
+Replacing = Callable[[Any, int], ContextManager[None]]
+
+
 @dataclasses.dataclass(frozen=True)
 class KeyedSql:
     """The statements of a keyed ``record()``, built once per store."""
 
-    #: The row recorded under a key (none if the key is unknown or its row gone).
+    #: The row recorded under a key (the key twice as parameters): its id
+    #: and whether the row is still there (false: a purged key, or a row
+    #: deleted otherwise); none if the key is unknown.
     find: str
     #: The record's INSERT (with ``RETURNING id`` where the engine needs it).
     insert: str
-    #: Remember a key for a row (replacing a stale one, whose row is gone).
+    #: Remember the key of a new row.
     remember: str
     #: Set every record column of a row (``replace=True``): its id and
     #: ``created_at`` are kept.
@@ -169,16 +197,19 @@ class KeyedSql:
 
 
 def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[str],
-                 replace: bool) -> int:
+                 replace: Optional[Replacing]) -> int:
     """One row of a keyed write on a driver connection (SQLite's or
     psycopg's: both ``execute`` with their own placeholders), inside the
-    caller's transaction; return the row's id."""
+    caller's transaction; return the row's id. A key whose row is gone
+    answers that row's id and writes nothing, ``replace`` or not: the
+    rollups count the row as it was."""
     if key is not None:
-        found = conn.execute(sql.find, (key,)).fetchone()
+        found = conn.execute(sql.find, (key, key)).fetchone()
         if found is not None:
             row_id = int(found[0])
-            if replace:
-                conn.execute(sql.update, (*params, row_id))
+            if replace is not None and found[1]:
+                with replace(conn, row_id):
+                    conn.execute(sql.update, (*params, row_id))
             return row_id
     cursor = conn.execute(sql.insert, params)
     row_id = int(cursor.fetchone()[0]) if sql.returning else int(cursor.lastrowid or 0)
@@ -187,17 +218,20 @@ def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[
     return row_id
 
 
-def keyed_sql(model: Any, keys: Any, *, returning: bool = False) -> KeyedSql:
-    """The statements of :class:`KeyedSql` for a bound ``Execution`` model
-    and its bound ``ExecutionKey`` model."""
+def keyed_sql(model: Any, keys: Any, purged: Any, *, returning: bool = False) -> KeyedSql:
+    """The statements of :class:`KeyedSql` for a bound ``Execution`` model,
+    its bound ``ExecutionKey`` model and the bound ``PurgedKey`` model."""
     database = model._meta.database
     q = functools.partial(quote, database)
     mark = database.param
     table, key_table = q(model._meta.table_name), q(keys._meta.table_name)
     sets = ", ".join(f"{q(name)} = {mark}" for name in FIELD_NAMES)
     return KeyedSql(
-        find=(f"SELECT k.{q('execution_id')} FROM {key_table} AS k JOIN {table} AS e "
-              f"ON e.{q('id')} = k.{q('execution_id')} WHERE k.{q('key')} = {mark}"),
+        # A key is in one of the two tables: a purge moves it in one transaction.
+        find=(f"SELECT k.{q('execution_id')}, EXISTS (SELECT 1 FROM {table} AS e "
+              f"WHERE e.{q('id')} = k.{q('execution_id')}) FROM {key_table} AS k "
+              f"WHERE k.{q('key')} = {mark} UNION ALL SELECT p.{q('execution_id')}, 1 = 0 "
+              f"FROM {q(purged._meta.table_name)} AS p WHERE p.{q('key')} = {mark}"),
         insert=record_insert_sql(model, returning=returning),
         # An upsert both engines spell alike (SQLite >= 3.24, PostgreSQL >= 9.5).
         remember=(f"{insert_sql(database, keys._meta.table_name, ('key', 'execution_id'))} "

@@ -38,6 +38,7 @@ from peewee import SQL, fn
 
 from . import background as _background
 from . import engines, forking, rollups
+from . import keys as _keys
 from .backends.base import (
     BUSY_TIMEOUT_MS,
     LOG_SIZE_LIMIT,
@@ -75,8 +76,8 @@ JOURNAL_SIZE_LIMIT = LOG_SIZE_LIMIT
 #: (some 40 ms of SQLite's write lock: folding costs about 15 µs a row).
 FOLD_ROWS = 2_500
 
-#: Keys a purge's sweep looks at per step (a read of a few milliseconds).
-KEY_SWEEP_STEP = 5000
+#: Days a purged key is kept (see :mod:`telemetry_orm.keys`).
+KEY_DAYS = _keys.KEY_DAYS
 
 #: Seconds ``fork()`` waits for the writes in progress on an application's
 #: database (see :meth:`PeeweeTelemetryStore.before_fork`).
@@ -376,6 +377,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         # upgrade.
         forking.track(upkeep, forking.ENGINE)
         forking.track(self, forking.STORE)
+        made: Optional[Tuple[Type[peewee.Model], ...]] = None
         try:
             with self._lock:
                 backend.prepare(database, model)
@@ -383,9 +385,11 @@ class PeeweeTelemetryStore(TelemetryStore):
                     # The keys and rollup tables with the schema, not at
                     # their first use: that use may be inside one of the
                     # application's transactions, which might roll them back.
-                    _create_tables(backend, database,
-                                   (backend.key_model, *backend.rollup_models),
-                                   outside_transaction="create its keys and rollup tables")
+                    made = _create_tables(backend, database,
+                                          (*backend.rollup_models, backend.key_model,
+                                           *_keys.SIDE_MODELS),
+                                          outside_transaction="create its keys and rollup "
+                                                              "tables")
         except BaseException:
             forking.untrack(self)
             forking.untrack(upkeep)
@@ -395,7 +399,10 @@ class PeeweeTelemetryStore(TelemetryStore):
             raise
         self.path = backend.path
         self._keyed_sql: Optional[KeyedSql] = None
-        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
+        # Made at open on an application's database: a replace inside one
+        # of its transactions then reads nothing before its write lock.
+        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = (
+            None if made is None else made[:len(backend.rollup_models)])
         #: Writes hold the store's lock: not on an application's database
         #: (unless its threads share one connection).
         self._serial = not backend.borrowed or backend.one_connection
@@ -439,10 +446,12 @@ class PeeweeTelemetryStore(TelemetryStore):
         idempotent: if a row was recorded under that key in this store,
         nothing is written and its id is returned; with ``replace=True``
         that row's columns are set to the new values instead (its id and
-        ``created_at`` kept). Keys live in a table beside ``executions``,
-        written in the same transaction as the row; two processes recording
-        one key at once give one row; a key whose row is gone (purged) is
-        free again, and a purge deletes such keys.
+        ``created_at`` kept), and the rollups move with them. Keys live in a
+        table beside ``executions``, written in the same transaction as the
+        row; two processes recording one key at once give one row. A key
+        outlives its row's purge by ``key_days`` (see :meth:`purge`): until
+        then it answers its row's old id and writes nothing (``replace``
+        too: the rollups count that row as it was).
         """
         params = row_of(entry)
         if self._check_row is not None:
@@ -474,9 +483,12 @@ class PeeweeTelemetryStore(TelemetryStore):
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             self._upkeep.before_write()
+            if replace:
+                self.prepare_replace()
             try:
                 ids = self.backend.insert_keyed(
-                    self.database, self._keyed_sql or self.keyed_sql(), rows, keys, replace)
+                    self.database, self._keyed_sql or self.keyed_sql(), rows, keys,
+                    self.replacing if replace else None)
             except self.backend.driver_errors as exc:
                 raise self.backend.translate(exc) from exc
             self._count_writes(len(rows))
@@ -490,10 +502,35 @@ class PeeweeTelemetryStore(TelemetryStore):
             if self._closed:
                 raise StoreClosedError(f"{self.path}: the telemetry store is closed")
             if self._keyed_sql is None:
-                (key_model,) = _create_tables(self.backend, self.database,
-                                              [self.backend.key_model])
-                self._keyed_sql = self.backend.keyed_sql(self._model, key_model)
+                key_model, purged, _ = _create_tables(
+                    self.backend, self.database, [self.backend.key_model, *_keys.SIDE_MODELS])
+                self._keyed_sql = self.backend.keyed_sql(self._model, key_model, purged)
             return self._keyed_sql
+
+    @contextlib.contextmanager
+    def replacing(self, conn: Any, row_id: int) -> Iterator[None]:
+        """Around the UPDATE that replaces the values of row ``row_id`` (a
+        keyed write with ``replace``, on ``conn``, inside its transaction):
+        if the rollups count the row, its old values go out of them before,
+        and after it the new ones go in if the row, maybe at another
+        ``created_at``, counts then; no other connection folds meanwhile."""
+        with self.backend.fold_transaction(conn):
+            models = self._rollups
+            if models is None and self.backend.has_table(conn, rollups.STATE_TABLE):
+                # Made by another store since prepare_replace(): all at once.
+                models = tuple(bind_model(self.database, base)
+                               for base in self.backend.rollup_models)
+            bound: Tuple[Type[peewee.Model], ...] = models or ()
+            where = None
+            if bound:
+                counted = rollups.counted(self._model, rollups.read_state(conn, bound))
+                if counted is not None:
+                    where = (self._model.id == row_id) & counted
+            if where is not None:
+                self._fold(conn, bound, where, unfold=True)
+            yield
+            if where is not None:
+                self._fold(conn, bound, where)
 
     def record_many(
         self,
@@ -657,15 +694,24 @@ class PeeweeTelemetryStore(TelemetryStore):
         return self.purge(days).deleted
 
     def purge(
-        self, days: float, *, progress: Optional[Callable[[PurgeProgress], None]] = None
+        self, days: float, *, progress: Optional[Callable[[PurgeProgress], None]] = None,
+        key_days: float = KEY_DAYS,
     ) -> PurgeResult:
         """:meth:`purge_older_than`, returning a :class:`PurgeResult` (rows,
-        chunks, the longest lock hold); ``progress`` is called after each chunk."""
+        chunks, the longest lock hold); ``progress`` is called after each chunk.
+
+        The keys of the deleted rows are kept ``key_days`` days (default
+        :data:`KEY_DAYS`) after this purge, so the same executions recorded
+        or imported again within them are not counted twice; then they are
+        forgotten, and an import refuses keyed rows created before that
+        (see :mod:`telemetry_orm.keys`)."""
         value = check_number("days", days, "days")
+        keep = check_number("key_days", key_days, "days")
         self._outside_transaction("purge")
         started = time.perf_counter()
         pacer = self.backend.purge_pacer()
         with self.connection() as conn:
+            now = _naive(self.backend.cutoff(conn, 0.0))
             when = self.backend.cutoff(conn, value)
             if when is None:  # before the engine's earliest time: no row is older
                 self.log.info("purged 0 executions older than %s days (before any time)", days)
@@ -678,7 +724,7 @@ class PeeweeTelemetryStore(TelemetryStore):
             # they share its one connection).
             with self.connection(locked=self.backend.one_connection) as conn:
                 position = self.backend.purge_start(conn, self._model, when)
-            keys = self._keys_if_any()
+            key_tables = self._keys_if_any()
             models = self._rollup_models()
             fold = self._purge_fold(models, when)
             with self.connection() as conn:
@@ -693,7 +739,7 @@ class PeeweeTelemetryStore(TelemetryStore):
                 # writers get their turn too.
                 with self.connection() as conn:
                     chunk = self.backend.delete_chunk_before(
-                        conn, self._model, when, limit, position, keys, fold
+                        conn, self._model, when, limit, position, fold
                     )
                     pause = pacer.after_chunk(conn, chunk.held)
                 deleted, held, position = chunk.deleted, chunk.held, chunk.position
@@ -707,10 +753,11 @@ class PeeweeTelemetryStore(TelemetryStore):
                 if chunk.done:
                     break
                 self._upkeep.purge_gap(pause)
-            if keys is not None:
-                swept, held = self._sweep_keys(keys, pacer)
+            if key_tables is not None:
+                moved, forgot, held = self._sweep_keys(key_tables, pacer, now, keep)
                 longest = max(longest, held)
-                self.log.debug("purge: deleted %d keys whose rows are gone", swept)
+                self.log.debug("purge: kept %d keys whose rows are gone, forgot %d", moved,
+                               forgot)
         finally:
             if self.backend.borrowed:
                 # The connection is the application's, and keeps what the
@@ -801,15 +848,17 @@ class PeeweeTelemetryStore(TelemetryStore):
                  & (m.created_at < format_timestamp(step_end)))
         return where, dataclasses.replace(state, counted_before=step_end)
 
-    def _fold(self, conn: Any, models: Tuple[Type[peewee.Model], ...], where: Any) -> int:
-        """Fold the rows matching ``where`` in, inside the caller's
-        transaction; return how many."""
+    def _fold(self, conn: Any, models: Tuple[Type[peewee.Model], ...], where: Any, *,
+              unfold: bool = False) -> int:
+        """Fold the rows matching ``where`` in (``unfold``: take them out),
+        inside the caller's transaction; return how many."""
         m = self._model
         n = int(conn.execute(*render(self.database, m.select(fn.COUNT(SQL("*"))).where(where))
                              ).fetchone()[0])
         if n:
             self.backend.dialect.prepare(self.database)
-            for statement in rollups.fold(models, m, self.backend.dialect, where):
+            build = rollups.unfold if unfold else rollups.fold
+            for statement in build(models, m, self.backend.dialect, where):
                 conn.execute(*statement)
         return n
 
@@ -850,32 +899,65 @@ class PeeweeTelemetryStore(TelemetryStore):
                                                self.backend.rollup_models)
             return self._rollups
 
-    def _keys_if_any(self) -> Optional[Type[peewee.Model]]:
-        """The bound key model when the keys table exists (any store, in any
-        process, may have created it), else ``None``."""
+    def prepare_replace(self) -> None:
+        """Before a keyed write that may replace rows (outside its
+        transaction): when the rollups exist, their tables are all made (a
+        file rolled up by an older version may lack the newer ones), so that
+        :meth:`replacing` finds them."""
+        if self._rollups is None:
+            with self.connection() as conn:
+                exists = self.backend.has_table(conn, rollups.STATE_TABLE)
+            if exists:
+                self._rollup_models()
+
+    def _keys_if_any(self) -> Optional[_keys.Tables]:
+        """The bound key models when the keys table exists (any store, in any
+        process, may have created it), its side tables created if need be;
+        else ``None``."""
         with self.connection() as conn:
             if not self.backend.has_table(conn, KEYS_TABLE):
                 return None
-        return bind_model(self.database, self.backend.key_model)
+        _create_tables(self.backend, self.database, _keys.SIDE_MODELS)
+        return _keys.tables(self.database, self.backend.key_model)
 
-    def _sweep_keys(self, keys: Type[peewee.Model], pacer: Any) -> Tuple[int, float]:
-        """After a purge's rows, delete the keys whose row is gone, in steps
-        with the store's lock let go between them; return how many, and the
-        longest time a step held the write lock."""
+    def _sweep_keys(self, tables: _keys.Tables, pacer: Any, now: _dt.datetime,
+                    key_days: float) -> Tuple[int, int, float]:
+        """After a purge's rows: move the keys whose row is gone to the
+        purged keys, stamped ``now``, then forget the purged keys stamped
+        more than ``key_days`` days before ``now``; in steps, with the
+        store's lock let go between them. Return how many keys moved, how
+        many were forgotten, and the longest time a step held the write lock."""
+        stamp = format_timestamp(now)
+        try:
+            horizon: Optional[_dt.datetime] = now - _dt.timedelta(days=key_days)
+        except OverflowError:  # before the first day there is: nothing to forget
+            horizon = None
+        moved = forgot = 0
+        longest = 0.0
         after: Optional[str] = None
-        total, longest = 0, 0.0
         while True:
             with self.connection() as conn:
-                step = self.backend.sweep_keys(conn, keys, self._model, after,
-                                               KEY_SWEEP_STEP)
+                step = _keys.move_gone(self.backend, self.database, conn, tables,
+                                       self._model, after, stamp)
                 pause = pacer.after_chunk(conn, step.held) if step.deleted else 0.0
-            total += step.deleted
+            moved += step.deleted
             longest = max(longest, step.held)
             if step.done:
-                return total, longest
+                break
             after = step.after
             if pause:
                 self._upkeep.purge_gap(pause)
+        while horizon is not None:
+            with self.connection() as conn:
+                step = _keys.forget(self.backend, self.database, conn, tables, horizon)
+                pause = pacer.after_chunk(conn, step.held) if step.deleted else 0.0
+            forgot += step.deleted
+            longest = max(longest, step.held)
+            if step.done:
+                break
+            if pause:
+                self._upkeep.purge_gap(pause)
+        return moved, forgot, longest
 
     # -- upkeep ------------------------------------------------------------
 

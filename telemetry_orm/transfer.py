@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, U
 import peewee
 
 from . import imports as _imports
+from . import keys as _keys
 from .checks import check_count, same_file
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -546,11 +547,17 @@ def _write_keyed_batch(
 ) -> Tuple[int, int, int, List[Tuple[str, str]]]:
     """Write ``batch`` in one transaction: each item under its key, as a new
     row (``created_at`` kept) or, with ``replace``, over the row already
-    under that key when its values differ. Returns (new, updated,
-    unchanged, refused items with the reason); an item whose key is taken
-    and ``replace`` is false counts as unchanged, and a partial reading
-    (``item.partial``) that differs from its row is refused, the row kept."""
+    under that key when its values differ (the rollups move with it).
+    Returns (new, updated, unchanged, refused items with the reason); an
+    item whose key is taken and ``replace`` is false, or whose row was
+    purged (the rollups count it as it was), counts as unchanged; a partial
+    reading (``item.partial``) that differs from its row is refused, the row
+    kept; an item with an unknown key created before keys were forgotten is
+    refused (see :mod:`telemetry_orm.keys`)."""
     sql = store.keyed_sql()
+    key_state = _keys.tables(store.database, store.backend.key_model)[2]
+    if replace:
+        store.prepare_replace()
     database, model = store.database, store.model
     # The id is the last parameter (as_text may have one of its own, such as
     # PostgreSQL's to_char pattern).
@@ -569,14 +576,19 @@ def _write_keyed_batch(
     with store.backend.connection(database), \
             store.backend.exclusive_transaction(database, "import"):
         conn = database.connection()
+        forgotten = _keys.forgotten_before(conn, key_state)
         for item in batch:
             reason = _refused(store, item.record)
             if reason is not None:
                 refused.append((item.where, reason))
                 continue
             params = _copy_row(store, item.created_at, item.record)
-            found = conn.execute(sql.find, (item.key,)).fetchone()
+            found = conn.execute(sql.find, (item.key, item.key)).fetchone()
             if found is None:
+                reason = _keys.too_old(item.created_at, forgotten)
+                if reason is not None:
+                    refused.append((item.where, f"key {item.key!r}: {reason}"))
+                    continue
                 cursor = conn.execute(insert, params)
                 row_id = (int(cursor.fetchone()[0]) if sql.returning
                           else int(cursor.lastrowid or 0))
@@ -584,7 +596,7 @@ def _write_keyed_batch(
                 new += 1
                 continue
             row_id = int(found[0])
-            if replace:
+            if replace and found[1]:
                 stored = conn.execute(current_sql, (*fixed, row_id)).fetchone()
                 wanted = (format_timestamp(item.created_at), *item.record.as_row())
                 if _same_row(stored, wanted):
@@ -592,7 +604,8 @@ def _write_keyed_batch(
                 elif item.partial is not None:
                     refused.append((item.where, item.partial))
                 else:
-                    conn.execute(update, (*params, row_id))
+                    with store.replacing(conn, row_id):
+                        conn.execute(update, (*params, row_id))
                     changed += 1
             else:
                 same += 1

@@ -452,7 +452,7 @@ def test_two_processes_recording_the_same_keys_give_one_row_each(any_location: s
         witness.close()
 
 
-def test_a_purge_deletes_the_keys_of_the_rows_it_deletes(
+def test_a_purge_moves_the_keys_of_the_rows_it_deletes_to_the_purged_keys(
         any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
     old = [any_store.record(minimal(), key=f"old-{i}") for i in range(3)]
     new = any_store.record(minimal(), key="new")
@@ -461,9 +461,14 @@ def test_a_purge_deletes_the_keys_of_the_rows_it_deletes(
     assert any_store.purge_older_than(90) == 3
     assert any_witness.rows("SELECT key, execution_id FROM telemetry_orm_keys") == [
         {"key": "new", "execution_id": new}]
-    # A key whose row was purged records a new row.
-    again = any_store.record(minimal(), key="old-0")
-    assert again not in old and any_witness.count() == 2
+    assert any_witness.rows("SELECT key, execution_id FROM telemetry_orm_purged_keys "
+                            "ORDER BY key") == [
+        {"key": f"old-{i}", "execution_id": row_id} for i, row_id in enumerate(old)]
+    # The rollups count the purged rows: their keys answer their old ids,
+    # replace or not, and nothing is written.
+    assert any_store.record(minimal(), key="old-0") == old[0]
+    assert any_store.record(minimal(repo="acme/other"), key="old-1", replace=True) == old[1]
+    assert any_witness.count() == 1
 
 
 def test_a_scattered_purge_deletes_exactly_the_keys_of_its_rows(

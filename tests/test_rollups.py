@@ -9,16 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
+from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import Witness, minimal, place
+from support import Witness, app_database, minimal, place
+from test_import import call, write_lines
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 from telemetry_orm.report_query import nearest_rank
 from telemetry_orm.rollups import bucket, bucket_value, estimate
+from telemetry_orm.transfer import import_files
 
 UTC = dt.timezone.utc
 NOW = dt.datetime.now(UTC).replace(microsecond=0)
@@ -429,3 +432,205 @@ def test_a_postgresql_rollup_does_not_wait_for_an_open_insert(pg_url: str) -> No
             assert rolled_hours(witness) == raw_hours(witness, store.rollup().counted_before)
         finally:
             witness.close()
+
+
+# --- replacing rows the rollups count -------------------------------------------
+
+#: A fixed hour long past (whatever the clock says, a complete hour).
+PAST = dt.datetime(2021, 5, 1, 0, 10, tzinfo=UTC)
+SUMMED = ("executions", "input_tokens", "output_tokens", "cache_read_tokens",
+          "cache_creation_tokens", "cost_usd", "failed")
+
+
+def raw(witness: Witness, by: str) -> Dict[Any, Tuple[Any, ...]]:
+    """The sums per ``by`` (a column, or an expression named ``k``) read
+    from ``executions`` itself."""
+    rows = witness.rows(
+        f"SELECT {by} AS k, COUNT(*) AS executions, SUM(input_tokens) AS input_tokens, "
+        "SUM(output_tokens) AS output_tokens, SUM(cache_read_tokens) AS cache_read_tokens, "
+        "SUM(cache_creation_tokens) AS cache_creation_tokens, SUM(cost_usd) AS cost_usd, "
+        "SUM(CASE WHEN conclusion = 'success' THEN 0 ELSE 1 END) AS failed "
+        f"FROM executions GROUP BY {by}")
+    return {r["k"]: tuple(int(r[n]) if n != "cost_usd" else round(float(r[n]), 6)
+                          for n in SUMMED) for r in rows}
+
+
+def reported(store: PeeweeTelemetryStore, by: str, **options: Any
+             ) -> Dict[Any, Tuple[Any, ...]]:
+    result = store.report(group_by=[by], since=None, **options)
+    return {next(iter(r.keys.values())): tuple(
+        round(value, 6) if name == "cost_usd" else value
+        for name, value in ((n, getattr(r.metrics, n)) for n in SUMMED))
+        for r in result.rows}
+
+
+def day_of(witness: Witness) -> str:
+    return ("substr(created_at, 1, 10)" if witness.kind == "sqlite"
+            else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+
+
+def test_a_replace_after_its_hour_was_rolled_up_moves_its_figures_in_the_rollups(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    runs = [dict(repo="acme/api", input_tokens=100, output_tokens=10, cost_usd=0.5,
+                 duration_ms=1200),
+            dict(repo="acme/solo", input_tokens=7, output_tokens=3, cost_usd=0.0,
+                 duration_ms=90_000, model="claude-haiku-4-5"),
+            dict(repo="acme/api", input_tokens=30, output_tokens=1, cost_usd=0.25,
+                 duration_ms=400, conclusion="failure")]
+    ids = [any_store.record(minimal(**run), key=f"run-{i}") for i, run in enumerate(runs)]
+    any_store.record(minimal(repo="acme/web", input_tokens=5))
+    any_witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", [
+        ((PAST + dt.timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M:%S")
+         if any_witness.kind == "sqlite" else PAST + dt.timedelta(minutes=i), row_id)
+        for i, row_id in enumerate([*ids, ids[-1] + 1])])
+    assert any_store.rollup().rows == 4
+
+    # The run grew (a transcript read again, a webhook's final figures), and
+    # one moves to another repo, model and cost: its old group must go.
+    assert any_store.record(minimal(repo="acme/api", input_tokens=5_000, output_tokens=700,
+                                    cost_usd=2.0, duration_ms=61_000), key="run-0",
+                            replace=True) == ids[0]
+    assert any_store.record(minimal(repo="acme/web", input_tokens=8, output_tokens=3,
+                                    cost_usd=0.125, duration_ms=95_000,
+                                    conclusion="failure"),
+                            key="run-1", replace=True) == ids[1]
+    expected = {by: raw(any_witness, by) for by in ("repo", "model", "conclusion")}
+    assert "acme/solo" not in expected["repo"]
+    exact = {(by, p95): figures(any_store, (by,), since=None, use_rollups=False, p95=p95)
+             for by in ("repo", "model", "month") for p95 in (True, False)}
+    for by, sums in expected.items():
+        assert reported(any_store, by) == sums, by
+    for (by, p95), figure in exact.items():
+        assert_same(figure, figures(any_store, (by,), since=None, p95=p95))
+
+    # Once the rows are purged, the rollups alone give the same.
+    assert any_store.purge_older_than(1) == 4
+    assert any_witness.count() == 0
+    for by, sums in expected.items():
+        assert reported(any_store, by) == sums, by
+    for (by, p95), figure in exact.items():
+        assert_same(figure, figures(any_store, (by,), since=None, p95=p95))
+
+
+def test_an_import_that_moves_a_row_into_or_out_of_rolled_up_hours_moves_its_figures(
+        any_store: PeeweeTelemetryStore, any_witness: Witness, tmp_path: Path) -> None:
+    root = tmp_path / "projects"
+    # First seen with a clock far ahead (an hour no rollup has reached),
+    # then in a second project folder with older lines: its created_at moves
+    # into rolled-up history; then earlier still, across a month's end.
+    write_lines(root / "-a" / "s1.jsonl",
+                [call("s1", "m1", "r1", "2099-01-01T00:00:00Z", "sonnet", [10, 20, 30, 40])])
+    write_lines(root / "-a" / "s2.jsonl",
+                [call("s2", "m9", "r9", "2021-05-01T00:30:00Z", "sonnet", [1, 2, 3, 4])])
+    assert import_files("claude-code", [root], any_store).imported == 2
+    assert any_store.rollup().rows == 1  # s2; s1's hour is not complete
+    counted = raw(any_witness, "model")
+
+    write_lines(root / "-b" / "s1.jsonl",
+                [call("s1", "m0", "r0", "2021-05-01T03:00:00Z", "sonnet", [1, 1, 1, 1])])
+    write_lines(root / "-b" / "s2.jsonl",
+                [call("s2", "m8", "r8", "2021-04-30T23:50:00Z", "sonnet", [5, 5, 5, 5])])
+    result = import_files("claude-code", [root], any_store)
+    assert (result.imported, result.updated) == (0, 2)
+    assert raw(any_witness, "model") != counted
+    expected = {by: raw(any_witness, by) for by in ("model", day_of(any_witness))}
+    exact = {(by, p95): figures(any_store, (by,), since=None, use_rollups=False, p95=p95)
+             for by in ("day", "month", "model") for p95 in (True, False)}
+    for (by, p95), figure in exact.items():
+        assert_same(figure, figures(any_store, (by,), since=None, p95=p95))
+    assert reported(any_store, "model") == expected["model"]
+    assert reported(any_store, "day") == expected[day_of(any_witness)]
+    # Nothing is left behind in the hours and months the rows left.
+    assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_rollups WHERE executions <= 0"
+                              ) == 0
+    assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_rollup_months "
+                              "WHERE executions <= 0") == 0
+
+    # A purge deletes both rows; every one of them was counted once.
+    assert any_store.purge_older_than(1) == 2
+    assert reported(any_store, "model") == expected["model"]
+    assert reported(any_store, "day") == expected[day_of(any_witness)]
+    for (by, p95), figure in exact.items():
+        assert_same(figure, figures(any_store, (by,), since=None, p95=p95))
+
+
+def test_replaces_racing_rollups_and_a_purge_in_another_store_count_each_row_once(
+        any_location: str) -> None:
+    keys = [f"run-{i}" for i in range(24)]
+    with create_telemetry_store(any_location) as store:
+        ids = [store.record(minimal(repo=f"acme/r{i % 4}"), key=key)
+               for i, key in enumerate(keys)]
+    witness = Witness(any_location)
+    stores = [create_telemetry_store(any_location), create_telemetry_store(any_location)]
+    try:
+        witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", [
+            ((PAST + dt.timedelta(minutes=7 * i)).strftime("%Y-%m-%d %H:%M:%S")
+             if witness.kind == "sqlite" else PAST + dt.timedelta(minutes=7 * i), row_id)
+            for i, row_id in enumerate(ids)])
+        failures: List[BaseException] = []
+
+        def replace() -> None:
+            rnd = random.Random(3)
+            try:
+                for _ in range(3):
+                    for key in keys:
+                        stores[0].record(minimal(
+                            repo=f"acme/r{rnd.randrange(6)}", input_tokens=rnd.randrange(1000),
+                            cost_usd=round(rnd.random(), 6), duration_ms=rnd.randrange(9000),
+                            conclusion=rnd.choice(["success", "failure"])), key=key,
+                            replace=True)
+            except BaseException as exc:  # noqa: BLE001 - the assertion shows it
+                failures.append(exc)
+
+        def roll_up() -> None:
+            try:
+                for _ in range(15):
+                    stores[1].rollup()
+            except BaseException as exc:  # noqa: BLE001
+                failures.append(exc)
+
+        threads = [threading.Thread(target=replace), threading.Thread(target=roll_up)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
+        stores[1].rollup()
+        expected = raw(witness, "repo")
+        assert reported(stores[0], "repo") == expected
+        assert stores[1].purge_older_than(1) == len(keys)
+        assert reported(stores[0], "repo") == expected
+    finally:
+        for s in stores:
+            s.close()
+        witness.close()
+
+
+def test_a_replace_inside_an_application_transaction_moves_the_rollups_with_it(
+        any_location: str) -> None:
+    witness = Witness(any_location)  # first: it makes a file's folder
+    database = app_database(any_location)
+    store = create_telemetry_store(database)
+    try:
+        row_id = store.record(minimal(repo="acme/api", input_tokens=10), key="run")
+        witness.execute("UPDATE executions SET created_at = ?",
+                        PAST.strftime("%Y-%m-%d %H:%M:%S") if witness.kind == "sqlite"
+                        else PAST)
+        store.rollup()
+        before = raw(witness, "repo")
+        with database.atomic() as transaction:
+            store.record(minimal(repo="acme/web", input_tokens=99), key="run", replace=True)
+            transaction.rollback()
+        assert raw(witness, "repo") == before
+        assert reported(store, "repo") == before
+        with database.atomic():
+            assert store.record(minimal(repo="acme/web", input_tokens=99), key="run",
+                                replace=True) == row_id
+        after = raw(witness, "repo")
+        assert after != before and reported(store, "repo") == after
+        assert store.purge_older_than(1) == 1
+        assert reported(store, "repo") == after
+    finally:
+        store.close()
+        database.close()
+        witness.close()

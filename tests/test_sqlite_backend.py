@@ -486,8 +486,15 @@ def test_a_purge_sweeps_the_keys_of_rows_deleted_by_it_or_by_another_program(
     # More keys than one sweep step: the sweep goes on from where it stopped.
     assert store.purge_older_than(90) == len(ids[::3])
     assert {row_id for _, row_id in keys_in(db_path)} == kept
-    # The keys of the deleted rows record new rows again.
-    assert store.record(minimal(), key="k-00000") not in ids
+    # The keys of the deleted rows are kept as purged keys: recorded again,
+    # they answer their old rows' ids and write nothing.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        purged = {row_id for (row_id,) in conn.execute(
+            "SELECT execution_id FROM telemetry_orm_purged_keys")}
+    assert purged == set(ids) - kept
+    assert store.record(minimal(), key="k-00000") == ids[0]
+    assert store.record(minimal(), key="k-00001") == ids[1]
+    assert store.model.select().count() == len(kept)
 
 
 def test_a_purge_with_nothing_to_delete_still_sweeps_keys_left_behind(

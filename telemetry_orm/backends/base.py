@@ -32,7 +32,7 @@ from peewee import ColumnBase
 
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TransactionOpenError
 from ..schema import Execution
-from ..sql import KeyedSql
+from ..sql import KeyedSql, Replacing
 from ..zones import Offset
 
 Logger = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
@@ -139,9 +139,9 @@ Fold = Callable[[Any, Any], None]
 
 @dataclasses.dataclass(frozen=True)
 class KeySweep:
-    """One step of :meth:`Backend.sweep_keys`."""
+    """One step of a purge's sweep of the keys (:mod:`telemetry_orm.keys`)."""
 
-    #: Keys it deleted (their rows were gone).
+    #: Keys it moved (their rows were gone) or forgot.
     deleted: int
     #: Seconds it held the engine's write lock (0 when it deleted none).
     held: float
@@ -348,19 +348,21 @@ class Backend(Protocol):
         (the hot path); return the new row id."""
         ...
 
-    def keyed_sql(self, model: Type[Execution], keys: Any) -> KeyedSql:
-        """The statements of a keyed ``record()``, built once per store."""
+    def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> KeyedSql:
+        """The statements of a keyed ``record()``, built once per store
+        (``keys`` and ``purged``: the bound key models)."""
         ...
 
     def insert_keyed(
         self, database: peewee.Database, sql: KeyedSql, rows: Sequence[Sequence[Any]],
-        keys: Sequence[Optional[str]], replace: bool,
+        keys: Sequence[Optional[str]], replace: Optional[Replacing],
     ) -> List[int]:
         """Record each row under its key (``None``: no key) in one
         transaction that no other connection records the same keys in at the
         same time (a savepoint inside a transaction already open): for a key
-        already recorded, that row (set to the new values when ``replace``),
-        else a new row and its key. Return the rows' ids in order."""
+        already recorded, that row (when ``replace`` is given and the row is
+        there, set to the new values inside it), else a new row and its
+        key. Return the rows' ids in order."""
         ...
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
@@ -395,14 +397,12 @@ class Backend(Protocol):
 
     def delete_chunk_before(
         self, conn: Any, model: Type[Execution], when: Any, limit: int, position: Any,
-        keys: Any = None, fold: Optional[Fold] = None,
+        fold: Optional[Fold] = None,
     ) -> PurgeChunk:
         """Delete up to ``limit`` rows older than ``when``, going on from
         ``position``, in one short transaction; say how many, the seconds it
         held its locks, where the next chunk goes on, and whether any such
-        row is left. ``keys``, the bound key model when the keys table
-        exists: an engine that can find the keys of these rows deletes them
-        in the same transaction, else :meth:`sweep_keys` does after.
+        row is left (their keys stay: see :mod:`telemetry_orm.keys`).
         ``fold``, when given, is called in that transaction, before the
         rows go, with the connection and the rows' condition (the rollups
         count them)."""
@@ -423,14 +423,6 @@ class Backend(Protocol):
         """The largest id of ``executions`` such that no row with a smaller
         one can still be committed (0 for an empty table); ``None`` when that
         cannot be known now without making writers wait."""
-        ...
-
-    def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],
-                   limit: int) -> KeySweep:
-        """Delete the keys whose row is gone among the next ``limit`` keys
-        past ``after`` (in key order; ``None``: from the first), in one
-        short transaction if there are any; say how many, where the next
-        sweep goes on, and whether the keys are all seen."""
         ...
 
     @classmethod

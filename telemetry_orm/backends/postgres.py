@@ -46,7 +46,6 @@ from .base import (
     PURGE_CHUNK,
     CheckpointResult,
     Fold,
-    KeySweep,
     PurgeChunk,
     ReportDialect,
     Storage,
@@ -600,12 +599,12 @@ class PostgresBackend:
         with self.connection(database) as conn:
             return int(conn.execute(sql, params).fetchone()[0])
 
-    def keyed_sql(self, model: Type[Execution], keys: Any) -> _sql.KeyedSql:
-        return _sql.keyed_sql(model, keys, returning=True)
+    def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> _sql.KeyedSql:
+        return _sql.keyed_sql(model, keys, purged, returning=True)
 
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
-        keys: Sequence[Optional[str]], replace: bool,
+        keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
     ) -> List[int]:
         """One transaction (a savepoint inside one already open) holding an
         advisory lock on each key, so two processes recording one key at once
@@ -661,34 +660,29 @@ class PostgresBackend:
 
     def delete_chunk_before(
         self, conn: Any, model: Type[Execution], when: _dt.datetime, limit: int,
-        position: Any = None, keys: Any = None, fold: Optional[Fold] = None,
+        position: Any = None, fold: Optional[Fold] = None,
     ) -> PurgeChunk:
         """Delete up to ``limit`` rows older than ``when`` in one short
-        transaction (one statement when there is nothing else to do), with
-        their keys and after ``fold``. Says how many and the seconds it took;
-        fewer than ``limit`` ends the purge.
+        transaction (one statement when there is nothing else to do), after
+        ``fold``. Says how many and the seconds it took; fewer than
+        ``limit`` ends the purge.
 
         With ``fold``, the chunk's ids are read once and every statement
         names them: under READ COMMITTED each statement sees rows committed
         since the one before, so a sub-select run twice could pick rows the
         fold did not count."""
         started = time.perf_counter()
-        if keys is None and fold is None:
+        if fold is None:
             cursor = conn.execute(*_sql.delete_chunk_before(model, when, limit))
             deleted = int(cursor.rowcount)
             return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
         with conn.transaction():
-            if fold is not None:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
             picked = conn.execute(*_sql.oldest_ids(model, when, limit)).fetchall()
             ids = [row[0] for row in picked]
             if ids:
                 rows = model.id.in_(ids)
-                if fold is not None:
-                    fold(conn, rows)
-                if keys is not None:  # the rows' keys go with them
-                    conn.execute(*_sql.render(model._meta.database,
-                                              keys.delete().where(keys.execution_id.in_(ids))))
+                fold(conn, rows)
                 conn.execute(*_sql.render(model._meta.database, model.delete().where(rows)))
         return PurgeChunk(len(ids), time.perf_counter() - started, None, len(ids) < limit)
 
@@ -725,11 +719,6 @@ class PostgresBackend:
                 return None
             raise
         return int(row[0] or 0)
-
-    def sweep_keys(self, conn: Any, keys: Any, model: Type[Execution], after: Optional[str],
-                   limit: int) -> KeySweep:
-        """Nothing to sweep: a purge deletes the keys of its rows with them."""
-        return KeySweep(0, 0.0, after, True)
 
     @classmethod
     def has_table(cls, conn: Any, name: str) -> bool:

@@ -30,7 +30,6 @@ from .base import (
     BUSY_TIMEOUT_MS,
     PURGE_CHUNK,
     Fold,
-    KeySweep,
     PurgeChunk,
     ReportDialect,
     Storage,
@@ -624,12 +623,12 @@ class SqliteBackend:
         and ``sqlite3``; return its id."""
         return database.connection().execute(sql, params).lastrowid or 0
 
-    def keyed_sql(self, model: Type[Execution], keys: Any) -> _sql.KeyedSql:
-        return _sql.keyed_sql(model, keys)
+    def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> _sql.KeyedSql:
+        return _sql.keyed_sql(model, keys, purged)
 
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
-        keys: Sequence[Optional[str]], replace: bool,
+        keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
     ) -> List[int]:
         """``BEGIN IMMEDIATE`` (the write lock before the keys are looked up,
         so two processes recording one key at once give one row), or a
@@ -715,13 +714,11 @@ class SqliteBackend:
 
     def delete_chunk_before(
         self, conn: sqlite3.Connection, model: Type[Execution], when: str, limit: int,
-        position: IdWalk, keys: Any = None, fold: Optional[Fold] = None,
+        position: IdWalk, fold: Optional[Fold] = None,
     ) -> PurgeChunk:
         """Delete, in one transaction, the expired rows of the next ``limit``
         ids of the walk, or once it is over up to ``limit`` of the oldest
-        rows; say how many, and the seconds it held the write lock. The keys
-        table has no index by row id (one b-tree less per keyed write), so
-        the rows' keys are left to :meth:`sweep_keys`."""
+        rows; say how many, and the seconds it held the write lock."""
         if position.after < position.last:
             upto = min(position.after + limit, position.last)
             rows = _sql.ids_before(model, when, position.after, upto, no_index=DIALECT.no_index)
@@ -767,21 +764,6 @@ class SqliteBackend:
         row = conn.execute(*_sql.render(model._meta.database,
                                         model.select(fn.MAX(model.id)))).fetchone()
         return int(row[0] or 0)
-
-    def sweep_keys(self, conn: sqlite3.Connection, keys: Any, model: Type[Execution],
-                   after: Optional[str], limit: int) -> KeySweep:
-        """Read the next keys without the write lock; delete those whose row
-        is gone (a purge's, or one the TypeScript store deleted) in one
-        short transaction."""
-        seen = conn.execute(*_sql.keys_past(keys, model, after, limit)).fetchall()
-        gone = [(key,) for key, is_gone in seen if is_gone]
-        deleted, held = 0, 0.0
-        if gone:
-            with _write_transaction(conn, "sweep_keys"):
-                locked = time.perf_counter()
-                deleted = conn.executemany(_sql.delete_gone_key(keys, model), gone).rowcount
-            held = time.perf_counter() - locked
-        return KeySweep(deleted, held, seen[-1][0] if seen else after, len(seen) < limit)
 
     @classmethod
     def has_table(cls, conn: sqlite3.Connection, name: str) -> bool:

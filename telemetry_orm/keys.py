@@ -1,0 +1,123 @@
+"""Record keys after their rows are gone: what a purge keeps, and for how long.
+
+A keyed execution (``store.record(entry, key=…)``, an imported transcript
+or export) is counted once. The rollups go on counting a row after a purge
+deletes it, so its key must outlive the row, or the same execution sent
+again (a redelivered webhook, a transcript or export imported again) would
+be counted a second time.
+
+So after its chunks a purge sweeps the keys: those whose row is gone move
+from ``telemetry_orm_keys`` to ``telemetry_orm_purged_keys``, stamped with
+the purge's time (the database clock); a key recorded again finds its row's
+old id there and nothing is written. A key whose row is gone but that the
+sweep has not moved yet counts the same (a purge stopped half-way loses
+nothing). A purged key is forgotten once its stamp is more than
+``key_days`` days (default :data:`KEY_DAYS`: a year of re-imports, and
+more) before a purge. That purge writes in ``telemetry_orm_key_state`` the
+time keys may be forgotten before; an import then refuses (skips and
+lists) a keyed row created before it whose key it does not know, since it
+cannot tell whether that row was counted already. ``record()`` is never
+refused: its rows are created now.
+
+The key table thus holds the keys of the rows there, and of the rows
+purged in the last ``key_days`` days.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from typing import Any, Optional, Tuple, Type
+
+import peewee
+
+from . import sql as _sql
+from .backends.base import Backend, KeySweep
+from .schema import Execution, KeyState, PurgedKey, bind_model, format_timestamp
+
+#: Days a purged key is kept after the purge that found its row gone (by
+#: default): longer than a year, so re-importing a year's transcripts or
+#: exports, or a webhook redelivered within it, is recognised.
+KEY_DAYS = 400
+
+#: Keys a sweep looks at per step (a read of a few milliseconds).
+SWEEP_STEP = 5000
+
+Tables = Tuple[Any, Any, Any]
+
+#: The models beside the keys table, on every engine.
+SIDE_MODELS: Tuple[Type[peewee.Model], ...] = (PurgedKey, KeyState)
+
+
+def tables(database: peewee.Database, key_model: Type[peewee.Model]) -> Tables:
+    """The keys, purged keys and key state models bound to ``database``."""
+    return (bind_model(database, key_model), bind_model(database, PurgedKey),
+            bind_model(database, KeyState))
+
+
+def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,
+              model: Type[Execution], after: Optional[str], stamp: str) -> KeySweep:
+    """Among the next :data:`SWEEP_STEP` keys past ``after`` (read without
+    the write lock), move those whose row is gone to the purged keys,
+    stamped ``stamp``, in one short transaction."""
+    keys, purged, _ = bound
+    seen = conn.execute(*_sql.keys_past(keys, model, after, SWEEP_STEP)).fetchall()
+    gone = [key for key, is_gone in seen if is_gone]
+    moved, held = 0, 0.0
+    if gone:
+        with backend.exclusive_transaction(database, "keys"):
+            started = time.perf_counter()
+            # Each key looked at again under the lock (another sweep may
+            # have moved it); a key whose row is there stays.
+            move = _sql.move_gone_key(keys, purged, model)
+            delete = _sql.delete_gone_key(keys, model)
+            for key in gone:
+                conn.execute(move, (stamp, key))
+                moved += _rows(conn.execute(delete, (key,)))
+            held = time.perf_counter() - started
+    return KeySweep(moved, held, seen[-1][0] if seen else after, len(seen) < SWEEP_STEP)
+
+
+def forget(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,
+           horizon: _dt.datetime) -> KeySweep:
+    """Forget up to :data:`SWEEP_STEP` purged keys stamped before
+    ``horizon`` in one short transaction, and record that keys before it
+    may be forgotten (in that transaction, so no import misses it)."""
+    _, purged, state = bound
+    when = format_timestamp(horizon)
+    with backend.exclusive_transaction(database, "keys"):
+        started = time.perf_counter()
+        doomed = purged.select(purged.key).where(purged.purged_at < when).limit(SWEEP_STEP)
+        deleted = _rows(conn.execute(*_sql.render(
+            database, purged.delete().where(purged.key.in_(doomed)))))
+        if deleted:
+            known = forgotten_before(conn, state)
+            if known is None or known < when:
+                conn.execute(*_sql.render(database, state.insert(
+                    id=1, forgotten_before=when).on_conflict(
+                    conflict_target=[state.id],
+                    update={state.forgotten_before: when})))
+        held = time.perf_counter() - started
+    return KeySweep(deleted, held, None, deleted < SWEEP_STEP)
+
+
+def forgotten_before(conn: Any, state: Any) -> Optional[str]:
+    """Before when (UTC text) purged keys may have been forgotten; ``None``: none was."""
+    row = conn.execute(*_sql.render(state._meta.database, state.select(
+        state.forgotten_before).where(state.id == 1))).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def _rows(cursor: Any) -> int:
+    return max(0, int(cursor.rowcount))
+
+
+def too_old(created_at: _dt.datetime, forgotten: Optional[str]) -> Optional[str]:
+    """Why a keyed row created at ``created_at`` whose key is not known
+    cannot be recorded (its key may have been forgotten), else ``None``."""
+    if forgotten is None or format_timestamp(created_at) >= forgotten:
+        return None
+    return (f"created_at {format_timestamp(created_at)} is before {forgotten}, before which "
+            "the keys of purged executions are forgotten: whether it was counted already "
+            "cannot be checked")
+
