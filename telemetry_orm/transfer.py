@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, U
 import peewee
 
 from . import imports as _imports
-from .checks import check_count, same_file
+from .checks import check_count, check_instant, same_file
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .prices import PriceTable
@@ -140,11 +140,12 @@ def _convert(
     row_id = int(values.pop("id"))
     created = values.pop("created_at")
     try:
-        when = parse_timestamp(created) if isinstance(created, str) else None
-    except ValueError:
+        when = (check_instant("created_at", parse_timestamp(created))
+                if isinstance(created, str) else None)
+    except (ValueError, OverflowError):
         when = None
     if when is None:
-        return row_id, f"created_at: not a timestamp ({created!r})"
+        return row_id, f"created_at: not a timestamp in range ({created!r})"
     try:
         return row_id, (when, TelemetryRecord.from_mapping(values))
     except TelemetryValidationError as exc:
