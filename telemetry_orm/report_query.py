@@ -81,21 +81,25 @@ def zone_offsets(database: peewee.Database, zone: Any, columns: Sequence[Any],
     years: Set[int] = set()
     for column in columns:
         model = column.model
-        at = low
+        after, past = (format_timestamp(low) if low else None), False
         while True:
-            query = model.select(as_text(column))
-            if at is not None:
-                query = query.where(column >= format_timestamp(at))
+            query = model.select(as_text(column)).where(column.is_null(False))
+            if after is not None:
+                query = query.where(column > after if past else column >= after)
             if high is not None:
                 query = query.where(column < format_timestamp(high))
             row = database.execute(query.order_by(column).limit(1)).fetchone()
-            if row is None or row[0] is None:
+            if row is None:
                 break
-            year = parse_timestamp(row[0]).year
+            try:
+                year = parse_timestamp(row[0]).year
+            except ValueError:  # text that is no time (a hand edit): it has no label
+                after, past = row[0], True
+                continue
             years.add(year)
             if year >= _dt.MAXYEAR:
                 break
-            at = _dt.datetime(year + 1, 1, 1)
+            after, past = format_timestamp(_dt.datetime(year + 1, 1, 1)), False
     if not years:
         now = _naive(_dt.datetime.now(_dt.timezone.utc))
         return zones.offsets(zone, low or now, high or low or now)

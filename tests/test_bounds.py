@@ -317,3 +317,18 @@ def test_migrate_refuses_rows_out_of_range_and_past_a_bound(tmp_path: Path) -> N
     conn = sqlite3.connect(target)
     assert [r[0] for r in conn.execute("SELECT input_tokens FROM executions")] == [102]
     conn.close()
+
+
+def test_a_created_at_that_is_no_time_leaves_zone_reports_working(
+        store: PeeweeTelemetryStore, witness: sqlite3.Connection) -> None:
+    """A hand edit on SQLite (text that is no time) once failed every report
+    outside UTC; such a row has no day, and sorts last."""
+    witness.executemany(
+        "INSERT INTO executions (created_at, repo, event_type, model, conclusion, input_tokens)"
+        " VALUES (?, 'acme/api', 'push', 'm', 'success', ?)",
+        [("2019-01-01 12:00:00", 1), ("yesterday", 2)])
+    witness.commit()
+    for use_rollups in (True, False):
+        found = report(store, tz="America/New_York", group_by=["day"], use_rollups=use_rollups)
+        assert [(row.keys["day"], row.metrics.input_tokens) for row in found.rows] == [
+            ("2019-01-01", 1), (None, 2)]
