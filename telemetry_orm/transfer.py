@@ -309,7 +309,7 @@ def _stamp(created_at: Any) -> str:
     """A source ``created_at`` as the tracking table keeps it."""
     try:
         return format_timestamp(parse_timestamp(created_at))
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, OverflowError):
         return repr(created_at)
 
 
@@ -336,7 +336,8 @@ def _write_batch(
             )
             .tuples()
         )
-        seen: Dict[int, str] = {int(row_id): str(stamp) for row_id, stamp in query}
+        # Normalised: an earlier version wrote years before 1000 unpadded.
+        seen: Dict[int, str] = {int(row_id): _stamp(str(stamp)) for row_id, stamp in query}
         new: List[Tuple[int, Any, TelemetryRecord]] = []
         invalid: List[Tuple[int, str]] = []
         already = 0

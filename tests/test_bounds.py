@@ -332,3 +332,25 @@ def test_a_created_at_that_is_no_time_leaves_zone_reports_working(
         found = report(store, tz="America/New_York", group_by=["day"], use_rollups=use_rollups)
         assert [(row.keys["day"], row.metrics.input_tokens) for row in found.rows] == [
             ("2019-01-01", 1), (None, 2)]
+
+
+def test_a_rerun_migration_recognises_a_row_an_earlier_version_tracked_unpadded(
+        tmp_path: Path) -> None:
+    """An earlier version tracked a source row of year 657 as '657-…'; the
+    stamp is now '0657-…' and must still match, not stop the migration as
+    "not the file copied before"."""
+    source = tmp_path / "original.db"
+    make_seed_database(source, rows=2)
+    target = tmp_path / "t.db"
+    assert migrate(source, target).copied == 2
+    conn = sqlite3.connect(source)
+    conn.execute("UPDATE executions SET created_at = '0657-12-24 05:44:15' WHERE id = 1")
+    conn.commit()
+    conn.close()
+    conn = sqlite3.connect(target)
+    conn.execute("UPDATE telemetry_orm_migrated SET source_created_at = '657-12-24 05:44:15'"
+                 " WHERE source_id = 1")
+    conn.commit()
+    conn.close()
+    result = migrate(source, target)
+    assert (result.copied, result.already_copied, result.invalid_count) == (0, 2, 0)
