@@ -371,7 +371,7 @@ def _plainly_valid(
     cheap on the write path. It accepts only values the field checks accept
     too; anything else (``False`` here is never a verdict) goes through the
     checks, which decide and name the field. It is deliberately narrower than
-    the checks (ASCII text, integers SQLite can store), so that it stays on
+    the checks (ASCII text, integers within their bounds), so that it stays on
     the safe side of them. The parameters are the fields in column order, so
     a new field fails loudly until it is added here.
     """
