@@ -16,6 +16,15 @@ from .errors import TelemetryValidationError
 
 UTC = _dt.timezone.utc
 
+#: The instants a row may be written at: years 1000 to 9998, UTC. Four-digit
+#: years keep the stored text in time order (tools format earlier years
+#: unpadded, or with a sign), and a year of margin on each side keeps every
+#: zone's wall time and every hour, day, week and month end of such an
+#: instant inside the years 1 to 9999 that Python and SQLite represent.
+EARLIEST = _dt.datetime(1000, 1, 1, tzinfo=UTC)
+#: The first instant past that range (exclusive).
+AFTER_LATEST = _dt.datetime(9999, 1, 1, tzinfo=UTC)
+
 
 def check_count(name: str, value: Any, minimum: int = 0) -> int:
     """An ``int`` (not a ``bool``) of at least ``minimum``."""
@@ -101,6 +110,18 @@ def to_utc(value: _dt.datetime) -> _dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def check_instant(name: str, value: _dt.datetime) -> _dt.datetime:
+    """``value`` (naive means UTC) as aware UTC when it lies in the years
+    a row may be written at (:data:`EARLIEST` up to, not including,
+    :data:`AFTER_LATEST`), else :class:`~telemetry_orm.TelemetryValidationError`."""
+    utc = to_utc(value)
+    if not EARLIEST <= utc < AFTER_LATEST:
+        raise TelemetryValidationError(
+            name, f"must be from 1000-01-01 00:00:00 to 9998-12-31 23:59:59 UTC, "
+            f"got {utc.isoformat(' ')}")
+    return utc
 
 
 def check_time(name: str, value: Any) -> Optional[_dt.datetime]:

@@ -35,11 +35,11 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .checks import check_key, to_utc
+from .checks import check_instant, check_key, to_utc
 from .errors import TelemetryValidationError
 from .formats import EXPORT_VERSION, EXPORT_VERSION_COLUMN, csv_text
 from .prices import PriceTable, default_prices
-from .record import FIELD_NAMES, TelemetryRecord
+from .record import FIELD_NAMES, MAX_COUNT, TelemetryRecord
 from .schema import format_timestamp, parse_timestamp
 
 #: What ``telemetry-orm import`` reads.
@@ -57,7 +57,6 @@ _INTEGER_FIELDS = frozenset({
 })
 _NULLABLE_FIELDS = frozenset({"delivery_id", "pr_number", "session_id", "num_turns",
                               "stop_reason"})
-_MAX_COUNT = 2**63 - 1
 #: What an export row may hold: the table's columns and the format version.
 _EXPORT_COLUMNS = frozenset({"id", "created_at", *FIELD_NAMES, EXPORT_VERSION_COLUMN})
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
@@ -357,7 +356,8 @@ def _exported(values: Dict[str, Any], where: str) -> Read:
         return Skipped(where, wrong)
     created = values.get("created_at")
     try:
-        when = parse_timestamp(created) if isinstance(created, str) else None
+        when = (check_instant("created_at", parse_timestamp(created))
+                if isinstance(created, str) else None)
     except (ValueError, OverflowError):
         when = None
     if when is None:
@@ -531,8 +531,8 @@ def _take_call(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _
         count = usage.get(name, 0)
         if count is None:
             count = 0
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_COUNT:
-            return Skipped(where, f"message.usage.{name}: not a whole number from 0 to 2**63 - 1 "
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+            return Skipped(where, f"message.usage.{name}: not a whole number from 0 to 10**12 "
                                   f"({count!r})")
         tokens.append(count)
     cost = value.get("costUSD")
@@ -573,7 +573,7 @@ def _timestamp(value: Any) -> Optional[_dt.datetime]:
     if not isinstance(value, str):
         return None
     try:
-        return to_utc(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return check_instant("timestamp", _dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
     except (ValueError, OverflowError):
         return None
 

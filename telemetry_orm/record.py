@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .checks import check_unicode
@@ -22,6 +21,26 @@ _Check = Callable[[str, Any], None]
 
 #: Largest integer a REAL column (an IEEE double) holds exactly.
 _MAX_EXACT_REAL = 2**53
+
+#: The most tokens of each kind, milliseconds and turns one execution may
+#: record: far past any real run (a million-token context a turn for ten
+#: thousand turns is 10**10), and small enough that the rollups' sums stay
+#: exact 64-bit integers: over nine million executions at the bound would
+#: have to fall in one hour, day or month of one combination to reach 2**63.
+MAX_COUNT = 10**12
+
+#: The most dollars one execution may record: no run costs this, and sums
+#: of such costs stay far from the largest double.
+MAX_COST_USD = 1e9
+
+#: Each bounded column and its bound. Rows past a bound (written by another
+#: program, or by hand) count as the bound in rollups and reports, and
+#: below 0 as 0 (see :func:`telemetry_orm.sql.bounded`).
+BOUNDS: Mapping[str, float] = {
+    "input_tokens": MAX_COUNT, "output_tokens": MAX_COUNT, "cache_read_tokens": MAX_COUNT,
+    "cache_creation_tokens": MAX_COUNT, "duration_ms": MAX_COUNT, "num_turns": MAX_COUNT,
+    "cost_usd": MAX_COST_USD,
+}
 
 
 def _show(value: int) -> str:
@@ -63,9 +82,9 @@ def _count(name: str, value: Any) -> None:
         )
     if value < 0:
         raise TelemetryValidationError(name, f"must be an integer >= 0, got {_show(value)}")
-    if value > _MAX_INT:
+    if value > MAX_COUNT:
         raise TelemetryValidationError(
-            name, f"must be an integer <= 2**63 - 1 (SQLite's largest), got {_show(value)}"
+            name, f"must be an integer <= 10**12 (the bound of one execution), got {_show(value)}"
         )
 
 
@@ -105,6 +124,10 @@ def _cost(name: str, value: Any) -> None:
     if not math.isfinite(value) or value < 0:
         raise TelemetryValidationError(
             name, f"must be a finite number >= 0, got {value!r}"
+        )
+    if value > MAX_COST_USD:
+        raise TelemetryValidationError(
+            name, f"must be at most 1e9 (the bound of one execution), got {value!r}"
         )
 
 
@@ -337,7 +360,7 @@ def _plainly_valid(
     cheap on the write path. It accepts only values the field checks accept
     too; anything else (``False`` here is never a verdict) goes through the
     checks, which decide and name the field. It is deliberately narrower than
-    the checks (ASCII text, integers SQLite can store), so that it stays on
+    the checks (ASCII text, integers within their bounds), so that it stays on
     the safe side of them. The parameters are the fields in column order, so
     a new field fails loudly until it is added here.
     """
@@ -350,14 +373,14 @@ def _plainly_valid(
         and (delivery_id is None or (type(delivery_id) is str and delivery_id.isascii()))
         and (session_id is None or (type(session_id) is str and session_id.isascii()))
         and (stop_reason is None or (type(stop_reason) is str and stop_reason.isascii()))
-        and type(input_tokens) is int and 0 <= input_tokens <= _MAX_INT
-        and type(output_tokens) is int and 0 <= output_tokens <= _MAX_INT
-        and type(cache_read_tokens) is int and 0 <= cache_read_tokens <= _MAX_INT
-        and type(cache_creation_tokens) is int and 0 <= cache_creation_tokens <= _MAX_INT
-        and type(duration_ms) is int and 0 <= duration_ms <= _MAX_INT
-        and (num_turns is None or (type(num_turns) is int and 0 <= num_turns <= _MAX_INT))
+        and type(input_tokens) is int and 0 <= input_tokens <= MAX_COUNT
+        and type(output_tokens) is int and 0 <= output_tokens <= MAX_COUNT
+        and type(cache_read_tokens) is int and 0 <= cache_read_tokens <= MAX_COUNT
+        and type(cache_creation_tokens) is int and 0 <= cache_creation_tokens <= MAX_COUNT
+        and type(duration_ms) is int and 0 <= duration_ms <= MAX_COUNT
+        and (num_turns is None or (type(num_turns) is int and 0 <= num_turns <= MAX_COUNT))
         and (pr_number is None or (type(pr_number) is int and 0 < pr_number <= _MAX_INT))
-        and type(cost_usd) is float and 0.0 <= cost_usd <= _MAX_FLOAT
+        and type(cost_usd) is float and 0.0 <= cost_usd <= MAX_COST_USD
     )
 
 
@@ -405,7 +428,6 @@ _DEFAULTS: Dict[str, Any] = {
     f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING
 }
 _ALIASES: Dict[str, str] = {**{_camel(n): n for n in FIELD_NAMES}, **{n: n for n in FIELD_NAMES}}
-_MAX_FLOAT = sys.float_info.max
 _MAX_INT = 2**63 - 1  # SQLite's largest INTEGER
 _as_row = operator.attrgetter(*FIELD_NAMES)
 _row_of_values = operator.itemgetter(*FIELD_NAMES)

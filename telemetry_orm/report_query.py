@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type
 
 import peewee
 from peewee import SQL, Case, ColumnBase, Entity, fn
@@ -15,6 +15,7 @@ from . import zones
 from .checks import to_utc
 from .engines import backend_class_of
 from .schema import Execution, bind_model, format_timestamp, parse_timestamp
+from .sql import bounded
 
 #: Keys a report can be grouped by, in the order they are documented.
 GROUP_KEYS: Tuple[str, ...] = (
@@ -59,6 +60,79 @@ def key_names(group_by: Sequence[str]) -> Tuple[str, ...]:
 def nearest_rank(n: int) -> int:
     """The nearest rank of :data:`PERCENTILE` among ``n`` values: ``ceil(n * p / 100)``."""
     return -(-n * PERCENTILE // 100)
+
+
+def zone_offsets(database: peewee.Database, zone: Any, columns: Sequence[Any],
+                 since: Optional[_dt.datetime], until: Optional[_dt.datetime],
+                 ) -> List[zones.Offset]:
+    """``zone``'s offsets (:func:`telemetry_orm.zones.offsets`) over the
+    UTC years from ``since`` to ``until`` (open ends: the first and last
+    value) in which a time column of ``columns`` (``created_at``, the
+    rollups' ``hour``: indexed, each probe is one index seek) has a value.
+
+    Years without any are skipped, so one row far from the others (another
+    program's row of year 9999) costs its own year, not the thousands
+    between; the offset before such a gap stands for it (it holds no row).
+    """
+    backend = backend_class_of(database)
+    as_text = backend.dialect.as_text
+    low = _naive(since) if since is not None else None
+    high = _naive(until) if until is not None else None
+    years: Set[int] = set()
+    for column in columns:
+        model = column.model
+        after, past = (format_timestamp(low) if low else None), False
+        while True:
+            query = model.select(as_text(column)).where(column.is_null(False))
+            if after is not None:
+                query = query.where(column > after if past else column >= after)
+            if high is not None:
+                query = query.where(column < format_timestamp(high))
+            row = database.execute(query.order_by(column).limit(1)).fetchone()
+            if row is None:
+                break
+            try:
+                year = parse_timestamp(row[0]).year
+            except ValueError:  # text that is no time (a hand edit): it has no label
+                after, past = row[0], True
+                continue
+            years.add(year)
+            if year >= _dt.MAXYEAR:
+                break
+            after, past = format_timestamp(_dt.datetime(year + 1, 1, 1)), False
+    if not years:
+        now = _naive(_dt.datetime.now(_dt.timezone.utc))
+        return zones.offsets(zone, low or now, high or low or now)
+    found: List[zones.Offset] = []
+    for first, last in _runs(sorted(years)):
+        start = max(_dt.datetime(first, 1, 1), low) if low else _dt.datetime(first, 1, 1)
+        end = _dt.datetime.max if last >= _dt.MAXYEAR else _dt.datetime(last + 1, 1, 1)
+        # An hour starting just before ``until`` still needs its offset.
+        part = zones.offsets(zone, start, min(end, _later(high)) if high else end)
+        if found:  # the offset in force at the end of the last run covers the gap
+            found[-1] = zones.Offset(start, found[-1].seconds)
+        found.extend(part)
+    return found
+
+
+def _runs(years: Sequence[int]) -> List[Tuple[int, int]]:
+    """Consecutive ``years`` as (first, last) runs."""
+    runs: List[Tuple[int, int]] = []
+    for year in years:
+        if runs and runs[-1][1] == year - 1:
+            runs[-1] = (runs[-1][0], year)
+        else:
+            runs.append((year, year))
+    return runs
+
+
+def _later(value: _dt.datetime) -> _dt.datetime:
+    hour = _dt.timedelta(hours=1)
+    return value + hour if value < _dt.datetime.max - hour else _dt.datetime.max
+
+
+def _naive(value: _dt.datetime) -> _dt.datetime:
+    return to_utc(value).replace(tzinfo=None)
 
 
 @dataclasses.dataclass
@@ -137,22 +211,11 @@ class Query:
         return node
 
     def local_offsets(self) -> List[zones.Offset]:
-        """The zone's offsets over the report's range (over the rows' own
-        span when the range is open), found at the first use."""
+        """The zone's offsets over the years of the report's range that
+        hold rows, found at the first use (see :func:`zone_offsets`)."""
         if self._offsets is None:
-            f = self.filters
-            start, end = f.since, f.until
-            if start is None or end is None:
-                created_at = self._column("created_at")
-                as_text = self.dialect.as_text
-                first, last = self.database.execute(self.model.select(
-                    as_text(fn.MIN(created_at)), as_text(fn.MAX(created_at)))).fetchone()
-                start = start or (parse_timestamp(first) if first else None)
-                end = end or (parse_timestamp(last) if last else None)
-            now = _dt.datetime.now(_dt.timezone.utc)
-            self._offsets = zones.offsets(
-                self.zone, to_utc(start or now).replace(tzinfo=None),
-                to_utc(end or now).replace(tzinfo=None))
+            self._offsets = zone_offsets(self.database, self.zone, [self._column("created_at")],
+                                         self.filters.since, self.filters.until)
         return self._offsets
 
     def _time(self) -> ColumnBase:
@@ -209,14 +272,16 @@ class Query:
         """The executions, the four token sums and the recorded cost."""
         m = self.model
         total = self.dialect.total
-        return [fn.COUNT(SQL("*")), total(m.input_tokens), total(m.output_tokens),
-                total(m.cache_read_tokens), total(m.cache_creation_tokens), total(m.cost_usd)]
+        return [fn.COUNT(SQL("*")), *(total(bounded(getattr(m, name))) for name in (
+            "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+            "cost_usd"))]
 
     def aggregate_query(self) -> Any:
         """The per-group sums (one row when there are no keys)."""
         m = self.model
         failed = Case(None, [(m.conclusion != "success", 1)], 0)
-        return self._grouped(self._keys(), *self._sums(), self.dialect.total(m.duration_ms),
+        return self._grouped(self._keys(), *self._sums(),
+                             self.dialect.total(bounded(m.duration_ms)),
                              fn.SUM(failed))
 
     def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:

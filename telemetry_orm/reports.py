@@ -78,9 +78,10 @@ from .report_query import (
     Sums,
     month_dimension,
     nearest_rank,
+    zone_offsets,
 )
 from .rollups import estimate
-from .schema import COLUMN_NAMES, bind_model, format_timestamp, parse_timestamp
+from .schema import COLUMN_NAMES, bind_model, format_timestamp
 
 __all__ = [
     "GROUP_KEYS", "METRICS", "PERCENTILE", "TIME_KEYS", "DatabaseStats", "Metrics", "Report",
@@ -441,16 +442,8 @@ def _history_offsets(database: peewee.Database, rollup: Any, filters: ReportFilt
     """The zone's offsets over the report's range, rows and rollups."""
     backend = backend_class_of(database)
     m = bind_model(database, backend.model_base)
-    as_text = backend.dialect.as_text
-    ends: List[_dt.datetime] = []
-    for model, column in ((m, m.created_at), (rollup, rollup.hour)):
-        first, last = database.execute(model.select(
-            as_text(fn.MIN(column)), as_text(fn.MAX(column)))).fetchone()
-        ends += [_naive_utc(parse_timestamp(t)) for t in (first, last) if t]
-    now = _naive_utc(_dt.datetime.now(_dt.timezone.utc))
-    start = _naive_utc(filters.since) if filters.since else min(ends, default=now)
-    end = _naive_utc(filters.until) if filters.until else max(ends, default=now)
-    return zones.offsets(zone, start, end + _dt.timedelta(hours=1))
+    return zone_offsets(database, zone, [m.created_at, rollup.hour], filters.since,
+                        filters.until)
 
 
 def _naive_utc(value: _dt.datetime) -> _dt.datetime:
@@ -707,10 +700,13 @@ def _ordered(rows: List[ReportRow], group_by: Sequence[str]) -> List[ReportRow]:
 
     def order(row: ReportRow) -> Tuple[Any, ...]:
         # Time ascending, then the most expensive first (unpriced last); the
-        # remaining keys (None last) only make ties deterministic.
+        # remaining keys (None last) only make ties deterministic. Another
+        # program's row whose wall time in the zone passes year 9999 has no
+        # time label on SQLite and a five-digit year on PostgreSQL: last.
         cost = row.metrics.cost_usd
         return (
-            tuple(row.keys[k] for k in times),
+            tuple((row.keys[k] is None, len(row.keys[k] or ""), row.keys[k] or "")
+                  for k in times),
             cost is None,
             -(cost or 0.0),
             tuple((row.keys[k] is None, row.keys[k]) for k in others),

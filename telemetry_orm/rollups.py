@@ -59,7 +59,7 @@ from peewee import (
 )
 
 from .schema import format_timestamp, parse_timestamp
-from .sql import Statement, render
+from .sql import Statement, bounded, render
 
 __all__ = [
     "ALPHA", "DIMENSIONS", "DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "GAMMA",
@@ -278,9 +278,9 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any, *,
     dims = [getattr(m, name) for name in DIMENSIONS]
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
-    sums: List[Any] = [fn.COUNT(SQL("*")), fn.SUM(m.input_tokens), fn.SUM(m.output_tokens),
-            fn.SUM(m.cache_read_tokens), fn.SUM(m.cache_creation_tokens), fn.SUM(m.cost_usd),
-            fn.SUM(m.duration_ms), fn.SUM(failed)]
+    sums: List[Any] = [fn.COUNT(SQL("*")),
+                       *(fn.SUM(bounded(getattr(m, name))) for name in SUMS[1:-1]),
+                       fn.SUM(failed)]
     if sign != 1:
         sums = [total * SQL(str(int(sign))) for total in sums]
     context = database.get_sql_context()
@@ -392,13 +392,21 @@ def _text(value: Optional[_dt.datetime]) -> Optional[str]:
     return None if value is None else format_timestamp(value)
 
 
+# The ceil functions end at the last instant Python represents: a time in
+# the last hour, day or month of year 9999 (a row of another program, a
+# report's bound) has no next one.
+_LAST = _dt.datetime.max
+
+
 def floor_hour(value: _dt.datetime) -> _dt.datetime:
     return value.replace(minute=0, second=0, microsecond=0)
 
 
 def ceil_hour(value: _dt.datetime) -> _dt.datetime:
     floor = floor_hour(value)
-    return floor if floor == value else floor + _dt.timedelta(hours=1)
+    if floor == value:
+        return floor
+    return floor + _dt.timedelta(hours=1) if floor < _LAST - _dt.timedelta(hours=1) else _LAST
 
 
 def floor_month(value: _dt.datetime) -> _dt.datetime:
@@ -409,6 +417,8 @@ def ceil_month(value: _dt.datetime) -> _dt.datetime:
     floor = floor_month(value)
     if floor == value:
         return floor
+    if floor.year == _LAST.year and floor.month == 12:
+        return _LAST
     return (floor + _dt.timedelta(days=32)).replace(day=1)
 
 
@@ -418,4 +428,6 @@ def floor_day(value: _dt.datetime) -> _dt.datetime:
 
 def ceil_day(value: _dt.datetime) -> _dt.datetime:
     floor = floor_day(value)
-    return floor if floor == value else floor + _dt.timedelta(days=1)
+    if floor == value:
+        return floor
+    return floor + _dt.timedelta(days=1) if floor < _LAST - _dt.timedelta(days=1) else _LAST

@@ -8,6 +8,7 @@ schema version: the original table is version 1.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar, overload
 
 from peewee import (
@@ -41,19 +42,26 @@ CORE_COLUMNS = ("id", "created_at", "repo", "event_type", "model", "conclusion")
 #: Every column, in table order.
 COLUMN_NAMES = ("id", "created_at") + FIELD_NAMES
 
-_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+# A year of one to three digits at the start: written unpadded by an
+# earlier version (strftime's %Y), read as the year it meant.
+_SHORT_YEAR = re.compile(r"\d{1,3}-")
 
 
 def format_timestamp(value: _dt.datetime) -> str:
     """Render a datetime as the table stores it: UTC ``YYYY-MM-DD HH:MM:SS``.
 
     A naive datetime is taken to be UTC already; an aware one is converted.
+    The year always has four digits (``strftime("%Y")`` writes ``657``),
+    so that the text sorts as the time does.
     """
-    return to_utc(value).strftime(_TIMESTAMP_FORMAT)
+    return to_utc(value).replace(tzinfo=None, microsecond=0).isoformat(" ")
 
 
 def parse_timestamp(value: str) -> _dt.datetime:
     """Parse a stored ``created_at`` into an aware UTC datetime."""
+    short = _SHORT_YEAR.match(value)
+    if short:
+        value = value.zfill(len(value) + 5 - short.end())
     return to_utc(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 

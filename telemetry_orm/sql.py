@@ -18,11 +18,23 @@ import re
 from typing import Any, Callable, ContextManager, List, Optional, Sequence, Tuple, Type
 
 import peewee
-from peewee import SQL, fn
+from peewee import SQL, Case, fn
 
-from .record import FIELD_NAMES
+from .record import BOUNDS, FIELD_NAMES
 
 Statement = Tuple[str, List[Any]]
+
+
+def bounded(column: Any) -> Any:
+    """A bounded column of ``executions`` as every sum counts it: within 0
+    and its bound (:data:`telemetry_orm.record.BOUNDS`). Records never go
+    past it; a row that another program wrote past it counts as the bound
+    in the rollups and in reports from rows alike, and no sum of them can
+    overflow."""
+    # Literals, not parameters: SQLite evaluates them per row much faster.
+    bound = BOUNDS[column.name]
+    high, zero = SQL(repr(bound)), SQL(repr(type(bound)(0)))
+    return Case(None, [(column > high, high), (column < zero, zero)], column)
 
 
 def quote(database: peewee.Database, name: str) -> str:

@@ -32,7 +32,7 @@ import peewee
 
 from . import imports as _imports
 from . import keys as _keys
-from .checks import check_count, same_file
+from .checks import check_count, check_instant, same_file
 from .engines import backend_class_of, backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .formats import printable
@@ -144,11 +144,12 @@ def _convert(
     row_id = int(values.pop("id"))
     created = values.pop("created_at")
     try:
-        when = parse_timestamp(created) if isinstance(created, str) else None
-    except ValueError:
+        when = (check_instant("created_at", parse_timestamp(created))
+                if isinstance(created, str) else None)
+    except (ValueError, OverflowError):
         when = None
     if when is None:
-        return row_id, f"created_at: not a timestamp ({created!r})"
+        return row_id, f"created_at: not a timestamp in range ({created!r})"
     try:
         return row_id, (when, TelemetryRecord.from_mapping(values))
     except TelemetryValidationError as exc:
@@ -312,7 +313,7 @@ def _stamp(created_at: Any) -> str:
     """A source ``created_at`` as the tracking table keeps it."""
     try:
         return format_timestamp(parse_timestamp(created_at))
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, OverflowError):
         return repr(created_at)
 
 
@@ -339,7 +340,8 @@ def _write_batch(
             )
             .tuples()
         )
-        seen: Dict[int, str] = {int(row_id): str(stamp) for row_id, stamp in query}
+        # Normalised: an earlier version wrote years before 1000 unpadded.
+        seen: Dict[int, str] = {int(row_id): _stamp(str(stamp)) for row_id, stamp in query}
         new: List[Tuple[int, Any, TelemetryRecord]] = []
         invalid: List[Tuple[int, str]] = []
         already = 0

@@ -55,7 +55,14 @@ def zone_name(zone: zoneinfo.ZoneInfo) -> str:
 
 
 def _offset(zone: zoneinfo.ZoneInfo, instant: _dt.datetime) -> int:
-    delta = instant.replace(tzinfo=_dt.timezone.utc).astimezone(zone).utcoffset()
+    try:
+        local = instant.replace(tzinfo=_dt.timezone.utc).astimezone(zone)
+    except OverflowError:
+        # The wall time is past year 9999 (or before year 1): take the
+        # offset of two days nearer, which no zone changes in between there.
+        nearer = instant + _dt.timedelta(days=-2 if instant.year > 1 else 2)
+        local = nearer.replace(tzinfo=_dt.timezone.utc).astimezone(zone)
+    delta = local.utcoffset()
     return int(delta.total_seconds()) if delta is not None else 0
 
 
@@ -66,7 +73,7 @@ def offsets(zone: zoneinfo.ZoneInfo, start: _dt.datetime, end: _dt.datetime) -> 
     found: List[Offset] = []
     at, current = start, _offset(zone, start)
     while at < end:
-        step = min(at + _STEP, end)
+        step = end if end - at <= _STEP else at + _STEP  # no step past year 9999
         seconds = _offset(zone, step)
         if seconds != current:
             low, high = at, step  # the change is in (low, high]

@@ -73,10 +73,10 @@ def test_ids_increase(any_store: PeeweeTelemetryStore) -> None:
 def test_large_counts_and_precise_costs_round_trip(
     any_store: PeeweeTelemetryStore, any_witness: Witness
 ) -> None:
-    # 64-bit integers and double precision on every engine.
-    row_id = any_store.record(minimal(cache_read_tokens=2**40, cost_usd=0.1234567890123))
+    # 64-bit integers (the bound of a count is past 2**32) and double precision on every engine.
+    row_id = any_store.record(minimal(cache_read_tokens=10**12, cost_usd=0.1234567890123))
     (row,) = any_witness.rows("SELECT * FROM executions WHERE id = ?", row_id)
-    assert row["cache_read_tokens"] == 2**40
+    assert row["cache_read_tokens"] == 10**12
     assert row["cost_usd"] == 0.1234567890123
 
 

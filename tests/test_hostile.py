@@ -39,6 +39,7 @@ from telemetry_orm import (
 from telemetry_orm.cli import main as cli_main
 from telemetry_orm.formats import EXPORT_FORMATS, write_export
 from telemetry_orm.imports import Item, read_export
+from telemetry_orm.record import MAX_COST_USD, MAX_COUNT
 from telemetry_orm.schema import COLUMN_NAMES
 
 # -- helpers -----------------------------------------------------------------------
@@ -343,11 +344,11 @@ def test_hostile_text_is_stored_verbatim(store: PeeweeTelemetryStore,
 def test_a_huge_value_is_stored_verbatim(store: PeeweeTelemetryStore,
                                          witness: sqlite3.Connection) -> None:
     huge = ("🤖 ünïcödé\x00'\"; " * 300_000)[:3_000_000]
-    row_id = store.record(minimal(session_id=huge, input_tokens=2**63 - 1,
-                                  cost_usd=1.7976931348623157e308))
+    row_id = store.record(minimal(session_id=huge, input_tokens=MAX_COUNT,
+                                  cost_usd=MAX_COST_USD))
     row = witness.execute("SELECT session_id, input_tokens, cost_usd FROM executions "
                           "WHERE id = ?", (row_id,)).fetchone()
-    assert tuple(row) == (huge, 2**63 - 1, 1.7976931348623157e308)
+    assert tuple(row) == (huge, MAX_COUNT, MAX_COST_USD)
 
 
 # -- 11. property-based round trips ------------------------------------------------
@@ -356,9 +357,9 @@ MAX_INT = 2**63 - 1
 text = st.text(max_size=40)
 required_text = st.text(min_size=1, max_size=40)
 optional_text = st.none() | text
-count = st.integers(0, MAX_INT) | st.integers(0, 10_000)
-cost = (st.floats(min_value=0, allow_nan=False, allow_infinity=False)
-        | st.integers(0, 2**53))
+count = st.integers(0, MAX_COUNT) | st.integers(0, 10_000)
+cost = (st.floats(min_value=0, max_value=MAX_COST_USD, allow_nan=False)
+        | st.integers(0, int(MAX_COST_USD)))
 
 valid_records = st.builds(
     TelemetryRecord,
@@ -375,15 +376,18 @@ surrogate_text = st.tuples(
 not_text = st.sampled_from([0, 1.5, b"bytes", ["list"], {"a": 1}, True])
 not_integer = st.sampled_from([1.0, 2.5, "12", b"1", True, False, [1]])
 too_big = st.integers(MAX_INT + 1, 2**80)
+past_bound = st.integers(MAX_COUNT + 1, 2**80)
 
 _REQUIRED_TEXT_BAD = st.just("") | not_text | surrogate_text | st.none()
 _PROVIDER_BAD = st.just("") | not_text | surrogate_text  # None means "the default"
 _OPTIONAL_TEXT_BAD = not_text | surrogate_text
-_COUNT_BAD = st.integers(max_value=-1) | too_big | not_integer
+_COUNT_BAD = st.integers(max_value=-1) | past_bound | not_integer
 _PR_BAD = st.integers(max_value=0) | too_big | not_integer
 _COST_BAD = (st.floats(max_value=-1e-300) | st.sampled_from([float("nan"), float("inf"),
                                                              float("-inf"), "0.5", True])
-             | st.integers(2**53 + 1, 2**70) | st.integers(max_value=-1))
+             | st.integers(2**53 + 1, 2**70) | st.integers(max_value=-1)
+             | st.floats(min_value=MAX_COST_USD, exclude_min=True, allow_nan=False)
+             | st.integers(int(MAX_COST_USD) + 1, 2**53))
 
 INVALID: Dict[str, Any] = {
     "delivery_id": _OPTIONAL_TEXT_BAD, "repo": _REQUIRED_TEXT_BAD, "pr_number": _PR_BAD,
@@ -443,7 +447,7 @@ def test_every_invalid_record_is_refused_and_writes_nothing(
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [
-    ("input_tokens", 2**63, "<= 2**63 - 1"),
+    ("input_tokens", 2**63, "<= 10**12"),
     ("pr_number", 2**64, "<= 2**63 - 1"),
     ("num_turns", 10**5000, "integer of 16610 bits"),
     ("cost_usd", 2**53 + 1, "at most 2**53"),

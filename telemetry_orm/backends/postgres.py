@@ -25,7 +25,7 @@ from playhouse.pool import MaxConnectionsExceeded
 
 from .. import rollups
 from .. import sql as _sql
-from ..checks import to_utc
+from ..checks import EARLIEST, to_utc
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
 from ..record import TelemetryRecord
 from ..schema import (
@@ -641,14 +641,15 @@ class PostgresBackend:
 
     @classmethod
     def cutoff(cls, conn: Any, days: float) -> Optional[_dt.datetime]:
-        """``now() - days`` by the server's clock; ``None`` before year 1,
-        where Python's dates end (the server's go further, but a row there
-        could not be read; no row is older)."""
+        """``now() - days`` by the server's clock; ``None`` before
+        :data:`~telemetry_orm.checks.EARLIEST`, where the instants rows are
+        written at begin (no such row is older)."""
         now: _dt.datetime = conn.execute("SELECT now()").fetchone()[0]
         try:
-            return to_utc(now) - _dt.timedelta(days=days)
-        except OverflowError:
+            when = to_utc(now) - _dt.timedelta(days=days)
+        except OverflowError:  # before year 1
             return None
+        return None if when < EARLIEST else when
 
     @classmethod
     def count_before(cls, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:

@@ -23,6 +23,7 @@ from playhouse import db_url
 
 from .. import rollups, schema
 from .. import sql as _sql
+from ..checks import EARLIEST
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
 from ..schema import TABLE_NAME, Execution
 from ..zones import Offset
@@ -694,10 +695,14 @@ class SqliteBackend:
     @classmethod
     def cutoff(cls, conn: sqlite3.Connection, days: float) -> Optional[str]:
         """``datetime('now', '-N days')`` by the database's own (UTC) clock;
-        ``None`` before year 0, where SQLite's dates end (no row is older)."""
+        ``None`` before :data:`~telemetry_orm.checks.EARLIEST`, where the
+        instants rows are written at begin (no such row is older)."""
         amount = str(int(days)) if float(days).is_integer() else f"{days:.6f}"
         row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
-        return None if row[0] is None else str(row[0])
+        # Text order is time order from year 0000 on; '-0164-…' sorts first too.
+        if row[0] is None or str(row[0]) < schema.format_timestamp(EARLIEST):
+            return None
+        return str(row[0])
 
     @classmethod
     def count_before(cls, conn: sqlite3.Connection, model: Type[Execution], when: str) -> int:
