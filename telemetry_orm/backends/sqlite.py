@@ -21,7 +21,7 @@ import peewee
 from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 
-from .. import rollups, schema
+from .. import clock, rollups, schema
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
 from ..schema import TABLE_NAME, Execution
@@ -672,10 +672,13 @@ class SqliteBackend:
 
     @classmethod
     def cutoff(cls, conn: sqlite3.Connection, days: float) -> Optional[str]:
-        """``datetime('now', '-N days')`` by the database's own (UTC) clock;
-        ``None`` before year 0, where SQLite's dates end (no row is older)."""
+        """``datetime('now', '-N days')`` by the database's own (UTC) clock,
+        or from the instant :func:`telemetry_orm.clock.pinned` sets; ``None``
+        before year 0, where SQLite's dates end (no row is older)."""
         amount = str(int(days)) if float(days).is_integer() else f"{days:.6f}"
-        row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
+        pinned = clock.pinned_now()
+        start = "now" if pinned is None else schema.format_timestamp(pinned)
+        row = conn.execute("SELECT datetime(?, ?)", (start, f"-{amount} days")).fetchone()
         return None if row[0] is None else str(row[0])
 
     @classmethod
