@@ -55,7 +55,7 @@ from peewee import (
 )
 
 from .schema import format_timestamp, parse_timestamp
-from .sql import Statement, render
+from .sql import COST_UNITS_PER_USD, Statement, cost_units, render
 
 __all__ = [
     "ALPHA", "DIMENSIONS", "DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "GAMMA",
@@ -273,7 +273,8 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[St
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
     sums = [fn.COUNT(SQL("*")), fn.SUM(m.input_tokens), fn.SUM(m.output_tokens),
-            fn.SUM(m.cache_read_tokens), fn.SUM(m.cache_creation_tokens), fn.SUM(m.cost_usd),
+            fn.SUM(m.cache_read_tokens), fn.SUM(m.cache_creation_tokens),
+            fn.SUM(cost_units(m.cost_usd)),
             fn.SUM(m.duration_ms), fn.SUM(failed)]
     context = database.get_sql_context()
     statements: List[Statement] = [
@@ -302,7 +303,10 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[St
         statements.append(render(database, target.insert_from(query, fields).on_conflict(
             conflict_target=key, update=update)))
 
-    totals = [fn.SUM(getattr(f, name)) for name in SUMS]
+    # The scratch table holds costs in cost units (exact sums); the rollups
+    # keep dollars, from which a report takes the same units back.
+    totals = [fn.SUM(f.cost_usd) / COST_UNITS_PER_USD if name == "cost_usd"
+              else fn.SUM(getattr(f, name)) for name in SUMS]
     for table, start in ((rollup, f.hour), (days, f.day), (months, f.month)):
         key = [getattr(table, start.name), *(getattr(table, n) for n in DIMENSIONS), table.paid]
         upsert(table, key, [start, *f_dims, f.paid, *totals], SUMS, len(key))
