@@ -376,6 +376,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         # upgrade.
         forking.track(upkeep, forking.ENGINE)
         forking.track(self, forking.STORE)
+        side: Tuple[Type[peewee.Model], ...] = ()
         try:
             with self._lock:
                 backend.prepare(database, model)
@@ -383,9 +384,9 @@ class PeeweeTelemetryStore(TelemetryStore):
                     # The keys and rollup tables with the schema, not at
                     # their first use: that use may be inside one of the
                     # application's transactions, which might roll them back.
-                    _create_tables(backend, database,
-                                   (backend.key_model, *backend.rollup_models),
-                                   outside_transaction="create its keys and rollup tables")
+                    side = _create_tables(backend, database,
+                                          (backend.key_model, *backend.rollup_models),
+                                          outside_transaction="create its keys and rollup tables")
         except BaseException:
             forking.untrack(self)
             forking.untrack(upkeep)
@@ -394,8 +395,13 @@ class PeeweeTelemetryStore(TelemetryStore):
                 database.close()
             raise
         self.path = backend.path
-        self._keyed_sql: Optional[KeyedSql] = None
-        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
+        # On an application's database, bound now too: looking the tables up
+        # at the first keyed record would read inside the caller's
+        # transaction before its write, and on SQLite a transaction that has
+        # read cannot take the write lock once another connection wrote.
+        self._keyed_sql: Optional[KeyedSql] = (
+            backend.keyed_sql(model, side[0]) if side else None)
+        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = side[1:] or None
         #: Writes hold the store's lock: not on an application's database
         #: (unless its threads share one connection).
         self._serial = not backend.borrowed or backend.one_connection

@@ -776,7 +776,16 @@ class SqliteBackend:
     # -- errors and facts ---------------------------------------------------
 
     def translate(self, exc: BaseException) -> TelemetryError:
-        return operation_error(self.path, exc, busy=is_busy(exc))
+        busy = is_busy(exc)
+        if busy and self._database is not None and self.in_transaction(self._database):
+            return StoreBusyError(
+                f"{self.path}: could not write inside the transaction open on this thread's "
+                f"connection ({exc}): another connection held the write lock longer than the "
+                "busy timeout, or the transaction had read before this write and another "
+                "connection wrote since, which SQLite refuses at once; open transactions that "
+                "read and then record with database.atomic(lock_type='IMMEDIATE') (the write "
+                "lock first, waited for) or record before reading; nothing was written")
+        return operation_error(self.path, exc, busy=busy)
 
     def describe(self, exc: BaseException) -> TelemetryError:
         return describe(self.path, exc)
