@@ -25,6 +25,7 @@ from telemetry_orm import (
     create_telemetry_store,
 )
 from telemetry_orm.reports import report
+from telemetry_orm.schema import format_timestamp
 
 #: These tests fork while threads run: that is the case they check.
 FORKS_WITH_THREADS = pytest.mark.filterwarnings(
@@ -668,7 +669,7 @@ def test_a_background_recorder_is_refused_where_it_would_write_elsewhere(
 
 
 def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
-        tmp_path: Path) -> None:
+        tmp_path: Path, pinned_clock: _dt.datetime) -> None:
     database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"})
     store = create_telemetry_store(database)
     store.record_many([minimal()] * 50)
@@ -676,7 +677,8 @@ def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
     before = _settings(database)
     store.record_many([minimal()] * 50)
     witness = Witness(str(tmp_path / "app.db"))
-    witness.execute("UPDATE executions SET created_at = datetime('now', '-10 days')")
+    witness.execute("UPDATE executions SET created_at = ?",
+                    format_timestamp(pinned_clock - _dt.timedelta(days=10)))
     witness.close()
     with pytest.raises(Exception, match="closed"):
         store.purge(1, progress=lambda _: store.close())
