@@ -266,10 +266,10 @@ class BackgroundRecorder:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._write(writer, batch)
-                with self._lock:
-                    self._finished += len(batch)
-                    self._progress.notify_all()
+                if self._write(writer, batch):
+                    with self._lock:
+                        self._finished += len(batch)
+                        self._progress.notify_all()
         finally:
             writer.close()
             with self._lock:
@@ -296,7 +296,10 @@ class BackgroundRecorder:
             self._progress.notify_all()
         return batch
 
-    def _write(self, writer: BatchWriter, batch: List[Row]) -> None:
+    def _write(self, writer: BatchWriter, batch: List[Row]) -> bool:
+        """Write ``batch``; ``False`` when it failed (then it is counted
+        finished and kept as failed in one step: ``held`` never counts it
+        twice, which could exceed ``max_queue``)."""
         delay = self.retry_delay
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
@@ -306,7 +309,7 @@ class BackgroundRecorder:
                 self.log.debug(
                     "background wrote %d executions (ids %d to %d)", len(ids), ids[0], ids[-1]
                 )
-                return
+                return True
             except StoreClosedError as exc:
                 error: Exception = exc
                 break  # trying again cannot help
@@ -321,14 +324,19 @@ class BackgroundRecorder:
                     time.sleep(delay)
                     delay *= 2
         with self._lock:
-            self._failed.extend(batch)
-            self._failure = error
-            kept = len(self._failed)
+            kept = len(self._failed) + len(batch)
+        # Logged before flush() can see the batch finished.
         self.log.error(
             "background write of %d executions failed after %d attempts: %s; "
             "%d executions are kept and raised from the next flush() or close()",
             len(batch), attempt, error, kept,
         )
+        with self._lock:
+            self._failed.extend(batch)
+            self._failure = error
+            self._finished += len(batch)
+            self._progress.notify_all()
+        return False
 
     def _take_failure(self, refused: Sequence[Row] = ()) -> Optional[BackgroundWriteError]:
         # Called with the lock held.

@@ -24,7 +24,7 @@ import tempfile
 import traceback
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, TextIO
 
-from . import dashboard, demo, formats, imports, prices, reports, zones
+from . import clock, dashboard, demo, formats, imports, prices, reports, zones
 from .checks import same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -48,12 +48,13 @@ def parse_when(text: str, now: Optional[_dt.datetime] = None,
                zone: Any = None) -> _dt.datetime:
     """A point in time from the command line, as an aware UTC datetime.
 
-    ``7d``, ``12h``, ``2w``: that long before ``now`` (to the second);
+    ``7d``, ``12h``, ``2w``: that long before ``now`` (default: the pinned
+    :mod:`~telemetry_orm.clock`, else this machine's clock; to the second);
     ``YYYY-MM-DD``: that day's midnight in ``zone`` (a ``zoneinfo`` zone;
     default UTC); an ISO 8601 datetime (naive: a wall time in ``zone``).
     Anything else raises ``argparse.ArgumentTypeError``.
     """
-    now = (now or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
+    now = (now or clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
     match = _RELATIVE.fullmatch(text.strip())
     try:
         if match:

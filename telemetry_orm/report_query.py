@@ -15,7 +15,7 @@ from . import zones
 from .checks import to_utc
 from .engines import backend_class_of
 from .schema import Execution, bind_model, format_timestamp, parse_timestamp
-from .sql import bounded
+from .sql import bounded, cost_units
 
 #: Keys a report can be grouped by, in the order they are documented.
 GROUP_KEYS: Tuple[str, ...] = (
@@ -144,7 +144,8 @@ class Sums:
     output_tokens: int
     cache_read_tokens: int
     cache_creation_tokens: int
-    cost_usd: float
+    #: In :func:`~telemetry_orm.sql.cost_units` (whole billionths of a dollar).
+    cost_units: float
     duration_ms: int
     failed: int
 
@@ -177,6 +178,7 @@ class CostPart:
     executions: int
     #: Input, output, cache read, cache creation.
     tokens: Tuple[int, int, int, int]
+    #: In :func:`~telemetry_orm.sql.cost_units`.
     recorded: float
 
 
@@ -273,8 +275,8 @@ class Query:
         m = self.model
         total = self.dialect.total
         return [fn.COUNT(SQL("*")), *(total(bounded(getattr(m, name))) for name in (
-            "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
-            "cost_usd"))]
+            "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")),
+                total(cost_units(bounded(m.cost_usd)))]
 
     def aggregate_query(self) -> Any:
         """The per-group sums (one row when there are no keys)."""
@@ -378,6 +380,12 @@ def _cost_part_rows(rows: Iterable[Sequence[Any]], width: int
     return parts
 
 
+def _summed(rollup: Any, name: str) -> ColumnBase:
+    """A rollup column as a report adds it up (costs in cost units)."""
+    column: ColumnBase = getattr(rollup, name)
+    return cost_units(column) if name == "cost_usd" else column
+
+
 #: Per group, a duration sketch: ``{bucket: count}``.
 BucketCounts = Dict[Tuple[Any, ...], Dict[int, int]]
 
@@ -451,7 +459,7 @@ class RollupQuery:
     def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:
         r = self.rollup
         total = self.dialect.total
-        query = self._select(r, self._keys(r), *(total(getattr(r, name)) for name in (
+        query = self._select(r, self._keys(r), *(total(_summed(r, name)) for name in (
             "executions", "input_tokens", "output_tokens", "cache_read_tokens",
             "cache_creation_tokens", "cost_usd", "duration_ms", "failed")))
         return _group_sums(self.database.execute(query), len(self.key_names))
@@ -460,7 +468,7 @@ class RollupQuery:
         r = self.rollup
         total = self.dialect.total
         query = self._select(r, [*self._keys(r), r.model, r.paid], *(
-            total(getattr(r, name)) for name in (
+            total(_summed(r, name)) for name in (
                 "executions", "input_tokens", "output_tokens", "cache_read_tokens",
                 "cache_creation_tokens", "cost_usd")))
         return _cost_part_rows(self.database.execute(query), len(self.key_names))

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import math
 import os
 import urllib.parse
 from typing import (
@@ -82,6 +83,7 @@ from .report_query import (
 )
 from .rollups import estimate
 from .schema import COLUMN_NAMES, bind_model, format_timestamp
+from .sql import COST_UNITS_PER_USD, usd
 
 __all__ = [
     "GROUP_KEYS", "METRICS", "PERCENTILE", "TIME_KEYS", "DatabaseStats", "Metrics", "Report",
@@ -324,7 +326,8 @@ def report(
                 unpriced[name] = unpriced.get(name, 0) + n
         priced = [c for c, _ in costs.values() if c is not None]
         totals = dataclasses.replace(
-            totals, cost_usd=round(sum(priced), 6) if priced or not totals.executions else None)
+            totals, cost_usd=round(math.fsum(priced), 6)
+            if priced or not totals.executions else None)
     return Report(
         generated_at=generated_at,
         filters=filters,
@@ -453,18 +456,32 @@ def _naive_utc(value: _dt.datetime) -> _dt.datetime:
 def _priced(parts: Sequence[CostPart], table: Any, mode: str
             ) -> Tuple[Optional[float], Dict[str, int]]:
     """One group's cost in ``mode`` (``None`` when no execution of it could
-    be priced) and its unpriced executions by model."""
-    total, counted = 0.0, False
-    unpriced: Dict[str, int] = {}
+    be priced) and its unpriced executions by model.
+
+    A model's parts (from rows and from rollups) are added up before they
+    are priced and the terms summed exactly (``math.fsum``), so the figure
+    does not depend on which parts the rollups stood for."""
+    merged: Dict[Tuple[str, bool], CostPart] = {}
     for part in parts:
+        same = merged.get((part.model, part.paid))
+        merged[(part.model, part.paid)] = part if same is None else CostPart(
+            part.model, part.paid, same.executions + part.executions,
+            (same.tokens[0] + part.tokens[0], same.tokens[1] + part.tokens[1],
+             same.tokens[2] + part.tokens[2], same.tokens[3] + part.tokens[3]),
+            same.recorded + part.recorded)
+    recorded, terms, counted = 0.0, [], False
+    unpriced: Dict[str, int] = {}
+    for part in merged.values():
         if mode == "auto" and part.paid:
-            total, counted = total + part.recorded, True
+            recorded, counted = recorded + part.recorded, True
             continue
         price = table.find(part.model)
         if price is None:
             unpriced[part.model] = unpriced.get(part.model, 0) + part.executions
             continue
-        total, counted = total + price.cost(*part.tokens), True
+        terms.append(price.cost(*part.tokens))
+        counted = True
+    total = math.fsum([recorded / COST_UNITS_PER_USD, *terms])
     return (round(total, 6) if counted else None), unpriced
 
 
@@ -525,7 +542,7 @@ def _metrics(sums: Sums, p95: Optional[int]) -> Metrics:
         cache_creation_tokens=sums.cache_creation_tokens,
         total_tokens=sums.input_tokens + sums.output_tokens
         + sums.cache_read_tokens + sums.cache_creation_tokens,
-        cost_usd=round(sums.cost_usd, 6),
+        cost_usd=usd(sums.cost_units),
         avg_duration_ms=round(sums.duration_ms / n, 1) if n else None,
         p95_duration_ms=int(p95) if p95 is not None and n else None,
         failed=sums.failed,

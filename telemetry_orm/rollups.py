@@ -59,7 +59,7 @@ from peewee import (
 )
 
 from .schema import format_timestamp, parse_timestamp
-from .sql import Statement, bounded, render
+from .sql import COST_UNITS_PER_USD, Statement, bounded, cost_units, render
 
 __all__ = [
     "ALPHA", "DIMENSIONS", "DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "GAMMA",
@@ -278,9 +278,11 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any, *,
     dims = [getattr(m, name) for name in DIMENSIONS]
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
-    sums: List[Any] = [fn.COUNT(SQL("*")),
-                       *(fn.SUM(bounded(getattr(m, name))) for name in SUMS[1:-1]),
-                       fn.SUM(failed)]
+    sums: List[Any] = [
+        fn.COUNT(SQL("*")),
+        *(fn.SUM(bounded(getattr(m, name))) for name in SUMS[1:5]),
+        fn.SUM(cost_units(bounded(m.cost_usd))),
+        fn.SUM(bounded(m.duration_ms)), fn.SUM(failed)]
     if sign != 1:
         sums = [total * SQL(str(int(sign))) for total in sums]
     context = database.get_sql_context()
@@ -310,7 +312,10 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any, *,
         statements.append(render(database, target.insert_from(query, fields).on_conflict(
             conflict_target=key, update=update)))
 
-    totals = [fn.SUM(getattr(f, name)) for name in SUMS]
+    # The scratch table holds costs in cost units (exact sums); the rollups
+    # keep dollars, from which a report takes the same units back.
+    totals = [fn.SUM(f.cost_usd) / COST_UNITS_PER_USD if name == "cost_usd"
+              else fn.SUM(getattr(f, name)) for name in SUMS]
     for table, start in ((rollup, f.hour), (days, f.day), (months, f.month)):
         key = [getattr(table, start.name), *(getattr(table, n) for n in DIMENSIONS), table.paid]
         upsert(table, key, [start, *f_dims, f.paid, *totals], SUMS, len(key))

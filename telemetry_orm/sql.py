@@ -37,6 +37,26 @@ def bounded(column: Any) -> Any:
     return Case(None, [(column > high, high), (column < zero, zero)], column)
 
 
+#: Costs are added up in whole billionths of a dollar (see :func:`cost_units`).
+COST_UNITS_PER_USD = 1_000_000_000
+
+
+def cost_units(column: Any) -> peewee.ColumnBase:
+    """``column`` (dollars) rounded to whole billionths of a dollar, as every
+    sum of costs takes it. Sums of whole numbers are exact (below 2**53, about
+    $9 million), so a report adds up the same figure in any order: from the
+    rows, or from hours and months the rollups folded; it then rounds that
+    one figure to micro-dollars (:func:`usd`)."""
+    rounded: peewee.ColumnBase = fn.ROUND(column * COST_UNITS_PER_USD)
+    return rounded
+
+
+def usd(units: float) -> float:
+    """A sum of :func:`cost_units` in dollars, rounded to micro-dollars
+    (half to even, on the whole number, so equal sums give equal figures)."""
+    return round(units, -3) / COST_UNITS_PER_USD
+
+
 def quote(database: peewee.Database, name: str) -> str:
     """``name`` quoted as an identifier in the database's dialect."""
     sql: str = database.get_sql_context().sql(peewee.Entity(name)).query()[0]

@@ -398,11 +398,17 @@ class PeeweeTelemetryStore(TelemetryStore):
                 database.close()
             raise
         self.path = backend.path
+        # Made at open on an application's database, and bound now: looking
+        # the tables up at the first keyed record or replace would read
+        # inside the caller's transaction before its write, and on SQLite a
+        # transaction that has read cannot take the write lock once another
+        # connection wrote.
         self._keyed_sql: Optional[KeyedSql] = None
-        # Made at open on an application's database: a replace inside one
-        # of its transactions then reads nothing before its write lock.
-        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = (
-            None if made is None else made[:len(backend.rollup_models)])
+        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
+        if made is not None:
+            n = len(backend.rollup_models)
+            self._rollups = made[:n]
+            self._keyed_sql = backend.keyed_sql(model, made[n], made[n + 1])
         #: Writes hold the store's lock: not on an application's database
         #: (unless its threads share one connection).
         self._serial = not backend.borrowed or backend.one_connection

@@ -4,6 +4,7 @@ and independent witness connections."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sqlite3
 import uuid
@@ -11,9 +12,16 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import POSTGRES_URL_ENV, Witness, with_query
+from support import FIXED_NOW, POSTGRES_URL_ENV, Witness, with_query
 
-from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
+from telemetry_orm import PeeweeTelemetryStore, clock, create_telemetry_store
+
+
+@pytest.fixture
+def pinned_clock() -> Iterator[dt.datetime]:
+    """The stores' "now" pinned at :data:`support.FIXED_NOW` for one test."""
+    with clock.pinned(FIXED_NOW) as now:
+        yield now
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import pytest
 
 import telemetry_orm
+from telemetry_orm import clock
+from telemetry_orm.schema import format_timestamp
 
 try:
     import psycopg  # noqa: F401
@@ -92,6 +94,12 @@ def minimal(**overrides: object) -> dict:
 #: Environment variable naming the PostgreSQL server the tests may use, e.g.
 #: postgresql://telemetry:telemetry@127.0.0.1:5432/telemetry_test
 POSTGRES_URL_ENV = "TELEMETRY_TEST_POSTGRES_URL"
+
+#: "Now" for the tests that depend on it: a fixed instant, pinned as the
+#: stores' clock by the ``pinned_clock`` fixture, so that a test gives the
+#: same answer at any time of day (tests place their rows relative to it).
+#: It lies in the past: rows recorded without a placement are newer.
+FIXED_NOW = _dt.datetime(2026, 11, 20, 15, 42, 17, tzinfo=_dt.timezone.utc)
 
 #: The original table before the cache token columns, ``session_id``,
 #: ``num_turns`` and ``stop_reason`` existed, per engine.
@@ -175,7 +183,12 @@ class Witness:
         return int(self.scalar("SELECT COUNT(*) FROM executions"))
 
     def now(self) -> _dt.datetime:
-        """The database's clock, as an aware UTC datetime (to the second on SQLite)."""
+        """What the store takes as "now": the pinned clock (see
+        :data:`FIXED_NOW`), else the database's clock, as an aware UTC
+        datetime (to the second on SQLite)."""
+        pinned = clock.pinned_now()
+        if pinned is not None:
+            return pinned
         if self.kind == "sqlite":
             return parse_utc(self.scalar("SELECT datetime('now')"))
         return self.scalar("SELECT now()").astimezone(_dt.timezone.utc)  # type: ignore[no-any-return]
@@ -185,8 +198,12 @@ class Witness:
         return parse_utc(value) if isinstance(value, str) else value.astimezone(_dt.timezone.utc)
 
     def backdate(self, row_id: int, days: float) -> None:
-        """Move a row ``days`` days into the past by the database's own clock."""
-        if self.kind == "sqlite":
+        """Move a row ``days`` days before "now" (:meth:`now`)."""
+        if clock.pinned_now() is not None:
+            when = self.now() - _dt.timedelta(days=days)
+            self.execute("UPDATE executions SET created_at = ? WHERE id = ?",
+                         format_timestamp(when) if self.kind == "sqlite" else when, row_id)
+        elif self.kind == "sqlite":
             self.execute(
                 "UPDATE executions SET created_at = datetime('now', ?) WHERE id = ?",
                 f"-{days} days", row_id,

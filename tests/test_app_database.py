@@ -19,11 +19,13 @@ from support import Witness, app_database, make_seed_database, minimal
 from telemetry_orm import (
     SCHEMA_VERSION,
     DatabaseError,
+    StoreBusyError,
     TelemetryValidationError,
     TransactionOpenError,
     create_telemetry_store,
 )
 from telemetry_orm.reports import report
+from telemetry_orm.schema import format_timestamp
 
 #: These tests fork while threads run: that is the case they check.
 FORKS_WITH_THREADS = pytest.mark.filterwarnings(
@@ -148,7 +150,10 @@ def test_the_store_never_closes_or_rebinds_the_apps_database(app: Any) -> None:
     assert store.model._meta.database is database
 
 
-def test_reports_keys_rollups_export_and_purge_work_on_the_apps_database(app: Any) -> None:
+def test_reports_keys_rollups_export_and_purge_work_on_the_apps_database(
+        app: Any, pinned_clock: _dt.datetime) -> None:
+    # The stores' "now" pinned before the rows' own hour: only the backdated
+    # row is in a complete hour, whenever the test runs.
     location, database, _ = app
     with create_telemetry_store(database) as store:
         for i in range(6):
@@ -208,39 +213,102 @@ def test_an_owned_store_refuses_them_inside_its_own_atomic_too(tmp_path: Path) -
         store.purge_older_than(1)
 
 
+def _on_write(database: Any, started: threading.Event) -> None:
+    """Set ``started`` when this thread's connection begins a write
+    statement (SQLite calls the trace callback as a statement starts)."""
+    database.connection().set_trace_callback(
+        lambda sql: started.set() if sql.lstrip().upper().startswith(("UPDATE", "INSERT"))
+        else None)
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["record", "record_many"])
 def test_keyed_records_racing_in_deferred_app_transactions_wait_for_each_other(
-        tmp_path: Path) -> None:
-    # peewee's atomic() is BEGIN DEFERRED. A keyed record that looked its key
-    # up first would hold a snapshot, and the other thread's commit would
-    # fail its INSERT at once with "database is locked" (it did, every round).
-    database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"})
-    store = create_telemetry_store(database)
-    def record(barrier: threading.Barrier, key: str, many: bool, results: List[Any]) -> None:
+        tmp_path: Path, many: bool) -> None:
+    # peewee's atomic() is BEGIN DEFERRED. The second transaction's record
+    # starts while the first holds the write lock and commits only after:
+    # it must wait and answer the first one's row. A store that read
+    # anything first (its keys table, at its first keyed record) would hold
+    # a snapshot, and SQLite would refuse its write at once.
+    location = str(tmp_path / "app.db")
+    database = app_database(location, pragmas={"journal_mode": "wal"},
+                            check_same_thread=False)
+    first, second = create_telemetry_store(database), create_telemetry_store(database)
+    writing = threading.Event()
+    results: List[Any] = []
+
+    def record_in_second_transaction() -> None:
         try:
-            barrier.wait()
             with database.atomic():
-                results.append(store.record_many([minimal()], keys=[key])[0] if many
-                               else store.record(minimal(), key=key))
+                _on_write(database, writing)
+                results.append(second.record_many([minimal()], keys=["d-1"])[0] if many
+                               else second.record(minimal(), key="d-1"))
         except Exception as exc:  # noqa: BLE001 - the assertion shows it
             results.append(exc)
         finally:
             database.close()
 
     try:
-        for round_ in range(30):
-            barrier = threading.Barrier(2)
-            results: List[Any] = []
-            threads = [threading.Thread(target=record, args=(barrier, f"k{round_}", many, results))
-                       for many in (False, True)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            assert len(results) == 2 and len(set(results)) == 1, results
-            assert isinstance(results[0], int)
-        assert _count(str(tmp_path / "app.db")) == 30
+        thread = threading.Thread(target=record_in_second_transaction)
+        with database.atomic():
+            row = first.record(minimal(), key="d-1")  # the write lock, held
+            thread.start()
+            assert writing.wait(10), results  # its write began; this one commits now
+        thread.join(30)
+        assert results == [row]
+        assert _count(location) == 1 and _count(location, "telemetry_orm_keys") == 1
     finally:
+        first.close()
+        second.close()
+        database.close()
+
+
+def test_a_record_after_a_read_in_a_deferred_transaction_says_to_open_it_immediate(
+        tmp_path: Path) -> None:
+    # SQLite cannot make a transaction that has read into a writing one once
+    # another connection has written since: the store's write fails at once,
+    # and the error says what to do. With the write lock taken first
+    # (IMMEDIATE), the same read-then-record succeeds and others wait.
+    location = str(tmp_path / "app.db")
+    database = app_database(location, pragmas={"journal_mode": "wal"},
+                            check_same_thread=False)
+    store = create_telemetry_store(database)
+    other = sqlite3.connect(location, timeout=30, isolation_level=None)
+    insert = ("INSERT INTO executions (repo, event_type, model, conclusion) "
+              "VALUES ('acme/other', 'push', 'm', 'success')")
+    try:
+        for key in ("d-1", None):
+            with database.atomic():
+                assert database.execute_sql("SELECT COUNT(*) FROM executions").fetchone()
+                other.execute(insert)  # another connection writes after the read
+                with pytest.raises(StoreBusyError, match="lock_type='IMMEDIATE'"):
+                    store.record(minimal(), key=key)
+        assert _count(location) == 2 and _count(location, "telemetry_orm_keys") == 0
+
+        waiting = threading.Event()
+        done: List[Any] = []
+
+        def write_meanwhile() -> None:
+            conn = sqlite3.connect(location, timeout=30, isolation_level=None)
+            conn.set_trace_callback(lambda sql: waiting.set())
+            try:
+                done.append(conn.execute(insert).lastrowid)
+            finally:
+                conn.close()
+
+        writer = threading.Thread(target=write_meanwhile)
+        with database.atomic(lock_type="IMMEDIATE"):
+            seen = database.execute_sql("SELECT COUNT(*) FROM executions").fetchone()[0]
+            writer.start()
+            assert waiting.wait(10)  # it began its INSERT: it waits for this transaction
+            row = store.record(minimal(), key="d-1")
+            assert not done
+        writer.join(30)
+        assert seen == 2 and done and done[0] > row
+        assert _count(location) == 4 and _count(location, "telemetry_orm_keys") == 1
+    finally:
+        other.close()
         store.close()
+        database.close()
 
 
 # --- DatabaseProxy and deferred databases --------------------------------------
@@ -604,7 +672,7 @@ def test_a_background_recorder_is_refused_where_it_would_write_elsewhere(
 
 
 def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
-        tmp_path: Path) -> None:
+        tmp_path: Path, pinned_clock: _dt.datetime) -> None:
     database = app_database(str(tmp_path / "app.db"), pragmas={"journal_mode": "wal"})
     store = create_telemetry_store(database)
     store.record_many([minimal()] * 50)
@@ -612,7 +680,8 @@ def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
     before = _settings(database)
     store.record_many([minimal()] * 50)
     witness = Witness(str(tmp_path / "app.db"))
-    witness.execute("UPDATE executions SET created_at = datetime('now', '-10 days')")
+    witness.execute("UPDATE executions SET created_at = ?",
+                    format_timestamp(pinned_clock - _dt.timedelta(days=10)))
     witness.close()
     with pytest.raises(Exception, match="closed"):
         store.purge(1, progress=lambda _: store.close())

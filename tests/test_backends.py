@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest
-from support import OLD_TABLE_DDL, Witness, minimal, record_keys_in_process
+from support import OLD_TABLE_DDL, Witness, minimal, place, record_keys_in_process
 
 from telemetry_orm import (
     FIELD_NAMES,
@@ -21,6 +21,7 @@ from telemetry_orm import (
     StoreClosedError,
     TelemetryRecord,
     TelemetryValidationError,
+    clock,
     create_telemetry_store,
 )
 from telemetry_orm.backends.sqlite import PURGE_CHUNK
@@ -511,3 +512,21 @@ def test_the_background_recorder_takes_keys(
     assert any_witness.count() == 11
     with pytest.raises(TelemetryValidationError):
         any_store.background().record(minimal(), key="")
+
+
+def test_a_pinned_clock_is_the_stores_now_until_the_block_ends(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    now = _dt.datetime(2026, 3, 1, 12, tzinfo=_dt.timezone.utc)
+    day = _dt.timedelta(days=1)
+    second = _dt.timedelta(seconds=1)
+    place(any_store, any_witness, [now - day - second, now - day + second])
+    with clock.pinned(now):
+        with clock.pinned(now + 2 * second):
+            assert any_store.count_older_than(1) == 2
+        assert any_store.count_older_than(1) == 1
+        assert any_store.purge_older_than(1) == 1
+        assert any_store.rollup().counted_before == now.replace(minute=0)
+    assert clock.pinned_now() is None
+    assert any_witness.count() == 1
+    with pytest.raises(TypeError, match="aware"), clock.pinned(_dt.datetime(2026, 3, 1)):
+        pass

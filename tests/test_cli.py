@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import pytest
-from support import make_seed_database, program
+from support import FIXED_NOW, make_seed_database, program
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 from telemetry_orm.cli import main, parse_when
@@ -29,7 +29,10 @@ from telemetry_orm.reports import METRICS
 from telemetry_orm.schema import COLUMN_NAMES
 
 UTC = dt.timezone.utc
-NOW = dt.datetime.now(UTC).replace(microsecond=0)
+NOW = FIXED_NOW
+# Rows are placed relative to NOW, which the commands take as "now"
+# (--since 20d, purge --days 30): the same answers at any time of day.
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 REPOS = ("acme/api", "acme/web", "globex/billing")
 
 
@@ -88,7 +91,7 @@ def test_report_as_json_matches_independent_sql(
     assert status == 0
     document = json.loads(out)
     since = dt.datetime.fromisoformat(document["filters"]["since"].replace("Z", "+00:00"))
-    assert abs(since - (NOW - dt.timedelta(days=20))) < dt.timedelta(minutes=5)
+    assert since == NOW - dt.timedelta(days=20)
     assert document["group_by"] == ["repo"]
     wanted = {
         repo: (n, cost)
@@ -269,7 +272,7 @@ def test_purge_dry_run_counts_and_deletes_nothing(
     filled: PeeweeTelemetryStore, witness: sqlite3.Connection, db_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    old = count(witness, "created_at < datetime('now', '-30 days')")
+    old = count(witness, "created_at < ?", (stamp(NOW - dt.timedelta(days=30)),))
     status, out, _ = run("purge", "--db", str(db_path), "--days", "30", "--dry-run",
                          capsys=capsys)
     assert status == 0
@@ -281,13 +284,13 @@ def test_purge_deletes_rows_older_than_days(
     filled: PeeweeTelemetryStore, witness: sqlite3.Connection, db_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    old = count(witness, "created_at < datetime('now', '-30 days')")
+    old = count(witness, "created_at < ?", (stamp(NOW - dt.timedelta(days=30)),))
     assert 0 < old < 60
     status, out, _ = run("purge", "--db", str(db_path), "--days", "30", capsys=capsys)
     assert status == 0
     assert out == f"deleted {old} executions older than 30 days\n"
     assert count(witness) == 60 - old
-    assert count(witness, "created_at < datetime('now', '-30 days')") == 0
+    assert count(witness, "created_at < ?", (stamp(NOW - dt.timedelta(days=30)),)) == 0
 
 
 def test_checkpoint_truncate_empties_the_wal_file(
@@ -449,7 +452,9 @@ def test_demo_fills_a_new_database_and_prints_a_report(
         " FROM executions").fetchone()
     conn.close()
     assert n == demo == 300
-    days_ago = [stamp(NOW - dt.timedelta(days=d)) for d in (60.01, 30, -0.01)]
+    # The demo spreads its rows over the 60 days before this machine's clock.
+    now = dt.datetime.now(UTC)
+    days_ago = [stamp(now - dt.timedelta(days=d)) for d in (60.01, 30, -0.01)]
     assert days_ago[0] <= oldest < days_ago[1] < newest <= days_ago[2]
 
 

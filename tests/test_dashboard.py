@@ -384,7 +384,7 @@ def test_a_report_without_p95_has_every_other_figure(filled: PeeweeTelemetryStor
 
 
 def test_a_pr_page_over_purged_history_counts_it_in_its_headline_and_charts(
-        filled: PeeweeTelemetryStore, any_witness: Witness) -> None:
+        filled: PeeweeTelemetryStore, any_witness: Witness, pinned_clock: dt.datetime) -> None:
     everything = any_witness.count()
     cutoff = START + dt.timedelta(days=10)
     days = (any_witness.now() - cutoff).total_seconds() / 86400

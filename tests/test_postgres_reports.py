@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import pytest
-from support import Witness
+from support import FIXED_NOW, Witness
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 from telemetry_orm.cli import main
@@ -21,7 +21,8 @@ from telemetry_orm.factories import ExecutionFactory, TelemetryRecordFactory
 from telemetry_orm.reports import Report, database_stats, export_rows, open_readonly
 
 UTC = dt.timezone.utc
-NOW = dt.datetime.now(UTC).replace(microsecond=0)
+NOW = FIXED_NOW  # rows are placed relative to it, and the stores' clock pinned there
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 #: (SQLite path, PostgreSQL URL, (SQLite store, PostgreSQL store)).
 TwinFiles = Tuple[str, str, Tuple[PeeweeTelemetryStore, ...]]
 # Around the turn of an ISO year: 2024-12-30 is in week 2025-W01.

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Set
 
 import pytest
 import workers
-from support import make_seed_database, minimal
+from support import FIXED_NOW, make_seed_database, minimal
 
 import telemetry_orm
 from telemetry_orm import (
@@ -37,6 +37,9 @@ from telemetry_orm.backends.sqlite import PURGE_CHUNK, PURGE_CHUNK_MAX
 SPAWN = multiprocessing.get_context("spawn")
 MiB = 1024 * 1024
 
+
+# Rows are backdated from a fixed instant that the stores take as "now".
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 
 def integrity(path: Path) -> str:
     conn = sqlite3.connect(path)
@@ -60,13 +63,15 @@ def wal_size(path: Path) -> int:
 
 
 def insert_backdated(path: Path, count: int, days_ago: int, repo: str = "old/repo") -> None:
-    """``count`` rows whose created_at is ``days_ago`` days back, written raw."""
+    """``count`` rows whose created_at is ``days_ago`` days before the
+    pinned "now" (:data:`support.FIXED_NOW`), written raw."""
+    now = FIXED_NOW.strftime("%Y-%m-%d %H:%M:%S")
     conn = sqlite3.connect(path)
     with conn:
         conn.executemany(
             "INSERT INTO executions (created_at, repo, event_type, model, conclusion,"
-            " delivery_id) VALUES (datetime('now', ?), ?, 'push', 'm', 'success', ?)",
-            ((f"-{days_ago} days", repo, f"{repo}#{i}") for i in range(count)),
+            " delivery_id) VALUES (datetime(?, ?), ?, 'push', 'm', 'success', ?)",
+            ((now, f"-{days_ago} days", repo, f"{repo}#{i}") for i in range(count)),
         )
     conn.close()
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import peewee
 import pytest
-from support import make_seed_database
+from support import FIXED_NOW, make_seed_database
 
 from telemetry_orm import (
     DatabaseError,
@@ -39,7 +39,8 @@ from telemetry_orm.reports import (
 from telemetry_orm.schema import COLUMN_NAMES
 
 UTC = dt.timezone.utc
-NOW = dt.datetime.now(UTC).replace(microsecond=0)
+NOW = FIXED_NOW  # rows are placed relative to it: the same groups on any day
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 REPOS = ("acme/api", "acme/web", "globex/billing")
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
 CONCLUSIONS = ("success", "success", "success", "failure", "error")
@@ -558,8 +559,9 @@ def test_report_on_a_typescript_store_file(tmp_path: Path) -> None:
     path = tmp_path / "telemetry.db"
     make_seed_database(path, rows=25)
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE executions SET created_at = datetime('now', '-' || id || ' days'),"
-                 " conclusion = CASE WHEN id % 5 = 0 THEN 'failure' ELSE 'success' END")
+    conn.execute("UPDATE executions SET created_at = datetime(?, '-' || id || ' days'),"
+                 " conclusion = CASE WHEN id % 5 = 0 THEN 'failure' ELSE 'success' END",
+                 (NOW.strftime("%Y-%m-%d %H:%M:%S"),))
     conn.commit()
     conn.row_factory = sqlite3.Row
     wanted = expected(conn, ["week"])

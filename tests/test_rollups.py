@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import Witness, app_database, minimal, place
+from support import FIXED_NOW, Witness, app_database, minimal, place
 from test_import import call, write_lines
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
@@ -24,7 +25,10 @@ from telemetry_orm.rollups import bucket, bucket_value, estimate
 from telemetry_orm.transfer import import_files
 
 UTC = dt.timezone.utc
-NOW = dt.datetime.now(UTC).replace(microsecond=0)
+NOW = FIXED_NOW
+# Rows are placed relative to NOW and the stores take it as "now": a purge's
+# cutoff and a rollup's last hour fall at the same place on any day.
+pytestmark = pytest.mark.usefixtures("pinned_clock")
 
 
 def history(store: PeeweeTelemetryStore, witness: Witness, days: int, per_day: int,
@@ -68,8 +72,8 @@ def assert_same(before: Dict[Tuple[Any, ...], Dict[str, Any]],
                 assert new[name] is None, (key, name)
             elif name == "p95_duration_ms":
                 assert abs(new[name] - value) <= 0.01 * value, (key, value, new[name])
-            elif name in ("cost_usd", "avg_duration_ms"):
-                assert new[name] == pytest.approx(value, abs=1e-6), (key, name)
+            elif name == "avg_duration_ms":
+                assert new[name] == pytest.approx(value, abs=0.1), (key, name)
             else:
                 assert new[name] == value, (key, name, value, new[name])
 
@@ -118,6 +122,29 @@ def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
     # Without p95 (charts), by day and week too: the day and month tiers.
     for by, since in LIGHT:
         assert_same(light[(by, since)], figures(any_store, by, since=since, p95=False))
+
+
+def test_a_cost_adds_up_to_the_same_micro_dollar_from_rows_and_from_rollups(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    # Added up one by one these costs give 138.45580650000002 (rounded:
+    # ...807), hour by hour 138.4558065 (...806): the exact sum is a half.
+    hours = [[1.422825], [33.257859, 0.937689], [86.987851, 8.539371, 7.3102115]]
+    start = NOW.replace(minute=0, second=0) - dt.timedelta(days=3)
+    ids = [any_store.record(minimal(cost_usd=cost)) for costs in hours for cost in costs]
+    instants = [start + dt.timedelta(hours=h, minutes=m)
+                for h, costs in enumerate(hours) for m, _ in enumerate(costs)]
+    any_witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", [
+        (t.strftime("%Y-%m-%d %H:%M:%S") if any_witness.kind == "sqlite" else t, i)
+        for t, i in zip(instants, ids, strict=True)])
+    exact = sum(Fraction(str(cost)) for costs in hours for cost in costs)
+    assert exact == Fraction("138.4558065")  # half a micro-dollar: to even, ...806
+    rows = figures(any_store, ("repo",), since=None, use_rollups=False)
+    assert rows[("acme/api",)]["cost_usd"] == rows[("totals",)]["cost_usd"] == 138.455806
+    any_store.rollup()
+    any_store.purge_older_than(1)
+    assert any_witness.count() == 0
+    assert figures(any_store, ("repo",), since=None) == rows
+    assert figures(any_store, ("day",), since=None)[("totals",)]["cost_usd"] == 138.455806
 
 
 def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
@@ -235,7 +262,7 @@ def test_a_pr_report_says_when_its_range_reaches_into_purged_history(
     any_store.purge_older_than(90)
     result = any_store.report(group_by=["pr"], since=None)
     assert result.incomplete_before is not None
-    assert abs(result.incomplete_before - (NOW - dt.timedelta(days=90))) < dt.timedelta(minutes=5)
+    assert result.incomplete_before == NOW - dt.timedelta(days=90)
     assert not result.from_rollups
     recent = any_store.report(group_by=["pr"], since=NOW - dt.timedelta(days=30))
     assert recent.incomplete_before is None
@@ -396,8 +423,9 @@ def test_a_postgresql_purge_counts_every_row_it_deletes_while_others_insert(
                     fold(conn, rows)
                     # Another session commits an old row (an import) right now.
                     witness.execute("INSERT INTO executions (created_at, repo, event_type, "
-                                    "model, conclusion) VALUES (now() - interval '20 days', "
-                                    "'acme/late', 'push', 'm', 'success')")
+                                    "model, conclusion) VALUES (?, "
+                                    "'acme/late', 'push', 'm', 'success')",
+                                    now - dt.timedelta(days=20))
                 return fold_then_insert
 
             monkeypatch.setattr(store, "_purge_fold", purge_fold)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator, List, Set
 
 import pytest
-from support import minimal
+from support import FIXED_NOW, minimal
 
 from telemetry_orm import (
     PeeweeTelemetryStore,
@@ -36,6 +36,12 @@ from telemetry_orm.backends.sqlite_wal import PURGE_CACHE_KIB, checkpoint
 
 # The sleeps of SQLite's default busy handler (sqliteDefaultBusyCallback in
 # main.c), in ms: a writer that finds the lock taken retries after each.
+#: "Now" for rows placed by age; the stores' clock is pinned there, so a row
+#: a minute from the purge's cutoff stays a minute from it however long the
+#: test takes.
+NOW = FIXED_NOW.strftime("%Y-%m-%d %H:%M:%S")
+pytestmark = pytest.mark.usefixtures("pinned_clock")
+
 SLEEPS_MS = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100]
 
 
@@ -191,8 +197,8 @@ def backdate_all(path: Path, rows: int) -> None:
     with conn:
         conn.executemany(
             "INSERT INTO executions (created_at, repo, event_type, model, conclusion)"
-            " VALUES (datetime('now', '-100 days'), 'old/repo', 'push', 'm', 'success')",
-            [()] * rows,
+            " VALUES (datetime(?, '-100 days'), 'old/repo', 'push', 'm', 'success')",
+            [(NOW,)] * rows,
         )
     conn.close()
 
@@ -214,7 +220,7 @@ def test_purge_reports_each_chunk_and_restores_the_connection(
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
     witness = sqlite3.connect(db_path)
     assert witness.execute("SELECT id FROM executions").fetchall() == [(keep,)]
-    assert witness.execute("SELECT datetime('now', '-90 days')").fetchone()[0] >= result.cutoff
+    assert witness.execute("SELECT datetime(?, '-90 days')", (NOW,)).fetchone()[0] == result.cutoff
     witness.close()
 
 
@@ -236,8 +242,8 @@ def insert_scattered(path: Path, rows: int, expired: int, seed: int = 5) -> Set[
         first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM executions").fetchone()[0]
         conn.executemany(
             "INSERT INTO executions (created_at, repo, event_type, model, conclusion)"
-            " VALUES (datetime('now', ?), 'scattered/repo', 'push', 'm', 'success')",
-            [(age,) for age in ages],
+            " VALUES (datetime(?, ?), 'scattered/repo', 'push', 'm', 'success')",
+            [(NOW, age) for age in ages],
         )
     conn.close()
     return {first + i for i, age in enumerate(ages) if age in (AGES["expired"],
@@ -305,10 +311,10 @@ def test_purge_of_scattered_rows_keeps_the_rows_written_meanwhile(
         # purge is young, also rows that are already too old (copied from
         # elsewhere, say), which it must delete too.
         insert = ("INSERT INTO executions (created_at, repo, event_type, model, conclusion)"
-                  " VALUES (datetime('now', ?), 'other/writer', 'push', 'm', 'success')")
-        new.append(other.execute(insert, ("-0 days",)).lastrowid or 0)
+                  " VALUES (datetime(?, ?), 'other/writer', 'push', 'm', 'success')")
+        new.append(other.execute(insert, (NOW, "-0 days")).lastrowid or 0)
         if progress.chunks == 1:
-            backdated.append(other.execute(insert, ("-100 days",)).lastrowid or 0)
+            backdated.append(other.execute(insert, (NOW, "-100 days")).lastrowid or 0)
 
     try:
         result = store.purge(90, progress=write_meanwhile)

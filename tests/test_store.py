@@ -3,6 +3,7 @@ threads, closing, time zones and logging."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from telemetry_orm import (
     TelemetryValidationError,
     create_telemetry_store,
 )
+from telemetry_orm.schema import format_timestamp
 
 FULL = dict(
     delivery_id="d-1", repo="acme/api", pr_number=42, event_type="pull_request.opened",
@@ -56,23 +58,25 @@ def test_record_with_only_required_fields_gets_the_defaults(
 
 
 def test_purge_zero_days_deletes_backdated_rows(store: PeeweeTelemetryStore,
-                                                witness: sqlite3.Connection) -> None:
+                                                witness: sqlite3.Connection,
+                                                pinned_clock: datetime.datetime) -> None:
     old = store.record(minimal())
-    witness.execute("UPDATE executions SET created_at = datetime('now', '-1 day') WHERE id = ?",
-                    (old,))
+    witness.execute("UPDATE executions SET created_at = datetime(?, '-1 day') WHERE id = ?",
+                    (format_timestamp(pinned_clock), old,))
     witness.commit()
     assert store.purge_older_than(0) == 1
     assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 0
 
 
 def test_purge_90_days_keeps_recent_rows(store: PeeweeTelemetryStore,
-                                         witness: sqlite3.Connection) -> None:
+                                         witness: sqlite3.Connection,
+                                         pinned_clock: datetime.datetime) -> None:
     recent = store.record(minimal())
     old = store.record(minimal())
-    witness.execute("UPDATE executions SET created_at = datetime('now', '-91 days') WHERE id = ?",
-                    (old,))
-    witness.execute("UPDATE executions SET created_at = datetime('now', '-89 days') WHERE id = ?",
-                    (recent,))
+    witness.execute("UPDATE executions SET created_at = datetime(?, '-91 days') WHERE id = ?",
+                    (format_timestamp(pinned_clock), old,))
+    witness.execute("UPDATE executions SET created_at = datetime(?, '-89 days') WHERE id = ?",
+                    (format_timestamp(pinned_clock), recent,))
     witness.commit()
     assert store.purge_older_than(90) == 1
     assert [r[0] for r in witness.execute("SELECT id FROM executions")] == [recent]
@@ -197,13 +201,14 @@ def test_purge_refuses_bad_days(store: PeeweeTelemetryStore, days: object) -> No
 
 
 def test_purge_accepts_fractional_days(store: PeeweeTelemetryStore,
-                                       witness: sqlite3.Connection) -> None:
+                                       witness: sqlite3.Connection,
+                                       pinned_clock: datetime.datetime) -> None:
     a = store.record(minimal())
     b = store.record(minimal())
-    witness.execute("UPDATE executions SET created_at = datetime('now', '-13 hours') WHERE id = ?",
-                    (a,))
-    witness.execute("UPDATE executions SET created_at = datetime('now', '-11 hours') WHERE id = ?",
-                    (b,))
+    witness.execute("UPDATE executions SET created_at = datetime(?, '-13 hours') WHERE id = ?",
+                    (format_timestamp(pinned_clock), a,))
+    witness.execute("UPDATE executions SET created_at = datetime(?, '-11 hours') WHERE id = ?",
+                    (format_timestamp(pinned_clock), b,))
     witness.commit()
     assert store.count_older_than(0.5) == 1
     assert store.purge_older_than(0.5) == 1

@@ -23,7 +23,7 @@ from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
-from .. import rollups
+from .. import clock, rollups
 from .. import sql as _sql
 from ..checks import EARLIEST, to_utc
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
@@ -641,10 +641,11 @@ class PostgresBackend:
 
     @classmethod
     def cutoff(cls, conn: Any, days: float) -> Optional[_dt.datetime]:
-        """``now() - days`` by the server's clock; ``None`` before
+        """``now() - days`` by the server's clock (or from the instant
+        :func:`telemetry_orm.clock.pinned` sets); ``None`` before
         :data:`~telemetry_orm.checks.EARLIEST`, where the instants rows are
         written at begin (no such row is older)."""
-        now: _dt.datetime = conn.execute("SELECT now()").fetchone()[0]
+        now = clock.pinned_now() or conn.execute("SELECT now()").fetchone()[0]
         try:
             when = to_utc(now) - _dt.timedelta(days=days)
         except OverflowError:  # before year 1

@@ -21,7 +21,7 @@ import peewee
 from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 
-from .. import rollups, schema
+from .. import clock, rollups, schema
 from .. import sql as _sql
 from ..checks import EARLIEST
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
@@ -694,11 +694,14 @@ class SqliteBackend:
 
     @classmethod
     def cutoff(cls, conn: sqlite3.Connection, days: float) -> Optional[str]:
-        """``datetime('now', '-N days')`` by the database's own (UTC) clock;
-        ``None`` before :data:`~telemetry_orm.checks.EARLIEST`, where the
-        instants rows are written at begin (no such row is older)."""
+        """``datetime('now', '-N days')`` by the database's own (UTC) clock,
+        or from the instant :func:`telemetry_orm.clock.pinned` sets; ``None``
+        before :data:`~telemetry_orm.checks.EARLIEST`, where the instants rows
+        are written at begin (no such row is older)."""
         amount = str(int(days)) if float(days).is_integer() else f"{days:.6f}"
-        row = conn.execute("SELECT datetime('now', ?)", (f"-{amount} days",)).fetchone()
+        pinned = clock.pinned_now()
+        start = "now" if pinned is None else schema.format_timestamp(pinned)
+        row = conn.execute("SELECT datetime(?, ?)", (start, f"-{amount} days")).fetchone()
         # Text order is time order from year 0000 on; '-0164-…' sorts first too.
         if row[0] is None or str(row[0]) < schema.format_timestamp(EARLIEST):
             return None
@@ -783,7 +786,16 @@ class SqliteBackend:
 
     def translate(self, exc: BaseException) -> TelemetryError:
         exc = _failure(exc)
-        return _full_disk(self.path, exc) or operation_error(self.path, exc, busy=is_busy(exc))
+        busy = is_busy(exc)
+        if busy and self._database is not None and self.in_transaction(self._database):
+            return StoreBusyError(
+                f"{self.path}: could not write inside the transaction open on this thread's "
+                f"connection ({exc}): another connection held the write lock longer than the "
+                "busy timeout, or the transaction had read before this write and another "
+                "connection wrote since, which SQLite refuses at once; open transactions that "
+                "read and then record with database.atomic(lock_type='IMMEDIATE') (the write "
+                "lock first, waited for) or record before reading; nothing was written")
+        return _full_disk(self.path, exc) or operation_error(self.path, exc, busy=busy)
 
     def describe(self, exc: BaseException) -> TelemetryError:
         return describe(self.path, exc)
