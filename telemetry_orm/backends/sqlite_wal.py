@@ -348,8 +348,10 @@ class SqliteUpkeep:
         self._held_size = 0
         self._unchecked = 0
         self._synced_pages = 0
-        #: The -wal file's path, read from SQLite at the first need.
+        #: The -wal file's path and the page size, read from SQLite at the
+        #: first need.
         self._wal_path: Optional[str] = None
+        self._page_size = 4096
         #: Streams (background writers) writing now.
         self._streams = 0
         self._streams_lock = threading.Lock()
@@ -496,6 +498,15 @@ class SqliteUpkeep:
             if self._behind_writes >= BEHIND_CHECKPOINT_EVERY:
                 self._behind_writes = 0
                 self._checkpointer.request()
+        elif not self.inline:
+            # A log that grew long behind this store's back (a reader in
+            # another process held it while other processes wrote): the
+            # helper's every-1000-writes pass may be far off.
+            self._behind_writes += rows
+            if self._behind_writes >= BEHIND_CHECKPOINT_EVERY:
+                self._behind_writes = 0
+                if self._wal_size() > self._long_log_pages() * self._page_size:
+                    self._checkpointer.request()
 
     # -- the log --------------------------------------------------------------
 
@@ -761,6 +772,7 @@ class SqliteUpkeep:
 
     def _wal_file(self, conn: sqlite3.Connection) -> str:
         if self._wal_path is None:
+            self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             self._wal_path = wal_file(conn)
         return self._wal_path
 
