@@ -112,7 +112,7 @@ CAUGHT_UP_PAGES = 1000
 #: to disk once this many have come since it last did: copying the log after
 #: the reader lets go then waits for little more than the database file's
 #: own sync (see :meth:`SqliteUpkeep._sync_held_log`).
-LOG_SYNC_PAGES = 1024
+LOG_SYNC_PAGES = 512
 
 #: Rows this store's writers may add to a log that a reader held back,
 #: after the helper's last look at it, before a writer looks itself (see
@@ -484,8 +484,10 @@ class SqliteUpkeep:
         the file has outgrown what it held (:meth:`_catch_up_here`).
         Never raises: the rows are written."""
         if self._restart_due:
-            if self._checkpointer.idle():
-                self._restart_here()
+            # Not waiting for the helper to be idle: on a loaded machine it
+            # may take a while to wake for a pass it was asked for, and a
+            # pass of its running now only makes this try again next write.
+            self._restart_here()
         elif self._log_behind:
             if self._held_size:
                 self._unchecked += rows
