@@ -256,7 +256,7 @@ def recovered(curve: Curve, limit: int) -> Optional[int]:
         return None
     over = [written for written, size in curve if size > limit]
     if not over:
-        return 0
+        return curve[0][0]  # within the first call
     return next(written for written, size in curve if written > over[-1])
 
 

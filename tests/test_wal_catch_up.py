@@ -1,7 +1,8 @@
 """A bounded -wal file while writes keep coming: once a reader that held an
 old snapshot lets go, the file is back within ``journal_size_limit`` after
 at most 2,000 rows, and meanwhile never grows past 1.1 times what the reader
-held, for every way of writing.
+held, for every way of writing (1.25 times with four processes writing back
+to back).
 
 A plain ``sqlite3`` reader holds a snapshot while rows that each take a
 database page of their own grow the log past 80 MB (150 MB in the slow
@@ -41,6 +42,11 @@ AFTER_SLOW = 8000
 #: and never larger than this multiple of the size the reader held.
 ROWS_BOUND = 2000
 PEAK_BOUND = 1.1
+#: Several processes writing back to back: the RESTART that lets the log
+#: start afresh needs a moment when none of them is inside a transaction, and
+#: gives up after 50 ms a try; a process that gave up lets the file grow
+#: another 5 % before it tries again (see docs/reliability.md).
+PEAK_BOUND_PROCESSES = 1.25
 
 #: One call: (when it returned, rows it wrote, -wal bytes right after).
 Call = Tuple[float, int, int]
@@ -145,13 +151,14 @@ def let_go(reader: sqlite3.Connection, path: str, hold: int) -> int:
     return held
 
 
-def check_catch_up(held: int, calls: List[Call], path: Path, rows: int) -> None:
+def check_catch_up(held: int, calls: List[Call], path: Path, rows: int,
+                   peak_bound: float = PEAK_BOUND) -> None:
     """From the calls after the reader let go, in the order they returned:
     the file is within the limit after at most :data:`ROWS_BOUND` rows and
     ends within it (if it passes the limit again, several processes writing
     back to back, it is back within as many rows); it never passes
-    :data:`PEAK_BOUND` times ``held``. The witness sees every row, in a
-    sound file."""
+    ``peak_bound`` times ``held``. The witness sees every row, in a sound
+    file."""
     calls = sorted(calls)
     written = 0
     over_since = 0  # rows written when the file last went over the limit
@@ -166,7 +173,7 @@ def check_catch_up(held: int, calls: List[Call], path: Path, rows: int) -> None:
     assert calls[-1][2] <= JOURNAL_SIZE_LIMIT, f"still over the limit: {calls[-1][2]:,} bytes"
     # The call that brings the file back counts too.
     assert longest + calls[0][1] <= ROWS_BOUND, f"over the limit for {longest} rows after"
-    assert peak <= PEAK_BOUND * held, f"-wal {peak:,} bytes, {peak / held:.3f}x what was held"
+    assert peak <= peak_bound * held, f"-wal {peak:,} bytes, {peak / held:.3f}x what was held"
     witness = sqlite3.connect(path)
     try:
         assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == rows
@@ -232,7 +239,7 @@ def four_processes(db_path: Path, reader: sqlite3.Connection, hold: int, after: 
             "SELECT COUNT(*) FROM executions WHERE repo = 'held/back'").fetchone()[0]
     finally:
         witness.close()
-    check_catch_up(held, calls, db_path, held_rows + after)
+    check_catch_up(held, calls, db_path, held_rows + after, PEAK_BOUND_PROCESSES)
 
 
 def test_four_processes_each_with_a_store(db_path: Path, reader: sqlite3.Connection) -> None:
