@@ -114,8 +114,8 @@ CAUGHT_UP_PAGES = 1000
 #: own sync (see :meth:`SqliteUpkeep._sync_held_log`).
 LOG_SYNC_PAGES = 512
 
-#: Rows this store's writers may add to a log that a reader held back,
-#: after the helper's last look at it, before a writer looks itself (see
+#: Rows this store's writers may add to a log after a reader was last seen
+#: holding it back, before a writer looks itself (see
 #: :meth:`SqliteUpkeep._catch_up_here`): the helper may be busy, or slow on
 #: a loaded machine, and a batch of 1,000 rows is written before it wakes.
 UNCHECKED_ROWS = 1000
@@ -344,7 +344,8 @@ class SqliteUpkeep:
         self._restarts = 0
         #: Size in bytes of the -wal file when a reader was last seen holding
         #: the log back (0: none since the last restart), rows written since
-        #: the last look at it, and its pages when the helper last synced it.
+        #: then (or since a writer last looked), and its pages when the
+        #: helper last synced it.
         self._held_size = 0
         self._unchecked = 0
         self._synced_pages = 0
@@ -585,7 +586,6 @@ class SqliteUpkeep:
         copied_to = todo = -1
         long_log = False
         for _ in range(_CATCH_UP_PASSES):
-            self._unchecked = 0
             result = self._passive_in_helper()
             if result is None:
                 # Other connections kept checkpointing (several processes'
@@ -605,6 +605,7 @@ class SqliteUpkeep:
                 # may too for a moment, but only by its last few pages).
                 self._helper_copies = True
                 self._held_size = self._wal_size()
+                self._unchecked = 0
                 with self.store.connection(locked=False) as conn:
                     self._sync_held_log(pages, conn)
                 return
@@ -710,7 +711,6 @@ class SqliteUpkeep:
         rather than by the helper: it then gets the write lock at once, where
         the helper would poll for it against this process's own writes and,
         with writes back to back, can miss it for its whole busy timeout."""
-        self._unchecked = 0
         deadline = time.monotonic() + wait
         try:
             result = self.run("PASSIVE")
@@ -722,6 +722,7 @@ class SqliteUpkeep:
             if result.logged < 0:
                 return  # a later write tries again
             self._restart_due = False
+            self._unchecked = 0
             if result.logged - result.copied > CAUGHT_UP_PAGES:
                 # A reader still holds the log back: look again once the
                 # file has outgrown this.
