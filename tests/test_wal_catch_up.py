@@ -1,55 +1,134 @@
 """A bounded -wal file while writes keep coming: once a reader that held an
-old snapshot lets go, the file is back within ``journal_size_limit`` after a
-bounded number of rows, for every way of writing, and no write copies the
-long log into the database file inside the caller's call.
+old snapshot lets go, the file is back within ``journal_size_limit`` after
+at most 2,000 rows, and meanwhile never grows past 1.1 times what the reader
+held, for every way of writing (1.25 times with four processes writing back
+to back).
 
-A plain ``sqlite3`` reader holds a snapshot while 6,000 rows grow the log
-past 120 MB. It lets go, then the writes go on back to back. For every call,
-the bytes its thread wrote are read from Linux's per-thread I/O counters
-(unlike a clock, they do not depend on the machine's load), and the -wal
-file's size right after it.
+A plain ``sqlite3`` reader holds a snapshot while rows that each take a
+database page of their own grow the log past 80 MB (150 MB in the slow
+version). The test lets it go between two calls, then writes on back to back
+and reads the -wal file's size after every call: the rows from the moment
+the reader let go until a call leaves the file within the limit are counted
+from the calls, not timed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
-import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 import workers
+from workers import wal_size
 
-from telemetry_orm import create_telemetry_store
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 from telemetry_orm.backends.sqlite import JOURNAL_SIZE_LIMIT
 
 SPAWN = multiprocessing.get_context("spawn")
 
-#: Rows recorded while the reader holds its snapshot (one new database page
-#: each, see :func:`workers.page_entry`): a log of about 150 MB.
-HOLD = 6000
-#: Rows recorded after it let go, one per call (ordinary rows), and how many
-#: of them at most until the file is back within the limit (here 2,900-3,400:
-#: about the time the helper takes to copy the log, and a few short passes).
-AFTER = 16_000
-BOUND = 8000
-#: The same with ``record_many()`` of 100 rows, which writes rows about seven
-#: times as fast (back within the limit after 10,000-27,000 here).
-AFTER_MANY = 120_000
-BOUND_MANY = 50_000
-#: Most bytes a call may write before the file is back within the limit. A
-#: row writes about 17 KB to the log, a batch of 100 about 50 KB, and the call
-#: that restarts the log copies its last pages (at most a few hundred KB
-#: here). Copying the whole log inside a commit writes the 6,000 pages its
-#: rows changed, 24 MB.
-CALL_WRITES = 8 * 1024 * 1024
+#: The -wal size the reader holds back, past the 64 MiB limit, and the rows
+#: written after it let go; the slow version holds about twice as much.
+HELD = 80_000_000
+AFTER = 4000
+HELD_SLOW = 150_000_000
+AFTER_SLOW = 8000
+#: What the issue asks: back within the limit after at most this many rows,
+#: and never larger than this multiple of the size the reader held.
+ROWS_BOUND = 2000
+PEAK_BOUND = 1.1
+#: Several processes writing back to back: the RESTART that lets the log
+#: start afresh needs a moment when none of them is inside a transaction, and
+#: gives up after 50 ms a try; a process that gave up lets the file grow
+#: another 5 % before it tries again (see docs/reliability.md).
+PEAK_BOUND_PROCESSES = 1.25
 
-Timed = List[Tuple[float, int, int]]
+#: One call: (when it returned, rows it wrote, -wal bytes right after).
+Call = Tuple[float, int, int]
+#: Writes ``rows`` entries (``make(n)`` for n from 0) the way of a pattern.
+Write = Callable[[Callable[[int], Dict[str, Any]], int], List[Call]]
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/thread-self/io"),
-                                reason="needs Linux's per-thread I/O counters")
+
+def one_by_one(store: PeeweeTelemetryStore, path: str, stack: contextlib.ExitStack) -> Write:
+    def write(make: Callable[[int], Dict[str, Any]], rows: int) -> List[Call]:
+        calls = []
+        for n in range(rows):
+            store.record(make(n))
+            calls.append((time.perf_counter(), 1, wal_size(path)))
+        return calls
+    return write
+
+
+def keyed(store: PeeweeTelemetryStore, path: str, stack: contextlib.ExitStack) -> Write:
+    def write(make: Callable[[int], Dict[str, Any]], rows: int) -> List[Call]:
+        calls = []
+        for n in range(rows):
+            values = make(n)
+            store.record(values, key=values["delivery_id"])
+            calls.append((time.perf_counter(), 1, wal_size(path)))
+        return calls
+    return write
+
+
+def four_threads(store: PeeweeTelemetryStore, path: str, stack: contextlib.ExitStack) -> Write:
+    def write(make: Callable[[int], Dict[str, Any]], rows: int) -> List[Call]:
+        calls: List[Call] = []
+
+        def thread(first: int) -> None:
+            own = one_by_one(store, path, stack)(lambda n: make(first + n), rows // 4)
+            calls.extend(own)
+
+        threads = [threading.Thread(target=thread, args=(i * (rows // 4),)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(calls) == rows // 4 * 4
+        return calls
+    return write
+
+
+def batches_of(size: int) -> Callable[[PeeweeTelemetryStore, str, contextlib.ExitStack], Write]:
+    def pattern(store: PeeweeTelemetryStore, path: str, stack: contextlib.ExitStack) -> Write:
+        def write(make: Callable[[int], Dict[str, Any]], rows: int) -> List[Call]:
+            calls = []
+            for first in range(0, rows, size):
+                store.record_many([make(n) for n in range(first, first + size)])
+                calls.append((time.perf_counter(), size, wal_size(path)))
+            return calls
+        return write
+    return pattern
+
+
+def background(store: PeeweeTelemetryStore, path: str, stack: contextlib.ExitStack) -> Write:
+    """The background recorder, one writer thread for both phases; each call
+    is 500 records and a ``flush()``, which returns once they are committed."""
+    recorder = stack.enter_context(store.background(max_batch=500))
+
+    def write(make: Callable[[int], Dict[str, Any]], rows: int) -> List[Call]:
+        calls = []
+        for first in range(0, rows, 500):
+            for n in range(first, first + 500):
+                recorder.record(make(n))
+            recorder.flush()
+            calls.append((time.perf_counter(), 500, wal_size(path)))
+        return calls
+    return write
+
+
+PATTERNS = {
+    "record() in one thread": one_by_one,
+    "record() in four threads": four_threads,
+    "record_many() of 100": batches_of(100),
+    "record_many() of 1,000": batches_of(1000),
+    "background recorder": background,
+    "keyed record()": keyed,
+}
 
 
 @pytest.fixture
@@ -63,35 +142,39 @@ def reader(db_path: Path) -> Iterator[sqlite3.Connection]:
     conn.close()
 
 
-def let_go(reader: sqlite3.Connection, db_path: Path) -> None:
-    assert Path(f"{db_path}-wal").stat().st_size > 120 * 1024 * 1024
+def let_go(reader: sqlite3.Connection, path: str, hold: int) -> int:
+    """End the reader's snapshot; return the -wal size it held."""
+    held = wal_size(path)
+    assert held > max(hold, JOURNAL_SIZE_LIMIT)
     reader.execute("COMMIT")
     reader.close()
+    return held
 
 
-def check_catch_up(timed: Timed, rows_per_call: int, db_path: Path, rows: int,
-                   bound: int) -> None:
+def check_catch_up(held: int, calls: List[Call], path: Path, rows: int,
+                   peak_bound: float = PEAK_BOUND) -> None:
     """From the calls after the reader let go, in the order they returned:
-    the file is back within the limit after at most ``bound`` rows, and if it
-    passes the limit again later (several processes writing back to back
-    can keep a commit's own checkpoint from restarting the log), it is back
-    within as many; no call while it is over the limit writes more than
-    :data:`CALL_WRITES`. The witness sees every row, in a sound file."""
-    timed = sorted(timed)
-    over: List[List[int]] = []  # runs of calls that leave the file over the limit
-    for n, (_, _, size) in enumerate(timed):
+    the file is within the limit after at most :data:`ROWS_BOUND` rows and
+    ends within it (if it passes the limit again, several processes writing
+    back to back, it is back within as many rows); it never passes
+    ``peak_bound`` times ``held``. The witness sees every row, in a sound
+    file."""
+    calls = sorted(calls)
+    written = 0
+    over_since = 0  # rows written when the file last went over the limit
+    longest = 0
+    for _, count, size in calls:
+        written += count
         if size > JOURNAL_SIZE_LIMIT:
-            if not over or over[-1][-1] != n - 1:
-                over.append([])
-            over[-1].append(n)
-    assert over and over[0][0] == 0
-    longest = max(len(run) for run in over) * rows_per_call
-    assert over[-1][-1] < len(timed) - 1, f"still over the limit: {timed[-1][2]:,} bytes"
-    assert longest <= bound, f"over the limit for {longest} rows in a row"
-    heavy = [(n * rows_per_call, timed[n][1] // 2**20)
-             for run in over for n in run if timed[n][1] > CALL_WRITES]
-    assert heavy == [], "calls that copied the log themselves (row, MiB written)"
-    witness = sqlite3.connect(db_path)
+            longest = max(longest, written - over_since)
+        else:
+            over_since = written
+    peak = max(size for _, _, size in calls)
+    assert calls[-1][2] <= JOURNAL_SIZE_LIMIT, f"still over the limit: {calls[-1][2]:,} bytes"
+    # The call that brings the file back counts too.
+    assert longest + calls[0][1] <= ROWS_BOUND, f"over the limit for {longest} rows after"
+    assert peak <= peak_bound * held, f"-wal {peak:,} bytes, {peak / held:.3f}x what was held"
+    witness = sqlite3.connect(path)
     try:
         assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == rows
         assert witness.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -99,68 +182,70 @@ def check_catch_up(timed: Timed, rows_per_call: int, db_path: Path, rows: int,
         witness.close()
 
 
-def test_one_thread_recording(db_path: Path, reader: sqlite3.Connection) -> None:
-    store = create_telemetry_store(db_path)
-    for n in range(HOLD):
-        store.record(workers.page_entry("held/back", n))
-    let_go(reader, db_path)
-    timed = workers.timed_calls(store, f"{db_path}-wal", AFTER, 1)
-    store.close()
-    check_catch_up(timed, 1, db_path, HOLD + AFTER, BOUND)
+def held_entry(first: int, n: int) -> Dict[str, Any]:
+    return workers.page_entry("held/back", first + n)
 
 
-def test_four_threads_recording_on_one_store(db_path: Path, reader: sqlite3.Connection) -> None:
-    store = create_telemetry_store(db_path)
-    timed: Timed = []
-
-    def hold(rows: int) -> None:
-        for n in range(rows):
-            store.record(workers.page_entry("held/back", n))
-
-    def write(rows: int) -> None:
-        timed.extend(workers.timed_calls(store, f"{db_path}-wal", rows, 1))
-
-    def in_four_threads(target: Callable[[int], None], rows: int) -> None:
-        threads = [threading.Thread(target=target, args=(rows // 4,)) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    in_four_threads(hold, HOLD)
-    let_go(reader, db_path)
-    in_four_threads(write, AFTER)
-    store.close()
-    assert len(timed) == AFTER
-    check_catch_up(timed, 1, db_path, HOLD + AFTER, BOUND)
+def catch_up(db_path: Path, reader: sqlite3.Connection, pattern: str, hold: int,
+             after: int) -> None:
+    path = str(db_path)
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(create_telemetry_store(db_path))
+        write = PATTERNS[pattern](store, path, stack)
+        held_rows = 0
+        while wal_size(path) <= hold:
+            calls = write(functools.partial(held_entry, held_rows), 500)
+            held_rows += sum(count for _, count, _ in calls)
+        held = let_go(reader, path, hold)
+        calls = write(lambda n: workers.entry("catch/up", n), after)
+    check_catch_up(held, calls, db_path, held_rows + after)
 
 
-def test_four_processes_each_with_a_store(db_path: Path, reader: sqlite3.Connection) -> None:
-    held, go = SPAWN.Barrier(5), SPAWN.Barrier(5)
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_back_within_the_limit_soon_after_the_reader_lets_go(
+        db_path: Path, reader: sqlite3.Connection, pattern: str) -> None:
+    catch_up(db_path, reader, pattern, HELD, AFTER)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_back_within_the_limit_after_a_150_mb_log(
+        db_path: Path, reader: sqlite3.Connection, pattern: str) -> None:
+    catch_up(db_path, reader, pattern, HELD_SLOW, AFTER_SLOW)
+
+
+def four_processes(db_path: Path, reader: sqlite3.Connection, hold: int, after: int) -> None:
+    """Four processes, each with its own store on the file."""
+    held_barrier, go = SPAWN.Barrier(5), SPAWN.Barrier(5)
     results = SPAWN.Queue()
     children = [SPAWN.Process(target=workers.record_through_a_reader,
-                              args=(str(db_path), HOLD // 4, AFTER // 4, held, go, results))
+                              args=(str(db_path), hold, after // 4, held_barrier, go, results))
                 for _ in range(4)]
     for child in children:
         child.start()
     try:
-        held.wait(timeout=120)
-        let_go(reader, db_path)
+        held_barrier.wait(timeout=120)
+        held = let_go(reader, str(db_path), hold)
         go.wait(timeout=10)
         reports = [results.get(timeout=120) for _ in children]
     finally:
         for child in children:
             child.join(timeout=60)
     assert [error for _, error in reports] == [None] * 4
-    timed = [call for calls, _ in reports for call in calls]
-    check_catch_up(timed, 1, db_path, HOLD + AFTER, BOUND)
+    calls = [call for calls, _ in reports for call in calls]
+    witness = sqlite3.connect(db_path)
+    try:
+        held_rows = witness.execute(
+            "SELECT COUNT(*) FROM executions WHERE repo = 'held/back'").fetchone()[0]
+    finally:
+        witness.close()
+    check_catch_up(held, calls, db_path, held_rows + after, PEAK_BOUND_PROCESSES)
 
 
-def test_record_many_batches_of_100(db_path: Path, reader: sqlite3.Connection) -> None:
-    store = create_telemetry_store(db_path)
-    for n in range(HOLD):
-        store.record(workers.page_entry("held/back", n))
-    let_go(reader, db_path)
-    timed = workers.timed_calls(store, f"{db_path}-wal", AFTER_MANY // 100, 100)
-    store.close()
-    check_catch_up(timed, 100, db_path, HOLD + AFTER_MANY, BOUND_MANY)
+def test_four_processes_each_with_a_store(db_path: Path, reader: sqlite3.Connection) -> None:
+    four_processes(db_path, reader, HELD, AFTER)
+
+
+@pytest.mark.slow
+def test_four_processes_after_a_150_mb_log(db_path: Path, reader: sqlite3.Connection) -> None:
+    four_processes(db_path, reader, HELD_SLOW, AFTER_SLOW)

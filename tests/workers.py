@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, List, Tuple
+from typing import Any, List, Tuple
 
 from telemetry_orm import create_telemetry_store
 
@@ -82,56 +82,39 @@ def page_entry(repo: str, n: int) -> dict:
     return entry(repo, n, session_id=f"{n:08d}" + "s" * 3000)
 
 
-def timed_calls(store: Any, wal: str, calls: int, batch: int,
-                clock: Callable[[], float] = time.perf_counter) -> List[Tuple[float, int, int]]:
-    """Make ``calls`` calls, each recording one row (``batch`` 1) or
-    ``record_many()`` of ``batch`` rows; return for each ``(when it returned,
-    bytes this thread handed to write calls in it, size of the -wal file
-    right after)``. The bytes come from Linux's per-thread I/O counters: a
-    call that copies the log into the database file writes every page the
-    log changed (after rows of :func:`page_entry`, as many as it has rows)."""
-    counters = os.open("/proc/thread-self/io", os.O_RDONLY)
-    timed = []
+def wal_size(path: str) -> int:
+    """Bytes in the ``-wal`` file of the database at ``path`` (0 if none)."""
     try:
-        for n in range(calls):
-            before = _written(counters)
-            if batch == 1:
-                store.record(entry("catch/up", n))
-            else:
-                store.record_many([entry("catch/up", n * batch + i) for i in range(batch)])
-            wrote = _written(counters) - before
-            timed.append((clock(), wrote, os.stat(wal).st_size))
-    finally:
-        os.close(counters)
-    return timed
+        return os.path.getsize(f"{path}-wal")
+    except FileNotFoundError:
+        return 0
 
 
-def _written(counters: int) -> int:
-    for line in os.pread(counters, 4096, 0).decode().splitlines():
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    raise RuntimeError("no wchar in /proc/thread-self/io")
-
-
-def record_through_a_reader(path: str, hold: int, after: int, held: Any, go: Any,
+def record_through_a_reader(path: str, hold_to: int, after: int, held: Any, go: Any,
                             results: Any) -> None:
-    """Record ``hold`` rows, wait at ``held`` (the parent's reader then lets
-    go) and ``go``, then ``after`` timed rows (see :func:`timed_calls`, on the
-    wall clock shared by processes); report ``(timed, error)``."""
-    timed: List[Tuple[float, int, int]] = []
+    """Record rows of :func:`page_entry` until the ``-wal`` file is past
+    ``hold_to`` bytes, wait at ``held`` (the parent's reader then lets go)
+    and ``go``, then record ``after`` rows one by one; report ``(calls,
+    error)``, ``calls`` as ``(when it returned on the wall clock shared by
+    processes, 1 row, -wal bytes right after)``."""
+    calls: List[Tuple[float, int, int]] = []
     try:
         store = create_telemetry_store(path)
         try:
-            for n in range(hold):
+            n = 0
+            while wal_size(path) <= hold_to:
                 store.record(page_entry("held/back", n))
+                n += 1
             held.wait()
             go.wait()
-            timed = timed_calls(store, f"{path}-wal", after, 1, clock=time.time)
+            for n in range(after):
+                store.record(entry("catch/up", n))
+                calls.append((time.time(), 1, wal_size(path)))
         finally:
             store.close()
-        results.put((timed, None))
+        results.put((calls, None))
     except BaseException:
-        results.put((timed, traceback.format_exc()))
+        results.put((calls, traceback.format_exc()))
 
 
 def record_until_killed(path: str) -> None:

@@ -14,7 +14,11 @@
   the log grows; once it lets go, writes that keep coming would keep it
   from ever being fully copied, or one of them would copy it inside its
   commit. The helper thread then takes the log in hand until it has caught
-  up, and a write restarts it.
+  up, and a write restarts it. Meanwhile it writes the held log to disk
+  (SQLite syncs a log before copying it: 100 MB took 300 ms here), and a
+  writer that sees the log outgrow what the reader held, or many rows
+  written since the helper last looked, looks itself (waiting for the
+  helper's copy if one runs), so the file stays near that size.
 - **Purge pacing** (:class:`SqlitePurgePacer`): chunks sized to hold the
   write lock about :data:`PURGE_HOLD`, and gaps after them long enough for
   SQLite's busy handler to let waiting writers in.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sqlite3
 import threading
 import time
@@ -102,6 +107,24 @@ BEHIND_CHECKPOINT_EVERY = 100
 #: caught up: what a write's ``RESTART`` then copies is about what SQLite's
 #: own automatic checkpoint copies inside a commit.
 CAUGHT_UP_PAGES = 1000
+
+#: While a reader holds the log back, the helper writes the log's new pages
+#: to disk once this many have come since it last did: copying the log after
+#: the reader lets go then waits for little more than the database file's
+#: own sync (see :meth:`SqliteUpkeep._sync_held_log`).
+LOG_SYNC_PAGES = 512
+
+#: Rows this store's writers may add to a log after a reader was last seen
+#: holding it back, before a writer looks itself (see
+#: :meth:`SqliteUpkeep._catch_up_here`): the helper may be busy, or slow on
+#: a loaded machine, and a batch of 1,000 rows is written before it wakes.
+UNCHECKED_ROWS = 1000
+
+#: How far, as a fraction of its size when a reader was last seen holding
+#: it back (and at least :data:`HELD_GROWTH_MIN` bytes), the ``-wal`` file
+#: may grow before a writer looks itself whether the reader let go.
+HELD_GROWTH = 0.05
+HELD_GROWTH_MIN = 1024 * 1024
 
 #: Tries, 2 ms apart, of a helper's checkpoint that finds another
 #: connection checkpointing (it then learns nothing about the log).
@@ -313,12 +336,23 @@ class SqliteUpkeep:
         self._log_behind = False
         self._behind_writes = 0
         #: Set by the helper once it has copied a long log up to its last few
-        #: pages: the next write restarts it (see _restart_caught_up_log).
+        #: pages: the next write restarts it (see _restart_here).
         self._restart_due = False
         #: Log pages at the last restart (until a write starts the log
         #: afresh, a pass sees it just as long), and how many restarts.
         self._restarted_at = -1
         self._restarts = 0
+        #: Size in bytes of the -wal file when a reader was last seen holding
+        #: the log back (0: none since the last restart), rows written since
+        #: then (or since a writer last looked), and its pages when the
+        #: helper last synced it.
+        self._held_size = 0
+        self._unchecked = 0
+        self._synced_pages = 0
+        #: The -wal file's path and the page size, read from SQLite at the
+        #: first need.
+        self._wal_path: Optional[str] = None
+        self._page_size = 4096
         #: Streams (background writers) writing now.
         self._streams = 0
         self._streams_lock = threading.Lock()
@@ -446,15 +480,36 @@ class SqliteUpkeep:
         """After a committed write of ``rows`` rows (the store lock held):
         while the helper catches up with a long log, ask it for a pass every
         :data:`BEHIND_CHECKPOINT_EVERY` rows; once it has, restart the log.
+        After a reader held the log back, look here whether it still does
+        once :data:`UNCHECKED_ROWS` rows have come since the last look or
+        the file has outgrown what it held (:meth:`_catch_up_here`).
         Never raises: the rows are written."""
         if self._restart_due:
-            if self._checkpointer.idle():
-                self._restart_caught_up_log()
+            # Not waiting for the helper to be idle: on a loaded machine it
+            # may take a while to wake for a pass it was asked for, and a
+            # pass of its running now only makes this try again next write.
+            self._restart_here()
         elif self._log_behind:
+            if self._held_size:
+                self._unchecked += rows
+                if (self._unchecked >= UNCHECKED_ROWS
+                        or self._wal_size() > self._held_size + max(
+                            self._held_size * HELD_GROWTH, HELD_GROWTH_MIN)):
+                    self._catch_up_here()
+                    return
             self._behind_writes += rows
             if self._behind_writes >= BEHIND_CHECKPOINT_EVERY:
                 self._behind_writes = 0
                 self._checkpointer.request()
+        elif not self.inline:
+            # A log that grew long behind this store's back (a reader in
+            # another process held it while other processes wrote): the
+            # helper's every-1000-writes pass may be far off.
+            self._behind_writes += rows
+            if self._behind_writes >= BEHIND_CHECKPOINT_EVERY:
+                self._behind_writes = 0
+                if self._wal_size() > self._long_log_pages() * self._page_size:
+                    self._checkpointer.request()
 
     # -- the log --------------------------------------------------------------
 
@@ -513,13 +568,15 @@ class SqliteUpkeep:
         back, it copies it in passes until the last one had at most
         :data:`CAUGHT_UP_PAGES` to copy (or no fewer than the one before);
         then the writers take over again, and if the log is long the next
-        write restarts it (:meth:`_restart_caught_up_log`)."""
+        write restarts it (:meth:`_restart_here`)."""
         if self.borrowed:
             # Passes only: taking the log in hand would mean changing the
             # settings of the application's connections.
             conn = self._own_connection()
             try:
-                self._passive_in_helper(conn)
+                result = self._passive_in_helper(conn)
+                if result is not None and result[0] - result[1] > CAUGHT_UP_PAGES:
+                    self._sync_held_log(result[0], conn)
             finally:
                 conn.close()
             return
@@ -547,6 +604,10 @@ class SqliteUpkeep:
                 # A reader holds the log back (a writer in its transaction
                 # may too for a moment, but only by its last few pages).
                 self._helper_copies = True
+                self._held_size = self._wal_size()
+                self._unchecked = 0
+                with self.store.connection(locked=False) as conn:
+                    self._sync_held_log(pages, conn)
                 return
             if done < pages or not (long_log or self._helper_copies):
                 return
@@ -566,6 +627,7 @@ class SqliteUpkeep:
             self._restart_due = True
         else:
             self._helper_copies = self._log_behind = False
+            self._held_size = 0
 
     def _own_connection(self) -> sqlite3.Connection:
         """A connection of the helper's own to the application's file."""
@@ -616,25 +678,56 @@ class SqliteUpkeep:
             return
         state.holding = hold
 
-    def _restart_caught_up_log(self) -> None:
-        """A ``RESTART`` checkpoint on this thread, once the helper has
-        copied a long log up to its last few pages.
+    def _catch_up_here(self) -> None:
+        """On a writer's thread, with the store lock held, after a reader
+        held the log back: look here whether it still does, and if not,
+        have the log restarted before the next write.
 
-        It holds the write lock while it copies those pages (about
-        :data:`CAUGHT_UP_PAGES`, what a commit's own checkpoint copies) and
-        waits for readers at most :data:`TRUNCATE_BUSY_TIMEOUT_MS`; then the
-        next write starts the log afresh and its commit cuts the file to
+        The helper looks every :data:`BEHIND_CHECKPOINT_EVERY` rows, but it
+        may be busy (copying the log the reader let go: 24 MB of pages took
+        200 ms here) or slow to wake on a loaded machine, while each row adds
+        some 17 KB to the log and a batch of 1,000 rows is written before it
+        wakes. So after :data:`UNCHECKED_ROWS` rows, or once the file has
+        grown :data:`HELD_GROWTH` past its size when the reader was last
+        seen, the writer looks itself, waiting for a copy in progress at most
+        ``busy_timeout`` (as it would for the write lock). While the reader
+        is still there, this is a passive checkpoint that copies nothing
+        (under 1 ms for a 100 MB log)."""
+        self._restart_here(wait=self.busy_timeout / 1000)
+
+    def _restart_here(self, wait: float = 0.0) -> None:
+        """A passive checkpoint on this thread (the store lock held), tried
+        for up to ``wait`` seconds while another connection checkpoints;
+        then, unless a reader still holds the log back, a ``RESTART``
+        checkpoint if the log is long.
+
+        Run once the helper has copied a long log up to its last few pages
+        (about :data:`CAUGHT_UP_PAGES`, what a commit's own checkpoint
+        copies), or by :meth:`_catch_up_here`. The ``RESTART`` holds the write
+        lock only while it copies what the passive pass left and waits for
+        readers at most :data:`TRUNCATE_BUSY_TIMEOUT_MS`; then the next write
+        starts the log afresh and its commit cuts the file to
         ``journal_size_limit``. Run by a writer, with the store lock held,
         rather than by the helper: it then gets the write lock at once, where
         the helper would poll for it against this process's own writes and,
-        with writes back to back, can miss it for its whole busy timeout. A
-        passive pass first copies what came since the helper's last one; if
-        another connection is checkpointing, a later write tries again."""
+        with writes back to back, can miss it for its whole busy timeout."""
+        deadline = time.monotonic() + wait
         try:
             result = self.run("PASSIVE")
+            while result.logged < 0 and time.monotonic() < deadline:
+                # Another connection is checkpointing: most likely this
+                # store's helper, copying the log a reader let go.
+                time.sleep(0.002)
+                result = self.run("PASSIVE")
             if result.logged < 0:
-                return
+                return  # a later write tries again
             self._restart_due = False
+            self._unchecked = 0
+            if result.logged - result.copied > CAUGHT_UP_PAGES:
+                # A reader still holds the log back: look again once the
+                # file has outgrown this.
+                self._held_size = self._wal_size()
+                return
             # Another process's store may have had it restarted already.
             if result.logged >= self._long_log_pages():
                 result = self.run("RESTART", blocking=False)
@@ -642,11 +735,72 @@ class SqliteUpkeep:
             self._restart_due = False
             self.store.log.warning("checkpoint RESTART failed: %s", exc)
             return
-        if not result.busy:
-            # (A pass that ended meanwhile may have asked for it again.)
-            self._helper_copies = self._log_behind = self._restart_due = False
-            self._restarted_at = result.logged
-            self._restarts += 1
+        if result.busy:
+            # A reader on a recent snapshot outwaited the RESTART: try again
+            # once the file has grown further.
+            if self._held_size:
+                self._held_size = self._wal_size()
+            return
+        # (A pass that ended meanwhile may have asked for it again.)
+        self._helper_copies = self._log_behind = self._restart_due = False
+        self._held_size = 0
+        self._restarted_at = result.logged
+        self._restarts += 1
+
+    def _sync_held_log(self, pages: int, conn: sqlite3.Connection) -> None:
+        """On the helper thread, while a reader holds the log (``pages``
+        long) back: write its pages to disk once :data:`LOG_SYNC_PAGES` have
+        come since the last time.
+
+        With ``synchronous=NORMAL`` no commit syncs the log; SQLite syncs it
+        before copying any of it into the database file. A log that a reader
+        held back is then all in the page cache when the reader lets go, and
+        the first copy waits for all of it (300 ms for 100 MB here) while
+        the writes go on growing it. Synced here, beside the writers, that
+        copy waits for the last few pages only."""
+        if pages < self._synced_pages:
+            self._synced_pages = 0  # restarted since
+        if pages - self._synced_pages < LOG_SYNC_PAGES:
+            return
+        try:
+            fd = os.open(self._wal_file(conn), os.O_RDONLY)
+            try:
+                _datasync(fd)
+            finally:
+                os.close(fd)
+        except (OSError, sqlite3.Error) as exc:  # the checkpoint syncs it anyway
+            self.store.log.debug("syncing the log failed: %s", exc)
+            return
+        self._synced_pages = pages
+
+    def _wal_file(self, conn: sqlite3.Connection) -> str:
+        if self._wal_path is None:
+            self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            self._wal_path = wal_file(conn)
+        return self._wal_path
+
+    def _wal_size(self) -> int:
+        """Bytes in the ``-wal`` file (0 if there is none)."""
+        try:
+            if self._wal_path is None:
+                with self.store.connection(locked=False) as conn:
+                    self._wal_file(conn)
+            assert self._wal_path is not None
+            return os.stat(self._wal_path).st_size
+        except (OSError, TelemetryError):
+            return 0
+
+
+def wal_file(conn: sqlite3.Connection) -> str:
+    """The path of the ``-wal`` file of ``conn``'s main database."""
+    for _, name, path in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return f"{path}-wal"
+    raise sqlite3.OperationalError("no main database")
+
+
+#: ``fdatasync`` where the platform has it (it skips the file's times).
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
 def retry_gap(waited: float) -> float:
