@@ -603,7 +603,8 @@ RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u
 # Python before 3.11 cannot write or read a NUL in CSV at all.
 _CSV_NUL = sys.version_info >= (3, 11)
 csv_safe_text = (st.text(max_size=30) if _CSV_NUL
-                 else st.text(st.characters(blacklist_characters="\x00"), max_size=30))
+                 else st.text(st.characters(blacklist_categories=("Cs",),
+                                            blacklist_characters="\x00"), max_size=30))
 spreadsheet_text = st.tuples(
     st.sampled_from(["", "=", "+", "-", "@", "\t", "\r", "\n", "'", "''", "'=", "'\t", "\r\n",
                      *(["\x00"] if _CSV_NUL else [])]),
