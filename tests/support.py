@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import hashlib
+import io
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -324,3 +327,36 @@ def app_database(location: str, *, pooled: bool = False, options: str = "",
 
         cls = pool.PooledPsycopg3Database if pooled else Psycopg3Database
     return cls(name, **params, **settings)
+
+
+def run_cli(*argv: str, capsys: pytest.CaptureFixture[str]) -> Tuple[int, str, str]:
+    """Run the command line in this process: status, everything printed to
+    stdout (its ``out`` and the real one), stderr."""
+    from telemetry_orm.cli import main
+
+    out = io.StringIO()
+    status = main(list(argv), out=out)
+    captured = capsys.readouterr()
+    return status, out.getvalue() + captured.out, captured.err
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes: that nothing changed them."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """``folder`` as a file system of its own of ``size`` (tmpfs): a disk
+    that fills up; skips where mounting is not allowed."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a tmpfs mount, which needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

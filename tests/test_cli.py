@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import pytest
-from support import FIXED_NOW, make_seed_database, program
+from support import FIXED_NOW, make_seed_database, program, tmpfs
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 from telemetry_orm.cli import main, parse_when
@@ -648,18 +648,8 @@ def test_a_truncate_checkpoint_blocked_by_a_reader_says_so(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 600 KiB file system of its own (tmpfs): a disk that fills up."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a full disk needs a tmpfs mount, which needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "tiny", "600k") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_full_disk_is_named_not_the_failed_rollback(

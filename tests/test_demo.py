@@ -4,8 +4,6 @@ a database of its own, once (``--append`` to add more)."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import io
 import os
 import sqlite3
 import subprocess
@@ -14,24 +12,16 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+from support import digest, run_cli
 
 import telemetry_orm
 from telemetry_orm import create_telemetry_store
-from telemetry_orm.cli import main
 from telemetry_orm.demo import MODELS, REPOS, fill
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
-def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> Tuple[int, str, str]:
-    out = io.StringIO()
-    status = main(list(argv), out=out)
-    captured = capsys.readouterr()
-    return status, out.getvalue() + captured.out, captured.err
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+run = run_cli
 
 
 def rows_of(path: Path) -> List[Tuple[object, ...]]:

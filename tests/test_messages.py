@@ -4,8 +4,6 @@ and what to do."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import io
 import os
 import sqlite3
 import subprocess
@@ -14,7 +12,7 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 import pytest
-from support import Witness, app_database, minimal
+from support import Witness, app_database, digest, minimal, run_cli, tmpfs
 
 import telemetry_orm
 from telemetry_orm import (
@@ -22,22 +20,13 @@ from telemetry_orm import (
     StoreBusyError,
     create_telemetry_store,
 )
-from telemetry_orm.cli import main
 from telemetry_orm.demo import fill
 from telemetry_orm.schema import SCHEMA_VERSION
 
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
-def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> Tuple[int, str, str]:
-    out = io.StringIO()
-    status = main(list(argv), out=out)
-    captured = capsys.readouterr()
-    return status, out.getvalue() + captured.out, captured.err
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+run = run_cli
 
 
 # --- Schema versions -----------------------------------------------------------------
@@ -80,18 +69,8 @@ def test_a_newer_version_of_our_own_table_asks_for_an_upgrade(tmp_path: Path) ->
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB file system of its own (tmpfs): a disk that fills up."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a full disk needs a tmpfs mount, which needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "2m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def _nearly_full(folder: Path) -> Path:
