@@ -29,17 +29,45 @@ import time
 import weakref
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Deque, List, Optional, Protocol, Sequence, Tuple, Type, Union
 
 from . import forking
 from .checks import check_count, check_key, check_number
 from .errors import BackgroundWriteError, StoreClosedError
-from .record import FIELD_NAMES, TelemetryRecord
-
-if TYPE_CHECKING:
-    from .store import BatchWriter, Entry, PeeweeTelemetryStore
+from .record import FIELD_NAMES, Entry, TelemetryRecord
 
 Row = Tuple[Any, ...]
+Logger = Union[logging.Logger, "logging.LoggerAdapter[Any]"]
+
+
+class BatchWriter(Protocol):
+    """What the writer thread needs of the store's batch writer
+    (``store.batch_writer()``): one transaction a batch, then a close."""
+
+    def write(self, rows: List[Row], keys: Optional[List[Optional[str]]] = None) -> List[int]:
+        """Insert ``rows`` (each under its key in ``keys`` when given); their ids."""
+
+    def close(self) -> None:
+        """The stream of batches is over."""
+
+
+class RecordingStore(Protocol):
+    """What a recorder needs of its store: the store satisfies it as it is,
+    and this module needs nothing else of it (so it never imports the store)."""
+
+    @property
+    def path(self) -> str:
+        """Where the store writes, for messages."""
+
+    @property
+    def log(self) -> Logger:
+        """The store's logger, the recorder's by default."""
+
+    def checked_row(self, entry: Entry) -> Row:
+        """``entry``'s INSERT parameters, validated."""
+
+    def batch_writer(self) -> BatchWriter:
+        """The hook of a thread that writes batch after batch."""
 
 #: Defaults of :meth:`~telemetry_orm.store.PeeweeTelemetryStore.background`.
 MAX_BATCH = 500
@@ -86,14 +114,14 @@ class BackgroundRecorder:
 
     def __init__(
         self,
-        store: PeeweeTelemetryStore,
+        store: RecordingStore,
         *,
         max_batch: int = MAX_BATCH,
         max_delay: float = MAX_DELAY,
         max_queue: int = MAX_QUEUE,
         retries: int = RETRIES,
         retry_delay: float = RETRY_DELAY,
-        logger: Optional[Union[logging.Logger, logging.LoggerAdapter[Any]]] = None,
+        logger: Optional[Logger] = None,
     ) -> None:
         self.store = store
         self.max_batch = check_count("max_batch", max_batch, 1)

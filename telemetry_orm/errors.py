@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional
-
-if TYPE_CHECKING:
-    from .record import TelemetryRecord
+from typing import Any, List, Optional
 
 
 class TelemetryError(Exception):
@@ -67,8 +64,10 @@ class BackgroundWriteError(TelemetryError):
     keep them elsewhere. The last error met is the ``__cause__``.
     """
 
-    def __init__(self, message: str, records: List[TelemetryRecord],
+    def __init__(self, message: str, records: List[Any],
                  keys: Optional[List[Optional[str]]] = None) -> None:
+        # Typed loosely: naming TelemetryRecord here would tie the error
+        # tree to the records (which raise these errors).
         self.records = records
         self.keys: List[Optional[str]] = keys if keys is not None else [None] * len(records)
         super().__init__(message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .checks import check_unicode
 from .errors import TelemetryValidationError
@@ -287,6 +287,10 @@ class TelemetryRecord:
     def as_dict(self) -> Dict[str, Any]:
         """The fields as a plain ``dict`` with snake_case keys."""
         return dict(zip(FIELD_NAMES, _as_row(self), strict=True))
+
+
+#: What the store takes as one execution: a record, or a mapping of its fields.
+Entry = Union[TelemetryRecord, Mapping[str, Any]]
 
 
 def coerce_record(entry: Any) -> TelemetryRecord:

@@ -1,7 +1,9 @@
-"""The package's layout: no import cycles, and the facade stays engine-neutral.
+"""The package's layout: no import cycles, no oversized module or class, and
+the facade stays engine-neutral.
 
-Imports are read from the source with ``ast`` (inside functions too; those
-under ``if TYPE_CHECKING:`` are left out, as they never run).
+Imports are read from the source with ``ast``: inside functions too, and
+those under ``if TYPE_CHECKING:`` as well (a type-only import still ties two
+modules together).
 """
 
 from __future__ import annotations
@@ -29,13 +31,6 @@ def modules() -> Dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _type_checking_only(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def imports_of(name: str, path: Path, known: Set[str]) -> Set[str]:
     """The package modules ``name`` imports (a package import counts as its ``__init__``)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -49,10 +44,6 @@ def imports_of(name: str, path: Path, known: Set[str]) -> Set[str]:
             found.add(target)
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _type_checking_only(node):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             for alias in node.names:
                 resolve(alias.name)
@@ -123,10 +114,72 @@ def test_the_checker_finds_a_cycle() -> None:
     assert cycles({"telemetry_orm.a": {"telemetry_orm.b"}, "telemetry_orm.b": set()}) == []
 
 
+def test_the_checker_counts_type_only_imports(tmp_path: Path) -> None:
+    source = tmp_path / "a.py"
+    source.write_text("from typing import TYPE_CHECKING\n"
+                      "if TYPE_CHECKING:\n    from telemetry_orm import b\n")
+    known = {"telemetry_orm.a", "telemetry_orm.b"}
+    assert imports_of("telemetry_orm.a", source, known) == {"telemetry_orm.b"}
+
+
 def test_no_import_cycles_inside_the_package() -> None:
     graph = import_graph()
     assert "telemetry_orm.store" in graph and graph["telemetry_orm.store"], graph
     assert cycles(graph) == []
+
+
+#: The most physical lines a module, and a class, may have.
+MAX_MODULE_LINES = 700
+MAX_CLASS_LINES = 450
+
+
+def module_sizes() -> Dict[str, int]:
+    """Every module's physical lines."""
+    return {name: len(path.read_text(encoding="utf-8").splitlines())
+            for name, path in modules().items()}
+
+
+def class_sizes(path: Path) -> Dict[str, int]:
+    """Every class of ``path`` (nested ones too, as ``Outer.Inner``) and its
+    lines, from its ``class`` line to its last line."""
+    found: Dict[str, int] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                assert child.end_lineno is not None
+                found[name] = child.end_lineno - child.lineno + 1
+                visit(child, f"{name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), "")
+    return found
+
+
+def test_the_size_checker_counts_a_class_from_its_class_line_to_its_last(
+        tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("@decorated\nclass A:\n    x = 1\n\n    class B:\n"
+                      "        pass\n\n    def f(self):\n        return 2\n\n\nY = 3\n")
+    assert class_sizes(source) == {"A": 8, "A.B": 2}
+
+
+def test_no_module_is_over_700_lines() -> None:
+    over = {name: lines for name, lines in module_sizes().items() if lines > MAX_MODULE_LINES}
+    for name, lines in sorted(over.items()):
+        print(f"{name}: {lines} lines (at most {MAX_MODULE_LINES})")
+    assert over == {}
+
+
+def test_no_class_is_over_450_lines() -> None:
+    over = {f"{module}.{name}": lines
+            for module, path in modules().items()
+            for name, lines in class_sizes(path).items() if lines > MAX_CLASS_LINES}
+    for name, lines in sorted(over.items()):
+        print(f"{name}: {lines} lines (at most {MAX_CLASS_LINES})")
+    assert over == {}
 
 
 def test_lower_layers_never_import_higher_ones() -> None:
