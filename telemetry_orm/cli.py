@@ -25,7 +25,7 @@ import traceback
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, TextIO
 
 from . import clock, dashboard, demo, formats, imports, prices, reports, zones
-from .checks import same_file, to_utc
+from .checks import parse_amount, parse_count, parse_iso, same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .store import KEY_DAYS, LOGGER_NAME, create_telemetry_store
@@ -60,7 +60,7 @@ def parse_when(text: str, now: Optional[_dt.datetime] = None,
         if match:
             amount, unit = int(match.group(1)), _UNITS[match.group(2)]
             return now - _dt.timedelta(**{unit: amount})
-        value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        value = parse_iso(text.strip())
         return zones.wall_to_utc(value, zone) if zone is not None else to_utc(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
@@ -92,24 +92,23 @@ def _zone(text: str) -> Any:
 
 
 def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
+    value = parse_amount(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of days >= 0")
     return value
 
 
 #: Largest --batch-size and --rows: far beyond any useful value, well inside
 #: what the engines bind as an integer.
-MAX_COUNT = 10_000_000
+MAX_OPTION_COUNT = 10_000_000
 
 
 def _count(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_COUNT:,}")
-    return int(text)
+    value = parse_count(text, 1, MAX_OPTION_COUNT)
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 1 to {MAX_OPTION_COUNT:,}")
+    return value
 
 
 def _text(text: str) -> str:

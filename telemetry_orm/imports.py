@@ -29,18 +29,17 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .checks import check_instant, check_key, to_utc
+from .checks import check_instant, check_key, is_amount, is_count, is_int, parse_iso, to_utc
 from .errors import TelemetryValidationError
 from .formats import EXPORT_VERSION, EXPORT_VERSION_COLUMN, csv_text
 from .prices import PriceTable, default_prices
-from .record import FIELD_NAMES, MAX_COUNT, TelemetryRecord
-from .schema import format_timestamp, parse_timestamp
+from .record import FIELD_NAMES, TelemetryRecord
+from .schema import format_timestamp
 
 #: What ``telemetry-orm import`` reads.
 IMPORT_FORMATS = ("jsonl", "csv", "claude-code")
@@ -342,7 +341,7 @@ def _version(values: Dict[str, Any]) -> Optional[str]:
     """Why a row's ``export_version`` is refused, or ``None``; a row
     without one is version 1 (exports written before it existed)."""
     version = values.get(EXPORT_VERSION_COLUMN, 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_int(version) or version < 1:
         return f"{EXPORT_VERSION_COLUMN}: not a whole number >= 1 ({version!r})"
     if version > EXPORT_VERSION:
         return (f"{EXPORT_VERSION_COLUMN} {version}: written by a newer telemetry_orm "
@@ -356,7 +355,7 @@ def _exported(values: Dict[str, Any], where: str) -> Read:
         return Skipped(where, wrong)
     created = values.get("created_at")
     try:
-        when = (check_instant("created_at", parse_timestamp(created))
+        when = (check_instant("created_at", parse_iso(created))
                 if isinstance(created, str) else None)
     except (ValueError, OverflowError):
         when = None
@@ -531,13 +530,12 @@ def _take_call(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _
         count = usage.get(name, 0)
         if count is None:
             count = 0
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+        if not is_count(count):
             return Skipped(where, f"message.usage.{name}: not a whole number from 0 to 10**12 "
                                   f"({count!r})")
         tokens.append(count)
     cost = value.get("costUSD")
-    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
-                             or not math.isfinite(cost) or cost < 0):
+    if cost is not None and not is_amount(cost):
         return Skipped(where, f"costUSD: not a number >= 0 ({cost!r})")
     stop = message.get("stop_reason")
     call = _Call((tokens[0], tokens[1], tokens[2], tokens[3]),
@@ -573,7 +571,7 @@ def _timestamp(value: Any) -> Optional[_dt.datetime]:
     if not isinstance(value, str):
         return None
     try:
-        return check_instant("timestamp", _dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return check_instant("timestamp", parse_iso(value))
     except (ValueError, OverflowError):
         return None
 

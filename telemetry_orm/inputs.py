@@ -17,10 +17,10 @@ OpenAI's API references. :meth:`TelemetryRecord.from_agent_result` and
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from . import prices
+from .checks import check_optional_text, check_token_count, check_usd
 from .errors import TelemetryValidationError
 
 _log = logging.getLogger("telemetry_orm")
@@ -58,34 +58,8 @@ def _has(source: Any, name: str) -> bool:
     return getattr(source, name, _MISSING) is not _MISSING
 
 
-def _count(where: str, value: Any) -> int:
-    """A token count: an int >= 0; ``None`` (absent) counts 0."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TelemetryValidationError(where, f"must be a token count (an integer >= 0), "
-                                              f"got {value!r}")
-    return value
-
-
-def _money(where: str, value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0):
-        raise TelemetryValidationError(where, f"must be a finite number of USD >= 0, "
-                                              f"got {value!r}")
-    return float(value)
-
-
-def _text(where: str, value: Any) -> Optional[str]:
-    if value is not None and not isinstance(value, str):
-        raise TelemetryValidationError(where, f"must be a string or None, got {value!r}")
-    return value
-
-
 def _tokens(where: str, usage: Any, keys: Tuple[Tuple[str, str], ...]) -> Dict[str, int]:
-    return {field: _count(f"{where}.{key}", get(usage, key)) for key, field in keys}
+    return {field: check_token_count(f"{where}.{key}", get(usage, key)) for key, field in keys}
 
 
 def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[str, Any]:
@@ -129,7 +103,7 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
             for field, value in counts.items():
                 totals[field] += value
             counted[str(model_name)] = counts
-            cost = _money(f"{where}.costUSD", usage.get("costUSD"))
+            cost = check_usd(f"{where}.costUSD", usage.get("costUSD"))
             costs[str(model_name)] = (cost if cost is not None else -1.0,
                                       counts["output_tokens"])
         fields.update(totals)
@@ -140,7 +114,7 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
             raise TelemetryValidationError("usage", f"must be a mapping, got "
                                                     f"{type(usage).__name__}")
         fields.update(_tokens("usage", usage or {}, ANTHROPIC_USAGE_TOKENS))
-    total = _money("total_cost_usd", get(message, "total_cost_usd"))
+    total = check_usd("total_cost_usd", get(message, "total_cost_usd"))
     if total is None:
         known = [cost for cost, _ in costs.values() if cost >= 0]
         total = sum(known) if known else None
@@ -162,12 +136,12 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
         fields["conclusion"] = "api_error" if is_error else "success"
     else:
         fields["conclusion"] = subtype
-    duration = get(message, "duration_ms")
-    fields["duration_ms"] = _count("duration_ms", duration) if duration is not None else 0
-    fields["num_turns"] = None if get(message, "num_turns") is None else _count(
+    # Absent, it counts 0.
+    fields["duration_ms"] = check_token_count("duration_ms", get(message, "duration_ms"))
+    fields["num_turns"] = None if get(message, "num_turns") is None else check_token_count(
         "num_turns", get(message, "num_turns"))
-    fields["session_id"] = _text("session_id", get(message, "session_id"))
-    fields["stop_reason"] = _text("stop_reason", get(message, "stop_reason"))
+    fields["session_id"] = check_optional_text("session_id", get(message, "session_id"))
+    fields["stop_reason"] = check_optional_text("stop_reason", get(message, "stop_reason"))
     return fields
 
 
@@ -209,11 +183,11 @@ def _openai(where: str, usage: Any, prompt: str, completion: str, details: str) 
     # OpenAI counts cached tokens (read, and written where it reports them:
     # the Responses API's cache_write_tokens) inside the prompt: split them
     # out, so the four counts never overlap (as Anthropic's do not).
-    prompt_tokens = _count(f"{where}.{prompt}", get(usage, prompt))
+    prompt_tokens = check_token_count(f"{where}.{prompt}", get(usage, prompt))
     detail = get(usage, details)
-    cached = _count(f"{where}.{details}.cached_tokens",
+    cached = check_token_count(f"{where}.{details}.cached_tokens",
                     None if detail is None else get(detail, "cached_tokens"))
-    written = _count(f"{where}.{details}.cache_write_tokens",
+    written = check_token_count(f"{where}.{details}.cache_write_tokens",
                      None if detail is None else get(detail, "cache_write_tokens"))
     if cached + written > prompt_tokens:
         raise TelemetryValidationError(
@@ -223,7 +197,7 @@ def _openai(where: str, usage: Any, prompt: str, completion: str, details: str) 
         )
     return {
         "input_tokens": prompt_tokens - cached - written,
-        "output_tokens": _count(f"{where}.{completion}", get(usage, completion)),
+        "output_tokens": check_token_count(f"{where}.{completion}", get(usage, completion)),
         "cache_read_tokens": cached,
         "cache_creation_tokens": written,
     }

@@ -24,13 +24,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
+from .checks import is_amount
 from .errors import TelemetryValidationError
 
 #: The ``format`` of this package's price files.
@@ -237,8 +237,7 @@ def _price(where: str, model: str, field: str, value: Any, *, required: bool = F
            ) -> Optional[float]:
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0):
+    if not is_amount(value):
         raise TelemetryValidationError(
             "prices", f"{where}: {model}: {field}: not a price in USD >= 0 ({value!r})")
     return float(value)

@@ -9,29 +9,23 @@ checked against) :data:`FIELD_NAMES`.
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import operator
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from .checks import check_unicode
+from .checks import (
+    MAX_COST_USD,
+    MAX_COUNT,
+    MAX_INT,
+    check_cost,
+    check_optional_text,
+    check_required_text,
+    check_whole,
+)
 from .errors import TelemetryValidationError
 from .inputs import agent_result_fields, list_price, usage_fields
 
-_Check = Callable[[str, Any], None]
-
-#: Largest integer a REAL column (an IEEE double) holds exactly.
-_MAX_EXACT_REAL = 2**53
-
-#: The most tokens of each kind, milliseconds and turns one execution may
-#: record: far past any real run (a million-token context a turn for ten
-#: thousand turns is 10**10), and small enough that the rollups' sums stay
-#: exact 64-bit integers: over nine million executions at the bound would
-#: have to fall in one hour, day or month of one combination to reach 2**63.
-MAX_COUNT = 10**12
-
-#: The most dollars one execution may record: no run costs this, and sums
-#: of such costs stay far from the largest double.
-MAX_COST_USD = 1e9
+_Check = Callable[[str, Any], Any]
 
 #: Each bounded column and its bound. Rows past a bound (written by another
 #: program, or by hand) count as the bound in rollups and reports, and
@@ -42,93 +36,13 @@ BOUNDS: Mapping[str, float] = {
     "cost_usd": MAX_COST_USD,
 }
 
-
-def _show(value: int) -> str:
-    # str() of a huge int is slow, and refused past 4300 digits.
-    if value.bit_length() <= 128:
-        return str(value)
-    sign = "a negative" if value < 0 else "an"
-    return f"{sign} integer of {value.bit_length()} bits"
-
-
-def _required_text(name: str, value: Any) -> None:
-    if type(value) is not str:
-        raise TelemetryValidationError(
-            name, f"must be a non-empty string, got {type(value).__name__}"
-        )
-    if not value:
-        raise TelemetryValidationError(name, "must be a non-empty string, got ''")
-    check_unicode(name, value)
-
-
-def _optional_text(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if type(value) is not str:
-        raise TelemetryValidationError(
-            name, f"must be a string or None, got {type(value).__name__}"
-        )
-    check_unicode(name, value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _count(name: str, value: Any) -> None:
-    if not _is_int(value):
-        raise TelemetryValidationError(
-            name, f"must be an integer >= 0, got {type(value).__name__}"
-        )
-    if value < 0:
-        raise TelemetryValidationError(name, f"must be an integer >= 0, got {_show(value)}")
-    if value > MAX_COUNT:
-        raise TelemetryValidationError(
-            name, f"must be an integer <= 10**12 (the bound of one execution), got {_show(value)}"
-        )
+# The field checks: the rules live in telemetry_orm.checks.
+_positive = functools.partial(check_whole, minimum=1, maximum=MAX_INT, or_none=True)
 
 
 def _optional_count(name: str, value: Any) -> None:
     if value is not None:
-        _count(name, value)
-
-
-def _optional_positive(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if not _is_int(value):
-        raise TelemetryValidationError(
-            name, f"must be an integer > 0 or None, got {type(value).__name__}"
-        )
-    if value <= 0:
-        raise TelemetryValidationError(
-            name, f"must be an integer > 0 or None, got {_show(value)}"
-        )
-    if value > _MAX_INT:
-        raise TelemetryValidationError(
-            name, f"must be an integer <= 2**63 - 1 (SQLite's largest), got {_show(value)}"
-        )
-
-
-def _cost(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TelemetryValidationError(
-            name, f"must be a finite number >= 0, got {type(value).__name__}"
-        )
-    # Stored as REAL, a larger integer would come back rounded (and past
-    # ~1e308 could not be converted at all).
-    if isinstance(value, int) and abs(value) > _MAX_EXACT_REAL:
-        raise TelemetryValidationError(
-            name, f"must be a finite number >= 0 (an integer at most 2**53), got {_show(value)}"
-        )
-    if not math.isfinite(value) or value < 0:
-        raise TelemetryValidationError(
-            name, f"must be a finite number >= 0, got {value!r}"
-        )
-    if value > MAX_COST_USD:
-        raise TelemetryValidationError(
-            name, f"must be at most 1e9 (the bound of one execution), got {value!r}"
-        )
+        check_whole(name, value)
 
 
 def _field(check: _Check, **kwargs: Any) -> Any:
@@ -150,22 +64,22 @@ class TelemetryRecord:
         'anthropic'
     """
 
-    delivery_id: Optional[str] = _field(_optional_text, default=None, kw_only=True)
-    repo: str = _field(_required_text, kw_only=True)
-    pr_number: Optional[int] = _field(_optional_positive, default=None, kw_only=True)
-    event_type: str = _field(_required_text, kw_only=True)
-    provider: str = _field(_required_text, default="anthropic", kw_only=True)
-    model: str = _field(_required_text, kw_only=True)
-    input_tokens: int = _field(_count, default=0, kw_only=True)
-    output_tokens: int = _field(_count, default=0, kw_only=True)
-    cache_read_tokens: int = _field(_count, default=0, kw_only=True)
-    cache_creation_tokens: int = _field(_count, default=0, kw_only=True)
-    duration_ms: int = _field(_count, default=0, kw_only=True)
-    cost_usd: float = _field(_cost, default=0.0, kw_only=True)
-    conclusion: str = _field(_required_text, kw_only=True)
-    session_id: Optional[str] = _field(_optional_text, default=None, kw_only=True)
+    delivery_id: Optional[str] = _field(check_optional_text, default=None, kw_only=True)
+    repo: str = _field(check_required_text, kw_only=True)
+    pr_number: Optional[int] = _field(_positive, default=None, kw_only=True)
+    event_type: str = _field(check_required_text, kw_only=True)
+    provider: str = _field(check_required_text, default="anthropic", kw_only=True)
+    model: str = _field(check_required_text, kw_only=True)
+    input_tokens: int = _field(check_whole, default=0, kw_only=True)
+    output_tokens: int = _field(check_whole, default=0, kw_only=True)
+    cache_read_tokens: int = _field(check_whole, default=0, kw_only=True)
+    cache_creation_tokens: int = _field(check_whole, default=0, kw_only=True)
+    duration_ms: int = _field(check_whole, default=0, kw_only=True)
+    cost_usd: float = _field(check_cost, default=0.0, kw_only=True)
+    conclusion: str = _field(check_required_text, kw_only=True)
+    session_id: Optional[str] = _field(check_optional_text, default=None, kw_only=True)
     num_turns: Optional[int] = _field(_optional_count, default=None, kw_only=True)
-    stop_reason: Optional[str] = _field(_optional_text, default=None, kw_only=True)
+    stop_reason: Optional[str] = _field(check_optional_text, default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         row = _as_row(self)
@@ -383,7 +297,7 @@ def _plainly_valid(
         and type(cache_creation_tokens) is int and 0 <= cache_creation_tokens <= MAX_COUNT
         and type(duration_ms) is int and 0 <= duration_ms <= MAX_COUNT
         and (num_turns is None or (type(num_turns) is int and 0 <= num_turns <= MAX_COUNT))
-        and (pr_number is None or (type(pr_number) is int and 0 < pr_number <= _MAX_INT))
+        and (pr_number is None or (type(pr_number) is int and 0 < pr_number <= MAX_INT))
         and type(cost_usd) is float and 0.0 <= cost_usd <= MAX_COST_USD
     )
 
@@ -432,6 +346,5 @@ _DEFAULTS: Dict[str, Any] = {
     f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING
 }
 _ALIASES: Dict[str, str] = {**{_camel(n): n for n in FIELD_NAMES}, **{n: n for n in FIELD_NAMES}}
-_MAX_INT = 2**63 - 1  # SQLite's largest INTEGER
 _as_row = operator.attrgetter(*FIELD_NAMES)
 _row_of_values = operator.itemgetter(*FIELD_NAMES)
