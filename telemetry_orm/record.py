@@ -11,13 +11,25 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .checks import (
     MAX_COST_USD,
     MAX_COUNT,
     MAX_INT,
     check_cost,
+    check_length,
     check_optional_text,
     check_required_text,
     check_whole,
@@ -254,6 +266,27 @@ def rows_of(entries: Iterable[Any]) -> List[Tuple[Any, ...]]:
     return rows
 
 
+def length_check(limits: Mapping[str, int], engine: str) -> Callable[[Sequence[Any]], None]:
+    """A check of a row (an engine's ``check_row``) that refuses text longer
+    than its column holds on ``engine``, naming the field; ``limits`` maps
+    text fields to their most characters. Nothing is truncated::
+
+        check_row = staticmethod(length_check({"repo": 255, "model": 255}, "MySQL"))
+    """
+    texts = {name: index for index, name in TEXT_FIELDS}
+    unknown = sorted(set(limits) - set(texts))
+    if unknown:
+        raise ValueError(f"not text fields of a record: {', '.join(unknown)}")
+    holder = f"what {engine} holds in this column"
+    checked = tuple((texts[name], name, limit) for name, limit in limits.items())
+
+    def check_row(row: Sequence[Any]) -> None:
+        for index, name, limit in checked:
+            check_length(name, row[index], limit, holder)
+
+    return check_row
+
+
 def _plainly_valid(
     delivery_id: Any,
     repo: Any,
@@ -339,6 +372,12 @@ REQUIRED_FIELDS: Tuple[str, ...] = tuple(
     f.name
     for f in _FIELDS
     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+
+#: The text fields, each with its position in a row.
+TEXT_FIELDS: Tuple[Tuple[int, str], ...] = tuple(
+    (index, f.name) for index, f in enumerate(_FIELDS)
+    if f.metadata["check"] in (check_required_text, check_optional_text)
 )
 
 _CHECKS: Tuple[Tuple[str, _Check], ...] = tuple((f.name, f.metadata["check"]) for f in _FIELDS)

@@ -141,3 +141,20 @@ def test_from_mapping_refuses_a_non_mapping() -> None:
 def test_as_dict_round_trips() -> None:
     record = make(pr_number=3, cost_usd=1.25)
     assert TelemetryRecord.from_mapping(record.as_dict()) == record
+
+
+def test_an_engine_refuses_text_longer_than_its_column_by_field_never_truncating() -> None:
+    from telemetry_orm.record import TEXT_FIELDS, length_check
+
+    assert [name for _, name in TEXT_FIELDS] == [
+        "delivery_id", "repo", "event_type", "provider", "model", "conclusion", "session_id",
+        "stop_reason"]
+    check_row = length_check({"repo": 8, "session_id": 4}, "MySQL")
+    check_row(make(repo="acme/api", session_id=None).as_row())
+    with pytest.raises(TelemetryValidationError) as caught:
+        check_row(make(repo="acme/api", session_id="s" * 5).as_row())
+    assert caught.value.field == "session_id"
+    assert str(caught.value) == ("session_id: must be at most 4 characters "
+                                 "(what MySQL holds in this column), got 5")
+    with pytest.raises(ValueError, match="not text fields of a record: cost_usd"):
+        length_check({"cost_usd": 3}, "MySQL")
