@@ -120,12 +120,19 @@ def check_token_count(name: str, value: Any) -> int:
     return value
 
 
-def parse_count(text: str, minimum: int, maximum: int) -> Optional[int]:
-    """The whole number ``text`` spells (digits only) when it lies from
-    ``minimum`` to ``maximum``; else ``None``."""
-    if not text.isdigit() or not minimum <= int(text) <= maximum:
+def parse_count(text: str, minimum: int = 0, maximum: Optional[int] = None) -> Optional[int]:
+    """The whole number ``text`` spells (digits only: no sign, no spaces)
+    when it lies from ``minimum`` to ``maximum`` (no limit when ``None``);
+    else ``None``."""
+    if not text.isdigit():
         return None
-    return int(text)
+    try:
+        value = int(text)
+    except ValueError:  # digits int() does not read, such as "²"
+        return None
+    if value < minimum or (maximum is not None and value > maximum):
+        return None
+    return value
 
 
 # --- numbers and money -----------------------------------------------------------

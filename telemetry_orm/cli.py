@@ -186,9 +186,9 @@ def _width(out: TextIO) -> Optional[int]:
     """The columns a table may take: ``$COLUMNS`` when set, else the
     terminal's width when ``out`` is one; ``None`` (as wide as the table
     needs) for a file or a pipe, so that nothing is left out there."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    columns = parse_count(os.environ.get("COLUMNS", ""), 1)
+    if columns is not None:
+        return columns
     isatty = getattr(out, "isatty", None)
     if isatty is not None and isatty():
         return shutil.get_terminal_size().columns

@@ -61,7 +61,9 @@ def test_an_amount_is_finite_and_not_negative_even_when_no_float_holds_it() -> N
 
 def test_command_line_numbers_follow_the_same_rules() -> None:
     assert parse_count("12", 1, 100) == 12
-    assert [parse_count(t, 1, 100) for t in ("0", "101", "-1", "1.5", "", "x")] == [None] * 6
+    assert [parse_count(t, 1, 100) for t in ("0", "101", "-1", "+5", " 5", "1.5", "", "x", "²")
+            ] == [None] * 9
+    assert parse_count("9" * 30, 1) == int("9" * 30)
     assert parse_amount("1.5") == 1.5 and parse_amount("0") == 0.0
     assert [parse_amount(t) for t in ("-1", "inf", "nan", "x", "1e400")] == [None] * 5
 
