@@ -634,3 +634,49 @@ def test_records_handed_back_keep_their_keys(db_path: Path) -> None:
         store.model.get(store.model.delivery_id == "d-1").id]
     recorder.close()
     store.close()
+
+
+class _ListWriter:
+    """A batch writer that keeps its batches in a list."""
+
+    def __init__(self, batches: List[Any]) -> None:
+        self.batches = batches
+        self.closed = False
+
+    def write(self, rows: List[Any], keys: Any = None) -> List[int]:
+        self.batches.append((list(rows), keys))
+        return list(range(1, len(rows) + 1))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _ListStore:
+    """Anything with the four members of background.RecordingStore will do."""
+
+    path = "list"
+    log = logging.getLogger("test_background")
+
+    def __init__(self) -> None:
+        self.batches: List[Any] = []
+        self.writers: List[_ListWriter] = []
+
+    def checked_row(self, entry: Any) -> Any:
+        return TelemetryRecord.from_mapping(entry).as_row()
+
+    def batch_writer(self) -> _ListWriter:
+        self.writers.append(_ListWriter(self.batches))
+        return self.writers[-1]
+
+
+def test_a_recorder_needs_only_its_protocol_not_a_store() -> None:
+    store = _ListStore()
+    recorder = BackgroundRecorder(store, max_batch=2, max_delay=NEVER)
+    recorder.record(minimal(repo="a"))
+    recorder.record(minimal(repo="b"), key="k")
+    recorder.record(minimal(repo="c"))
+    recorder.close()
+
+    assert [[row[1] for row in rows] for rows, _ in store.batches] == [["a", "b"], ["c"]]
+    assert [keys for _, keys in store.batches] == [[None, "k"], None]
+    assert [writer.closed for writer in store.writers] == [True]

@@ -128,6 +128,16 @@ def test_no_import_cycles_inside_the_package() -> None:
     assert cycles(graph) == []
 
 
+def test_the_recorder_never_imports_the_store_and_the_errors_import_nothing() -> None:
+    graph = import_graph()
+    store = {name for name in graph["telemetry_orm.background"]
+             if name == "telemetry_orm.store" or name.startswith("telemetry_orm.store.")}
+    assert store == set()
+    assert graph["telemetry_orm.errors"] == set()
+    # The value rules sit just above the errors: every layer may call them.
+    assert graph["telemetry_orm.checks"] == {"telemetry_orm.errors"}
+
+
 #: The most physical lines a module, and a class, may have.
 MAX_MODULE_LINES = 700
 MAX_CLASS_LINES = 450
