@@ -69,6 +69,7 @@ class RecordingStore(Protocol):
     def batch_writer(self) -> BatchWriter:
         """The hook of a thread that writes batch after batch."""
 
+
 #: Defaults of :meth:`~telemetry_orm.store.PeeweeTelemetryStore.background`.
 MAX_BATCH = 500
 MAX_DELAY = 0.2
