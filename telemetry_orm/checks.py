@@ -225,6 +225,11 @@ def check_unicode(name: str, value: str) -> str:
     return value
 
 
+def is_text(value: Any) -> TypeGuard[str]:
+    """Whether ``value`` is a non-empty string."""
+    return isinstance(value, str) and value != ""
+
+
 def check_text(name: str, value: Any) -> Optional[str]:
     """A non-empty ``str``, or ``None``: an argument."""
     if value is not None and (type(value) is not str or not value):

@@ -34,7 +34,16 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .checks import check_instant, check_key, is_amount, is_count, is_int, parse_iso, to_utc
+from .checks import (
+    check_instant,
+    check_key,
+    is_amount,
+    is_count,
+    is_int,
+    is_text,
+    parse_iso,
+    to_utc,
+)
 from .errors import TelemetryValidationError
 from .formats import EXPORT_VERSION, EXPORT_VERSION_COLUMN, csv_text
 from .prices import PriceTable, default_prices
@@ -484,7 +493,7 @@ def _take_line(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _
     if not isinstance(value, dict):
         return Skipped(where, f"not a JSON object ({type(value).__name__})"), None
     session_id = value.get("sessionId")
-    if not isinstance(session_id, str) or not session_id:
+    if not is_text(session_id):
         session_id = None
     skipped = _take_call(sessions, calls, where, value, order)
     return skipped, session_id
@@ -498,7 +507,7 @@ def _take_call(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _
     if usage is None and not error:
         return None  # a user message, a summary, a tool result …
     session_id = value.get("sessionId")
-    if not isinstance(session_id, str) or not session_id:
+    if not is_text(session_id):
         return Skipped(where, f"sessionId: not a non-empty string ({_short(session_id)})")
     when = _timestamp(value.get("timestamp"))
     if when is None:
@@ -508,14 +517,14 @@ def _take_call(sessions: Dict[str, _Session], calls: Dict[Any, Tuple[str, str, _
     if session is None:
         session = sessions[session_id] = _Session(where)
     cwd = value.get("cwd")
-    if session.cwd is None and isinstance(cwd, str) and cwd:
+    if session.cwd is None and is_text(cwd):
         session.cwd = cwd
     if error:
         session.note_last(when, order, True)
         return None
     assert isinstance(message, dict)
     model = message.get("model")
-    if not isinstance(model, str) or not model:
+    if not is_text(model):
         return Skipped(where, f"message.model: not a non-empty string ({_short(model)})")
     if model == SYNTHETIC_MODEL:
         return None

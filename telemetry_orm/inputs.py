@@ -20,7 +20,7 @@ import logging
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from . import prices
-from .checks import check_optional_text, check_token_count, check_usd
+from .checks import check_optional_text, check_token_count, check_usd, is_text
 from .errors import TelemetryValidationError
 
 _log = logging.getLogger("telemetry_orm")
@@ -79,7 +79,7 @@ def agent_result_fields(message: Any, *, model: Optional[str] = None) -> Dict[st
     if message is None:
         raise TelemetryValidationError("message", "must be an Agent SDK result message, got None")
     subtype = get(message, "subtype")
-    if not isinstance(subtype, str) or not subtype:
+    if not is_text(subtype):
         raise TelemetryValidationError("subtype", f"must be a non-empty string, got {subtype!r}")
     is_error = get(message, "is_error")
     if is_error is not None and not isinstance(is_error, bool):
