@@ -7,7 +7,9 @@ or argument. The ``is_*`` predicates answer the same rules without raising,
 for readers that skip a bad line rather than stop (the importers). Records
 (:mod:`telemetry_orm.record`), the readers of agent results
 (:mod:`telemetry_orm.inputs`), the importers, the price files and the
-command line all call these, so a rule changes in one place.
+command line all call these, so a rule changes in one place. An engine
+whose text columns hold fewer characters calls :func:`check_length` (for a
+whole row: :func:`telemetry_orm.record.length_check`).
 """
 
 from __future__ import annotations
