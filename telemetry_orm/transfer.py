@@ -185,9 +185,8 @@ def migrate(
     source_db, source_path = _open_source(source)
     try:
         name = source_name if source_name is not None else source_path
-        store = target if isinstance(target, PeeweeTelemetryStore) else None
-        if store is None:
-            store = create_telemetry_store(os.fspath(target))
+        store = (target if isinstance(target, PeeweeTelemetryStore)
+                 else create_telemetry_store(os.fspath(target)))
         try:
             return _copy(source_db, source_path, name, store, batch_size, progress, log)
         finally:
@@ -474,9 +473,8 @@ def import_files(
     else:
         items = _imports.read_export(paths, fmt, counter)
         replace = False
-    store = target if isinstance(target, PeeweeTelemetryStore) else None
-    if store is None:
-        store = create_telemetry_store(os.fspath(target))
+    store = (target if isinstance(target, PeeweeTelemetryStore)
+             else create_telemetry_store(os.fspath(target)))
     try:
         totals = _import_items(store, items, replace, batch_size, counter, progress)
     finally:
