@@ -33,7 +33,7 @@ import peewee
 from . import imports as _imports
 from . import keys as _keys
 from .checks import check_count, check_instant, same_file
-from .engines import backend_class_of, backend_for
+from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .formats import printable
 from .prices import PriceTable
@@ -41,6 +41,7 @@ from .record import FIELD_NAMES, TelemetryRecord
 from .schema import TABLE_NAME, bind_model, format_timestamp, parse_timestamp
 from .sql import insert_sql, quote, render
 from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store
+from .tables import tables_of
 
 #: Rows per batch: one read from the source, one transaction in the target.
 BATCH_SIZE = 1000
@@ -251,9 +252,9 @@ class _Reader:
     def __init__(self, database: peewee.Database, path: str) -> None:
         self.database = database
         self.path = path
-        backend = backend_class_of(database)
-        self.model = bind_model(database, backend.model_base)
-        self.as_text = backend.dialect.as_text
+        tables = tables_of(database)
+        self.model = tables.executions
+        self.as_text = tables.dialect.as_text
         table = quote(database, TABLE_NAME)
         cursor = self._run(f"SELECT * FROM {table} WHERE 1 = 0", [])
         present = {d[0] for d in cursor.description}
@@ -555,7 +556,7 @@ def _write_keyed_batch(
     kept; an item with an unknown key created before keys were forgotten is
     refused (see :mod:`telemetry_orm.keys`)."""
     sql = store.keyed_sql()
-    key_state = _keys.tables(store.database, store.backend.key_model)[2]
+    key_state = store.tables.keys[2]
     if replace:
         store.prepare_replace()
     database, model = store.database, store.model
