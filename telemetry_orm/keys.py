@@ -16,7 +16,8 @@ nothing). A purged key is forgotten once its stamp is more than
 more) before a purge. That purge writes in ``telemetry_orm_key_state`` the
 time keys may be forgotten before; an import then refuses (skips and
 lists) a keyed row created before it whose key it does not know, since it
-cannot tell whether that row was counted already. ``record()`` is never
+cannot tell whether that row was counted already, and ``record(…, key=…,
+at=…)`` refuses such a row the same way. ``record()`` without ``at`` is never
 refused: its rows are created now.
 
 The key table thus holds the keys of the rows there, and of the rows

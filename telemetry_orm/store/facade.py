@@ -45,7 +45,7 @@ from ..backends.base import (
     Logger,
     in_transaction_error,
 )
-from ..checks import check_count, check_key
+from ..checks import check_count, check_instant, check_key, check_time
 from ..errors import (
     BackgroundWriteError,
     DatabaseError,
@@ -61,7 +61,7 @@ from ..tables import Tables
 from .gate import Gate
 from .opening import Opened, Opening
 from .purging import KEY_DAYS, Purge, PurgeProgress, PurgeResult, count_older_than
-from .writes import BatchWriter, Writes
+from .writes import BatchWriter, Copy, Writes
 
 LOGGER_NAME = "telemetry_orm"
 
@@ -90,8 +90,10 @@ class TelemetryStore(abc.ABC):
         """The store's own ``Execution`` model class, bound to its database."""
 
     @abc.abstractmethod
-    def record(self, entry: Entry, *, key: Optional[str] = None, replace: bool = False) -> int:
-        """Validate and insert one execution (once per ``key``); return its row id."""
+    def record(self, entry: Entry, *, key: Optional[str] = None, replace: bool = False,
+               at: Optional[_dt.datetime] = None) -> int:
+        """Validate and insert one execution (once per ``key``, created ``at``
+        that instant or now); return its row id."""
 
     @abc.abstractmethod
     def record_many(self, entries: Iterable[Entry]) -> List[int]:
@@ -237,12 +239,17 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     # -- writing ---------------------------------------------------------
 
-    def record(self, entry: Entry, *, key: Optional[str] = None, replace: bool = False) -> int:
+    def record(self, entry: Entry, *, key: Optional[str] = None, replace: bool = False,
+               at: Optional[_dt.datetime] = None) -> int:
         """Validate ``entry`` (a :class:`TelemetryRecord` or a mapping) and
         insert it; return the new row id.
 
-        ``created_at`` is set by the database (UTC). Nothing is written for an
-        invalid entry. Every ``checkpoint_every`` writes, :meth:`checkpoint`
+        ``created_at`` is set by the database (UTC), or is ``at``: a past
+        instant (a run finished earlier, an intake catching up), aware or
+        naive meaning UTC, from year 1000 to 9998; the row then counts in
+        its own hour (the rollups take it at once in reports and fold it in
+        at the next :meth:`rollup`, once). Nothing is written for an
+        invalid entry or ``at``. Every ``checkpoint_every`` writes, :meth:`checkpoint`
         runs (in the background: this call does not wait for it).
 
         With a ``key`` (a webhook's delivery id, say) recording is
@@ -254,13 +261,22 @@ class PeeweeTelemetryStore(TelemetryStore):
         row; two processes recording one key at once give one row. A key
         outlives its row's purge by ``key_days`` (see :meth:`purge`): until
         then it answers its row's old id and writes nothing (``replace``
-        too: the rollups count that row as it was).
+        too: the rollups count that row as it was). A keyed row ``at`` an
+        instant before the purged keys were forgotten, whose key is not
+        known, is refused (it may have been counted already), as an import
+        refuses it.
         """
         params = self.checked_row(entry)
+        when = _instant("at", at)
         if key is None:
-            return self._writes.one(params)
+            return self._writes.one(params, when)
         check_key("key", key)
-        return self._writes.keyed([params], [key], replace)[0]
+        if when is None:
+            return self._writes.keyed([params], [key], replace)[0]
+        refused = self._writes.forgotten([key], [when])
+        if refused is not None:
+            raise TelemetryValidationError("at", refused[1])
+        return self._writes.keyed([params], [key], replace, [when])[0]
 
     def record_many(
         self,
@@ -268,6 +284,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         *,
         keys: Optional[Sequence[Optional[str]]] = None,
         replace: bool = False,
+        at: Optional[Sequence[Optional[_dt.datetime]]] = None,
     ) -> List[int]:
         """Validate every entry, then insert them all in one transaction;
         return their row ids, in the order of ``entries``.
@@ -283,7 +300,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         once per batch of a few thousand, or use :meth:`background`.
 
         ``keys``, one per entry (``None``: no key), make each keyed entry
-        idempotent as :meth:`record` does, ``replace`` included.
+        idempotent as :meth:`record` does, ``replace`` included; ``at``, one
+        instant per entry (``None``: now), sets their ``created_at`` as
+        :meth:`record`'s ``at`` does.
 
         >>> with create_telemetry_store(":memory:") as store:
         ...     run = {"event_type": "push", "model": "m", "conclusion": "success"}
@@ -291,25 +310,30 @@ class PeeweeTelemetryStore(TelemetryStore):
         [1, 2]
         """
         rows = self.checked_rows(entries)
+        instants = None
+        if at is not None:
+            instants = _per_entry("at", at, len(rows), "instant")
+            for index, when in enumerate(instants):
+                try:
+                    instants[index] = _instant("at", when)
+                except TelemetryValidationError as exc:
+                    raise exc.at_index(index) from None
         if keys is None:
             if replace:
                 raise TelemetryValidationError("replace", "needs keys")
-            return self._writes.many(rows)
-        try:
-            key_list: Optional[List[Optional[str]]] = (
-                None if isinstance(keys, (str, bytes)) else list(keys))
-        except TypeError:
-            key_list = None
-        if key_list is None or len(key_list) != len(rows):
-            raise TelemetryValidationError(
-                "keys", f"must be a sequence of one key (or None) per entry ({len(rows)})")
+            return self._writes.many(rows, instants)
+        key_list = _per_entry("keys", keys, len(rows), "key")
         for index, key in enumerate(key_list):
             if key is not None:
                 try:
                     check_key("keys", key)
                 except TelemetryValidationError as exc:
                     raise exc.at_index(index) from None
-        return self._writes.keyed(rows, key_list, replace)
+        if instants is not None:
+            refused = self._writes.forgotten(key_list, instants)
+            if refused is not None:
+                raise TelemetryValidationError("at", refused[1]).at_index(refused[0])
+        return self._writes.keyed(rows, key_list, replace, instants)
 
     def checked_rows(self, entries: Iterable[Entry]) -> List[Row]:
         """The INSERT parameters of every entry, validated as records and
@@ -348,6 +372,13 @@ class PeeweeTelemetryStore(TelemetryStore):
         keyed write with ``replace``, on ``conn``, inside its transaction):
         the rollups move with the row (see :func:`telemetry_orm.rollups.refolding`)."""
         return self._writes.replacing(conn, row_id)
+
+    def copying(self, name: str, *, replace: bool = False) -> ContextManager[Copy]:
+        """A bulk copy of rows with their own ``created_at`` (a migrate, an
+        import) in one write transaction that no other connection runs
+        work ``name`` in at the same time, through the store's write path
+        (see :class:`~telemetry_orm.store.writes.Copy`)."""
+        return self._writes.copying(name, replace=replace)
 
     def batch_writer(self) -> BatchWriter:
         """The hook of a thread that writes batch after batch of validated
@@ -567,6 +598,26 @@ class PeeweeTelemetryStore(TelemetryStore):
             forking.untrack(opened.upkeep)
         if failure is not None:
             raise failure
+
+
+def _per_entry(name: str, values: Any, count: int, what: str) -> List[Any]:
+    """``values`` as a list of one value (or ``None``) per entry."""
+    try:
+        found: Optional[List[Any]] = (
+            None if isinstance(values, (str, bytes)) else list(values))
+    except TypeError:
+        found = None
+    if found is None or len(found) != count:
+        raise TelemetryValidationError(
+            name, f"must be a sequence of one {what} (or None) per entry ({count})")
+    return found
+
+
+def _instant(name: str, value: Any) -> Optional[_dt.datetime]:
+    """A row's instant (aware, or naive meaning UTC) checked as aware UTC;
+    ``None`` stays ``None`` (now)."""
+    when = check_time(name, value)
+    return None if when is None else check_instant(name, when)
 
 
 def create_telemetry_store(
