@@ -362,17 +362,6 @@ class PeeweeTelemetryStore(TelemetryStore):
         if need be) at the first."""
         return self._writes.keyed_sql()
 
-    def prepare_replace(self) -> None:
-        """Before a keyed write that may replace rows, outside its
-        transaction: makes the rollup tables :meth:`replacing` needs."""
-        self._writes.prepare_replace()
-
-    def replacing(self, conn: Any, row_id: int) -> ContextManager[None]:
-        """Around the UPDATE that replaces the values of row ``row_id`` (a
-        keyed write with ``replace``, on ``conn``, inside its transaction):
-        the rollups move with the row (see :func:`telemetry_orm.rollups.refolding`)."""
-        return self._writes.replacing(conn, row_id)
-
     def copying(self, name: str, *, replace: bool = False) -> ContextManager[Copy]:
         """A bulk copy of rows with their own ``created_at`` (a migrate, an
         import) in one write transaction that no other connection runs
