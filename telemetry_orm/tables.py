@@ -20,7 +20,6 @@ by subclassing.
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any, Optional, Sequence, Tuple, Type
 
 import peewee
@@ -110,8 +109,11 @@ class Tables:
             raise backend.translate(exc) from exc
 
 
-_known: weakref.WeakKeyDictionary[Any, Tables] = weakref.WeakKeyDictionary()
-_known_lock = threading.Lock()
+#: Where a database keeps its Tables: on the database object itself, so
+#: that they live and go with it (a cache keyed by the database would keep
+#: it alive: the bound models refer to it).
+_ATTRIBUTE = "_telemetry_orm_tables"
+_made = threading.Lock()
 
 
 def tables_of(database: Any, engine: Optional[Type[Backend]] = None) -> Tables:
@@ -121,12 +123,13 @@ def tables_of(database: Any, engine: Optional[Type[Backend]] = None) -> Tables:
     ``engine``: its backend class, when the caller knows it."""
     engine = engine or backend_class_of(database)
     if isinstance(database, peewee.DatabaseProxy):
-        # Not kept (a proxy cannot be referred to weakly, and may stand for
-        # another database later): bound anew.
+        # Not kept: a proxy may stand for another database later.
         return Tables(database, engine)
-    with _known_lock:
-        found = _known.get(database)
-        if found is None or found.engine is not engine:
-            found = _known[database] = Tables(database, engine)
+    found: Optional[Tables] = getattr(database, _ATTRIBUTE, None)
+    if found is None or found.engine is not engine:
+        with _made:
+            found = getattr(database, _ATTRIBUTE, None)
+            if found is None or found.engine is not engine:
+                found = Tables(database, engine)
+                setattr(database, _ATTRIBUTE, found)
     return found
-
