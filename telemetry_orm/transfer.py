@@ -550,7 +550,7 @@ def _write_keyed_batch(
     fixed = tuple(current_params[:-1])
     new = changed = same = 0
     refused: List[Tuple[str, str]] = []
-    with store.copying("import", replace=replace) as copy:
+    with store.copying("import", keyed=True, replace=replace) as copy:
         conn, sql = copy.conn, copy.keyed_sql
         forgotten = _keys.forgotten_before(conn, key_state)
         for item in batch:

@@ -24,6 +24,12 @@ def hours_ago(witness: Witness, hours: float) -> dt.datetime:
     return (witness.now() - dt.timedelta(hours=hours)).replace(microsecond=0)
 
 
+def has_table(witness: Witness, name: str) -> bool:
+    if witness.kind == "sqlite":
+        return bool(witness.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = ?", name))
+    return witness.scalar("SELECT to_regclass(?)", name) is not None
+
+
 def test_record_stores_the_instant_given(any_store: PeeweeTelemetryStore,
                                          any_witness: Witness) -> None:
     aware = dt.datetime(2024, 3, 10, 12, 30, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
@@ -32,6 +38,8 @@ def test_record_stores_the_instant_given(any_store: PeeweeTelemetryStore,
     second = any_store.record(RUN, at=naive)
     assert any_witness.created_at(first) == dt.datetime(2024, 3, 10, 17, 30, 5, tzinfo=UTC)
     assert any_witness.created_at(second) == naive.replace(tzinfo=UTC)
+    # As without ``at``, the keys table waits for the first keyed record.
+    assert not has_table(any_witness, "telemetry_orm_keys")
 
 
 def test_record_many_takes_one_instant_per_entry(any_store: PeeweeTelemetryStore,

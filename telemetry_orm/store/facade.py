@@ -362,12 +362,13 @@ class PeeweeTelemetryStore(TelemetryStore):
         if need be) at the first."""
         return self._writes.keyed_sql()
 
-    def copying(self, name: str, *, replace: bool = False) -> ContextManager[Copy]:
+    def copying(self, name: str, *, keyed: bool = False, replace: bool = False
+                ) -> ContextManager[Copy]:
         """A bulk copy of rows with their own ``created_at`` (a migrate, an
         import) in one write transaction that no other connection runs
         work ``name`` in at the same time, through the store's write path
         (see :class:`~telemetry_orm.store.writes.Copy`)."""
-        return self._writes.copying(name, replace=replace)
+        return self._writes.copying(name, keyed=keyed, replace=replace)
 
     def batch_writer(self) -> BatchWriter:
         """The hook of a thread that writes batch after batch of validated

@@ -85,7 +85,7 @@ class Writes:
         opened = host.opened
         sql = opened.keyed_sql or self.keyed_sql()
         if at is not None:
-            rows, sql = self._stamped(None, opened, rows, at), self._timed(opened).keyed
+            rows, sql = self._stamped(None, opened, rows, at), self._timed(opened).keyed(sql)
         with host.gate.writing():
             host.gate.check_open()
             opened.upkeep.before_write()
@@ -165,7 +165,7 @@ class Writes:
 
     def _timed(self, opened: Opened) -> _Timed:
         if self._timed_sql is None:
-            self._timed_sql = _Timed(opened, self.keyed_sql())
+            self._timed_sql = _Timed(opened)
         return self._timed_sql
 
     def _stamped(self, conn: Any, opened: Opened, rows: List[Row],
@@ -182,20 +182,22 @@ class Writes:
         return [(_stamp(opened, when or now), *row) for row, when in zip(rows, at, strict=True)]
 
     @contextlib.contextmanager
-    def copying(self, name: str, *, replace: bool = False) -> Iterator[Copy]:
+    def copying(self, name: str, *, keyed: bool = False, replace: bool = False
+                ) -> Iterator[Copy]:
         """One write transaction that no other connection runs work
         ``name`` in at the same time, for a bulk copy of timed rows (see
         :class:`Copy`), through the gate; the rows it wrote count as
-        ``record_many``'s do. ``replace``: its keyed rows may replace rows."""
+        ``record_many``'s do. ``keyed``: it writes keyed rows (the keys
+        tables are made first); ``replace``: they may replace rows."""
         host = self._host
         opened = host.opened
-        timed = self._timed(opened)
+        keyed_sql = self._timed(opened).keyed(self.keyed_sql()) if keyed else None
         if replace:
             self.prepare_replace()
         with host.connection() as conn:
             opened.upkeep.before_write()
             with opened.backend.exclusive_transaction(opened.database, name):
-                copy = Copy(self, opened, conn, timed.keyed)
+                copy = Copy(self, opened, conn, keyed_sql)
                 yield copy
             self.count(copy.written)
             opened.upkeep.after_write(copy.written)
@@ -223,22 +225,29 @@ def _stamp(opened: Opened, when: Any) -> Any:
 class _Timed:
     """The statements of timed rows, built once per store from the same
     builders as the engine's own (its INSERT answers the new id as a row
-    where the engine's does)."""
+    where the engine's does); the keyed ones at the first keyed timed write."""
 
-    def __init__(self, opened: Opened, keyed: KeyedSql) -> None:
-        database = opened.database
+    def __init__(self, opened: Opened) -> None:
+        database = self._database = opened.database
         returns = opened.insert_sql.rstrip().endswith(f"RETURNING {quote(database, 'id')}")
         self.insert = insert_sql(database, TABLE_NAME, TIMED_COLUMNS,
                                  returning="id" if returns else "")
-        sets = ", ".join(f"{quote(database, name)} = {database.param}"
-                         for name in TIMED_COLUMNS)
-        self.keyed = dataclasses.replace(
-            keyed,
-            insert=insert_sql(database, TABLE_NAME, TIMED_COLUMNS,
-                              returning="id" if keyed.returning else ""),
-            # A replaced row takes the new instant too.
-            update=(f"UPDATE {quote(database, TABLE_NAME)} SET {sets} "
-                    f"WHERE {quote(database, 'id')} = {database.param}"))
+        self._keyed: Optional[KeyedSql] = None
+
+    def keyed(self, plain: KeyedSql) -> KeyedSql:
+        """The engine's keyed statements ``plain``, their INSERT and UPDATE timed."""
+        if self._keyed is None:
+            database = self._database
+            sets = ", ".join(f"{quote(database, name)} = {database.param}"
+                             for name in TIMED_COLUMNS)
+            self._keyed = dataclasses.replace(
+                plain,
+                insert=insert_sql(database, TABLE_NAME, TIMED_COLUMNS,
+                                  returning="id" if plain.returning else ""),
+                # A replaced row takes the new instant too.
+                update=(f"UPDATE {quote(database, TABLE_NAME)} SET {sets} "
+                        f"WHERE {quote(database, 'id')} = {database.param}"))
+        return self._keyed
 
 
 class Copy:
@@ -246,14 +255,22 @@ class Copy:
     :meth:`~telemetry_orm.store.PeeweeTelemetryStore.copying`): ``conn``
     is its driver connection, inside its transaction."""
 
-    def __init__(self, writes: Writes, opened: Opened, conn: Any, keyed: KeyedSql) -> None:
+    def __init__(self, writes: Writes, opened: Opened, conn: Any,
+                 keyed: Optional[KeyedSql]) -> None:
         self.conn = conn
-        #: The statements of timed keyed rows (see :class:`~telemetry_orm.sql.KeyedSql`);
-        #: their parameters are those of :data:`TIMED_COLUMNS`.
-        self.keyed_sql = keyed
+        self._keyed = keyed
         self.written = 0
         self._writes = writes
         self._opened = opened
+
+    @property
+    def keyed_sql(self) -> KeyedSql:
+        """The statements of timed keyed rows (see :class:`~telemetry_orm.sql.KeyedSql`;
+        their parameters are those of :data:`TIMED_COLUMNS`), for a copy made
+        with ``keyed=True``."""
+        if self._keyed is None:
+            raise ValueError("keyed_sql needs a copy made with copying(..., keyed=True)")
+        return self._keyed
 
     def stamp(self, when: _dt.datetime) -> Any:
         """An instant as the ``created_at`` column stores it."""
