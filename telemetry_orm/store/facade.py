@@ -578,11 +578,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         # they use, and one of them may be waiting for a lock this thread's
         # own transaction holds: nothing to wait for.
         self._gate.close_users(wait=not borrowed)
-        with self._gate.lock:
-            if not self._gate.closed:
-                if opened is not None:
-                    opened.upkeep.close()
-                self._gate.closed = True
+        self._gate.close(opened.upkeep.close if opened is not None else lambda: None)
         forking.untrack(self._gate)
         if opened is not None:
             forking.untrack(opened.upkeep)

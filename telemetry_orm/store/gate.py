@@ -133,6 +133,13 @@ class Gate:
             self.check_open()
             yield
 
+    def close(self, finish: Callable[[], None]) -> None:
+        """Mark the store closed, once: ``finish`` runs first, under the lock."""
+        with self.lock:
+            if not self.closed:
+                finish()
+                self.closed = True
+
     def close_users(self, *, wait: bool) -> None:
         """Refuse new unlocked operations; ``wait``: for the running ones too."""
         self._users.close(wait=wait)
