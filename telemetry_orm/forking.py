@@ -7,7 +7,8 @@ Everything that holds such state registers here, in a layer:
 
 - :data:`ENGINE`: an engine's upkeep of one store (its connections, helper
   threads);
-- :data:`STORE`: a store (its lock);
+- :data:`STORE`: a store's gate (its lock and the calls running without
+  it, see :mod:`telemetry_orm.store.gate`);
 - :data:`RECORDER`: a background recorder (its queue and writer thread).
 
 Before a fork the hooks run from the top layer down (recorders, stores,

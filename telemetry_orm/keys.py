@@ -16,7 +16,8 @@ nothing). A purged key is forgotten once its stamp is more than
 more) before a purge. That purge writes in ``telemetry_orm_key_state`` the
 time keys may be forgotten before; an import then refuses (skips and
 lists) a keyed row created before it whose key it does not know, since it
-cannot tell whether that row was counted already. ``record()`` is never
+cannot tell whether that row was counted already, and ``record(…, key=…,
+at=…)`` refuses such a row the same way. ``record()`` without ``at`` is never
 refused: its rows are created now.
 
 The key table thus holds the keys of the rows there, and of the rows
@@ -27,13 +28,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from typing import Any, Optional, Tuple, Type
+from typing import Any, Optional, Type
 
 import peewee
 
 from . import sql as _sql
 from .backends.base import Backend, KeySweep
-from .schema import Execution, KeyState, PurgedKey, bind_model, format_timestamp
+from .schema import Execution, format_timestamp
+from .tables import KeyTables
 
 #: Days a purged key is kept after the purge that found its row gone (by
 #: default): longer than a year, so re-importing a year's transcripts or
@@ -43,16 +45,9 @@ KEY_DAYS = 400
 #: Keys a sweep looks at per step (a read of a few milliseconds).
 SWEEP_STEP = 5000
 
-Tables = Tuple[Any, Any, Any]
-
-#: The models beside the keys table, on every engine.
-SIDE_MODELS: Tuple[Type[peewee.Model], ...] = (PurgedKey, KeyState)
-
-
-def tables(database: peewee.Database, key_model: Type[peewee.Model]) -> Tables:
-    """The keys, purged keys and key state models bound to ``database``."""
-    return (bind_model(database, key_model), bind_model(database, PurgedKey),
-            bind_model(database, KeyState))
+#: The keys, purged keys and key state models bound to one database
+#: (``tables_of(database).keys``, see :mod:`telemetry_orm.tables`).
+Tables = KeyTables
 
 
 def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,

@@ -11,11 +11,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 import peewee
 from peewee import SQL, Case, ColumnBase, Entity, fn
 
-from . import zones
+from . import rollups, zones
 from .checks import to_utc
-from .engines import backend_class_of
-from .schema import Execution, bind_model, format_timestamp, parse_timestamp
+from .schema import Execution, format_timestamp, parse_timestamp
 from .sql import bounded, cost_units
+from .tables import tables_of
 
 #: Keys a report can be grouped by, in the order they are documented.
 GROUP_KEYS: Tuple[str, ...] = (
@@ -74,8 +74,7 @@ def zone_offsets(database: peewee.Database, zone: Any, columns: Sequence[Any],
     program's row of year 9999) costs its own year, not the thousands
     between; the offset before such a gap stands for it (it holds no row).
     """
-    backend = backend_class_of(database)
-    as_text = backend.dialect.as_text
+    as_text = tables_of(database).dialect.as_text
     low = _naive(since) if since is not None else None
     high = _naive(until) if until is not None else None
     years: Set[int] = set()
@@ -194,9 +193,9 @@ class Query:
         when already known."""
         self.database = database
         self.extra = extra
-        backend = backend_class_of(database)
-        self.dialect = backend.dialect
-        self.model: Type[Execution] = bind_model(database, backend.model_base)
+        tables = tables_of(database)
+        self.dialect = tables.dialect
+        self.model: Type[Execution] = tables.executions
         self.filters = filters
         self.key_names = key_names(group_by)
         self.zone = zones.check_zone("tz", filters.tz)
@@ -399,6 +398,14 @@ def _bucket_rows(rows: Iterable[Sequence[Any]], width: int) -> BucketCounts:
     return counts
 
 
+#: The sums table and the duration sketches table of each rollup tier.
+_TIERS: Dict[str, Tuple[str, Optional[str]]] = {
+    "hour": (rollups.ROLLUPS_TABLE, rollups.DURATIONS_TABLE),
+    "month": (rollups.MONTHS_TABLE, rollups.MONTH_DURATIONS_TABLE),
+    "day": (rollups.DAYS_TABLE, None),
+}
+
+
 class RollupQuery:
     """The SQL of the part of a report the rollups stand for: whole hours
     (``tier="hour"``) or whole UTC months (``tier="month"``) in ``[lower,
@@ -412,15 +419,14 @@ class RollupQuery:
         offsets: Optional[List[zones.Offset]] = None, tier: str = "hour",
     ) -> None:
         self.database = database
-        backend = backend_class_of(database)
-        self.dialect = backend.dialect
-        models = backend.rollup_models
+        tables = tables_of(database)
+        self.dialect = tables.dialect
         self.tier = tier
         self.time = tier
-        sums, sketches = {"hour": (0, 1), "month": (3, 4), "day": (6, None)}[tier]
-        self.rollup: Any = bind_model(database, models[sums])
+        sums, sketches = _TIERS[tier]
+        self.rollup: Any = tables.rollup(sums)
         # The day tier has no sketches: it serves reports without p95 only.
-        self.durations: Any = bind_model(database, models[sketches]) if sketches else None
+        self.durations: Any = tables.rollup(sketches) if sketches else None
         self.filters = filters
         self.key_names = key_names(group_by)
         self.lower, self.upper = lower, upper

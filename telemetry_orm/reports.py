@@ -66,7 +66,7 @@ from peewee import SQL, fn
 from . import prices as _prices
 from . import rollups, zones
 from .checks import check_number, check_text, check_time, to_utc
-from .engines import backend_class_of, backend_for
+from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .report_query import (
     GROUP_KEYS,
@@ -82,8 +82,9 @@ from .report_query import (
     zone_offsets,
 )
 from .rollups import estimate
-from .schema import COLUMN_NAMES, bind_model, format_timestamp
+from .schema import COLUMN_NAMES, format_timestamp
 from .sql import COST_UNITS_PER_USD, usd
+from .tables import tables_of
 
 __all__ = [
     "GROUP_KEYS", "METRICS", "PERCENTILE", "TIME_KEYS", "DatabaseStats", "Metrics", "Report",
@@ -262,7 +263,7 @@ def report(
     try:
         # One read transaction: every query sees the same snapshot, so the
         # rows, their percentiles and the totals agree while others write.
-        engine = backend_class_of(source)
+        engine = tables_of(source).engine
         # Inside a transaction of the caller's, the report reads in it.
         nested = engine.in_transaction(source)
         with source.atomic():
@@ -370,19 +371,19 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
     An hour the report takes from the rollups comes with the rows of that
     hour the rollups do not count yet; every other hour from its rows alone.
     """
-    backend = backend_class_of(database)
+    tables = tables_of(database)
     conn = database.connection()
     zone = zones.check_zone("tz", filters.tz)
-    if not backend.has_table(conn, rollups.STATE_TABLE):
+    if not tables.engine.has_table(conn, rollups.STATE_TABLE):
         return _Plan()
-    # Bound only now: making the classes costs about a millisecond.
-    models = [bind_model(database, base) for base in backend.rollup_models]
+    models = tables.rollups
     state = rollups.read_state(conn, models)
     if state.counted_before is None and state.purged_before is None:
         return _Plan()
     offsets = None
     if zone != zones.UTC:
-        offsets = _history_offsets(database, models[0], filters, zone)
+        offsets = _history_offsets(database, tables.rollup(rollups.ROLLUPS_TABLE), filters,
+                                   zone)
     purged = rollups.ceil_hour(state.purged_before) if state.purged_before else None
     since = _naive_utc(filters.since) if filters.since else None
     until = _naive_utc(filters.until) if filters.until else None
@@ -443,8 +444,7 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
 def _history_offsets(database: peewee.Database, rollup: Any, filters: ReportFilters,
                      zone: Any) -> List[zones.Offset]:
     """The zone's offsets over the report's range, rows and rollups."""
-    backend = backend_class_of(database)
-    m = bind_model(database, backend.model_base)
+    m = tables_of(database).executions
     return zone_offsets(database, zone, [m.created_at, rollup.hour], filters.since,
                         filters.until)
 
@@ -587,8 +587,8 @@ def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
     ``wal_bytes`` is 0 and ``journal_mode`` is ``server``: the server keeps
     its own write-ahead log.
     """
-    backend = backend_class_of(database)
-    model = bind_model(database, backend.model_base)
+    tables = tables_of(database)
+    backend, model = tables.engine, tables.executions
     as_text = backend.dialect.as_text
     try:
         with database.atomic():
@@ -617,11 +617,12 @@ def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
 
 
 def _rollup_stats(database: peewee.Database) -> Dict[str, Any]:
-    backend = backend_class_of(database)
+    tables = tables_of(database)
+    backend = tables.engine
     if not backend.has_table(database.connection(), rollups.STATE_TABLE):
         return {}
-    models = [bind_model(database, base) for base in backend.rollup_models]
-    rollup: Any = models[0]
+    models = tables.rollups
+    rollup: Any = tables.rollup(rollups.ROLLUPS_TABLE)
     as_text = backend.dialect.as_text
     n, first, last = database.execute(rollup.select(
         backend.dialect.total(rollup.executions), as_text(fn.MIN(rollup.hour)),
@@ -639,8 +640,7 @@ def unpriced_models(database: peewee.Database, prices: Any) -> List[Tuple[str, i
     """The models of ``database`` that have no price in ``prices`` (a
     :class:`~telemetry_orm.prices.PriceTable`), with how many executions
     each has, most first. Reads only."""
-    backend = backend_class_of(database)
-    model = bind_model(database, backend.model_base)
+    model = tables_of(database).executions
     try:
         counts = list(database.execute(
             model.select(model.model, fn.COUNT(SQL("*"))).group_by(model.model)))
@@ -655,8 +655,8 @@ def count_older_than(database: peewee.Database, days: float) -> int:
     than ``days`` days old by the database's clock: what a store's purge
     would delete now. Reads only."""
     value = check_number("days", days, "days")
-    backend = backend_class_of(database)
-    model = bind_model(database, backend.model_base)
+    tables = tables_of(database)
+    backend, model = tables.engine, tables.executions
     try:
         with database.atomic():
             conn = database.connection()

@@ -33,14 +33,16 @@ import peewee
 from . import imports as _imports
 from . import keys as _keys
 from .checks import check_count, check_instant, same_file
-from .engines import backend_class_of, backend_for
+from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .formats import printable
 from .prices import PriceTable
 from .record import FIELD_NAMES, TelemetryRecord
 from .schema import TABLE_NAME, bind_model, format_timestamp, parse_timestamp
-from .sql import insert_sql, quote, render
+from .sql import quote, render
 from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store
+from .store.writes import TIMED_COLUMNS, Copy
+from .tables import tables_of
 
 #: Rows per batch: one read from the source, one transaction in the target.
 BATCH_SIZE = 1000
@@ -185,9 +187,8 @@ def migrate(
     source_db, source_path = _open_source(source)
     try:
         name = source_name if source_name is not None else source_path
-        store = target if isinstance(target, PeeweeTelemetryStore) else None
-        if store is None:
-            store = create_telemetry_store(os.fspath(target))
+        store = (target if isinstance(target, PeeweeTelemetryStore)
+                 else create_telemetry_store(os.fspath(target)))
         try:
             return _copy(source_db, source_path, name, store, batch_size, progress, log)
         finally:
@@ -207,35 +208,30 @@ def _copy(
     log: logging.Logger,
 ) -> MigrationResult:
     started = time.perf_counter()
-    backend, database = store.backend, store.database
     reader = _Reader(source, source_path)
     names = reader.names
     total, last_id = reader.extent()
-    try:
-        migrated = bind_model(database, _Migrated)
-        after, done, copied, already = 0, 0, 0, 0
-        invalid: List[Tuple[int, str]] = []
-        invalid_count = 0
-        with backend.connection(database):
-            # Under the migration lock: two runs starting at once on a new
-            # PostgreSQL database would otherwise race to create the table.
-            with backend.exclusive_transaction(database, "migrate"):
-                migrated.create_table(safe=True)
-            while last_id is not None and after < last_id:
-                batch = reader.batch(after, last_id, batch_size)
-                if not batch:
-                    break
-                after = int(batch[-1][0])
-                written, skipped, bad = _write_batch(store, migrated, name, names, batch)
-                done += len(batch)
-                copied += written
-                already += skipped
-                invalid_count += len(bad)
-                invalid.extend(bad[: INVALID_SHOWN - len(invalid)])
-                if progress is not None:
-                    progress(MigrationProgress(done, total, copied, already + invalid_count))
-    except backend.driver_errors as exc:
-        raise DatabaseError(f"{store.path}: {exc}") from exc
+    migrated = bind_model(store.database, _Migrated)
+    after, done, copied, already = 0, 0, 0, 0
+    invalid: List[Tuple[int, str]] = []
+    invalid_count = 0
+    # Under the migration lock: two runs starting at once on a new
+    # PostgreSQL database would otherwise race to create the table.
+    with store.copying("migrate"):
+        migrated.create_table(safe=True)
+    while last_id is not None and after < last_id:
+        batch = reader.batch(after, last_id, batch_size)
+        if not batch:
+            break
+        after = int(batch[-1][0])
+        written, skipped, bad = _write_batch(store, migrated, name, names, batch)
+        done += len(batch)
+        copied += written
+        already += skipped
+        invalid_count += len(bad)
+        invalid.extend(bad[: INVALID_SHOWN - len(invalid)])
+        if progress is not None:
+            progress(MigrationProgress(done, total, copied, already + invalid_count))
     result = MigrationResult(
         source=source_path, target=store.path, total=int(total), copied=copied,
         already_copied=already, invalid=tuple(invalid), invalid_count=invalid_count,
@@ -252,9 +248,9 @@ class _Reader:
     def __init__(self, database: peewee.Database, path: str) -> None:
         self.database = database
         self.path = path
-        backend = backend_class_of(database)
-        self.model = bind_model(database, backend.model_base)
-        self.as_text = backend.dialect.as_text
+        tables = tables_of(database)
+        self.model = tables.executions
+        self.as_text = tables.dialect.as_text
         table = quote(database, TABLE_NAME)
         cursor = self._run(f"SELECT * FROM {table} WHERE 1 = 0", [])
         present = {d[0] for d in cursor.description}
@@ -290,7 +286,7 @@ class _Reader:
 
 
 #: The columns a copied row is written with: ``created_at`` kept.
-COPY_COLUMNS = ("created_at",) + FIELD_NAMES
+COPY_COLUMNS = TIMED_COLUMNS
 
 
 def _refused(store: PeeweeTelemetryStore, record: TelemetryRecord) -> Optional[str]:
@@ -303,10 +299,9 @@ def _refused(store: PeeweeTelemetryStore, record: TelemetryRecord) -> Optional[s
     return None
 
 
-def _copy_row(store: PeeweeTelemetryStore, when: Any, record: TelemetryRecord
-              ) -> Tuple[Any, ...]:
+def _copy_row(copy: Copy, when: Any, record: TelemetryRecord) -> Tuple[Any, ...]:
     """The parameters of :data:`COPY_COLUMNS` for one copied row."""
-    return (store.model.created_at.db_value(when), *record.as_row())
+    return (copy.stamp(when), *record.as_row())
 
 
 def _stamp(created_at: Any) -> str:
@@ -329,8 +324,7 @@ def _write_batch(
 
     Returns (rows written, rows copied before, invalid rows with the reason).
     """
-    database = store.database
-    with store.backend.exclusive_transaction(database, "migrate"):
+    with store.copying("migrate") as copy:
         query: Any = (
             migrated.select(migrated.source_id, migrated.source_created_at)
             # The batch is a range of ids: one index range scan, no long IN list.
@@ -365,15 +359,9 @@ def _write_batch(
             else:
                 new.append((row_id, *converted))
         if new:
-            conn = database.connection()
-            store.backend.copy_rows(
-                conn, TABLE_NAME, COPY_COLUMNS,
-                [_copy_row(store, when, record) for _, when, record in new],
-            )
-            store.backend.copy_rows(
-                conn, MIGRATED_TABLE, ("source", "source_id", "source_created_at"),
-                [(name, row_id, format_timestamp(when)) for row_id, when, _ in new],
-            )
+            copy.rows([_copy_row(copy, when, record) for _, when, record in new])
+            copy.copy(MIGRATED_TABLE, ("source", "source_id", "source_created_at"),
+                      [(name, row_id, format_timestamp(when)) for row_id, when, _ in new])
     return len(new), already, invalid
 
 
@@ -474,9 +462,8 @@ def import_files(
     else:
         items = _imports.read_export(paths, fmt, counter)
         replace = False
-    store = target if isinstance(target, PeeweeTelemetryStore) else None
-    if store is None:
-        store = create_telemetry_store(os.fspath(target))
+    store = (target if isinstance(target, PeeweeTelemetryStore)
+             else create_telemetry_store(os.fspath(target)))
     try:
         totals = _import_items(store, items, replace, batch_size, counter, progress)
     finally:
@@ -528,17 +515,14 @@ def _import_items(
             progress(ImportProgress(counter.files, counter.lines,
                                     imported + updated + unchanged))
 
-    try:
-        for item in items:
-            if isinstance(item, _imports.Skipped):
-                skip(item.where, item.reason)
-                continue
-            batch.append(item)
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-    except store.backend.driver_errors as exc:
-        raise DatabaseError(f"{store.path}: {exc}") from exc
+    for item in items:
+        if isinstance(item, _imports.Skipped):
+            skip(item.where, item.reason)
+            continue
+        batch.append(item)
+        if len(batch) >= batch_size:
+            flush()
+    flush()
     if progress is not None:
         progress(ImportProgress(counter.files, counter.lines, imported + updated + unchanged))
     return imported, updated, unchanged, skipped, skipped_count, reasons
@@ -556,42 +540,32 @@ def _write_keyed_batch(
     reading (``item.partial``) that differs from its row is refused, the row
     kept; an item with an unknown key created before keys were forgotten is
     refused (see :mod:`telemetry_orm.keys`)."""
-    sql = store.keyed_sql()
-    key_state = _keys.tables(store.database, store.backend.key_model)[2]
-    if replace:
-        store.prepare_replace()
-    database, model = store.database, store.model
+    tables = store.tables
+    key_state, model = tables.keys[2], tables.executions
     # The id is the last parameter (as_text may have one of its own, such as
     # PostgreSQL's to_char pattern).
-    current_sql, current_params = render(database, model.select(
-        store.backend.dialect.as_text(model.created_at),
+    current_sql, current_params = render(tables.database, model.select(
+        tables.dialect.as_text(model.created_at),
         *[getattr(model, name) for name in FIELD_NAMES]).where(model.id == 0))
     fixed = tuple(current_params[:-1])
-    insert = insert_sql(database, TABLE_NAME, COPY_COLUMNS,
-                        returning="id" if sql.returning else "")
-    update = "UPDATE {} SET {} WHERE {} = {}".format(
-        quote(database, TABLE_NAME),
-        ", ".join(f"{quote(database, n)} = {database.param}" for n in COPY_COLUMNS),
-        quote(database, "id"), database.param)
     new = changed = same = 0
     refused: List[Tuple[str, str]] = []
-    with store.backend.connection(database), \
-            store.backend.exclusive_transaction(database, "import"):
-        conn = database.connection()
+    with store.copying("import", keyed=True, replace=replace) as copy:
+        conn, sql = copy.conn, copy.keyed_sql
         forgotten = _keys.forgotten_before(conn, key_state)
         for item in batch:
             reason = _refused(store, item.record)
             if reason is not None:
                 refused.append((item.where, reason))
                 continue
-            params = _copy_row(store, item.created_at, item.record)
+            params = _copy_row(copy, item.created_at, item.record)
             found = conn.execute(sql.find, (item.key, item.key)).fetchone()
             if found is None:
                 reason = _keys.too_old(item.created_at, forgotten)
                 if reason is not None:
                     refused.append((item.where, f"key {item.key!r}: {reason}"))
                     continue
-                cursor = conn.execute(insert, params)
+                cursor = conn.execute(sql.insert, params)
                 row_id = (int(cursor.fetchone()[0]) if sql.returning
                           else int(cursor.lastrowid or 0))
                 conn.execute(sql.remember, (item.key, row_id))
@@ -606,11 +580,12 @@ def _write_keyed_batch(
                 elif item.partial is not None:
                     refused.append((item.where, item.partial))
                 else:
-                    with store.replacing(conn, row_id):
-                        conn.execute(update, (*params, row_id))
+                    with copy.replacing(row_id):
+                        conn.execute(sql.update, (*params, row_id))
                     changed += 1
             else:
                 same += 1
+        copy.wrote(new + changed)
     return new, changed, same, refused
 
 

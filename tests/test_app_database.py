@@ -895,11 +895,11 @@ def test_fork_does_not_wait_for_ever_for_a_proxy_store_that_is_opening(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from telemetry_orm import store as store_module
+    from telemetry_orm.store import gate
 
     if not hasattr(os, "fork"):
         pytest.skip("needs fork()")
-    monkeypatch.setattr(store_module, "FORK_WAIT", 0.3)
+    monkeypatch.setattr(gate, "FORK_WAIT", 0.3)
     path = tmp_path / "app.db"
     blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     blocker.execute("PRAGMA journal_mode = WAL")

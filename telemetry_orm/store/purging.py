@@ -1,0 +1,189 @@
+"""The paced purge: delete old rows in short chunks with free moments
+between them, fold in what the rollups do not count yet, then sweep the
+keys of the rows gone (see :mod:`telemetry_orm.keys`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import time
+from typing import Any, Callable, Optional, Tuple
+
+from .. import keys as _keys
+from .. import rollups
+from ..checks import check_number
+from ..errors import TelemetryError
+from ..schema import KEYS_TABLE, format_timestamp
+from ..tables import KeyTables
+from .opening import Host
+
+#: Days a purged key is kept (see :mod:`telemetry_orm.keys`).
+KEY_DAYS = _keys.KEY_DAYS
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeProgress:
+    """Where a running purge is, passed to ``progress`` after each chunk."""
+
+    deleted: int
+    chunks: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeResult:
+    """What :meth:`~telemetry_orm.store.PeeweeTelemetryStore.purge` did."""
+
+    #: Rows deleted.
+    deleted: int
+    #: Write transactions it took.
+    chunks: int
+    #: The longest time, in seconds, one of them held the engine's write lock.
+    longest_hold: float
+    #: Rows older than this (the database clock's time, as ``created_at``
+    #: compares) were deleted.
+    cutoff: Any
+    seconds: float
+
+
+def count_older_than(host: Host, days: float) -> int:
+    """How many rows a purge of ``days`` would delete now."""
+    value = check_number("days", days, "days")
+    with host.connection() as conn:
+        opened = host.opened
+        when = opened.backend.cutoff(conn, value)
+        return 0 if when is None else opened.backend.count_before(conn, opened.model, when)
+
+
+class Purge:
+    """One purge of rows older than ``days`` days (see
+    :meth:`~telemetry_orm.store.PeeweeTelemetryStore.purge`);
+    ``rollup_models`` gives the bound rollup models, their tables made."""
+
+    def __init__(self, host: Host, rollup_models: Callable[[], Tuple[Any, ...]]) -> None:
+        self._host = host
+        self._rollup_models = rollup_models
+
+    def run(self, days: float, progress: Optional[Callable[[PurgeProgress], None]],
+            key_days: float) -> PurgeResult:
+        host, log = self._host, self._host.log
+        value = check_number("days", days, "days")
+        keep = check_number("key_days", key_days, "days")
+        host.outside_transaction("purge")
+        started = time.perf_counter()
+        opened = host.opened
+        backend, model = opened.backend, opened.model
+        pacer = backend.purge_pacer()
+        with host.connection() as conn:
+            now = rollups.naive_utc(backend.cutoff(conn, 0.0))
+            when = backend.cutoff(conn, value)
+            if when is None:  # before the engine's earliest time: no row is older
+                log.info("purged 0 executions older than %s days (before any time)", days)
+                return PurgeResult(0, 0, 0.0, None, time.perf_counter() - started)
+            pacer.start(conn)
+        total = chunks = 0
+        longest = 0.0
+        try:
+            # Only reads: this process's writers need not wait for it (unless
+            # they share its one connection).
+            with host.connection(locked=backend.one_connection) as conn:
+                position = backend.purge_start(conn, model, when)
+            key_tables = self._keys_if_any()
+            models = self._rollup_models()
+            fold = rollups.purge_fold(opened.tables, when)
+            with host.connection() as conn:
+                state = rollups.read_state(conn, models)
+            if state.counted_before is None or state.counted_before < rollups.naive_utc(when):
+                # Chunks will fold rows in first: start them as small as a
+                # rollup step, the pacer sizes the rest.
+                pacer.rows = min(pacer.rows, rollups.FOLD_ROWS)
+            while True:
+                limit = pacer.rows
+                # The store lock is let go between chunks so this process's
+                # writers get their turn too.
+                with host.connection() as conn:
+                    chunk = backend.delete_chunk_before(conn, model, when, limit, position, fold)
+                    pause = pacer.after_chunk(conn, chunk.held)
+                deleted, held, position = chunk.deleted, chunk.held, chunk.position
+                total += deleted
+                chunks += 1
+                longest = max(longest, held)
+                log.debug("purge chunk %d: %d rows, locked %.1f ms, then %.1f ms free",
+                          chunks, deleted, held * 1000, pause * 1000)
+                if progress is not None:
+                    progress(PurgeProgress(total, chunks))
+                if chunk.done:
+                    break
+                opened.upkeep.purge_gap(pause)
+            if key_tables is not None:
+                moved, forgot, held = self._sweep_keys(key_tables, pacer, now, keep)
+                longest = max(longest, held)
+                log.debug("purge: kept %d keys whose rows are gone, forgot %d", moved, forgot)
+        finally:
+            if backend.borrowed:
+                # The connection is the application's, and keeps what the
+                # purge set unless it is put back, closed store or not.
+                with contextlib.suppress(TelemetryError, *backend.driver_errors), \
+                        backend.connection(opened.database) as conn:
+                    pacer.finish(conn)
+            elif not host.gate.closed:
+                with contextlib.suppress(TelemetryError), host.connection() as conn:
+                    pacer.finish(conn)
+        opened.upkeep.after_purge(total)
+        log.info("purged %d executions older than %s days (before %s) in %d chunks",
+                 total, days, when, chunks)
+        return PurgeResult(total, chunks, longest, when, time.perf_counter() - started)
+
+    def _keys_if_any(self) -> Optional[KeyTables]:
+        """The bound key models when the keys table exists (any store, in any
+        process, may have created it), its side tables created if need be;
+        else ``None``."""
+        opened = self._host.opened
+        with self._host.connection() as conn:
+            if not opened.backend.has_table(conn, KEYS_TABLE):
+                return None
+        opened.tables.create_missing(opened.backend, opened.tables.keys[1:])
+        return opened.tables.keys
+
+    def _sweep_keys(self, tables: KeyTables, pacer: Any, now: _dt.datetime,
+                    key_days: float) -> Tuple[int, int, float]:
+        """After a purge's rows: move the keys whose row is gone to the
+        purged keys, stamped ``now``, then forget the purged keys stamped
+        more than ``key_days`` days before ``now``; in steps, with the
+        store's lock let go between them. Return how many keys moved, how
+        many were forgotten, and the longest time a step held the write lock."""
+        host = self._host
+        opened = host.opened
+        backend, database = opened.backend, opened.database
+        stamp = format_timestamp(now)
+        try:
+            horizon: Optional[_dt.datetime] = now - _dt.timedelta(days=key_days)
+        except OverflowError:  # before the first day there is: nothing to forget
+            horizon = None
+        moved = forgot = 0
+        longest = 0.0
+        after: Optional[str] = None
+        while True:
+            with host.connection() as conn:
+                step = _keys.move_gone(backend, database, conn, tables, opened.model, after,
+                                       stamp)
+                pause = pacer.after_chunk(conn, step.held) if step.deleted else 0.0
+            moved += step.deleted
+            longest = max(longest, step.held)
+            if step.done:
+                break
+            after = step.after
+            if pause:
+                opened.upkeep.purge_gap(pause)
+        while horizon is not None:
+            with host.connection() as conn:
+                step = _keys.forget(backend, database, conn, tables, horizon)
+                pause = pacer.after_chunk(conn, step.held) if step.deleted else 0.0
+            forgot += step.deleted
+            longest = max(longest, step.held)
+            if step.done:
+                break
+            if pause:
+                opened.upkeep.purge_gap(pause)
+        return moved, forgot, longest
