@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import urllib.parse
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type
 
 import peewee
 from peewee import SQL, Case, ColumnBase, Entity, fn
 
 from . import rollups, zones
-from .checks import to_utc
+from .checks import check_text, check_time, to_utc
+from .errors import TelemetryValidationError
 from .schema import Execution, format_timestamp, parse_timestamp
 from .sql import bounded, cost_units
 from .tables import tables_of
@@ -503,3 +505,26 @@ def month_dimension(filters: ReportFilters, group_by: Sequence[str]) -> Optional
     if len(columns) > 1:
         return None
     return columns.pop() if columns else ""
+
+
+def checked_filters(**values: Any) -> ReportFilters:
+    """Report filters from keyword values, each checked (``since`` before ``until``)."""
+    filters = ReportFilters(
+        since=check_time("since", values.pop("since", None)),
+        until=check_time("until", values.pop("until", None)),
+        **{name: check_text(name, value) for name, value in values.items()},  # type: ignore[arg-type]
+    )
+    if filters.since and filters.until and filters.until <= filters.since:
+        raise TelemetryValidationError(
+            "until", f"must be later than since ({filters.since.isoformat()}), "
+            f"got {filters.until.isoformat()}"
+        )
+    return filters
+
+
+def database_name(database: peewee.Database) -> str:
+    """The file a database object reads, for error messages."""
+    name = str(database.database)
+    if name.startswith("file:"):
+        name = urllib.parse.unquote(name[len("file:"):].partition("?")[0])
+    return name

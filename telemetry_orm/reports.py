@@ -40,17 +40,14 @@ in WAL mode writers carry on).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import math
 import os
-import urllib.parse
 from typing import (
     Any,
     Callable,
     Dict,
-    Generator,
     Iterable,
     List,
     Mapping,
@@ -61,11 +58,10 @@ from typing import (
 )
 
 import peewee
-from peewee import SQL, fn
 
 from . import prices as _prices
 from . import rollups, zones
-from .checks import check_number, check_text, check_time, to_utc
+from .checks import to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .report_query import (
@@ -77,13 +73,22 @@ from .report_query import (
     ReportFilters,
     RollupQuery,
     Sums,
+    checked_filters,
+    database_name,
     month_dimension,
     nearest_rank,
     zone_offsets,
 )
 from .rollups import estimate
-from .schema import COLUMN_NAMES, format_timestamp
+from .schema import format_timestamp
 from .sql import COST_UNITS_PER_USD, usd
+from .stats import (
+    DatabaseStats,
+    count_older_than,
+    database_stats,
+    export_rows,
+    unpriced_models,
+)
 from .tables import tables_of
 
 __all__ = [
@@ -246,7 +251,7 @@ def report(
             "source", f"must be a telemetry store or a peewee database, got {type(source).__name__}"
         )
     zone = zones.check_zone("tz", tz)
-    filters = dataclasses.replace(_filters(
+    filters = dataclasses.replace(checked_filters(
         since=_in_zone(since, zone), until=_in_zone(until, zone), repo=repo, model=model,
         event_type=event_type, conclusion=conclusion,
     ), tz=zones.zone_name(zone))
@@ -310,7 +315,7 @@ def report(
             else:
                 total_p95 = None
     except peewee.DatabaseError as exc:
-        raise DatabaseError(f"{_name(source)}: {exc}") from exc
+        raise DatabaseError(f"{database_name(source)}: {exc}") from exc
     rows = [
         ReportRow(dict(zip(query.key_names, key, strict=True)), _metrics(g, percentiles.get(key)))
         for key, g in groups.items()
@@ -493,28 +498,6 @@ def _in_zone(value: Any, zone: Any) -> Any:
     return value
 
 
-def _filters(**values: Any) -> ReportFilters:
-    filters = ReportFilters(
-        since=check_time("since", values.pop("since", None)),
-        until=check_time("until", values.pop("until", None)),
-        **{name: check_text(name, value) for name, value in values.items()},  # type: ignore[arg-type]
-    )
-    if filters.since and filters.until and filters.until <= filters.since:
-        raise TelemetryValidationError(
-            "until", f"must be later than since ({filters.since.isoformat()}), "
-            f"got {filters.until.isoformat()}"
-        )
-    return filters
-
-
-def _name(database: peewee.Database) -> str:
-    """The file a database object reads, for error messages."""
-    name = str(database.database)
-    if name.startswith("file:"):
-        name = urllib.parse.unquote(name[len("file:"):].partition("?")[0])
-    return name
-
-
 def _check_group_by(group_by: Any) -> Tuple[str, ...]:
     keys = (group_by,) if isinstance(group_by, str) else group_by
     if not isinstance(keys, Iterable):
@@ -547,168 +530,6 @@ def _metrics(sums: Sums, p95: Optional[int]) -> Metrics:
         p95_duration_ms=int(p95) if p95 is not None and n else None,
         failed=sums.failed,
     )
-
-
-# --- Statistics and export ----------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class DatabaseStats:
-    """What is in a telemetry database file, from :func:`database_stats`."""
-
-    path: str
-    rows: int
-    #: ``created_at`` of the oldest and newest rows, as stored (UTC text).
-    oldest: Optional[str]
-    newest: Optional[str]
-    file_bytes: int
-    #: Size of the ``-wal`` file (0 when there is none).
-    wal_bytes: int
-    schema_version: int
-    journal_mode: str
-    #: Executions the rollups hold (purged ones among them), and the UTC
-    #: hours they span (``None``: no rollups).
-    rollup_executions: int = 0
-    rollup_first_hour: Optional[str] = None
-    rollup_last_hour: Optional[str] = None
-    #: Rows before this (UTC, with an id counted) are rolled up.
-    rollup_counted_before: Optional[str] = None
-    #: The latest cutoff of a purge made by this package: history before it
-    #: lives in the rollups only.
-    purged_before: Optional[str] = None
-
-
-def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
-    """Row count, time span, file sizes, schema version and journal mode of
-    the database ``path`` (a SQLite file, or a PostgreSQL URL safe to show)
-    opened as ``database``. Reads only.
-
-    On PostgreSQL ``file_bytes`` is the size of the table with its indexes,
-    ``wal_bytes`` is 0 and ``journal_mode`` is ``server``: the server keeps
-    its own write-ahead log.
-    """
-    tables = tables_of(database)
-    backend, model = tables.engine, tables.executions
-    as_text = backend.dialect.as_text
-    try:
-        with database.atomic():
-            rows, oldest, newest = database.execute(
-                model.select(
-                    fn.COUNT(SQL("*")),
-                    as_text(fn.MIN(model.created_at)),
-                    as_text(fn.MAX(model.created_at)),
-                )
-            ).fetchone()
-            storage = backend.storage(database, path)
-            rolled = _rollup_stats(database)
-    except peewee.DatabaseError as exc:
-        raise DatabaseError(f"{path}: {exc}") from exc
-    return DatabaseStats(
-        path=path,
-        rows=int(rows),
-        oldest=oldest,
-        newest=newest,
-        file_bytes=storage.data_bytes,
-        wal_bytes=storage.log_bytes,
-        schema_version=storage.schema_version,
-        journal_mode=storage.journal_mode,
-        **rolled,
-    )
-
-
-def _rollup_stats(database: peewee.Database) -> Dict[str, Any]:
-    tables = tables_of(database)
-    backend = tables.engine
-    if not backend.has_table(database.connection(), rollups.STATE_TABLE):
-        return {}
-    models = tables.rollups
-    rollup: Any = tables.rollup(rollups.ROLLUPS_TABLE)
-    as_text = backend.dialect.as_text
-    n, first, last = database.execute(rollup.select(
-        backend.dialect.total(rollup.executions), as_text(fn.MIN(rollup.hour)),
-        as_text(fn.MAX(rollup.hour)))).fetchone()
-    state = rollups.read_state(database.connection(), models)
-    return {
-        "rollup_executions": int(n or 0), "rollup_first_hour": first, "rollup_last_hour": last,
-        "rollup_counted_before": (format_timestamp(state.counted_before)
-                                  if state.counted_before else None),
-        "purged_before": format_timestamp(state.purged_before) if state.purged_before else None,
-    }
-
-
-def unpriced_models(database: peewee.Database, prices: Any) -> List[Tuple[str, int]]:
-    """The models of ``database`` that have no price in ``prices`` (a
-    :class:`~telemetry_orm.prices.PriceTable`), with how many executions
-    each has, most first. Reads only."""
-    model = tables_of(database).executions
-    try:
-        counts = list(database.execute(
-            model.select(model.model, fn.COUNT(SQL("*"))).group_by(model.model)))
-    except peewee.DatabaseError as exc:
-        raise DatabaseError(f"{_name(database)}: {exc}") from exc
-    found = [(str(name), int(n)) for name, n in counts if prices.find(name) is None]
-    return sorted(found, key=lambda item: (-item[1], item[0]))
-
-
-def count_older_than(database: peewee.Database, days: float) -> int:
-    """How many executions of ``database`` (opened read-only, say) are more
-    than ``days`` days old by the database's clock: what a store's purge
-    would delete now. Reads only."""
-    value = check_number("days", days, "days")
-    tables = tables_of(database)
-    backend, model = tables.engine, tables.executions
-    try:
-        with database.atomic():
-            conn = database.connection()
-            when = backend.cutoff(conn, value)
-            return 0 if when is None else backend.count_before(conn, model, when)
-    except peewee.DatabaseError as exc:
-        raise DatabaseError(f"{_name(database)}: {exc}") from exc
-
-
-def export_rows(
-    database: peewee.Database,
-    *,
-    since: Optional[_dt.datetime] = None,
-    until: Optional[_dt.datetime] = None,
-) -> Tuple[Tuple[str, ...], Generator[Tuple[Any, ...], None, None]]:
-    """Every column of every execution in ``[since, until)``, oldest first.
-
-    Returns the column names (:data:`~telemetry_orm.schema.COLUMN_NAMES`)
-    and an iterator over the rows as stored (raw values, ``created_at`` as
-    UTC text ``YYYY-MM-DD HH:MM:SS``, also on PostgreSQL). The rows are read
-    from the cursor a batch at a time, so memory stays flat however many
-    there are; consume the iterator before closing the database.
-    """
-    filters = _filters(since=since, until=until)
-    query = Query(database=database, filters=filters, group_by=())
-    created_at, row_id = query.model.created_at, query.model.id
-    # Every column in table order, created_at as SQLite stores it on any engine.
-    selected = [
-        query.dialect.as_text(created_at).alias("created_at") if name == "created_at"
-        else getattr(query.model, name)
-        for name in COLUMN_NAMES
-    ]
-    try:
-        cursor = database.execute(query.select(*selected).order_by(created_at, row_id))
-    except peewee.DatabaseError as exc:
-        raise DatabaseError(f"{_name(database)}: {exc}") from exc
-    columns = tuple(d[0] for d in cursor.description)
-    return columns, _fetch(cursor)
-
-
-def _fetch(cursor: Any, size: int = 1000) -> Generator[Tuple[Any, ...], None, None]:
-    try:
-        while True:
-            batch = cursor.fetchmany(size)
-            if not batch:
-                return
-            yield from (tuple(row) for row in batch)
-    finally:
-        # The database may be closed already (the iterator was dropped
-        # after it): the cursor went with it.
-        with contextlib.suppress(Exception):
-            cursor.close()
 
 
 def _ordered(rows: List[ReportRow], group_by: Sequence[str]) -> List[ReportRow]:
