@@ -257,6 +257,11 @@ class RollupState(Model):
         table_name = STATE_TABLE
 
 
+#: The rollup models in the order a backend's ``rollup_models`` lists them.
+MODELS: Tuple[Any, ...] = (
+    Rollup, RollupDuration, RollupState, RollupMonth, RollupMonthDuration, FoldRow, RollupDay)
+
+
 # --- SQL ------------------------------------------------------------------------
 #
 # ``models`` are the three rollup models and ``model`` the ``Execution`` model,

@@ -30,6 +30,7 @@ from ..zones import Offset
 from .base import (
     BUSY_TIMEOUT_MS,
     PURGE_CHUNK,
+    Backend,
     Fold,
     PurgeChunk,
     ReportDialect,
@@ -77,6 +78,10 @@ PRAGMAS: Tuple[Tuple[str, Any], ...] = (
 _INHERITED: List[sqlite3.Connection] = []
 
 _BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
+
+
+# Only for building SQL text in SQLite's dialect (never connected).
+_DIALECT_DATABASE = peewee.SqliteDatabase(None)
 
 
 class StoreDatabase(peewee.SqliteDatabase):
@@ -362,7 +367,7 @@ DIALECT = ReportDialect(
 )
 
 
-class SqliteBackend:
+class SqliteBackend(Backend):
     """The SQLite part of a store: what :class:`~telemetry_orm.store.PeeweeTelemetryStore`
     asks of its database engine (see :class:`~telemetry_orm.backends.base.Backend`)."""
 
@@ -374,6 +379,7 @@ class SqliteBackend:
         rollups.RollupMonthDuration, rollups.FoldRow, rollups.RollupDay)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
+    sql_database = _DIALECT_DATABASE
     check_row = None  # stores every valid record, NUL characters included
 
     def __init__(
@@ -614,18 +620,11 @@ class SqliteBackend:
         with database.atomic(lock_type="IMMEDIATE"):
             yield
 
-    def insert_sql(self, model: Type[Execution]) -> str:
-        """The INSERT every ``record()`` runs, built once per store."""
-        return _sql.record_insert_sql(model)
-
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
         """The INSERT for one row (autocommit) on this thread's connection:
         ``record()``'s whole path to the database, with nothing between it
         and ``sqlite3``; return its id."""
         return database.connection().execute(sql, params).lastrowid or 0
-
-    def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> _sql.KeyedSql:
-        return _sql.keyed_sql(model, keys, purged)
 
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
@@ -682,16 +681,6 @@ class SqliteBackend:
             last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         return list(range(last - len(rows) + 1, last + 1))
 
-    def copy_rows(
-        self,
-        conn: sqlite3.Connection,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-    ) -> None:
-        """One INSERT run for every row (``executemany``), in the caller's transaction."""
-        conn.executemany(_sql.insert_sql(_DIALECT_DATABASE, table, columns), rows)
-
     @classmethod
     def cutoff(cls, conn: sqlite3.Connection, days: float) -> Optional[str]:
         """``datetime('now', '-N days')`` by the database's own (UTC) clock,
@@ -706,10 +695,6 @@ class SqliteBackend:
         if row[0] is None or str(row[0]) < schema.format_timestamp(EARLIEST):
             return None
         return str(row[0])
-
-    @classmethod
-    def count_before(cls, conn: sqlite3.Connection, model: Type[Execution], when: str) -> int:
-        return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
 
     def purge_start(self, conn: sqlite3.Connection, model: Type[Execution], when: str) -> IdWalk:
         """Where a purge begins: the walk over the ids of the expired rows
@@ -836,10 +821,6 @@ class IdWalk:
 
     after: int
     last: int
-
-
-# Only for building SQL text in SQLite's dialect (never connected).
-_DIALECT_DATABASE = peewee.SqliteDatabase(None)
 
 
 def url_path(url: str) -> str:
