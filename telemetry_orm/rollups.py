@@ -46,7 +46,6 @@ import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from peewee import (
-    EXCLUDED,
     SQL,
     BigIntegerField,
     Case,
@@ -59,7 +58,15 @@ from peewee import (
 )
 
 from .schema import format_timestamp, parse_timestamp
-from .sql import COST_UNITS_PER_USD, Statement, bounded, cost_units, render
+from .sql import (
+    COST_UNITS_PER_USD,
+    Statement,
+    Upsert,
+    bounded,
+    cost_units,
+    render,
+    upsert_on_conflict,
+)
 
 __all__ = [
     "ALPHA", "DIMENSIONS", "DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "GAMMA",
@@ -310,12 +317,11 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any, *,
 
     def upsert(target: Any, key: List[Any], selected: Sequence[Any], added: Sequence[str],
                groups: int) -> None:
-        fields = [*key, *(getattr(target, name) for name in added)]
-        update = {getattr(target, name): getattr(target, name) + getattr(EXCLUDED, name)
-                  for name in added}
+        sums = [getattr(target, name) for name in added]
         query = f.select(*selected).group_by(*by(groups))
-        statements.append(render(database, target.insert_from(query, fields).on_conflict(
-            conflict_target=key, update=update)))
+        # Each engine spells "add to the row with this key" its own way.
+        statements.append(render(database, dialect.upsert(
+            target.insert_from(query, [*key, *sums]), key, sums, True)))
 
     # The scratch table holds costs in cost units (exact sums); the rollups
     # keep dollars, from which a report takes the same units back.
@@ -381,16 +387,17 @@ def read_state(conn: Any, models: Sequence[Any]) -> State:
     return State(int(row[0]), _time(row[1]), _time(row[2]))
 
 
-def write_state(conn: Any, models: Sequence[Any], state: State) -> None:
+def write_state(conn: Any, models: Sequence[Any], state: State, *,
+                upsert: Upsert = upsert_on_conflict) -> None:
+    """Set the state row, inside the caller's transaction (``upsert``: the
+    engine's, ``ReportDialect.upsert``)."""
     state_model = models[2]
     database = state_model._meta.database
     values = {state_model.id: 1, state_model.counted_ids: state.counted_ids,
               state_model.counted_before: _text(state.counted_before),
               state_model.purged_before: _text(state.purged_before)}
-    query = state_model.insert(values).on_conflict(
-        conflict_target=[state_model.id],
-        update={field: getattr(EXCLUDED, field.name) for field in values
-                if field is not state_model.id})
+    query = upsert(state_model.insert(values).returning(), [state_model.id],
+                   [field for field in values if field is not state_model.id], False)
     conn.execute(*render(database, query))
 
 

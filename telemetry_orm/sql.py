@@ -167,18 +167,19 @@ def keys_past(keys: Any, model: Any, after: Optional[str], limit: int) -> Statem
     return sql, [] if after is None else [after]
 
 
-def move_gone_key(keys: Any, purged: Any, model: Any) -> str:
+def move_gone_key(keys: Any, purged: Any, model: Any, *,
+                  upsert: Optional[Upsert] = None) -> str:
     """Copy the key given as the second parameter into the purged keys,
     stamped with the first, if its row is gone (looked at under the write
-    lock, as :func:`delete_gone_key` does after it)."""
-    database = model._meta.database
-    q = functools.partial(quote, database)
-    mark = database.param
-    return (f"INSERT INTO {q(purged._meta.table_name)} ({q('key')}, {q('execution_id')}, "
-            f"{q('purged_at')}) SELECT k.{q('key')}, k.{q('execution_id')}, {mark} "
-            f"FROM {q(keys._meta.table_name)} AS k WHERE k.{q('key')} = {mark} AND NOT EXISTS "
-            f"(SELECT 1 FROM {q(model._meta.table_name)} AS e "
-            f"WHERE e.{q('id')} = k.{q('execution_id')}) ON CONFLICT ({q('key')}) DO NOTHING")
+    lock, as :func:`delete_gone_key` does after it); a key already there
+    stays as it is (``upsert``: the engine's, as in :func:`keyed_sql`)."""
+    row = model.alias("e")
+    gone = ~fn.EXISTS(row.select(SQL("1")).where(row.id == keys.execution_id))
+    picked = keys.select(keys.key, keys.execution_id, peewee.Value("")).where(
+        (keys.key == "") & gone)
+    query = purged.insert_from(picked, [purged.key, purged.execution_id, purged.purged_at])
+    return render(model._meta.database, (upsert or upsert_on_conflict)(
+        query.returning(), [purged.key], [], False))[0]
 
 
 def purged_before(purged: Any, when: str, limit: int) -> Statement:

@@ -1,0 +1,152 @@
+"""The Backend base class (telemetry_orm.backends.base): an engine is a
+subclass that overrides only what differs. Each test makes an engine of
+SQLite with one part overridden or left to the base's default, runs the
+store on it, and checks the stored data through an independent connection."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator, List, Sequence
+
+import peewee
+import pytest
+from support import FIXED_NOW, minimal
+
+from telemetry_orm import PeeweeTelemetryStore, clock, rollups, schema
+from telemetry_orm.backends.base import Backend, FixedPacer
+from telemetry_orm.backends.sqlite import DIALECT, SqliteBackend
+from telemetry_orm.sql import upsert_on_conflict
+
+pytestmark = pytest.mark.usefixtures("pinned_clock")
+
+#: Tables each upsert went to, in order, for the engine below.
+UPSERTED: List[str] = []
+
+
+def _spelled_here(query: Any, key: Sequence[Any], fields: Sequence[Any], add: bool) -> Any:
+    UPSERTED.append(query.model._meta.table_name)
+    return upsert_on_conflict(query, key, fields, add)
+
+
+class UpsertingEngine(SqliteBackend):
+    """SQLite, with an upsert of its own (as MySQL has ``ON DUPLICATE KEY``)."""
+
+    dialect = dataclasses.replace(DIALECT, upsert=_spelled_here)
+
+
+class BasePurgeEngine(SqliteBackend):
+    """SQLite, purging as the base class does by default (ids read, then
+    deleted by id in a fold transaction; fixed chunks, no pauses)."""
+
+    purge_start = Backend.purge_start
+    delete_chunk_before = Backend.delete_chunk_before
+    purge_pacer = Backend.purge_pacer
+
+
+@pytest.fixture
+def upserted() -> Iterator[List[str]]:
+    UPSERTED.clear()
+    yield UPSERTED
+    UPSERTED.clear()
+
+
+def _store(engine: type, path: Path) -> PeeweeTelemetryStore:
+    return PeeweeTelemetryStore(engine.from_location(str(path), busy_timeout=5000,
+                                                     log_size_limit=1 << 20))
+
+
+def _age(path: Path, ids: Sequence[int], when: _dt.datetime) -> None:
+    with sqlite3.connect(path) as witness:
+        witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?",
+                            [(when.strftime("%Y-%m-%d %H:%M:%S"), i) for i in ids])
+
+
+def _rows(path: Path, sql: str) -> List[Any]:
+    with sqlite3.connect(path) as witness:
+        return list(witness.execute(sql))
+
+
+def test_the_rollups_add_up_through_the_dialects_upsert(db_path: Path,
+                                                         upserted: List[str]) -> None:
+    store = _store(UpsertingEngine, db_path)
+    ids = [store.record(minimal(input_tokens=10, duration_ms=100)) for _ in range(3)]
+    _age(db_path, ids, FIXED_NOW - _dt.timedelta(hours=2))
+    store.rollup()
+    later = store.record(minimal(input_tokens=5, duration_ms=100))
+    _age(db_path, [later], FIXED_NOW - _dt.timedelta(hours=2))
+    store.rollup()
+    store.close()
+    # Every rollup table took its rows through the engine's own upsert, twice.
+    tables = {rollups.ROLLUPS_TABLE, rollups.DAYS_TABLE, rollups.MONTHS_TABLE,
+              rollups.DURATIONS_TABLE, rollups.MONTH_DURATIONS_TABLE}
+    assert tables <= set(upserted)
+    assert all(upserted.count(table) >= 2 for table in tables), upserted
+    # And the second fold added to the first one's rows.
+    assert _rows(db_path, f"SELECT executions, input_tokens FROM {rollups.ROLLUPS_TABLE}") \
+        == [(4, 35)]
+    assert _rows(db_path, f"SELECT SUM(executions) FROM {rollups.DURATIONS_TABLE}") == [(4,)]
+    assert _rows(db_path, f"SELECT counted_ids FROM {rollups.STATE_TABLE}") == [(later,)]
+
+
+def test_the_rollup_state_is_written_through_the_dialects_upsert(
+        db_path: Path, upserted: List[str]) -> None:
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    database = peewee.SqliteDatabase(str(db_path))
+    models = [schema.bind_model(database, m) for m in rollups.MODELS]
+    database.create_tables([models[2]])
+    conn = database.connection()
+    for n in (5, 9):
+        rollups.write_state(conn, models, rollups.State(n, FIXED_NOW.replace(tzinfo=None)),
+                            upsert=UpsertingEngine.dialect.upsert)
+    database.close()
+    assert upserted == [rollups.STATE_TABLE] * 2
+    assert _rows(db_path, f"SELECT id, counted_ids, counted_before, purged_before "
+                          f"FROM {rollups.STATE_TABLE}") \
+        == [(1, 9, FIXED_NOW.strftime("%Y-%m-%d %H:%M:%S"), None)]
+
+
+def test_keys_are_remembered_moved_and_forgotten_through_the_dialects_upsert(
+        db_path: Path, upserted: List[str]) -> None:
+    store = _store(UpsertingEngine, db_path)
+    first = store.record(minimal(), key="delivery-1")
+    assert store.record(minimal(), key="delivery-1") == first
+    assert "telemetry_orm_keys" in upserted
+    _age(db_path, [first], FIXED_NOW - _dt.timedelta(days=30))
+    assert store.purge(7).deleted == 1
+    assert "telemetry_orm_purged_keys" in upserted
+    assert _rows(db_path, "SELECT key FROM telemetry_orm_purged_keys") == [("delivery-1",)]
+    # Two days on, a purge keeping keys one day forgets it, and the state
+    # says since when keys may be forgotten.
+    with clock.pinned(FIXED_NOW + _dt.timedelta(days=2)):
+        store.purge(7, key_days=1)
+    assert "telemetry_orm_key_state" in upserted
+    assert _rows(db_path, "SELECT COUNT(*) FROM telemetry_orm_purged_keys") == [(0,)]
+    assert _rows(db_path, "SELECT COUNT(*) FROM telemetry_orm_keys") == [(0,)]
+    assert _rows(db_path, "SELECT forgotten_before IS NOT NULL "
+                          "FROM telemetry_orm_key_state") == [(1,)]
+    store.close()
+
+
+def test_the_base_classs_purge_deletes_in_chunks_and_counts_the_rows_in_the_rollups(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FixedPacer, "rows", 4)
+    store = _store(BasePurgeEngine, db_path)
+    old = [store.record(minimal(output_tokens=1)) for _ in range(10)]
+    kept = [store.record(minimal(output_tokens=1)) for _ in range(3)]
+    _age(db_path, old, FIXED_NOW - _dt.timedelta(days=30))
+    result = store.purge(7)
+    store.close()
+    assert (result.deleted, result.chunks) == (10, 3)
+    assert sorted(i for (i,) in _rows(db_path, "SELECT id FROM executions")) == kept
+    # Counted in the rollups in the transactions that deleted them.
+    assert _rows(db_path, f"SELECT SUM(executions), SUM(output_tokens) "
+                          f"FROM {rollups.ROLLUPS_TABLE}") == [(10, 10)]
+
+
+def test_an_engine_leaves_to_the_base_what_engines_do_alike() -> None:
+    # The SQL every engine runs alike is built once, in the base class.
+    for name in ("insert_sql", "keyed_sql", "count_before", "copy_rows"):
+        assert name not in vars(SqliteBackend) and name in vars(Backend), name
