@@ -45,14 +45,18 @@ SWEEP_STEP = 5000
 
 Tables = Tuple[Any, Any, Any]
 
-#: The models beside the keys table, on every engine.
+#: The models beside the keys table, as declared (an engine's own:
+#: ``Backend.side_models``).
 SIDE_MODELS: Tuple[Type[peewee.Model], ...] = (PurgedKey, KeyState)
 
 
-def tables(database: peewee.Database, key_model: Type[peewee.Model]) -> Tables:
-    """The keys, purged keys and key state models bound to ``database``."""
-    return (bind_model(database, key_model), bind_model(database, PurgedKey),
-            bind_model(database, KeyState))
+def tables(database: peewee.Database, key_model: Type[peewee.Model],
+           side_models: Tuple[Type[peewee.Model], ...] = SIDE_MODELS) -> Tables:
+    """The keys, purged keys and key state models bound to ``database``
+    (``side_models``: the engine's, ``Backend.side_models``)."""
+    purged, state = side_models
+    return (bind_model(database, key_model), bind_model(database, purged),
+            bind_model(database, state))
 
 
 def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,

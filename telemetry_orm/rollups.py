@@ -53,11 +53,10 @@ from peewee import (
     DoubleField,
     IntegerField,
     Model,
-    TextField,
     fn,
 )
 
-from .schema import format_timestamp, parse_timestamp
+from .schema import KeyTextField, TimeTextField, format_timestamp, parse_timestamp
 from .sql import (
     COST_UNITS_PER_USD,
     Statement,
@@ -160,8 +159,8 @@ class RollupResult:
 def _sums_model(name: str, period: str, table: str, doc: str) -> Any:
     """A model of the sums per ``period`` (its first column, UTC text) and
     combination; one b-tree by its key (SQLite)."""
-    fields: Dict[str, Any] = {period: TextField()}
-    fields.update({column: TextField() for column in DIMENSIONS})
+    fields: Dict[str, Any] = {period: TimeTextField()}
+    fields.update({column: KeyTextField() for column in DIMENSIONS})
     fields["paid"] = IntegerField()
     fields.update({column: DoubleField() if column == "cost_usd" else BigIntegerField()
                    for column in SUMS})
@@ -178,12 +177,12 @@ Rollup = _sums_model(
 class RollupDuration(Model):
     """How many executions of one hour and combination fell in one duration bucket."""
 
-    hour = TextField()
-    repo = TextField()
-    model = TextField()
-    provider = TextField()
-    event_type = TextField()
-    conclusion = TextField()
+    hour = TimeTextField()
+    repo = KeyTextField()
+    model = KeyTextField()
+    provider = KeyTextField()
+    event_type = KeyTextField()
+    conclusion = KeyTextField()
     bucket = IntegerField()
     executions = BigIntegerField()
 
@@ -209,9 +208,9 @@ class RollupMonthDuration(Model):
     executions): what a p95 by that column alone, or of the totals, needs,
     in as many rows as the column has values, whatever the combinations."""
 
-    month = TextField()
-    dimension = TextField()
-    value = TextField()
+    month = TimeTextField()
+    dimension = KeyTextField()
+    value = KeyTextField()
     bucket = IntegerField()
     executions = BigIntegerField()
 
@@ -227,14 +226,14 @@ class FoldRow(Model):
     bucket: read once from ``executions``, then added to every rollup table
     from here."""
 
-    hour = TextField()
-    day = TextField()
-    month = TextField()
-    repo = TextField()
-    model = TextField()
-    provider = TextField()
-    event_type = TextField()
-    conclusion = TextField()
+    hour = TimeTextField()
+    day = TimeTextField()
+    month = TimeTextField()
+    repo = KeyTextField()
+    model = KeyTextField()
+    provider = KeyTextField()
+    event_type = KeyTextField()
+    conclusion = KeyTextField()
     paid = IntegerField()
     bucket = IntegerField()
     executions = BigIntegerField()
@@ -257,8 +256,8 @@ class RollupState(Model):
 
     id = IntegerField(primary_key=True)
     counted_ids = BigIntegerField()
-    counted_before = TextField(null=True)
-    purged_before = TextField(null=True)
+    counted_before = TimeTextField(null=True)
+    purged_before = TimeTextField(null=True)
 
     class Meta:
         table_name = STATE_TABLE

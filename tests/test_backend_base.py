@@ -9,13 +9,13 @@ import dataclasses
 import datetime as _dt
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import peewee
 import pytest
 from support import FIXED_NOW, minimal
 
-from telemetry_orm import PeeweeTelemetryStore, clock, rollups, schema
+from telemetry_orm import PeeweeTelemetryStore, clock, keys, rollups, schema
 from telemetry_orm.backends.base import Backend, FixedPacer
 from telemetry_orm.backends.sqlite import DIALECT, SqliteBackend
 from telemetry_orm.sql import upsert_on_conflict
@@ -150,3 +150,60 @@ def test_an_engine_leaves_to_the_base_what_engines_do_alike() -> None:
     # The SQL every engine runs alike is built once, in the base class.
     for name in ("insert_sql", "keyed_sql", "count_before", "copy_rows"):
         assert name not in vars(SqliteBackend) and name in vars(Backend), name
+
+
+class WideEngine(SqliteBackend):
+    """SQLite with the column types of an engine that cannot index TEXT:
+    indexed text gets a length, UTC instants kept as text their own type."""
+
+    @classmethod
+    def column(cls, field: peewee.Field) -> Optional[peewee.Field]:
+        if isinstance(field, schema.KeyTextField):
+            return peewee.CharField(max_length=64)
+        if isinstance(field, schema.TimeTextField):
+            return peewee.CharField(max_length=19)
+        return None
+
+
+def _types(path: Path, table: str) -> Dict[str, str]:
+    return {name: kind for _, name, kind, *_ in _rows(path, f"PRAGMA table_info({table})")}
+
+
+def test_an_engines_column_types_build_every_table(db_path: Path) -> None:
+    store = _store(WideEngine, db_path)
+    row_id = store.record(minimal(), key="delivery-1")
+    _age(db_path, [row_id], FIXED_NOW - _dt.timedelta(hours=2))
+    store.rollup()
+    store.close()
+    executions = _types(db_path, "executions")
+    assert executions["repo"] == "VARCHAR(64)"
+    # The other columns, and their order, stay as declared.
+    assert list(executions) == list(schema.COLUMN_NAMES)
+    assert executions["model"] == executions["created_at"] == "TEXT"
+    assert _types(db_path, "telemetry_orm_keys")["key"] == "VARCHAR(64)"
+    assert _rows(db_path, "SELECT key, execution_id FROM telemetry_orm_keys") \
+        == [("delivery-1", row_id)]
+    rollup = _types(db_path, rollups.ROLLUPS_TABLE)
+    assert {name: rollup[name] for name in ("hour", *rollups.DIMENSIONS)} == {
+        "hour": "VARCHAR(19)", **{name: "VARCHAR(64)" for name in rollups.DIMENSIONS}}
+    sketch = _types(db_path, rollups.MONTH_DURATIONS_TABLE)
+    assert (sketch["month"], sketch["dimension"], sketch["value"]) \
+        == ("VARCHAR(19)", "VARCHAR(64)", "VARCHAR(64)")
+    assert _types(db_path, rollups.STATE_TABLE)["counted_before"] == "VARCHAR(19)"
+    assert _rows(db_path, f"SELECT repo, executions FROM {rollups.ROLLUPS_TABLE}") \
+        == [("acme/api", 1)]
+    # The purged keys and the key state, from the engine's side models.
+    database = peewee.SqliteDatabase(str(db_path.with_name("side.db")))
+    bound = keys.tables(database, WideEngine.key_model, WideEngine.side_models)
+    database.create_tables(list(bound))
+    database.close()
+    side = db_path.with_name("side.db")
+    purged = _types(side, "telemetry_orm_purged_keys")
+    assert (purged["key"], purged["purged_at"]) == ("VARCHAR(64)", "VARCHAR(19)")
+    assert _types(side, "telemetry_orm_key_state")["forgotten_before"] == "VARCHAR(19)"
+
+
+def test_an_engine_without_column_types_keeps_the_declared_tables() -> None:
+    assert SqliteBackend.model_base is schema.Execution
+    assert SqliteBackend.side_models == (schema.PurgedKey, schema.KeyState)
+    assert SqliteBackend.rollup_models == rollups.MODELS

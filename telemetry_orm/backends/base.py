@@ -39,7 +39,7 @@ from peewee import ColumnBase
 from .. import rollups
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TransactionOpenError
-from ..schema import Execution, ExecutionKey
+from ..schema import Execution, ExecutionKey, KeyState, PurgedKey, with_columns
 from ..sql import KeyedSql, Replacing, Upsert
 from ..zones import Offset
 
@@ -351,6 +351,8 @@ class Backend:
     #: The models of the rollups: per hour, duration sketches, the state row,
     #: per month, month sketches, the fold's scratch table, per day.
     rollup_models: Tuple[Type[peewee.Model], ...] = rollups.MODELS
+    #: The models beside the keys table: the purged keys and the key state.
+    side_models: Tuple[Type[peewee.Model], ...] = (PurgedKey, KeyState)
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
     driver_errors: Tuple[Type[BaseException], ...] = (peewee.PeeweeException,)
     #: How reports (and the rollups' upserts) spell SQL on this engine.
@@ -378,6 +380,41 @@ class Backend:
     #: SQL naming the schema where the store keeps its tables, for
     #: :meth:`has_table`.
     current_schema: str = "current_schema()"
+
+    # -- column types -------------------------------------------------------------
+
+    @classmethod
+    def column(cls, field: peewee.Field) -> Optional[peewee.Field]:
+        """The field this engine declares in place of ``field``, a column
+        of a telemetry table as :mod:`~telemetry_orm.schema` and
+        :mod:`~telemetry_orm.rollups` declare it, or ``None`` to keep it
+        (the default). Text that is indexed or part of a key is a
+        :class:`~telemetry_orm.schema.KeyTextField`, a UTC instant kept as
+        text a :class:`~telemetry_orm.schema.TimeTextField`.
+
+        A subclass that overrides it has every table built from it (see
+        :meth:`__init_subclass__`): ``executions``, the keys, the purged
+        keys and the key state, the rollups."""
+        return None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An engine that overrides :meth:`column` gets its tables built
+        from it: each of :attr:`model_base`, :attr:`key_model`,
+        :attr:`side_models` and :attr:`rollup_models` it does not set
+        itself is its base class's with those columns replaced
+        (:func:`~telemetry_orm.schema.with_columns`)."""
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "column" not in own:
+            return
+        column = cls.column
+        if "model_base" not in own:
+            cls.model_base = with_columns(cls.model_base, column)
+        if "key_model" not in own:
+            cls.key_model = with_columns(cls.key_model, column)
+        for name in ("side_models", "rollup_models"):
+            if name not in own:
+                setattr(cls, name, tuple(with_columns(m, column) for m in getattr(cls, name)))
 
     # -- opening (each engine its own) ----------------------------------------
 
