@@ -207,3 +207,26 @@ def test_an_engine_without_column_types_keeps_the_declared_tables() -> None:
     assert SqliteBackend.model_base is schema.Execution
     assert SqliteBackend.side_models == (schema.PurgedKey, schema.KeyState)
     assert SqliteBackend.rollup_models == rollups.MODELS
+
+
+def test_has_table_by_default_looks_in_the_schema_the_store_uses(pg_url: str) -> None:
+    from telemetry_orm.backends.postgres import PostgresBackend
+
+    class InformationSchemaEngine(PostgresBackend):
+        """PostgreSQL, finding tables as the base class does by default."""
+
+        has_table = vars(Backend)["has_table"]  # the classmethod itself
+        sql_database = peewee.PostgresqlDatabase(None)
+
+    store = PeeweeTelemetryStore(InformationSchemaEngine.from_location(
+        pg_url, busy_timeout=5000, log_size_limit=0))
+    try:
+        with store.backend.connection(store.database) as conn:
+            # The store's schema (the URL's search_path), not "public".
+            assert InformationSchemaEngine.has_table(conn, "executions")
+            assert not InformationSchemaEngine.has_table(conn, rollups.STATE_TABLE)
+        store.rollup()
+        with store.backend.connection(store.database) as conn:
+            assert InformationSchemaEngine.has_table(conn, rollups.STATE_TABLE)
+    finally:
+        store.close()
