@@ -16,7 +16,7 @@ import pytest
 from support import FIXED_NOW, minimal
 
 from telemetry_orm import PeeweeTelemetryStore, clock, keys, rollups, schema
-from telemetry_orm.backends.base import Backend, FixedPacer
+from telemetry_orm.backends.base import Backend, FixedPacer, ServerUpkeep
 from telemetry_orm.backends.sqlite import DIALECT, SqliteBackend
 from telemetry_orm.sql import upsert_on_conflict
 
@@ -230,3 +230,26 @@ def test_has_table_by_default_looks_in_the_schema_the_store_uses(pg_url: str) ->
             assert InformationSchemaEngine.has_table(conn, rollups.STATE_TABLE)
     finally:
         store.close()
+
+
+def test_the_servers_upkeep_checkpoints_nothing_and_closes_the_pool(pg_url: str) -> None:
+    from telemetry_orm.backends.postgres import PostgresBackend
+
+    class ServerEngine(PostgresBackend):
+        """PostgreSQL, with the base class's upkeep of a server."""
+
+        upkeep = Backend.upkeep
+
+    store = PeeweeTelemetryStore(ServerEngine.from_location(
+        pg_url, busy_timeout=5000, log_size_limit=0))
+    assert isinstance(store._upkeep, ServerUpkeep)
+    row_id = store.record(minimal())
+    assert not store.checkpoint().applies
+    pool: Any = store.database
+    store.close()
+    assert pool.is_closed() and not pool._connections and not pool._in_use
+    import psycopg
+
+    with psycopg.connect(pg_url) as witness:
+        assert witness.execute("SELECT repo FROM executions WHERE id = %s",
+                               (row_id,)).fetchall() == [("acme/api",)]

@@ -309,9 +309,12 @@ class ServerUpkeep:
         pass
 
     def close(self) -> None:
-        if not self.borrowed:
-            close_all = getattr(self.database, "close_all", None)
-            close_all() if close_all is not None else self.database.close()
+        if self.borrowed:
+            return  # the application's connections
+        if hasattr(self.database, "close_all"):  # a pool: every thread's connections
+            self.database.close_all()
+        else:
+            self.database.close()
 
     def before_fork(self) -> None:
         pass
@@ -330,9 +333,11 @@ class Backend:
 
     A subclass must give :attr:`name`, :attr:`dialect`, :attr:`driver_errors`,
     :attr:`sql_database` and the methods that raise
-    :exc:`NotImplementedError` here (opening, schema set-up, transactions,
-    the clock, ``newest_id``, ``storage``); every other member has a
-    default that suits a server engine reached through DB-API connections.
+    :exc:`NotImplementedError` here (opening, schema set-up, the two
+    exclusive transactions, ``insert_many``, the clock, ``newest_id``,
+    ``storage``); every other member has a default that suits a server
+    engine reached through DB-API connections (docs/contributing.md lists
+    them). Column types: :meth:`column`.
 
     Methods that take ``conn`` get the connection :meth:`connection` yields:
     one whose ``execute(sql, params)`` returns a cursor (``sqlite3``'s and
