@@ -64,7 +64,7 @@ def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tab
             started = time.perf_counter()
             # Each key looked at again under the lock (another sweep may
             # have moved it); a key whose row is there stays.
-            move = _sql.move_gone_key(keys, purged, model)
+            move = _sql.move_gone_key(keys, purged, model, upsert=backend.dialect.upsert)
             delete = _sql.delete_gone_key(keys, model)
             for key in gone:
                 conn.execute(move, (stamp, key))
@@ -82,16 +82,18 @@ def forget(backend: Backend, database: peewee.Database, conn: Any, bound: Tables
     when = format_timestamp(horizon)
     with backend.exclusive_transaction(database, "keys"):
         started = time.perf_counter()
-        doomed = purged.select(purged.key).where(purged.purged_at < when).limit(SWEEP_STEP)
+        # Read first, then deleted by name: a DELETE cannot take its rows
+        # from a limited sub-select of its own table on every engine (MySQL).
+        doomed = [key for (key,) in conn.execute(
+            *_sql.purged_before(purged, when, SWEEP_STEP)).fetchall()]
         deleted = _rows(conn.execute(*_sql.render(
-            database, purged.delete().where(purged.key.in_(doomed)))))
+            database, purged.delete().where(purged.key.in_(doomed))))) if doomed else 0
         if deleted:
             known = forgotten_before(conn, state)
             if known is None or known < when:
-                conn.execute(*_sql.render(database, state.insert(
-                    id=1, forgotten_before=when).on_conflict(
-                    conflict_target=[state.id],
-                    update={state.forgotten_before: when})))
+                conn.execute(*_sql.render(database, backend.dialect.upsert(
+                    state.insert(id=1, forgotten_before=when).returning(), [state.id],
+                    [state.forgotten_before], False)))
         held = time.perf_counter() - started
     return KeySweep(deleted, held, None, deleted < SWEEP_STEP)
 

@@ -40,16 +40,12 @@ of the exact one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import math
 from typing import (
     Any,
-    Callable,
-    ContextManager,
     Dict,
-    Iterator,
     List,
     Mapping,
     Optional,
@@ -58,7 +54,6 @@ from typing import (
 )
 
 from peewee import (
-    EXCLUDED,
     SQL,
     BigIntegerField,
     Case,
@@ -66,14 +61,19 @@ from peewee import (
     DoubleField,
     IntegerField,
     Model,
-    TextField,
     fn,
 )
 
-from .backends.base import Backend
-from .schema import format_timestamp, parse_timestamp
-from .sql import COST_UNITS_PER_USD, Statement, bounded, cost_units, render
-from .tables import Tables
+from .schema import KeyTextField, TimeTextField, format_timestamp, parse_timestamp
+from .sql import (
+    COST_UNITS_PER_USD,
+    Statement,
+    Upsert,
+    bounded,
+    cost_units,
+    render,
+    upsert_on_conflict,
+)
 
 __all__ = [
     "ALPHA", "DIMENSIONS", "DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "GAMMA",
@@ -167,8 +167,8 @@ class RollupResult:
 def _sums_model(name: str, period: str, table: str, doc: str) -> Any:
     """A model of the sums per ``period`` (its first column, UTC text) and
     combination; one b-tree by its key (SQLite)."""
-    fields: Dict[str, Any] = {period: TextField()}
-    fields.update({column: TextField() for column in DIMENSIONS})
+    fields: Dict[str, Any] = {period: TimeTextField()}
+    fields.update({column: KeyTextField() for column in DIMENSIONS})
     fields["paid"] = IntegerField()
     fields.update({column: DoubleField() if column == "cost_usd" else BigIntegerField()
                    for column in SUMS})
@@ -185,12 +185,12 @@ Rollup = _sums_model(
 class RollupDuration(Model):
     """How many executions of one hour and combination fell in one duration bucket."""
 
-    hour = TextField()
-    repo = TextField()
-    model = TextField()
-    provider = TextField()
-    event_type = TextField()
-    conclusion = TextField()
+    hour = TimeTextField()
+    repo = KeyTextField()
+    model = KeyTextField()
+    provider = KeyTextField()
+    event_type = KeyTextField()
+    conclusion = KeyTextField()
     bucket = IntegerField()
     executions = BigIntegerField()
 
@@ -216,9 +216,9 @@ class RollupMonthDuration(Model):
     executions): what a p95 by that column alone, or of the totals, needs,
     in as many rows as the column has values, whatever the combinations."""
 
-    month = TextField()
-    dimension = TextField()
-    value = TextField()
+    month = TimeTextField()
+    dimension = KeyTextField()
+    value = KeyTextField()
     bucket = IntegerField()
     executions = BigIntegerField()
 
@@ -234,14 +234,14 @@ class FoldRow(Model):
     bucket: read once from ``executions``, then added to every rollup table
     from here."""
 
-    hour = TextField()
-    day = TextField()
-    month = TextField()
-    repo = TextField()
-    model = TextField()
-    provider = TextField()
-    event_type = TextField()
-    conclusion = TextField()
+    hour = TimeTextField()
+    day = TimeTextField()
+    month = TimeTextField()
+    repo = KeyTextField()
+    model = KeyTextField()
+    provider = KeyTextField()
+    event_type = KeyTextField()
+    conclusion = KeyTextField()
     paid = IntegerField()
     bucket = IntegerField()
     executions = BigIntegerField()
@@ -264,11 +264,16 @@ class RollupState(Model):
 
     id = IntegerField(primary_key=True)
     counted_ids = BigIntegerField()
-    counted_before = TextField(null=True)
-    purged_before = TextField(null=True)
+    counted_before = TimeTextField(null=True)
+    purged_before = TimeTextField(null=True)
 
     class Meta:
         table_name = STATE_TABLE
+
+
+#: The rollup models in the order a backend's ``rollup_models`` lists them.
+MODELS: Tuple[Any, ...] = (
+    Rollup, RollupDuration, RollupState, RollupMonth, RollupMonthDuration, FoldRow, RollupDay)
 
 
 # --- SQL ------------------------------------------------------------------------
@@ -319,12 +324,11 @@ def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any, *,
 
     def upsert(target: Any, key: List[Any], selected: Sequence[Any], added: Sequence[str],
                groups: int) -> None:
-        fields = [*key, *(getattr(target, name) for name in added)]
-        update = {getattr(target, name): getattr(target, name) + getattr(EXCLUDED, name)
-                  for name in added}
+        sums = [getattr(target, name) for name in added]
         query = f.select(*selected).group_by(*by(groups))
-        statements.append(render(database, target.insert_from(query, fields).on_conflict(
-            conflict_target=key, update=update)))
+        # Each engine spells "add to the row with this key" its own way.
+        statements.append(render(database, dialect.upsert(
+            target.insert_from(query, [*key, *sums]), key, sums, True)))
 
     # The scratch table holds costs in cost units (exact sums); the rollups
     # keep dollars, from which a report takes the same units back.
@@ -390,16 +394,17 @@ def read_state(conn: Any, models: Sequence[Any]) -> State:
     return State(int(row[0]), _time(row[1]), _time(row[2]))
 
 
-def write_state(conn: Any, models: Sequence[Any], state: State) -> None:
+def write_state(conn: Any, models: Sequence[Any], state: State, *,
+                upsert: Upsert = upsert_on_conflict) -> None:
+    """Set the state row, inside the caller's transaction (``upsert``: the
+    engine's, ``ReportDialect.upsert``)."""
     state_model = models[2]
     database = state_model._meta.database
     values = {state_model.id: 1, state_model.counted_ids: state.counted_ids,
               state_model.counted_before: _text(state.counted_before),
               state_model.purged_before: _text(state.purged_before)}
-    query = state_model.insert(values).on_conflict(
-        conflict_target=[state_model.id],
-        update={field: getattr(EXCLUDED, field.name) for field in values
-                if field is not state_model.id})
+    query = upsert(state_model.insert(values).returning(), [state_model.id],
+                   [field for field in values if field is not state_model.id], False)
     conn.execute(*render(database, query))
 
 
@@ -450,135 +455,3 @@ def ceil_day(value: _dt.datetime) -> _dt.datetime:
     if floor == value:
         return floor
     return floor + _dt.timedelta(days=1) if floor < _LAST - _dt.timedelta(days=1) else _LAST
-
-
-# --- The fold planner: which rows each step of a rollup, a purge or a replace
-# folds, and the state after it. The store runs it; the statements come from
-# fold() and unfold() above.
-
-#: Rows a step of a rollup folds in, about (some 40 ms of SQLite's write
-#: lock: folding costs about 15 µs a row).
-FOLD_ROWS = 2_500
-
-
-def naive_utc(value: Any) -> _dt.datetime:
-    """A database time (UTC text as stored, or a datetime) as a naive UTC datetime."""
-    if isinstance(value, str):
-        value = parse_timestamp(value)
-    if value.tzinfo is not None:
-        value = value.astimezone(_dt.timezone.utc)
-    return value.replace(tzinfo=None)  # type: ignore[no-any-return]
-
-
-def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) -> int:
-    """Fold the rows matching ``where`` in (``take_out``: take them out),
-    inside the caller's transaction on ``conn``; return how many."""
-    m, database = tables.executions, tables.database
-    n = int(conn.execute(*render(database, m.select(fn.COUNT(SQL("*"))).where(where))
-                         ).fetchone()[0])
-    if n:
-        tables.dialect.prepare(database)
-        build = unfold if take_out else fold
-        for statement in build(tables.rollups, m, tables.dialect, where):
-            conn.execute(*statement)
-    return n
-
-
-def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime
-              ) -> Optional[Tuple[Any, State]]:
-    """The rows of the next step of a rollup up to ``until`` and id
-    ``target`` (``None``: only the state moves) and the state after it;
-    ``None`` when all is counted. Rows that came after the last fold for
-    hours already counted go first, :data:`FOLD_ROWS` at a time; then the
-    next hours, up to about :data:`FOLD_ROWS` rows."""
-    m, database, as_text = tables.executions, tables.database, tables.dialect.as_text
-    counted_ids, before = state.counted_ids, state.counted_before
-    if counted_ids < target:
-        if before is None:  # nothing is counted by time yet
-            return None, dataclasses.replace(state, counted_ids=target)
-        upto = min(counted_ids + FOLD_ROWS, target)
-        where = ((m.id > counted_ids) & (m.id <= upto)
-                 & (m.created_at < format_timestamp(before)))
-        return where, dataclasses.replace(state, counted_ids=upto)
-    if before is None:
-        first = conn.execute(*render(database, m.select(as_text(fn.MIN(m.created_at))))
-                             ).fetchone()[0]
-        start = until if first is None else min(until, floor_hour(naive_utc(first)))
-        return None, dataclasses.replace(state, counted_before=start)
-    if before >= until:
-        return None
-    row = conn.execute(*render(database, m.select(as_text(m.created_at)).where(
-        m.created_at >= format_timestamp(before)).order_by(m.created_at)
-        .limit(1).offset(FOLD_ROWS))).fetchone()
-    step_end = until if row is None else min(until, max(
-        floor_hour(naive_utc(row[0])), before + _dt.timedelta(hours=1)))
-    where = ((m.id <= counted_ids) & (m.created_at >= format_timestamp(before))
-             & (m.created_at < format_timestamp(step_end)))
-    return where, dataclasses.replace(state, counted_before=step_end)
-
-
-def roll_up(backend: Backend, tables: Tables,
-            connection: Callable[[], ContextManager[Any]]) -> Tuple[int, int, State]:
-    """Fold every complete hour (by the database clock) and the rows that
-    arrived since for hours folded before, a step per transaction on a
-    ``connection()`` of its own (the caller's lock let go between them);
-    return (rows, steps, the state after)."""
-    m = tables.executions
-    with connection() as conn:
-        # None: no id can be vouched for now; hours still fold in, for the
-        # ids counted so far.
-        target = backend.newest_id(conn, m) or 0
-        until = floor_hour(naive_utc(backend.cutoff(conn, 0.0)))
-    rows = steps = 0
-    state = State()
-    while True:
-        with connection() as conn, backend.fold_transaction(conn):
-            state = read_state(conn, tables.rollups)
-            step = next_fold(conn, tables, state, max(target, state.counted_ids), until)
-            if step is None:
-                break
-            where, state = step
-            if where is not None:
-                rows += fold_rows(conn, tables, where)
-            write_state(conn, tables.rollups, state)
-        steps += 1
-    return rows, steps, state
-
-
-def purge_fold(tables: Tables, when: Any) -> Callable[[Any, Any], None]:
-    """What a purge chunk runs before it deletes the rows ``rows`` (a
-    condition) on ``conn``: fold in those not counted yet, and remember the
-    purge's cutoff ``when``."""
-    cutoff = naive_utc(when)
-
-    def run(conn: Any, rows: Any) -> None:
-        models = tables.rollups
-        state = read_state(conn, models)
-        fold_rows(conn, tables, rows & uncounted(tables.executions, state))
-        if state.purged_before is None or state.purged_before < cutoff:
-            write_state(conn, models, dataclasses.replace(state, purged_before=cutoff))
-
-    return run
-
-
-@contextlib.contextmanager
-def refolding(backend: Backend, tables: Tables, rolled_up: bool, conn: Any, row_id: int
-              ) -> Iterator[None]:
-    """Around the UPDATE that replaces the values of row ``row_id`` on
-    ``conn``, inside its transaction: if the rollups count the row, its old
-    values go out of them before, and after it the new ones go in if the
-    row, maybe at another ``created_at``, counts then; no other connection
-    folds meanwhile. ``rolled_up``: the rollup tables are known to exist
-    (else they are looked for on ``conn``)."""
-    with backend.fold_transaction(conn):
-        where = None
-        if rolled_up or backend.has_table(conn, STATE_TABLE):
-            models = tables.rollups
-            is_counted = counted(tables.executions, read_state(conn, models))
-            if is_counted is not None:
-                where = (tables.executions.id == row_id) & is_counted
-        if where is not None:
-            fold_rows(conn, tables, where, take_out=True)
-        yield
-        if where is not None:
-            fold_rows(conn, tables, where)

@@ -65,6 +65,9 @@ def parse_timestamp(value: str) -> _dt.datetime:
     return to_utc(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
 
 
+M = TypeVar("M", bound=Model)
+
+
 class UTCTimestampField(Field):
     """A UTC timestamp kept as ``TEXT`` in SQLite's ``datetime('now')`` format.
 
@@ -86,6 +89,65 @@ class UTCTimestampField(Field):
         return value
 
 
+class KeyTextField(TextField):
+    """Text that is indexed or part of a key (``executions.repo``, a record
+    key, the rollups' dimensions): ``TEXT`` as declared here. An engine
+    that cannot index ``TEXT`` (MySQL) gives these columns a length through
+    its backend's ``column`` (see :func:`with_columns`)."""
+
+
+class TimeTextField(TextField):
+    """A UTC instant kept as text, as ``created_at`` is on SQLite
+    (``YYYY-MM-DD HH:MM:SS``): the rollups' hours, days and months, and the
+    keys' purge stamps. ``TEXT`` as declared here; an engine may keep them
+    in a type of its own (its backend's ``column``)."""
+
+
+#: What an engine declares in place of a field of a telemetry table (see
+#: ``Backend.column``): the new field, or ``None`` to keep it.
+ColumnChoice = Callable[[Field], Optional[Field]]
+
+
+def in_place_of(field: Field, original: Field) -> Field:
+    """``field`` given the place of ``original`` in its table: peewee orders
+    columns by field creation, so a field redefined in a subclass would
+    otherwise move to the end of the table."""
+    new: Any = field
+    new._order = getattr(original, "_order")  # noqa: B009 - private to peewee
+    new._sort_key = getattr(original, "_sort_key")  # noqa: B009
+    return field
+
+
+def with_columns(base: Type[M], column: ColumnChoice) -> Type[M]:
+    """``base`` with each field for which ``column`` names another field
+    replaced by it, in its place, in the same table (``base`` itself when
+    none is), keeping its part in the table (primary key, ``NULL`` or not,
+    unique, indexed). The engine's table is then no longer SQLite's ``WITHOUT
+    ROWID`` layout; indexes, keys and the rest are inherited::
+
+        >>> from peewee import CharField
+        >>> wide = with_columns(Execution, lambda f: CharField(max_length=190)
+        ...                     if isinstance(f, KeyTextField) else None)
+        >>> wide.repo.field_type, wide.repo.max_length, wide.model.field_type
+        ('VARCHAR', 190, 'TEXT')
+    """
+    fields = {}
+    for name, field in base._meta.fields.items():
+        new = column(field)
+        if new is not None:
+            # The column's part in its table stays the table's: the engine
+            # picks its type (and defaults), not whether it is a key.
+            for part in ("primary_key", "null", "unique", "index"):
+                setattr(new, part, getattr(field, part))
+            fields[name] = in_place_of(new, field)
+    if not fields:
+        return base
+    meta = type("Meta", (), {"table_name": base._meta.table_name})
+    made: Type[M] = type(base.__name__, (base,), {**fields, "Meta": meta,
+                                                  "__module__": base.__module__})
+    return made
+
+
 def _default(sql: str) -> Any:
     return SQL(f"DEFAULT {sql}")
 
@@ -104,7 +166,7 @@ class Execution(Model):
     id = AutoIncrementField(null=True)
     created_at = UTCTimestampField(constraints=[_default("(datetime('now'))")])
     delivery_id = TextField(null=True)
-    repo = TextField()
+    repo = KeyTextField()
     pr_number = IntegerField(null=True)
     event_type = TextField()
     provider = TextField(default="anthropic", constraints=[_default("'anthropic'")])
@@ -130,8 +192,6 @@ class Execution(Model):
         )
 
 
-M = TypeVar("M", bound=Model)
-
 #: The table of record keys, beside ``executions`` (which stays the original's).
 KEYS_TABLE = "telemetry_orm_keys"
 
@@ -144,7 +204,7 @@ class ExecutionKey(Model):
     holds its key (see :mod:`telemetry_orm.keys`)."""
 
     execution_id = IntegerField(primary_key=True)
-    key = TextField()
+    key = KeyTextField()
 
     class Meta:
         table_name = KEYS_TABLE
@@ -160,7 +220,7 @@ class SqliteExecutionKey(Model):
     no index by row id, the keys of a purge's rows are found by the sweep
     that follows it. Files made with the PostgreSQL layout work the same."""
 
-    key = TextField(primary_key=True)
+    key = KeyTextField(primary_key=True)
     execution_id = IntegerField()
 
     class Meta:
@@ -182,9 +242,9 @@ class PurgedKey(Model):
     stamped with that purge's time (UTC text), and forgotten once the stamp
     is older than the purge's ``key_days`` (see :mod:`telemetry_orm.keys`)."""
 
-    key = TextField(primary_key=True)
+    key = KeyTextField(primary_key=True)
     execution_id = BigIntegerField()
-    purged_at = TextField()
+    purged_at = TimeTextField()
 
     class Meta:
         table_name = PURGED_KEYS_TABLE
@@ -200,7 +260,7 @@ class KeyState(Model):
     checked for duplicates."""
 
     id = IntegerField(primary_key=True)
-    forgotten_before = TextField(null=True)
+    forgotten_before = TimeTextField(null=True)
 
     class Meta:
         table_name = KEY_STATE_TABLE

@@ -57,6 +57,27 @@ def usd(units: float) -> float:
     return round(units, -3) / COST_UNITS_PER_USD
 
 
+#: How an engine spells an upsert: (query, key, fields, add); see
+#: :func:`upsert_on_conflict`, and ``ReportDialect.upsert`` for an engine's own.
+Upsert = Callable[[Any, Sequence[Any], Sequence[Any], bool], Any]
+
+
+def upsert_on_conflict(query: Any, key: Sequence[Any], fields: Sequence[Any],
+                       add: bool = False) -> Any:
+    """``query`` (an INSERT) as an upsert: a row whose ``key`` columns are
+    taken gets ``fields`` set to the incoming values (``add``: the incoming
+    values added to its own), or is left as it is when there are no
+    ``fields``. Spelled ``ON CONFLICT (key) DO UPDATE SET`` / ``DO NOTHING``,
+    as SQLite (>= 3.24) and PostgreSQL (>= 9.5) have it: the default of
+    ``ReportDialect.upsert``; an engine without conflict targets (MySQL's
+    ``ON DUPLICATE KEY UPDATE``) gives its dialect its own."""
+    if not fields:
+        return query.on_conflict(conflict_target=list(key), action="NOTHING")
+    new = {field: getattr(peewee.EXCLUDED, field.column_name) for field in fields}
+    return query.on_conflict(conflict_target=list(key), update={
+        field: field + value if add else value for field, value in new.items()})
+
+
 def quote(database: peewee.Database, name: str) -> str:
     """``name`` quoted as an identifier in the database's dialect."""
     sql: str = database.get_sql_context().sql(peewee.Entity(name)).query()[0]
@@ -146,18 +167,19 @@ def keys_past(keys: Any, model: Any, after: Optional[str], limit: int) -> Statem
     return sql, [] if after is None else [after]
 
 
-def move_gone_key(keys: Any, purged: Any, model: Any) -> str:
+def move_gone_key(keys: Any, purged: Any, model: Any, *,
+                  upsert: Optional[Upsert] = None) -> str:
     """Copy the key given as the second parameter into the purged keys,
     stamped with the first, if its row is gone (looked at under the write
-    lock, as :func:`delete_gone_key` does after it)."""
-    database = model._meta.database
-    q = functools.partial(quote, database)
-    mark = database.param
-    return (f"INSERT INTO {q(purged._meta.table_name)} ({q('key')}, {q('execution_id')}, "
-            f"{q('purged_at')}) SELECT k.{q('key')}, k.{q('execution_id')}, {mark} "
-            f"FROM {q(keys._meta.table_name)} AS k WHERE k.{q('key')} = {mark} AND NOT EXISTS "
-            f"(SELECT 1 FROM {q(model._meta.table_name)} AS e "
-            f"WHERE e.{q('id')} = k.{q('execution_id')}) ON CONFLICT ({q('key')}) DO NOTHING")
+    lock, as :func:`delete_gone_key` does after it); a key already there
+    stays as it is (``upsert``: the engine's, as in :func:`keyed_sql`)."""
+    row = model.alias("e")
+    gone = ~fn.EXISTS(row.select(SQL("1")).where(row.id == keys.execution_id))
+    picked = keys.select(keys.key, keys.execution_id, peewee.Value("")).where(
+        (keys.key == "") & gone)
+    query = purged.insert_from(picked, [purged.key, purged.execution_id, purged.purged_at])
+    return render(model._meta.database, (upsert or upsert_on_conflict)(
+        query.returning(), [purged.key], [], False))[0]
 
 
 def purged_before(purged: Any, when: str, limit: int) -> Statement:
@@ -250,14 +272,18 @@ def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[
     return row_id
 
 
-def keyed_sql(model: Any, keys: Any, purged: Any, *, returning: bool = False) -> KeyedSql:
+def keyed_sql(model: Any, keys: Any, purged: Any, *, returning: bool = False,
+              upsert: Optional[Upsert] = None) -> KeyedSql:
     """The statements of :class:`KeyedSql` for a bound ``Execution`` model,
-    its bound ``ExecutionKey`` model and the bound ``PurgedKey`` model."""
+    its bound ``ExecutionKey`` model and the bound ``PurgedKey`` model;
+    ``upsert``: the engine's (``ReportDialect.upsert``; default: ``ON
+    CONFLICT``)."""
     database = model._meta.database
     q = functools.partial(quote, database)
     mark = database.param
     table, key_table = q(model._meta.table_name), q(keys._meta.table_name)
     sets = ", ".join(f"{q(name)} = {mark}" for name in FIELD_NAMES)
+    remember = keys.insert_many([("", 0)], fields=[keys.key, keys.execution_id]).returning()
     return KeyedSql(
         # A key is in one of the two tables: a purge moves it in one transaction.
         find=(f"SELECT k.{q('execution_id')}, EXISTS (SELECT 1 FROM {table} AS e "
@@ -265,11 +291,9 @@ def keyed_sql(model: Any, keys: Any, purged: Any, *, returning: bool = False) ->
               f"WHERE k.{q('key')} = {mark} UNION ALL SELECT p.{q('execution_id')}, 1 = 0 "
               f"FROM {q(purged._meta.table_name)} AS p WHERE p.{q('key')} = {mark}"),
         insert=record_insert_sql(model, returning=returning),
-        # An upsert both engines spell alike (SQLite >= 3.24, PostgreSQL >= 9.5).
-        remember=(f"{insert_sql(database, keys._meta.table_name, ('key', 'execution_id'))} "
-                  f"ON CONFLICT ({q('key')}) DO UPDATE SET "
-                  f"{q('execution_id')} = excluded.{q('execution_id')}"),
+        remember=render(database, (upsert or upsert_on_conflict)(
+            remember, [keys.key], [keys.execution_id], False))[0],
         update=f"UPDATE {table} SET {sets} WHERE {q('id')} = {mark}",
         returning=returning,
-        lock=f"UPDATE {key_table} SET {q('execution_id')} = {q('execution_id')} WHERE 0",
+        lock=f"UPDATE {key_table} SET {q('execution_id')} = {q('execution_id')} WHERE 1 = 0",
     )

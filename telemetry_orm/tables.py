@@ -26,7 +26,7 @@ import peewee
 
 from .backends.base import Backend, ReportDialect, in_transaction_error
 from .engines import backend_class_of
-from .schema import Execution, KeyState, PurgedKey, bind_model
+from .schema import Execution, bind_model
 
 #: The bound keys, purged keys and key state models (see :mod:`telemetry_orm.keys`).
 KeyTables = Tuple[Any, Any, Any]
@@ -78,9 +78,10 @@ class Tables:
         if self._keys is None:
             with self._lock:
                 if self._keys is None:
+                    purged, state = self.engine.side_models
                     self._keys = (bind_model(self.database, self.engine.key_model),
-                                  bind_model(self.database, PurgedKey),
-                                  bind_model(self.database, KeyState))
+                                  bind_model(self.database, purged),
+                                  bind_model(self.database, state))
         return self._keys
 
     def create_missing(

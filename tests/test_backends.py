@@ -24,7 +24,7 @@ from telemetry_orm import (
     clock,
     create_telemetry_store,
 )
-from telemetry_orm.backends.sqlite import PURGE_CHUNK
+from telemetry_orm.backends.base import PURGE_CHUNK
 from telemetry_orm.factories import ExecutionFactory, TelemetryRecordFactory
 from telemetry_orm.schema import COLUMN_NAMES, INDEX_NAMES
 

@@ -32,7 +32,8 @@ from telemetry_orm import (
     StoreClosedError,
     create_telemetry_store,
 )
-from telemetry_orm.backends.sqlite import PURGE_CHUNK, PURGE_CHUNK_MAX
+from telemetry_orm.backends.base import PURGE_CHUNK
+from telemetry_orm.backends.sqlite_purge import PURGE_CHUNK_MAX
 
 SPAWN = multiprocessing.get_context("spawn")
 MiB = 1024 * 1024

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from support import FIXED_NOW, Witness, app_database, minimal, place
 from test_import import call, write_lines
 
-from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, rollups
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, folding, rollups
 from telemetry_orm.report_query import nearest_rank
 from telemetry_orm.rollups import bucket, bucket_value, estimate
 from telemetry_orm.transfer import import_files
@@ -414,7 +414,7 @@ def test_a_postgresql_purge_counts_every_row_it_deletes_while_others_insert(
         try:
             now = witness.now()
             place(store, witness, [now - dt.timedelta(days=10, hours=h) for h in range(5)])
-            original = rollups.purge_fold
+            original = folding.purge_fold
 
             def purge_fold(tables: Any, when: Any) -> Any:
                 fold = original(tables, when)

@@ -1,6 +1,7 @@
-"""The SQLite backend (telemetry_orm.backends.sqlite and its log upkeep in
-sqlite_wal): how a purge paces its chunks (the gaps it leaves other
-writers, the size of its chunks, the connection settings it restores),
+"""The SQLite backend (telemetry_orm.backends.sqlite, its log upkeep in
+sqlite_wal and sqlite_checkpoint, its purges in sqlite_purge): how a purge
+paces its chunks (the gaps it leaves other writers, the size of its
+chunks, the connection settings it restores),
 checkpoints, read-only opening, and the keys table with its sweep."""
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from telemetry_orm import (
     StoreBusyError,
     create_telemetry_store,
 )
-from telemetry_orm.backends.sqlite import (
+from telemetry_orm.backends.base import PURGE_CHUNK
+from telemetry_orm.backends.sqlite_checkpoint import checkpoint
+from telemetry_orm.backends.sqlite_purge import (
     PURGE_BUSY_MEMORY,
-    PURGE_CHUNK,
+    PURGE_CACHE_KIB,
     PURGE_CHUNK_MAX,
     PURGE_CHUNK_MIN,
     PURGE_HOLD,
@@ -32,7 +35,6 @@ from telemetry_orm.backends.sqlite import (
     SqlitePurgePacer,
     retry_gap,
 )
-from telemetry_orm.backends.sqlite_wal import PURGE_CACHE_KIB, checkpoint
 
 # The sleeps of SQLite's default busy handler (sqliteDefaultBusyCallback in
 # main.c), in ms: a writer that finds the lock taken retries after each.

@@ -44,6 +44,7 @@ from .base import (
     BUSY_TIMEOUT_MS,
     LOG_SIZE_LIMIT,
     PURGE_CHUNK,
+    Backend,
     CheckpointResult,
     Fold,
     PurgeChunk,
@@ -397,7 +398,7 @@ def check_row(row: Sequence[Any]) -> None:
             )
 
 
-class PostgresBackend:
+class PostgresBackend(Backend):
     """The PostgreSQL part of a store (see :class:`~telemetry_orm.backends.base.Backend`)."""
 
     name = "postgresql"
@@ -483,12 +484,6 @@ class PostgresBackend:
         options = session_options(url_options, self.busy_timeout)
         return str(name), {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
 
-    def missing(self) -> Optional[str]:
-        return None  # only connecting can tell
-
-    def files(self) -> Tuple[str, ...]:
-        return ()
-
     def open(self) -> peewee.Database:
         """A pooled database for the URL (nothing is connected yet), or an
         application's own database as it is."""
@@ -527,18 +522,6 @@ class PostgresBackend:
             return False
         status = database.connection().info.transaction_status
         return bool(status != psycopg.pq.TransactionStatus.IDLE)
-
-    @contextlib.contextmanager
-    def connection(self, database: peewee.Database) -> Iterator[Any]:
-        """A pooled connection for one operation, handed back to the pool after
-        (so threads that come and go never hold connections). Re-entrant:
-        inside another operation of the same thread, that one's connection."""
-        opened = database.connect(reuse_if_open=True)
-        try:
-            yield database.connection()
-        finally:
-            if opened:
-                database.close()
 
     def prepare(self, database: peewee.Database, model: Type[Execution]) -> None:
         """Check the schema and create or upgrade it.
@@ -651,14 +634,6 @@ class PostgresBackend:
         except OverflowError:  # before year 1
             return None
         return None if when < EARLIEST else when
-
-    @classmethod
-    def count_before(cls, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:
-        return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
-
-    def purge_start(self, conn: Any, model: Type[Execution], when: _dt.datetime) -> None:
-        """Nothing to find out first: every chunk takes the oldest rows."""
-        return None
 
     def delete_chunk_before(
         self, conn: Any, model: Type[Execution], when: _dt.datetime, limit: int,

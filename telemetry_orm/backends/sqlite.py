@@ -1,25 +1,23 @@
-"""What is particular to SQLite: opening a file safely, pragmas, schema
-versions in ``PRAGMA user_version``, date arithmetic, read-only opening and
-the report dialect. The upkeep of the write-ahead log and the pacing of
-purges live in :mod:`telemetry_orm.backends.sqlite_wal`."""
+"""What is particular to SQLite: pragmas, schema versions in ``PRAGMA
+user_version``, the write lock, date arithmetic, read-only opening and the
+report dialect. Its files are checked in
+:mod:`~telemetry_orm.backends.sqlite_files`; the upkeep of the write-ahead
+log lives in :mod:`~telemetry_orm.backends.sqlite_wal` (with its tools in
+:mod:`~telemetry_orm.backends.sqlite_checkpoint`), and the pacing of purges
+in :mod:`~telemetry_orm.backends.sqlite_purge`."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import sqlite3
-import stat
-import threading
 import time
 import urllib.parse
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
-from playhouse import db_url
 
 from .. import clock, rollups, schema
 from .. import sql as _sql
@@ -29,7 +27,7 @@ from ..schema import TABLE_NAME, Execution
 from ..zones import Offset
 from .base import (
     BUSY_TIMEOUT_MS,
-    PURGE_CHUNK,
+    Backend,
     Fold,
     PurgeChunk,
     ReportDialect,
@@ -39,23 +37,11 @@ from .base import (
     operation_error,
 )
 from .base import LOG_SIZE_LIMIT as JOURNAL_SIZE_LIMIT
-from .sqlite_wal import (
-    PURGE_BUSY_MEMORY,
-    PURGE_CHUNK_MAX,
-    PURGE_CHUNK_MIN,
-    PURGE_HOLD,
-    PURGE_QUIET_SPAN,
-    SqlitePurgePacer,
-    SqliteUpkeep,
-    retry_gap,
-)
+from .sqlite_files import StoreDatabase, check_path, check_read_creates_nothing_foreign, url_path
+from .sqlite_purge import PURGE_WALK_DENSITY, IdWalk, SqlitePurgePacer
+from .sqlite_wal import SqliteUpkeep
 
-__all__ = [
-    "BUSY_TIMEOUT_MS", "JOURNAL_SIZE_LIMIT", "PRAGMAS", "PURGE_BUSY_MEMORY", "PURGE_CHUNK",
-    "PURGE_CHUNK_MAX", "PURGE_CHUNK_MIN", "PURGE_HOLD", "PURGE_QUIET_SPAN", "SqliteBackend",
-    "IdWalk", "PURGE_WALK_DENSITY", "SqlitePurgePacer", "StoreDatabase", "check_path",
-    "is_busy", "retry_gap",
-]
+__all__ = ["BUSY_TIMEOUT_MS", "JOURNAL_SIZE_LIMIT", "PRAGMAS", "SqliteBackend", "is_busy"]
 
 _log = logging.getLogger("telemetry_orm")
 
@@ -69,52 +55,11 @@ PRAGMAS: Tuple[Tuple[str, Any], ...] = (
     ("journal_size_limit", JOURNAL_SIZE_LIMIT),
 )
 
-# Connections inherited through fork() belong to the parent. Closing one in
-# the child would close file descriptors that share the child's own POSIX
-# locks on the same file (closing any descriptor drops all of a process's
-# locks on that file) and would run SQLite's close-time clean-up on state the
-# parent owns. The child keeps them alive and unused here instead.
-_INHERITED: List[sqlite3.Connection] = []
-
 _BUSY_MESSAGES = ("database is locked", "database is busy", "database table is locked")
 
 
-class StoreDatabase(peewee.SqliteDatabase):
-    """A ``SqliteDatabase`` that knows every connection it opened, so a store
-    can close all of them (not only the calling thread's) and can drop them
-    after a fork."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._opened: List[sqlite3.Connection] = []
-        self._opened_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection = super()._connect()  # type: ignore[misc]
-        with self._opened_lock:
-            self._opened.append(conn)
-        return conn
-
-    def close_all(self) -> None:
-        """Close every connection this process opened, in any thread."""
-        with self._opened_lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._state.reset()
-
-    def forget_inherited(self) -> None:
-        """In a forked child: stop using the parent's connections."""
-        # Fresh locks and connection state first: another thread of the
-        # parent may have held them at the moment of the fork, and that
-        # thread does not exist in the child to let go.
-        self._opened_lock = threading.Lock()
-        if self.thread_safe:
-            self._lock = threading.Lock()
-        self._state = type(self._state)()  # type: ignore[has-type]
-        _INHERITED.extend(self._opened)
-        self._opened = []
+# Only for building SQL text in SQLite's dialect (never connected).
+_DIALECT_DATABASE = peewee.SqliteDatabase(None)
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -162,115 +107,9 @@ def describe(path: str, exc: BaseException) -> TelemetryError:
     return DatabaseError(f"{path}: {message}")
 
 
-def check_path(path: str) -> None:
-    """Refuse, without opening or changing anything, a path that cannot be our
-    database: a folder, something other than a regular file, a file this
-    process may not read and write, or a folder where SQLite cannot create
-    its ``-wal`` and ``-shm`` files. Creates missing parent folders (as the
-    original store did).
-
-    Whether an existing file is a SQLite database is left to SQLite itself
-    (see :meth:`SqliteBackend.prepare`): reading the header here would mean
-    opening and closing the file, and closing any descriptor of a file drops
-    every POSIX lock this process holds on it, including those of another
-    store already open on the same file.
-    """
-    target = Path(path)
-    try:
-        mode = target.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        if target.is_symlink():
-            raise DatabaseError(f"{path}: is a symbolic link to nothing") from None
-        _make_folder(path, target.parent)
-    except OSError as exc:
-        raise DatabaseError(f"{path}: cannot be reached ({exc.strerror})") from exc
-    else:
-        if stat.S_ISDIR(mode):
-            raise DatabaseError(f"{path}: is a directory, not a database file")
-        if not stat.S_ISREG(mode):
-            raise DatabaseError(f"{path}: is not a regular file")
-        if not os.access(target, os.R_OK):
-            raise DatabaseError(f"{path}: cannot be read (permission denied)")
-        if not os.access(target, os.W_OK):
-            raise DatabaseError(
-                f"{path}: is read-only (permission denied); the store needs to write to it"
-            )
-    folder = target.parent
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DatabaseError(
-            f"{path}: its folder {str(folder)!r} is not writable (SQLite needs to create "
-            "the -wal and -shm files beside the database)"
-        )
-
-
-def _make_folder(path: str, folder: Path) -> None:
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise DatabaseError(f"{path}: {str(existing)!r} is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DatabaseError(
-            f"{path}: cannot create its folder {str(folder)!r} ({exc.strerror})"
-        ) from exc
-
-
 def _columns(conn: sqlite3.Connection) -> List[str]:
     table = _sql.quote(_DIALECT_DATABASE, TABLE_NAME)
     return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-
-
-# Descriptors opened to read a file's header, kept open: closing one would
-# drop every POSIX lock this process holds on that file (see check_path).
-_HEADER_FDS: Dict[Tuple[int, int], int] = {}
-
-
-def _in_wal_mode(path: str) -> bool:
-    """Whether the file's header says WAL (bytes 18 and 19 are 2)."""
-    info = os.stat(path)
-    key = (info.st_dev, info.st_ino)
-    fd = _HEADER_FDS.get(key)
-    if fd is None:
-        fd = _HEADER_FDS[key] = os.open(path, os.O_RDONLY)
-    header = os.pread(fd, 20, 0)
-    return len(header) == 20 and header[18] == 2
-
-
-def _check_read_creates_nothing_foreign(path: str) -> None:
-    """Refuse a read that would leave files the owner cannot use, or that
-    cannot be done without creating files where none may be created.
-
-    Reading a WAL database needs its ``-shm`` (and ``-wal``) file; when they
-    are not there (no connection has the file open), even a ``mode=ro``
-    reader creates them, owned by whoever reads, and leaves them behind.
-    That is harmless for the file's owner (or root: SQLite then gives them
-    to the owner), but files made by another user lock the owner out, and a
-    read-only folder cannot take them at all.
-    """
-    if os.path.exists(f"{path}-shm"):
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    owner = os.stat(path).st_uid
-    me = os.geteuid()
-    foreign = me not in (0, owner)
-    read_only = not os.access(folder, os.W_OK | os.X_OK)
-    if not (foreign or read_only) or not _in_wal_mode(path):
-        return
-    if read_only:
-        raise DatabaseError(
-            f"{path}: cannot be read without creating its -wal and -shm files, and its folder "
-            "is read-only; read it where it can have them, or while a store has it open"
-        )
-    try:
-        import pwd
-
-        name = pwd.getpwuid(owner).pw_name
-    except (ImportError, KeyError):
-        name = f"uid {owner}"
-    raise DatabaseError(
-        f"{path}: reading it would create its -wal and -shm files owned by this user, which "
-        f"its owner ({name}) could not write; read it as {name}, or while a store has it open"
-    )
 
 
 @contextlib.contextmanager
@@ -362,7 +201,7 @@ DIALECT = ReportDialect(
 )
 
 
-class SqliteBackend:
+class SqliteBackend(Backend):
     """The SQLite part of a store: what :class:`~telemetry_orm.store.PeeweeTelemetryStore`
     asks of its database engine (see :class:`~telemetry_orm.backends.base.Backend`)."""
 
@@ -374,6 +213,7 @@ class SqliteBackend:
         rollups.RollupMonthDuration, rollups.FoldRow, rollups.RollupDay)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
+    sql_database = _DIALECT_DATABASE
     check_row = None  # stores every valid record, NUL characters included
 
     def __init__(
@@ -475,7 +315,7 @@ class SqliteBackend:
         why = "no such database file" if self.memory else self.missing()
         if why:
             raise DatabaseError(f"{path}: {why}")
-        _check_read_creates_nothing_foreign(path)
+        check_read_creates_nothing_foreign(path)
         uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
         database = peewee.SqliteDatabase(
             uri, uri=True, pragmas=[("busy_timeout", self.busy_timeout)]
@@ -614,18 +454,11 @@ class SqliteBackend:
         with database.atomic(lock_type="IMMEDIATE"):
             yield
 
-    def insert_sql(self, model: Type[Execution]) -> str:
-        """The INSERT every ``record()`` runs, built once per store."""
-        return _sql.record_insert_sql(model)
-
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
         """The INSERT for one row (autocommit) on this thread's connection:
         ``record()``'s whole path to the database, with nothing between it
         and ``sqlite3``; return its id."""
         return database.connection().execute(sql, params).lastrowid or 0
-
-    def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> _sql.KeyedSql:
-        return _sql.keyed_sql(model, keys, purged)
 
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
@@ -682,16 +515,6 @@ class SqliteBackend:
             last: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         return list(range(last - len(rows) + 1, last + 1))
 
-    def copy_rows(
-        self,
-        conn: sqlite3.Connection,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-    ) -> None:
-        """One INSERT run for every row (``executemany``), in the caller's transaction."""
-        conn.executemany(_sql.insert_sql(_DIALECT_DATABASE, table, columns), rows)
-
     @classmethod
     def cutoff(cls, conn: sqlite3.Connection, days: float) -> Optional[str]:
         """``datetime('now', '-N days')`` by the database's own (UTC) clock,
@@ -706,10 +529,6 @@ class SqliteBackend:
         if row[0] is None or str(row[0]) < schema.format_timestamp(EARLIEST):
             return None
         return str(row[0])
-
-    @classmethod
-    def count_before(cls, conn: sqlite3.Connection, model: Type[Execution], when: str) -> int:
-        return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
 
     def purge_start(self, conn: sqlite3.Connection, model: Type[Execution], when: str) -> IdWalk:
         """Where a purge begins: the walk over the ids of the expired rows
@@ -809,45 +628,3 @@ class SqliteBackend:
         return Storage(os.path.getsize(path), wal_bytes, _version(conn), mode)
 
 
-#: A purge walks the ids (see :class:`IdWalk`) when at least this share of
-#: the ids between the first and the last expired row are expired rows;
-#: fewer, and a walk would read mostly rows it keeps.
-PURGE_WALK_DENSITY = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class IdWalk:
-    """Where a SQLite purge is: its chunks delete the expired rows among the
-    ids after ``after``, a stretch at a time, up to ``last``, the largest
-    expired id when it began.
-
-    Each chunk then changes neighbouring pages of the table, which later
-    chunks do not touch again. Chunks of the oldest rows instead pick rows
-    spread over the whole table whenever ``created_at`` does not follow the
-    ids (rows imported or copied from elsewhere, backdated ones), and write
-    nearly every table page into the log once per chunk: on 200,000 such
-    rows, half expired, chunks of 1,500 of the oldest rows (what 20 ms
-    allowed) wrote 153,226 log pages, 16 times the 9,692 of one DELETE (each
-    table page 12 times, the ``repo`` index 49 times); chunks of 6,000 ids
-    (3,000 rows, about 20 ms each) wrote 39,970, each table page once, and
-    took about the time of the DELETE. Once ``after`` reaches ``last`` the
-    chunks take the oldest rows.
-    """
-
-    after: int
-    last: int
-
-
-# Only for building SQL text in SQLite's dialect (never connected).
-_DIALECT_DATABASE = peewee.SqliteDatabase(None)
-
-
-def url_path(url: str) -> str:
-    """The file of a ``sqlite:///path`` URL (``sqlite://`` is ``':memory:'``)."""
-    params = db_url.parse(url)
-    path = params.pop("database")
-    if params:
-        raise TelemetryValidationError(
-            "db_path", f"a sqlite URL takes no parameters, got {', '.join(sorted(params))}"
-        )
-    return str(path)

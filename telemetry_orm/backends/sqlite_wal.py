@@ -1,9 +1,10 @@
-"""SQLite's write-ahead log and write lock, kept in shape for one store.
+"""SQLite's write-ahead log, kept in shape for one store.
 
-- **Checkpoints** (:func:`checkpoint`): ``PRAGMA wal_checkpoint`` copies the
-  log into the database file. The automatic ones the store asks for (every
-  1000 writes) run passive on a helper thread (:class:`Checkpointer`), so the writer
-  that triggered it never waits for its disk syncs.
+- **Checkpoints** (:func:`~telemetry_orm.backends.sqlite_checkpoint.checkpoint`):
+  ``PRAGMA wal_checkpoint`` copies the log into the database file. The
+  automatic ones the store asks for (every 1000 writes) run passive on a
+  helper thread (:class:`~telemetry_orm.backends.sqlite_checkpoint.Checkpointer`),
+  so the writer that triggered it never waits for its disk syncs.
 - **Log restarts**: a writer that commits batch after batch (a background
   writer, a purge) turns SQLite's automatic checkpoint off on its own
   connection; once the log passes :data:`LOG_RESTART_PAGES` a ``RESTART``
@@ -19,10 +20,8 @@
   writer that sees the log outgrow what the reader held, or many rows
   written since the helper last looked, looks itself (waiting for the
   helper's copy if one runs), so the file stays near that size.
-- **Purge pacing** (:class:`SqlitePurgePacer`): chunks sized to hold the
-  write lock about :data:`PURGE_HOLD`, and gaps after them long enough for
-  SQLite's busy handler to let waiting writers in.
 
+The pacing of purges is :mod:`telemetry_orm.backends.sqlite_purge`'s.
 :class:`SqliteUpkeep` ties these to one store (the
 :class:`~telemetry_orm.backends.base.Upkeep` the store calls).
 """
@@ -31,14 +30,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from ..errors import StoreClosedError, TelemetryError
-from .base import PURGE_CHUNK, CheckpointResult, Logger, StoreAccess
+from .base import PURGE_CHUNK, CheckpointResult, StoreAccess
+from .sqlite_checkpoint import (
+    AUTOCHECKPOINT_PAGES,
+    Checkpointer,
+    WalFile,
+    checkpoint,
+    set_autocheckpoint,
+)
+from .sqlite_files import own_connection
 
 #: Log size, in pages, past which a purge or a background writer has the
 #: log restarted (see :meth:`SqliteUpkeep.restart_long_log`).
@@ -47,48 +53,6 @@ LOG_RESTART_PAGES = 16384
 #: Longest time, in seconds, a purge or a background writer waits for the
 #: helper thread's checkpoint to finish before restarting the log.
 LOG_CATCH_UP = 0.25
-
-#: Busy timeout of the TRUNCATE checkpoint after a big purge. That checkpoint
-#: holds the write lock while it waits for readers, so a long wait would stall
-#: every writer; if it gives up, ``journal_size_limit`` still cuts the log.
-TRUNCATE_BUSY_TIMEOUT_MS = 50
-_TRUNCATE_ATTEMPTS = 5
-
-#: Later purge chunks are sized from the time the previous one held the
-#: write lock, between these many rows.
-PURGE_CHUNK_MIN = 100
-PURGE_CHUNK_MAX = 100_000
-
-#: Seconds a purge aims to hold the write lock per chunk: well under 50 ms,
-#: so another writer never waits long, and long enough that the chunks add
-#: up to little more than one DELETE.
-PURGE_HOLD = 0.020
-
-#: Times, in ms after its first attempt, at which a writer that found the
-#: write lock taken tries again: SQLite's default busy handler (what
-#: ``busy_timeout`` installs, in this package, Python's sqlite3 and
-#: ``bun:sqlite``) sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms.
-#: The write lock has no queue: a writer gets it only if one of its retries
-#: falls while it is free.
-BUSY_RETRIES_MS = (1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228, 328)
-
-#: Added to each free gap a purge leaves, for the scheduling delay of a
-#: writer that wakes up to retry.
-PURGE_PAUSE_MARGIN = 0.002
-
-#: While nobody else has written for this many seconds, a purge leaves the
-#: lock free only once in about :data:`PURGE_QUIET_SPAN` seconds instead of
-#: after every chunk.
-PURGE_BUSY_MEMORY = 1.0
-PURGE_QUIET_SPAN = 0.125
-
-#: Page cache, in KiB, of the purging connection during a purge (SQLite's
-#: default is 2 MiB): on 1,000,000 rows with scattered ``created_at`` a
-#: 32 MiB cache took the purge from 1.8x to 1.3x one DELETE.
-PURGE_CACHE_KIB = 32 * 1024
-
-#: SQLite's own default of ``wal_autocheckpoint``, in pages.
-AUTOCHECKPOINT_PAGES = 1000
 
 #: Log size, in pages, past which the helper thread takes the log in hand
 #: from writers that record row by row or batch by batch, and has it
@@ -108,12 +72,6 @@ BEHIND_CHECKPOINT_EVERY = 100
 #: own automatic checkpoint copies inside a commit.
 CAUGHT_UP_PAGES = 1000
 
-#: While a reader holds the log back, the helper writes the log's new pages
-#: to disk once this many have come since it last did: copying the log after
-#: the reader lets go then waits for little more than the database file's
-#: own sync (see :meth:`SqliteUpkeep._sync_held_log`).
-LOG_SYNC_PAGES = 512
-
 #: Rows this store's writers may add to a log after a reader was last seen
 #: holding it back, before a writer looks itself (see
 #: :meth:`SqliteUpkeep._catch_up_here`): the helper may be busy, or slow on
@@ -131,145 +89,6 @@ HELD_GROWTH_MIN = 1024 * 1024
 _HELPER_ATTEMPTS = 8
 #: Passes in a row of one helper run catching up with a long log.
 _CATCH_UP_PASSES = 8
-
-
-def checkpoint(
-    conn: sqlite3.Connection, mode: str, *, busy_timeout: int, blocking: bool = True
-) -> CheckpointResult:
-    """``PRAGMA wal_checkpoint(mode)`` on ``conn``.
-
-    A ``RESTART`` or ``TRUNCATE`` checkpoint holds the write lock while it
-    copies the log and waits for readers, stalling every writer meanwhile; a
-    PASSIVE pass first copies the bulk while they keep writing. With
-    ``blocking=False`` (after a big purge, between a writer's batches) it
-    does not wait at all when that pass shows a reader holding an older
-    snapshot (it could not copy the whole log), and otherwise waits for
-    readers at most :data:`TRUNCATE_BUSY_TIMEOUT_MS` instead of
-    ``busy_timeout``; if it gives up (``busy``), ``journal_size_limit``
-    still cuts the ``-wal`` file once the log restarts.
-    """
-    mode = mode.upper()
-    if mode not in ("RESTART", "TRUNCATE"):
-        return _checkpoint(conn, mode)
-    # The bulk first, without the write lock; if another connection's
-    # checkpoint (the helper thread's, say) is running, after it.
-    for _ in range(_TRUNCATE_ATTEMPTS * 10):
-        passive = _checkpoint(conn, "PASSIVE")
-        if not passive.busy or passive.logged >= 0:
-            break
-        time.sleep(0.01)
-    if blocking:
-        return _checkpoint(conn, mode)
-    if 0 <= passive.copied < passive.logged:
-        # A reader holds a snapshot older than the end of the log: the pass
-        # could not copy beyond it, and the RESTART or TRUNCATE would only
-        # wait for that reader for its busy timeout, then give up (a writer
-        # that tried between each of its batches spent most of its time
-        # waiting). It is worth trying once that reader has moved on, which
-        # the next pass shows by copying the rest.
-        return dataclasses.replace(passive, busy=True)
-    saved = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
-    conn.execute(f"PRAGMA busy_timeout = {min(TRUNCATE_BUSY_TIMEOUT_MS, busy_timeout)}")
-    try:
-        for _ in range(_TRUNCATE_ATTEMPTS):
-            result = _checkpoint(conn, mode)
-            # -1 pages: it could not start because another connection (a
-            # writer's automatic checkpoint) is checkpointing right now,
-            # which ends shortly; unlike a reader, that is worth another try.
-            if not result.busy or result.logged >= 0:
-                break
-            time.sleep(0.01)
-        return result
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {saved}")
-
-
-def _checkpoint(conn: sqlite3.Connection, mode: str) -> CheckpointResult:
-    busy, logged, copied = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-    emptied = mode == "TRUNCATE" and not busy
-    return CheckpointResult(True, bool(busy), int(logged), int(copied), emptied)
-
-
-def set_autocheckpoint(conn: sqlite3.Connection, pages: int) -> int:
-    """``PRAGMA wal_autocheckpoint = pages`` on ``conn``; return the old value."""
-    old = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-    conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
-    return old
-
-
-class Checkpointer:
-    """Runs a store's automatic checkpoints on a thread of their own,
-    started at the first one. Requests made while one runs merge into one."""
-
-    def __init__(self, run: Callable[[], None], log: Logger) -> None:
-        self._run = run
-        self._log = log
-        self._changed = threading.Condition()
-        self._due = False
-        self._busy = False
-        self._stopped = False
-        self._thread: Optional[threading.Thread] = None
-        #: Held while a checkpoint runs (fork() waits for it).
-        self.running = threading.Lock()
-
-    def request(self) -> None:
-        with self._changed:
-            if self._stopped:
-                return
-            self._due = True
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="telemetry_orm-checkpoint", daemon=True
-                )
-                self._thread.start()
-            self._changed.notify_all()
-
-    def idle(self) -> bool:
-        """Whether no checkpoint runs or is due."""
-        with self._changed:
-            return not (self._due or self._busy)
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait, at most ``timeout`` seconds, until no checkpoint runs or is
-        due; return whether that happened."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while (self._due or self._busy) and not self._stopped:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-        return True
-
-    def stop(self) -> None:
-        """Let a running checkpoint finish, drop any that is due, end the thread."""
-        with self._changed:
-            self._stopped = True
-            self._changed.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def _loop(self) -> None:
-        while True:
-            with self._changed:
-                while not (self._due or self._stopped):
-                    self._changed.wait()
-                if self._stopped:
-                    return
-                self._due = False
-                self._busy = True
-            try:
-                with self.running:
-                    self._run()
-            except StoreClosedError:
-                pass  # the store is closing: nothing left to keep
-            except Exception as exc:  # noqa: BLE001 - housekeeping must not kill the thread
-                self._log.warning("automatic checkpoint failed: %s", exc)
-            finally:
-                with self._changed:
-                    self._busy = False
-                    self._changed.notify_all()
 
 
 class _WriterState(threading.local):
@@ -344,15 +163,10 @@ class SqliteUpkeep:
         self._restarts = 0
         #: Size in bytes of the -wal file when a reader was last seen holding
         #: the log back (0: none since the last restart), rows written since
-        #: then (or since a writer last looked), and its pages when the
-        #: helper last synced it.
+        #: then (or since a writer last looked), and the file.
         self._held_size = 0
         self._unchecked = 0
-        self._synced_pages = 0
-        #: The -wal file's path and the page size, read from SQLite at the
-        #: first need.
-        self._wal_path: Optional[str] = None
-        self._page_size = 4096
+        self._wal = WalFile(self.store)
         #: Streams (background writers) writing now.
         self._streams = 0
         self._streams_lock = threading.Lock()
@@ -493,7 +307,7 @@ class SqliteUpkeep:
             if self._held_size:
                 self._unchecked += rows
                 if (self._unchecked >= UNCHECKED_ROWS
-                        or self._wal_size() > self._held_size + max(
+                        or self._wal.size() > self._held_size + max(
                             self._held_size * HELD_GROWTH, HELD_GROWTH_MIN)):
                     self._catch_up_here()
                     return
@@ -508,7 +322,7 @@ class SqliteUpkeep:
             self._behind_writes += rows
             if self._behind_writes >= BEHIND_CHECKPOINT_EVERY:
                 self._behind_writes = 0
-                if self._wal_size() > self._long_log_pages() * self._page_size:
+                if self._wal.size() > self._long_log_pages() * self._wal.page_size:
                     self._checkpointer.request()
 
     # -- the log --------------------------------------------------------------
@@ -572,11 +386,11 @@ class SqliteUpkeep:
         if self.borrowed:
             # Passes only: taking the log in hand would mean changing the
             # settings of the application's connections.
-            conn = self._own_connection()
+            conn = own_connection(self.database, self.busy_timeout)
             try:
                 result = self._passive_in_helper(conn)
                 if result is not None and result[0] - result[1] > CAUGHT_UP_PAGES:
-                    self._sync_held_log(result[0], conn)
+                    self._wal.sync_held(result[0], conn)
             finally:
                 conn.close()
             return
@@ -604,10 +418,10 @@ class SqliteUpkeep:
                 # A reader holds the log back (a writer in its transaction
                 # may too for a moment, but only by its last few pages).
                 self._helper_copies = True
-                self._held_size = self._wal_size()
+                self._held_size = self._wal.size()
                 self._unchecked = 0
                 with self.store.connection(locked=False) as conn:
-                    self._sync_held_log(pages, conn)
+                    self._wal.sync_held(pages, conn)
                 return
             if done < pages or not (long_log or self._helper_copies):
                 return
@@ -628,12 +442,6 @@ class SqliteUpkeep:
         else:
             self._helper_copies = self._log_behind = False
             self._held_size = 0
-
-    def _own_connection(self) -> sqlite3.Connection:
-        """A connection of the helper's own to the application's file."""
-        params = getattr(self.database, "connect_params", None) or {}
-        return sqlite3.connect(str(self.database.database), uri=bool(params.get("uri")),
-                               timeout=self.busy_timeout / 1000, isolation_level=None)
 
     def _passive_in_helper(self, conn: Optional[sqlite3.Connection] = None
                            ) -> Optional[Tuple[int, int]]:
@@ -726,7 +534,7 @@ class SqliteUpkeep:
             if result.logged - result.copied > CAUGHT_UP_PAGES:
                 # A reader still holds the log back: look again once the
                 # file has outgrown this.
-                self._held_size = self._wal_size()
+                self._held_size = self._wal.size()
                 return
             # Another process's store may have had it restarted already.
             if result.logged >= self._long_log_pages():
@@ -739,149 +547,10 @@ class SqliteUpkeep:
             # A reader on a recent snapshot outwaited the RESTART: try again
             # once the file has grown further.
             if self._held_size:
-                self._held_size = self._wal_size()
+                self._held_size = self._wal.size()
             return
         # (A pass that ended meanwhile may have asked for it again.)
         self._helper_copies = self._log_behind = self._restart_due = False
         self._held_size = 0
         self._restarted_at = result.logged
         self._restarts += 1
-
-    def _sync_held_log(self, pages: int, conn: sqlite3.Connection) -> None:
-        """On the helper thread, while a reader holds the log (``pages``
-        long) back: write its pages to disk once :data:`LOG_SYNC_PAGES` have
-        come since the last time.
-
-        With ``synchronous=NORMAL`` no commit syncs the log; SQLite syncs it
-        before copying any of it into the database file. A log that a reader
-        held back is then all in the page cache when the reader lets go, and
-        the first copy waits for all of it (300 ms for 100 MB here) while
-        the writes go on growing it. Synced here, beside the writers, that
-        copy waits for the last few pages only."""
-        if pages < self._synced_pages:
-            self._synced_pages = 0  # restarted since
-        if pages - self._synced_pages < LOG_SYNC_PAGES:
-            return
-        try:
-            fd = os.open(self._wal_file(conn), os.O_RDONLY)
-            try:
-                _datasync(fd)
-            finally:
-                os.close(fd)
-        except (OSError, sqlite3.Error) as exc:  # the checkpoint syncs it anyway
-            self.store.log.debug("syncing the log failed: %s", exc)
-            return
-        self._synced_pages = pages
-
-    def _wal_file(self, conn: sqlite3.Connection) -> str:
-        if self._wal_path is None:
-            self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            self._wal_path = wal_file(conn)
-        return self._wal_path
-
-    def _wal_size(self) -> int:
-        """Bytes in the ``-wal`` file (0 if there is none)."""
-        try:
-            if self._wal_path is None:
-                with self.store.connection(locked=False) as conn:
-                    self._wal_file(conn)
-            assert self._wal_path is not None
-            return os.stat(self._wal_path).st_size
-        except (OSError, TelemetryError):
-            return 0
-
-
-def wal_file(conn: sqlite3.Connection) -> str:
-    """The path of the ``-wal`` file of ``conn``'s main database."""
-    for _, name, path in conn.execute("PRAGMA database_list"):
-        if name == "main":
-            return f"{path}-wal"
-    raise sqlite3.OperationalError("no main database")
-
-
-#: ``fdatasync`` where the platform has it (it skips the file's times).
-_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
-
-
-def retry_gap(waited: float) -> float:
-    """The longest time, in seconds, between two attempts of a writer that
-    has been waiting for the write lock at most ``waited`` seconds."""
-    gap, previous = 0, 0
-    for retry in BUSY_RETRIES_MS:
-        # A retry due at the very moment the lock comes free may be missed.
-        if previous > waited * 1000:
-            return gap / 1000
-        gap, previous = max(gap, retry - previous), retry
-    return max(gap, 100) / 1000
-
-
-class SqlitePurgePacer:
-    """Sizes a purge's chunks and the free gaps it leaves between them.
-
-    Each chunk is sized to hold the write lock about :data:`PURGE_HOLD`
-    seconds. After it, the lock is left free for as long as SQLite's busy
-    handler may make a waiting writer sleep (:func:`retry_gap`), so every
-    writer that began waiting during the chunk gets in before the next one.
-    That gap is most of a purge's cost over one DELETE, so it is only left
-    after every chunk while other connections are writing (``PRAGMA
-    data_version`` says so); while none has written for
-    :data:`PURGE_BUSY_MEMORY` seconds, chunks follow each other and a gap is
-    left once the lock has been taken for about :data:`PURGE_QUIET_SPAN`
-    seconds, long enough for a newcomer's retries at that point.
-
-    It also turns off SQLite's automatic checkpoint on the purging
-    connection for the purge: that checkpoint would run on every chunk's
-    commit, stalling the purge with disk syncs; the store's helper thread
-    copies the log into the file meanwhile instead.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        #: Rows the next chunk may delete.
-        self.rows = PURGE_CHUNK
-        self._clock = clock
-        self._version = -1
-        self._busy_until = 0.0
-        self._free_since = clock()
-        self._autocheckpoint = AUTOCHECKPOINT_PAGES
-        self._cache_size: Optional[int] = None
-
-    def start(self, conn: sqlite3.Connection) -> None:
-        self._autocheckpoint = set_autocheckpoint(conn, 0)
-        # A page cache large enough that the chunks of a purge whose expired
-        # rows lie all over the file (scattered created_at) find the index
-        # pages the previous chunks changed still in memory.
-        self._cache_size = int(conn.execute("PRAGMA cache_size").fetchone()[0])
-        conn.execute(f"PRAGMA cache_size = {-PURGE_CACHE_KIB}")
-        self._version = _data_version(conn)
-        self._free_since = self._clock()
-
-    def after_chunk(self, conn: sqlite3.Connection, held: float) -> float:
-        """Take note of a chunk that held the lock ``held`` seconds; set
-        :attr:`rows` for the next and return the pause before it."""
-        now = self._clock()
-        version = _data_version(conn)
-        if version != self._version:
-            self._version = version
-            self._busy_until = now + PURGE_BUSY_MEMORY
-        if held > 0:
-            wanted = self.rows * PURGE_HOLD / held
-            self.rows = int(min(max(wanted, self.rows / 2, PURGE_CHUNK_MIN),
-                                self.rows * 2, PURGE_CHUNK_MAX))
-        waited = now - self._free_since
-        if now < self._busy_until or waited + held > PURGE_QUIET_SPAN:
-            pause = retry_gap(waited) + PURGE_PAUSE_MARGIN
-            self._free_since = now + pause
-            return pause
-        return 0.0
-
-    def finish(self, conn: sqlite3.Connection) -> None:
-        set_autocheckpoint(conn, self._autocheckpoint)
-        if self._cache_size is not None:
-            conn.execute(f"PRAGMA cache_size = {self._cache_size}")
-            # What the larger cache held is given back now, not at close.
-            conn.execute("PRAGMA shrink_memory")
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
-

@@ -9,7 +9,7 @@ is its backend's (``store.backend``, see :mod:`telemetry_orm.backends.base`),
 picked from the location by :mod:`telemetry_orm.engines`.
 """
 
-from ..rollups import FOLD_ROWS
+from ..folding import FOLD_ROWS
 from .facade import (
     CHECKPOINT_EVERY,
     JOURNAL_SIZE_LIMIT,

@@ -36,7 +36,7 @@ from typing import (
 import peewee
 
 from .. import background as _background
-from .. import engines, forking, rollups
+from .. import engines, folding, forking
 from ..backends.base import (
     BUSY_TIMEOUT_MS,
     LOG_SIZE_LIMIT,
@@ -451,7 +451,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         return what was done. Running it again counts no row twice.
 
         Works in short write transactions of at most about
-        :data:`~telemetry_orm.rollups.FOLD_ROWS` rows (the store's lock is
+        :data:`~telemetry_orm.folding.FOLD_ROWS` rows (the store's lock is
         let go between them), so writers keep going meanwhile. Rows purged
         by this package are counted too: a purge folds in, before deleting
         them, the rows not counted yet. See :mod:`telemetry_orm.rollups`.
@@ -460,7 +460,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         started = time.perf_counter()
         self._writes.rollup_models()
         opened = self.opened
-        rows, steps, state = rollups.roll_up(opened.backend, opened.tables, self.connection)
+        rows, steps, state = folding.roll_up(opened.backend, opened.tables, self.connection)
         self.log.info("rolled up %d executions in %d steps; counted before %s", rows, steps,
                       state.counted_before)
         counted = state.counted_before

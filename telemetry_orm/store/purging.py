@@ -11,8 +11,8 @@ import datetime as _dt
 import time
 from typing import Any, Callable, Optional, Tuple
 
+from .. import folding, rollups
 from .. import keys as _keys
-from .. import rollups
 from ..checks import check_number
 from ..errors import TelemetryError
 from ..schema import KEYS_TABLE, format_timestamp
@@ -76,7 +76,7 @@ class Purge:
         backend, model = opened.backend, opened.model
         pacer = backend.purge_pacer()
         with host.connection() as conn:
-            now = rollups.naive_utc(backend.cutoff(conn, 0.0))
+            now = folding.naive_utc(backend.cutoff(conn, 0.0))
             when = backend.cutoff(conn, value)
             if when is None:  # before the engine's earliest time: no row is older
                 log.info("purged 0 executions older than %s days (before any time)", days)
@@ -91,13 +91,13 @@ class Purge:
                 position = backend.purge_start(conn, model, when)
             key_tables = self._keys_if_any()
             models = self._rollup_models()
-            fold = rollups.purge_fold(opened.tables, when)
+            fold = folding.purge_fold(opened.tables, when)
             with host.connection() as conn:
                 state = rollups.read_state(conn, models)
-            if state.counted_before is None or state.counted_before < rollups.naive_utc(when):
+            if state.counted_before is None or state.counted_before < folding.naive_utc(when):
                 # Chunks will fold rows in first: start them as small as a
                 # rollup step, the pacer sizes the rest.
-                pacer.rows = min(pacer.rows, rollups.FOLD_ROWS)
+                pacer.rows = min(pacer.rows, folding.FOLD_ROWS)
             while True:
                 limit = pacer.rows
                 # The store lock is let go between chunks so this process's

@@ -20,8 +20,8 @@ import dataclasses
 import datetime as _dt
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
+from .. import folding, rollups
 from .. import keys as _keys
-from .. import rollups
 from ..record import FIELD_NAMES
 from ..schema import TABLE_NAME
 from ..sql import KeyedSql, insert_sql, quote
@@ -158,9 +158,9 @@ class Writes:
     @contextlib.contextmanager
     def replacing(self, conn: Any, row_id: int) -> Iterator[None]:
         """Around the UPDATE that replaces the values of row ``row_id`` (see
-        :func:`telemetry_orm.rollups.refolding`)."""
+        :func:`telemetry_orm.folding.refolding`)."""
         opened = self._host.opened
-        with rollups.refolding(opened.backend, opened.tables, opened.rolled_up, conn, row_id):
+        with folding.refolding(opened.backend, opened.tables, opened.rolled_up, conn, row_id):
             yield
 
     def _timed(self, opened: Opened) -> _Timed:
@@ -178,7 +178,7 @@ class Writes:
             if conn is None:
                 with self._host.connection() as own:
                     return self._stamped(own, opened, rows, at)
-            now = rollups.naive_utc(opened.backend.cutoff(conn, 0.0))
+            now = folding.naive_utc(opened.backend.cutoff(conn, 0.0))
         return [(_stamp(opened, when or now), *row) for row, when in zip(rows, at, strict=True)]
 
     @contextlib.contextmanager

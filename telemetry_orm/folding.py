@@ -1,0 +1,161 @@
+"""The fold planner: which rows each step of a rollup, a purge or a replace
+folds into the rollups, and the state after it.
+
+The store runs it; the tables and their fold and unfold statements are in
+:mod:`telemetry_orm.rollups`. It lives apart from them because it works
+through an engine's backend (its transactions and clock), while the
+backends name the rollup tables: one module for both would be a circle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+from typing import Any, Callable, ContextManager, Iterator, Optional, Tuple
+
+from peewee import SQL, fn
+
+from .backends.base import Backend
+from .rollups import (
+    STATE_TABLE,
+    State,
+    counted,
+    floor_hour,
+    fold,
+    read_state,
+    uncounted,
+    unfold,
+    write_state,
+)
+from .schema import format_timestamp, parse_timestamp
+from .sql import render
+from .tables import Tables
+
+#: Rows a step of a rollup folds in, about (some 40 ms of SQLite's write
+#: lock: folding costs about 15 µs a row).
+FOLD_ROWS = 2_500
+
+
+def naive_utc(value: Any) -> _dt.datetime:
+    """A database time (UTC text as stored, or a datetime) as a naive UTC datetime."""
+    if isinstance(value, str):
+        value = parse_timestamp(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc)
+    return value.replace(tzinfo=None)  # type: ignore[no-any-return]
+
+
+def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) -> int:
+    """Fold the rows matching ``where`` in (``take_out``: take them out),
+    inside the caller's transaction on ``conn``; return how many."""
+    m, database = tables.executions, tables.database
+    n = int(conn.execute(*render(database, m.select(fn.COUNT(SQL("*"))).where(where))
+                         ).fetchone()[0])
+    if n:
+        tables.dialect.prepare(database)
+        build = unfold if take_out else fold
+        for statement in build(tables.rollups, m, tables.dialect, where):
+            conn.execute(*statement)
+    return n
+
+
+def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime
+              ) -> Optional[Tuple[Any, State]]:
+    """The rows of the next step of a rollup up to ``until`` and id
+    ``target`` (``None``: only the state moves) and the state after it;
+    ``None`` when all is counted. Rows that came after the last fold for
+    hours already counted go first, :data:`FOLD_ROWS` at a time; then the
+    next hours, up to about :data:`FOLD_ROWS` rows."""
+    m, database, as_text = tables.executions, tables.database, tables.dialect.as_text
+    counted_ids, before = state.counted_ids, state.counted_before
+    if counted_ids < target:
+        if before is None:  # nothing is counted by time yet
+            return None, dataclasses.replace(state, counted_ids=target)
+        upto = min(counted_ids + FOLD_ROWS, target)
+        where = ((m.id > counted_ids) & (m.id <= upto)
+                 & (m.created_at < format_timestamp(before)))
+        return where, dataclasses.replace(state, counted_ids=upto)
+    if before is None:
+        first = conn.execute(*render(database, m.select(as_text(fn.MIN(m.created_at))))
+                             ).fetchone()[0]
+        start = until if first is None else min(until, floor_hour(naive_utc(first)))
+        return None, dataclasses.replace(state, counted_before=start)
+    if before >= until:
+        return None
+    row = conn.execute(*render(database, m.select(as_text(m.created_at)).where(
+        m.created_at >= format_timestamp(before)).order_by(m.created_at)
+        .limit(1).offset(FOLD_ROWS))).fetchone()
+    step_end = until if row is None else min(until, max(
+        floor_hour(naive_utc(row[0])), before + _dt.timedelta(hours=1)))
+    where = ((m.id <= counted_ids) & (m.created_at >= format_timestamp(before))
+             & (m.created_at < format_timestamp(step_end)))
+    return where, dataclasses.replace(state, counted_before=step_end)
+
+
+def roll_up(backend: Backend, tables: Tables,
+            connection: Callable[[], ContextManager[Any]]) -> Tuple[int, int, State]:
+    """Fold every complete hour (by the database clock) and the rows that
+    arrived since for hours folded before, a step per transaction on a
+    ``connection()`` of its own (the caller's lock let go between them);
+    return (rows, steps, the state after)."""
+    m = tables.executions
+    with connection() as conn:
+        # None: no id can be vouched for now; hours still fold in, for the
+        # ids counted so far.
+        target = backend.newest_id(conn, m) or 0
+        until = floor_hour(naive_utc(backend.cutoff(conn, 0.0)))
+    rows = steps = 0
+    state = State()
+    while True:
+        with connection() as conn, backend.fold_transaction(conn):
+            state = read_state(conn, tables.rollups)
+            step = next_fold(conn, tables, state, max(target, state.counted_ids), until)
+            if step is None:
+                break
+            where, state = step
+            if where is not None:
+                rows += fold_rows(conn, tables, where)
+            write_state(conn, tables.rollups, state, upsert=tables.dialect.upsert)
+        steps += 1
+    return rows, steps, state
+
+
+def purge_fold(tables: Tables, when: Any) -> Callable[[Any, Any], None]:
+    """What a purge chunk runs before it deletes the rows ``rows`` (a
+    condition) on ``conn``: fold in those not counted yet, and remember the
+    purge's cutoff ``when``."""
+    cutoff = naive_utc(when)
+
+    def run(conn: Any, rows: Any) -> None:
+        models = tables.rollups
+        state = read_state(conn, models)
+        fold_rows(conn, tables, rows & uncounted(tables.executions, state))
+        if state.purged_before is None or state.purged_before < cutoff:
+            write_state(conn, models, dataclasses.replace(state, purged_before=cutoff),
+                        upsert=tables.dialect.upsert)
+
+    return run
+
+
+@contextlib.contextmanager
+def refolding(backend: Backend, tables: Tables, rolled_up: bool, conn: Any, row_id: int
+              ) -> Iterator[None]:
+    """Around the UPDATE that replaces the values of row ``row_id`` on
+    ``conn``, inside its transaction: if the rollups count the row, its old
+    values go out of them before, and after it the new ones go in if the
+    row, maybe at another ``created_at``, counts then; no other connection
+    folds meanwhile. ``rolled_up``: the rollup tables are known to exist
+    (else they are looked for on ``conn``)."""
+    with backend.fold_transaction(conn):
+        where = None
+        if rolled_up or backend.has_table(conn, STATE_TABLE):
+            models = tables.rollups
+            is_counted = counted(tables.executions, read_state(conn, models))
+            if is_counted is not None:
+                where = (tables.executions.id == row_id) & is_counted
+        if where is not None:
+            fold_rows(conn, tables, where, take_out=True)
+        yield
+        if where is not None:
+            fold_rows(conn, tables, where)
