@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import FIXED_NOW, POSTGRES_URL_ENV, Witness, with_query
+from support import FIXED_NOW, POSTGRES_URL_ENV, Witness, psycopg2_url, with_query
 
 from telemetry_orm import PeeweeTelemetryStore, clock, create_telemetry_store
 
@@ -95,6 +95,15 @@ def module_pg_url() -> Iterator[str]:
     """A fresh schema shared by the tests of one module (they must not change it)."""
     with fresh_schema() as url:
         yield url
+
+
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def pg_app_url(request: pytest.FixtureRequest, pg_url: str) -> str:
+    """:func:`pg_url` once per driver an application's ``PostgresqlDatabase``
+    may use: ``postgresql://`` (psycopg 3), then ``postgresql+psycopg2://``
+    (skipped, with its reason, when psycopg2 is not installed); see
+    :func:`support.app_database`."""
+    return pg_url if request.param == "psycopg" else psycopg2_url(pg_url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

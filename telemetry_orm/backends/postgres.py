@@ -3,7 +3,9 @@
 one-row table, and schema set-up under an advisory lock.
 
 Needs the ``postgres`` extra (the psycopg 3 driver):
-``pip install 'telemetry_orm[postgres]'``.
+``pip install 'telemetry_orm[postgres]'``, or ``postgres2`` for psycopg2
+(``postgresql+psycopg2://`` URLs, and applications' databases driven by it);
+what differs between the two lives in :mod:`.postgres_drivers`.
 """
 
 from __future__ import annotations
@@ -53,29 +55,7 @@ from .base import (
     in_transaction_error,
     operation_error,
 )
-
-try:
-    import psycopg
-except ImportError:  # pragma: no cover - depends on the environment
-    psycopg = None  # type: ignore[assignment]
-
-_DRIVER_OPTIONS: Dict[str, Any] = {}
-_PlainDatabase: Any
-_PooledDatabase: Any
-if hasattr(peewee, "Psycopg3Adapter"):
-    # peewee 4 speaks psycopg 2 and 3; ask for 3 even when both are installed.
-    from playhouse.pool import PooledPostgresqlDatabase
-
-    _PlainDatabase, _PooledDatabase = peewee.PostgresqlDatabase, PooledPostgresqlDatabase
-    _DRIVER_OPTIONS["prefer_psycopg3"] = True
-else:
-    # peewee 3.19 drives psycopg 3 through database classes of its own.
-    from playhouse import pool
-    from playhouse.psycopg3_ext import Psycopg3Database
-
-    _PlainDatabase = Psycopg3Database
-    # peewee 3.17 and 3.18 have no pooled one: the extra asks for 3.19.
-    _PooledDatabase = getattr(pool, "PooledPsycopg3Database", None)
+from .postgres_drivers import Driver, driver_for_url, driver_of, run
 
 #: Table holding the schema version (one row), as ``PRAGMA user_version`` does
 #: for a SQLite file.
@@ -226,7 +206,8 @@ def sqlstate(exc: BaseException) -> Optional[str]:
         if current is None or any(current is s for s in seen):
             continue
         seen.append(current)
-        state = getattr(current, "sqlstate", None)
+        # psycopg 3 calls it sqlstate, psycopg2 pgcode.
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
         if isinstance(state, str):
             return state
         inner = current.args[0] if current.args else None
@@ -425,22 +406,19 @@ class PostgresBackend:
         ``log_size_limit`` has no meaning here."""
         return cls(location, busy_timeout=busy_timeout)
 
-    def __init__(self, url: str, *, busy_timeout: int = LOCK_TIMEOUT_MS) -> None:
+    def __init__(self, url: str, *, busy_timeout: int = LOCK_TIMEOUT_MS,
+                 driver: Optional[Driver] = None) -> None:
         self.url = url
         #: The sessions' ``lock_timeout`` in milliseconds (unless the URL sets one).
         self.busy_timeout = busy_timeout
         self.path = safe_url(url)
-        if psycopg is None:
-            raise DatabaseError(
-                f"{self.path}: PostgreSQL needs the psycopg driver: "
-                "pip install 'telemetry_orm[postgres]'"
-            )
-        if _PooledDatabase is None:  # pragma: no cover - peewee 3.17 / 3.18
-            raise DatabaseError(
-                f"{self.path}: PostgreSQL with psycopg 3 needs peewee >= 3.19: "
-                "pip install 'telemetry_orm[postgres]'"
-            )
-        self.driver_errors = (psycopg.Error, *type(self).driver_errors)
+        #: psycopg 3 unless the URL (``postgresql+psycopg2://``) or the
+        #: application's database says psycopg2.
+        self.driver = driver or driver_for_url(url)
+        why = self.driver.missing()
+        if why is not None:
+            raise DatabaseError(f"{self.path}: {why}")
+        self.driver_errors = (*self.driver.errors, *type(self).driver_errors)
         self.borrowed = False
         self._database: Optional[peewee.Database] = None
         self.no_background: Optional[str] = None
@@ -451,17 +429,11 @@ class PostgresBackend:
         busy_timeout: int = BUSY_TIMEOUT_MS, log_size_limit: int = LOG_SIZE_LIMIT,
     ) -> PostgresBackend:
         """A store on an application's ``PostgresqlDatabase`` (plain or
-        pooled) driven by psycopg 3. Its sessions keep the application's
-        settings (``lock_timeout``, ``TimeZone``: the store's SQL does not
-        depend on the session's zone); ``configure`` has nothing to apply
-        here."""
-        if not _uses_psycopg3(database):
-            raise TelemetryValidationError(
-                "database", f"{type(database).__name__} is driven by psycopg2; the store needs "
-                "psycopg 3 (peewee 4: PostgresqlDatabase(..., prefer_psycopg3=True); peewee "
-                "3.19: playhouse.psycopg3_ext.Psycopg3Database or playhouse.pool."
-                "PooledPsycopg3Database)")
-        backend = cls("postgresql://", busy_timeout=busy_timeout)
+        pooled), driven by psycopg 3 or psycopg2. Its sessions keep the
+        application's settings (``lock_timeout``, ``TimeZone``: the store's
+        SQL does not depend on the session's zone); ``configure`` has
+        nothing to apply here."""
+        backend = cls("postgresql://", busy_timeout=busy_timeout, driver=driver_of(database))
         backend.borrowed, backend._database = True, database
         backend.path = database_label(database)
         return backend
@@ -481,7 +453,7 @@ class PostgresBackend:
                 )
         url_options = f"{params.pop('options', '') or ''} {extra_options}"
         options = session_options(url_options, self.busy_timeout)
-        return str(name), {**CONNECT_DEFAULTS, **params, **_DRIVER_OPTIONS, "options": options}
+        return str(name), {**CONNECT_DEFAULTS, **params, **self.driver.options, "options": options}
 
     def missing(self) -> Optional[str]:
         return None  # only connecting can tell
@@ -495,7 +467,7 @@ class PostgresBackend:
         if self._database is not None:
             return self._database
         name, settings = self._settings()
-        database: peewee.Database = _PooledDatabase(name, field_types=FIELD_TYPES, **settings)
+        database: peewee.Database = self.driver.pooled(name, field_types=FIELD_TYPES, **settings)
         return database
 
     def open_readonly(self, *, purpose: str = "read") -> peewee.Database:
@@ -506,7 +478,7 @@ class PostgresBackend:
         name, settings = self._settings("-c default_transaction_read_only=on")
         for pool_only in ("max_connections", "timeout", "stale_timeout"):
             settings.pop(pool_only, None)
-        database: peewee.Database = _PlainDatabase(name, field_types=FIELD_TYPES, **settings)
+        database: peewee.Database = self.driver.plain(name, field_types=FIELD_TYPES, **settings)
         try:
             database.connect()
             _check(self.path, database, purpose)
@@ -525,8 +497,7 @@ class PostgresBackend:
     def in_transaction(cls, database: peewee.Database) -> bool:
         if database.is_closed():
             return False
-        status = database.connection().info.transaction_status
-        return bool(status != psycopg.pq.TransactionStatus.IDLE)
+        return not driver_of(database).idle(database.connection())
 
     @contextlib.contextmanager
     def connection(self, database: peewee.Database) -> Iterator[Any]:
@@ -535,7 +506,7 @@ class PostgresBackend:
         inside another operation of the same thread, that one's connection."""
         opened = database.connect(reuse_if_open=True)
         try:
-            yield database.connection()
+            yield self.driver.connection(database.connection())
         finally:
             if opened:
                 database.close()
@@ -597,7 +568,7 @@ class PostgresBackend:
 
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
         with self.connection(database) as conn:
-            return int(conn.execute(sql, params).fetchone()[0])
+            return int(run(conn, sql, params).fetchone()[0])
 
     def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> _sql.KeyedSql:
         return _sql.keyed_sql(model, keys, purged, returning=True)
@@ -610,23 +581,16 @@ class PostgresBackend:
         advisory lock on each key, so two processes recording one key at once
         give one row. The locks are taken in one order (sorted), so two
         batches with keys in common never wait for each other in a circle."""
-        with self.connection(database) as conn, conn.transaction():
+        with self.connection(database) as conn, self.driver.transaction(conn):
             for lock in sorted({advisory_key(f"key:{k}") for k in keys if k is not None}):
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                run(conn, "SELECT pg_advisory_xact_lock(%s)", (lock,))
             return [_sql.record_keyed(conn, sql, params, key, replace)
                     for params, key in zip(rows, keys, strict=True)]
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Insert ``rows`` in one transaction (a savepoint inside one already
         open); return their ids in order, as ``RETURNING`` gives them."""
-        ids: List[int] = []
-        with conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(sql, rows, returning=True)
-            while True:
-                ids.append(int(cursor.fetchone()[0]))
-                if not cursor.nextset():
-                    break
-        return ids
+        return self.driver.insert_many(conn, sql, rows)
 
     def copy_rows(
         self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -635,9 +599,7 @@ class PostgresBackend:
         several times faster than one INSERT per row."""
         names = ", ".join(_sql.quote(_DIALECT_DATABASE, c) for c in columns)
         statement = f"COPY {_sql.quote(_DIALECT_DATABASE, table)} ({names}) FROM STDIN"
-        with conn.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
+        self.driver.copy_rows(conn, statement, rows)
 
     @classmethod
     def cutoff(cls, conn: Any, days: float) -> Optional[_dt.datetime]:
@@ -645,7 +607,7 @@ class PostgresBackend:
         :func:`telemetry_orm.clock.pinned` sets); ``None`` before
         :data:`~telemetry_orm.checks.EARLIEST`, where the instants rows are
         written at begin (no such row is older)."""
-        now = clock.pinned_now() or conn.execute("SELECT now()").fetchone()[0]
+        now = clock.pinned_now() or run(conn, "SELECT now()").fetchone()[0]
         try:
             when = to_utc(now) - _dt.timedelta(days=days)
         except OverflowError:  # before year 1
@@ -654,7 +616,7 @@ class PostgresBackend:
 
     @classmethod
     def count_before(cls, conn: Any, model: Type[Execution], when: _dt.datetime) -> int:
-        return int(conn.execute(*_sql.count_before(model, when)).fetchone()[0])
+        return int(run(conn, *_sql.count_before(model, when)).fetchone()[0])
 
     def purge_start(self, conn: Any, model: Type[Execution], when: _dt.datetime) -> None:
         """Nothing to find out first: every chunk takes the oldest rows."""
@@ -675,17 +637,17 @@ class PostgresBackend:
         fold did not count."""
         started = time.perf_counter()
         if fold is None:
-            cursor = conn.execute(*_sql.delete_chunk_before(model, when, limit))
+            cursor = run(conn, *_sql.delete_chunk_before(model, when, limit))
             deleted = int(cursor.rowcount)
             return PurgeChunk(deleted, time.perf_counter() - started, None, deleted < limit)
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
-            picked = conn.execute(*_sql.oldest_ids(model, when, limit)).fetchall()
+        with self.driver.transaction(conn):
+            run(conn, "SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
+            picked = run(conn, *_sql.oldest_ids(model, when, limit)).fetchall()
             ids = [row[0] for row in picked]
             if ids:
                 rows = model.id.in_(ids)
                 fold(conn, rows)
-                conn.execute(*_sql.render(model._meta.database, model.delete().where(rows)))
+                run(conn, *_sql.render(model._meta.database, model.delete().where(rows)))
         return PurgeChunk(len(ids), time.perf_counter() - started, None, len(ids) < limit)
 
     @classmethod
@@ -698,8 +660,8 @@ class PostgresBackend:
     @contextlib.contextmanager
     def fold_transaction(self, conn: Any) -> Iterator[None]:
         """A transaction holding the advisory lock ``rollup``."""
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
+        with self.driver.transaction(conn):
+            run(conn, "SELECT pg_advisory_xact_lock(%s)", (advisory_key("rollup"),))
             yield
 
     def newest_id(self, conn: Any, model: Type[Execution]) -> Optional[int]:
@@ -710,11 +672,11 @@ class PostgresBackend:
         a waiting lock), else ``None``: the rollup leaves the rows it cannot
         be sure of to a later one."""
         try:
-            with conn.transaction():
-                conn.execute(f"SET LOCAL lock_timeout = '{NEWEST_ID_WAIT_MS}ms'")
+            with self.driver.transaction(conn):
+                run(conn, f"SET LOCAL lock_timeout = '{NEWEST_ID_WAIT_MS}ms'")
                 table = _sql.quote(model._meta.database, model._meta.table_name)
-                conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
-                row = conn.execute(*_sql.render(model._meta.database,
+                run(conn, f"LOCK TABLE {table} IN SHARE MODE")
+                row = run(conn, *_sql.render(model._meta.database,
                                                 model.select(fn.MAX(model.id)))).fetchone()
         except Exception as exc:
             if is_busy(exc):  # the lock_timeout
@@ -724,7 +686,7 @@ class PostgresBackend:
 
     @classmethod
     def has_table(cls, conn: Any, name: str) -> bool:
-        row = conn.execute("SELECT to_regclass(quote_ident(current_schema()) || '.' || "
+        row = run(conn, "SELECT to_regclass(quote_ident(current_schema()) || '.' || "
                            "quote_ident(%s)) IS NOT NULL", (name,)).fetchone()
         return bool(row[0])
 
@@ -757,17 +719,6 @@ def database_label(database: peewee.Database) -> str:
     user = params.get("user")
     where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
     return f"postgresql://{user + '@' if user else ''}{where}/{name}"
-
-
-def _uses_psycopg3(database: peewee.Database) -> bool:
-    """Whether ``database`` connects with psycopg 3 (peewee 4 picks a driver
-    per database; peewee 3 has classes of their own for it)."""
-    adapter_class = getattr(peewee, "Psycopg3Adapter", None)
-    if adapter_class is not None:
-        return isinstance(getattr(database, "_adapter", None), adapter_class)
-    from playhouse.psycopg3_ext import Psycopg3Database
-
-    return isinstance(database, Psycopg3Database)
 
 
 # Only for building SQL text in PostgreSQL's dialect (never connected).
