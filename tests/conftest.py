@@ -106,13 +106,20 @@ def pg_app_url(request: pytest.FixtureRequest, pg_url: str) -> str:
     return pg_url if request.param == "psycopg" else psycopg2_url(pg_url)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+#: Set to 1 to run every ``any_store`` test a third time, on a
+#: ``postgresql+psycopg2://`` URL (about 90 s more on the quick suite).
+PSYCOPG2_STORES_ENV = "TELEMETRY_TEST_PSYCOPG2_STORES"
+
+
+@pytest.fixture(params=["sqlite", "postgresql",
+                        *(["psycopg2"] if os.environ.get(PSYCOPG2_STORES_ENV) == "1" else [])])
 def any_location(request: pytest.FixtureRequest, db_path: Path) -> str:
-    """Where a store lives: a SQLite file, then a fresh PostgreSQL schema."""
+    """Where a store lives: a SQLite file, then a fresh PostgreSQL schema
+    (and the same through psycopg2, see :data:`PSYCOPG2_STORES_ENV`)."""
     if request.param == "sqlite":
         return str(db_path)
     url: str = request.getfixturevalue("pg_url")
-    return url
+    return psycopg2_url(url) if request.param == "psycopg2" else url
 
 
 @pytest.fixture
