@@ -98,11 +98,11 @@ def module_pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["psycopg", "psycopg2"])
-def pg_app_url(request: pytest.FixtureRequest, pg_url: str) -> str:
-    """:func:`pg_url` once per driver an application's ``PostgresqlDatabase``
-    may use: ``postgresql://`` (psycopg 3), then ``postgresql+psycopg2://``
-    (skipped, with its reason, when psycopg2 is not installed); see
-    :func:`support.app_database`."""
+def pg_driver_url(request: pytest.FixtureRequest, pg_url: str) -> str:
+    """:func:`pg_url` once per PostgreSQL driver: ``postgresql://`` (psycopg
+    3), then ``postgresql+psycopg2://`` (skipped, with its reason, when
+    psycopg2 is not installed); a store or :func:`support.app_database`
+    takes either."""
     return pg_url if request.param == "psycopg" else psycopg2_url(pg_url)
 
 

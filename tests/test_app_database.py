@@ -587,14 +587,14 @@ def _waiting_on_my_key(store: Any, database: Any, witness: Witness, key: str
 
 
 def test_a_write_inside_an_app_transaction_never_waits_for_another_threads_write(
-        pg_app_url: str) -> None:
+        pg_driver_url: str) -> None:
     # Thread B waits on the database for a key that thread A's open
     # transaction holds. A must still be able to record: if B held a lock of
     # the store while it waited, A would wait for B until B's lock_timeout
     # (3 s here) gave B a StoreBusyError.
-    database = app_database(pg_app_url, pooled=True, options="-c lock_timeout=3000")
+    database = app_database(pg_driver_url, pooled=True, options="-c lock_timeout=3000")
     store = create_telemetry_store(database)
-    witness = Witness(pg_app_url)
+    witness = Witness(pg_driver_url)
     try:
         with database.atomic():
             first = store.record(minimal(repo="acme/a"), key="shared")
@@ -613,12 +613,12 @@ def test_a_write_inside_an_app_transaction_never_waits_for_another_threads_write
 
 
 def test_postgresql_sessions_keep_their_zone_and_reports_still_cut_days_in_utc(
-        pg_app_url: str) -> None:
+        pg_driver_url: str) -> None:
     # A session zone off UTC by a half hour: any cut made in it would move
     # the rows near midnight to another day and the hours to other buckets.
-    database = app_database(pg_app_url, pooled=True, options="-c TimeZone=Asia/Kolkata")
+    database = app_database(pg_driver_url, pooled=True, options="-c TimeZone=Asia/Kolkata")
     store = create_telemetry_store(database)
-    witness = Witness(pg_app_url)
+    witness = Witness(pg_driver_url)
     try:
         instants = [_dt.datetime(2026, 3, 1, 23, 50, tzinfo=_dt.timezone.utc),
                     _dt.datetime(2026, 3, 2, 0, 10, tzinfo=_dt.timezone.utc),
@@ -648,8 +648,8 @@ def test_postgresql_sessions_keep_their_zone_and_reports_still_cut_days_in_utc(
 
 
 def test_a_pooled_postgresql_database_keeps_its_pool_and_gets_every_connection_back(
-        pg_app_url: str) -> None:
-    database = app_database(pg_app_url, pooled=True, max_connections=3)
+        pg_driver_url: str) -> None:
+    database = app_database(pg_driver_url, pooled=True, max_connections=3)
     store = create_telemetry_store(database)
     with store.background(max_delay=0.01) as recorder:
         for _ in range(25):
@@ -728,12 +728,12 @@ def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
 
 
 def test_close_inside_an_app_transaction_does_not_wait_for_a_write_waiting_on_it(
-        pg_app_url: str) -> None:
+        pg_driver_url: str) -> None:
     # B waits for the key A's open transaction holds; A closes the store.
     # Waiting for B there would last until B's lock_timeout (3 s here).
-    database = app_database(pg_app_url, pooled=True, options="-c lock_timeout=3000")
+    database = app_database(pg_driver_url, pooled=True, options="-c lock_timeout=3000")
     store = create_telemetry_store(database)
-    witness = Witness(pg_app_url)
+    witness = Witness(pg_driver_url)
     try:
         with database.atomic():
             first = store.record(minimal(), key="shared")

@@ -46,8 +46,8 @@ def with_option(url: str, option: str) -> str:
 
 
 @pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PeeweeTelemetryStore]:
-    store = create_telemetry_store(pg_url)
+def pg_store(pg_driver_url: str) -> Iterator[PeeweeTelemetryStore]:
+    store = create_telemetry_store(pg_driver_url)
     yield store
     store.close()
 
