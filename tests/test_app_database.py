@@ -37,10 +37,11 @@ class Boom(Exception):
     """What makes the application's transaction roll back."""
 
 
-#: Tests whose reports read the rollup state on ``database.connection()``
-#: (reports.py, rollups.read_state): an application's own psycopg2
-#: connection has no ``execute()``, so those reports still fail until the
-#: report code takes its connection from the backend, as the store does.
+#: Tests whose reports read the rollup state through ``rollups.read_state``
+#: on ``database.connection()`` (reports.py), with ``conn.execute()``: an
+#: application's own psycopg2 connection has no such method (the DB-API's
+#: ``conn.cursor().execute()`` runs on every driver). Strict: they must
+#: fail until then, and be unmarked when that changes.
 _REPORTS_ON_RAW_CONNECTIONS = frozenset({
     "test_the_store_never_closes_or_rebinds_the_apps_database",
     "test_reports_keys_rollups_export_and_purge_work_on_the_apps_database",
@@ -58,7 +59,7 @@ def _reports_on_psycopg2(request: pytest.FixtureRequest) -> None:
             and drivers & {"psycopg2", "psycopg2-pooled"}):
         request.applymarker(pytest.mark.xfail(
             raises=AttributeError, strict=True,
-            reason="reports.py reads rollup state on the raw psycopg2 connection"))
+            reason="rollups.read_state calls execute() on the raw psycopg2 connection"))
 
 
 def _order_model(database: Any) -> Any:

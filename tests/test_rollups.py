@@ -637,7 +637,7 @@ def test_replaces_racing_rollups_and_a_purge_in_another_store_count_each_row_onc
 def test_a_replace_inside_an_application_transaction_moves_the_rollups_with_it(
         any_location: str) -> None:
     if any_location.startswith("postgresql+psycopg2"):  # see test_app_database.py
-        pytest.xfail("reports.py reads rollup state on the raw psycopg2 connection")
+        pytest.xfail("rollups.read_state calls execute() on the raw psycopg2 connection")
     witness = Witness(any_location)  # first: it makes a file's folder
     database = app_database(any_location)
     store = create_telemetry_store(database)
