@@ -575,9 +575,9 @@ def _write_keyed_batch(
         quote(database, "id"), database.param)
     new = changed = same = 0
     refused: List[Tuple[str, str]] = []
-    with store.backend.connection(database), \
+    # The backend's connection: one every driver can execute() on.
+    with store.backend.connection(database) as conn, \
             store.backend.exclusive_transaction(database, "import"):
-        conn = database.connection()
         forgotten = _keys.forgotten_before(conn, key_state)
         for item in batch:
             reason = _refused(store, item.record)

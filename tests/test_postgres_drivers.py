@@ -110,3 +110,31 @@ def test_migrate_copies_awkward_text_through_copy(
     rows = witness.rows("SELECT model, session_id FROM executions ORDER BY id")
     assert rows[1] == {"model": awkward, "session_id": None}
     assert witness.count() == 3
+
+
+def test_an_export_imports_into_a_store_on_a_psycopg2_app_database(
+        pg_url: str, pg2_url: str, witness: Witness, tmp_path: Path) -> None:
+    from support import app_database
+
+    from telemetry_orm.reports import export_rows
+    from telemetry_orm.transfer import import_files
+
+    source = create_telemetry_store(str(tmp_path / "source.db"))
+    for i in range(3):
+        source.record(minimal(repo=f"acme/r{i}", cost_usd=0.5))
+    columns, rows = export_rows(source.database)
+    export = tmp_path / "export.csv"
+    import csv
+
+    with export.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    source.close()
+    database = app_database(pg2_url)
+    with create_telemetry_store(database) as store:
+        assert import_files("csv", [export], store).imported == 3
+        assert import_files("csv", [export], store).imported == 0  # each row under its key
+    database.close()
+    assert witness.scalar("SELECT COUNT(DISTINCT repo) FROM executions") == 3
+    assert witness.count() == 3
