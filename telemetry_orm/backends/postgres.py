@@ -503,6 +503,10 @@ class PostgresBackend:
         return _sql.record_insert_sql(model, returning=True)
 
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
+        if not database.is_closed():
+            # The thread's own connection, as connection() would give it and
+            # leave it: the short way, on the path every record() takes.
+            return int(run(database.connection(), sql, params).fetchone()[0])
         with self.connection(database) as conn:
             return int(run(conn, sql, params).fetchone()[0])
 
