@@ -48,6 +48,15 @@ def test_without_psycopg2_the_error_names_the_extra(monkeypatch: pytest.MonkeyPa
     assert "secret" not in str(info.value)
 
 
+def test_without_psycopg_3_a_plain_url_says_psycopg2_would_do(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
+    monkeypatch.setattr(postgres_drivers, "psycopg", None)
+    with pytest.raises(DatabaseError, match=r"\[postgres\]'; psycopg2 is installed: a "
+                       r"postgresql\+psycopg2:// URL uses it"):
+        create_telemetry_store("postgresql://telemetry:secret@127.0.0.1:1/db")
+
+
 def test_records_keys_batches_purge_and_rollups_through_psycopg2(
         pg2_url: str, witness: Witness, pinned_clock: _dt.datetime) -> None:
     with create_telemetry_store(pg2_url) as store:

@@ -115,7 +115,10 @@ class Psycopg3(Driver):
 
     def missing(self) -> Optional[str]:
         if psycopg is None:
-            return "PostgreSQL needs the psycopg driver: pip install 'telemetry_orm[postgres]'"
+            other = ("; psycopg2 is installed: a postgresql+psycopg2:// URL uses it"
+                     if psycopg2 is not None else "")
+            return ("PostgreSQL needs the psycopg driver: pip install "
+                    f"'telemetry_orm[postgres]'{other}")
         if self.pooled is None:  # pragma: no cover - peewee 3.17 / 3.18
             return ("PostgreSQL with psycopg 3 needs peewee >= 3.19: "
                     "pip install 'telemetry_orm[postgres]'")
