@@ -41,6 +41,7 @@ from bench import (  # noqa: E402
     inserts,
     memory,
     peer,
+    psycopg2_record,
     report_cases,
     rollups,
     wal_catch_up,
@@ -156,6 +157,7 @@ def _retention_results(figures: Mapping[str, Any], order: str, rounds: int) -> L
 CASES: List[Case] = [
     inserts.per_row,
     inserts.batch,
+    psycopg2_record.psycopg2_record,
     background.background,
     memory.memory,
     peer.bun,

@@ -76,8 +76,10 @@ UNSUPPORTED_DATABASES: Dict[str, str] = {
                          "and keys need",
 }
 # "+pool" as peewee spells it; a PostgreSQL store always pools its connections.
+# "+psycopg2" picks that driver (psycopg 3 otherwise; extra postgres2).
 register_engine("postgresql", "telemetry_orm.backends.postgres:PostgresBackend",
-                schemes=("postgresql", "postgres", "postgresql+pool", "postgres+pool"),
+                schemes=tuple(f"{name}{driver}{pool}" for name in ("postgresql", "postgres")
+                              for driver in ("", "+psycopg2") for pool in ("", "+pool")),
                 databases=("PostgresqlDatabase",), extra="postgres")
 
 

@@ -388,7 +388,11 @@ def read_state(conn: Any, models: Sequence[Any]) -> State:
     sql, params = render(database, state_model.select(
         state_model.counted_ids, state_model.counted_before, state_model.purged_before
     ).where(state_model.id == 1))
-    row = conn.execute(sql, params).fetchone()
+    # Through a DB-API cursor: the caller's connection may be an
+    # application's, whose driver has no execute() of its own (psycopg2).
+    cursor = conn.cursor()
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
     if row is None:
         return State()
     return State(int(row[0]), _time(row[1]), _time(row[2]))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import FIXED_NOW, POSTGRES_URL_ENV, Witness, with_query
+from support import FIXED_NOW, POSTGRES_URL_ENV, Witness, psycopg2_url, with_query
 
 from telemetry_orm import PeeweeTelemetryStore, clock, create_telemetry_store
 
@@ -97,13 +97,29 @@ def module_pg_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def pg_driver_url(request: pytest.FixtureRequest, pg_url: str) -> str:
+    """:func:`pg_url` once per PostgreSQL driver: ``postgresql://`` (psycopg
+    3), then ``postgresql+psycopg2://`` (skipped, with its reason, when
+    psycopg2 is not installed); a store or :func:`support.app_database`
+    takes either."""
+    return pg_url if request.param == "psycopg" else psycopg2_url(pg_url)
+
+
+#: Set to 1 to run every ``any_store`` test a third time, on a
+#: ``postgresql+psycopg2://`` URL (about 90 s more on the quick suite).
+PSYCOPG2_STORES_ENV = "TELEMETRY_TEST_PSYCOPG2_STORES"
+
+
+@pytest.fixture(params=["sqlite", "postgresql",
+                        *(["psycopg2"] if os.environ.get(PSYCOPG2_STORES_ENV) == "1" else [])])
 def any_location(request: pytest.FixtureRequest, db_path: Path) -> str:
-    """Where a store lives: a SQLite file, then a fresh PostgreSQL schema."""
+    """Where a store lives: a SQLite file, then a fresh PostgreSQL schema
+    (and the same through psycopg2, see :data:`PSYCOPG2_STORES_ENV`)."""
     if request.param == "sqlite":
         return str(db_path)
     url: str = request.getfixturevalue("pg_url")
-    return url
+    return psycopg2_url(url) if request.param == "psycopg2" else url
 
 
 @pytest.fixture

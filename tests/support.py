@@ -137,6 +137,21 @@ def with_query(url: str, **params: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
+def plain_url(url: str) -> str:
+    """``url`` without the driver its scheme names (``postgresql+psycopg2://``
+    becomes ``postgresql://``), as libpq reads it."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}" if sep else url
+
+
+def psycopg2_url(url: str) -> str:
+    """The ``postgresql+psycopg2://`` spelling of a ``postgresql://`` URL;
+    skips (with the reason shown) when psycopg2 is not installed."""
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed: pip install "
+                        "'telemetry_orm[postgres2]'")
+    return "postgresql+psycopg2://" + url.partition("://")[2]
+
+
 class Witness:
     """An independent connection to a store's database, for checking what a
     store wrote: plain ``sqlite3`` for a file, plain ``psycopg`` for a server.
@@ -146,14 +161,15 @@ class Witness:
 
     def __init__(self, location: str) -> None:
         self.location = location
-        self.kind = "postgresql" if location.startswith("postgresql://") else "sqlite"
+        self.kind = "postgresql" if location.startswith("postgresql") else "sqlite"
         if self.kind == "sqlite":
             Path(location).parent.mkdir(parents=True, exist_ok=True)
             self.conn: Any = sqlite3.connect(location, isolation_level=None)
         else:
             import psycopg
 
-            self.conn = psycopg.connect(location, autocommit=True)
+            # psycopg 3 whatever driver the store was given: a witness of its own.
+            self.conn = psycopg.connect(plain_url(location), autocommit=True)
 
     def close(self) -> None:
         self.conn.close()
@@ -308,18 +324,22 @@ def app_database(location: str, *, pooled: bool = False, options: str = "",
     """A peewee database as an application would open it on ``location``:
     ``SqliteDatabase`` (or ``PooledSqliteDatabase``) for a file,
     ``PostgresqlDatabase`` driven by psycopg 3 (or its pooled variant, in
-    peewee 3's and 4's spellings) for a URL; ``options`` are added to the
-    sessions' libpq options."""
+    peewee 3's and 4's spellings) for a ``postgresql://`` URL, by psycopg2
+    (peewee's own default) for ``postgresql+psycopg2://``; ``options`` are
+    added to the sessions' libpq options."""
     import peewee
     from playhouse import db_url, pool
 
-    if not location.startswith("postgresql://"):
+    if not location.startswith("postgresql"):
         cls: Any = pool.PooledSqliteDatabase if pooled else peewee.SqliteDatabase
         return cls(location, **settings)
     params = db_url.parse(location, unquote_password=True)
     name = params.pop("database")
     params["options"] = f"{params.get('options', '')} {options}".strip()
-    if hasattr(peewee, "Psycopg3Adapter"):  # peewee 4
+    if location.startswith("postgresql+psycopg2://"):
+        # Both peewee 3 and 4 drive these with psycopg2 when it is installed.
+        cls = pool.PooledPostgresqlDatabase if pooled else peewee.PostgresqlDatabase
+    elif hasattr(peewee, "Psycopg3Adapter"):  # peewee 4
         cls = pool.PooledPostgresqlDatabase if pooled else peewee.PostgresqlDatabase
         params["prefer_psycopg3"] = True
     else:

@@ -1,6 +1,7 @@
 """A store on an application's own peewee database: its transactions, its
-proxy, its pool, its settings, on both engines; checked through independent
-connections (plain sqlite3, psycopg)."""
+proxy, its pool, its settings, on both engines and, on PostgreSQL, both
+drivers (psycopg 3 and psycopg2); checked through independent connections
+(plain sqlite3, psycopg)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import peewee
 import pytest
-from support import Witness, app_database, make_seed_database, minimal
+from support import Witness, app_database, make_seed_database, minimal, psycopg2_url
 
 from telemetry_orm import (
     SCHEMA_VERSION,
@@ -47,7 +48,8 @@ def _order_model(database: Any) -> Any:
     return Order
 
 
-@pytest.fixture(params=["sqlite", "sqlite-pooled", "postgresql", "postgresql-pooled"])
+@pytest.fixture(params=["sqlite", "sqlite-pooled", "postgresql", "postgresql-pooled",
+                        "psycopg2", "psycopg2-pooled"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """(location, the application's database with one table of its own)."""
     kind = request.param
@@ -60,6 +62,8 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
                                 **extra)
     else:
         location = request.getfixturevalue("pg_url")
+        if kind.startswith("psycopg2"):
+            location = psycopg2_url(location)
         database = app_database(location, pooled=kind.endswith("pooled"))
     Order = _order_model(database)
     database.create_tables([Order])
@@ -484,17 +488,26 @@ def test_unsupported_databases_are_refused_by_name(tmp_path: Path) -> None:
     assert not (tmp_path / "q.db").exists()
 
 
-def test_a_postgresql_database_driven_by_psycopg2_is_refused() -> None:
-    pytest.importorskip("psycopg")
-    if hasattr(peewee, "Psycopg3Adapter"):  # peewee 4 picks a driver per database
-        class Psycopg2Database(peewee.PostgresqlDatabase):
-            psycopg3_adapter = peewee.Psycopg2Adapter
+def test_a_postgresql_database_as_peewee_makes_it_by_default_is_driven_by_psycopg2(
+        pg_url: str) -> None:
+    # What a new user writes: peewee's own PostgresqlDatabase (psycopg2 on
+    # peewee 3, and on peewee 4 when psycopg2 is installed), refused before.
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
+    from playhouse import db_url
 
-        database: Any = Psycopg2Database("app")
-    else:  # peewee 3: PostgresqlDatabase is psycopg2's
-        database = peewee.PostgresqlDatabase("app")
-    with pytest.raises(TelemetryValidationError, match="driven by psycopg2.*psycopg 3"):
-        create_telemetry_store(database)
+    params = db_url.parse(pg_url, unquote_password=True)
+    database = peewee.PostgresqlDatabase(params.pop("database"), **params)
+    with create_telemetry_store(database) as store:
+        assert store.backend.driver.name == "psycopg2"
+        store.record(minimal(repo="acme/pg2", cost_usd=0.25), key="k")
+        store.record(minimal(repo="acme/pg2", cost_usd=0.25), key="k")
+    database.close()
+    witness = Witness(pg_url)
+    try:
+        assert witness.rows("SELECT repo, cost_usd FROM executions") == [
+            {"repo": "acme/pg2", "cost_usd": 0.25}]
+    finally:
+        witness.close()
 
 
 # --- Threads, pools, background -------------------------------------------------
@@ -550,14 +563,14 @@ def _waiting_on_my_key(store: Any, database: Any, witness: Witness, key: str
 
 
 def test_a_write_inside_an_app_transaction_never_waits_for_another_threads_write(
-        pg_url: str) -> None:
+        pg_driver_url: str) -> None:
     # Thread B waits on the database for a key that thread A's open
     # transaction holds. A must still be able to record: if B held a lock of
     # the store while it waited, A would wait for B until B's lock_timeout
     # (3 s here) gave B a StoreBusyError.
-    database = app_database(pg_url, pooled=True, options="-c lock_timeout=3000")
+    database = app_database(pg_driver_url, pooled=True, options="-c lock_timeout=3000")
     store = create_telemetry_store(database)
-    witness = Witness(pg_url)
+    witness = Witness(pg_driver_url)
     try:
         with database.atomic():
             first = store.record(minimal(repo="acme/a"), key="shared")
@@ -576,12 +589,12 @@ def test_a_write_inside_an_app_transaction_never_waits_for_another_threads_write
 
 
 def test_postgresql_sessions_keep_their_zone_and_reports_still_cut_days_in_utc(
-        pg_url: str) -> None:
+        pg_driver_url: str) -> None:
     # A session zone off UTC by a half hour: any cut made in it would move
     # the rows near midnight to another day and the hours to other buckets.
-    database = app_database(pg_url, pooled=True, options="-c TimeZone=Asia/Kolkata")
+    database = app_database(pg_driver_url, pooled=True, options="-c TimeZone=Asia/Kolkata")
     store = create_telemetry_store(database)
-    witness = Witness(pg_url)
+    witness = Witness(pg_driver_url)
     try:
         instants = [_dt.datetime(2026, 3, 1, 23, 50, tzinfo=_dt.timezone.utc),
                     _dt.datetime(2026, 3, 2, 0, 10, tzinfo=_dt.timezone.utc),
@@ -601,9 +614,9 @@ def test_postgresql_sessions_keep_their_zone_and_reports_still_cut_days_in_utc(
         days = {r.keys["day"]: r.metrics.executions
                 for r in store.report(group_by="day", since=since).rows}
         assert days == {"2026-03-01": 1, "2026-03-02": 2}
-        conn = database.connection()
-        assert conn.execute("SHOW TimeZone").fetchone()[0] == "Asia/Kolkata"
-        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "0"
+        # The application's own session, read the way the application would.
+        assert database.execute_sql("SHOW TimeZone").fetchone()[0] == "Asia/Kolkata"
+        assert database.execute_sql("SHOW lock_timeout").fetchone()[0] == "0"
     finally:
         witness.close()
         store.close()
@@ -611,8 +624,8 @@ def test_postgresql_sessions_keep_their_zone_and_reports_still_cut_days_in_utc(
 
 
 def test_a_pooled_postgresql_database_keeps_its_pool_and_gets_every_connection_back(
-        pg_url: str) -> None:
-    database = app_database(pg_url, pooled=True, max_connections=3)
+        pg_driver_url: str) -> None:
+    database = app_database(pg_driver_url, pooled=True, max_connections=3)
     store = create_telemetry_store(database)
     with store.background(max_delay=0.01) as recorder:
         for _ in range(25):
@@ -691,12 +704,12 @@ def test_closing_the_store_during_a_purge_puts_the_apps_settings_back(
 
 
 def test_close_inside_an_app_transaction_does_not_wait_for_a_write_waiting_on_it(
-        pg_url: str) -> None:
+        pg_driver_url: str) -> None:
     # B waits for the key A's open transaction holds; A closes the store.
     # Waiting for B there would last until B's lock_timeout (3 s here).
-    database = app_database(pg_url, pooled=True, options="-c lock_timeout=3000")
+    database = app_database(pg_driver_url, pooled=True, options="-c lock_timeout=3000")
     store = create_telemetry_store(database)
-    witness = Witness(pg_url)
+    witness = Witness(pg_driver_url)
     try:
         with database.atomic():
             first = store.record(minimal(), key="shared")

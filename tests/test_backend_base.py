@@ -15,10 +15,11 @@ import peewee
 import pytest
 from support import FIXED_NOW, minimal
 
-from telemetry_orm import PeeweeTelemetryStore, clock, keys, rollups, schema
+from telemetry_orm import PeeweeTelemetryStore, clock, rollups, schema
 from telemetry_orm.backends.base import Backend, FixedPacer, ServerUpkeep
 from telemetry_orm.backends.sqlite import DIALECT, SqliteBackend
 from telemetry_orm.sql import upsert_on_conflict
+from telemetry_orm.tables import Tables
 
 pytestmark = pytest.mark.usefixtures("pinned_clock")
 
@@ -194,7 +195,7 @@ def test_an_engines_column_types_build_every_table(db_path: Path) -> None:
         == [("acme/api", 1)]
     # The purged keys and the key state, from the engine's side models.
     database = peewee.SqliteDatabase(str(db_path.with_name("side.db")))
-    bound = keys.tables(database, WideEngine.key_model, WideEngine.side_models)
+    bound = Tables(database, WideEngine).keys
     database.create_tables(list(bound))
     database.close()
     side = db_path.with_name("side.db")

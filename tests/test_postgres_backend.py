@@ -46,8 +46,8 @@ def with_option(url: str, option: str) -> str:
 
 
 @pytest.fixture
-def pg_store(pg_url: str) -> Iterator[PeeweeTelemetryStore]:
-    store = create_telemetry_store(pg_url)
+def pg_store(pg_driver_url: str) -> Iterator[PeeweeTelemetryStore]:
+    store = create_telemetry_store(pg_driver_url)
     yield store
     store.close()
 
@@ -282,11 +282,11 @@ def test_store_lives_in_the_first_schema_of_the_search_path(pg_url: str) -> None
             conn.execute(f'DROP SCHEMA "{other}" CASCADE')
 
 
-def test_store_recovers_when_the_server_ends_its_connections(pg_url: str) -> None:
+def test_store_recovers_when_the_server_ends_its_connections(pg_driver_url: str) -> None:
     name = f"telemetry-test-{uuid.uuid4().hex[:8]}"
-    witness = Witness(pg_url)
+    witness = Witness(pg_driver_url)
     try:
-        with create_telemetry_store(with_query(pg_url, application_name=name)) as store:
+        with create_telemetry_store(with_query(pg_driver_url, application_name=name)) as store:
             store.record(minimal())
             ended = witness.rows(
                 "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity "
@@ -317,23 +317,23 @@ def test_a_row_the_server_refuses_rolls_back_the_whole_batch(
     assert pg_witness.count() == 3
 
 
-def test_busy_timeout_is_the_sessions_lock_timeout(pg_url: str) -> None:
+def test_busy_timeout_is_the_sessions_lock_timeout(pg_driver_url: str) -> None:
     def lock_timeout(url: str) -> str:
         with create_telemetry_store(url, busy_timeout=1234) as store, \
                 store.database.connection_context():
             (value,) = store.database.execute_sql("SHOW lock_timeout").fetchone()
         return str(value)
 
-    assert lock_timeout(pg_url) == "1234ms"
+    assert lock_timeout(pg_driver_url) == "1234ms"
     # The URL's own setting wins.
-    assert lock_timeout(with_option(pg_url, "-c lock_timeout=777")) == "777ms"
+    assert lock_timeout(with_option(pg_driver_url, "-c lock_timeout=777")) == "777ms"
 
 
 # -- what PostgreSQL cannot store ---------------------------------------------------
 
 
-def test_a_nul_character_is_refused_naming_the_field(pg_url: str) -> None:
-    with create_telemetry_store(pg_url) as store:
+def test_a_nul_character_is_refused_naming_the_field(pg_driver_url: str) -> None:
+    with create_telemetry_store(pg_driver_url) as store:
         with pytest.raises(TelemetryValidationError) as info:
             store.record(minimal(session_id="a\x00b"))
         assert info.value.field == "session_id" and "NUL" in str(info.value)
