@@ -243,7 +243,7 @@ def test_the_servers_upkeep_checkpoints_nothing_and_closes_the_pool(pg_url: str)
 
     store = PeeweeTelemetryStore(ServerEngine.from_location(
         pg_url, busy_timeout=5000, log_size_limit=0))
-    assert isinstance(store._upkeep, ServerUpkeep)
+    assert isinstance(store.opened.upkeep, ServerUpkeep)
     row_id = store.record(minimal())
     assert not store.checkpoint().applies
     pool: Any = store.database

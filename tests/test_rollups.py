@@ -428,7 +428,7 @@ def test_a_postgresql_purge_counts_every_row_it_deletes_while_others_insert(
                                     now - dt.timedelta(days=20))
                 return fold_then_insert
 
-            monkeypatch.setattr(rollups, "purge_fold", purge_fold)
+            monkeypatch.setattr(folding, "purge_fold", purge_fold)
             deleted = store.purge(7).deleted
             rolled = int(witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups"))
             left = witness.count()
