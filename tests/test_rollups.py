@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from support import FIXED_NOW, Witness, app_database, minimal, place
 from test_import import call, write_lines
 
-from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, folding, rollups
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, folding
 from telemetry_orm.report_query import nearest_rank
 from telemetry_orm.rollups import bucket, bucket_value, estimate
 from telemetry_orm.transfer import import_files
