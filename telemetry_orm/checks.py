@@ -311,7 +311,7 @@ def check_instant(name: str, value: _dt.datetime) -> _dt.datetime:
     """``value`` (naive means UTC) as aware UTC when it lies in the years
     a row may be written at (:data:`EARLIEST` up to, not including,
     :data:`AFTER_LATEST`), else :class:`~telemetry_orm.TelemetryValidationError`."""
-    utc = to_utc(value)
+    utc = _in_utc(name, value)
     if not EARLIEST <= utc < AFTER_LATEST:
         raise TelemetryValidationError(
             name, f"must be from 1000-01-01 00:00:00 to 9998-12-31 23:59:59 UTC, "
@@ -327,7 +327,17 @@ def check_time(name: str, value: Any) -> Optional[_dt.datetime]:
         raise TelemetryValidationError(
             name, f"must be a datetime (naive means UTC) or None, got {type(value).__name__}"
         )
-    return to_utc(value)
+    return _in_utc(name, value)
+
+
+def _in_utc(name: str, value: _dt.datetime) -> _dt.datetime:
+    # An aware instant at the ends of datetime's range has no UTC datetime.
+    try:
+        return to_utc(value)
+    except OverflowError:
+        raise TelemetryValidationError(
+            name, f"must be an instant that exists in UTC (years 1 to 9999), "
+            f"got {value.isoformat(' ')}") from None
 
 
 # --- paths -----------------------------------------------------------------------

@@ -55,6 +55,9 @@ def test_record_many_takes_one_instant_per_entry(any_store: PeeweeTelemetryStore
 @pytest.mark.parametrize("bad", [
     dt.datetime(999, 12, 31, 23, 59),
     dt.datetime(9999, 1, 1, tzinfo=UTC),
+    # Instants with no UTC datetime at all (Python cannot convert them).
+    dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5))),
+    dt.datetime.max.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5))),
     "2024-01-01 00:00:00",
     dt.date(2024, 1, 1),
     1_700_000_000,

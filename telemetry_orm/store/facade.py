@@ -4,7 +4,7 @@ Opening lives in :mod:`~telemetry_orm.store.opening`, the gate in
 :mod:`~telemetry_orm.store.gate`, writes in
 :mod:`~telemetry_orm.store.writes`, the purge in
 :mod:`~telemetry_orm.store.purging`, the rollup planner in
-:mod:`telemetry_orm.rollups`, and everything an engine does differently in
+:mod:`telemetry_orm.folding`, and everything an engine does differently in
 its backend (``store.backend``).
 """
 
@@ -255,8 +255,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         With a ``key`` (a webhook's delivery id, say) recording is
         idempotent: if a row was recorded under that key in this store,
         nothing is written and its id is returned; with ``replace=True``
-        that row's columns are set to the new values instead (its id and
-        ``created_at`` kept), and the rollups move with them. Keys live in a
+        that row's columns are set to the new values instead (its id kept,
+        and its ``created_at`` too unless ``at`` moves it), and the rollups
+        move with them. Keys live in a
         table beside ``executions``, written in the same transaction as the
         row; two processes recording one key at once give one row. A key
         outlives its row's purge by ``key_days`` (see :meth:`purge`): until
@@ -618,8 +619,9 @@ def create_telemetry_store(
 
     ``db_path`` is a file path (``str`` or ``os.PathLike``), ``':memory:'``,
     or a database URL: ``sqlite:///relative/path``, ``sqlite:////absolute/path``,
-    or ``postgresql://user:password@host:5432/dbname`` (needs the ``postgres``
-    extra; query parameters such as ``?sslmode=require`` go to the driver,
+    or ``postgresql://user:password@host:5432/dbname`` (psycopg 3, the
+    ``postgres`` extra; ``postgresql+psycopg2://`` for psycopg2, the
+    ``postgres2`` extra; query parameters such as ``?sslmode=require`` go to the driver,
     ``max_connections`` and ``timeout`` to the connection pool).
 
     For a file, missing parent folders are created; the file is switched to
@@ -636,7 +638,7 @@ def create_telemetry_store(
     back to (SQLite only).
 
     ``db_path`` may also be an application's own peewee database: a
-    ``SqliteDatabase`` or ``PostgresqlDatabase`` (psycopg 3), a pooled one,
+    ``SqliteDatabase`` or ``PostgresqlDatabase`` (psycopg 3 or psycopg2), a pooled one,
     or a ``DatabaseProxy`` of one (then, like a database made with ``None``,
     used from the first call on: see :meth:`PeeweeTelemetryStore.prepare`).
     The store then records on the calling thread's connection, so inside
