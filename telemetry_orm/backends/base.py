@@ -484,10 +484,19 @@ class Backend:
         operation of the same thread, that one's."""
         opened = database.connect(reuse_if_open=True)
         try:
-            yield database.connection()
+            yield self.statements(database)
         finally:
             if opened:
                 database.close()
+
+    @classmethod
+    def statements(cls, database: peewee.Database) -> Any:
+        """This thread's open connection of ``database`` as the store's SQL
+        takes it: with ``execute(sql, params)`` returning a cursor. Default:
+        the driver's own connection (``sqlite3``'s and psycopg 3's have
+        it); an engine whose driver's has none wraps it here. Code that
+        holds only a database (reports, ``stats``, the demo) asks this."""
+        return database.connection()
 
     def exclusive_transaction(self, database: peewee.Database, name: str) -> ContextManager[None]:
         """A write transaction on ``database``'s connection of this thread that

@@ -385,6 +385,11 @@ class PostgresBackend(Backend):
             if opened:
                 database.close()
 
+    @classmethod
+    def statements(cls, database: peewee.Database) -> Any:
+        """The thread's connection, with ``execute()`` on psycopg2 too."""
+        return driver_of(database).connection(database.connection())
+
     def prepare(self, database: peewee.Database, model: Type[Execution]) -> None:
         """Check the schema and create or upgrade it.
 
