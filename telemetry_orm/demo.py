@@ -166,7 +166,7 @@ def demo_rows(location: str, *, append: bool = False) -> int:
                 f"{location}: holds tables of another program ({shown}); the demo writes "
                 "only into a database of its own and has left this one untouched: "
                 "give it another --db PATH")
-        if not backend.has_table(database.connection(), TABLE_NAME):
+        if not backend.has_table(backend.statements(database), TABLE_NAME):
             return 0
         # substr, not LIKE: SQLite's LIKE ignores case, and fill() does not.
         model_rows = database.execute_sql(

@@ -81,6 +81,8 @@ register_engine("postgresql", "telemetry_orm.backends.postgres:PostgresBackend",
                 schemes=tuple(f"{name}{driver}{pool}" for name in ("postgresql", "postgres")
                               for driver in ("", "+psycopg2") for pool in ("", "+pool")),
                 databases=("PostgresqlDatabase",), extra="postgres")
+register_engine("mysql", "telemetry_orm.backends.mysql:MySQLBackend",
+                schemes=("mysql", "mariadb"), databases=("MySQLDatabase",), extra="mysql")
 
 
 def engine_for(location: str) -> Engine:

@@ -377,7 +377,7 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
     hour the rollups do not count yet; every other hour from its rows alone.
     """
     tables = tables_of(database)
-    conn = database.connection()
+    conn = tables.engine.statements(database)
     zone = zones.check_zone("tz", filters.tz)
     if not tables.engine.has_table(conn, rollups.STATE_TABLE):
         return _Plan()

@@ -93,7 +93,7 @@ def database_stats(database: peewee.Database, path: str) -> DatabaseStats:
 def _rollup_stats(database: peewee.Database) -> Dict[str, Any]:
     tables = tables_of(database)
     backend = tables.engine
-    if not backend.has_table(database.connection(), rollups.STATE_TABLE):
+    if not backend.has_table(backend.statements(database), rollups.STATE_TABLE):
         return {}
     models = tables.rollups
     rollup: Any = tables.rollup(rollups.ROLLUPS_TABLE)
@@ -101,7 +101,7 @@ def _rollup_stats(database: peewee.Database) -> Dict[str, Any]:
     n, first, last = database.execute(rollup.select(
         backend.dialect.total(rollup.executions), as_text(fn.MIN(rollup.hour)),
         as_text(fn.MAX(rollup.hour)))).fetchone()
-    state = rollups.read_state(database.connection(), models)
+    state = rollups.read_state(backend.statements(database), models)
     return {
         "rollup_executions": int(n or 0), "rollup_first_hour": first, "rollup_last_hour": last,
         "rollup_counted_before": (format_timestamp(state.counted_before)
@@ -133,7 +133,7 @@ def count_older_than(database: peewee.Database, days: float) -> int:
     backend, model = tables.engine, tables.executions
     try:
         with database.atomic():
-            conn = database.connection()
+            conn = backend.statements(database)
             when = backend.cutoff(conn, value)
             return 0 if when is None else backend.count_before(conn, model, when)
     except peewee.DatabaseError as exc:

@@ -20,13 +20,13 @@ by subclassing.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Optional, Sequence, Tuple, Type
 
 import peewee
 
 from .backends.base import Backend, ReportDialect, in_transaction_error
 from .engines import backend_class_of
-from .schema import Execution, bind_model
+from .schema import Execution, M, bind_model, with_columns
 
 #: The bound keys, purged keys and key state models (see :mod:`telemetry_orm.keys`).
 KeyTables = Tuple[Any, Any, Any]
@@ -47,6 +47,7 @@ class Tables:
         self.executions: Type[Execution] = bind_model(database, self.engine.model_base)
         self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
         self._keys: Optional[KeyTables] = None
+        self._side: Dict[Type[peewee.Model], Type[peewee.Model]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -83,6 +84,19 @@ class Tables:
                                   bind_model(self.database, purged),
                                   bind_model(self.database, state))
         return self._keys
+
+    def side(self, base: Type[M]) -> Type[M]:
+        """``base``, another table of the package beside these (the
+        migration's record of copied rows), with the engine's column types
+        (its backend's ``column``, as every telemetry table has them),
+        bound to this database once."""
+        with self._lock:
+            found = self._side.get(base)
+            if found is None:
+                found = bind_model(self.database, with_columns(base, self.engine.column))
+                self._side[base] = found
+        made: Type[M] = found  # type: ignore[assignment]
+        return made
 
     def create_missing(
         self, backend: Backend, models: Sequence[Type[peewee.Model]], *,

@@ -38,7 +38,7 @@ from .errors import DatabaseError, TelemetryValidationError
 from .formats import printable
 from .prices import PriceTable
 from .record import FIELD_NAMES, TelemetryRecord
-from .schema import TABLE_NAME, bind_model, format_timestamp, parse_timestamp
+from .schema import TABLE_NAME, KeyTextField, format_timestamp, parse_timestamp
 from .sql import quote, render
 from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store
 from .store.writes import TIMED_COLUMNS, Copy
@@ -107,7 +107,8 @@ class MigrationResult:
 
 
 class _Migrated(peewee.Model):
-    source = peewee.TextField()
+    # Part of the key: an engine that cannot index TEXT gives it a length.
+    source = KeyTextField()
     source_id = peewee.BigIntegerField()
     source_created_at = peewee.TextField()
 
@@ -211,7 +212,7 @@ def _copy(
     reader = _Reader(source, source_path)
     names = reader.names
     total, last_id = reader.extent()
-    migrated = bind_model(store.database, _Migrated)
+    migrated = tables_of(store.database).side(_Migrated)
     after, done, copied, already = 0, 0, 0, 0
     invalid: List[Tuple[int, str]] = []
     invalid_count = 0

@@ -10,9 +10,18 @@ import sqlite3
 import uuid
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from support import FIXED_NOW, POSTGRES_URL_ENV, Witness, psycopg2_url, with_query
+from support import (
+    FIXED_NOW,
+    MYSQL_URL_ENV,
+    POSTGRES_URL_ENV,
+    Witness,
+    mysql_connect,
+    psycopg2_url,
+    with_query,
+)
 
 from telemetry_orm import PeeweeTelemetryStore, clock, create_telemetry_store
 
@@ -111,13 +120,53 @@ def pg_driver_url(request: pytest.FixtureRequest, pg_url: str) -> str:
 PSYCOPG2_STORES_ENV = "TELEMETRY_TEST_PSYCOPG2_STORES"
 
 
-@pytest.fixture(params=["sqlite", "postgresql",
+def mysql_server_url() -> str:
+    """The MySQL/MariaDB test server's URL, or skip (with the reason shown)."""
+    url = os.environ.get(MYSQL_URL_ENV, "")
+    if not url:
+        pytest.skip(f"MySQL tests need a server: set {MYSQL_URL_ENV} (.ci/run starts one and "
+                    "sets it)")
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        pytest.skip("MySQL tests need PyMySQL: pip install 'telemetry_orm[mysql]'")
+    return url
+
+
+@contextlib.contextmanager
+def fresh_mysql_database() -> Iterator[str]:
+    """A URL to a fresh, empty database on the MySQL test server (named
+    after the server URL's database), dropped afterwards."""
+    server = mysql_server_url()
+    parts = urlsplit(server)
+    name = f"{parts.path.lstrip('/') or 'telemetry_test'}_{uuid.uuid4().hex[:16]}"
+    conn = mysql_connect(server, database=None)
+    try:
+        conn.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A fresh database for one test (see :func:`fresh_mysql_database`)."""
+    with fresh_mysql_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql",
                         *(["psycopg2"] if os.environ.get(PSYCOPG2_STORES_ENV) == "1" else [])])
 def any_location(request: pytest.FixtureRequest, db_path: Path) -> str:
-    """Where a store lives: a SQLite file, then a fresh PostgreSQL schema
-    (and the same through psycopg2, see :data:`PSYCOPG2_STORES_ENV`)."""
+    """Where a store lives: a SQLite file, a fresh PostgreSQL schema, a
+    fresh MySQL/MariaDB database (and the PostgreSQL schema through
+    psycopg2, see :data:`PSYCOPG2_STORES_ENV`)."""
     if request.param == "sqlite":
         return str(db_path)
+    if request.param == "mysql":
+        mysql: str = request.getfixturevalue("mysql_url")
+        return mysql
     url: str = request.getfixturevalue("pg_url")
     return psycopg2_url(url) if request.param == "psycopg2" else url
 

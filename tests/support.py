@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import io
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -98,6 +99,25 @@ def minimal(**overrides: object) -> dict:
 #: postgresql://telemetry:telemetry@127.0.0.1:5432/telemetry_test
 POSTGRES_URL_ENV = "TELEMETRY_TEST_POSTGRES_URL"
 
+#: Environment variable naming the MySQL/MariaDB server the tests may use, e.g.
+#: mysql://telemetry:telemetry@127.0.0.1:3306/telemetry_test (the user may
+#: create databases named telemetry_test_*: each test gets one of its own).
+MYSQL_URL_ENV = "TELEMETRY_TEST_MYSQL_URL"
+
+
+def mysql_connect(url: str, **options: Any) -> Any:
+    """A plain PyMySQL connection (autocommit) to the database of a
+    ``mysql://`` URL, or to the server alone with ``database=None``."""
+    import pymysql
+
+    parts = urlsplit(url)
+    params: Dict[str, Any] = {
+        "host": parts.hostname or "localhost", "port": parts.port or 3306,
+        "user": parts.username or "", "password": parts.password or "",
+        "database": parts.path.lstrip("/") or None, "autocommit": True, "charset": "utf8mb4"}
+    params.update(options)
+    return pymysql.connect(**params)
+
 #: "Now" for the tests that depend on it: a fixed instant, pinned as the
 #: stores' clock by the ``pinned_clock`` fixture, so that a test gives the
 #: same answer at any time of day (tests place their rows relative to it).
@@ -127,6 +147,17 @@ OLD_TABLE_DDL = {
           output_tokens BIGINT NOT NULL DEFAULT 0, duration_ms BIGINT NOT NULL DEFAULT 0,
           cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0, conclusion TEXT NOT NULL)
     """,
+    "mysql": """
+        CREATE TABLE executions (
+          id BIGINT AUTO_INCREMENT PRIMARY KEY,
+          created_at DATETIME(6) NOT NULL DEFAULT (UTC_TIMESTAMP(6)),
+          delivery_id TEXT, repo VARCHAR(255) NOT NULL, pr_number BIGINT,
+          event_type VARCHAR(64) NOT NULL, provider VARCHAR(64) NOT NULL DEFAULT 'anthropic',
+          model VARCHAR(160) NOT NULL, input_tokens BIGINT NOT NULL DEFAULT 0,
+          output_tokens BIGINT NOT NULL DEFAULT 0, duration_ms BIGINT NOT NULL DEFAULT 0,
+          cost_usd DOUBLE NOT NULL DEFAULT 0, conclusion VARCHAR(64) NOT NULL)
+          ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+    """,
 }
 
 
@@ -154,17 +185,21 @@ def psycopg2_url(url: str) -> str:
 
 class Witness:
     """An independent connection to a store's database, for checking what a
-    store wrote: plain ``sqlite3`` for a file, plain ``psycopg`` for a server.
+    store wrote: plain ``sqlite3`` for a file, plain ``psycopg`` for
+    PostgreSQL, plain ``PyMySQL`` for MySQL/MariaDB.
 
-    SQL is written with ``?`` placeholders and runs on either engine.
+    SQL is written with ``?`` placeholders and runs on each engine.
     """
 
     def __init__(self, location: str) -> None:
         self.location = location
-        self.kind = "postgresql" if location.startswith("postgresql") else "sqlite"
+        self.kind = ("postgresql" if location.startswith("postgresql") else
+                     "mysql" if location.startswith(("mysql://", "mariadb://")) else "sqlite")
         if self.kind == "sqlite":
             Path(location).parent.mkdir(parents=True, exist_ok=True)
             self.conn: Any = sqlite3.connect(location, isolation_level=None)
+        elif self.kind == "mysql":
+            self.conn = mysql_connect(location)
         else:
             import psycopg
 
@@ -175,11 +210,35 @@ class Witness:
         self.conn.close()
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.kind == "postgresql" else sql
+        if self.kind == "mysql":
+            # KEY is a reserved word on MySQL: the keys tables' column, quoted.
+            sql = re.sub(r"(?<!PRIMARY )(?<!UNIQUE )(?<!DUPLICATE )(?<![`'\w])key(?![`'\w(])",
+                         "`key`", sql, flags=re.IGNORECASE)
+        return sql.replace("?", "%s") if self.kind != "sqlite" else sql
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> Any:
+        if self.kind != "mysql":
+            return self.conn.execute(self._sql(sql), params)
+        cursor = self.conn.cursor()
+        if params:
+            sql = sql.replace("%", "%%")
+        cursor.execute(self._sql(sql), tuple(params) if params else None)
+        return cursor
+
+    def utc_text(self, column: str, fmt: str) -> str:
+        """SQL rendering the UTC time ``column`` with the ``strftime``
+        format ``fmt`` (``%Y``, ``%m``, ``%d``, ``%H`` only) on this engine."""
+        if self.kind == "sqlite":
+            return f"strftime('{fmt}', {column})"
+        if self.kind == "mysql":
+            return f"DATE_FORMAT({column}, '{fmt}')"
+        pattern = fmt.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD").replace(
+            "%H", "HH24")
+        return f"to_char({column} AT TIME ZONE 'UTC', '{pattern}')"
 
     def execute(self, sql: str, *params: Any) -> int:
         """Run one statement; return its row count."""
-        return int(self.conn.execute(self._sql(sql), params).rowcount)
+        return int(self._execute(sql, params).rowcount)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.kind == "sqlite":
@@ -191,12 +250,12 @@ class Witness:
                 cursor.executemany(self._sql(sql), rows)
 
     def rows(self, sql: str, *params: Any) -> List[Dict[str, Any]]:
-        cursor = self.conn.execute(self._sql(sql), params)
+        cursor = self._execute(sql, params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def scalar(self, sql: str, *params: Any) -> Any:
-        return self.conn.execute(self._sql(sql), params).fetchone()[0]
+        return self._execute(sql, params).fetchone()[0]
 
     def count(self) -> int:
         return int(self.scalar("SELECT COUNT(*) FROM executions"))
@@ -210,10 +269,15 @@ class Witness:
             return pinned
         if self.kind == "sqlite":
             return parse_utc(self.scalar("SELECT datetime('now')"))
+        if self.kind == "mysql":
+            return self.scalar("SELECT UTC_TIMESTAMP(6)").replace(  # type: ignore[no-any-return]
+                tzinfo=_dt.timezone.utc)
         return self.scalar("SELECT now()").astimezone(_dt.timezone.utc)  # type: ignore[no-any-return]
 
     def created_at(self, row_id: int) -> _dt.datetime:
         value = self.scalar("SELECT created_at FROM executions WHERE id = ?", row_id)
+        if self.kind == "mysql":
+            return value.replace(tzinfo=_dt.timezone.utc)  # type: ignore[no-any-return]
         return parse_utc(value) if isinstance(value, str) else value.astimezone(_dt.timezone.utc)
 
     def backdate(self, row_id: int, days: float) -> None:
@@ -227,6 +291,11 @@ class Witness:
                 "UPDATE executions SET created_at = datetime('now', ?) WHERE id = ?",
                 f"-{days} days", row_id,
             )
+        elif self.kind == "mysql":
+            self.execute(
+                "UPDATE executions SET created_at = UTC_TIMESTAMP(6) - INTERVAL ? SECOND "
+                "WHERE id = ?", round(float(days) * 86400, 6), row_id,
+            )
         else:
             self.execute(
                 "UPDATE executions SET created_at = now() - ? * interval '1 day' WHERE id = ?",
@@ -236,6 +305,11 @@ class Witness:
     def columns(self) -> List[str]:
         if self.kind == "sqlite":
             return [r[1] for r in self.conn.execute("PRAGMA table_info(executions)")]
+        if self.kind == "mysql":
+            return [r["column_name"] for r in self.rows(
+                "SELECT column_name AS column_name FROM information_schema.columns WHERE "
+                "table_name = 'executions' AND table_schema = DATABASE() "
+                "ORDER BY ordinal_position")]
         return [
             r["column_name"]
             for r in self.rows(
@@ -247,6 +321,10 @@ class Witness:
     def indexes(self) -> List[str]:
         if self.kind == "sqlite":
             sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'executions'"
+        elif self.kind == "mysql":
+            sql = ("SELECT DISTINCT index_name AS name FROM information_schema.statistics "
+                   "WHERE table_name = 'executions' AND table_schema = DATABASE() "
+                   "AND index_name <> 'PRIMARY'")
         else:
             sql = (
                 "SELECT indexname AS name FROM pg_indexes WHERE tablename = 'executions' "
@@ -325,11 +403,19 @@ def app_database(location: str, *, pooled: bool = False, options: str = "",
     ``SqliteDatabase`` (or ``PooledSqliteDatabase``) for a file,
     ``PostgresqlDatabase`` driven by psycopg 3 (or its pooled variant, in
     peewee 3's and 4's spellings) for a ``postgresql://`` URL, by psycopg2
-    (peewee's own default) for ``postgresql+psycopg2://``; ``options`` are
-    added to the sessions' libpq options."""
+    (peewee's own default) for ``postgresql+psycopg2://``, ``MySQLDatabase``
+    (or ``PooledMySQLDatabase``) for a MySQL one; ``options`` are added to
+    the sessions' libpq options."""
     import peewee
     from playhouse import db_url, pool
 
+    if location.startswith(("mysql://", "mariadb://")):
+        params = db_url.parse(location.replace("mariadb://", "mysql://", 1),
+                              unquote_password=True)
+        if "passwd" in params:  # playhouse.db_url's name for it, deprecated by PyMySQL
+            params["password"] = params.pop("passwd")
+        mysql = pool.PooledMySQLDatabase if pooled else peewee.MySQLDatabase
+        return mysql(params.pop("database"), **params, **settings)
     if not location.startswith("postgresql"):
         cls: Any = pool.PooledSqliteDatabase if pooled else peewee.SqliteDatabase
         return cls(location, **settings)

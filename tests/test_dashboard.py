@@ -133,8 +133,7 @@ RANGE = dict(since=START, until=START + dt.timedelta(days=23))
 
 
 def day_costs(witness: Witness, by: str) -> Dict[Tuple[str, str], float]:
-    day = ("strftime('%Y-%m-%d', created_at)" if witness.kind == "sqlite"
-           else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+    day = witness.utc_text("created_at", "%Y-%m-%d")
     return {(r["d"], r["k"]): float(r["c"]) for r in witness.rows(
         f"SELECT {day} AS d, {by} AS k, SUM(cost_usd) AS c FROM executions GROUP BY 1, 2")}
 

@@ -44,7 +44,7 @@ def test_sqlite_url_without_a_file_is_in_memory(url: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "url", ["mysql://u:p@localhost/db", "cockroachdb://root@localhost:26257/db", "http://x/y"]
+    "url", ["mssql://u:p@localhost/db", "cockroachdb://root@localhost:26257/db", "http://x/y"]
 )
 def test_unsupported_scheme_names_the_argument_and_what_would_do(url: str) -> None:
     with pytest.raises(TelemetryValidationError, match="postgresql://") as info:
@@ -76,9 +76,14 @@ def test_a_peewee_database_picks_its_engine_by_class() -> None:
 
     assert engines.backend_class_of(AppDatabase(":memory:")).name == "sqlite"
     assert engines.backend_class_of(peewee.PostgresqlDatabase(None)).name == "postgresql"
+    assert engines.backend_class_of(peewee.MySQLDatabase(None)).name == "mysql"
+
+    class OtherDatabase(peewee.Database):
+        pass
+
     with pytest.raises(TelemetryValidationError,
-                       match="database: MySQLDatabase databases are not supported"):
-        engines.backend_class_of(peewee.MySQLDatabase(None))
+                       match="database: OtherDatabase databases are not supported"):
+        engines.backend_class_of(OtherDatabase(None))
 
 
 def test_a_registered_engine_is_one_line_and_imported_only_when_used(

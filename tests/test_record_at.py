@@ -27,6 +27,9 @@ def hours_ago(witness: Witness, hours: float) -> dt.datetime:
 def has_table(witness: Witness, name: str) -> bool:
     if witness.kind == "sqlite":
         return bool(witness.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = ?", name))
+    if witness.kind == "mysql":
+        return bool(witness.scalar("SELECT COUNT(*) FROM information_schema.tables "
+                                   "WHERE table_schema = DATABASE() AND table_name = ?", name))
     return witness.scalar("SELECT to_regclass(?)", name) is not None
 
 

@@ -169,7 +169,8 @@ def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
     # The scratch table of a fold is the connection's own, never in the database.
     tables = ("SELECT name FROM sqlite_master WHERE type = 'table'" if any_witness.kind == "sqlite"
               else "SELECT table_name AS name FROM information_schema.tables "
-                   "WHERE table_schema = current_schema()")
+                   "WHERE table_schema = " + (
+                       "DATABASE()" if any_witness.kind == "mysql" else "current_schema()"))
     assert {r["name"] for r in any_witness.rows(tables) if "rollup" in r["name"]
             or "fold" in r["name"]} == {
         "telemetry_orm_rollups", "telemetry_orm_rollup_durations", "telemetry_orm_rollup_state",
@@ -183,8 +184,7 @@ def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
 
 
 def raw_hours(witness: Witness, before: dt.datetime) -> Dict[str, Tuple[int, int, int]]:
-    hour = ("strftime('%Y-%m-%d %H', created_at)" if witness.kind == "sqlite"
-            else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    hour = witness.utc_text("created_at", "%Y-%m-%d %H")
     return {r["h"]: (int(r["n"]), int(r["t"]), int(r["d"])) for r in witness.rows(
         f"SELECT {hour} AS h, COUNT(*) AS n, SUM(input_tokens) AS t, SUM(duration_ms) AS d "
         f"FROM executions WHERE created_at < ? GROUP BY 1",
@@ -192,8 +192,7 @@ def raw_hours(witness: Witness, before: dt.datetime) -> Dict[str, Tuple[int, int
 
 
 def rolled_hours(witness: Witness) -> Dict[str, Tuple[int, int, int]]:
-    hour = ("strftime('%Y-%m-%d %H', hour)" if witness.kind == "sqlite"
-            else "to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    hour = witness.utc_text("hour", "%Y-%m-%d %H")
     sketch = {r["h"]: int(r["n"]) for r in witness.rows(
         f"SELECT {hour} AS h, SUM(executions) AS n FROM telemetry_orm_rollup_durations "
         f"GROUP BY 1")}
@@ -205,8 +204,7 @@ def rolled_hours(witness: Witness) -> Dict[str, Tuple[int, int, int]]:
 
 
 def _month(witness: Witness, column: str) -> str:
-    return (f"strftime('%Y-%m', {column})" if witness.kind == "sqlite"
-            else f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM')")
+    return witness.utc_text(column, "%Y-%m")
 
 
 def raw_months(witness: Witness, before: dt.datetime) -> Dict[Tuple[str, str], int]:
@@ -494,7 +492,7 @@ def reported(store: PeeweeTelemetryStore, by: str, **options: Any
 
 def day_of(witness: Witness) -> str:
     return ("substr(created_at, 1, 10)" if witness.kind == "sqlite"
-            else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+            else witness.utc_text("created_at", "%Y-%m-%d"))
 
 
 def test_a_replace_after_its_hour_was_rolled_up_moves_its_figures_in_the_rollups(

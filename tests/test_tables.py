@@ -75,3 +75,35 @@ def test_create_missing_makes_only_the_missing_tables(tmp_path: Path) -> None:
     assert {"telemetry_orm_keys", "telemetry_orm_purged_keys",
             "telemetry_orm_key_state"} <= names
     assert rollups.ROLLUPS_TABLE not in names
+
+
+def test_a_side_table_gets_the_engines_column_types_and_is_bound_once() -> None:
+    from telemetry_orm.backends.sqlite import SqliteBackend
+    from telemetry_orm.schema import KeyTextField
+    from telemetry_orm.transfer import _Migrated
+
+    class Narrow(SqliteBackend):
+        @classmethod
+        def column(cls, field: peewee.Field) -> peewee.Field | None:
+            return peewee.CharField(max_length=77) if isinstance(field, KeyTextField) else None
+
+    db = peewee.SqliteDatabase(":memory:")
+    plain = tables_of(db).side(_Migrated)
+    assert plain is tables_of(db).side(_Migrated) and plain._meta.database is db
+    assert plain.source.field_type == "TEXT"
+    narrow = Tables(peewee.SqliteDatabase(":memory:"), Narrow).side(_Migrated)
+    assert (narrow.source.field_type, narrow.source.max_length) == ("VARCHAR", 77)
+    assert narrow._meta.table_name == "telemetry_orm_migrated"
+    assert [f.name for f in narrow._meta.get_primary_keys()] == ["source", "source_id"]
+
+
+def test_statements_is_the_engines_connection_with_execute() -> None:
+    from telemetry_orm.backends.base import Backend
+
+    db = peewee.SqliteDatabase(":memory:")
+    db.connect()
+    try:
+        assert Backend.statements(db) is db.connection()
+        assert Backend.statements(db).execute("SELECT 1").fetchone() == (1,)
+    finally:
+        db.close()

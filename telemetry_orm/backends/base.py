@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from typing import (
     Any,
@@ -275,8 +276,8 @@ class FixedPacer:
 
 class ServerUpkeep:
     """The default :class:`Upkeep`, a server's: it keeps its own log, so
-    every hook is a no-op but ``close`` (the store's own pool) and the
-    pause between purge chunks."""
+    every hook is a no-op but ``close`` (the store's own pool), the pause
+    between purge chunks, and a forked child's fresh pool."""
 
     def __init__(self, database: peewee.Database, *, borrowed: bool = False) -> None:
         self.database: Any = database
@@ -323,7 +324,24 @@ class ServerUpkeep:
         pass
 
     def after_fork_in_child(self) -> None:
-        pass
+        """The child starts an empty pool and never closes the inherited
+        connections (that would end the parent's sessions); an application's
+        pool is left as it is."""
+        if self.borrowed or not hasattr(self.database, "_connections"):
+            return
+        pool = self.database
+        _INHERITED.append((pool._connections, pool._in_use, pool._state))
+        # The parent's locks may have been held at the fork: fresh ones first.
+        pool._lock = threading.RLock()
+        pool._pool_lock = threading.RLock()
+        if hasattr(pool, "_pool_available"):  # peewee 4
+            pool._pool_available = threading.Condition(pool._pool_lock)
+        pool._connections, pool._in_use = [], {}
+        pool._state = type(pool._state)()
+
+
+# A forked child's inherited connections: the parent's, kept referenced, never closed.
+_INHERITED: List[Any] = []
 
 
 class Backend:
@@ -484,10 +502,17 @@ class Backend:
         operation of the same thread, that one's."""
         opened = database.connect(reuse_if_open=True)
         try:
-            yield database.connection()
+            yield self.statements(database)
         finally:
             if opened:
                 database.close()
+
+    @classmethod
+    def statements(cls, database: peewee.Database) -> Any:
+        """This thread's open connection of ``database`` with ``execute()``
+        (reports, ``stats`` and the demo hold only a database). Default: the
+        driver's own; an engine whose driver's has none wraps it."""
+        return database.connection()
 
     def exclusive_transaction(self, database: peewee.Database, name: str) -> ContextManager[None]:
         """A write transaction on ``database``'s connection of this thread that

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import re
-import threading
 import time
 import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
@@ -47,9 +46,7 @@ from .base import (
     Fold,
     PurgeChunk,
     ReportDialect,
-    ServerUpkeep,
     Storage,
-    StoreAccess,
     in_transaction_error,
     operation_error,
 )
@@ -95,11 +92,6 @@ BUSY_SQLSTATES = frozenset(
         "53300",  # too_many_connections
     }
 )
-
-# Connections inherited through fork() belong to the parent: closing them in
-# the child would end the parent's sessions, so they are kept referenced here.
-_INHERITED: List[Any] = []
-
 
 def session_options(url_options: str, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> str:
     """The libpq ``options`` every connection of a store starts with.
@@ -218,25 +210,6 @@ DIALECT = ReportDialect(
     # In numeric, which does not overflow (SUM of a double precision does).
     total=lambda column: fn.SUM(Cast(column, "NUMERIC")),
 )
-
-
-class PostgresUpkeep(ServerUpkeep):
-    """A PostgreSQL store's upkeep: the server's (nothing to checkpoint, the
-    pool closed at close), and in a forked child the parent's pool is left
-    to the parent."""
-
-    def after_fork_in_child(self) -> None:
-        if self.borrowed:
-            return  # the application's pool: what a fork means for it is its own
-        pool = self.database
-        _INHERITED.append((pool._connections, pool._in_use, pool._state))
-        # The parent's locks may have been held at the fork: fresh ones first.
-        pool._lock = threading.RLock()
-        pool._pool_lock = threading.RLock()
-        if hasattr(pool, "_pool_available"):  # peewee 4
-            pool._pool_available = threading.Condition(pool._pool_lock)
-        pool._connections, pool._in_use = [], {}
-        pool._state = type(pool._state)()
 
 
 _TEXT_FIELDS = tuple(
@@ -364,9 +337,6 @@ class PostgresBackend(Backend):
             raise
         return database
 
-    def upkeep(self, database: peewee.Database, store: StoreAccess) -> PostgresUpkeep:
-        return PostgresUpkeep(database, borrowed=self.borrowed)
-
     @classmethod
     def in_transaction(cls, database: peewee.Database) -> bool:
         if database.is_closed():
@@ -384,6 +354,11 @@ class PostgresBackend(Backend):
         finally:
             if opened:
                 database.close()
+
+    @classmethod
+    def statements(cls, database: peewee.Database) -> Any:
+        """The thread's connection, with ``execute()`` on psycopg2 too."""
+        return driver_of(database).connection(database.connection())
 
     def prepare(self, database: peewee.Database, model: Type[Execution]) -> None:
         """Check the schema and create or upgrade it.
