@@ -1,7 +1,7 @@
 """The ``telemetry-orm`` command line: argument parsing around library calls.
 
 Every command but ``migrate`` takes ``--db PATH`` (a file or a database URL
-such as ``postgresql://user:password@host/db``; default ``$TELEMETRY_DB_PATH``,
+such as ``postgresql://user:password@host/db`` or ``mysql://…``; default ``$TELEMETRY_DB_PATH``,
 else ``./data/telemetry.db``); ``migrate`` takes ``--from`` and ``--to``.
 Exit status: 0 on success, 1 when the work failed (one line on stderr;
 ``--debug`` shows the traceback), 2 for bad arguments.
@@ -467,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--db", metavar="PATH", default=os.environ.get(ENV_DB) or DEFAULT_DB,
-        help=f"database file or URL, e.g. postgresql://user:password@host/db "
+        help=f"database file or URL, e.g. postgresql://user:password@host/db or "
+        f"mysql://user:password@host/db "
         f"(default: ${ENV_DB}, else {DEFAULT_DB})",
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -572,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--from", dest="source", required=True, metavar="SRC",
                      help="the SQLite file (path or sqlite:///path); opened read-only")
     sub.add_argument("--to", dest="target", required=True, metavar="DST",
-                     help="the target: postgresql://user:password@host/db, or a path")
+                     help="the target: a path, or a database URL "
+                     "(postgresql://user:password@host/db, mysql://…)")
     sub.add_argument("--batch-size", type=_count, default=1000, metavar="N",
                      help="rows per batch and transaction (default 1000)")
     sub.add_argument("--source-name", metavar="NAME",
