@@ -74,6 +74,12 @@ UNSUPPORTED_DATABASES: Dict[str, str] = {
                            "same file",
     "CockroachDatabase": "CockroachDB has no advisory locks, which the store's schema set-up "
                          "and keys need",
+    # playhouse.mysql_ext's, and their pooled subclasses.
+    "MySQLConnectorDatabase": "it connects through mysql-connector, and the store speaks "
+                              "PyMySQL; give the store a MySQLDatabase on the same server",
+    "MariaDBConnectorDatabase": "it connects through the mariadb connector, and the store "
+                                "speaks PyMySQL; give the store a MySQLDatabase on the same "
+                                "server",
 }
 # "+pool" as peewee spells it; a PostgreSQL store always pools its connections.
 # "+psycopg2" picks that driver (psycopg 3 otherwise; extra postgres2).
@@ -121,7 +127,9 @@ def backend_class_of(database: Any) -> Type[Backend]:
     for name in names:
         why = UNSUPPORTED_DATABASES.get(name)
         if why is not None:
-            raise TelemetryValidationError("database", f"{name} is not supported: {why}")
+            own = type(database).__name__
+            what = own if own == name else f"{own} (a {name})"
+            raise TelemetryValidationError("database", f"{what} is not supported: {why}")
     for engine in ENGINES.values():
         if set(names).intersection(engine.databases):
             return engine.backend_class()

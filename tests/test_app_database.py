@@ -489,6 +489,13 @@ def test_unsupported_databases_are_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(TelemetryValidationError, match="SqliteQueueDatabase is not supported"):
         create_telemetry_store(queued)
     assert not (tmp_path / "q.db").exists()
+    # MySQL through another driver than PyMySQL (made, never connected).
+    from playhouse import mysql_ext
+
+    for cls in (mysql_ext.MySQLConnectorDatabase, mysql_ext.PooledMariaDBConnectorDatabase):
+        with pytest.raises(TelemetryValidationError,
+                           match=f"{cls.__name__} is not supported: .* speaks PyMySQL"):
+            create_telemetry_store(cls("app"))
 
 
 def test_a_postgresql_database_as_peewee_makes_it_by_default_is_driven_by_psycopg2(
