@@ -492,9 +492,14 @@ def test_unsupported_databases_are_refused_by_name(tmp_path: Path) -> None:
     # MySQL through another driver than PyMySQL (made, never connected).
     from playhouse import mysql_ext
 
-    for cls in (mysql_ext.MySQLConnectorDatabase, mysql_ext.PooledMariaDBConnectorDatabase):
+    class AppMariaDB(mysql_ext.MariaDBConnectorDatabase):
+        pass
+
+    for cls, named in ((mysql_ext.MySQLConnectorDatabase, "MySQLConnectorDatabase"),
+                       (mysql_ext.MariaDBConnectorDatabase, "MariaDBConnectorDatabase"),
+                       (AppMariaDB, r"AppMariaDB \(a MariaDBConnectorDatabase\)")):
         with pytest.raises(TelemetryValidationError,
-                           match=f"{cls.__name__} (.*)?is not supported: .* speaks PyMySQL"):
+                           match=f"database: {named} is not supported: .* speaks PyMySQL"):
             create_telemetry_store(cls("app"))
 
 
