@@ -178,7 +178,8 @@ def _gone_between(keys: Any, model: Any, after: Optional[str], last: Optional[st
 
 
 def move_gone_keys(keys: Any, purged: Any, model: Any, after: Optional[str],
-                   last: Optional[str], stamp: str, *, upsert: Optional[Upsert] = None) -> Statement:
+                   last: Optional[str], stamp: str, *,
+                   upsert: Optional[Upsert] = None) -> Statement:
     """Copy the keys past ``after`` up to ``last`` whose row is gone into
     the purged keys, stamped ``stamp`` (looked at under the write lock, as
     :func:`delete_gone_keys` does after it); a key already there stays as it
