@@ -42,8 +42,10 @@ from .tables import KeyTables
 #: exports, or a webhook redelivered within it, is recognised.
 KEY_DAYS = 400
 
-#: Keys a sweep looks at per step (a read of a few milliseconds).
-SWEEP_STEP = 5000
+#: Keys the first step of a sweep moves or keeps (later steps are sized
+#: by the purge's pacer, as its chunks are); the most a forgetting step
+#: forgets.
+SWEEP_STEP = 2500
 
 #: The keys, purged keys and key state models bound to one database
 #: (``tables_of(database).keys``, see :mod:`telemetry_orm.tables`).
@@ -51,8 +53,9 @@ Tables = KeyTables
 
 
 def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,
-              model: Type[Execution], after: Optional[str], stamp: str) -> KeySweep:
-    """Among the next :data:`SWEEP_STEP` keys past ``after``, move those
+              model: Type[Execution], after: Optional[str], stamp: str,
+              step: int = SWEEP_STEP) -> KeySweep:
+    """Among the next ``step`` keys past ``after``, move those
     whose row is gone to the purged keys, stamped ``stamp``, in one short
     transaction of two statements."""
     keys, purged, _ = bound
@@ -60,7 +63,7 @@ def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tab
     # write lock. Keys are random (delivery GUIDs, hashes), so after a purge
     # of any size nearly every stretch holds a key whose row is gone: the
     # stretch is looked at once, under the lock, rather than first without.
-    end = conn.execute(*_sql.key_past(keys, after, SWEEP_STEP - 1)).fetchone()
+    end = conn.execute(*_sql.key_past(keys, after, max(1, step) - 1)).fetchone()
     last: Optional[str] = None if end is None else str(end[0])
     with backend.exclusive_transaction(database, "keys"):
         started = time.perf_counter()

@@ -35,6 +35,7 @@ from telemetry_orm.backends.sqlite_purge import (
     SqlitePurgePacer,
     retry_gap,
 )
+from telemetry_orm.store.purging import FOLD_CHUNK
 
 # The sleeps of SQLite's default busy handler (sqliteDefaultBusyCallback in
 # main.c), in ms: a writer that finds the lock taken retries after each.
@@ -503,6 +504,39 @@ def test_a_purge_sweeps_the_keys_of_rows_deleted_by_it_or_by_another_program(
     assert store.record(minimal(), key="k-00000") == ids[0]
     assert store.record(minimal(), key="k-00001") == ids[1]
     assert store.model.select().count() == len(kept)
+
+
+def test_a_purge_moves_thousands_of_gone_keys_in_a_few_statements(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    ids = store.record_many([minimal() for _ in range(6_000)],
+                            keys=[f"k-{n:05d}" for n in range(6_000)])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", [(i,) for i in ids[:4_000]])
+    statements: List[str] = []
+    store.database.connection().set_trace_callback(statements.append)
+    try:
+        assert store.purge_older_than(90) == 4_000
+    finally:
+        store.database.connection().set_trace_callback(None)
+    # A stretch of keys at a time, not a statement per key.
+    moves = [s for s in statements if s.startswith('DELETE FROM "telemetry_orm_keys"')]
+    assert 0 < len(moves) <= 10
+    assert {row_id for _, row_id in keys_in(db_path)} == set(ids[4_000:])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        purged = dict(conn.execute("SELECT key, execution_id FROM telemetry_orm_purged_keys"))
+    assert purged == {f"k-{n:05d}": ids[n] for n in range(4_000)}
+
+
+def test_a_purge_that_folds_its_rows_starts_with_a_chunk_short_enough_for_the_hold(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    backdate_all(db_path, 2 * PURGE_CHUNK)  # nothing rolled up: each chunk folds its rows
+    seen: List[PurgeProgress] = []
+    assert store.purge(90, progress=seen.append).deleted == 2 * PURGE_CHUNK
+    assert seen[0].deleted <= FOLD_CHUNK
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        counted = conn.execute("SELECT SUM(executions) FROM telemetry_orm_rollups").fetchone()
+    assert counted == (2 * PURGE_CHUNK,)
 
 
 def test_a_purge_with_nothing_to_delete_still_sweeps_keys_left_behind(
