@@ -28,6 +28,7 @@ from telemetry_orm.backends.sqlite_purge import (
     PURGE_CACHE_KIB,
     PURGE_CHUNK_MAX,
     PURGE_CHUNK_MIN,
+    PURGE_FOLD_CHUNK,
     PURGE_HOLD,
     PURGE_QUIET_SPAN,
     PURGE_WALK_DENSITY,
@@ -35,7 +36,6 @@ from telemetry_orm.backends.sqlite_purge import (
     SqlitePurgePacer,
     retry_gap,
 )
-from telemetry_orm.store.purging import FOLD_CHUNK
 
 # The sleeps of SQLite's default busy handler (sqliteDefaultBusyCallback in
 # main.c), in ms: a writer that finds the lock taken retries after each.
@@ -533,7 +533,7 @@ def test_a_purge_that_folds_its_rows_starts_with_a_chunk_short_enough_for_the_ho
     backdate_all(db_path, 2 * PURGE_CHUNK)  # nothing rolled up: each chunk folds its rows
     seen: List[PurgeProgress] = []
     assert store.purge(90, progress=seen.append).deleted == 2 * PURGE_CHUNK
-    assert seen[0].deleted <= FOLD_CHUNK
+    assert seen[0].deleted <= PURGE_FOLD_CHUNK
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         counted = conn.execute("SELECT SUM(executions) FROM telemetry_orm_rollups").fetchone()
     assert counted == (2 * PURGE_CHUNK,)

@@ -50,6 +50,10 @@ class PurgePacer(Protocol):
     #: Rows the next chunk may delete (an engine that deletes a stretch of
     #: ids at a time takes it as the stretch's width, which bounds the rows).
     rows: int
+    #: Rows of the first chunk when the chunks must fold rows into the
+    #: rollups before deleting them (folding a row costs several times
+    #: deleting it).
+    fold_rows: int
 
     def start(self, conn: Any) -> None:
         """Before the first chunk, on the purging connection."""
@@ -143,6 +147,8 @@ class FixedPacer:
     never wait for it)."""
 
     rows = PURGE_CHUNK
+    #: A rollup step's rows (``folding.FOLD_ROWS``).
+    fold_rows = 2_500
 
     def start(self, conn: Any) -> None:
         pass

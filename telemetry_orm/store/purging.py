@@ -22,13 +22,6 @@ from .opening import Host
 #: Days a purged key is kept (see :mod:`telemetry_orm.keys`).
 KEY_DAYS = _keys.KEY_DAYS
 
-#: Rows of a purge's first chunk when its rows may need folding into the
-#: rollups: a chunk that folds holds the write lock several times as long
-#: a row as one that only deletes (a rollup step's 2,500 rows held it
-#: 55-110 ms on a loaded 2-core machine), and the pacer doubles it at most
-#: per chunk from here.
-FOLD_CHUNK = 500
-
 
 @dataclasses.dataclass(frozen=True)
 class PurgeProgress:
@@ -102,9 +95,9 @@ class Purge:
             with host.connection() as conn:
                 state = rollups.read_state(conn, models)
             if state.counted_before is None or state.counted_before < folding.naive_utc(when):
-                # Chunks will fold rows in first: start them small enough
-                # for the hold, the pacer sizes the rest.
-                pacer.rows = min(pacer.rows, FOLD_CHUNK)
+                # Chunks will fold rows in first: start them as the engine's
+                # pacer says (small enough for the hold), it sizes the rest.
+                pacer.rows = min(pacer.rows, pacer.fold_rows)
             while True:
                 limit = pacer.rows
                 # The store lock is let go between chunks so this process's
