@@ -9,11 +9,15 @@ sources: the expired rows lie all over the table).
 
     python bench/retention.py                 # 1,000,000 rows, half expired, both orders
     python bench/retention.py --rows 200000 --rounds 3 --order scattered
+    python bench/retention.py --rows 200000 --rounds 3 --keyed --unrolled
 
 Prints the purge time of each way, their ratio, the longest write-lock hold
 of a chunk, the worst time the writer waited for one ``record()`` during
 each, and the ``-wal`` size afterwards. ``run(rows, rounds, order=…)``
-returns the same figures as a dict, for a bench runner.
+returns the same figures as a dict, for a bench runner; ``run(…,
+rolled=False)`` and ``run_keyed(rows, rounds)`` the purge that folds its
+rows in and the purge of rows under keys (``--unrolled``, ``--keyed``:
+alone only).
 """
 
 from __future__ import annotations
@@ -323,9 +327,24 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--order", choices=(*ORDERS, "both"), default="both",
                         help="how created_at follows the ids (default: both, one after the other)")
+    parser.add_argument("--keyed", action="store_true",
+                        help="also every row under a key (time order, alone)")
+    parser.add_argument("--unrolled", action="store_true",
+                        help="also with nothing rolled up ahead (time order, alone)")
     args = parser.parse_args(argv)
     for order in ORDERS if args.order == "both" else (args.order,):
         _report(run(args.rows, args.rounds, order=order))
+    if args.unrolled:
+        figures = run(args.rows, args.rounds, rolled=False)
+        print(f"nothing rolled up ahead: purge {figures['purge_s']:.2f} s   single DELETE "
+              f"{figures['single_delete_s']:.2f} s   ratio {figures['ratio']:.2f}x   "
+              f"the fold {figures['fold_share']:.0%} of it   longest hold "
+              f"{figures['longest_hold_ms']:.1f} ms")
+    if args.keyed:
+        figures = run_keyed(args.rows, args.rounds)
+        print(f"every row under a key: purge {figures['purge_s']:.2f} s   rows and keys "
+              f"DELETE {figures['single_delete_s']:.2f} s   ratio {figures['ratio']:.2f}x   "
+              f"longest hold {figures['longest_hold_ms']:.1f} ms")
 
 
 if __name__ == "__main__":
