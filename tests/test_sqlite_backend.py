@@ -539,6 +539,28 @@ def test_a_purge_that_folds_its_rows_starts_with_a_chunk_short_enough_for_the_ho
     assert counted == (2 * PURGE_CHUNK,)
 
 
+def test_chunks_of_rows_the_rollups_count_already_skip_the_fold_and_count_them_once(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    backdate_all(db_path, 4 * PURGE_CHUNK)
+    assert store.rollup().rows == 4 * PURGE_CHUNK
+    statements: List[str] = []
+    seen: List[PurgeProgress] = []
+    store.database.connection().set_trace_callback(statements.append)
+    try:
+        assert store.purge(90, progress=seen.append).deleted == 4 * PURGE_CHUNK
+    finally:
+        store.database.connection().set_trace_callback(None)
+    # Only the first chunk looks for rows to fold (and records the cutoff).
+    counts = [s for s in statements if s.startswith('SELECT COUNT(*) FROM "executions"')]
+    assert len(seen) >= 2 and len(counts) == 1
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        counted = conn.execute("SELECT SUM(executions) FROM telemetry_orm_rollups").fetchone()
+        purged_before = conn.execute(
+            "SELECT purged_before FROM telemetry_orm_rollup_state").fetchone()
+    assert counted == (4 * PURGE_CHUNK,)
+    assert purged_before is not None and purged_before[0] is not None
+
+
 def test_a_purge_with_nothing_to_delete_still_sweeps_keys_left_behind(
         store: PeeweeTelemetryStore, db_path: Path) -> None:
     first, second = store.record(minimal(), key="a"), store.record(minimal(), key="b")
