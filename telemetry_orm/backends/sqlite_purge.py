@@ -113,6 +113,9 @@ class SqlitePurgePacer:
     """
 
     fold_rows = PURGE_FOLD_CHUNK
+    #: The fewest rows a chunk is sized to (a purge that folds raises it:
+    #: a fold's statements cost the same for a few rows as for hundreds).
+    least = PURGE_CHUNK_MIN
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         #: Rows the next chunk may delete.
@@ -144,7 +147,7 @@ class SqlitePurgePacer:
             self._busy_until = now + PURGE_BUSY_MEMORY
         if held > 0:
             wanted = self.rows * PURGE_HOLD / held
-            self.rows = int(min(max(wanted, self.rows / 2, PURGE_CHUNK_MIN),
+            self.rows = int(min(max(wanted, self.rows / 2, self.least),
                                 self.rows * 2, PURGE_CHUNK_MAX))
         waited = now - self._free_since
         if now < self._busy_until or waited + held > PURGE_QUIET_SPAN:

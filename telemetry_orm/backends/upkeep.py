@@ -54,6 +54,8 @@ class PurgePacer(Protocol):
     #: rollups before deleting them (folding a row costs several times
     #: deleting it).
     fold_rows: int
+    #: The fewest rows a chunk is sized to.
+    least: int
 
     def start(self, conn: Any) -> None:
         """Before the first chunk, on the purging connection."""
@@ -149,6 +151,7 @@ class FixedPacer:
     rows = PURGE_CHUNK
     #: A rollup step's rows (``folding.FOLD_ROWS``).
     fold_rows = 2_500
+    least = PURGE_CHUNK
 
     def start(self, conn: Any) -> None:
         pass

@@ -120,6 +120,10 @@ class Purge:
                 # Chunks will fold rows in first: start them as the engine's
                 # pacer says (small enough for the hold), it sizes the rest.
                 pacer.rows = min(pacer.rows, pacer.fold_rows)
+                # Most of a fold's hold is its statements, whatever the rows:
+                # chunks sized down to a few rows would pay them again and
+                # again for hardly a shorter hold.
+                pacer.least = max(pacer.least, pacer.fold_rows // 2)
             while True:
                 limit = pacer.rows
                 # The store lock is let go between chunks so this process's
