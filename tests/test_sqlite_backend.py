@@ -10,7 +10,7 @@ import contextlib
 import random
 import sqlite3
 from pathlib import Path
-from typing import Iterator, List, Set
+from typing import Any, Iterator, List, Set
 
 import pytest
 from support import FIXED_NOW, minimal
@@ -178,6 +178,26 @@ def test_pacer_sizes_chunks_to_hold_the_lock_about_the_target(
     for _ in range(20):
         pacer.after_chunk(purging, 1e-6)
     assert pacer.rows == PURGE_CHUNK_MAX
+
+
+def test_a_folding_purges_pacer_sizes_chunks_no_smaller_than_half_its_first(
+        store: PeeweeTelemetryStore, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backdate_all(db_path, 2 * PURGE_CHUNK)  # nothing rolled up: the chunks fold
+    pacers: List[SqlitePurgePacer] = []
+    original = type(store.backend).purge_pacer
+
+    def purge_pacer(self: Any) -> SqlitePurgePacer:
+        pacers.append(original(self))
+        return pacers[-1]
+
+    monkeypatch.setattr(type(store.backend), "purge_pacer", purge_pacer)
+    assert store.purge(90).deleted == 2 * PURGE_CHUNK
+    (pacer,) = pacers
+    assert pacer.least == PURGE_FOLD_CHUNK // 2
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        for _ in range(20):
+            pacer.after_chunk(conn, 10.0)  # however long a chunk holds the lock
+    assert pacer.rows == PURGE_FOLD_CHUNK // 2
 
 
 def test_pacer_turns_off_automatic_checkpoints_for_the_purge_only(
