@@ -9,11 +9,15 @@ sources: the expired rows lie all over the table).
 
     python bench/retention.py                 # 1,000,000 rows, half expired, both orders
     python bench/retention.py --rows 200000 --rounds 3 --order scattered
+    python bench/retention.py --rows 200000 --rounds 3 --keyed --unrolled
 
 Prints the purge time of each way, their ratio, the longest write-lock hold
 of a chunk, the worst time the writer waited for one ``record()`` during
 each, and the ``-wal`` size afterwards. ``run(rows, rounds, order=…)``
-returns the same figures as a dict, for a bench runner.
+returns the same figures as a dict, for a bench runner; ``run(…,
+rolled=False)`` and ``run_keyed(rows, rounds)`` the purge that folds its
+rows in and the purge of rows under keys (``--unrolled``, ``--keyed``:
+alone only).
 """
 
 from __future__ import annotations
@@ -31,13 +35,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 try:
-    from telemetry_orm import StoreBusyError, create_telemetry_store
+    from telemetry_orm import StoreBusyError, create_telemetry_store, folding
 except ImportError:  # run from a checkout: python bench/retention.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from telemetry_orm import StoreBusyError, create_telemetry_store
+    from telemetry_orm import StoreBusyError, create_telemetry_store, folding
 
 RETENTION_DAYS = 90
 WRITER_PERIOD_S = 0.002
@@ -186,19 +190,46 @@ def _fresh_copy(source: Path, target: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _timing_folds() -> Iterator[List[float]]:
+    """Time the purge's fold callbacks (the rollups' share of a purge that
+    folds its rows in): the list holds their total seconds afterwards."""
+    original = folding.purge_fold
+    spent = [0.0]
+
+    def purge_fold(tables: Any, when: Any) -> Any:
+        fold = original(tables, when)
+
+        def timed(conn: Any, rows: Any) -> None:
+            started = time.perf_counter()
+            try:
+                fold(conn, rows)
+            finally:
+                spent[0] += time.perf_counter() - started
+        return timed
+
+    folding.purge_fold = purge_fold
+    try:
+        yield spent
+    finally:
+        folding.purge_fold = original
+
+
 def _alone(source: Path, tmp: Path, *, keys: bool = False) -> Dict[str, Any]:
     """One round with nobody else writing: the single DELETE, then the purge."""
     started = time.perf_counter()
     single_deleted = _single_delete(_fresh_copy(source, tmp / "single.db"), keys=keys)
     single_s = time.perf_counter() - started
-    with create_telemetry_store(_fresh_copy(source, tmp / "chunked.db")) as store:
+    with create_telemetry_store(_fresh_copy(source, tmp / "chunked.db")) as store, \
+            _timing_folds() as folds:
         started = time.perf_counter()
         result = store.purge(RETENTION_DAYS)
         purge_s = time.perf_counter() - started
     deleted = result.deleted
     return {"deleted": deleted, "single_deleted": single_deleted, "purge_s": purge_s,
             "single_delete_s": single_s, "ratio": purge_s / single_s,
-            "chunks": result.chunks, "longest_hold_ms": result.longest_hold * 1000}
+            "chunks": result.chunks, "longest_hold_ms": result.longest_hold * 1000,
+            "fold_s": folds[0], "fold_share": folds[0] / purge_s}
 
 
 def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True
@@ -230,6 +261,8 @@ def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True
         "ratio": median("ratio"),
         "chunks": median("chunks"),
         "longest_hold_ms": median("longest_hold_ms"),
+        "fold_s": median("fold_s"),
+        "fold_share": median("fold_share"),
         "worst_hold_ms": max(r["longest_hold_ms"] for r in alone),
         "loaded_purge_s": chunked["seconds"],
         "loaded_single_delete_s": single["seconds"],
@@ -260,6 +293,7 @@ def run_keyed(rows: int, rounds: int = 3) -> Dict[str, Any]:
         raise AssertionError(f"expected {expired} rows and their keys deleted, "
                              f"{left} keys left, got {alone}")
     return {"rows": rows, "expired": expired, "rounds": rounds,
+            "worst_hold_ms": max(r["longest_hold_ms"] for r in alone),
             **{key: statistics.median(r[key] for r in alone)
                for key in ("purge_s", "single_delete_s", "ratio", "longest_hold_ms")}}
 
@@ -293,9 +327,24 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--order", choices=(*ORDERS, "both"), default="both",
                         help="how created_at follows the ids (default: both, one after the other)")
+    parser.add_argument("--keyed", action="store_true",
+                        help="also every row under a key (time order, alone)")
+    parser.add_argument("--unrolled", action="store_true",
+                        help="also with nothing rolled up ahead (time order, alone)")
     args = parser.parse_args(argv)
     for order in ORDERS if args.order == "both" else (args.order,):
         _report(run(args.rows, args.rounds, order=order))
+    if args.unrolled:
+        figures = run(args.rows, args.rounds, rolled=False)
+        print(f"nothing rolled up ahead: purge {figures['purge_s']:.2f} s   single DELETE "
+              f"{figures['single_delete_s']:.2f} s   ratio {figures['ratio']:.2f}x   "
+              f"the fold {figures['fold_share']:.0%} of it   longest hold "
+              f"{figures['longest_hold_ms']:.1f} ms")
+    if args.keyed:
+        figures = run_keyed(args.rows, args.rounds)
+        print(f"every row under a key: purge {figures['purge_s']:.2f} s   rows and keys "
+              f"DELETE {figures['single_delete_s']:.2f} s   ratio {figures['ratio']:.2f}x   "
+              f"longest hold {figures['longest_hold_ms']:.1f} ms")
 
 
 if __name__ == "__main__":

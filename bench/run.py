@@ -100,19 +100,32 @@ def retention(settings: Settings) -> List[Result]:
     results.append(Result(
         f"retention, nothing rolled up ahead: purge {folding['expired']:,} of "
         f"{folding['rows']:,} rows, folding each into the rollups", folding["purge_s"], "s",
-        folding["single_delete_s"], folding["ratio"], 1.5, "<= 1.5x",
-        f"longest hold {folding['longest_hold_ms']:.0f} ms; baseline: one DELETE (which "
-        "counts nothing); run rollup() ahead to purge at the cost above", rounds))
+        folding["single_delete_s"], folding["ratio"], 2.5, "<= 2.5x",
+        f"the fold {folding.get('fold_s', 0):.2f} s ({folding.get('fold_share', 0):.0%}) of "
+        "it; baseline: one DELETE (which counts nothing); run rollup() ahead to purge at "
+        "the cost above", rounds))
+    results.append(_hold_result("nothing rolled up ahead", folding, rounds))
     if hasattr(module, "run_keyed"):
         keyed = module.run_keyed(settings.memory_rows, rounds)
         results.append(Result(
             f"retention, every row under a key: purge {keyed['expired']:,} of "
             f"{keyed['rows']:,} rows and their keys", keyed["purge_s"], "s",
             keyed["single_delete_s"], keyed["ratio"], 1.5, "<= 1.5x",
-            f"longest hold {keyed['longest_hold_ms']:.0f} ms; baseline: one transaction "
-            "deleting the rows and the keys whose row is gone", rounds,
+            "baseline: one transaction deleting the rows and the keys whose row is gone",
+            rounds,
         ))
+        results.append(_hold_result("every row under a key", keyed, rounds))
     return results
+
+
+def _hold_result(what: str, figures: Mapping[str, Any], rounds: int) -> Result:
+    single_ms = figures["single_delete_s"] * 1000
+    hold_ms = figures["longest_hold_ms"]
+    return Result(
+        f"retention, {what}: longest write-lock hold", hold_ms, "ms", single_ms,
+        hold_ms / single_ms, 50.0, "<= 50 ms",
+        f"median of each round's longest; worst {figures['worst_hold_ms']:.0f} ms; "
+        "baseline: the DELETE holds it throughout", rounds, passed=hold_ms <= 50.0)
 
 
 def _retention_results(figures: Mapping[str, Any], order: str, rounds: int) -> List[Result]:

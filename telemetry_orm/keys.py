@@ -42,8 +42,10 @@ from .tables import KeyTables
 #: exports, or a webhook redelivered within it, is recognised.
 KEY_DAYS = 400
 
-#: Keys a sweep looks at per step (a read of a few milliseconds).
-SWEEP_STEP = 5000
+#: Keys the first step of a sweep moves or keeps (later steps are sized
+#: by the purge's pacer, as its chunks are); the most a forgetting step
+#: forgets.
+SWEEP_STEP = 2500
 
 #: The keys, purged keys and key state models bound to one database
 #: (``tables_of(database).keys``, see :mod:`telemetry_orm.tables`).
@@ -51,26 +53,27 @@ Tables = KeyTables
 
 
 def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,
-              model: Type[Execution], after: Optional[str], stamp: str) -> KeySweep:
-    """Among the next :data:`SWEEP_STEP` keys past ``after`` (read without
-    the write lock), move those whose row is gone to the purged keys,
-    stamped ``stamp``, in one short transaction."""
+              model: Type[Execution], after: Optional[str], stamp: str,
+              step: int = SWEEP_STEP) -> KeySweep:
+    """Among the next ``step`` keys past ``after``, move those
+    whose row is gone to the purged keys, stamped ``stamp``, in one short
+    transaction of two statements."""
     keys, purged, _ = bound
-    seen = conn.execute(*_sql.keys_past(keys, model, after, SWEEP_STEP)).fetchall()
-    gone = [key for key, is_gone in seen if is_gone]
-    moved, held = 0, 0.0
-    if gone:
-        with backend.exclusive_transaction(database, "keys"):
-            started = time.perf_counter()
-            # Each key looked at again under the lock (another sweep may
-            # have moved it); a key whose row is there stays.
-            move = _sql.move_gone_key(keys, purged, model, upsert=backend.dialect.upsert)
-            delete = _sql.delete_gone_key(keys, model)
-            for key in gone:
-                conn.execute(move, (stamp, key))
-                moved += _rows(conn.execute(delete, (key,)))
-            held = time.perf_counter() - started
-    return KeySweep(moved, held, seen[-1][0] if seen else after, len(seen) < SWEEP_STEP)
+    # Where the stretch ends, read from the key index alone without the
+    # write lock. Keys are random (delivery GUIDs, hashes), so after a purge
+    # of any size nearly every stretch holds a key whose row is gone: the
+    # stretch is looked at once, under the lock, rather than first without.
+    end = conn.execute(*_sql.key_past(keys, after, max(1, step) - 1)).fetchone()
+    last: Optional[str] = None if end is None else str(end[0])
+    with backend.exclusive_transaction(database, "keys"):
+        started = time.perf_counter()
+        # A key whose row is there stays (a write may have given one a row
+        # since the purge's chunks); one another sweep moved is not moved twice.
+        conn.execute(*_sql.move_gone_keys(keys, purged, model, after, last, stamp,
+                                          upsert=backend.dialect.upsert))
+        moved = _rows(conn.execute(*_sql.delete_gone_keys(keys, model, after, last)))
+        held = time.perf_counter() - started
+    return KeySweep(moved, held, last, last is None)
 
 
 def forget(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,

@@ -155,48 +155,56 @@ def oldest_before(model: Any, when: Any, limit: int) -> Any:
     return model.id.in_(_oldest(model, when, limit))
 
 
-def keys_past(keys: Any, model: Any, after: Optional[str], limit: int) -> Statement:
-    """The next ``limit`` keys past ``after`` (``None``: from the first), in
-    key order, each with whether its row is gone."""
-    database = model._meta.database
-    q = functools.partial(quote, database)
-    where = "" if after is None else f" WHERE k.{q('key')} > {database.param}"
-    sql = (f"SELECT k.{q('key')}, NOT EXISTS (SELECT 1 FROM {q(model._meta.table_name)} AS e "
-           f"WHERE e.{q('id')} = k.{q('execution_id')}) "
-           f"FROM {q(keys._meta.table_name)} AS k{where} ORDER BY k.{q('key')} LIMIT {int(limit)}")
-    return sql, [] if after is None else [after]
+def key_past(keys: Any, after: Optional[str], offset: int) -> Statement:
+    """The key ``offset`` places past ``after`` (``None``: from the first)
+    in key order: where a stretch of keys ends (read from the key's index
+    alone)."""
+    query = keys.select(keys.key).order_by(keys.key).limit(1).offset(offset)
+    if after is not None:
+        query = query.where(keys.key > after)
+    return render(keys._meta.database, query)
 
 
-def move_gone_key(keys: Any, purged: Any, model: Any, *,
-                  upsert: Optional[Upsert] = None) -> str:
-    """Copy the key given as the second parameter into the purged keys,
-    stamped with the first, if its row is gone (looked at under the write
-    lock, as :func:`delete_gone_key` does after it); a key already there
-    stays as it is (``upsert``: the engine's, as in :func:`keyed_sql`)."""
+def _gone_between(keys: Any, model: Any, after: Optional[str], last: Optional[str]) -> Any:
+    """The keys past ``after`` up to ``last`` (``None``: from the first, to
+    the last) whose row is gone."""
     row = model.alias("e")
-    gone = ~fn.EXISTS(row.select(SQL("1")).where(row.id == keys.execution_id))
-    picked = keys.select(keys.key, keys.execution_id, peewee.Value("")).where(
-        (keys.key == "") & gone)
+    where = ~fn.EXISTS(row.select(SQL("1")).where(row.id == keys.execution_id))
+    if after is not None:
+        where &= keys.key > after
+    if last is not None:
+        where &= keys.key <= last
+    return where
+
+
+def move_gone_keys(keys: Any, purged: Any, model: Any, after: Optional[str],
+                   last: Optional[str], stamp: str, *,
+                   upsert: Optional[Upsert] = None) -> Statement:
+    """Copy the keys past ``after`` up to ``last`` whose row is gone into
+    the purged keys, stamped ``stamp`` (looked at under the write lock, as
+    :func:`delete_gone_keys` does after it); a key already there stays as it
+    is (``upsert``: the engine's, as in :func:`keyed_sql`). One statement
+    for a whole stretch of keys, not one per key."""
+    picked = keys.select(keys.key, keys.execution_id, peewee.Value(stamp)).where(
+        _gone_between(keys, model, after, last))
     query = purged.insert_from(picked, [purged.key, purged.execution_id, purged.purged_at])
     return render(model._meta.database, (upsert or upsert_on_conflict)(
-        query.returning(), [purged.key], [], False))[0]
+        query.returning(), [purged.key], [], False))
+
+
+def delete_gone_keys(keys: Any, model: Any, after: Optional[str], last: Optional[str]
+                     ) -> Statement:
+    """Delete the keys past ``after`` up to ``last`` whose row is gone
+    (looked at again under the write lock: a write may have given one a
+    row meanwhile)."""
+    return render(model._meta.database,
+                  keys.delete().where(_gone_between(keys, model, after, last)))
 
 
 def purged_before(purged: Any, when: str, limit: int) -> Statement:
     """Up to ``limit`` purged keys stamped before ``when``."""
     query = purged.select(purged.key).where(purged.purged_at < when).limit(limit)
     return render(purged._meta.database, query)
-
-
-def delete_gone_key(keys: Any, model: Any) -> str:
-    """Delete the key given as the parameter if its row is gone (looked at
-    again under the write lock: a write may have given it a row meanwhile)."""
-    database = model._meta.database
-    q = functools.partial(quote, database)
-    table = q(keys._meta.table_name)
-    return (f"DELETE FROM {table} WHERE {q('key')} = {database.param} AND NOT EXISTS "
-            f"(SELECT 1 FROM {q(model._meta.table_name)} AS e "
-            f"WHERE e.{q('id')} = {table}.{q('execution_id')})")
 
 
 def expired_span(model: Any, when: Any) -> Statement:

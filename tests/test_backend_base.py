@@ -254,3 +254,10 @@ def test_the_servers_upkeep_checkpoints_nothing_and_closes_the_pool(pg_url: str)
     with psycopg.connect(pg_url) as witness:
         assert witness.execute("SELECT repo FROM executions WHERE id = %s",
                                (row_id,)).fetchall() == [("acme/api",)]
+
+
+def test_the_default_pacer_starts_a_folding_purge_at_a_rollup_steps_rows() -> None:
+    from telemetry_orm.folding import FOLD_ROWS
+
+    # A server's chunk locks only its rows: it folds as much as a rollup step.
+    assert FixedPacer().fold_rows == FOLD_ROWS

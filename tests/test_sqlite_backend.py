@@ -10,7 +10,7 @@ import contextlib
 import random
 import sqlite3
 from pathlib import Path
-from typing import Iterator, List, Set
+from typing import Any, Iterator, List, Set
 
 import pytest
 from support import FIXED_NOW, minimal
@@ -28,6 +28,7 @@ from telemetry_orm.backends.sqlite_purge import (
     PURGE_CACHE_KIB,
     PURGE_CHUNK_MAX,
     PURGE_CHUNK_MIN,
+    PURGE_FOLD_CHUNK,
     PURGE_HOLD,
     PURGE_QUIET_SPAN,
     PURGE_WALK_DENSITY,
@@ -177,6 +178,26 @@ def test_pacer_sizes_chunks_to_hold_the_lock_about_the_target(
     for _ in range(20):
         pacer.after_chunk(purging, 1e-6)
     assert pacer.rows == PURGE_CHUNK_MAX
+
+
+def test_a_folding_purges_pacer_sizes_chunks_no_smaller_than_half_its_first(
+        store: PeeweeTelemetryStore, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backdate_all(db_path, 2 * PURGE_CHUNK)  # nothing rolled up: the chunks fold
+    pacers: List[SqlitePurgePacer] = []
+    original = type(store.backend).purge_pacer
+
+    def purge_pacer(self: Any) -> SqlitePurgePacer:
+        pacers.append(original(self))
+        return pacers[-1]
+
+    monkeypatch.setattr(type(store.backend), "purge_pacer", purge_pacer)
+    assert store.purge(90).deleted == 2 * PURGE_CHUNK
+    (pacer,) = pacers
+    assert pacer.least == PURGE_FOLD_CHUNK // 2
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        for _ in range(20):
+            pacer.after_chunk(conn, 10.0)  # however long a chunk holds the lock
+    assert pacer.rows == PURGE_FOLD_CHUNK // 2
 
 
 def test_pacer_turns_off_automatic_checkpoints_for_the_purge_only(
@@ -503,6 +524,61 @@ def test_a_purge_sweeps_the_keys_of_rows_deleted_by_it_or_by_another_program(
     assert store.record(minimal(), key="k-00000") == ids[0]
     assert store.record(minimal(), key="k-00001") == ids[1]
     assert store.model.select().count() == len(kept)
+
+
+def test_a_purge_moves_thousands_of_gone_keys_in_a_few_statements(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    ids = store.record_many([minimal() for _ in range(6_000)],
+                            keys=[f"k-{n:05d}" for n in range(6_000)])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", [(i,) for i in ids[:4_000]])
+    statements: List[str] = []
+    store.database.connection().set_trace_callback(statements.append)
+    try:
+        assert store.purge_older_than(90) == 4_000
+    finally:
+        store.database.connection().set_trace_callback(None)
+    # A stretch of keys at a time, not a statement per key.
+    moves = [s for s in statements if s.startswith('DELETE FROM "telemetry_orm_keys"')]
+    assert 0 < len(moves) <= 10
+    assert {row_id for _, row_id in keys_in(db_path)} == set(ids[4_000:])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        purged = dict(conn.execute("SELECT key, execution_id FROM telemetry_orm_purged_keys"))
+    assert purged == {f"k-{n:05d}": ids[n] for n in range(4_000)}
+
+
+def test_a_purge_that_folds_its_rows_starts_with_a_chunk_short_enough_for_the_hold(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    backdate_all(db_path, 2 * PURGE_CHUNK)  # nothing rolled up: each chunk folds its rows
+    seen: List[PurgeProgress] = []
+    assert store.purge(90, progress=seen.append).deleted == 2 * PURGE_CHUNK
+    assert seen[0].deleted <= PURGE_FOLD_CHUNK
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        counted = conn.execute("SELECT SUM(executions) FROM telemetry_orm_rollups").fetchone()
+    assert counted == (2 * PURGE_CHUNK,)
+
+
+def test_chunks_of_rows_the_rollups_count_already_skip_the_fold_and_count_them_once(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    backdate_all(db_path, 4 * PURGE_CHUNK)
+    assert store.rollup().rows == 4 * PURGE_CHUNK
+    statements: List[str] = []
+    seen: List[PurgeProgress] = []
+    store.database.connection().set_trace_callback(statements.append)
+    try:
+        assert store.purge(90, progress=seen.append).deleted == 4 * PURGE_CHUNK
+    finally:
+        store.database.connection().set_trace_callback(None)
+    # Only the first chunk looks for rows to fold (and records the cutoff).
+    counts = [s for s in statements if s.startswith('SELECT COUNT(*) FROM "executions"')]
+    assert len(seen) >= 2 and len(counts) == 1
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        counted = conn.execute("SELECT SUM(executions) FROM telemetry_orm_rollups").fetchone()
+        purged_before = conn.execute(
+            "SELECT purged_before FROM telemetry_orm_rollup_state").fetchone()
+    assert counted == (4 * PURGE_CHUNK,)
+    assert purged_before is not None and purged_before[0] is not None
 
 
 def test_a_purge_with_nothing_to_delete_still_sweeps_keys_left_behind(

@@ -130,8 +130,9 @@ class PurgeChunk:
 
 
 #: Called by a purge chunk inside its transaction, with the driver
-#: connection and the condition of the rows it is about to delete.
-Fold = Callable[[Any, Any], None]
+#: connection, the condition of the rows it is about to delete and the
+#: largest id they can have (``None``: not known).
+Fold = Callable[[Any, Any, Optional[int]], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,7 +435,7 @@ class Backend:
             if ids:
                 rows = model.id.in_(ids)
                 if fold is not None:
-                    fold(conn, rows)
+                    fold(conn, rows, max(ids))
                 conn.execute(*_sql.render(model._meta.database, model.delete().where(rows)))
         return PurgeChunk(len(ids), time.perf_counter() - started, None, len(ids) < limit)
 

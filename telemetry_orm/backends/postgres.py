@@ -495,7 +495,7 @@ class PostgresBackend(Backend):
             ids = [row[0] for row in picked]
             if ids:
                 rows = model.id.in_(ids)
-                fold(conn, rows)
+                fold(conn, rows, max(ids))
                 run(conn, *_sql.render(model._meta.database, model.delete().where(rows)))
         return PurgeChunk(len(ids), time.perf_counter() - started, None, len(ids) < limit)
 

@@ -549,24 +549,25 @@ class SqliteBackend(Backend):
         if position.after < position.last:
             upto = min(position.after + limit, position.last)
             rows = _sql.ids_before(model, when, position.after, upto, no_index=DIALECT.no_index)
-            deleted, held = self._delete(conn, model, rows, fold)
+            deleted, held = self._delete(conn, model, rows, fold, upto)
             # Past the walk, rows written meanwhile with an old created_at
             # (a copy from another database, say) are left to the oldest-first
             # chunks; there are seldom any.
             done = upto >= position.last and conn.execute(
                 *_sql.any_before(model, when)).fetchone() is None
             return PurgeChunk(deleted, held, IdWalk(upto, position.last), done)
-        deleted, held = self._delete(conn, model, _sql.oldest_before(model, when, limit), fold)
+        deleted, held = self._delete(conn, model, _sql.oldest_before(model, when, limit), fold,
+                                     None)
         return PurgeChunk(deleted, held, position, deleted < limit)
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, model: Type[Execution], rows: Any,
-                fold: Optional[Fold]) -> Tuple[int, float]:
+                fold: Optional[Fold], most: Optional[int]) -> Tuple[int, float]:
         conn.execute("BEGIN IMMEDIATE")
         locked = time.perf_counter()
         try:
             if fold is not None:  # counted before they go, in the same transaction
-                fold(conn, rows)
+                fold(conn, rows, most)
             cursor = conn.execute(*_sql.render(model._meta.database, model.delete().where(rows)))
             conn.execute("COMMIT")
         except BaseException:

@@ -17,6 +17,12 @@ from .sqlite_checkpoint import AUTOCHECKPOINT_PAGES, set_autocheckpoint
 PURGE_CHUNK_MIN = 100
 PURGE_CHUNK_MAX = 100_000
 
+#: Rows of a purge's first chunk when its rows may need folding into the
+#: rollups: such a chunk holds the write lock several times as long a row as
+#: one that only deletes (a rollup step's 2,500 rows held it 55-110 ms on a
+#: loaded 2-core machine); the pacer doubles it at most per chunk from here.
+PURGE_FOLD_CHUNK = 500
+
 #: Seconds a purge aims to hold the write lock per chunk: well under 50 ms,
 #: so another writer never waits long, and long enough that the chunks add
 #: up to little more than one DELETE.
@@ -106,6 +112,11 @@ class SqlitePurgePacer:
     copies the log into the file meanwhile instead.
     """
 
+    fold_rows = PURGE_FOLD_CHUNK
+    #: The fewest rows a chunk is sized to (a purge that folds raises it:
+    #: a fold's statements cost the same for a few rows as for hundreds).
+    least = PURGE_CHUNK_MIN
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         #: Rows the next chunk may delete.
         self.rows = PURGE_CHUNK
@@ -136,7 +147,7 @@ class SqlitePurgePacer:
             self._busy_until = now + PURGE_BUSY_MEMORY
         if held > 0:
             wanted = self.rows * PURGE_HOLD / held
-            self.rows = int(min(max(wanted, self.rows / 2, PURGE_CHUNK_MIN),
+            self.rows = int(min(max(wanted, self.rows / 2, self.least),
                                 self.rows * 2, PURGE_CHUNK_MAX))
         waited = now - self._free_since
         if now < self._busy_until or waited + held > PURGE_QUIET_SPAN:

@@ -50,6 +50,12 @@ class PurgePacer(Protocol):
     #: Rows the next chunk may delete (an engine that deletes a stretch of
     #: ids at a time takes it as the stretch's width, which bounds the rows).
     rows: int
+    #: Rows of the first chunk when the chunks must fold rows into the
+    #: rollups before deleting them (folding a row costs several times
+    #: deleting it).
+    fold_rows: int
+    #: The fewest rows a chunk is sized to.
+    least: int
 
     def start(self, conn: Any) -> None:
         """Before the first chunk, on the purging connection."""
@@ -143,6 +149,9 @@ class FixedPacer:
     never wait for it)."""
 
     rows = PURGE_CHUNK
+    #: A rollup step's rows (``folding.FOLD_ROWS``).
+    fold_rows = 2_500
+    least = PURGE_CHUNK
 
     def start(self, conn: Any) -> None:
         pass

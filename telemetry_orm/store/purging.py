@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from .. import folding, rollups
 from .. import keys as _keys
+from ..backends.base import Fold
 from ..checks import check_number
 from ..errors import TelemetryError
 from ..schema import KEYS_TABLE, format_timestamp
@@ -56,6 +57,26 @@ def count_older_than(host: Host, days: float) -> int:
         return 0 if when is None else opened.backend.count_before(conn, opened.model, when)
 
 
+def _unless_counted(fold: Callable[[Any, Any], None], models: Tuple[Any, ...],
+                    cutoff: _dt.datetime) -> Fold:
+    """``fold``, skipped for a chunk whose rows the rollups all count
+    already (they are older than ``cutoff``: with ids up to ``most`` and
+    ``counted_ids`` at least that, and ``counted_before`` past ``cutoff``)
+    once the purge's cutoff is recorded: what ``fold`` would find to do
+    then is nothing, and finding it out costs a count of the chunk's rows."""
+
+    def run(conn: Any, rows: Any, most: Optional[int]) -> None:
+        if most is not None:
+            state = rollups.read_state(conn, models)  # in the chunk's transaction
+            if (state.counted_before is not None and state.counted_before >= cutoff
+                    and most <= state.counted_ids and state.purged_before is not None
+                    and state.purged_before >= cutoff):
+                return
+        fold(conn, rows)
+
+    return run
+
+
 class Purge:
     """One purge of rows older than ``days`` days (see
     :meth:`~telemetry_orm.store.PeeweeTelemetryStore.purge`);
@@ -91,13 +112,18 @@ class Purge:
                 position = backend.purge_start(conn, model, when)
             key_tables = self._keys_if_any()
             models = self._rollup_models()
-            fold = folding.purge_fold(opened.tables, when)
+            fold = _unless_counted(folding.purge_fold(opened.tables, when), models,
+                                   folding.naive_utc(when))
             with host.connection() as conn:
                 state = rollups.read_state(conn, models)
             if state.counted_before is None or state.counted_before < folding.naive_utc(when):
-                # Chunks will fold rows in first: start them as small as a
-                # rollup step, the pacer sizes the rest.
-                pacer.rows = min(pacer.rows, folding.FOLD_ROWS)
+                # Chunks will fold rows in first: start them as the engine's
+                # pacer says (small enough for the hold), it sizes the rest.
+                pacer.rows = min(pacer.rows, pacer.fold_rows)
+                # Most of a fold's hold is its statements, whatever the rows:
+                # chunks sized down to a few rows would pay them again and
+                # again for hardly a shorter hold.
+                pacer.least = max(pacer.least, pacer.fold_rows // 2)
             while True:
                 limit = pacer.rows
                 # The store lock is let go between chunks so this process's
@@ -164,11 +190,14 @@ class Purge:
         moved = forgot = 0
         longest = 0.0
         after: Optional[str] = None
+        # Steps are sized to their hold as chunks are, from a step short
+        # enough for a cold cache.
+        pacer.rows = _keys.SWEEP_STEP
         while True:
             with host.connection() as conn:
                 step = _keys.move_gone(backend, database, conn, tables, opened.model, after,
-                                       stamp)
-                pause = pacer.after_chunk(conn, step.held) if step.deleted else 0.0
+                                       stamp, pacer.rows)
+                pause = pacer.after_chunk(conn, step.held)
             moved += step.deleted
             longest = max(longest, step.held)
             if step.done:
