@@ -17,6 +17,7 @@ from support import FIXED_NOW, Witness
 from test_rollups import assert_same, figures, history
 
 from telemetry_orm import PeeweeTelemetryStore
+from telemetry_orm.formats import render_report
 
 UTC = dt.timezone.utc
 NOW = FIXED_NOW
@@ -91,6 +92,7 @@ def test_after_a_purge_a_cut_hour_of_purged_days_counts_whole_and_the_report_say
         assert_same(before, after)
         return
     assert result.whole_hours_before is not None
+    assert f"midnight in {zone} cuts counts whole" in render_report(result, "table")
     assert cutoff - dt.timedelta(days=1) < result.whole_hours_before <= cutoff + dt.timedelta(
         hours=1)
     expected = _local_counts(instants, zone, result.whole_hours_before, cut)
