@@ -432,15 +432,24 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
     whole_before = None
     if zoned:
         edges = _zone_edges(database, zone, keys, lower, upper)
-        if edges is None:  # centuries apart: today's rows only, exactly
-            return _Plan(offsets=offsets)
-        cut = zones.cut_hours(edges)
         gone = state.purged_before
+        if edges is None:
+            # Centuries of hours (another program's rows of year 1 or 9999):
+            # the rows where they are, the purged hours whole.
+            if gone is None or (lower is not None and purged is not None
+                                and purged <= lower):
+                return _Plan(offsets=offsets)
+            upper, edges = min(upper, purged or upper), []
+            whole_before = gone.replace(tzinfo=_dt.timezone.utc)
+        cut = zones.cut_hours(edges)
         # A cut hour's rows may be gone in purged history: it counts whole there.
         whole = [h for h in cut if gone is not None and h < gone]
         cut = [h for h in cut if h not in set(whole)]
         if whole:
             whole_before = (whole[-1] + _HOUR).replace(tzinfo=_dt.timezone.utc)
+        elif whole_before is not None and not any(
+                o.seconds % 3600 for o in offsets or ()):
+            whole_before = None  # on the whole hour: no hour is cut
 
     def raw(m: Any) -> Any:
         rows = (m.created_at >= format_timestamp(upper)) | rollups.uncounted(m, state)

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from support import FIXED_NOW, Witness
+from support import FIXED_NOW, Witness, place
 from test_rollups import assert_same, figures, history
 
 from telemetry_orm import PeeweeTelemetryStore
@@ -114,3 +114,18 @@ def test_a_zone_report_without_time_keys_is_the_utc_report_from_the_month_tier(
     in_utc = figures(any_store, ("repo",), since=None)
     for zone in ZONES:
         assert figures(any_store, ("repo",), since=None, tz=zone) == in_utc
+
+
+def test_rollups_centuries_apart_are_read_whole_where_purged_and_from_rows_elsewhere(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    old = dt.datetime(1200, 6, 1, 12, 0, tzinfo=UTC)
+    edge = (NOW - dt.timedelta(days=3)).replace(hour=18, minute=30, second=0)  # Kolkata midnight
+    place(any_store, any_witness, [old, edge - dt.timedelta(seconds=1), edge])
+    any_store.rollup()
+    exact = figures(any_store, ("day",), since=None, tz="Asia/Kolkata", use_rollups=False)
+    assert_same(exact, figures(any_store, ("day",), since=None, tz="Asia/Kolkata"))
+    any_store.purge_older_than(90)
+    assert any_witness.count() == 2
+    result = any_store.report(group_by=["day"], since=None, tz="Asia/Kolkata")
+    assert result.whole_hours_before is not None
+    assert_same(exact, figures(any_store, ("day",), since=None, tz="Asia/Kolkata"))
