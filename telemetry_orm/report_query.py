@@ -479,12 +479,39 @@ class RollupQuery:
             query = query.where(*conditions)
         return query.group_by(*(Entity(a) for a in aliases)) if aliases else query
 
+    def _by_local_time(self, model: Any, extra: Sequence[ColumnBase],
+                       columns: Sequence[ColumnBase], again: Callable[[Any], ColumnBase]
+                       ) -> Any:
+        """``SELECT keys…, extra…, columns…`` grouped, as :meth:`_select`.
+        With local time keys, summed per hour first, then the hours into the
+        zone's buckets (``again``: how a sum is summed again), so the zone's
+        offsets are added to each hour once rather than to each of its rows."""
+        keys = self._keys(model)
+        buckets = self.dialect.buckets
+        if self.offsets is None or not any(name in buckets for name in self.key_names):
+            return self._select(model, [*keys, *extra], *columns)
+        plain = [key for name, key in zip(self.key_names, keys, strict=True)
+                 if name not in buckets]
+        inner = self._select(model, [getattr(model, self.time), *plain, *extra],
+                             *(c.alias(f"s{i}") for i, c in enumerate(columns)))
+        start = self.dialect.local(inner.c.k0, self.offsets)
+        others = iter(range(1, 1 + len(plain)))
+        outer_keys = [buckets[name](start) if name in buckets
+                      else getattr(inner.c, f"k{next(others)}") for name in self.key_names]
+        outer_keys += [getattr(inner.c, f"k{1 + len(plain) + i}") for i in range(len(extra))]
+        # Other names than the inner columns': GROUP BY k0 would be the hour.
+        aliases = [f"g{i}" for i in range(len(outer_keys))]
+        return inner.select_from(
+            *(node.alias(alias) for node, alias in zip(outer_keys, aliases, strict=True)),
+            *(again(getattr(inner.c, f"s{i}")) for i in range(len(columns))),
+        ).group_by(*(Entity(a) for a in aliases))
+
     def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:
         r = self.rollup
         total = self.dialect.total
-        query = self._select(r, self._keys(r), *(total(_summed(r, name)) for name in (
+        query = self._by_local_time(r, (), [total(_summed(r, name)) for name in (
             "executions", "input_tokens", "output_tokens", "cache_read_tokens",
-            "cache_creation_tokens", "cost_usd", "duration_ms", "failed")))
+            "cache_creation_tokens", "cost_usd", "duration_ms", "failed")], total)
         groups = _group_sums(self.database.execute(query), len(self.key_names))
         if self.sign == 1:
             return groups
@@ -494,10 +521,10 @@ class RollupQuery:
     def cost_parts(self) -> Dict[Tuple[Any, ...], List[CostPart]]:
         r = self.rollup
         total = self.dialect.total
-        query = self._select(r, [*self._keys(r), r.model, r.paid], *(
+        query = self._by_local_time(r, (r.model, r.paid), [
             total(_summed(r, name)) for name in (
                 "executions", "input_tokens", "output_tokens", "cache_read_tokens",
-                "cache_creation_tokens", "cost_usd")))
+                "cache_creation_tokens", "cost_usd")], total)
         parts = _cost_part_rows(self.database.execute(query), len(self.key_names))
         if self.sign == 1:
             return parts
@@ -508,8 +535,11 @@ class RollupQuery:
     def bucket_counts(self) -> BucketCounts:
         d = self.durations
         marginal = self.tier == "month"
-        query = self._select(d, [*self._keys(d, marginal=marginal), d.bucket],
-                             fn.SUM(d.executions), marginal=marginal)
+        if marginal:
+            query = self._select(d, [*self._keys(d, marginal=True), d.bucket],
+                                 fn.SUM(d.executions), marginal=True)
+        else:
+            query = self._by_local_time(d, (d.bucket,), [fn.SUM(d.executions)], fn.SUM)
         counts = _bucket_rows(self.database.execute(query), len(self.key_names))
         if self.sign == 1:
             return counts
