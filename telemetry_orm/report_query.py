@@ -535,11 +535,11 @@ class RollupQuery:
     def bucket_counts(self) -> BucketCounts:
         d = self.durations
         marginal = self.tier == "month"
-        if marginal:
-            query = self._select(d, [*self._keys(d, marginal=True), d.bucket],
-                                 fn.SUM(d.executions), marginal=True)
-        else:
-            query = self._by_local_time(d, (d.bucket,), [fn.SUM(d.executions)], fn.SUM)
+        # Not summed per hour first (:meth:`_by_local_time`): an hour's
+        # sketch has as many buckets as the hour has rows at a team's pace,
+        # and grouping by hour and bucket first measured slower.
+        query = self._select(d, [*self._keys(d, marginal=marginal), d.bucket],
+                             fn.SUM(d.executions), marginal=marginal)
         counts = _bucket_rows(self.database.execute(query), len(self.key_names))
         if self.sign == 1:
             return counts
