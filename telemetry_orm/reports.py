@@ -444,7 +444,7 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
         cut = zones.cut_hours(edges)
         # A cut hour's rows may be gone in purged history: it counts whole there.
         whole = [h for h in cut if gone is not None and h < gone]
-        cut = [h for h in cut if h not in set(whole)]
+        cut = cut[len(whole):]  # both in time order
         if whole:
             whole_before = (whole[-1] + _HOUR).replace(tzinfo=_dt.timezone.utc)
         elif whole_before is not None and not any(
@@ -528,7 +528,8 @@ def _months_in_zone(database: peewee.Database, filters: ReportFilters, keys: Tup
             return []
         first = _naive_utc(_as_time(row[0]))
     inside = [h for h in cut if first <= h < last]
-    moved = [h for h in zones.moved_hours(zone, first, last) if h not in set(inside)]
+    split = set(inside)
+    moved = [h for h in zones.moved_hours(zone, first, last) if h not in split]
 
     def part(hours: List[_dt.datetime], local: bool, sign: int) -> RollupQuery:
         return RollupQuery(database=database, filters=filters, group_by=keys, lower=first,
