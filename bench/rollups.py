@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from bench.data import iter_records
 from bench.memory import _peak_mb, _reset_peak, _resident_mb
@@ -88,7 +88,45 @@ def _median_seconds(call: Any, rounds: int) -> float:
     return statistics.median(times)
 
 
-def run(rows: int, rounds: int) -> List[Result]:
+#: The zones of the zone lines: on the whole hour with clocks that change,
+#: and off it by a half and a quarter hour.
+ZONES = ("America/Los_Angeles", "Asia/Kolkata", "Asia/Kathmandu")
+
+
+def _same_figures(a: Any, b: Any, rows: int) -> None:
+    """The same sums (p95 within 1 %) either way, or the timing means nothing."""
+    assert a.from_rollups and a.totals.executions == b.totals.executions == rows
+    assert [r.keys for r in a.rows] == [r.keys for r in b.rows]
+    for x, y in [(a.totals, b.totals), *((r.metrics, s.metrics)
+                                         for r, s in zip(a.rows, b.rows, strict=True))]:
+        assert (x.executions, x.total_tokens, x.cost_usd, x.failed) == (
+            y.executions, y.total_tokens, y.cost_usd, y.failed)
+        assert abs(x.p95_duration_ms - y.p95_duration_ms) <= 0.01 * y.p95_duration_ms
+
+
+def zone_reports(store: Any, rows: int, rounds: int, periods: Sequence[str]) -> List[Result]:
+    """The all-time report by each period in each of :data:`ZONES`, p95
+    included, against the same report from the rows only."""
+    results = []
+    for period in periods:
+        for tz in ZONES:
+            def rolled(period: str = period, tz: str = tz) -> Any:
+                return store.report(group_by=[period], since=None, tz=tz)
+
+            def raw(period: str = period, tz: str = tz) -> Any:
+                return store.report(group_by=[period], since=None, tz=tz, use_rollups=False)
+
+            _same_figures(rolled(), raw(), rows)
+            ours, theirs = _median_seconds(rolled, rounds), _median_seconds(raw, rounds)
+            results.append(Result(
+                f"all-time report by {period} ({tz}), {rows:,} rows, after rollup()",
+                ours, "s", theirs, ours / theirs, 0.1, "<= 0.1x",
+                "baseline: the same report from the rows only (use_rollups=False)", rounds))
+    return results
+
+
+def run(rows: int, rounds: int, periods: Sequence[str] = ("month", "week", "day")
+        ) -> List[Result]:
     results: List[Result] = []
     with tempfile.TemporaryDirectory(prefix="rollups-") as tmp:
         folds = {}
@@ -109,7 +147,7 @@ def run(rows: int, rounds: int) -> List[Result]:
             f"baseline: {rows // 4:,} rows (flat memory: about the same)", 1,
             passed=big["peak_mb"] <= 50.0))
         with create_telemetry_store(Path(tmp) / f"h{rows}.db") as store:
-            for by, tz in ((["repo"], "UTC"), (["month"], "America/Los_Angeles"), ([], "UTC")):
+            for by, tz in ((["repo"], "UTC"), ([], "UTC")):
                 def rolled(by: List[str] = by, tz: str = tz) -> Any:
                     return store.report(group_by=by, since=None, tz=tz)
 
@@ -129,6 +167,7 @@ def run(rows: int, rounds: int) -> List[Result]:
                     *((0.05, "<= 0.05x") if by == ["repo"] else (None, "reference")),
                     "baseline: the same report from the rows only (use_rollups=False)",
                     rounds))
+            results += zone_reports(store, rows, rounds, periods)
             since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365)
             pages: List[str] = []
 
@@ -155,7 +194,7 @@ ROWS = 1_000_000
 
 def rollups(settings: Settings) -> List[Result]:
     """The rollup case of ``python -m bench``."""
-    return run(ROWS, 3)
+    return run(ROWS, 3, ("month",) if settings.quick else ("month", "week", "day"))
 
 
 def main(argv: List[str] | None = None) -> None:
@@ -164,11 +203,13 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("path", nargs="?")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--periods", default="month,week,day",
+                        help="the zone lines' periods, comma-separated")
     args = parser.parse_args(argv)
     if args.what == "fold":
         print(json.dumps(fold(args.path)))
         return
-    for result in run(args.rows, args.rounds):
+    for result in run(args.rows, args.rounds, args.periods.split(",")):
         print(result)
 
 

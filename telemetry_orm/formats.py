@@ -276,7 +276,11 @@ def _history_note(report: Report) -> str:
         return (f"\nExecutions before {_when(report.incomplete_before)} were purged; PR-level "
                 "detail went with them, so this table does not count them.\n")
     if report.from_rollups:
-        return "\np95 ms: estimated within 1 % where rolled-up hours are counted.\n"
+        note = "\np95 ms: estimated within 1 % where rolled-up hours are counted.\n"
+        if report.whole_hours_before is not None:
+            note += (f"Before {_when(report.whole_hours_before)} (purged), an hour that a "
+                     f"midnight in {report.filters.tz} cuts counts whole where it starts.\n")
+        return note
     return ""
 
 

@@ -413,13 +413,24 @@ class RollupQuery:
     (``tier="hour"``) or whole UTC months (``tier="month"``) in ``[lower,
     upper)`` (``None``: unbounded), with the same filters, keys and answers
     as :class:`Query`. The month tier answers only what :func:`month_dimension`
-    allows."""
+    allows.
+
+    Time keys are the zone's with ``offsets``, UTC's without. ``hours``
+    keeps only those hours, ``skip`` leaves those out (the hours a zone's
+    bucket edge cuts, read from rows); ``sign=-1`` takes the answers away
+    instead of adding them (a UTC month's hours that are another month in
+    the zone)."""
 
     def __init__(
         self, *, database: peewee.Database, filters: ReportFilters, group_by: Tuple[str, ...],
         lower: Optional[_dt.datetime], upper: Optional[_dt.datetime],
         offsets: Optional[List[zones.Offset]] = None, tier: str = "hour",
+        hours: Optional[Sequence[_dt.datetime]] = None, skip: Sequence[_dt.datetime] = (),
+        sign: int = 1,
     ) -> None:
+        self.hours = None if hours is None else [format_timestamp(h) for h in hours]
+        self.skip = [format_timestamp(h) for h in skip]
+        self.sign = sign
         self.database = database
         tables = tables_of(database)
         self.dialect = tables.dialect
@@ -433,7 +444,7 @@ class RollupQuery:
         self.key_names = key_names(group_by)
         self.lower, self.upper = lower, upper
         self.offsets = offsets
-        self.dimension = month_dimension(filters, group_by) if tier == "month" else None
+        self.dimension = _one_column(filters, group_by) if tier == "month" else None
 
     def _keys(self, model: Any, *, marginal: bool = False) -> List[ColumnBase]:
         start = getattr(model, self.time)
@@ -454,6 +465,10 @@ class RollupQuery:
             conditions.append(start >= format_timestamp(self.lower))
         if self.upper is not None:
             conditions.append(start < format_timestamp(self.upper))
+        if self.hours is not None:
+            conditions.append(start.in_(self.hours))
+        if self.skip:
+            conditions.append(start.not_in(self.skip))
         if marginal:
             conditions.append(model.dimension == (self.dimension or ""))
         for name in ("repo", "model", "event_type", "conclusion"):
@@ -464,29 +479,71 @@ class RollupQuery:
             query = query.where(*conditions)
         return query.group_by(*(Entity(a) for a in aliases)) if aliases else query
 
+    def _by_local_time(self, model: Any, extra: Sequence[ColumnBase],
+                       columns: Sequence[ColumnBase], again: Callable[[Any], ColumnBase]
+                       ) -> Any:
+        """``SELECT keys…, extra…, columns…`` grouped, as :meth:`_select`.
+        With local time keys, summed per hour first, then the hours into the
+        zone's buckets (``again``: how a sum is summed again), so the zone's
+        offsets are added to each hour once rather than to each of its rows."""
+        keys = self._keys(model)
+        buckets = self.dialect.buckets
+        if self.offsets is None or not any(name in buckets for name in self.key_names):
+            return self._select(model, [*keys, *extra], *columns)
+        plain = [key for name, key in zip(self.key_names, keys, strict=True)
+                 if name not in buckets]
+        inner = self._select(model, [getattr(model, self.time), *plain, *extra],
+                             *(c.alias(f"s{i}") for i, c in enumerate(columns)))
+        start = self.dialect.local(inner.c.k0, self.offsets)
+        others = iter(range(1, 1 + len(plain)))
+        outer_keys = [buckets[name](start) if name in buckets
+                      else getattr(inner.c, f"k{next(others)}") for name in self.key_names]
+        outer_keys += [getattr(inner.c, f"k{1 + len(plain) + i}") for i in range(len(extra))]
+        # Other names than the inner columns': GROUP BY k0 would be the hour.
+        aliases = [f"g{i}" for i in range(len(outer_keys))]
+        return inner.select_from(
+            *(node.alias(alias) for node, alias in zip(outer_keys, aliases, strict=True)),
+            *(again(getattr(inner.c, f"s{i}")) for i in range(len(columns))),
+        ).group_by(*(Entity(a) for a in aliases))
+
     def aggregate(self) -> Dict[Tuple[Any, ...], Sums]:
         r = self.rollup
         total = self.dialect.total
-        query = self._select(r, self._keys(r), *(total(_summed(r, name)) for name in (
+        query = self._by_local_time(r, (), [total(_summed(r, name)) for name in (
             "executions", "input_tokens", "output_tokens", "cache_read_tokens",
-            "cache_creation_tokens", "cost_usd", "duration_ms", "failed")))
-        return _group_sums(self.database.execute(query), len(self.key_names))
+            "cache_creation_tokens", "cost_usd", "duration_ms", "failed")], total)
+        groups = _group_sums(self.database.execute(query), len(self.key_names))
+        if self.sign == 1:
+            return groups
+        return {key: Sums(*(-getattr(sums, f.name) for f in dataclasses.fields(Sums)))
+                for key, sums in groups.items()}
 
     def cost_parts(self) -> Dict[Tuple[Any, ...], List[CostPart]]:
         r = self.rollup
         total = self.dialect.total
-        query = self._select(r, [*self._keys(r), r.model, r.paid], *(
+        query = self._by_local_time(r, (r.model, r.paid), [
             total(_summed(r, name)) for name in (
                 "executions", "input_tokens", "output_tokens", "cache_read_tokens",
-                "cache_creation_tokens", "cost_usd")))
-        return _cost_part_rows(self.database.execute(query), len(self.key_names))
+                "cache_creation_tokens", "cost_usd")], total)
+        parts = _cost_part_rows(self.database.execute(query), len(self.key_names))
+        if self.sign == 1:
+            return parts
+        return {key: [CostPart(p.model, p.paid, -p.executions, (
+            -p.tokens[0], -p.tokens[1], -p.tokens[2], -p.tokens[3]), -p.recorded)
+            for p in group] for key, group in parts.items()}
 
     def bucket_counts(self) -> BucketCounts:
         d = self.durations
         marginal = self.tier == "month"
+        # Not summed per hour first (:meth:`_by_local_time`): an hour's
+        # sketch has as many buckets as the hour has rows at a team's pace,
+        # and grouping by hour and bucket first measured slower.
         query = self._select(d, [*self._keys(d, marginal=marginal), d.bucket],
                              fn.SUM(d.executions), marginal=marginal)
-        return _bucket_rows(self.database.execute(query), len(self.key_names))
+        counts = _bucket_rows(self.database.execute(query), len(self.key_names))
+        if self.sign == 1:
+            return counts
+        return {key: {k: -n for k, n in group.items()} for key, group in counts.items()}
 
 
 def month_dimension(filters: ReportFilters, group_by: Sequence[str]) -> Optional[str]:
@@ -495,9 +552,14 @@ def month_dimension(filters: ReportFilters, group_by: Sequence[str]) -> Optional
     buckets finer than a month, months in a zone other than UTC, or more
     than one column among the keys and the filters (a sketch per value of
     one column cannot be split by another)."""
-    if any(key in ("day", "week", "pr") for key in group_by):
-        return None
     if "month" in group_by and filters.tz != "UTC":
+        return None
+    return _one_column(filters, group_by)
+
+
+def _one_column(filters: ReportFilters, group_by: Sequence[str]) -> Optional[str]:
+    """:func:`month_dimension` for months in UTC, whatever the zone."""
+    if any(key in ("day", "week", "pr") for key in group_by):
         return None
     columns = {key for key in group_by if key != "month"}
     columns |= {name for name in ("repo", "model", "event_type", "conclusion")
@@ -505,6 +567,21 @@ def month_dimension(filters: ReportFilters, group_by: Sequence[str]) -> Optional
     if len(columns) > 1:
         return None
     return columns.pop() if columns else ""
+
+
+def in_hours(column: ColumnBase, hours: Sequence[_dt.datetime]) -> Optional[ColumnBase]:
+    """``column`` (``created_at``) inside one of ``hours`` (their starts),
+    as index ranges OR-ed in a balanced tree (no deep nesting to render);
+    ``None`` for no hours."""
+    ranges = [(column >= format_timestamp(h)) & (column < format_timestamp(h + _HOUR))
+              for h in hours]
+    while len(ranges) > 1:
+        ranges = [a | b for a, b in zip(ranges[::2], ranges[1::2], strict=False)] + (
+            [ranges[-1]] if len(ranges) % 2 else [])
+    return ranges[0] if ranges else None
+
+
+_HOUR = _dt.timedelta(hours=1)
 
 
 def checked_filters(**values: Any) -> ReportFilters:

@@ -58,6 +58,7 @@ from typing import (
 )
 
 import peewee
+from peewee import fn
 
 from . import prices as _prices
 from . import rollups, zones
@@ -75,12 +76,13 @@ from .report_query import (
     Sums,
     checked_filters,
     database_name,
+    in_hours,
     month_dimension,
     nearest_rank,
     zone_offsets,
 )
 from .rollups import estimate
-from .schema import format_timestamp
+from .schema import format_timestamp, parse_timestamp
 from .sql import COST_UNITS_PER_USD, usd
 from .stats import (
     DatabaseStats,
@@ -172,6 +174,11 @@ class Report:
     #: Executions before this time were purged and this report could not
     #: count them (grouped by ``pr``, or with ``use_rollups=False``).
     incomplete_before: Optional[_dt.datetime] = None
+    #: In purged history before this time, an hour that a bucket edge of the
+    #: zone cuts (``tz`` off the whole hour, such as Asia/Kolkata) counts
+    #: whole in the bucket where it starts: its rows are gone, and the
+    #: rollups keep whole hours. ``None``: every such hour was split exactly.
+    whole_hours_before: Optional[_dt.datetime] = None
 
 
 # --- Opening a database for reading ---------------------------------------------
@@ -286,6 +293,9 @@ def report(
             for part in plan.rollups:
                 for key, sums in part.aggregate().items():
                     rolled[key] = Sums.combine([rolled[key], sums]) if key in rolled else sums
+            # A UTC month's hours that are another month in the zone are
+            # taken from one and added to the other: drop what nets to none.
+            rolled = {key: sums for key, sums in rolled.items() if sums.executions}
             if rolled:
                 for part in plan.rollups:
                     if table is not None:
@@ -304,6 +314,7 @@ def report(
                     if key in sketches:
                         _add(sketches[key], counts)
                 for key, counts in sketches.items():
+                    counts = {k: n for k, n in counts.items() if n}
                     value = estimate(counts, nearest_rank(sum(counts.values())))
                     if value is not None:
                         percentiles[key] = value
@@ -345,6 +356,7 @@ def report(
         unpriced=dict(sorted(unpriced.items(), key=lambda item: (-item[1], item[0]))),
         from_rollups=bool(rolled),
         incomplete_before=plan.incomplete_before,
+        whole_hours_before=plan.whole_hours_before,
     )
 
 
@@ -364,6 +376,8 @@ class _Plan:
     offsets: Optional[List[zones.Offset]] = None
     #: History before this was purged and could not be reported (``pr``).
     incomplete_before: Optional[_dt.datetime] = None
+    #: Purged hours before this that a bucket edge cuts count whole.
+    whole_hours_before: Optional[_dt.datetime] = None
 
 
 def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ...],
@@ -375,6 +389,8 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
     in what it deletes, so hours before ``purged_before`` exist only there.
     An hour the report takes from the rollups comes with the rows of that
     hour the rollups do not count yet; every other hour from its rows alone.
+    In a zone, so does an hour that one of its bucket edges cuts, while its
+    rows are there.
     """
     tables = tables_of(database)
     conn = tables.engine.statements(database)
@@ -385,25 +401,22 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
     state = rollups.read_state(conn, models)
     if state.counted_before is None and state.purged_before is None:
         return _Plan()
+    # Without time keys the zone changes nothing but the bounds (already UTC).
+    zoned = zone != zones.UTC and bool(set(TIME_KEYS) & set(keys))
     offsets = None
-    if zone != zones.UTC:
+    if zoned:
         offsets = _history_offsets(database, tables.rollup(rollups.ROLLUPS_TABLE), filters,
                                    zone)
     purged = rollups.ceil_hour(state.purged_before) if state.purged_before else None
     since = _naive_utc(filters.since) if filters.since else None
     until = _naive_utc(filters.until) if filters.until else None
-    off_the_hour = offsets is not None and any(o.seconds % 3600 for o in offsets)
     if "pr" in keys or not use_rollups:
         gone = state.purged_before
         reaches = gone is not None and (since is None or since < gone)
         return _Plan(offsets=offsets, incomplete_before=(
             gone.replace(tzinfo=_dt.timezone.utc) if gone is not None and reaches else None))
-    # Hours before `upper` come from the rollups where they can: all counted
-    # ones, unless the zone is off the hour (then only purged ones, so rows
-    # still there are bucketed exactly).
-    candidates = [t for t in (purged, None if off_the_hour else state.counted_before) if t]
-    if not candidates:
-        return _Plan(offsets=offsets)
+    # Hours before `upper` come from the rollups where they can.
+    candidates = [t for t in (purged, state.counted_before) if t]
     upper = max(candidates)
     if until is not None:
         upper = min(upper, rollups.floor_hour(until))
@@ -415,35 +428,120 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
                  else rollups.ceil_hour(since))
         if upper <= lower:
             return _Plan(offsets=offsets)
+    cut: List[_dt.datetime] = []
+    whole_before = None
+    if zoned:
+        edges = _zone_edges(database, zone, keys, lower, upper)
+        gone = state.purged_before
+        if edges is None:
+            # Centuries of hours (another program's rows of year 1 or 9999):
+            # the rows where they are, the purged hours whole.
+            if gone is None or (lower is not None and purged is not None
+                                and purged <= lower):
+                return _Plan(offsets=offsets)
+            upper, edges = min(upper, purged or upper), []
+            whole_before = gone.replace(tzinfo=_dt.timezone.utc)
+        cut = zones.cut_hours(edges)
+        # A cut hour's rows may be gone in purged history: it counts whole there.
+        whole = [h for h in cut if gone is not None and h < gone]
+        cut = cut[len(whole):]  # both in time order
+        if whole:
+            whole_before = (whole[-1] + _HOUR).replace(tzinfo=_dt.timezone.utc)
+        elif whole_before is not None and not any(
+                o.seconds % 3600 for o in offsets or ()):
+            whole_before = None  # on the whole hour: no hour is cut
+
     def raw(m: Any) -> Any:
         rows = (m.created_at >= format_timestamp(upper)) | rollups.uncounted(m, state)
         if lower is not None:
             rows = rows | (m.created_at < format_timestamp(lower))
-        return rows
+        split = in_hours(m.created_at, cut)
+        return rows if split is None else rows | split
 
     def hours(start: Optional[_dt.datetime], end: Optional[_dt.datetime]) -> RollupQuery:
         return RollupQuery(database=database, filters=filters, group_by=keys, lower=start,
-                           upper=end, offsets=offsets)
+                           upper=end, offsets=offsets, skip=cut)
+
+    def plan(*parts: RollupQuery) -> _Plan:
+        return _Plan(raw, parts, offsets, whole_hours_before=whole_before)
 
     # Whole UTC months (or days) inside the range from the month (or day)
     # tier, when it can answer; the hours around them from the hour tier.
-    utc = zone == zones.UTC
-    if month_dimension(filters, keys) is not None or (
-            not p95 and utc and not {"day", "week"} & set(keys)):
+    # In a zone, by month: the UTC months, then the hours that move.
+    if month_dimension(dataclasses.replace(filters, tz="UTC"), keys) is not None or (
+            not p95 and not zoned and not {"day", "week"} & set(keys)):
         tier, floor, ceil = "month", rollups.floor_month, rollups.ceil_month
-    elif not p95 and utc:  # sums only, by UTC day, week or month
+    elif not p95 and not zoned:  # sums only, by UTC day, week or month
         tier, floor, ceil = "day", rollups.floor_day, rollups.ceil_day
     else:
-        return _Plan(raw, (hours(lower, upper),), offsets)
+        return plan(hours(lower, upper))
     first = None if lower is None else ceil(lower)
     last = floor(upper)
     if first is not None and last <= first:
-        return _Plan(raw, (hours(lower, upper),), offsets)
+        return plan(hours(lower, upper))
     parts = [RollupQuery(database=database, filters=filters, group_by=keys, lower=first,
-                         upper=last, offsets=offsets, tier=tier), hours(last, upper)]
+                         upper=last, tier=tier), hours(last, upper)]
     if lower is not None:
         parts.append(hours(lower, first))
-    return _Plan(raw, tuple(parts), offsets)
+    if zoned:
+        parts.extend(_months_in_zone(database, filters, keys, zone, offsets, cut, first, last))
+    return plan(*parts)
+
+
+_HOUR = _dt.timedelta(hours=1)
+
+
+def _zone_edges(database: peewee.Database, zone: Any, keys: Tuple[str, ...],
+                lower: Optional[_dt.datetime], upper: _dt.datetime
+                ) -> Optional[List[_dt.datetime]]:
+    """The zone's bucket edges over the rolled-up hours in ``[lower,
+    upper)`` (:func:`telemetry_orm.zones.bucket_edges`)."""
+    rollup: Any = tables_of(database).rollup(rollups.ROLLUPS_TABLE)
+    found = []
+    for pick in (fn.MIN, fn.MAX):
+        query = rollup.select(pick(rollup.hour)).where(rollup.hour < format_timestamp(upper))
+        if lower is not None:
+            query = query.where(rollup.hour >= format_timestamp(lower))
+        row = database.execute(query).fetchone()
+        if row is None or row[0] is None:
+            return []
+        found.append(_naive_utc(_as_time(row[0])))
+    return zones.bucket_edges(zone, keys, found[0], found[1] + _HOUR)
+
+
+def _as_time(value: Any) -> _dt.datetime:
+    return value if isinstance(value, _dt.datetime) else parse_timestamp(str(value))
+
+
+def _months_in_zone(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ...],
+                    zone: Any, offsets: Optional[List[zones.Offset]], cut: List[_dt.datetime],
+                    first: Optional[_dt.datetime], last: _dt.datetime) -> List[RollupQuery]:
+    """What turns the UTC months ``[first, last)`` of the month tier into
+    the zone's: the hours a UTC month gives to the zone's month before or
+    after move there from the hour tier, and the hours a month's edge cuts
+    (read from their rows) are taken out."""
+    if first is None:
+        months: Any = tables_of(database).rollup(rollups.MONTHS_TABLE)
+        row = database.execute(months.select(fn.MIN(months.month)).where(
+            months.month < format_timestamp(last))).fetchone()
+        if row is None or row[0] is None:
+            return []
+        first = _naive_utc(_as_time(row[0]))
+    inside = [h for h in cut if first <= h < last]
+    split = set(inside)
+    moved = [h for h in zones.moved_hours(zone, first, last) if h not in split]
+
+    def part(hours: List[_dt.datetime], local: bool, sign: int) -> RollupQuery:
+        return RollupQuery(database=database, filters=filters, group_by=keys, lower=first,
+                           upper=last, offsets=offsets if local else None, hours=hours,
+                           sign=sign)
+
+    parts = []
+    if moved:
+        parts += [part(moved, True, 1), part(moved, False, -1)]
+    if inside:
+        parts.append(part(inside, False, -1))
+    return parts
 
 
 def _history_offsets(database: peewee.Database, rollup: Any, filters: ReportFilters,
@@ -477,6 +575,8 @@ def _priced(parts: Sequence[CostPart], table: Any, mode: str
     recorded, terms, counted = 0.0, [], False
     unpriced: Dict[str, int] = {}
     for part in merged.values():
+        if not part.executions:  # taken from this group as much as added
+            continue
         if mode == "auto" and part.paid:
             recorded, counted = recorded + part.recorded, True
             continue
