@@ -91,14 +91,15 @@ class ReportDialect:
     day: Callable[[ColumnBase], ColumnBase]
     #: A duration's sketch bucket (:func:`telemetry_orm.rollups.bucket`).
     bucket: Callable[[ColumnBase], ColumnBase]
-    #: Makes a connection of ``database`` ready for ``bucket``.
-    prepare: Callable[[Any], None]
-    no_index: Callable[[ColumnBase], ColumnBase]
     as_text: Callable[[ColumnBase], ColumnBase]
     total: Callable[[ColumnBase], ColumnBase]
     #: ``query`` (an INSERT) made an upsert (see
     #: :func:`~telemetry_orm.sql.upsert_on_conflict`, the default).
     upsert: Upsert = _sql.upsert_on_conflict
+    #: Makes a connection of ``database`` ready for ``bucket`` (default: nothing to do).
+    prepare: Callable[[Any], None] = lambda database: None
+    #: Default: the column as it is (a server's planner picks indexes well).
+    no_index: Callable[[ColumnBase], ColumnBase] = lambda column: column
 
 
 @dataclasses.dataclass(frozen=True)

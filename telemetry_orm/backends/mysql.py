@@ -186,8 +186,6 @@ DIALECT = ReportDialect(
     month=_as_datetime("%Y-%m-01"),
     day=_as_datetime("%Y-%m-%d"),
     bucket=_bucket,
-    prepare=lambda database: None,
-    no_index=lambda column: column,
     as_text=_utc_format("%Y-%m-%d %H:%i:%s"),
     # In DECIMAL, which does not overflow (a SUM of doubles may).
     total=lambda column: fn.SUM(Cast(column, "DECIMAL(65, 9)")),

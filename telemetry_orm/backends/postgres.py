@@ -204,8 +204,6 @@ DIALECT = ReportDialect(
     month=_utc_trunc("month"),
     day=_utc_trunc("day"),
     bucket=_bucket,
-    prepare=lambda database: None,
-    no_index=lambda column: column,
     as_text=_utc_text("YYYY-MM-DD HH24:MI:SS"),
     # In numeric, which does not overflow (SUM of a double precision does).
     total=lambda column: fn.SUM(Cast(column, "NUMERIC")),
