@@ -18,23 +18,32 @@ from peewee import SQL, fn
 
 from .backends.base import Backend
 from .rollups import (
+    LEGACY_TABLES,
     STATE_TABLE,
     State,
+    build_tiers,
+    ceil_hour,
     counted,
     floor_hour,
     fold,
     read_state,
+    read_tiers,
     uncounted,
     unfold,
     write_state,
+    write_tiers,
 )
 from .schema import format_timestamp, parse_timestamp
-from .sql import render
+from .sql import quote, render
 from .tables import Tables
 
-#: Rows a step of a rollup folds in, about (some 40 ms of SQLite's write
-#: lock: folding costs about 15 µs a row).
+#: Rows a step of a rollup folds in, about (some 20 ms of SQLite's write
+#: lock: folding costs about 8 µs a row).
 FOLD_ROWS = 2_500
+
+#: Hour sketch rows a step that builds the tiers reads, about (each is
+#: read by seven grouped upserts: some 25 ms of SQLite's write lock).
+TIER_ROWS = 4_000
 
 
 def naive_utc(value: Any) -> _dt.datetime:
@@ -48,14 +57,26 @@ def naive_utc(value: Any) -> _dt.datetime:
 
 def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) -> int:
     """Fold the rows matching ``where`` in (``take_out``: take them out),
-    inside the caller's transaction on ``conn``; return how many."""
+    inside the caller's transaction on ``conn``; return how many. They go
+    to their hours, and to the day and month tiers as well where those are
+    built (see :mod:`telemetry_orm.rollups`)."""
     m, database = tables.executions, tables.database
-    n = int(conn.execute(*render(database, m.select(fn.COUNT(SQL("*"))).where(where))
-                         ).fetchone()[0])
+
+    def count(rows: Any) -> int:
+        return int(conn.execute(*render(database, m.select(fn.COUNT(SQL("*"))).where(rows))
+                                ).fetchone()[0])
+
+    n = count(where)
     if n:
         tables.dialect.prepare(database)
+        models = tables.rollups
+        built = read_tiers(conn, models)
+        tiers = None
+        if built is not None:
+            below = m.created_at < format_timestamp(built)
+            tiers = below if count(where & below) else None
         build = unfold if take_out else fold
-        for statement in build(tables.rollups, m, tables.dialect, where):
+        for statement in build(models, m, tables.dialect, where, tiers=tiers):
             conn.execute(*statement)
     return n
 
@@ -97,7 +118,8 @@ def roll_up(backend: Backend, tables: Tables,
             connection: Callable[[], ContextManager[Any]]) -> Tuple[int, int, State]:
     """Fold every complete hour (by the database clock) and the rows that
     arrived since for hours folded before, a step per transaction on a
-    ``connection()`` of its own (the caller's lock let go between them);
+    ``connection()`` of its own (the caller's lock let go between them),
+    then build the day and month tiers up to there (:func:`build_up`);
     return (rows, steps, the state after)."""
     m = tables.executions
     with connection() as conn:
@@ -118,7 +140,69 @@ def roll_up(backend: Backend, tables: Tables,
                 rows += fold_rows(conn, tables, where)
             write_state(conn, tables.rollups, state, upsert=tables.dialect.upsert)
         steps += 1
-    return rows, steps, state
+    return rows, steps + build_up(backend, tables, connection), state
+
+
+def held_hours(state: State) -> Optional[_dt.datetime]:
+    """The end of the hours the hour tier can hold rows of (``None``:
+    none): the counted ones, and those a purge folded."""
+    ends = [t for t in (state.counted_before,
+                        state.purged_before and ceil_hour(state.purged_before)) if t]
+    return max(ends) if ends else None
+
+
+def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _dt.datetime
+               ) -> Optional[Tuple[_dt.datetime, _dt.datetime]]:
+    """The hours ``[start, stop)`` the next step of :func:`build_up` adds to
+    the tiers, about :data:`TIER_ROWS` hour sketch rows; ``None`` when the
+    tiers are built up to ``end``."""
+    d, database = tables.rollups.hour_durations, tables.database
+    as_text = tables.dialect.as_text
+    if built is None:
+        first = conn.execute(*render(database, d.select(as_text(fn.MIN(d.hour))))).fetchone()[0]
+        built = end if first is None else min(end, naive_utc(first))
+    if built >= end:
+        return (built, built) if built == end else None
+    row = conn.execute(*render(database, d.select(as_text(d.hour)).where(
+        d.hour >= format_timestamp(built)).order_by(d.hour).limit(1).offset(TIER_ROWS))
+    ).fetchone()
+    stop = end if row is None else min(end, max(naive_utc(row[0]),
+                                                 built + _dt.timedelta(hours=1)))
+    return built, stop
+
+
+def build_up(backend: Backend, tables: Tables,
+             connection: Callable[[], ContextManager[Any]]) -> int:
+    """Build the day and month tiers from the hours up to the end of those
+    the hour tier holds, a stretch of hours per transaction; then drop the
+    tiers of earlier versions. Return the transactions it took."""
+    steps = 0
+    models = tables.rollups
+    while True:
+        with connection() as conn, backend.fold_transaction(conn):
+            end = held_hours(read_state(conn, models))
+            if end is None:
+                break
+            built = read_tiers(conn, models)
+            step = next_build(conn, tables, built, end)
+            if step is None:
+                break
+            start, stop = step
+            if start < stop:
+                for statement in build_tiers(models, tables.dialect, start, stop):
+                    conn.execute(*statement)
+            write_tiers(conn, models, stop, upsert=tables.dialect.upsert)
+            if built == stop:
+                break
+        steps += 1
+    with connection() as conn:
+        legacy = [name for name in LEGACY_TABLES if backend.has_table(conn, name)]
+    if legacy:
+        with connection() as conn, backend.fold_transaction(conn):
+            for name in legacy:
+                conn.execute(f"DROP TABLE IF EXISTS {quote(tables.database, name)}")
+        steps += 1
+    return steps
 
 
 def purge_fold(tables: Tables, when: Any) -> Callable[[Any, Any], None]:

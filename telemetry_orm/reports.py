@@ -475,8 +475,13 @@ def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ..
         tier, floor, ceil = "day", rollups.floor_day, rollups.ceil_day
     else:
         return plan(hours(lower, upper))
+    # The tiers hold the hours before `built` (see telemetry_orm.rollups).
+    built = (rollups.read_tiers(conn, models)
+             if tables.engine.has_table(conn, rollups.TIERS_TABLE) else None)
+    if built is None:
+        return plan(hours(lower, upper))
     first = None if lower is None else ceil(lower)
-    last = floor(upper)
+    last = floor(min(upper, built))
     if first is not None and last <= first:
         return plan(hours(lower, upper))
     parts = [RollupQuery(database=database, filters=filters, group_by=keys, lower=first,

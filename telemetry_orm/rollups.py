@@ -2,8 +2,8 @@
 ``executions`` so that history outlives the purge and long reports read
 hours instead of rows.
 
-Two tables and a state row, beside ``executions`` (which stays the
-original's):
+The hour tier, two tables and a state row, beside ``executions`` (which
+stays the original's):
 
 - ``telemetry_orm_rollups``: per hour × (repo, model, provider,
   event_type, conclusion) × whether a cost was recorded (``paid``: above
@@ -16,6 +16,20 @@ original's):
   when its ``id`` is at most ``counted_ids`` and its ``created_at`` before
   ``counted_before``; ``purged_before`` is the latest cutoff of a purge
   made by this package (rows before it may be gone from ``executions``).
+
+The day and month tiers, for reports over many days or months:
+``telemetry_orm_daily`` and ``telemetry_orm_monthly`` (the sums per UTC day
+or month and combination) and ``telemetry_orm_monthly_durations`` (a UTC
+month's sketch per value of one column). They are built from the hour tier,
+behind it: ``telemetry_orm_rollup_tiers`` records the hour ``built_before``
+which they hold exactly what the hours hold, and after which they hold
+nothing. A fold adds rows to the hours only, and to the tiers as well only
+the rows of hours before ``built_before`` (late rows, a replaced row, a
+purge below it); :func:`build_tiers` then adds a stretch of hours to the
+tiers and moves ``built_before`` past it, in one transaction. Reports read
+the tiers before ``built_before`` and the hours after it. Building from the
+hours reads each hour row once for each tier, where folding every row into
+every tier as it came upserted each row nine times.
 
 A row is counted once: folding in moves the state forward and adds exactly
 the rows between the old state and the new one, in the same transaction.
@@ -48,6 +62,7 @@ from typing import (
     Dict,
     List,
     Mapping,
+    NamedTuple,
     Optional,
     Sequence,
     Tuple,
@@ -76,17 +91,25 @@ from .sql import (
 )
 
 __all__ = [
-    "ALPHA", "DIMENSIONS", "DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "GAMMA",
-    "Rollup", "RollupDuration", "RollupResult", "RollupState", "State", "bucket",
-    "bucket_value", "estimate",
+    "ALPHA", "DAYS_TABLE", "DIMENSIONS", "DURATIONS_TABLE", "GAMMA", "LEGACY_TABLES",
+    "MONTHS_TABLE", "MONTH_DURATIONS_TABLE", "ROLLUPS_TABLE", "STATE_TABLE", "TIERS_TABLE",
+    "Rollup", "RollupDay", "RollupDuration", "RollupModels", "RollupMonth",
+    "RollupMonthDuration", "RollupResult", "RollupState", "RollupTiers", "State", "bucket",
+    "bucket_value", "build_tiers", "estimate", "fold", "unfold",
 ]
 
 ROLLUPS_TABLE = "telemetry_orm_rollups"
 DURATIONS_TABLE = "telemetry_orm_rollup_durations"
 STATE_TABLE = "telemetry_orm_rollup_state"
-MONTHS_TABLE = "telemetry_orm_rollup_months"
-DAYS_TABLE = "telemetry_orm_rollup_days"
-MONTH_DURATIONS_TABLE = "telemetry_orm_rollup_month_durations"
+#: The day and month tiers, built from the hours (see the module).
+DAYS_TABLE = "telemetry_orm_daily"
+MONTHS_TABLE = "telemetry_orm_monthly"
+MONTH_DURATIONS_TABLE = "telemetry_orm_monthly_durations"
+TIERS_TABLE = "telemetry_orm_rollup_tiers"
+#: The day and month tiers of earlier versions, which folded every row into
+#: them as it went: dropped once the tiers above are built.
+LEGACY_TABLES = ("telemetry_orm_rollup_days", "telemetry_orm_rollup_months",
+                 "telemetry_orm_rollup_month_durations")
 
 #: The columns an hour is rolled up by (PR numbers are not: PR-level
 #: detail lives as long as the rows do).
@@ -228,37 +251,6 @@ class RollupMonthDuration(Model):
         without_rowid = True
 
 
-class FoldRow(Model):
-    """A scratch table (``TEMPORARY``: this connection's alone) holding the
-    rows being folded in, summed per hour, combination, paid and duration
-    bucket: read once from ``executions``, then added to every rollup table
-    from here."""
-
-    hour = TimeTextField()
-    day = TimeTextField()
-    month = TimeTextField()
-    repo = KeyTextField()
-    model = KeyTextField()
-    provider = KeyTextField()
-    event_type = KeyTextField()
-    conclusion = KeyTextField()
-    paid = IntegerField()
-    bucket = IntegerField()
-    executions = BigIntegerField()
-    input_tokens = BigIntegerField()
-    output_tokens = BigIntegerField()
-    cache_read_tokens = BigIntegerField()
-    cache_creation_tokens = BigIntegerField()
-    cost_usd = DoubleField()
-    duration_ms = BigIntegerField()
-    failed = BigIntegerField()
-
-    class Meta:
-        table_name = "telemetry_orm_fold"
-        temporary = True
-        primary_key = False
-
-
 class RollupState(Model):
     """The one row saying which rows are counted (times as UTC text)."""
 
@@ -271,98 +263,161 @@ class RollupState(Model):
         table_name = STATE_TABLE
 
 
-#: The rollup models in the order a backend's ``rollup_models`` lists them.
+class RollupTiers(Model):
+    """The one row saying which hours the day and month tiers hold: exactly
+    what the hours before ``built_before`` hold, and nothing of the hours
+    from it on (``None``: nothing yet)."""
+
+    id = IntegerField(primary_key=True)
+    built_before = TimeTextField(null=True)
+
+    class Meta:
+        table_name = TIERS_TABLE
+
+
+class RollupModels(NamedTuple):
+    """The rollup models of one database, bound to it (an engine's
+    ``rollup_models`` in this order)."""
+
+    hours: Any
+    hour_durations: Any
+    state: Any
+    months: Any
+    month_durations: Any
+    days: Any
+    tiers: Any
+
+
+#: The rollup models in the order of :class:`RollupModels`.
 MODELS: Tuple[Any, ...] = (
-    Rollup, RollupDuration, RollupState, RollupMonth, RollupMonthDuration, FoldRow, RollupDay)
+    Rollup, RollupDuration, RollupState, RollupMonth, RollupMonthDuration, RollupDay,
+    RollupTiers)
 
 
 # --- SQL ------------------------------------------------------------------------
 #
-# ``models`` are the three rollup models and ``model`` the ``Execution`` model,
+# ``models`` are the bound rollup models and ``model`` the ``Execution`` model,
 # all bound to one database; ``dialect`` is its engine's ReportDialect. The
 # statements are rendered for the driver's own connection, as in
 # :mod:`telemetry_orm.sql`, so they run inside a backend's own transactions.
 
 
-def fold(models: Sequence[Any], model: Any, dialect: Any, where: Any, *,
-         sign: int = 1) -> List[Statement]:
-    """Add the executions matching ``where`` to their hours and months:
-    read them once into this connection's scratch table, then one upsert
-    per rollup table from there (the month sketches: one per column and
-    one for all executions). ``sign=-1`` takes them out instead: see
+def _by(n: int) -> List[Any]:
+    return [SQL(str(i)) for i in range(1, n + 1)]
+
+
+def _upsert(database: Any, dialect: Any, target: Any, key: Sequence[Any], query: Any,
+            added: Sequence[str]) -> Statement:
+    """``INSERT INTO target SELECT …`` adding ``added`` to the rows whose
+    ``key`` is taken; each engine spells that its own way."""
+    sums = [getattr(target, name) for name in added]
+    return render(database, dialect.upsert(
+        target.insert_from(query, [*key, *sums]), key, sums, True))
+
+
+def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
+         tiers: Optional[Any] = None, sign: int = 1) -> List[Statement]:
+    """Add the executions matching ``where`` to their hours: one grouped
+    upsert from ``executions`` per hour table. The rows also matching
+    ``tiers`` (those in hours the day and month tiers are built for) go to
+    those tiers too, the same way. ``sign=-1`` takes them out instead: see
     :func:`unfold`."""
-    rollup, durations, _, months, month_durations, scratch, days = models
     m = model
     database = m._meta.database
     dims = [getattr(m, name) for name in DIMENSIONS]
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
+    # Costs summed in cost units (exact), kept in dollars, from which a
+    # report takes the same units back.
     sums: List[Any] = [
         fn.COUNT(SQL("*")),
         *(fn.SUM(bounded(getattr(m, name))) for name in SUMS[1:5]),
-        fn.SUM(cost_units(bounded(m.cost_usd))),
+        fn.SUM(cost_units(bounded(m.cost_usd))) / COST_UNITS_PER_USD,
         fn.SUM(bounded(m.duration_ms)), fn.SUM(failed)]
+    count: Any = fn.COUNT(SQL("*"))
     if sign != 1:
         sums = [total * SQL(str(int(sign))) for total in sums]
-    context = database.get_sql_context()
-    statements: List[Statement] = [
-        context.sql(scratch._schema._create_table(safe=True, temporary=True)).query(),
-        render(database, scratch.delete()),
-    ]
+        count = count * SQL(str(int(sign)))
+    statements: List[Statement] = []
 
-    def by(n: int) -> List[Any]:
-        return [SQL(str(i)) for i in range(1, n + 1)]
+    def add(target: Any, start: Any, at: Any, rows: Any) -> None:
+        key = [getattr(target, start), *(getattr(target, n) for n in DIMENSIONS), target.paid]
+        query = m.select(at(m.created_at), *dims, paid, *sums).where(rows).group_by(
+            *_by(len(key)))
+        statements.append(_upsert(database, dialect, target, key, query, SUMS))
 
-    f = scratch
-    f_dims = [getattr(f, name) for name in DIMENSIONS]
-    columns = [f.hour, f.day, f.month, *f_dims, f.paid, f.bucket,
-               *(getattr(f, n) for n in SUMS)]
-    statements.append(render(database, f.insert_from(m.select(
-        dialect.hour(m.created_at), dialect.day(m.created_at), dialect.month(m.created_at),
-        *dims, paid, dialect.bucket(m.duration_ms), *sums).where(where).group_by(
-            *by(len(dims) + 5)), columns)))
-
-    def upsert(target: Any, key: List[Any], selected: Sequence[Any], added: Sequence[str],
-               groups: int) -> None:
-        sums = [getattr(target, name) for name in added]
-        query = f.select(*selected).group_by(*by(groups))
-        # Each engine spells "add to the row with this key" its own way.
-        statements.append(render(database, dialect.upsert(
-            target.insert_from(query, [*key, *sums]), key, sums, True)))
-
-    # The scratch table holds costs in cost units (exact sums); the rollups
-    # keep dollars, from which a report takes the same units back.
-    totals = [fn.SUM(f.cost_usd) / COST_UNITS_PER_USD if name == "cost_usd"
-              else fn.SUM(getattr(f, name)) for name in SUMS]
-    for table, start in ((rollup, f.hour), (days, f.day), (months, f.month)):
-        key = [getattr(table, start.name), *(getattr(table, n) for n in DIMENSIONS), table.paid]
-        upsert(table, key, [start, *f_dims, f.paid, *totals], SUMS, len(key))
-    key = [durations.hour, *(getattr(durations, n) for n in DIMENSIONS), durations.bucket]
-    upsert(durations, key, [f.hour, *f_dims, f.bucket, fn.SUM(f.executions)],
-           ("executions",), len(key))
-    md = month_durations
+    add(models.hours, "hour", dialect.hour, where)
+    d = models.hour_durations
+    key = [d.hour, *(getattr(d, n) for n in DIMENSIONS), d.bucket]
+    statements.append(_upsert(database, dialect, d, key, m.select(
+        dialect.hour(m.created_at), *dims, dialect.bucket(m.duration_ms), count
+    ).where(where).group_by(*_by(len(key))), ("executions",)))
+    if tiers is None:
+        return statements
+    rows = where & tiers
+    add(models.days, "day", dialect.day, rows)
+    add(models.months, "month", dialect.month, rows)
+    md = models.month_durations
     key = [md.month, md.dimension, md.value, md.bucket]
     for name in ("", *DIMENSIONS):
-        value = getattr(f, name) if name else SQL("''")
-        upsert(md, key, [f.month, SQL(f"'{name}'"), value, f.bucket, fn.SUM(f.executions)],
-               ("executions",), 4)
+        value = getattr(m, name) if name else SQL("''")
+        statements.append(_upsert(database, dialect, md, key, m.select(
+            dialect.month(m.created_at), SQL(f"'{name}'"), value,
+            dialect.bucket(m.duration_ms), count).where(rows).group_by(*_by(4)),
+            ("executions",)))
     return statements
 
 
-def unfold(models: Sequence[Any], model: Any, dialect: Any, where: Any) -> List[Statement]:
+def unfold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
+           tiers: Optional[Any] = None) -> List[Statement]:
     """Take the executions matching ``where`` (all of them counted) out of
-    their hours and months, as :func:`fold` added them; the rows and
-    sketch buckets left with no execution go, so reports show no empty
-    groups."""
-    statements = fold(models, model, dialect, where, sign=-1)
-    rollup, durations, _, months, month_durations, scratch, days = models
+    their hours (and of the tiers, those matching ``tiers``), as
+    :func:`fold` added them; the rows and sketch buckets left with no
+    execution go, so reports show no empty groups. Run before the rows
+    change: the periods touched are read from them."""
+    statements = fold(models, model, dialect, where, tiers=tiers, sign=-1)
     database = model._meta.database
-    for table, period in ((rollup, "hour"), (durations, "hour"), (days, "day"),
-                          (months, "month"), (month_durations, "month")):
-        column = getattr(table, period)
-        touched = scratch.select(getattr(scratch, period))
+    m = model
+    emptied = [(models.hours, "hour", dialect.hour, where),
+               (models.hour_durations, "hour", dialect.hour, where)]
+    if tiers is not None:
+        emptied += [(models.days, "day", dialect.day, where & tiers),
+                    (models.months, "month", dialect.month, where & tiers),
+                    (models.month_durations, "month", dialect.month, where & tiers)]
+    for table, period, at, rows in emptied:
+        touched = m.select(at(m.created_at)).where(rows)
         statements.append(render(database, table.delete().where(
-            (table.executions == 0) & column.in_(touched))))
+            (table.executions == 0) & getattr(table, period).in_(touched))))
+    return statements
+
+
+def build_tiers(models: RollupModels, dialect: Any, start: _dt.datetime, end: _dt.datetime
+                ) -> List[Statement]:
+    """Add the hours in ``[start, end)`` to the day and month tiers: their
+    sums from the hour sums, the month sketches from the hours' sketches,
+    one grouped upsert per table (the periods that straddle ``start``
+    already hold its earlier hours)."""
+    r, d = models.hours, models.hour_durations
+    database = r._meta.database
+    lower, upper = format_timestamp(start), format_timestamp(end)
+    sums = [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if name == "cost_usd"
+            else fn.SUM(getattr(r, name)) for name in SUMS]
+    dims = [getattr(r, name) for name in DIMENSIONS]
+    statements = []
+    for target, period, at in ((models.days, "day", dialect.day),
+                               (models.months, "month", dialect.month)):
+        key = [getattr(target, period), *(getattr(target, n) for n in DIMENSIONS),
+               target.paid]
+        query = r.select(at(r.hour), *dims, r.paid, *sums).where(
+            (r.hour >= lower) & (r.hour < upper)).group_by(*_by(len(key)))
+        statements.append(_upsert(database, dialect, target, key, query, SUMS))
+    md = models.month_durations
+    key = [md.month, md.dimension, md.value, md.bucket]
+    for name in ("", *DIMENSIONS):
+        value = getattr(d, name) if name else SQL("''")
+        statements.append(_upsert(database, dialect, md, key, d.select(
+            dialect.month(d.hour), SQL(f"'{name}'"), value, d.bucket, fn.SUM(d.executions)
+        ).where((d.hour >= lower) & (d.hour < upper)).group_by(*_by(4)), ("executions",)))
     return statements
 
 
@@ -410,6 +465,27 @@ def write_state(conn: Any, models: Sequence[Any], state: State, *,
     query = upsert(state_model.insert(values).returning(), [state_model.id],
                    [field for field in values if field is not state_model.id], False)
     conn.execute(*render(database, query))
+
+
+def read_tiers(conn: Any, models: RollupModels) -> Optional[_dt.datetime]:
+    """The hour the day and month tiers are built up to (``None``: none)."""
+    tiers = models.tiers
+    sql, params = render(tiers._meta.database, tiers.select(tiers.built_before).where(
+        tiers.id == 1))
+    cursor = conn.cursor()
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
+    return None if row is None else _time(row[0])
+
+
+def write_tiers(conn: Any, models: RollupModels, built_before: _dt.datetime, *,
+                upsert: Upsert = upsert_on_conflict) -> None:
+    """Record that the tiers are built up to ``built_before``, inside the
+    caller's transaction."""
+    tiers = models.tiers
+    query = upsert(tiers.insert({tiers.id: 1, tiers.built_before: _text(built_before)})
+                   .returning(), [tiers.id], [tiers.built_before], False)
+    conn.execute(*render(tiers._meta.database, query))
 
 
 def _time(value: Any) -> Optional[_dt.datetime]:

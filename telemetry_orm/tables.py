@@ -26,6 +26,7 @@ import peewee
 
 from .backends.base import Backend, ReportDialect, in_transaction_error
 from .engines import backend_class_of
+from .rollups import RollupModels
 from .schema import Execution, M, bind_model, with_columns
 
 #: The bound keys, purged keys and key state models (see :mod:`telemetry_orm.keys`).
@@ -45,7 +46,7 @@ class Tables:
         #: The backend class of the database's engine.
         self.engine: Type[Backend] = engine or backend_class_of(database)
         self.executions: Type[Execution] = bind_model(database, self.engine.model_base)
-        self._rollups: Optional[Tuple[Type[peewee.Model], ...]] = None
+        self._rollups: Optional[RollupModels] = None
         self._keys: Optional[KeyTables] = None
         self._side: Dict[Type[peewee.Model], Type[peewee.Model]] = {}
         self._lock = threading.Lock()
@@ -56,21 +57,22 @@ class Tables:
         return self.engine.dialect
 
     @property
-    def rollups(self) -> Tuple[Type[peewee.Model], ...]:
+    def rollups(self) -> RollupModels:
         """The rollup models, in the order of the engine's ``rollup_models``
-        (the order :mod:`telemetry_orm.rollups` folds by)."""
+        (that of :class:`~telemetry_orm.rollups.RollupModels`)."""
         if self._rollups is None:
             with self._lock:
                 if self._rollups is None:
-                    self._rollups = tuple(bind_model(self.database, base)
-                                          for base in self.engine.rollup_models)
+                    self._rollups = RollupModels(*(bind_model(self.database, base)
+                                                   for base in self.engine.rollup_models))
         return self._rollups
 
     def rollup(self, table: str) -> Type[peewee.Model]:
         """The rollup model of ``table`` (``telemetry_orm_rollups`` …)."""
         for model in self.rollups:
             if model._meta.table_name == table:
-                return model
+                found: Type[peewee.Model] = model
+                return found
         raise KeyError(table)
 
     @property

@@ -171,11 +171,11 @@ def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
               else "SELECT table_name AS name FROM information_schema.tables "
                    "WHERE table_schema = " + (
                        "DATABASE()" if any_witness.kind == "mysql" else "current_schema()"))
-    assert {r["name"] for r in any_witness.rows(tables) if "rollup" in r["name"]
-            or "fold" in r["name"]} == {
+    assert {r["name"] for r in any_witness.rows(tables) if any(
+        part in r["name"] for part in ("rollup", "fold", "daily", "monthly"))} == {
         "telemetry_orm_rollups", "telemetry_orm_rollup_durations", "telemetry_orm_rollup_state",
-        "telemetry_orm_rollup_months", "telemetry_orm_rollup_month_durations",
-        "telemetry_orm_rollup_days"}
+        "telemetry_orm_monthly", "telemetry_orm_monthly_durations",
+        "telemetry_orm_daily", "telemetry_orm_rollup_tiers"}
     # A purge after a rollup deletes rows already counted: it adds nothing.
     held = rolled_hours(any_witness)
     assert any_store.purge_older_than(10) > 0
@@ -224,13 +224,13 @@ def rolled_months(witness: Witness) -> Dict[Tuple[str, str], int]:
     month = _month(witness, "month")
     sums = {(r["m"], r["v"]): int(r["n"]) for r in witness.rows(
         f"SELECT {month} AS m, repo AS v, SUM(executions) AS n "
-        f"FROM telemetry_orm_rollup_months GROUP BY 1, 2")}
+        f"FROM telemetry_orm_monthly GROUP BY 1, 2")}
     for r in witness.rows(f"SELECT {month} AS m, SUM(executions) AS n "
-                          f"FROM telemetry_orm_rollup_months GROUP BY 1"):
+                          f"FROM telemetry_orm_monthly GROUP BY 1"):
         sums[(r["m"], "")] = int(r["n"])
     sketch = {(r["m"], r["v"]): int(r["n"]) for r in witness.rows(
         f"SELECT {month} AS m, value AS v, SUM(executions) AS n "
-        f"FROM telemetry_orm_rollup_month_durations WHERE dimension IN ('repo', '') "
+        f"FROM telemetry_orm_monthly_durations WHERE dimension IN ('repo', '') "
         f"GROUP BY 1, 2")}
     assert sketch == sums
     return sums
@@ -569,7 +569,7 @@ def test_an_import_that_moves_a_row_into_or_out_of_rolled_up_hours_moves_its_fig
     # Nothing is left behind in the hours and months the rows left.
     assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_rollups WHERE executions <= 0"
                               ) == 0
-    assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_rollup_months "
+    assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_monthly "
                               "WHERE executions <= 0") == 0
 
     # A purge deletes both rows; every one of them was counted once.

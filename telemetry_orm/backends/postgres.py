@@ -54,7 +54,6 @@ from .postgres_drivers import Driver, driver_for_url, driver_of, run
 from .postgres_schema import (
     FIELD_TYPES,
     PostgresExecution,
-    PostgresFoldRow,
     PostgresRollup,
     PostgresRollupDay,
     PostgresRollupDuration,
@@ -237,7 +236,7 @@ class PostgresBackend(Backend):
     key_model: Type[peewee.Model] = ExecutionKey
     rollup_models: Tuple[Type[peewee.Model], ...] = (
         PostgresRollup, PostgresRollupDuration, rollups.RollupState, PostgresRollupMonth,
-        PostgresRollupMonthDuration, PostgresFoldRow, PostgresRollupDay)
+        PostgresRollupMonthDuration, PostgresRollupDay, rollups.RollupTiers)
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,

@@ -88,7 +88,6 @@ PostgresRollupDuration = _with_timestamptz(rollups.RollupDuration, "hour")
 PostgresRollupMonth = _with_timestamptz(rollups.RollupMonth, "month")
 PostgresRollupMonthDuration = _with_timestamptz(rollups.RollupMonthDuration, "month")
 PostgresRollupDay = _with_timestamptz(rollups.RollupDay, "day")
-PostgresFoldRow = _with_timestamptz(rollups.FoldRow, "hour", "day", "month")
 
 
 # peewee 3's introspection (get_tables, get_columns) looks in "public";

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -17,7 +18,7 @@ import urllib.parse
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 
 import peewee
-from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
+from peewee import SQL, Case, Cast, ColumnBase, NodeList, Value, fn
 
 from .. import clock, rollups, schema
 from .. import sql as _sql
@@ -168,14 +169,30 @@ def _local(column: ColumnBase, offsets: Sequence[Offset]) -> ColumnBase:
         if until is not None], modifiers[-1]))
 
 
-_BUCKET_FUNCTION = "telemetry_orm_bucket"
+def _bucket(column: ColumnBase) -> ColumnBase:
+    # rollups.bucket() in SQL: ceil(ln(d) / ln(γ) - 1e-9) + 1, and 0 for 0 ms.
+    # ln(γ) as a parameter: the very double Python divides by.
+    return Case(None, [(column > 0, Cast(fn.ceil(fn.ln(column) / Value(rollups.LOG_GAMMA)
+                                                  - SQL("1e-9")), "INTEGER") + 1)], 0)
 
 
 def _prepare(database: peewee.Database) -> None:
-    # The same bucket as in Python, on any SQLite build (math functions are
-    # a compile option).
-    database.connection().create_function(_BUCKET_FUNCTION, 1, rollups.bucket,
-                                          deterministic=True)
+    # ln() and ceil() are a compile option of SQLite (3.35 and later): where
+    # they are missing, Python's, which give the same doubles.
+    conn = database.connection()
+    try:
+        conn.execute("SELECT ln(2.0), ceil(0.5)")
+    except sqlite3.OperationalError:
+        conn.create_function("ln", 1, _ln, deterministic=True)
+        conn.create_function("ceil", 1, _ceil, deterministic=True)
+
+
+def _ln(value: Any) -> Optional[float]:
+    return None if value is None or value <= 0 else math.log(value)
+
+
+def _ceil(value: Any) -> Optional[float]:
+    return None if value is None else float(math.ceil(value))
 
 
 #: SQLite's report SQL. ``no_index`` is the unary ``+``: with indexes on
@@ -191,7 +208,7 @@ DIALECT = ReportDialect(
     hour=lambda column: fn.strftime("%Y-%m-%d %H:00:00", column),
     month=lambda column: fn.strftime("%Y-%m-01 00:00:00", column),
     day=lambda column: fn.strftime("%Y-%m-%d 00:00:00", column),
-    bucket=lambda column: getattr(fn, _BUCKET_FUNCTION)(column),
+    bucket=_bucket,
     prepare=_prepare,
     no_index=lambda column: NodeList((SQL("+"), column), glue=""),
     as_text=lambda column: column,
@@ -210,7 +227,7 @@ class SqliteBackend(Backend):
     key_model: Type[peewee.Model] = schema.SqliteExecutionKey
     rollup_models: Tuple[Type[peewee.Model], ...] = (
         rollups.Rollup, rollups.RollupDuration, rollups.RollupState, rollups.RollupMonth,
-        rollups.RollupMonthDuration, rollups.FoldRow, rollups.RollupDay)
+        rollups.RollupMonthDuration, rollups.RollupDay, rollups.RollupTiers)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
     sql_database = _DIALECT_DATABASE
