@@ -7,12 +7,14 @@ from the raw rows before they go, read by an independent connection."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+import peewee
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,8 +22,10 @@ from support import FIXED_NOW, Witness, app_database, minimal, place
 from test_import import call, write_lines
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, folding
+from telemetry_orm.backends import sqlite as sqlite_backend
+from telemetry_orm.backends.sqlite import SqliteBackend
 from telemetry_orm.report_query import nearest_rank
-from telemetry_orm.rollups import bucket, bucket_value, estimate
+from telemetry_orm.rollups import GAMMA, bucket, bucket_value, estimate
 from telemetry_orm.transfer import import_files
 
 UTC = dt.timezone.utc
@@ -360,6 +364,41 @@ def test_the_sketch_estimates_a_nearest_rank_percentile_within_one_percent(
 
 def test_below_100_ms_each_millisecond_has_its_own_bucket() -> None:
     assert [bucket_value(bucket(d)) for d in range(101)] == list(range(101))
+
+
+def _edges() -> List[int]:
+    # Whole milliseconds on both sides of every bucket edge up to a year,
+    # and the bounds a row may hold.
+    edges = {0, 1, 2, 10**12, 2**53, 2**63 - 1}
+    k = 1
+    while GAMMA ** k < 3.2e10:
+        edge = GAMMA ** k
+        edges.update({math.floor(edge) - 1, math.floor(edge), math.ceil(edge),
+                      math.ceil(edge) + 1})
+        k += 1
+    return sorted(edges)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["sqlite-ln", "python-ln"])
+def test_sqlite_buckets_a_duration_as_python_does(native: bool) -> None:
+    """The fold buckets durations in SQL; the report merges them with
+    Python's: one duration must land in one bucket either way, with
+    SQLite's own ln() and ceil() and with those a build without them gets."""
+    database = peewee.SqliteDatabase(":memory:")
+    conn = database.connection()
+    if not native:
+        # What prepare() registers where SQLite has no math functions.
+        conn.create_function("ln", 1, sqlite_backend._ln, deterministic=True)
+        conn.create_function("ceil", 1, sqlite_backend._ceil, deterministic=True)
+    SqliteBackend.dialect.prepare(database)
+    conn.execute("CREATE TABLE d (ms INTEGER)")
+    durations = _edges()
+    conn.executemany("INSERT INTO d VALUES (?)", [(d,) for d in durations])
+    Row = type("Row", (peewee.Model,), {"ms": peewee.IntegerField(), "Meta": type(
+        "Meta", (), {"database": database, "table_name": "d", "primary_key": False})})
+    got = [(ms, k) for ms, k in database.execute(Row.select(
+        Row.ms, SqliteBackend.dialect.bucket(Row.ms)).order_by(Row.ms)).fetchall()]
+    assert got == [(d, bucket(d)) for d in durations]
 
 
 # -- found in review: edges and concurrency --------------------------------------------
