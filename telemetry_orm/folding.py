@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-from typing import Any, Callable, ContextManager, Iterator, Optional, Tuple
+import time
+from typing import Any, Callable, ContextManager, Iterator, NamedTuple, Optional, Tuple
 
 from peewee import SQL, fn
 
@@ -53,6 +54,32 @@ def naive_utc(value: Any) -> _dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(_dt.timezone.utc)
     return value.replace(tzinfo=None)  # type: ignore[no-any-return]
+
+
+class Pacing(NamedTuple):
+    """How a long fold lets writers in between its steps, as a purge does:
+    ``after(conn, held)``, right after a step that held the write lock
+    ``held`` seconds, gives the pause before the next (the engine's purge
+    pacer); ``gap(pause)`` takes it (the store's upkeep)."""
+
+    after: Callable[[Any, float], float]
+    gap: Callable[[float], None]
+
+
+@contextlib.contextmanager
+def _step(backend: Backend, connection: Callable[[], ContextManager[Any]],
+          pacing: Optional[Pacing]) -> Iterator[Any]:
+    """One step of a long fold: a fold transaction on a ``connection()`` of
+    its own, then the pause ``pacing`` gives, outside the store's lock."""
+    pause = 0.0
+    with connection() as conn:
+        began = time.monotonic()
+        with backend.fold_transaction(conn):
+            yield conn
+        if pacing is not None:
+            pause = pacing.after(conn, time.monotonic() - began)
+    if pacing is not None:
+        pacing.gap(pause)
 
 
 def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) -> int:
@@ -114,13 +141,14 @@ def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.d
     return where, dataclasses.replace(state, counted_before=step_end)
 
 
-def roll_up(backend: Backend, tables: Tables,
-            connection: Callable[[], ContextManager[Any]]) -> Tuple[int, int, State]:
+def roll_up(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
+            pacing: Optional[Pacing] = None) -> Tuple[int, int, State]:
     """Fold every complete hour (by the database clock) and the rows that
     arrived since for hours folded before, a step per transaction on a
     ``connection()`` of its own (the caller's lock let go between them),
     then build the day and month tiers up to there (:func:`build_up`);
-    return (rows, steps, the state after)."""
+    return (rows, steps, the state after). ``pacing``: the pauses between
+    steps that let other writers in."""
     m = tables.executions
     with connection() as conn:
         # None: no id can be vouched for now; hours still fold in, for the
@@ -130,7 +158,7 @@ def roll_up(backend: Backend, tables: Tables,
     rows = steps = 0
     state = State()
     while True:
-        with connection() as conn, backend.fold_transaction(conn):
+        with _step(backend, connection, pacing) as conn:
             state = read_state(conn, tables.rollups)
             step = next_fold(conn, tables, state, max(target, state.counted_ids), until)
             if step is None:
@@ -140,7 +168,7 @@ def roll_up(backend: Backend, tables: Tables,
                 rows += fold_rows(conn, tables, where)
             write_state(conn, tables.rollups, state, upsert=tables.dialect.upsert)
         steps += 1
-    return rows, steps + build_up(backend, tables, connection), state
+    return rows, steps + build_up(backend, tables, connection, pacing), state
 
 
 def held_hours(state: State) -> Optional[_dt.datetime]:
@@ -171,15 +199,15 @@ def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _d
     return built, stop
 
 
-def build_up(backend: Backend, tables: Tables,
-             connection: Callable[[], ContextManager[Any]]) -> int:
+def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
+             pacing: Optional[Pacing] = None) -> int:
     """Build the day and month tiers from the hours up to the end of those
     the hour tier holds, a stretch of hours per transaction; then drop the
     tiers of earlier versions. Return the transactions it took."""
     steps = 0
     models = tables.rollups
     while True:
-        with connection() as conn, backend.fold_transaction(conn):
+        with _step(backend, connection, pacing) as conn:
             end = held_hours(read_state(conn, models))
             if end is None:
                 break

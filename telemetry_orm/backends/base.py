@@ -100,6 +100,9 @@ class ReportDialect:
     prepare: Callable[[Any], None] = lambda database: None
     #: Default: the column as it is (a server's planner picks indexes well).
     no_index: Callable[[ColumnBase], ColumnBase] = lambda column: column
+    #: The engine adds up one row per execution in an upsert faster than it
+    #: groups them first (and may take one key twice in a statement).
+    upsert_rows: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,7 +60,7 @@ from ..sql import KeyedSql
 from ..tables import Tables
 from .gate import Gate
 from .opening import Opened, Opening
-from .purging import KEY_DAYS, Purge, PurgeProgress, PurgeResult, count_older_than
+from .purging import KEY_DAYS, Purge, PurgeProgress, PurgeResult, count_older_than, paced
 from .writes import BatchWriter, Copy, Writes
 
 LOGGER_NAME = "telemetry_orm"
@@ -461,7 +461,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         started = time.perf_counter()
         self._writes.rollup_models()
         opened = self.opened
-        rows, steps, state = folding.roll_up(opened.backend, opened.tables, self.connection)
+        with paced(self) as pacing:
+            rows, steps, state = folding.roll_up(opened.backend, opened.tables,
+                                                 self.connection, pacing)
         self.log.info("rolled up %d executions in %d steps; counted before %s", rows, steps,
                       state.counted_before)
         counted = state.counted_before

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 from .. import folding, rollups
 from .. import keys as _keys
@@ -216,3 +216,35 @@ class Purge:
             if pause:
                 opened.upkeep.purge_gap(pause)
         return moved, forgot, longest
+
+
+@contextlib.contextmanager
+def paced(host: Host) -> Iterator[folding.Pacing]:
+    """The pauses of a long fold between its steps (``rollup()``), as the
+    purge's: the engine's purge pacer set up on the store's connection for
+    the while (on SQLite: a larger page cache, the log copied by the helper
+    thread between steps) and put back after."""
+    opened = host.opened
+    backend = opened.backend
+    pacer = backend.purge_pacer()
+    with host.connection() as conn:
+        pacer.start(conn)
+    try:
+        yield folding.Pacing(pacer.after_chunk, opened.upkeep.purge_gap)
+    finally:
+        _finish(host, pacer)
+
+
+def _finish(host: Host, pacer: Any) -> None:
+    """Put back what ``pacer.start`` changed on the store's connection."""
+    opened = host.opened
+    backend = opened.backend
+    if backend.borrowed:
+        # The connection is the application's, and keeps what the pacer set
+        # unless it is put back, closed store or not.
+        with contextlib.suppress(TelemetryError, *backend.driver_errors), \
+                backend.connection(opened.database) as conn:
+            pacer.finish(conn)
+    elif not host.gate.closed:
+        with contextlib.suppress(TelemetryError), host.connection() as conn:
+            pacer.finish(conn)
