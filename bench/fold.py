@@ -78,6 +78,8 @@ class Engine:
     label = "SQLite"
     hour = "strftime('%Y-%m-%d %H:00:00', created_at)"
     begin = "BEGIN IMMEDIATE"
+    #: The variable naming a server's URL (none for SQLite).
+    env = ""
 
     def __init__(self, source: Path) -> None:
         self.source = source
