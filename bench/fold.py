@@ -369,16 +369,18 @@ def _with_writer(engine: Engine, place: str, work: Callable[[], Any]) -> Dict[st
     writer = ctx.Process(target=_writer, args=(engine.store(place), ready, stop, results))
     writer.start()
     try:
-        if not ready.wait(60):
-            raise RuntimeError("the writer process did not start")
+        # A writer that dies on its way up never says it is ready.
+        deadline = time.monotonic() + 60
+        while not ready.wait(0.5):
+            if not writer.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the writer process did not start ({writer.exitcode})")
         started = time.perf_counter()
         work()
         seconds = time.perf_counter() - started
     finally:
         stop.set()
-        figures = results.get(timeout=300)
-        writer.join()
-    return {"seconds": seconds, **figures}
+        writer.join(300)
+    return {"seconds": seconds, **results.get(timeout=10)}
 
 
 def measure(engine: Engine, rounds: int, loaded: bool = True) -> Dict[str, Any]:
