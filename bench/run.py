@@ -38,6 +38,7 @@ import peewee  # noqa: E402
 
 from bench import (  # noqa: E402
     background,
+    fold,
     inserts,
     memory,
     mysql_record,
@@ -180,6 +181,7 @@ CASES: List[Case] = [
     retention,
     wal_catch_up.catch_up,
     rollups.rollups,
+    fold.fold,
 ]
 
 
