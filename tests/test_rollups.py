@@ -95,6 +95,54 @@ FILTERED = [(("repo",), "repo", "acme/api"), ((), "model", "claude-haiku-4-5"),
             (("model",), "repo", "acme/web"), (("month",), "conclusion", "failure")]
 
 
+def _table_names(witness: Witness) -> set:
+    sql = ("SELECT name FROM sqlite_master WHERE type = 'table'" if witness.kind == "sqlite"
+           else "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = "
+           + ("DATABASE()" if witness.kind == "mysql" else "current_schema()"))
+    return {r["name"] for r in witness.rows(sql)}
+
+
+def test_the_tiers_of_an_earlier_version_give_way_to_tiers_built_from_the_hours(
+        any_location: str, any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    """A store rolled up by an earlier version has its day and month tiers
+    under other names, filled as rows came, and no record of what they
+    hold: reports read the hours meanwhile, and the next rollup builds the
+    tiers from the hours and drops the old ones, with the same figures."""
+    history(any_store, any_witness, days=400, per_day=6)
+    any_store.rollup()
+    assert any_store.purge_older_than(90) > 0
+    before = {by: figures(any_store, by, since=None) for by in BY}
+    light = {(by, since): figures(any_store, by, since=since, p95=False) for by, since in LIGHT}
+    any_store.close()
+    # As an earlier version left it: the tiers under their old names.
+    for new_name, old_name in (("telemetry_orm_daily", "telemetry_orm_rollup_days"),
+                               ("telemetry_orm_monthly", "telemetry_orm_rollup_months"),
+                               ("telemetry_orm_monthly_durations",
+                                "telemetry_orm_rollup_month_durations")):
+        any_witness.execute(f"ALTER TABLE {new_name} RENAME TO {old_name}")
+    any_witness.execute("DROP TABLE telemetry_orm_rollup_tiers")
+    if any_witness.kind == "sqlite":
+        any_witness.conn.commit()
+    with create_telemetry_store(any_location) as store:
+        for by in BY:
+            assert_same(before[by], figures(store, by, since=None))
+        store.rollup()
+        names = _table_names(any_witness)
+        assert not names & {"telemetry_orm_rollup_days", "telemetry_orm_rollup_months",
+                            "telemetry_orm_rollup_month_durations"}
+        assert {"telemetry_orm_daily", "telemetry_orm_monthly",
+                "telemetry_orm_monthly_durations", "telemetry_orm_rollup_tiers"} <= names
+        # Built from the hours: a month's sums are its hours'.
+        built = any_witness.scalar("SELECT built_before FROM telemetry_orm_rollup_tiers")
+        assert int(any_witness.scalar("SELECT SUM(executions) FROM telemetry_orm_monthly")) == \
+            int(any_witness.scalar(
+                "SELECT SUM(executions) FROM telemetry_orm_rollups WHERE hour < ?", built))
+        for by in BY:
+            assert_same(before[by], figures(store, by, since=None))
+        for by, since in LIGHT:
+            assert_same(light[(by, since)], figures(store, by, since=since, p95=False))
+
+
 def test_400_days_report_the_same_before_and_after_a_purge_at_90_days(
         any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
     history(any_store, any_witness, days=400, per_day=12)
