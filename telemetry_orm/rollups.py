@@ -316,10 +316,10 @@ def _upsert(database: Any, dialect: Any, target: Any, key: Sequence[Any], query:
         target.insert_from(query, [*key, *sums]), key, sums, True))
 
 
-def _add_each(query: Any, key: Sequence[Any], fields: Sequence[Any]) -> Any:
+def add_each(query: Any, key: Sequence[Any], fields: Sequence[Any]) -> Any:
     """``query`` (an INSERT of one row per execution) adding each row's
-    ``fields`` to the row with its ``key`` (``ON CONFLICT``, as SQLite has
-    it). A cost stays on the grid of whole cost units as it adds up, so
+    ``fields`` to the row with its ``key``, spelled ``ON CONFLICT`` (SQLite's
+    ``ReportDialect.add_rows``). A cost stays on the grid of whole cost units as it adds up, so
     that the dollars kept are the exact sum a report takes back."""
     update = {}
     for field in fields:
@@ -337,7 +337,7 @@ def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
     tiers too, the same way. ``sign=-1`` takes them out instead: see
     :func:`unfold`.
 
-    Where the engine adds up rows as they come (``dialect.upsert_rows``,
+    Where the engine adds up rows as they come (``dialect.add_rows``,
     SQLite), each execution is upserted as it is: the rows come in time
     order, so the upserts land together at the end of each table, which
     measured twice as fast as sorting them into groups first. Elsewhere
@@ -348,7 +348,7 @@ def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
     dims = [getattr(m, name) for name in DIMENSIONS]
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
-    each = bool(getattr(dialect, "upsert_rows", False))
+    each = dialect.add_rows is not None
     signed = (lambda value: value) if sign == 1 else (
         lambda value: value * SQL(str(int(sign))))
     # Costs added in cost units (exact), kept in dollars, from which a
@@ -372,7 +372,7 @@ def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
         fields = [getattr(target, name) for name in added]
         query = m.select(*columns).where(rows)
         if each:
-            statements.append(render(database, _add_each(
+            statements.append(render(database, dialect.add_rows(
                 target.insert_from(query, [*key, *fields]), key, fields)))
             return
         statements.append(_upsert(database, dialect, target, key,

@@ -33,9 +33,10 @@ def _spelled_here(query: Any, key: Sequence[Any], fields: Sequence[Any], add: bo
 
 
 class UpsertingEngine(SqliteBackend):
-    """SQLite, with an upsert of its own (as MySQL has ``ON DUPLICATE KEY``)."""
+    """SQLite, with an upsert of its own (as MySQL has ``ON DUPLICATE KEY``),
+    through which every row is added (as on MySQL, rows are grouped first)."""
 
-    dialect = dataclasses.replace(DIALECT, upsert=_spelled_here)
+    dialect = dataclasses.replace(DIALECT, upsert=_spelled_here, add_rows=None)
 
 
 class BasePurgeEngine(SqliteBackend):

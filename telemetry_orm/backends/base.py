@@ -100,9 +100,12 @@ class ReportDialect:
     prepare: Callable[[Any], None] = lambda database: None
     #: Default: the column as it is (a server's planner picks indexes well).
     no_index: Callable[[ColumnBase], ColumnBase] = lambda column: column
-    #: The engine adds up one row per execution in an upsert faster than it
-    #: groups them first (and may take one key twice in a statement).
-    upsert_rows: bool = False
+    #: ``add_rows(query, key, fields)``: ``query`` (an INSERT of one row per
+    #: execution) made to add each row's ``fields`` to the row of its
+    #: ``key``, for an engine that does that faster than it groups the rows
+    #: first (and takes one key twice in a statement); ``None``: rows are
+    #: grouped, then added through :attr:`upsert`.
+    add_rows: Optional[Callable[[Any, Sequence[Any], Sequence[Any]], Any]] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -215,7 +215,7 @@ DIALECT = ReportDialect(
     # SUM() of integers fails past 2**63 - 1 ("integer overflow"); TOTAL()
     # adds in a double: exact up to 2**53, approximate beyond, never failing.
     total=fn.TOTAL,
-    upsert_rows=True,
+    add_rows=rollups.add_each,
 )
 
 
