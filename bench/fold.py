@@ -32,13 +32,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlencode, urlsplit
 
 from bench.retention import _writer
 from bench.rollups import build
 from bench.timing import Result, Settings, raw_connect
-from telemetry_orm import FIELD_NAMES, create_telemetry_store
+from telemetry_orm import FIELD_NAMES, create_telemetry_store, rollups
 from telemetry_orm.rollups import ROLLUPS_TABLE
 
 #: Where the baseline's rows go: an empty table with the hour rollups'
@@ -59,6 +59,42 @@ BASELINE_SQL = (
     "FROM executions WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"
 )
 
+#: The second baseline (SQLite): every table ``rollup()`` writes, each by
+#: one hand-written grouped INSERT over the whole range in one transaction,
+#: the tiers from the hours as ``rollup()`` builds them: what the fold's
+#: SQL costs at best. Each (table it writes, the rollup table it is shaped
+#: as, the SELECT filling it).
+_SUMS = ("SUM(executions), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), "
+         "SUM(cache_creation_tokens), SUM(ROUND(cost_usd * 1e9)) / 1e9, SUM(duration_ms), "
+         "SUM(failed)")
+_DIMS = "repo, model, provider, event_type, conclusion"
+_EMPTY = "''"
+_BUCKET = ("CASE WHEN duration_ms > 0 THEN CAST(ceil(ln(duration_ms) / "
+           f"{rollups.LOG_GAMMA!r} - 1e-9) AS INTEGER) + 1 ELSE 0 END")
+HAND_SQLITE: Tuple[Tuple[str, str, str], ...] = (
+    ("hand_hours", rollups.ROLLUPS_TABLE,
+     f"SELECT strftime('%Y-%m-%d %H:00:00', created_at), {_DIMS}, "
+     "CASE WHEN cost_usd > 0 THEN 1 ELSE 0 END, COUNT(*), SUM(input_tokens), "
+     "SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_creation_tokens), "
+     "SUM(ROUND(cost_usd * 1e9)) / 1e9, SUM(duration_ms), "
+     "SUM(CASE WHEN conclusion <> 'success' THEN 1 ELSE 0 END) FROM executions "
+     "WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+    ("hand_hour_sketches", rollups.DURATIONS_TABLE,
+     f"SELECT strftime('%Y-%m-%d %H:00:00', created_at), {_DIMS}, {_BUCKET}, COUNT(*) "
+     "FROM executions WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+    ("hand_days", rollups.DAYS_TABLE,
+     f"SELECT strftime('%Y-%m-%d 00:00:00', hour), {_DIMS}, paid, {_SUMS} FROM hand_hours "
+     "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+    ("hand_months", rollups.MONTHS_TABLE,
+     f"SELECT strftime('%Y-%m-01 00:00:00', day), {_DIMS}, paid, {_SUMS} FROM hand_days "
+     "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+    *(("hand_month_sketches", rollups.MONTH_DURATIONS_TABLE,
+       f"SELECT strftime('%Y-%m-01 00:00:00', hour), '{name}', {name or _EMPTY}, bucket, "
+       "SUM(executions) FROM hand_hour_sketches GROUP BY 1, 2, 3, 4")
+      for name in ("", *rollups.DIMENSIONS)),
+)
+
+
 #: What the two sides' tables are compared by before anything is timed.
 TOTALS_SQL = ("SELECT SUM(executions), SUM(input_tokens), SUM(output_tokens), "
               "SUM(cache_read_tokens), SUM(cache_creation_tokens), SUM(duration_ms), "
@@ -76,6 +112,8 @@ class Engine:
     shaped."""
 
     label = "SQLite"
+    #: Whether the second baseline (:data:`HAND_SQLITE`) runs here.
+    hand = True
     hour = "strftime('%Y-%m-%d %H:00:00', created_at)"
     begin = "BEGIN IMMEDIATE"
     #: The variable naming a server's URL (none for SQLite).
@@ -114,6 +152,26 @@ class Engine:
                                 "AND name = ?", (ROLLUPS_TABLE,)).fetchone()[0]
         conn.execute(ddl.replace(ROLLUPS_TABLE, BASELINE_TABLE, 1))
 
+    def by_hand(self, place: str, template: str, end: str) -> Callable[[], float]:
+        """The second baseline on ``place``: the tables of :data:`HAND_SQLITE`
+        made as ``rollup()`` made theirs in ``template``, then a call filling
+        them in one transaction and returning its seconds."""
+        with contextlib.closing(sqlite3.connect(template)) as other, \
+                contextlib.closing(self.connect(place)) as conn:
+            for table, shaped_as in dict((t, a) for t, a, _ in HAND_SQLITE).items():
+                ddl = other.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                                    "AND name = ?", (shaped_as,)).fetchone()[0]
+                conn.execute(ddl.replace(shaped_as, table, 1))
+        statements = [f"INSERT INTO {table} {select.replace('{end}', end)}"
+                      for table, _, select in HAND_SQLITE]
+
+        def run() -> float:
+            with contextlib.closing(self.connect(place)) as conn:
+                started = time.perf_counter()
+                _run(conn, self.begin, *statements, "COMMIT")
+                return time.perf_counter() - started
+        return run
+
     def drop(self, place: str) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{place}{suffix}").unlink(missing_ok=True)
@@ -138,6 +196,7 @@ class Postgres(Engine):
     """A database of its own (dropped afterwards); a place is a schema."""
 
     label = "PostgreSQL"
+    hand = False
     hour = "date_trunc('hour', created_at)"
     begin = "BEGIN"
     env = "TELEMETRY_TEST_POSTGRES_URL"
@@ -218,6 +277,7 @@ class MySQL(Engine):
     may create those); all dropped afterwards."""
 
     label = "MySQL/MariaDB"
+    hand = False
     hour = "DATE_FORMAT(created_at, '%Y-%m-%d %H:00:00')"
     begin = "BEGIN"
     env = "TELEMETRY_TEST_MYSQL_URL"
@@ -408,6 +468,15 @@ def measure(engine: Engine, rounds: int, loaded: bool = True) -> Dict[str, Any]:
         "rounds": rounds, "fold_s": statistics.median(s for s, _ in seconds),
         "baseline_s": statistics.median(b for _, b in seconds),
         "ratio": statistics.median(s / b for s, b in seconds)}
+    if engine.hand:
+        # Each round's rollup() against the same tables written by hand.
+        hand = []
+        for i, (fold_s, _) in enumerate(seconds):
+            place = engine.copy(f"hand{i}")
+            hand.append((fold_s, engine.by_hand(place, template, first["end"])()))
+            engine.drop(place)
+        figures["hand_s"] = statistics.median(h for _, h in hand)
+        figures["hand_ratio"] = statistics.median(s / h for s, h in hand)
     if loaded:
         ours, theirs = engine.copy("loaded"), _shaped(engine, engine.copy("loaded_base"), template)
         figures["writer"] = _with_writer(engine, ours, lambda: _fold(engine, ours))
@@ -431,6 +500,14 @@ def results(figures: Dict[str, Any]) -> List[Result]:
         "SELECT … GROUP BY into an empty table shaped as the hour rollups (the same "
         f"{folded:,} executions and sums); the case took {figures['case_s']:.0f} s",
         figures["rounds"])]
+    if "hand_s" in figures:
+        lines.append(Result(
+            f"fold ({label}): rollup() of {figures['built']:,} rows against the same tables "
+            "written by hand", fold_s, "s", figures["hand_s"], figures["hand_ratio"],
+            RATIO_LIMIT, f"<= {RATIO_LIMIT:g}x",
+            "baseline: one grouped INSERT per table rollup() writes (hour sums and sketches "
+            "from the rows, day and month sums and the six month sketches from the hours), "
+            "in one transaction", figures["rounds"]))
     if "writer" in figures:
         writer, single = figures["writer"], figures["writer_baseline"]
         worst, single_worst = writer["worst_wait_s"] * 1000, single["worst_wait_s"] * 1000
