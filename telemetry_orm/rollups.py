@@ -57,14 +57,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import weakref
 from typing import (
     Any,
+    Callable,
     Dict,
     List,
     Mapping,
     NamedTuple,
     Optional,
     Sequence,
+    Set,
     Tuple,
 )
 
@@ -83,7 +86,9 @@ from peewee import (
 from .schema import KeyTextField, TimeTextField, format_timestamp, parse_timestamp
 from .sql import (
     COST_UNITS_PER_USD,
+    Hole,
     Statement,
+    Template,
     Upsert,
     bounded,
     cost_units,
@@ -307,13 +312,12 @@ def _by(n: int) -> List[Any]:
     return [SQL(str(i)) for i in range(1, n + 1)]
 
 
-def _upsert(database: Any, dialect: Any, target: Any, key: Sequence[Any], query: Any,
-            added: Sequence[str]) -> Statement:
+def _upsert(dialect: Any, target: Any, key: Sequence[Any], query: Any,
+            added: Sequence[str]) -> Any:
     """``INSERT INTO target SELECT …`` adding ``added`` to the rows whose
     ``key`` is taken; each engine spells that its own way."""
     sums = [getattr(target, name) for name in added]
-    return render(database, dialect.upsert(
-        target.insert_from(query, [*key, *sums]), key, sums, True))
+    return dialect.upsert(target.insert_from(query, [*key, *sums]), key, sums, True)
 
 
 def add_each(query: Any, key: Sequence[Any], fields: Sequence[Any]) -> Any:
@@ -329,8 +333,8 @@ def add_each(query: Any, key: Sequence[Any], fields: Sequence[Any]) -> Any:
     return query.on_conflict(conflict_target=list(key), update=update)
 
 
-def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
-         tiers: Optional[Any] = None, sign: int = 1) -> List[Statement]:
+def _fold_queries(models: RollupModels, model: Any, dialect: Any, where: Any,
+                  tiers: Optional[Any], sign: int) -> List[Any]:
     """Add the executions matching ``where`` to their hours: one upsert
     from ``executions`` per hour table. The rows also matching ``tiers``
     (those in hours the day and month tiers are built for) go to those
@@ -344,7 +348,6 @@ def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
     (PostgreSQL cannot upsert one key twice in a statement) they are
     grouped first."""
     m = model
-    database = m._meta.database
     dims = [getattr(m, name) for name in DIMENSIONS]
     paid = Case(None, [(m.cost_usd > 0, 1)], 0)
     failed = Case(None, [(m.conclusion != "success", 1)], 0)
@@ -365,18 +368,17 @@ def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
                 signed(fn.SUM(values[5]) / COST_UNITS_PER_USD),
                 *(signed(fn.SUM(v)) for v in values[6:])]
         count = signed(fn.COUNT(SQL("*")))
-    statements: List[Statement] = []
+    statements: List[Any] = []
 
     def upsert(target: Any, key: List[Any], columns: Sequence[Any], rows: Any,
                added: Sequence[str]) -> None:
         fields = [getattr(target, name) for name in added]
         query = m.select(*columns).where(rows)
         if each:
-            statements.append(render(database, dialect.add_rows(
-                target.insert_from(query, [*key, *fields]), key, fields)))
+            statements.append(dialect.add_rows(
+                target.insert_from(query, [*key, *fields]), key, fields))
             return
-        statements.append(_upsert(database, dialect, target, key,
-                                  query.group_by(*_by(len(key))), added))
+        statements.append(_upsert(dialect, target, key, query.group_by(*_by(len(key))), added))
 
     def add(target: Any, start: str, at: Any, rows: Any) -> None:
         key = [getattr(target, start), *(getattr(target, n) for n in DIMENSIONS), target.paid]
@@ -401,15 +403,14 @@ def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
     return statements
 
 
-def unfold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
-           tiers: Optional[Any] = None) -> List[Statement]:
+def _unfold_queries(models: RollupModels, model: Any, dialect: Any, where: Any,
+                    tiers: Optional[Any]) -> List[Any]:
     """Take the executions matching ``where`` (all of them counted) out of
     their hours (and of the tiers, those matching ``tiers``), as
     :func:`fold` added them; the rows and sketch buckets left with no
     execution go, so reports show no empty groups. Run before the rows
     change: the periods touched are read from them."""
-    statements = fold(models, model, dialect, where, tiers=tiers, sign=-1)
-    database = model._meta.database
+    statements = _fold_queries(models, model, dialect, where, tiers, -1)
     m = model
     emptied = [(models.hours, "hour", dialect.hour, where),
                (models.hour_durations, "hour", dialect.hour, where)]
@@ -419,9 +420,63 @@ def unfold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
                     (models.month_durations, "month", dialect.month, where & tiers)]
     for table, period, at, rows in emptied:
         touched = m.select(at(m.created_at)).where(rows)
-        statements.append(render(database, table.delete().where(
-            (table.executions == 0) & getattr(table, period).in_(touched))))
+        statements.append(table.delete().where(
+            (table.executions == 0) & getattr(table, period).in_(touched)))
     return statements
+
+
+#: Per bound ``Execution`` model: the fold and unfold statements rendered
+#: once with their conditions left open, and the shapes of conditions (their
+#: SQL) seen to fill them exactly as the statements render with them.
+_TEMPLATES: weakref.WeakKeyDictionary[Any, Dict[Any, Any]] = weakref.WeakKeyDictionary()
+#: Shapes remembered per statement kind, at most (conditions naming lists
+#: of ids have a shape per length).
+_SHAPES = 256
+
+
+def _filled(kind: Any, models: RollupModels, model: Any, where: Any, tiers: Optional[Any],
+            build: Callable[[Any, Optional[Any]], List[Any]]) -> List[Statement]:
+    """The statements ``build(where, tiers)`` makes, rendered: from their
+    templates, rendering only the conditions, once a condition of the same
+    shape has been seen to give the very statements built whole."""
+    database = model._meta.database
+    cache = _TEMPLATES.setdefault(model, {})
+    key = (kind, tiers is not None, models.hours)
+    entry = cache.get(key)
+    if entry is None:
+        made = [Template(database, model, query) for query in build(
+            Hole("where"), None if tiers is None else Hole("tiers"))]
+        entry = cache[key] = (made, set())
+    templates: List[Template] = entry[0]
+    shapes: Set[Tuple[Tuple[str, str], ...]] = entry[1]
+    conditions = {"where": where} if tiers is None else {"where": where, "tiers": tiers}
+    rendered = {name: templates[0].condition(c) for name, c in conditions.items()}
+    shape = tuple(sorted((name, sql) for name, (sql, _) in rendered.items()))
+    if shape in shapes:
+        return [t.fill_rendered(rendered) for t in templates]
+    direct = [render(database, query) for query in build(where, tiers)]
+    if [t.fill_rendered(rendered) for t in templates] == direct:
+        if len(shapes) >= _SHAPES:
+            shapes.clear()
+        shapes.add(shape)
+    return direct
+
+
+def fold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
+         tiers: Optional[Any] = None, sign: int = 1) -> List[Statement]:
+    """Add the executions matching ``where`` to their hours, and those also
+    matching ``tiers`` to the day and month tiers (see
+    :func:`_fold_queries`); ``sign=-1`` takes them out (see :func:`unfold`)."""
+    return _filled(("fold", sign), models, model, where, tiers, lambda w, t: _fold_queries(
+        models, model, dialect, w, t, sign))
+
+
+def unfold(models: RollupModels, model: Any, dialect: Any, where: Any, *,
+           tiers: Optional[Any] = None) -> List[Statement]:
+    """Take the executions matching ``where`` (all of them counted) out of
+    the rollups, as :func:`fold` added them (see :func:`_unfold_queries`)."""
+    return _filled(("unfold",), models, model, where, tiers, lambda w, t: _unfold_queries(
+        models, model, dialect, w, t))
 
 
 def build_tiers(models: RollupModels, dialect: Any, start: _dt.datetime, end: _dt.datetime
@@ -443,14 +498,14 @@ def build_tiers(models: RollupModels, dialect: Any, start: _dt.datetime, end: _d
                target.paid]
         query = r.select(at(r.hour), *dims, r.paid, *sums).where(
             (r.hour >= lower) & (r.hour < upper)).group_by(*_by(len(key)))
-        statements.append(_upsert(database, dialect, target, key, query, SUMS))
+        statements.append(render(database, _upsert(dialect, target, key, query, SUMS)))
     md = models.month_durations
     key = [md.month, md.dimension, md.value, md.bucket]
     for name in ("", *DIMENSIONS):
         value = getattr(d, name) if name else SQL("''")
-        statements.append(_upsert(database, dialect, md, key, d.select(
+        statements.append(render(database, _upsert(dialect, md, key, d.select(
             dialect.month(d.hour), SQL(f"'{name}'"), value, d.bucket, fn.SUM(d.executions)
-        ).where((d.hour >= lower) & (d.hour < upper)).group_by(*_by(4)), ("executions",)))
+        ).where((d.hour >= lower) & (d.hour < upper)).group_by(*_by(4)), ("executions",))))
     return statements
 
 

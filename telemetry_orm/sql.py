@@ -15,7 +15,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import re
-from typing import Any, Callable, ContextManager, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, Case, fn
@@ -76,6 +76,63 @@ def upsert_on_conflict(query: Any, key: Sequence[Any], fields: Sequence[Any],
     new = {field: getattr(peewee.EXCLUDED, field.column_name) for field in fields}
     return query.on_conflict(conflict_target=list(key), update={
         field: field + value if add else value for field, value in new.items()})
+
+
+class Hole(peewee.ColumnBase):
+    """A condition left open in a query built once: :class:`Template` fills
+    it each time the query runs."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def __sql__(self, ctx: Any) -> Any:
+        return ctx.literal(f"__telemetry_orm_{self.name}__")
+
+
+_HOLE = re.compile(r"__telemetry_orm_(\w+?)__")
+
+
+class Template:
+    """A query rendered once with :class:`Hole` conditions, filled per run
+    by rendering only the conditions: what the hot paths (a rollup step, a
+    purge chunk, a replaced row) spend on building the same statements
+    again and again. ``model``: the table the holes' conditions are on, as
+    the query names it (the first one it aliases)."""
+
+    def __init__(self, database: peewee.Database, model: Any, query: Any) -> None:
+        self.database, self.model = database, model
+        sql, params = render(database, query)
+        param = database.param
+        self.parts: List[Tuple[str, List[Any], Optional[str]]] = []
+        done = used = 0
+        for match in _HOLE.finditer(sql):
+            text = sql[done:match.start()]
+            n = text.count(param)
+            self.parts.append((text, params[used:used + n], match.group(1)))
+            done, used = match.end(), used + n
+        self.parts.append((sql[done:], params[used:], None))
+
+    def condition(self, condition: Any) -> Statement:
+        """``condition`` as the query's ``WHERE`` has it."""
+        sql, params = render(self.database, self.model.select(SQL("1")).where(condition))
+        return sql[sql.index(" WHERE ") + len(" WHERE "):], params
+
+    def fill(self, **conditions: Any) -> Statement:
+        """The query with each hole replaced by the condition of its name."""
+        return self.fill_rendered({name: self.condition(c) for name, c in conditions.items()})
+
+    def fill_rendered(self, filled: Dict[str, Statement]) -> Statement:
+        """:meth:`fill` with the conditions already rendered (:meth:`condition`)."""
+        sql: List[str] = []
+        params: List[Any] = []
+        for text, values, hole in self.parts:
+            sql.append(text)
+            params.extend(values)
+            if hole is not None:
+                sql.append(filled[hole][0])
+                params.extend(filled[hole][1])
+        return "".join(sql), params
 
 
 def quote(database: peewee.Database, name: str) -> str:

@@ -21,11 +21,13 @@ from hypothesis import strategies as st
 from support import FIXED_NOW, Witness, app_database, minimal, place
 from test_import import call, write_lines
 
-from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, folding
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, folding, rollups
 from telemetry_orm.backends import sqlite as sqlite_backend
 from telemetry_orm.backends.sqlite import SqliteBackend
 from telemetry_orm.report_query import nearest_rank
 from telemetry_orm.rollups import GAMMA, bucket, bucket_value, estimate
+from telemetry_orm.sql import render
+from telemetry_orm.tables import tables_of
 from telemetry_orm.transfer import import_files
 
 UTC = dt.timezone.utc
@@ -747,3 +749,31 @@ def test_a_replace_inside_an_application_transaction_moves_the_rollups_with_it(
         store.close()
         database.close()
         witness.close()
+
+
+def test_fold_statements_from_templates_are_the_statements_built_whole(
+        any_store: PeeweeTelemetryStore) -> None:
+    """The fold and unfold statements are rendered once with their
+    conditions left open and filled per step: for every shape of condition
+    the store uses (id ranges, the rows a purge picks, one replaced row,
+    lists of ids), filled they are exactly what building them whole gives."""
+    tables = tables_of(any_store.database)
+    m, models, dialect = tables.executions, tables.rollups, tables.dialect
+    picked = m.select(m.id).where(m.created_at < "2026-01-01 00:00:00").order_by(m.id).limit(7)
+    shapes = [
+        lambda n: (m.id > n) & (m.id <= n + 2500),
+        lambda n: m.id.in_(picked) & ((m.id > n) | (m.created_at >= "2026-03-01 00:00:00")),
+        lambda n: (m.id == n) & (m.id <= n + 1) & (m.created_at < "2026-02-01 00:00:00"),
+        lambda n: m.id.in_(list(range(n, n + 5))),
+    ]
+    below = m.created_at < "2025-12-01 00:00:00"
+    for tiers in (None, below):
+        for shape in shapes:
+            for n in (3, 11, 11, 40):  # the same shape again: from the template
+                where = shape(n)
+                assert rollups.fold(models, m, dialect, where, tiers=tiers) == [
+                    render(any_store.database, q)
+                    for q in rollups._fold_queries(models, m, dialect, where, tiers, 1)]
+                assert rollups.unfold(models, m, dialect, where, tiers=tiers) == [
+                    render(any_store.database, q)
+                    for q in rollups._unfold_queries(models, m, dialect, where, tiers)]
