@@ -43,8 +43,8 @@ from .tables import Tables
 FOLD_ROWS = 2_500
 
 #: Hour sketch rows a step that builds the tiers reads, about (each is
-#: read by seven grouped upserts: some 25 ms of SQLite's write lock).
-TIER_ROWS = 4_000
+#: read by seven grouped upserts: some 15 ms of SQLite's write lock).
+TIER_ROWS = 2_000
 
 
 def naive_utc(value: Any) -> _dt.datetime:
