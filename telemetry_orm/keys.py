@@ -69,9 +69,7 @@ def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tab
         started = time.perf_counter()
         # A key whose row is there stays (a write may have given one a row
         # since the purge's chunks); one another sweep moved is not moved twice.
-        conn.execute(*_sql.move_gone_keys(keys, purged, model, after, last, stamp,
-                                          upsert=backend.dialect.upsert))
-        moved = _rows(conn.execute(*_sql.delete_gone_keys(keys, model, after, last)))
+        moved = backend.move_gone_keys(conn, keys, purged, model, after, last, stamp)
         held = time.perf_counter() - started
     return KeySweep(moved, held, last, last is None)
 

@@ -548,6 +548,40 @@ def test_a_purge_moves_thousands_of_gone_keys_in_a_few_statements(
     assert purged == {f"k-{n:05d}": ids[n] for n in range(4_000)}
 
 
+def test_the_sweep_looks_up_the_row_of_each_key_once_and_leaves_no_scratch_table(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    ids = store.record_many([minimal() for _ in range(6_000)],
+                            keys=[f"k-{n:05d}" for n in range(6_000)])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", [(i,) for i in ids[1::2]])
+        # A gone key already among the purged keys (another program wrote
+        # it back): it leaves the keys, and its purged key stays as it was.
+        conn.execute("INSERT INTO telemetry_orm_purged_keys (key, execution_id, purged_at) "
+                     "VALUES ('k-00001', -1, '2026-01-01 00:00:00')")
+    statements: List[str] = []
+    connection = store.database.connection()
+    connection.set_trace_callback(statements.append)
+    try:
+        assert store.purge_older_than(90) == 3_000
+    finally:
+        connection.set_trace_callback(None)
+    steps = [s for s in statements if s.startswith('DELETE FROM "telemetry_orm_keys"')]
+    lookups = [s for s in statements
+               if "telemetry_orm_keys" in s and 'FROM "executions"' in s]
+    assert steps and len(lookups) == len(steps)
+    assert ("telemetry_orm_gone_keys",) not in connection.execute(
+        "SELECT name FROM sqlite_temp_master").fetchall()
+    assert {row_id for _, row_id in keys_in(db_path)} == set(ids[::2])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        purged = {key: (row_id, at) for key, row_id, at in conn.execute(
+            "SELECT key, execution_id, purged_at FROM telemetry_orm_purged_keys")}
+    assert len(purged) == 3_000
+    assert purged.pop("k-00001") == (-1, "2026-01-01 00:00:00")
+    assert {key: row_id for key, (row_id, _) in purged.items()} == {
+        f"k-{n:05d}": ids[n] for n in range(3, 6_000, 2)}
+
+
 def test_a_purge_that_folds_its_rows_starts_with_a_chunk_short_enough_for_the_hold(
         store: PeeweeTelemetryStore, db_path: Path) -> None:
     backdate_all(db_path, 2 * PURGE_CHUNK)  # nothing rolled up: each chunk folds its rows

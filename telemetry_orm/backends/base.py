@@ -444,6 +444,20 @@ class Backend:
         """A new pacer for one purge (default: :class:`FixedPacer`)."""
         return FixedPacer()
 
+    def move_gone_keys(self, conn: Any, keys: Any, purged: Any, model: Type[Execution],
+                       after: Optional[str], last: Optional[str], stamp: str) -> int:
+        """Inside a sweep step's :meth:`exclusive_transaction`: copy the keys
+        past ``after`` up to ``last`` (``None``: from the first, to the last)
+        whose row is gone into ``purged``, stamped ``stamp`` (one already
+        there stays as it is), delete them from ``keys``, and return how many
+        were deleted (see :mod:`telemetry_orm.keys`).
+
+        Default: two statements over the stretch, each looking the rows up."""
+        conn.execute(*_sql.move_gone_keys(keys, purged, model, after, last, stamp,
+                                          upsert=self.dialect.upsert))
+        cursor = conn.execute(*_sql.delete_gone_keys(keys, model, after, last))
+        return max(0, int(cursor.rowcount))
+
     def newest_id(self, conn: Any, model: Type[Execution]) -> Optional[int]:
         """The largest id of ``executions`` such that no row with a smaller
         one can still be committed (0 for an empty table); ``None`` when that

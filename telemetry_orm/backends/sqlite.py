@@ -38,7 +38,7 @@ from .base import (
 )
 from .base import LOG_SIZE_LIMIT as JOURNAL_SIZE_LIMIT
 from .sqlite_files import StoreDatabase, check_path, check_read_creates_nothing_foreign, url_path
-from .sqlite_purge import PURGE_WALK_DENSITY, IdWalk, SqlitePurgePacer
+from .sqlite_purge import PURGE_WALK_DENSITY, IdWalk, SqlitePurgePacer, move_gone_keys
 from .sqlite_wal import SqliteUpkeep
 
 __all__ = ["BUSY_TIMEOUT_MS", "JOURNAL_SIZE_LIMIT", "PRAGMAS", "SqliteBackend", "is_busy"]
@@ -601,6 +601,12 @@ class SqliteBackend(Backend):
 
     def purge_pacer(self) -> SqlitePurgePacer:
         return SqlitePurgePacer()
+
+    def move_gone_keys(self, conn: sqlite3.Connection, keys: Any, purged: Any,
+                       model: Type[Execution], after: Optional[str], last: Optional[str],
+                       stamp: str) -> int:
+        """The gone keys looked for once (see :func:`.sqlite_purge.move_gone_keys`)."""
+        return move_gone_keys(conn, keys, purged, model, after, last, stamp)
 
     # -- errors and facts ---------------------------------------------------
 

@@ -1,14 +1,18 @@
 """How a SQLite purge goes: the stretch of ids it walks (:class:`IdWalk`),
-and the size of its chunks and the gaps it leaves other writers between
-them (:class:`SqlitePurgePacer`)."""
+the size of its chunks and the gaps it leaves other writers between
+them (:class:`SqlitePurgePacer`), and how its sweep moves the keys whose
+row is gone (:func:`move_gone_keys`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+import peewee
+
+from .. import sql as _sql
 from .base import PURGE_CHUNK
 from .sqlite_checkpoint import AUTOCHECKPOINT_PAGES, set_autocheckpoint
 
@@ -50,6 +54,10 @@ PURGE_QUIET_SPAN = 0.125
 #: default is 2 MiB): on 1,000,000 rows with scattered ``created_at`` a
 #: 32 MiB cache took the purge from 1.8x to 1.3x one DELETE.
 PURGE_CACHE_KIB = 32 * 1024
+
+#: The scratch table of a sweep step (in the purging connection's ``temp``
+#: schema, made and dropped inside the step's transaction).
+GONE_KEYS = "telemetry_orm_gone_keys"
 
 #: A purge walks the ids (see :class:`IdWalk`) when at least this share of
 #: the ids between the first and the last expired row are expired rows;
@@ -166,3 +174,35 @@ class SqlitePurgePacer:
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def move_gone_keys(conn: sqlite3.Connection, keys: Any, purged: Any, model: Any,
+                   after: Optional[str], last: Optional[str], stamp: str) -> int:
+    """:meth:`~telemetry_orm.backends.base.Backend.move_gone_keys` on SQLite:
+    the stretch's gone keys are looked for once, into a scratch table, then
+    copied and deleted by key. Looking up each key's row is most of a step
+    (SQLite cannot join the keys to the rows but by one look-up a key), and
+    the engines' default does it twice: on 200,000 keys, half gone, the
+    steps took 0.65x the time."""
+    database = model._meta.database
+    scratch: Any = peewee.Table(GONE_KEYS, ("key", "execution_id"), schema="temp")
+    # Made and dropped inside the step's transaction: a step that fails
+    # leaves no table behind, its rollback takes it away too.
+    conn.execute(f"CREATE TEMP TABLE {_sql.quote(database, GONE_KEYS)} "
+                 "(key TEXT PRIMARY KEY, execution_id INTEGER NOT NULL) WITHOUT ROWID")
+    conn.execute(*_sql.render(database, scratch.insert(
+        _sql.gone_keys(keys, model, after, last), [scratch.key, scratch.execution_id])))
+    # WHERE: an INSERT … SELECT … ON CONFLICT needs one to parse.
+    picked = scratch.select(scratch.key, scratch.execution_id, peewee.Value(stamp)).where(
+        peewee.SQL("1"))
+    conn.execute(*_sql.render(database, purged.insert_from(
+        picked, [purged.key, purged.execution_id, purged.purged_at]).on_conflict(
+            conflict_target=[purged.key], action="NOTHING")))
+    within = keys.key.in_(scratch.select(scratch.key))
+    if after is not None:
+        within &= keys.key > after
+    if last is not None:
+        within &= keys.key <= last
+    moved = conn.execute(*_sql.render(database, keys.delete().where(within))).rowcount
+    conn.execute(f"DROP TABLE temp.{_sql.quote(database, GONE_KEYS)}")
+    return max(0, int(moved))
