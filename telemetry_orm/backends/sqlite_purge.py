@@ -30,7 +30,7 @@ PURGE_FOLD_CHUNK = 500
 #: Seconds a purge aims to hold the write lock per chunk: well under 50 ms,
 #: so another writer never waits long, and long enough that the chunks add
 #: up to little more than one DELETE.
-PURGE_HOLD = 0.020
+PURGE_HOLD = 0.015
 
 #: Times, in ms after its first attempt, at which a writer that found the
 #: write lock taken tries again: SQLite's default busy handler (what

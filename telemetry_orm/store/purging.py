@@ -203,8 +203,7 @@ class Purge:
             if step.done:
                 break
             after = step.after
-            if pause:
-                opened.upkeep.purge_gap(pause)
+            opened.upkeep.purge_gap(pause)  # log upkeep too, as between chunks
         while horizon is not None:
             with host.connection() as conn:
                 step = _keys.forget(backend, database, conn, tables, horizon)
