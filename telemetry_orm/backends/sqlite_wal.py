@@ -185,13 +185,6 @@ class SqliteUpkeep:
         return CheckpointResult(True)
 
     def purge_gap(self, pause: float) -> None:
-        if self._restart_due and not self.inline:
-            # The helper caught up with a long log and left its restart to
-            # the next write, which a purge's chunks are not: unless the
-            # purge restarts it, the helper skips every pass for the rest of
-            # the purge, the log grows all along, and the TRUNCATE after it
-            # copies all of it (0.6 s of 6 s, purging 500,000 keyed rows).
-            self._restart_here()
         # The helper thread copies the chunk into the file, while the next
         # chunks run if nobody else is writing.
         self.checkpoint(wait=False)
@@ -201,7 +194,16 @@ class SqliteUpkeep:
             # wrote), which is restarted if it grew long anyway.
             began = time.monotonic()
             if self._checkpointer.wait_idle(LOG_CATCH_UP):
-                self.restart_long_log()
+                if self._restart_due and not self.inline:
+                    # The helper caught up with a long log and left its
+                    # restart to the next write, which a purge's chunks are
+                    # not: it would skip every pass for the rest of the
+                    # purge, the log growing all along, and the TRUNCATE
+                    # after it copy all of it (0.6 s of 6 s, purging 500,000
+                    # keyed rows).
+                    self._restart_here()
+                else:
+                    self.restart_long_log()
             pause -= time.monotonic() - began
         time.sleep(max(0.0, pause))
 
