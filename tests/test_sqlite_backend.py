@@ -126,6 +126,36 @@ def test_pacer_in_a_quiet_database_leaves_a_gap_once_a_span(
     assert 0 < len(gaps) < len(pauses) / 3, pauses
 
 
+def test_pacer_counts_reading_before_a_step_as_a_gap_when_it_is_as_long(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, other = conns
+    clock = FakeClock()
+    pacer = SqlitePurgePacer(clock=clock)
+    pacer.start(purging)
+    assert pacer.quiet
+    held = 0.015
+    # Steps that read 20 ms with the lock free before each 15 ms hold: a
+    # writer that began waiting at any moment retries while it is free.
+    for _ in range(40):
+        clock.now += 0.020 + held
+        assert pacer.after_chunk(purging, held, free=0.020) == 0.0
+    # Reads too short to cover a waiting writer's retries leave the gaps
+    # where they were.
+    pauses = []
+    for _ in range(40):
+        clock.now += 0.001 + held
+        pauses.append(pacer.after_chunk(purging, held, free=0.001))
+        clock.now += pauses[-1]
+    assert 0 < len([p for p in pauses if p]) < len(pauses) / 3, pauses
+    # While another connection writes, steps read under the lock.
+    other_writes(other)
+    clock.now += held
+    pacer.after_chunk(purging, held)
+    assert not pacer.quiet
+    clock.now += PURGE_BUSY_MEMORY
+    assert pacer.quiet
+
+
 def test_pacer_leaves_a_gap_after_every_chunk_while_others_write(
         conns: List[sqlite3.Connection]) -> None:
     purging, other = conns
@@ -605,6 +635,47 @@ def test_the_sweep_looks_up_the_row_of_each_key_once_and_leaves_no_scratch_table
     assert purged.pop("k-00001") == (-1, "2026-01-01 00:00:00")
     assert {key: row_id for key, (row_id, _) in purged.items()} == {
         f"k-{n:05d}": ids[n] for n in range(3, 6_000, 2)}
+
+
+def test_a_sweep_step_that_read_ahead_looks_again_under_the_lock_if_anyone_wrote_meanwhile(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    ids = store.record_many([minimal() for _ in range(6_000)],
+                            keys=[f"k-{n:05d}" for n in range(6_000)])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", [(i,) for i in ids[1::2]])
+    other = sqlite3.connect(db_path, isolation_level=None)
+    seen: List[str] = []
+
+    def meanwhile(statement: str) -> None:
+        seen.append(statement)
+        if statement.startswith("BEGIN IMMEDIATE") and len(seen) > 1 and seen[-2].startswith(
+                'INSERT INTO "temp"."telemetry_orm_gone_keys"') and not other.in_transaction:
+            # Between the first step's reading and its lock, another
+            # connection deletes a row the purge keeps, and writes back one
+            # the purge deleted (as a copy with its ids would).
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("DELETE FROM executions WHERE id = ?", (ids[0],))
+            other.execute("INSERT INTO executions (id, created_at, repo, event_type, model, "
+                          "conclusion) VALUES (?, '2026-11-20 15:00:00', 'r', 'push', 'm', "
+                          "'success')", (ids[1],))
+            other.execute("COMMIT")
+            seen.append("-- wrote")
+
+    connection = store.database.connection()
+    connection.set_trace_callback(meanwhile)
+    try:
+        assert store.purge_older_than(90) == 3_000
+    finally:
+        connection.set_trace_callback(None)
+        other.close()
+    assert "-- wrote" in seen  # the step read ahead, then found the other write
+    # The keys moved are those whose row was gone when the step committed.
+    assert dict(keys_in(db_path)) == {
+        **{f"k-{n:05d}": ids[n] for n in range(2, 6_000, 2)}, "k-00001": ids[1]}
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        purged = dict(conn.execute("SELECT key, execution_id FROM telemetry_orm_purged_keys"))
+    assert purged == {**{f"k-{n:05d}": ids[n] for n in range(3, 6_000, 2)}, "k-00000": ids[0]}
 
 
 def test_a_purge_that_folds_its_rows_starts_with_a_chunk_short_enough_for_the_hold(

@@ -602,11 +602,14 @@ class SqliteBackend(Backend):
     def purge_pacer(self) -> SqlitePurgePacer:
         return SqlitePurgePacer()
 
-    def move_gone_keys(self, conn: sqlite3.Connection, keys: Any, purged: Any,
-                       model: Type[Execution], after: Optional[str], last: Optional[str],
-                       stamp: str) -> int:
-        """The gone keys looked for once (see :func:`.sqlite_purge.move_gone_keys`)."""
-        return move_gone_keys(conn, keys, purged, model, after, last, stamp)
+    def move_gone_keys(self, database: peewee.Database, conn: sqlite3.Connection, keys: Any,
+                       purged: Any, model: Type[Execution], after: Optional[str],
+                       last: Optional[str], stamp: str, *,
+                       ahead: bool = False) -> Tuple[int, float, float]:
+        """The gone keys looked for once, before the lock while nobody
+        else writes (see :func:`.sqlite_purge.move_gone_keys`)."""
+        return move_gone_keys(database, conn, keys, purged, model, after, last, stamp,
+                              upsert=self.dialect.upsert, ahead=ahead)
 
     # -- errors and facts ---------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import peewee
 
@@ -147,14 +147,25 @@ class SqlitePurgePacer:
         self._version = _data_version(conn)
         self._free_since = self._clock()
 
-    def after_chunk(self, conn: sqlite3.Connection, held: float) -> float:
-        """Take note of a chunk that held the lock ``held`` seconds; set
-        :attr:`rows` for the next and return the pause before it."""
+    @property
+    def quiet(self) -> bool:
+        """Nobody else has written for :data:`PURGE_BUSY_MEMORY` seconds."""
+        return self._clock() >= self._busy_until
+
+    def after_chunk(self, conn: sqlite3.Connection, held: float, free: float = 0.0) -> float:
+        """Take note of a chunk that held the lock ``held`` seconds, after
+        leaving it free ``free`` seconds while it read; set :attr:`rows` for
+        the next and return the pause before it."""
         now = self._clock()
         version = _data_version(conn)
         if version != self._version:
             self._version = version
             self._busy_until = now + PURGE_BUSY_MEMORY
+        taken = now - held
+        if free > 0 and free >= retry_gap(taken - free - self._free_since) + PURGE_PAUSE_MARGIN:
+            # As long free as a gap would have been: every writer waiting
+            # when the reading began had a retry meanwhile.
+            self._free_since = taken
         if held > 0:
             wanted = self.rows * PURGE_HOLD / held
             self.rows = int(min(max(wanted, self.rows / 2, self.least),
@@ -178,33 +189,59 @@ def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def move_gone_keys(conn: sqlite3.Connection, keys: Any, purged: Any, model: Any,
-                   after: Optional[str], last: Optional[str], stamp: str) -> int:
+def move_gone_keys(database: peewee.Database, conn: sqlite3.Connection, keys: Any,
+                   purged: Any, model: Any, after: Optional[str], last: Optional[str],
+                   stamp: str, *, upsert: _sql.Upsert,
+                   ahead: bool = False) -> Tuple[int, float, float]:
     """:meth:`~telemetry_orm.backends.base.Backend.move_gone_keys` on SQLite:
     the stretch's gone keys are looked for once, into a scratch table, then
     copied and deleted by key. Looking up each key's row is most of a step
     (SQLite cannot join the keys to the rows but by one look-up a key), and
     the engines' default does it twice: on 200,000 keys, half gone, the
-    steps took 0.65x the time."""
-    database = model._meta.database
+    steps took 0.65x the time.
+
+    ``ahead``: the look-ups run before ``BEGIN IMMEDIATE``, which leaves the
+    lock free meanwhile (the pacer counts that as a gap, see
+    :meth:`SqlitePurgePacer.after_chunk`); if another connection committed
+    since (``PRAGMA data_version``), they run again under the lock, so the
+    keys moved are those whose row is gone at the step's commit either way.
+    ``upsert``: the dialect's, as every upsert of the keys."""
     scratch: Any = peewee.Table(GONE_KEYS, ("key", "execution_id"), schema="temp")
-    # Made and dropped inside the step's transaction: a step that fails
-    # leaves no table behind, its rollback takes it away too.
-    conn.execute(f"CREATE TEMP TABLE {_sql.quote(database, GONE_KEYS)} "
-                 "(key TEXT PRIMARY KEY, execution_id INTEGER NOT NULL) WITHOUT ROWID")
-    conn.execute(*_sql.render(database, scratch.insert(
-        _sql.gone_keys(keys, model, after, last), [scratch.key, scratch.execution_id])))
-    # WHERE: an INSERT … SELECT … ON CONFLICT needs one to parse.
-    picked = scratch.select(scratch.key, scratch.execution_id, peewee.Value(stamp)).where(
-        peewee.SQL("1"))
-    conn.execute(*_sql.render(database, purged.insert_from(
-        picked, [purged.key, purged.execution_id, purged.purged_at]).on_conflict(
-            conflict_target=[purged.key], action="NOTHING")))
-    within = keys.key.in_(scratch.select(scratch.key))
-    if after is not None:
-        within &= keys.key > after
-    if last is not None:
-        within &= keys.key <= last
-    moved = conn.execute(*_sql.render(database, keys.delete().where(within))).rowcount
-    conn.execute(f"DROP TABLE temp.{_sql.quote(database, GONE_KEYS)}")
-    return max(0, int(moved))
+    name = _sql.quote(database, GONE_KEYS)
+    gather = [
+        # Made and filled again for each step; dropped inside its
+        # transaction, so a failed step leaves at most an empty table.
+        (f"CREATE TEMP TABLE IF NOT EXISTS {name} "
+         "(key TEXT PRIMARY KEY, execution_id INTEGER NOT NULL) WITHOUT ROWID", []),
+        (f"DELETE FROM temp.{name}", []),
+        _sql.render(database, scratch.insert(_sql.gone_keys(keys, model, after, last),
+                                             [scratch.key, scratch.execution_id])),
+    ]
+    version: Optional[int] = None
+    free = 0.0
+    if ahead:
+        started = time.perf_counter()
+        version = _data_version(conn)
+        for statement in gather:
+            conn.execute(*statement)
+        free = time.perf_counter() - started
+    with database.atomic(lock_type="IMMEDIATE"):
+        started = time.perf_counter()
+        if version is None or _data_version(conn) != version:
+            for statement in gather:
+                conn.execute(*statement)
+        # WHERE: an INSERT … SELECT … ON CONFLICT needs one to parse.
+        picked = scratch.select(scratch.key, scratch.execution_id, peewee.Value(stamp)).where(
+            peewee.SQL("1"))
+        conn.execute(*_sql.render(database, upsert(purged.insert_from(
+            picked, [purged.key, purged.execution_id, purged.purged_at]).returning(),
+            [purged.key], [], False)))
+        within = keys.key.in_(scratch.select(scratch.key))
+        if after is not None:
+            within &= keys.key > after
+        if last is not None:
+            within &= keys.key <= last
+        moved = conn.execute(*_sql.render(database, keys.delete().where(within))).rowcount
+        conn.execute(f"DROP TABLE temp.{name}")
+        held = time.perf_counter() - started
+    return max(0, int(moved)), held, free

@@ -189,21 +189,12 @@ class SqliteUpkeep:
         # chunks run if nobody else is writing.
         self.checkpoint(wait=False)
         if pause:
-            # Writers get their moment; meanwhile the helper catches up with
-            # the log (so the next chunk can start it afresh if nobody else
-            # wrote), which is restarted if it grew long anyway.
+            # Writers get their moment; meanwhile the helper catches up with the
+            # log, then restarted if long (a restart it leaves to the next write
+            # would wait for the purge's end: chunks are no such writes).
             began = time.monotonic()
             if self._checkpointer.wait_idle(LOG_CATCH_UP):
-                if self._restart_due and not self.inline:
-                    # The helper caught up with a long log and left its
-                    # restart to the next write, which a purge's chunks are
-                    # not: it would skip every pass for the rest of the
-                    # purge, the log growing all along, and the TRUNCATE
-                    # after it copy all of it (0.6 s of 6 s, purging 500,000
-                    # keyed rows).
-                    self._restart_here()
-                else:
-                    self.restart_long_log()
+                (self._restart_here if self._restart_due else self.restart_long_log)()
             pause -= time.monotonic() - began
         time.sleep(max(0.0, pause))
 

@@ -196,8 +196,8 @@ class Purge:
         while True:
             with host.connection() as conn:
                 step = _keys.move_gone(backend, database, conn, tables, opened.model, after,
-                                       stamp, pacer.rows)
-                pause = pacer.after_chunk(conn, step.held)
+                                       stamp, pacer.rows, ahead=pacer.quiet)
+                pause = pacer.after_chunk(conn, step.held, step.free)
             moved += step.deleted
             longest = max(longest, step.held)
             if step.done:
