@@ -185,16 +185,16 @@ class SqliteUpkeep:
         return CheckpointResult(True)
 
     def purge_gap(self, pause: float) -> None:
-        # The helper thread copies the chunk into the file, while the next
-        # chunks run if nobody else is writing.
+        # The helper copies the chunk meanwhile; caught up with a long log, it
+        # would skip its passes until a write restarted it (chunks do not).
+        self._restart_due = False
         self.checkpoint(wait=False)
         if pause:
-            # Writers get their moment; meanwhile the helper catches up with the
-            # log, then restarted if long (a restart it leaves to the next write
-            # would wait for the purge's end: chunks are no such writes).
+            # Writers get their moment; meanwhile the helper catches up with
+            # the log, which is restarted here if it grew long.
             began = time.monotonic()
             if self._checkpointer.wait_idle(LOG_CATCH_UP):
-                (self._restart_here if self._restart_due else self.restart_long_log)()
+                self.restart_long_log()
             pause -= time.monotonic() - began
         time.sleep(max(0.0, pause))
 
