@@ -12,12 +12,12 @@ sources: the expired rows lie all over the table).
     python bench/retention.py --rows 200000 --rounds 3 --keyed --unrolled
 
 Prints the purge time of each way, their ratio, the longest write-lock hold
-of a chunk, the worst time the writer waited for one ``record()`` during
-each, and the ``-wal`` size afterwards. ``run(rows, rounds, order=…)``
-returns the same figures as a dict, for a bench runner; ``run(…,
-rolled=False)`` and ``run_keyed(rows, rounds)`` the purge that folds its
-rows in and the purge of rows under keys (``--unrolled``, ``--keyed``:
-alone only).
+of a chunk (alone and under load), the worst time the writer waited for one
+``record()`` during each, and the ``-wal`` size afterwards. ``run(rows,
+rounds, order=…)`` returns the same figures as a dict, for a bench runner;
+``run(…, rolled=False)`` the purge that folds its rows in (``--unrolled``:
+alone only), and ``run_keyed(rows, rounds)`` the purge of rows under keys,
+whose baseline deletes their keys too (``--keyed``).
 """
 
 from __future__ import annotations
@@ -153,8 +153,9 @@ def _single_delete(path: Path, *, keys: bool = False) -> int:
         conn.close()
 
 
-def _under_load(path: Path, how: str) -> Dict[str, Any]:
-    """Purge ``path`` one way while a writer process records; time both."""
+def _under_load(path: Path, how: str, *, keys: bool = False) -> Dict[str, Any]:
+    """Purge ``path`` one way while a writer process records; time both
+    (and say the purge's longest write-lock hold)."""
     ctx = multiprocessing.get_context("spawn")
     ready, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
     writer = ctx.Process(target=_writer, args=(str(path), ready, stop, results))
@@ -164,10 +165,12 @@ def _under_load(path: Path, how: str) -> Dict[str, Any]:
         if not ready.wait(60):
             raise RuntimeError("the writer process did not start")
         started = time.perf_counter()
+        hold = None
         if store is not None:
-            deleted = store.purge_older_than(RETENTION_DAYS)
+            result = store.purge(RETENTION_DAYS)
+            deleted, hold = result.deleted, result.longest_hold
         else:
-            deleted = _single_delete(path)
+            deleted = _single_delete(path, keys=keys)
         elapsed = time.perf_counter() - started
         wal = Path(f"{path}-wal")
         wal_bytes = wal.stat().st_size if wal.exists() else 0
@@ -177,7 +180,8 @@ def _under_load(path: Path, how: str) -> Dict[str, Any]:
         writer.join()
         if store is not None:
             store.close()
-    return {"deleted": deleted, "seconds": elapsed, "wal_bytes": wal_bytes, **figures}
+    return {"deleted": deleted, "seconds": elapsed, "wal_bytes": wal_bytes,
+            "longest_hold_s": elapsed if hold is None else hold, **figures}
 
 
 def _fresh_copy(source: Path, target: Path) -> Path:
@@ -232,18 +236,26 @@ def _alone(source: Path, tmp: Path, *, keys: bool = False) -> Dict[str, Any]:
             "fold_s": folds[0], "fold_share": folds[0] / purge_s}
 
 
-def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True
-        ) -> Dict[str, Any]:
+def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True,
+        keys: bool = False, loaded: bool = True) -> Dict[str, Any]:
     """Build ``rows`` rows (half expired) in ``order`` (see :data:`ORDERS`),
-    rolled up ahead or not; purge them both ways ``rounds`` times alone and
-    once under load; return the figures (seconds, ms, bytes)."""
+    rolled up ahead or not, each under a key or not; purge them both ways
+    ``rounds`` times alone and (``loaded``) once under load; return the
+    figures (seconds, ms, bytes; the loaded ones ``None`` without ``loaded``)."""
     with tempfile.TemporaryDirectory(prefix="retention-") as tmp:
         source = Path(tmp) / "source.db"
-        expired = _build(source, rows, order, rolled=rolled)
-        alone = [_alone(source, Path(tmp)) for _ in range(rounds)]
-        chunked = _under_load(_fresh_copy(source, Path(tmp) / "chunked.db"), "chunked")
-        single = _under_load(_fresh_copy(source, Path(tmp) / "single.db"), "single")
-    for figures in (*alone, chunked, single):
+        expired = _build(source, rows, order, keys=keys, rolled=rolled)
+        alone = [_alone(source, Path(tmp), keys=keys) for _ in range(rounds)]
+        if keys:
+            with contextlib.closing(sqlite3.connect(Path(tmp) / "chunked.db")) as conn:
+                left = conn.execute("SELECT count(*) FROM telemetry_orm_keys").fetchone()[0]
+            if left != rows - expired:
+                raise AssertionError(f"expected the keys of {expired} rows deleted, "
+                                     f"{left} of {rows} keys left")
+        loads = [_under_load(_fresh_copy(source, Path(tmp) / f"{how}.db"), how, keys=keys)
+                 for how in (("chunked", "single") if loaded else ())]
+    chunked, single = loads if loads else (None, None)
+    for figures in (*alone, *loads):
         deleted = {figures["deleted"], figures.get("single_deleted", expired)}
         if deleted != {expired}:
             raise AssertionError(f"expected {expired} deleted, got {figures}")
@@ -254,6 +266,7 @@ def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True
     return {
         "rows": rows,
         "order": order,
+        "keys": keys,
         "expired": expired,
         "rounds": rounds,
         "purge_s": median("purge_s"),
@@ -264,9 +277,17 @@ def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True
         "fold_s": median("fold_s"),
         "fold_share": median("fold_share"),
         "worst_hold_ms": max(r["longest_hold_ms"] for r in alone),
+        **(_loaded(chunked, single) if chunked is not None and single is not None else {}),
+    }
+
+
+def _loaded(chunked: Dict[str, Any], single: Dict[str, Any]) -> Dict[str, Any]:
+    """The figures of the run under load."""
+    return {
         "loaded_purge_s": chunked["seconds"],
         "loaded_single_delete_s": single["seconds"],
         "loaded_ratio": chunked["seconds"] / single["seconds"],
+        "loaded_hold_ms": chunked["longest_hold_s"] * 1000,
         "writer_worst_wait_s": chunked["worst_wait_s"],
         "writer_p99_wait_s": chunked["p99_wait_s"],
         "writer_busy_errors": chunked["busy_errors"],
@@ -279,29 +300,19 @@ def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True
     }
 
 
-def run_keyed(rows: int, rounds: int = 3) -> Dict[str, Any]:
+def run_keyed(rows: int, rounds: int = 3, *, loaded: bool = True) -> Dict[str, Any]:
     """The same rows (time order), each recorded under a key: the purge with
     its sweep of the keys against one transaction deleting the rows and
-    their keys; median figures of ``rounds`` rounds."""
-    with tempfile.TemporaryDirectory(prefix="retention-keys-") as tmp:
-        source = Path(tmp) / "source.db"
-        expired = _build(source, rows, keys=True)
-        alone = [_alone(source, Path(tmp), keys=True) for _ in range(rounds)]
-        with contextlib.closing(sqlite3.connect(Path(tmp) / "chunked.db")) as conn:
-            left = conn.execute("SELECT count(*) FROM telemetry_orm_keys").fetchone()[0]
-    if left != rows - expired or any(r["deleted"] != expired for r in alone):
-        raise AssertionError(f"expected {expired} rows and their keys deleted, "
-                             f"{left} keys left, got {alone}")
-    return {"rows": rows, "expired": expired, "rounds": rounds,
-            "worst_hold_ms": max(r["longest_hold_ms"] for r in alone),
-            **{key: statistics.median(r[key] for r in alone)
-               for key in ("purge_s", "single_delete_s", "ratio", "longest_hold_ms")}}
+    their keys; median figures of ``rounds`` rounds, and (``loaded``) one
+    round of each while a writer records."""
+    return run(rows, rounds, keys=True, loaded=loaded)
 
 
 def _report(figures: Dict[str, Any]) -> None:
     mib = 1024 * 1024
     print(f"{figures['rows']:,} rows, {figures['expired']:,} expired, "
-          f"created_at in {figures['order']} order")
+          f"created_at in {figures['order']} order"
+          + (", every row under a key" if figures.get("keys") else ""))
     print(f"alone, median of {figures['rounds']} rounds:")
     print(f"  purge_older_than (chunked) {figures['purge_s']:8.2f} s   "
           f"single DELETE {figures['single_delete_s']:8.2f} s   "
@@ -312,6 +323,7 @@ def _report(figures: Dict[str, Any]) -> None:
     print(f"  purge_older_than (chunked) {figures['loaded_purge_s']:8.2f} s   "
           f"single DELETE {figures['loaded_single_delete_s']:8.2f} s   "
           f"ratio {figures['loaded_ratio']:.2f}x")
+    print(f"  longest write-lock hold of a chunk {figures['loaded_hold_ms']:.1f} ms")
     print(f"  writer worst wait: chunked {figures['writer_worst_wait_s'] * 1000:8.1f} ms   "
           f"single DELETE {figures['single_writer_worst_wait_s'] * 1000:8.1f} ms")
     print(f"  writer p99 wait (chunked) {figures['writer_p99_wait_s'] * 1000:.1f} ms; "
@@ -328,7 +340,7 @@ def main(argv: List[str] | None = None) -> None:
     parser.add_argument("--order", choices=(*ORDERS, "both"), default="both",
                         help="how created_at follows the ids (default: both, one after the other)")
     parser.add_argument("--keyed", action="store_true",
-                        help="also every row under a key (time order, alone)")
+                        help="also every row under a key (time order)")
     parser.add_argument("--unrolled", action="store_true",
                         help="also with nothing rolled up ahead (time order, alone)")
     args = parser.parse_args(argv)
@@ -340,11 +352,8 @@ def main(argv: List[str] | None = None) -> None:
               f"{figures['single_delete_s']:.2f} s   ratio {figures['ratio']:.2f}x   "
               f"the fold {figures['fold_share']:.0%} of it   longest hold "
               f"{figures['longest_hold_ms']:.1f} ms")
-    if args.keyed:
-        figures = run_keyed(args.rows, args.rounds)
-        print(f"every row under a key: purge {figures['purge_s']:.2f} s   rows and keys "
-              f"DELETE {figures['single_delete_s']:.2f} s   ratio {figures['ratio']:.2f}x   "
-              f"longest hold {figures['longest_hold_ms']:.1f} ms")
+    if args.keyed:  # the single DELETE also deletes the keys whose row is gone
+        _report(run_keyed(args.rows, args.rounds))
 
 
 if __name__ == "__main__":

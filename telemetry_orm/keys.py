@@ -54,26 +54,26 @@ Tables = KeyTables
 
 def move_gone(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,
               model: Type[Execution], after: Optional[str], stamp: str,
-              step: int = SWEEP_STEP) -> KeySweep:
+              step: int = SWEEP_STEP, *, ahead: bool = False) -> KeySweep:
     """Among the next ``step`` keys past ``after``, move those
     whose row is gone to the purged keys, stamped ``stamp``, in one short
-    transaction of two statements."""
+    transaction (``ahead``: nobody else writes now, so the engine may look
+    for them before it takes the lock; see ``Backend.move_gone_keys``)."""
     keys, purged, _ = bound
     # Where the stretch ends, read from the key index alone without the
     # write lock. Keys are random (delivery GUIDs, hashes), so after a purge
     # of any size nearly every stretch holds a key whose row is gone: the
     # stretch is looked at once, under the lock, rather than first without.
+    started = time.perf_counter()
     end = conn.execute(*_sql.key_past(keys, after, max(1, step) - 1)).fetchone()
     last: Optional[str] = None if end is None else str(end[0])
-    with backend.exclusive_transaction(database, "keys"):
-        started = time.perf_counter()
-        # A key whose row is there stays (a write may have given one a row
-        # since the purge's chunks); one another sweep moved is not moved twice.
-        conn.execute(*_sql.move_gone_keys(keys, purged, model, after, last, stamp,
-                                          upsert=backend.dialect.upsert))
-        moved = _rows(conn.execute(*_sql.delete_gone_keys(keys, model, after, last)))
-        held = time.perf_counter() - started
-    return KeySweep(moved, held, last, last is None)
+    ended = time.perf_counter() - started
+    # A key whose row is there stays (a write may have given one a row
+    # since the purge's chunks); one another sweep moved is not moved twice.
+    moved, held, free = backend.move_gone_keys(database, conn, keys, purged, model, after,
+                                               last, stamp, ahead=ahead)
+    # Reading where the stretch ends left the lock free too, just before.
+    return KeySweep(moved, held, last, last is None, free + ended)
 
 
 def forget(backend: Backend, database: peewee.Database, conn: Any, bound: Tables,

@@ -249,6 +249,14 @@ def move_gone_keys(keys: Any, purged: Any, model: Any, after: Optional[str],
         query.returning(), [purged.key], [], False))
 
 
+def gone_keys(keys: Any, model: Any, after: Optional[str], last: Optional[str]) -> Any:
+    """The key and row id of the keys past ``after`` up to ``last`` whose
+    row is gone (a query, for an engine that keeps them aside, then moves
+    them by key: each row looked up once)."""
+    return keys.select(keys.key, keys.execution_id).where(
+        _gone_between(keys, model, after, last))
+
+
 def delete_gone_keys(keys: Any, model: Any, after: Optional[str], last: Optional[str]
                      ) -> Statement:
     """Delete the keys past ``after`` up to ``last`` whose row is gone

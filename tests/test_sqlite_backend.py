@@ -21,6 +21,7 @@ from telemetry_orm import (
     StoreBusyError,
     create_telemetry_store,
 )
+from telemetry_orm.backends import sqlite_purge, sqlite_wal
 from telemetry_orm.backends.base import PURGE_CHUNK
 from telemetry_orm.backends.sqlite_checkpoint import checkpoint
 from telemetry_orm.backends.sqlite_purge import (
@@ -125,6 +126,36 @@ def test_pacer_in_a_quiet_database_leaves_a_gap_once_a_span(
     assert 0 < len(gaps) < len(pauses) / 3, pauses
 
 
+def test_pacer_counts_reading_before_a_step_as_a_gap_when_it_is_as_long(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, other = conns
+    clock = FakeClock()
+    pacer = SqlitePurgePacer(clock=clock)
+    pacer.start(purging)
+    assert pacer.quiet
+    held = 0.015
+    # Steps that read 20 ms with the lock free before each 15 ms hold: a
+    # writer that began waiting at any moment retries while it is free.
+    for _ in range(40):
+        clock.now += 0.020 + held
+        assert pacer.after_chunk(purging, held, free=0.020) == 0.0
+    # Reads too short to cover a waiting writer's retries leave the gaps
+    # where they were.
+    pauses = []
+    for _ in range(40):
+        clock.now += 0.001 + held
+        pauses.append(pacer.after_chunk(purging, held, free=0.001))
+        clock.now += pauses[-1]
+    assert 0 < len([p for p in pauses if p]) < len(pauses) / 3, pauses
+    # While another connection writes, steps read under the lock.
+    other_writes(other)
+    clock.now += held
+    pacer.after_chunk(purging, held)
+    assert not pacer.quiet
+    clock.now += PURGE_BUSY_MEMORY
+    assert pacer.quiet
+
+
 def test_pacer_leaves_a_gap_after_every_chunk_while_others_write(
         conns: List[sqlite3.Connection]) -> None:
     purging, other = conns
@@ -224,6 +255,32 @@ def backdate_all(path: Path, rows: int) -> None:
             [(NOW,)] * rows,
         )
     conn.close()
+
+
+def test_a_long_purge_keeps_the_log_short(
+        store: PeeweeTelemetryStore, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A log counts as long from 64 pages, and is restarted from 128; every
+    # chunk leaves a gap: 30,000 rows are then a long purge, in little time.
+    monkeypatch.setattr(sqlite_wal, "LONG_LOG_PAGES", 64)
+    monkeypatch.setattr(sqlite_wal, "LOG_RESTART_PAGES", 128)
+    monkeypatch.setattr(sqlite_purge, "PURGE_QUIET_SPAN", 0.0)
+    backdate_all(db_path, 30_000)
+    store.checkpoint(truncate=True)
+    sizes: List[int] = []
+    result = store.purge(90, progress=lambda _: sizes.append(wal_bytes(db_path)))
+    assert result.deleted == 30_000
+    # Once the helper thread has copied a long log, it leaves its restart to
+    # the next write and skips its passes till then; the purge's chunks are
+    # no such writes, so it goes on, and the -wal file stays near the length
+    # at which a gap restarts it (it grew to 3.8 MB when the helper stopped).
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+    assert len(sizes) > 5 and max(sizes) < 4 * 128 * page
+
+
+def wal_bytes(path: Path) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size if wal.exists() else 0
 
 
 def test_purge_reports_each_chunk_and_restores_the_connection(
@@ -546,6 +603,81 @@ def test_a_purge_moves_thousands_of_gone_keys_in_a_few_statements(
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         purged = dict(conn.execute("SELECT key, execution_id FROM telemetry_orm_purged_keys"))
     assert purged == {f"k-{n:05d}": ids[n] for n in range(4_000)}
+
+
+def test_the_sweep_looks_up_the_row_of_each_key_once_and_leaves_no_scratch_table(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    ids = store.record_many([minimal() for _ in range(6_000)],
+                            keys=[f"k-{n:05d}" for n in range(6_000)])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", [(i,) for i in ids[1::2]])
+        # A gone key already among the purged keys (another program wrote
+        # it back): it leaves the keys, and its purged key stays as it was.
+        conn.execute("INSERT INTO telemetry_orm_purged_keys (key, execution_id, purged_at) "
+                     "VALUES ('k-00001', -1, '2026-01-01 00:00:00')")
+    statements: List[str] = []
+    connection = store.database.connection()
+    connection.set_trace_callback(statements.append)
+    try:
+        assert store.purge_older_than(90) == 3_000
+    finally:
+        connection.set_trace_callback(None)
+    steps = [s for s in statements if s.startswith('DELETE FROM "telemetry_orm_keys"')]
+    lookups = [s for s in statements
+               if "telemetry_orm_keys" in s and 'FROM "executions"' in s]
+    assert steps and len(lookups) == len(steps)
+    assert ("telemetry_orm_gone_keys",) not in connection.execute(
+        "SELECT name FROM sqlite_temp_master").fetchall()
+    assert {row_id for _, row_id in keys_in(db_path)} == set(ids[::2])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        purged = {key: (row_id, at) for key, row_id, at in conn.execute(
+            "SELECT key, execution_id, purged_at FROM telemetry_orm_purged_keys")}
+    assert len(purged) == 3_000
+    assert purged.pop("k-00001") == (-1, "2026-01-01 00:00:00")
+    assert {key: row_id for key, (row_id, _) in purged.items()} == {
+        f"k-{n:05d}": ids[n] for n in range(3, 6_000, 2)}
+
+
+def test_a_sweep_step_that_read_ahead_looks_again_under_the_lock_if_anyone_wrote_meanwhile(
+        store: PeeweeTelemetryStore, db_path: Path) -> None:
+    ids = store.record_many([minimal() for _ in range(6_000)],
+                            keys=[f"k-{n:05d}" for n in range(6_000)])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany("UPDATE executions SET created_at = '2000-01-01 00:00:00' "
+                         "WHERE id = ?", [(i,) for i in ids[1::2]])
+    other = sqlite3.connect(db_path, isolation_level=None)
+    seen: List[str] = []
+
+    def meanwhile(statement: str) -> None:
+        seen.append(statement)
+        if statement.startswith("BEGIN IMMEDIATE") and len(seen) > 1 and seen[-2].startswith(
+                'INSERT INTO "temp"."telemetry_orm_gone_keys"') and not other.in_transaction:
+            # Between the first step's reading and its lock, another
+            # connection deletes a row the purge keeps, and writes back one
+            # the purge deleted (as a copy with its ids would).
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("DELETE FROM executions WHERE id = ?", (ids[0],))
+            other.execute("INSERT INTO executions (id, created_at, repo, event_type, model, "
+                          "conclusion) VALUES (?, '2026-11-20 15:00:00', 'r', 'push', 'm', "
+                          "'success')", (ids[1],))
+            other.execute("COMMIT")
+            seen.append("-- wrote")
+
+    connection = store.database.connection()
+    connection.set_trace_callback(meanwhile)
+    try:
+        assert store.purge_older_than(90) == 3_000
+    finally:
+        connection.set_trace_callback(None)
+        other.close()
+    assert "-- wrote" in seen  # the step read ahead, then found the other write
+    # The keys moved are those whose row was gone when the step committed.
+    assert dict(keys_in(db_path)) == {
+        **{f"k-{n:05d}": ids[n] for n in range(2, 6_000, 2)}, "k-00001": ids[1]}
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        purged = dict(conn.execute("SELECT key, execution_id FROM telemetry_orm_purged_keys"))
+    assert purged == {**{f"k-{n:05d}": ids[n] for n in range(3, 6_000, 2)}, "k-00000": ids[0]}
 
 
 def test_a_purge_that_folds_its_rows_starts_with_a_chunk_short_enough_for_the_hold(

@@ -154,6 +154,8 @@ class KeySweep:
     after: Optional[str]
     #: Every key has been looked at.
     done: bool
+    #: Seconds it read before it took the lock (see :meth:`Backend.move_gone_keys`).
+    free: float = 0.0
 
 
 
@@ -449,6 +451,31 @@ class Backend:
     def purge_pacer(self) -> PurgePacer:
         """A new pacer for one purge (default: :class:`FixedPacer`)."""
         return FixedPacer()
+
+    def move_gone_keys(self, database: peewee.Database, conn: Any, keys: Any, purged: Any,
+                       model: Type[Execution], after: Optional[str], last: Optional[str],
+                       stamp: str, *, ahead: bool = False) -> Tuple[int, float, float]:
+        """One step of a purge's sweep of the keys, in one short
+        :meth:`exclusive_transaction` named ``keys``: copy the keys past
+        ``after`` up to ``last`` (``None``: from the first, to the last)
+        whose row is gone into ``purged``, stamped ``stamp`` (one already
+        there stays as it is), and delete them from ``keys`` (see
+        :mod:`telemetry_orm.keys`). Return how many were deleted, the
+        seconds the transaction held the lock, and the seconds spent
+        reading before it took it. ``ahead``: nobody else has written
+        lately, so the step may look for the gone keys before it takes the
+        lock (an engine that does must look again, under the lock, if
+        anyone wrote meanwhile).
+
+        Default: two statements over the stretch, each looking the rows up,
+        nothing read ahead."""
+        with self.exclusive_transaction(database, "keys"):
+            started = time.perf_counter()
+            conn.execute(*_sql.move_gone_keys(keys, purged, model, after, last, stamp,
+                                              upsert=self.dialect.upsert))
+            cursor = conn.execute(*_sql.delete_gone_keys(keys, model, after, last))
+            held = time.perf_counter() - started
+        return max(0, int(cursor.rowcount)), held, 0.0
 
     def newest_id(self, conn: Any, model: Type[Execution]) -> Optional[int]:
         """The largest id of ``executions`` such that no row with a smaller

@@ -39,7 +39,7 @@ from .base import (
 )
 from .base import LOG_SIZE_LIMIT as JOURNAL_SIZE_LIMIT
 from .sqlite_files import StoreDatabase, check_path, check_read_creates_nothing_foreign, url_path
-from .sqlite_purge import PURGE_WALK_DENSITY, IdWalk, SqlitePurgePacer
+from .sqlite_purge import PURGE_WALK_DENSITY, IdWalk, SqlitePurgePacer, move_gone_keys
 from .sqlite_wal import SqliteUpkeep
 
 __all__ = ["BUSY_TIMEOUT_MS", "JOURNAL_SIZE_LIMIT", "PRAGMAS", "SqliteBackend", "is_busy"]
@@ -619,6 +619,15 @@ class SqliteBackend(Backend):
 
     def purge_pacer(self) -> SqlitePurgePacer:
         return SqlitePurgePacer()
+
+    def move_gone_keys(self, database: peewee.Database, conn: sqlite3.Connection, keys: Any,
+                       purged: Any, model: Type[Execution], after: Optional[str],
+                       last: Optional[str], stamp: str, *,
+                       ahead: bool = False) -> Tuple[int, float, float]:
+        """The gone keys looked for once, before the lock while nobody
+        else writes (see :func:`.sqlite_purge.move_gone_keys`)."""
+        return move_gone_keys(database, conn, keys, purged, model, after, last, stamp,
+                              upsert=self.dialect.upsert, ahead=ahead)
 
     # -- errors and facts ---------------------------------------------------
 

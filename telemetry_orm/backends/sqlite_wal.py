@@ -185,13 +185,13 @@ class SqliteUpkeep:
         return CheckpointResult(True)
 
     def purge_gap(self, pause: float) -> None:
-        # The helper thread copies the chunk into the file, while the next
-        # chunks run if nobody else is writing.
+        # The helper copies the chunk meanwhile; caught up with a long log, it
+        # would skip its passes until a write restarted it (chunks do not).
+        self._restart_due = False
         self.checkpoint(wait=False)
         if pause:
             # Writers get their moment; meanwhile the helper catches up with
-            # the log (so the next chunk can start it afresh if nobody else
-            # wrote), which is restarted if it grew long anyway.
+            # the log, which is restarted here if it grew long.
             began = time.monotonic()
             if self._checkpointer.wait_idle(LOG_CATCH_UP):
                 self.restart_long_log()

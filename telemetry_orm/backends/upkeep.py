@@ -57,13 +57,20 @@ class PurgePacer(Protocol):
     #: The fewest rows a chunk is sized to.
     least: int
 
+    @property
+    def quiet(self) -> bool:
+        """No other connection has written lately: a step may do its reads
+        before it takes the lock (see ``Backend.move_gone_keys``)."""
+        ...
+
     def start(self, conn: Any) -> None:
         """Before the first chunk, on the purging connection."""
         ...
 
-    def after_chunk(self, conn: Any, held: float) -> float:
+    def after_chunk(self, conn: Any, held: float, free: float = 0.0) -> float:
         """After a chunk that held its locks ``held`` seconds (with the
-        connection still reserved): update :attr:`rows` and return the
+        connection still reserved), having left them free ``free`` seconds
+        just before while it read: update :attr:`rows` and return the
         seconds to leave other writers before the next chunk."""
         ...
 
@@ -152,11 +159,13 @@ class FixedPacer:
     #: A rollup step's rows (``folding.FOLD_ROWS``).
     fold_rows = 2_500
     least = PURGE_CHUNK
+    #: Its steps have no reason to read ahead: nobody waits for them.
+    quiet = False
 
     def start(self, conn: Any) -> None:
         pass
 
-    def after_chunk(self, conn: Any, held: float) -> float:
+    def after_chunk(self, conn: Any, held: float, free: float = 0.0) -> float:
         return 0.0
 
     def finish(self, conn: Any) -> None:

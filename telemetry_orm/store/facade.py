@@ -419,7 +419,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         the database's clock; return how many were deleted.
 
         Deletes in short transactions (on SQLite each holds the write lock
-        about 20 ms) and leaves other writers, in this process or others, a
+        about 15 ms) and leaves other writers, in this process or others, a
         free moment between them, so none waits long however many rows
         expire. Meanwhile the engine keeps its log in shape (on SQLite the
         deleted rows are copied into the file by a helper thread, and after

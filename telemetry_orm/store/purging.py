@@ -196,15 +196,14 @@ class Purge:
         while True:
             with host.connection() as conn:
                 step = _keys.move_gone(backend, database, conn, tables, opened.model, after,
-                                       stamp, pacer.rows)
-                pause = pacer.after_chunk(conn, step.held)
+                                       stamp, pacer.rows, ahead=pacer.quiet)
+                pause = pacer.after_chunk(conn, step.held, step.free)
             moved += step.deleted
             longest = max(longest, step.held)
             if step.done:
                 break
             after = step.after
-            if pause:
-                opened.upkeep.purge_gap(pause)
+            opened.upkeep.purge_gap(pause)  # log upkeep too, as between chunks
         while horizon is not None:
             with host.connection() as conn:
                 step = _keys.forget(backend, database, conn, tables, horizon)
