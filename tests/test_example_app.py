@@ -26,12 +26,18 @@ PR = {"action": "opened", "repository": {"full_name": "acme/api"},
 ISSUE = {"action": "opened", "repository": {"full_name": "acme/web"}}
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Tuple[str, Path]]:
     database = tmp_path / "app.db"
+    # SIGINT as a terminal sends it: a test run started in the background
+    # (a CI script's `&`) ignores it, and its children would inherit that.
     proc = subprocess.Popen([sys.executable, str(APP), "--db", str(database), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+                            cwd=tmp_path, preexec_fn=_interruptible)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("listening on http://127.0.0.1:"), (line, proc.stderr.read())
