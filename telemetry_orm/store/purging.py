@@ -147,15 +147,7 @@ class Purge:
                 longest = max(longest, held)
                 log.debug("purge: kept %d keys whose rows are gone, forgot %d", moved, forgot)
         finally:
-            if backend.borrowed:
-                # The connection is the application's, and keeps what the
-                # purge set unless it is put back, closed store or not.
-                with contextlib.suppress(TelemetryError, *backend.driver_errors), \
-                        backend.connection(opened.database) as conn:
-                    pacer.finish(conn)
-            elif not host.gate.closed:
-                with contextlib.suppress(TelemetryError), host.connection() as conn:
-                    pacer.finish(conn)
+            _finish(host, pacer)
         opened.upkeep.after_purge(total)
         log.info("purged %d executions older than %s days (before %s) in %d chunks",
                  total, days, when, chunks)
