@@ -46,7 +46,6 @@ import math
 import os
 from typing import (
     Any,
-    Callable,
     Dict,
     Iterable,
     List,
@@ -58,13 +57,12 @@ from typing import (
 )
 
 import peewee
-from peewee import fn
 
 from . import prices as _prices
-from . import rollups, zones
-from .checks import to_utc
+from . import zones
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
+from .report_plan import plan_report
 from .report_query import (
     GROUP_KEYS,
     PERCENTILE,
@@ -72,17 +70,12 @@ from .report_query import (
     CostPart,
     Query,
     ReportFilters,
-    RollupQuery,
     Sums,
     checked_filters,
     database_name,
-    in_hours,
-    month_dimension,
     nearest_rank,
-    zone_offsets,
 )
 from .rollups import estimate
-from .schema import format_timestamp, parse_timestamp
 from .sql import COST_UNITS_PER_USD, usd
 from .stats import (
     DatabaseStats,
@@ -281,7 +274,7 @@ def report(
         with source.atomic():
             if not nested:
                 engine.snapshot(source)
-            plan = _plan(source, filters, keys, use_rollups, p95)
+            plan = plan_report(source, filters, keys, use_rollups, p95)
             query = Query(database=source, filters=filters, group_by=keys, offsets=plan.offsets)
             if plan.raw_rows is not None:
                 query.extra = plan.raw_rows(query.model)
@@ -363,202 +356,6 @@ def report(
 def _add(into: Dict[int, int], counts: Mapping[int, int]) -> None:
     for k, n in counts.items():
         into[k] = into.get(k, 0) + n
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    """Which rows a report reads, and which rollups."""
-
-    #: What raw rows must meet besides the filters, as a condition on the
-    #: bound ``Execution`` model given (``None``: every row).
-    raw_rows: Optional[Callable[[Any], Any]] = None
-    rollups: Tuple[RollupQuery, ...] = ()
-    offsets: Optional[List[zones.Offset]] = None
-    #: History before this was purged and could not be reported (``pr``).
-    incomplete_before: Optional[_dt.datetime] = None
-    #: Purged hours before this that a bucket edge cuts count whole.
-    whole_hours_before: Optional[_dt.datetime] = None
-
-
-def _plan(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ...],
-          use_rollups: bool, p95: bool = True) -> _Plan:
-    """Split a report between rollups and raw rows (see docs/reports.md).
-
-    The rollups count the rows with an id up to ``counted_ids`` and a
-    ``created_at`` before ``counted_before``; a purge of this package folds
-    in what it deletes, so hours before ``purged_before`` exist only there.
-    An hour the report takes from the rollups comes with the rows of that
-    hour the rollups do not count yet; every other hour from its rows alone.
-    In a zone, so does an hour that one of its bucket edges cuts, while its
-    rows are there.
-    """
-    tables = tables_of(database)
-    conn = tables.engine.statements(database)
-    zone = zones.check_zone("tz", filters.tz)
-    if not tables.engine.has_table(conn, rollups.STATE_TABLE):
-        return _Plan()
-    models = tables.rollups
-    state = rollups.read_state(conn, models)
-    if state.counted_before is None and state.purged_before is None:
-        return _Plan()
-    # Without time keys the zone changes nothing but the bounds (already UTC).
-    zoned = zone != zones.UTC and bool(set(TIME_KEYS) & set(keys))
-    offsets = None
-    if zoned:
-        offsets = _history_offsets(database, tables.rollup(rollups.ROLLUPS_TABLE), filters,
-                                   zone)
-    purged = rollups.ceil_hour(state.purged_before) if state.purged_before else None
-    since = _naive_utc(filters.since) if filters.since else None
-    until = _naive_utc(filters.until) if filters.until else None
-    if "pr" in keys or not use_rollups:
-        gone = state.purged_before
-        reaches = gone is not None and (since is None or since < gone)
-        return _Plan(offsets=offsets, incomplete_before=(
-            gone.replace(tzinfo=_dt.timezone.utc) if gone is not None and reaches else None))
-    # Hours before `upper` come from the rollups where they can.
-    candidates = [t for t in (purged, state.counted_before) if t]
-    upper = max(candidates)
-    if until is not None:
-        upper = min(upper, rollups.floor_hour(until))
-    lower = None
-    if since is not None:
-        # Inside purged history the hour holding `since` is taken whole.
-        gone = state.purged_before
-        lower = (rollups.floor_hour(since) if gone is not None and since < gone
-                 else rollups.ceil_hour(since))
-        if upper <= lower:
-            return _Plan(offsets=offsets)
-    cut: List[_dt.datetime] = []
-    whole_before = None
-    if zoned:
-        edges = _zone_edges(database, zone, keys, lower, upper)
-        gone = state.purged_before
-        if edges is None:
-            # Centuries of hours (another program's rows of year 1 or 9999):
-            # the rows where they are, the purged hours whole.
-            if gone is None or (lower is not None and purged is not None
-                                and purged <= lower):
-                return _Plan(offsets=offsets)
-            upper, edges = min(upper, purged or upper), []
-            whole_before = gone.replace(tzinfo=_dt.timezone.utc)
-        cut = zones.cut_hours(edges)
-        # A cut hour's rows may be gone in purged history: it counts whole there.
-        whole = [h for h in cut if gone is not None and h < gone]
-        cut = cut[len(whole):]  # both in time order
-        if whole:
-            whole_before = (whole[-1] + _HOUR).replace(tzinfo=_dt.timezone.utc)
-        elif whole_before is not None and not any(
-                o.seconds % 3600 for o in offsets or ()):
-            whole_before = None  # on the whole hour: no hour is cut
-
-    def raw(m: Any) -> Any:
-        rows = (m.created_at >= format_timestamp(upper)) | rollups.uncounted(m, state)
-        if lower is not None:
-            rows = rows | (m.created_at < format_timestamp(lower))
-        split = in_hours(m.created_at, cut)
-        return rows if split is None else rows | split
-
-    def hours(start: Optional[_dt.datetime], end: Optional[_dt.datetime]) -> RollupQuery:
-        return RollupQuery(database=database, filters=filters, group_by=keys, lower=start,
-                           upper=end, offsets=offsets, skip=cut)
-
-    def plan(*parts: RollupQuery) -> _Plan:
-        return _Plan(raw, parts, offsets, whole_hours_before=whole_before)
-
-    # Whole UTC months (or days) inside the range from the month (or day)
-    # tier, when it can answer; the hours around them from the hour tier.
-    # In a zone, by month: the UTC months, then the hours that move.
-    if month_dimension(dataclasses.replace(filters, tz="UTC"), keys) is not None or (
-            not p95 and not zoned and not {"day", "week"} & set(keys)):
-        tier, floor, ceil = "month", rollups.floor_month, rollups.ceil_month
-    elif not p95 and not zoned:  # sums only, by UTC day, week or month
-        tier, floor, ceil = "day", rollups.floor_day, rollups.ceil_day
-    else:
-        return plan(hours(lower, upper))
-    # The tiers hold the hours before `built` (see telemetry_orm.rollups).
-    built = (rollups.read_tiers(conn, models)
-             if tables.engine.has_table(conn, rollups.TIERS_TABLE) else None)
-    if built is None:
-        return plan(hours(lower, upper))
-    first = None if lower is None else ceil(lower)
-    last = floor(min(upper, built))
-    if first is not None and last <= first:
-        return plan(hours(lower, upper))
-    parts = [RollupQuery(database=database, filters=filters, group_by=keys, lower=first,
-                         upper=last, tier=tier), hours(last, upper)]
-    if lower is not None:
-        parts.append(hours(lower, first))
-    if zoned:
-        parts.extend(_months_in_zone(database, filters, keys, zone, offsets, cut, first, last))
-    return plan(*parts)
-
-
-_HOUR = _dt.timedelta(hours=1)
-
-
-def _zone_edges(database: peewee.Database, zone: Any, keys: Tuple[str, ...],
-                lower: Optional[_dt.datetime], upper: _dt.datetime
-                ) -> Optional[List[_dt.datetime]]:
-    """The zone's bucket edges over the rolled-up hours in ``[lower,
-    upper)`` (:func:`telemetry_orm.zones.bucket_edges`)."""
-    rollup: Any = tables_of(database).rollup(rollups.ROLLUPS_TABLE)
-    found = []
-    for pick in (fn.MIN, fn.MAX):
-        query = rollup.select(pick(rollup.hour)).where(rollup.hour < format_timestamp(upper))
-        if lower is not None:
-            query = query.where(rollup.hour >= format_timestamp(lower))
-        row = database.execute(query).fetchone()
-        if row is None or row[0] is None:
-            return []
-        found.append(_naive_utc(_as_time(row[0])))
-    return zones.bucket_edges(zone, keys, found[0], found[1] + _HOUR)
-
-
-def _as_time(value: Any) -> _dt.datetime:
-    return value if isinstance(value, _dt.datetime) else parse_timestamp(str(value))
-
-
-def _months_in_zone(database: peewee.Database, filters: ReportFilters, keys: Tuple[str, ...],
-                    zone: Any, offsets: Optional[List[zones.Offset]], cut: List[_dt.datetime],
-                    first: Optional[_dt.datetime], last: _dt.datetime) -> List[RollupQuery]:
-    """What turns the UTC months ``[first, last)`` of the month tier into
-    the zone's: the hours a UTC month gives to the zone's month before or
-    after move there from the hour tier, and the hours a month's edge cuts
-    (read from their rows) are taken out."""
-    if first is None:
-        months: Any = tables_of(database).rollup(rollups.MONTHS_TABLE)
-        row = database.execute(months.select(fn.MIN(months.month)).where(
-            months.month < format_timestamp(last))).fetchone()
-        if row is None or row[0] is None:
-            return []
-        first = _naive_utc(_as_time(row[0]))
-    inside = [h for h in cut if first <= h < last]
-    split = set(inside)
-    moved = [h for h in zones.moved_hours(zone, first, last) if h not in split]
-
-    def part(hours: List[_dt.datetime], local: bool, sign: int) -> RollupQuery:
-        return RollupQuery(database=database, filters=filters, group_by=keys, lower=first,
-                           upper=last, offsets=offsets if local else None, hours=hours,
-                           sign=sign)
-
-    parts = []
-    if moved:
-        parts += [part(moved, True, 1), part(moved, False, -1)]
-    if inside:
-        parts.append(part(inside, False, -1))
-    return parts
-
-
-def _history_offsets(database: peewee.Database, rollup: Any, filters: ReportFilters,
-                     zone: Any) -> List[zones.Offset]:
-    """The zone's offsets over the report's range, rows and rollups."""
-    m = tables_of(database).executions
-    return zone_offsets(database, zone, [m.created_at, rollup.hour], filters.since,
-                        filters.until)
-
-
-def _naive_utc(value: _dt.datetime) -> _dt.datetime:
-    return to_utc(value).replace(tzinfo=None)
 
 
 def _priced(parts: Sequence[CostPart], table: Any, mode: str
