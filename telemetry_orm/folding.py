@@ -13,10 +13,20 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import time
-from typing import Any, Callable, ContextManager, Iterator, NamedTuple, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Iterator,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from peewee import SQL, fn
 
+from . import zone_days, zones
 from .backends.base import Backend
 from .rollups import (
     LEGACY_TABLES,
@@ -105,7 +115,23 @@ def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) 
         build = unfold if take_out else fold
         for statement in build(models, m, tables.dialect, where, tiers=tiers):
             conn.execute(*statement)
+        _rebuild_days(conn, tables, where)
     return n
+
+
+def _rebuild_days(conn: Any, tables: Tables, where: Any) -> None:
+    """After a fold of the rows matching ``where`` changed their hours:
+    the built days of the kept zones holding those hours, built again."""
+    models, m, dialect = tables.rollups, tables.executions, tables.dialect
+    kept = [k for k in zone_days.read_kept(conn, models) if k.built_before is not None]
+    if not kept:
+        return
+    last = max(floor_hour(k.built_before) for k in kept if k.built_before is not None)
+    rows = m.select(dialect.as_text(dialect.hour(m.created_at))).where(
+        where & (m.created_at < format_timestamp(last))).distinct()
+    hours = [naive_utc(row[0]) for row in conn.execute(*render(tables.database, rows))]
+    for statement in zone_days.rebuild(models, dialect, kept, hours):
+        conn.execute(*statement)
 
 
 def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime
@@ -223,6 +249,7 @@ def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextM
             if built == stop:
                 break
         steps += 1
+    steps += build_zones(backend, tables, connection, pacing)
     with connection() as conn:
         legacy = [name for name in LEGACY_TABLES if backend.has_table(conn, name)]
     if legacy:
@@ -231,6 +258,86 @@ def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextM
                 conn.execute(f"DROP TABLE IF EXISTS {quote(tables.database, name)}")
         steps += 1
     return steps
+
+
+def next_days(conn: Any, tables: Tables, zone: Any, kept: zone_days.Kept, end: _dt.datetime
+              ) -> Optional[Tuple[_dt.datetime, _dt.datetime, _dt.datetime]]:
+    """The next whole days of ``zone`` :func:`build_zones` adds, about
+    :data:`TIER_ROWS` hour sketch rows of them, as the instants ``(start,
+    stop)`` they begin and end, with the instant its built days begin
+    (the day of the first hour, when none are built); ``None`` when every
+    day whose hours the hour tier holds, up to ``end``, is built."""
+    d, database = tables.rollups.hour_durations, tables.database
+    as_text = tables.dialect.as_text
+    start, first = kept.built_before, kept.built_from
+    if start is None:
+        row = conn.execute(*render(database, d.select(as_text(fn.MIN(d.hour))))).fetchone()
+        if row[0] is None:
+            return None
+        day = zone_days.day_around(zone, naive_utc(row[0]))
+        if day is None:
+            return None
+        start = first = day[0]
+    if first is None or start >= end:
+        return None
+    row = conn.execute(*render(database, d.select(as_text(d.hour)).where(
+        d.hour >= format_timestamp(ceil_hour(start))).order_by(d.hour).limit(1).offset(
+        TIER_ROWS))).fetchone()
+    limit = end if row is None else min(end, naive_utc(row[0]))
+    edges = zone_days.day_edges(zone, start + _dt.timedelta(seconds=1), end)
+    if not edges:
+        return None
+    within = [e for e in edges if e <= limit]
+    # A day of more than TIER_ROWS sketch rows is still built whole.
+    return start, within[-1] if within else edges[0], first
+
+
+def build_zones(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
+                pacing: Optional[Pacing] = None) -> int:
+    """Build the days of the kept zones from the hours, up to the last of
+    their days whose hours the hour tier holds, some days per transaction
+    (see :mod:`telemetry_orm.zone_days`). Return the transactions it took."""
+    models, steps = tables.rollups, 0
+    with connection() as conn:
+        names = [k.zone for k in zone_days.read_kept(conn, models)]
+    for name in names:
+        zone = zones.check_zone("zone", name)
+        while True:
+            with _step(backend, connection, pacing) as conn:
+                end = held_hours(read_state(conn, models))
+                kept = next((k for k in zone_days.read_kept(conn, models) if k.zone == name),
+                            None)
+                step = None if end is None or kept is None else next_days(
+                    conn, tables, zone, kept, end)
+                if step is None:
+                    break
+                start, stop, first = step
+                for statement in zone_days.build(models, tables.dialect, zone, start, stop):
+                    conn.execute(*statement)
+                zone_days.write_kept(conn, models, zone_days.Kept(name, first, stop),
+                                     upsert=tables.dialect.upsert)
+            steps += 1
+    return steps
+
+
+def keep_zones(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
+               keep: Sequence[str], drop: Sequence[str]) -> Tuple[str, ...]:
+    """Start keeping the days of the zones ``keep`` (the next
+    :func:`build_zones` builds them) and stop keeping ``drop``, at once;
+    return the zones kept then."""
+    models = tables.rollups
+    if keep or drop:
+        with connection() as conn, backend.fold_transaction(conn):
+            known = {k.zone for k in zone_days.read_kept(conn, models)}
+            for name in drop:
+                for statement in zone_days.forget(models, name):
+                    conn.execute(*statement)
+            for name in keep:
+                if name not in known and name not in drop:
+                    zone_days.write_kept(conn, models, zone_days.Kept(name, None, None),
+                                         upsert=tables.dialect.upsert)
+    with connection() as conn:
+        return tuple(k.zone for k in zone_days.read_kept(conn, models))
 
 
 def purge_fold(tables: Tables, when: Any) -> Callable[[Any, Any], None]:

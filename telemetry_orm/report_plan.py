@@ -11,7 +11,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import peewee
 from peewee import fn
 
-from . import rollups, zones
+from . import rollups, zone_days, zones
 from .checks import to_utc
 from .report_query import (
     TIME_KEYS,
@@ -127,6 +127,22 @@ def plan_report(database: peewee.Database, filters: ReportFilters, keys: Tuple[s
     def plan(*parts: RollupQuery) -> Plan:
         return Plan(raw, parts, offsets, whole_hours_before=whole_before)
 
+    # By day or week alone, in a zone whose days are kept: those days, and
+    # the hours around them and inside them that no day holds.
+    span = _kept_days(conn, tables, zone, filters, keys, lower, upper)
+    if span is not None:
+        start, end = span
+        inside = [h for h in zones.cut_hours(zone_days.day_edges(zone, start, end) or [])
+                  if rollups.ceil_hour(start) <= h < rollups.floor_hour(end)]
+        read = set(cut)  # from their rows
+        taken = [h for h in inside if h not in read]
+        return plan(*[
+            RollupQuery(database=database, filters=filters, group_by=keys, tier="zone",
+                        zone=zones.zone_name(zone), lower=zone_days.day_of(zone, start),
+                        upper=zone_days.day_of(zone, end)),
+            hours(lower, rollups.ceil_hour(start)), hours(rollups.floor_hour(end), upper),
+            *([RollupQuery(database=database, filters=filters, group_by=keys, lower=None,
+                           upper=None, offsets=offsets, hours=taken)] if taken else [])])
     # Whole UTC months (or days) inside the range from the month (or day)
     # tier, when it can answer; the hours around them from the hour tier.
     # In a zone, by month: the UTC months, then the hours that move.
@@ -156,6 +172,28 @@ def plan_report(database: peewee.Database, filters: ReportFilters, keys: Tuple[s
 
 
 _HOUR = _dt.timedelta(hours=1)
+
+
+def _kept_days(conn: Any, tables: Any, zone: Any, filters: ReportFilters,
+               keys: Tuple[str, ...], lower: Optional[_dt.datetime], upper: _dt.datetime
+               ) -> Optional[Tuple[_dt.datetime, _dt.datetime]]:
+    """The instants the first and last whole days of ``zone`` a report by
+    day or week alone (no filter but the time) can take from the zone's
+    kept days begin (see :mod:`telemetry_orm.zone_days`); ``None``: none."""
+    if not {"day", "week"} & set(keys) or not set(keys) <= set(TIME_KEYS) or any(
+            getattr(filters, name) is not None
+            for name in ("repo", "model", "event_type", "conclusion")):
+        return None
+    if not tables.engine.has_table(conn, zone_days.ZONES_TABLE):
+        return None
+    name = zones.zone_name(zone)
+    kept = next((k for k in zone_days.read_kept(conn, tables.rollups) if k.zone == name), None)
+    if kept is None or kept.built_from is None or kept.built_before is None:
+        return None
+    start = kept.built_from if lower is None else max(lower, kept.built_from)
+    end = min(upper, kept.built_before)
+    edges = zone_days.day_edges(zone, start, end) if start < end else None
+    return (edges[0], edges[-1]) if edges and len(edges) > 1 else None
 
 
 def _zone_edges(database: peewee.Database, zone: Any, keys: Tuple[str, ...],

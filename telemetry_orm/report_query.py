@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 import peewee
 from peewee import SQL, Case, ColumnBase, Entity, fn
 
-from . import rollups, zones
+from . import rollups, zone_days, zones
 from .checks import check_text, check_time, to_utc
 from .errors import TelemetryValidationError
 from .schema import Execution, format_timestamp, parse_timestamp
@@ -405,6 +405,8 @@ _TIERS: Dict[str, Tuple[str, Optional[str]]] = {
     "hour": (rollups.ROLLUPS_TABLE, rollups.DURATIONS_TABLE),
     "month": (rollups.MONTHS_TABLE, rollups.MONTH_DURATIONS_TABLE),
     "day": (rollups.DAYS_TABLE, None),
+    # A kept zone's local days (:mod:`telemetry_orm.zone_days`).
+    "zone": (zone_days.ZONE_DAYS_TABLE, zone_days.ZONE_DAY_DURATIONS_TABLE),
 }
 
 
@@ -413,7 +415,8 @@ class RollupQuery:
     (``tier="hour"``) or whole UTC months (``tier="month"``) in ``[lower,
     upper)`` (``None``: unbounded), with the same filters, keys and answers
     as :class:`Query`. The month tier answers only what :func:`month_dimension`
-    allows.
+    allows; ``tier="zone"``, the days of the kept ``zone`` in ``[lower,
+    upper)`` (its wall-clock midnights), only time keys without filters.
 
     Time keys are the zone's with ``offsets``, UTC's without. ``hours``
     keeps only those hours, ``skip`` leaves those out (the hours a zone's
@@ -426,7 +429,7 @@ class RollupQuery:
         lower: Optional[_dt.datetime], upper: Optional[_dt.datetime],
         offsets: Optional[List[zones.Offset]] = None, tier: str = "hour",
         hours: Optional[Sequence[_dt.datetime]] = None, skip: Sequence[_dt.datetime] = (),
-        sign: int = 1,
+        sign: int = 1, zone: Optional[str] = None,
     ) -> None:
         self.hours = None if hours is None else [format_timestamp(h) for h in hours]
         self.skip = [format_timestamp(h) for h in skip]
@@ -435,7 +438,9 @@ class RollupQuery:
         tables = tables_of(database)
         self.dialect = tables.dialect
         self.tier = tier
-        self.time = tier
+        # The zone tier's days are the zone's already: bounds in its wall time.
+        self.time = "day" if tier == "zone" else tier
+        self.zone = zone
         sums, sketches = _TIERS[tier]
         self.rollup: Any = tables.rollup(sums)
         # The day tier has no sketches: it serves reports without p95 only.
@@ -471,6 +476,8 @@ class RollupQuery:
             conditions.append(start.not_in(self.skip))
         if marginal:
             conditions.append(model.dimension == (self.dimension or ""))
+        if self.zone is not None:
+            conditions.append(model.zone == self.zone)
         for name in ("repo", "model", "event_type", "conclusion"):
             value = getattr(self.filters, name)
             if value is not None:

@@ -191,6 +191,8 @@ class RollupResult:
     counted_before: Optional[_dt.datetime]
     counted_ids: int
     seconds: float
+    #: The zones whose days are kept (:mod:`telemetry_orm.zone_days`), by name.
+    zones: Tuple[str, ...] = ()
 
 
 def _sums_model(name: str, period: str, table: str, doc: str) -> Any:
@@ -292,6 +294,10 @@ class RollupModels(NamedTuple):
     month_durations: Any
     days: Any
     tiers: Any
+    #: The kept zones' days (:mod:`telemetry_orm.zone_days`).
+    zone_days: Any
+    zone_day_durations: Any
+    zones: Any
 
 
 #: The rollup models in the order of :class:`RollupModels`.

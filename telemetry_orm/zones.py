@@ -16,8 +16,8 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 from .errors import TelemetryValidationError
 
 __all__ = [
-    "UTC", "Offset", "bucket_edges", "check_zone", "moved_hours", "offsets", "wall_to_utc",
-    "zone_name",
+    "UTC", "Offset", "bucket_edges", "check_zone", "moved_hours", "offset_at", "offsets",
+    "wall_to_utc", "zone_name",
 ]
 
 UTC = zoneinfo.ZoneInfo("UTC")
@@ -67,6 +67,11 @@ def _offset(zone: zoneinfo.ZoneInfo, instant: _dt.datetime) -> int:
         local = nearer.replace(tzinfo=_dt.timezone.utc).astimezone(zone)
     delta = local.utcoffset()
     return int(delta.total_seconds()) if delta is not None else 0
+
+
+def offset_at(zone: zoneinfo.ZoneInfo, instant: _dt.datetime) -> int:
+    """The zone's offset from UTC, in seconds, at ``instant`` (naive UTC)."""
+    return _offset(zone, instant)
 
 
 def offsets(zone: zoneinfo.ZoneInfo, start: _dt.datetime, end: _dt.datetime) -> List[Offset]:

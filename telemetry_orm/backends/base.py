@@ -33,7 +33,7 @@ from typing import (
 import peewee
 from peewee import ColumnBase
 
-from .. import rollups
+from .. import rollups, zone_days
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TransactionOpenError
 from ..schema import Execution, ExecutionKey, KeyState, PurgedKey, with_columns
@@ -189,7 +189,7 @@ class Backend:
     key_model: Type[peewee.Model] = ExecutionKey
     #: The models of the rollups: per hour, duration sketches, the state row,
     #: per month, month sketches, the fold's scratch table, per day.
-    rollup_models: Tuple[Type[peewee.Model], ...] = rollups.MODELS
+    rollup_models: Tuple[Type[peewee.Model], ...] = (*rollups.MODELS, *zone_days.MODELS)
     #: The models beside the keys table: the purged keys and the key state.
     side_models: Tuple[Type[peewee.Model], ...] = (PurgedKey, KeyState)
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.

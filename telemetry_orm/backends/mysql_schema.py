@@ -38,7 +38,7 @@ TEXT_LENGTHS: Dict[str, int] = {
 #: Other indexed text: record keys, the migration's source, and the month
 #: sketches' dimension name and value (the longest of a record's).
 OTHER_LENGTHS: Dict[str, int] = {
-    "key": MAX_KEY_LENGTH, "source": MAX_KEY_LENGTH, "dimension": 32,
+    "key": MAX_KEY_LENGTH, "source": MAX_KEY_LENGTH, "dimension": 32, "zone": 64,
     "value": max(TEXT_LENGTHS.values())}
 
 #: Bytes of an unindexed ``TEXT`` column.

@@ -24,7 +24,7 @@ from peewee import SQL, Case, Cast, ColumnBase, NodeList, fn
 from playhouse import db_url
 from playhouse.pool import MaxConnectionsExceeded
 
-from .. import clock, rollups
+from .. import clock, rollups, zone_days
 from .. import sql as _sql
 from ..checks import EARLIEST, to_utc
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
@@ -59,6 +59,8 @@ from .postgres_schema import (
     PostgresRollupDuration,
     PostgresRollupMonth,
     PostgresRollupMonthDuration,
+    PostgresZoneDay,
+    PostgresZoneDayDuration,
     _check,
     _write_version,
     schema_version,
@@ -236,7 +238,8 @@ class PostgresBackend(Backend):
     key_model: Type[peewee.Model] = ExecutionKey
     rollup_models: Tuple[Type[peewee.Model], ...] = (
         PostgresRollup, PostgresRollupDuration, rollups.RollupState, PostgresRollupMonth,
-        PostgresRollupMonthDuration, PostgresRollupDay, rollups.RollupTiers)
+        PostgresRollupMonthDuration, PostgresRollupDay, rollups.RollupTiers, PostgresZoneDay,
+        PostgresZoneDayDuration, zone_days.RollupZone)
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,

@@ -10,7 +10,7 @@ from typing import Any, List, Tuple
 import peewee
 from peewee import SQL
 
-from .. import rollups
+from .. import rollups, zone_days
 from .. import sql as _sql
 from ..checks import to_utc
 from ..schema import TABLE_NAME, Execution, check_table, parse_timestamp
@@ -88,6 +88,8 @@ PostgresRollupDuration = _with_timestamptz(rollups.RollupDuration, "hour")
 PostgresRollupMonth = _with_timestamptz(rollups.RollupMonth, "month")
 PostgresRollupMonthDuration = _with_timestamptz(rollups.RollupMonthDuration, "month")
 PostgresRollupDay = _with_timestamptz(rollups.RollupDay, "day")
+PostgresZoneDay = _with_timestamptz(zone_days.ZoneDay, "day")
+PostgresZoneDayDuration = _with_timestamptz(zone_days.ZoneDayDuration, "day")
 
 
 # peewee 3's introspection (get_tables, get_columns) looks in "public";

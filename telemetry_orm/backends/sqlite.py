@@ -20,7 +20,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
 import peewee
 from peewee import SQL, Case, Cast, ColumnBase, NodeList, Value, fn
 
-from .. import clock, rollups, schema
+from .. import clock, rollups, schema, zone_days
 from .. import sql as _sql
 from ..checks import EARLIEST
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
@@ -226,9 +226,7 @@ class SqliteBackend(Backend):
     name = "sqlite"
     model_base: Type[Execution] = Execution
     key_model: Type[peewee.Model] = schema.SqliteExecutionKey
-    rollup_models: Tuple[Type[peewee.Model], ...] = (
-        rollups.Rollup, rollups.RollupDuration, rollups.RollupState, rollups.RollupMonth,
-        rollups.RollupMonthDuration, rollups.RollupDay, rollups.RollupTiers)
+    rollup_models: Tuple[Type[peewee.Model], ...] = (*rollups.MODELS, *zone_days.MODELS)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
     sql_database = _DIALECT_DATABASE

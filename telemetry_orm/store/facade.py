@@ -36,7 +36,7 @@ from typing import (
 import peewee
 
 from .. import background as _background
-from .. import engines, folding, forking
+from .. import engines, folding, forking, zone_days
 from ..backends.base import (
     BUSY_TIMEOUT_MS,
     LOG_SIZE_LIMIT,
@@ -446,7 +446,8 @@ class PeeweeTelemetryStore(TelemetryStore):
 
     # -- rollups -------------------------------------------------------------
 
-    def rollup(self) -> RollupResult:
+    def rollup(self, *, zones: Iterable[Any] = (), forget_zones: Iterable[Any] = ()
+               ) -> RollupResult:
         """Fold every complete hour (by the database's clock) into the
         rollups, with the rows that arrived since for hours folded before;
         return what was done. Running it again counts no row twice.
@@ -456,11 +457,18 @@ class PeeweeTelemetryStore(TelemetryStore):
         let go between them), so writers keep going meanwhile. Rows purged
         by this package are counted too: a purge folds in, before deleting
         them, the rows not counted yet. See :mod:`telemetry_orm.rollups`.
+
+        ``zones`` (IANA names): keep these zones' days too, from now on (see
+        :mod:`telemetry_orm.zone_days`): reports by day or week in them read
+        days, not hours; ``forget_zones``: stop keeping those.
         """
+        keep = zone_days.zone_names(zones, "zones")
+        drop = zone_days.zone_names(forget_zones, "forget_zones")
         self.outside_transaction("roll up")
         started = time.perf_counter()
         self._writes.rollup_models()
         opened = self.opened
+        kept = folding.keep_zones(opened.backend, opened.tables, self.connection, keep, drop)
         with paced(self) as pacing:
             rows, steps, state = folding.roll_up(opened.backend, opened.tables,
                                                  self.connection, pacing)
@@ -468,7 +476,7 @@ class PeeweeTelemetryStore(TelemetryStore):
                       state.counted_before)
         counted = state.counted_before
         return RollupResult(rows, steps, counted and counted.replace(tzinfo=_dt.timezone.utc),
-                            state.counted_ids, time.perf_counter() - started)
+                            state.counted_ids, time.perf_counter() - started, kept)
 
     def outside_transaction(self, what: str) -> None:
         """Refuse work that commits in steps of its own inside a transaction
@@ -686,3 +694,4 @@ def create_telemetry_store(
     backend = engines.backend_for(path, busy_timeout=busy_timeout,
                                   log_size_limit=journal_size_limit)
     return PeeweeTelemetryStore(backend, logger)
+

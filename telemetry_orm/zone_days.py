@@ -1,0 +1,258 @@
+"""Days in a time zone: the totals of each local day of the zones a user
+keeps, built from the hour tier, for reports by day and week in that zone.
+
+The hour tier serves a report in any zone, but a report by day over two
+years reads every hour of them, and an hour holds one row per combination:
+at a team's pace nearly one row per execution. A zone kept
+(``store.rollup(zones=[...])``, ``telemetry-orm rollup --zone``) gets:
+
+- ``telemetry_orm_zone_days``: per zone × local day × model × whether a
+  cost was recorded, the sums of :data:`~telemetry_orm.rollups.SUMS`
+  (the model stays: a report prices its tokens per model);
+- ``telemetry_orm_zone_day_durations``: per zone × local day, the duration
+  sketch of all its executions;
+- ``telemetry_orm_rollup_zones``: the zones kept, and the instants
+  ``[built_from, built_before)`` their days are built for (both the
+  instant a local day begins).
+
+So they answer reports grouped by day, week or month alone, with no filter
+but the time range; others read the hours.
+
+A local day is the whole UTC hours inside it. A zone whose offset is not
+whole hours (Asia/Kolkata, +05:30) begins its days inside an hour
+(18:00-19:00 UTC): that hour belongs to two days, so no day holds it; a
+report reads it from its rows (or, once they are purged, counts it whole
+in the day its start falls in, as from the hour tier). A day on which the
+clocks change has the 23 or 25 hours its wall clock shows: each hour goes
+to the day its start falls in, with the offset in force then.
+
+Building from the hours keeps the days exact: a step adds whole days from
+hours already folded, and moves ``built_before`` past them in the same
+transaction; a fold that changes hours of built days (late rows, a
+replaced row, a purge) builds those days again from the hours, in its own
+transaction (:func:`rebuild`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import zoneinfo
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+
+from peewee import SQL, BigIntegerField, CompositeKey, DoubleField, IntegerField, Model, Value, fn
+
+from . import zones
+from .errors import TelemetryValidationError
+from .rollups import SUMS, ceil_hour, floor_hour
+from .schema import KeyTextField, TimeTextField, format_timestamp, parse_timestamp
+from .sql import COST_UNITS_PER_USD, Statement, Upsert, cost_units, render
+
+__all__ = [
+    "MODELS", "ZONES_TABLE", "ZONE_DAYS_TABLE", "ZONE_DAY_DURATIONS_TABLE", "Kept",
+    "RollupZone", "ZoneDay", "ZoneDayDuration", "build", "day_edges", "rebuild",
+]
+
+ZONE_DAYS_TABLE = "telemetry_orm_zone_days"
+ZONE_DAY_DURATIONS_TABLE = "telemetry_orm_zone_day_durations"
+ZONES_TABLE = "telemetry_orm_rollup_zones"
+
+_HOUR = _dt.timedelta(hours=1)
+_DAY = _dt.timedelta(days=1)
+
+
+def _zone_day_model() -> Any:
+    fields: Dict[str, Any] = {"zone": KeyTextField(), "day": TimeTextField(),
+                              "model": KeyTextField(), "paid": IntegerField()}
+    fields.update({column: DoubleField() if column == "cost_usd" else BigIntegerField()
+                   for column in SUMS})
+    meta = type("Meta", (), {"table_name": ZONE_DAYS_TABLE, "without_rowid": True,
+                             "primary_key": CompositeKey("zone", "day", "model", "paid")})
+    return type("ZoneDay", (Model,), {
+        **fields, "Meta": meta, "__module__": __name__,
+        "__doc__": "One local day of one kept zone, for one model and ``paid``: the sums of "
+                   "the hours inside it (``day``: its wall-clock midnight, kept as the hours' "
+                   "UTC times are)."})
+
+
+ZoneDay = _zone_day_model()
+
+
+class ZoneDayDuration(Model):
+    """How many executions of one local day of one kept zone fell in one
+    duration bucket (the sketch of :mod:`telemetry_orm.rollups`)."""
+
+    zone = KeyTextField()
+    day = TimeTextField()
+    bucket = IntegerField()
+    executions = BigIntegerField()
+
+    class Meta:
+        table_name = ZONE_DAY_DURATIONS_TABLE
+        primary_key = CompositeKey("zone", "day", "bucket")
+        without_rowid = True
+
+
+class RollupZone(Model):
+    """A zone kept, and the instants (UTC text) between which its days are
+    built (``None``: none yet)."""
+
+    zone = KeyTextField(primary_key=True)
+    built_from = TimeTextField(null=True)
+    built_before = TimeTextField(null=True)
+
+    class Meta:
+        table_name = ZONES_TABLE
+
+
+#: The models of the zones' days, after :data:`telemetry_orm.rollups.MODELS`
+#: in an engine's ``rollup_models`` (the order of ``RollupModels``).
+MODELS: Tuple[Any, ...] = (ZoneDay, ZoneDayDuration, RollupZone)
+
+
+class Kept(NamedTuple):
+    """A kept zone and its built instants (naive UTC; ``None``: none yet)."""
+
+    zone: str
+    built_from: Optional[_dt.datetime]
+    built_before: Optional[_dt.datetime]
+
+
+def _time(value: Any) -> Optional[_dt.datetime]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = parse_timestamp(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return value  # type: ignore[no-any-return]
+
+
+def read_kept(conn: Any, models: Any) -> List[Kept]:
+    """The kept zones, by name."""
+    z = models.zones
+    rows = conn.execute(*render(z._meta.database, z.select(
+        z.zone, z.built_from, z.built_before).order_by(z.zone))).fetchall()
+    return [Kept(str(r[0]), _time(r[1]), _time(r[2])) for r in rows]
+
+
+def write_kept(conn: Any, models: Any, kept: Kept, *, upsert: Upsert) -> None:
+    """Record ``kept`` (a new zone, or how far its days are built)."""
+    z = models.zones
+    values = [kept.zone, kept.built_from and format_timestamp(kept.built_from),
+              kept.built_before and format_timestamp(kept.built_before)]
+    conn.execute(*render(z._meta.database, upsert(
+        z.insert(dict(zip((z.zone, z.built_from, z.built_before), values, strict=True))),
+        [z.zone], [z.built_from, z.built_before], False)))
+
+
+def zone_names(values: Any, name: str) -> List[str]:
+    """The names of the zones ``values`` gives, one (a name or a
+    :class:`zoneinfo.ZoneInfo`) or many, each checked; errors name ``name``."""
+    if isinstance(values, (str, zoneinfo.ZoneInfo)):
+        values = [values]
+    try:
+        given = list(values)
+    except TypeError:
+        raise TelemetryValidationError(
+            name, f"must be IANA time zone names, got {values!r}") from None
+    return [zones.zone_name(zones.check_zone(name, value)) for value in given]
+
+
+def forget(models: Any, zone: str) -> List[Statement]:
+    """The statements that stop keeping ``zone``: its days and its row."""
+    database = models.zones._meta.database
+    return [render(database, table.delete().where(table.zone == zone))
+            for table in (models.zone_days, models.zone_day_durations, models.zones)]
+
+
+# --- A zone's days, in UTC instants ---------------------------------------------------
+
+
+def day_edges(zone: Any, start: _dt.datetime, end: _dt.datetime
+              ) -> Optional[List[_dt.datetime]]:
+    """The instants in ``[start, end]`` (naive UTC) at which the zone's day
+    changes (:func:`telemetry_orm.zones.bucket_edges`), ``None`` past the
+    years it lists."""
+    second = _dt.timedelta(seconds=1)
+    found = zones.bucket_edges(zone, ("day",), start - second, end + second)
+    return None if found is None else [e for e in found if start <= e <= end]
+
+
+def day_of(zone: Any, instant: _dt.datetime) -> _dt.datetime:
+    """The wall-clock midnight of the zone's day holding ``instant`` (naive
+    UTC), as the report SQL computes it (the offset in force then)."""
+    wall = instant + _dt.timedelta(seconds=zones.offset_at(zone, instant))
+    return _dt.datetime.combine(wall.date(), _dt.time())
+
+
+def day_around(zone: Any, instant: _dt.datetime) -> Optional[Tuple[_dt.datetime, _dt.datetime]]:
+    """The instants the zone's day holding ``instant`` begins and ends."""
+    edges = day_edges(zone, instant - 2 * _DAY, instant + 2 * _DAY)
+    if not edges:
+        return None
+    before = [e for e in edges if e <= instant]
+    after = [e for e in edges if e > instant]
+    return (before[-1], after[0]) if before and after else None
+
+
+def _cut(edges: Iterable[_dt.datetime]) -> List[_dt.datetime]:
+    return zones.cut_hours(list(edges))
+
+
+def build(models: Any, dialect: Any, zone: Any, start: _dt.datetime, end: _dt.datetime
+          ) -> List[Statement]:
+    """Add the days of ``zone`` between the instants ``start`` and ``end``
+    (two of its :func:`day_edges`) from the hour tier: the whole hours
+    inside them that no edge cuts, each to the day of its start."""
+    r, d = models.hours, models.hour_durations
+    database = r._meta.database
+    lower, upper = ceil_hour(start), floor_hour(end)
+    if upper <= lower:
+        return []
+    name = zones.zone_name(zone)
+    offsets = zones.offsets(zone, lower, upper)
+    skip = [format_timestamp(h) for h in _cut(day_edges(zone, start, end) or ())]
+    statements = []
+    sums = [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if column == "cost_usd"
+            else fn.SUM(getattr(r, column)) for column in SUMS]
+    for source, target, columns, values in (
+            (r, models.zone_days, ("model", "paid", *SUMS), [r.model, r.paid, *sums]),
+            (d, models.zone_day_durations, ("bucket", "executions"),
+             [d.bucket, fn.SUM(d.executions)])):
+        where = (source.hour >= format_timestamp(lower)) & (source.hour < format_timestamp(upper))
+        if skip:
+            where &= source.hour.not_in(skip)
+        width = 1 + len(columns) - (len(SUMS) if source is r else 1)
+        query = source.select(Value(name), dialect.day(dialect.local(source.hour, offsets)),
+                              *values).where(where).group_by(
+            *(SQL(str(i)) for i in range(2, 2 + width)))
+        fields = [target.zone, target.day, *(getattr(target, c) for c in columns)]
+        statements.append(render(database, target.insert_from(query, fields)))
+    return statements
+
+
+def rebuild(models: Any, dialect: Any, kept: Sequence[Kept], hours: Sequence[_dt.datetime]
+            ) -> List[Statement]:
+    """Build again, from the hour tier, the built days of the kept zones
+    that hold any of ``hours`` (UTC hours whose sums just changed)."""
+    statements: List[Statement] = []
+    database = models.zones._meta.database
+    for entry in kept:
+        if entry.built_from is None or entry.built_before is None:
+            continue
+        zone = zones.check_zone("zone", entry.zone)
+        spans: Set[Tuple[_dt.datetime, _dt.datetime]] = set()
+        for hour in hours:
+            if not ceil_hour(entry.built_from) <= hour < floor_hour(entry.built_before):
+                continue
+            span = day_around(zone, hour)
+            # An hour a day's edge cuts belongs to no day.
+            if span is not None and span[1] >= hour + _HOUR:
+                spans.add(span)
+        for start, end in sorted(spans):
+            day = day_of(zone, start)
+            for table in (models.zone_days, models.zone_day_durations):
+                statements.append(render(database, table.delete().where(
+                    (table.zone == entry.zone) & (table.day == format_timestamp(day)))))
+            statements.extend(build(models, dialect, zone, start, end))
+    return statements
