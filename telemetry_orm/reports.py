@@ -279,7 +279,7 @@ def report(
             if plan.raw_rows is not None:
                 query.extra = plan.raw_rows(query.model)
             groups = query.aggregate()
-            percentiles = query.group_percentiles() if query.key_names and p95 else {}
+            percentiles: Dict[Tuple[Any, ...], int] = {}
             parts = query.cost_parts() if table is not None else {}
             rolled: Dict[Tuple[Any, ...], Sums] = {}
             sketches: Dict[Tuple[Any, ...], Dict[int, int]] = {}
@@ -296,7 +296,10 @@ def report(
                             parts.setdefault(key, []).extend(more)
                     if p95:
                         for key, counts in part.bucket_counts().items():
-                            _add(sketches.setdefault(key, {}), counts)
+                            if key in sketches:
+                                _add(sketches[key], counts)
+                            else:  # a part's sketches are its own: no copy
+                                sketches[key] = counts
                 # A group the rollups stand for, wholly or in part: its p95
                 # from one sketch of the rollups' durations and the rows'.
                 every: Dict[int, int] = {}
@@ -307,14 +310,19 @@ def report(
                     if key in sketches:
                         _add(sketches[key], counts)
                 for key, counts in sketches.items():
-                    counts = {k: n for k, n in counts.items() if n}
-                    value = estimate(counts, nearest_rank(sum(counts.values())))
+                    total = sum(counts.values())
+                    value = estimate(counts, nearest_rank(total)) if total > 0 else None
                     if value is not None:
                         percentiles[key] = value
+                # The rows' own percentile only for groups the rollups do
+                # not stand for.
+                if p95 and query.key_names and any(key not in sketches for key in groups):
+                    percentiles = {**query.group_percentiles(), **percentiles}
                 for key, sums in rolled.items():
                     groups[key] = Sums.combine([groups[key], sums]) if key in groups else sums
                 total_p95 = estimate(every, nearest_rank(sum(every.values())))
             elif p95:
+                percentiles = query.group_percentiles() if query.key_names else {}
                 total_p95 = query.total_percentile(sum(g.executions for g in groups.values()))
             else:
                 total_p95 = None
