@@ -241,10 +241,12 @@ def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_rollup(args: argparse.Namespace, out: TextIO) -> int:
     """``rollup``: fold complete hours into the rollups."""
     with contextlib.closing(create_telemetry_store(_existing(args.db))) as store:
-        result = store.rollup()
+        result = store.rollup(zones=args.zone, forget_zones=args.forget_zone)
     when = result.counted_before.strftime("%Y-%m-%d %H:%M UTC") if result.counted_before else "-"
     out.write(f"rolled up {result.rows:,} executions in {result.steps} steps "
               f"({result.seconds:.1f} s); counted before {when}\n")
+    if result.zones:
+        out.write(f"days kept in {', '.join(result.zones)}\n")
     return 0
 
 
@@ -519,7 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="days the keys of purged executions are kept, so that sending or "
                           f"importing them again counts nothing twice (default {KEY_DAYS})")
 
-    command("rollup", cmd_rollup, "fold complete hours into the rollups, which outlive purges")
+    sub = command("rollup", cmd_rollup,
+                  "fold complete hours into the rollups, which outlive purges")
+    sub.add_argument("--zone", type=_zone, action="append", default=[], metavar="ZONE",
+                     help="also keep the days of this IANA time zone (repeatable; "
+                     "remembered): reports by day or week in it read days, not hours")
+    sub.add_argument("--forget-zone", type=_zone, action="append", default=[],
+                     metavar="ZONE", help="stop keeping the days of this zone")
 
     sub = command("checkpoint", cmd_checkpoint, "copy the write-ahead log into the database")
     sub.add_argument("--truncate", action="store_true", help="also empty the -wal file")

@@ -126,7 +126,7 @@ def _rebuild_days(conn: Any, tables: Tables, where: Any) -> None:
     kept = [k for k in zone_days.read_kept(conn, models) if k.built_before is not None]
     if not kept:
         return
-    last = max(floor_hour(k.built_before) for k in kept if k.built_before is not None)
+    last = max(ceil_hour(k.built_before) for k in kept if k.built_before is not None)
     rows = m.select(dialect.as_text(dialect.hour(m.created_at))).where(
         where & (m.created_at < format_timestamp(last))).distinct()
     hours = [naive_utc(row[0]) for row in conn.execute(*render(tables.database, rows))]
@@ -305,8 +305,7 @@ def build_zones(backend: Backend, tables: Tables, connection: Callable[[], Conte
         while True:
             with _step(backend, connection, pacing) as conn:
                 end = held_hours(read_state(conn, models))
-                kept = next((k for k in zone_days.read_kept(conn, models) if k.zone == name),
-                            None)
+                kept = _kept(conn, models, name)
                 step = None if end is None or kept is None else next_days(
                     conn, tables, zone, kept, end)
                 if step is None:
@@ -317,7 +316,39 @@ def build_zones(backend: Backend, tables: Tables, connection: Callable[[], Conte
                 zone_days.write_kept(conn, models, zone_days.Kept(name, first, stop),
                                      upsert=tables.dialect.upsert)
             steps += 1
+        # The hours the days' edges cut, split between their two days, in
+        # batches: those of the days just built, and those a fold changed.
+        seen: Any = None
+        while True:
+            with _step(backend, connection, pacing) as conn:
+                kept = _kept(conn, models, name)
+                stale = [] if kept is None else zone_days.stale_cuts(conn, models, zone, kept)
+                if not stale or stale[0] == seen:  # nothing to split it from: leave it
+                    break
+                seen = stale[0]
+                _split(conn, tables, zone, stale[:SPLITS])
+            steps += 1
     return steps
+
+
+#: Cut hours a step of :func:`build_zones` splits again, at most.
+SPLITS = 200
+
+
+def _kept(conn: Any, models: Any, name: str) -> Optional[zone_days.Kept]:
+    return next((k for k in zone_days.read_kept(conn, models) if k.zone == name), None)
+
+
+def _split(conn: Any, tables: Tables, zone: Any,
+           cuts: Sequence[Tuple[_dt.datetime, _dt.datetime]]) -> None:
+    """Split the cut hours ``cuts`` (with their edges) between their two days."""
+    if not cuts:
+        return
+    m = tables.executions
+    rows = counted(m, read_state(conn, tables.rollups))
+    for statement in zone_days.split(tables.rollups, m, tables.dialect, zone, cuts,
+                                     rows if rows is not None else m.id < 0):
+        conn.execute(*statement)
 
 
 def keep_zones(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],

@@ -132,17 +132,27 @@ def plan_report(database: peewee.Database, filters: ReportFilters, keys: Tuple[s
     span = _kept_days(conn, tables, zone, filters, keys, lower, upper)
     if span is not None:
         start, end = span
+        name = zones.zone_name(zone)
+        low, high = rollups.ceil_hour(start), rollups.floor_hour(end)
         inside = [h for h in zones.cut_hours(zone_days.day_edges(zone, start, end) or [])
-                  if rollups.ceil_hour(start) <= h < rollups.floor_hour(end)]
-        read = set(cut)  # from their rows
-        taken = [h for h in inside if h not in read]
-        return plan(*[
-            RollupQuery(database=database, filters=filters, group_by=keys, tier="zone",
-                        zone=zones.zone_name(zone), lower=zone_days.day_of(zone, start),
-                        upper=zone_days.day_of(zone, end)),
-            hours(lower, rollups.ceil_hour(start)), hours(rollups.floor_hour(end), upper),
-            *([RollupQuery(database=database, filters=filters, group_by=keys, lower=None,
-                           upper=None, offsets=offsets, hours=taken)] if taken else [])])
+                  if low <= h < high]
+        # The cut hours inside whose parts are split come from those parts;
+        # the others from their rows (`cut`, which raw() reads) or whole.
+        split = zone_days.split_hours(conn, models, name, low, high) if inside else set()
+        cut = [h for h in cut if h not in split]
+        read = set(cut)
+        taken = [h for h in inside if h not in read and h not in split]
+        parts = [RollupQuery(database=database, filters=filters, group_by=keys, tier="zone",
+                             zone=name, lower=zone_days.day_of(zone, start),
+                             upper=zone_days.day_of(zone, end)),
+                 hours(lower, low), hours(high, upper)]
+        if split:
+            parts.append(RollupQuery(database=database, filters=filters, group_by=keys,
+                                     tier="cut", zone=name, lower=low, upper=high))
+        if taken:
+            parts.append(RollupQuery(database=database, filters=filters, group_by=keys,
+                                     lower=None, upper=None, offsets=offsets, hours=taken))
+        return plan(*parts)
     # Whole UTC months (or days) inside the range from the month (or day)
     # tier, when it can answer; the hours around them from the hour tier.
     # In a zone, by month: the UTC months, then the hours that move.

@@ -298,6 +298,8 @@ class RollupModels(NamedTuple):
     zone_days: Any
     zone_day_durations: Any
     zones: Any
+    zone_cuts: Any
+    zone_cut_durations: Any
 
 
 #: The rollup models in the order of :class:`RollupModels`.
@@ -324,6 +326,15 @@ def _upsert(dialect: Any, target: Any, key: Sequence[Any], query: Any,
     ``key`` is taken; each engine spells that its own way."""
     sums = [getattr(target, name) for name in added]
     return dialect.upsert(target.insert_from(query, [*key, *sums]), key, sums, True)
+
+
+def row_sums(m: Any) -> List[Any]:
+    """The :data:`SUMS` of the ``executions`` rows a grouped query reads,
+    as a fold adds them up (bounded values, costs in whole cost units)."""
+    failed = Case(None, [(m.conclusion != "success", 1)], 0)
+    return [fn.COUNT(SQL("*")), *(fn.SUM(bounded(getattr(m, name))) for name in SUMS[1:5]),
+            fn.SUM(cost_units(bounded(m.cost_usd))) / COST_UNITS_PER_USD,
+            fn.SUM(bounded(m.duration_ms)), fn.SUM(failed)]
 
 
 def add_each(query: Any, key: Sequence[Any], fields: Sequence[Any]) -> Any:
@@ -370,9 +381,7 @@ def _fold_queries(models: RollupModels, model: Any, dialect: Any, where: Any,
         sums = [signed(v) for v in values]
         count: Any = signed(SQL("1"))
     else:
-        sums = [signed(fn.COUNT(SQL("*"))), *(signed(fn.SUM(v)) for v in values[1:5]),
-                signed(fn.SUM(values[5]) / COST_UNITS_PER_USD),
-                *(signed(fn.SUM(v)) for v in values[6:])]
+        sums = [signed(v) for v in row_sums(m)]
         count = signed(fn.COUNT(SQL("*")))
     statements: List[Any] = []
 

@@ -39,11 +39,21 @@ import datetime as _dt
 import zoneinfo
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from peewee import SQL, BigIntegerField, CompositeKey, DoubleField, IntegerField, Model, Value, fn
+from peewee import (
+    SQL,
+    BigIntegerField,
+    Case,
+    CompositeKey,
+    DoubleField,
+    IntegerField,
+    Model,
+    Value,
+    fn,
+)
 
 from . import zones
 from .errors import TelemetryValidationError
-from .rollups import SUMS, ceil_hour, floor_hour
+from .rollups import SUMS, ceil_hour, floor_hour, row_sums
 from .schema import KeyTextField, TimeTextField, format_timestamp, parse_timestamp
 from .sql import COST_UNITS_PER_USD, Statement, Upsert, cost_units, render
 
@@ -242,13 +252,23 @@ def rebuild(models: Any, dialect: Any, kept: Sequence[Kept], hours: Sequence[_dt
             continue
         zone = zones.check_zone("zone", entry.zone)
         spans: Set[Tuple[_dt.datetime, _dt.datetime]] = set()
+        stale: Set[_dt.datetime] = set()
         for hour in hours:
-            if not ceil_hour(entry.built_from) <= hour < floor_hour(entry.built_before):
+            if not floor_hour(entry.built_from) <= hour < ceil_hour(entry.built_before):
                 continue
             span = day_around(zone, hour)
-            # An hour a day's edge cuts belongs to no day.
-            if span is not None and span[1] >= hour + _HOUR:
+            if span is None:
+                continue
+            if span[1] < hour + _HOUR:
+                # An hour a day's edge cuts belongs to no day: its parts are
+                # split again by the next build (:func:`stale_cuts`).
+                stale.add(hour)
+            elif ceil_hour(entry.built_from) <= hour < floor_hour(entry.built_before):
                 spans.add(span)
+        for hour in sorted(stale):
+            statements.extend(render(database, t.delete().where(
+                (t.zone == entry.zone) & (t.hour == format_timestamp(hour))))
+                for t in (models.zone_cuts, models.zone_cut_durations))
         for start, end in sorted(spans):
             day = day_of(zone, start)
             for table in (models.zone_days, models.zone_day_durations):
@@ -256,3 +276,142 @@ def rebuild(models: Any, dialect: Any, kept: Sequence[Kept], hours: Sequence[_dt
                     (table.zone == entry.zone) & (table.day == format_timestamp(day)))))
             statements.extend(build(models, dialect, zone, start, end))
     return statements
+
+
+# --- The hours a day's edge cuts ------------------------------------------------------
+
+ZONE_CUTS_TABLE = "telemetry_orm_zone_cuts"
+ZONE_CUT_DURATIONS_TABLE = "telemetry_orm_zone_cut_durations"
+
+
+def _cut_model() -> Any:
+    fields: Dict[str, Any] = {"zone": KeyTextField(), "hour": TimeTextField(),
+                              "day": TimeTextField(), "model": KeyTextField(),
+                              "paid": IntegerField()}
+    fields.update({column: DoubleField() if column == "cost_usd" else BigIntegerField()
+                   for column in SUMS})
+    meta = type("Meta", (), {"table_name": ZONE_CUTS_TABLE, "without_rowid": True,
+                             "primary_key": CompositeKey("zone", "hour", "day", "model",
+                                                         "paid")})
+    return type("ZoneCut", (Model,), {
+        **fields, "Meta": meta, "__module__": __name__,
+        "__doc__": "The part of one hour a kept zone's day edge cuts that falls in one of "
+                   "its two days, for one model and ``paid``: its sums."})
+
+
+ZoneCut = _cut_model()
+
+
+class ZoneCutDuration(Model):
+    """How many executions of the part of a cut hour in one day fell in one
+    duration bucket."""
+
+    zone = KeyTextField()
+    hour = TimeTextField()
+    day = TimeTextField()
+    bucket = IntegerField()
+    executions = BigIntegerField()
+
+    class Meta:
+        table_name = ZONE_CUT_DURATIONS_TABLE
+        primary_key = CompositeKey("zone", "hour", "day", "bucket")
+        without_rowid = True
+
+
+MODELS = (*MODELS, ZoneCut, ZoneCutDuration)
+
+
+def cuts_between(zone: Any, start: _dt.datetime, stop: _dt.datetime, *, first: bool
+                 ) -> List[Tuple[_dt.datetime, _dt.datetime]]:
+    """The hours cut by the zone's day edges in ``(start, stop]`` (``first``:
+    ``[start, stop]``), each with its edge."""
+    edges = day_edges(zone, start, stop) or []
+    return [(floor_hour(e), e) for e in edges
+            if floor_hour(e) != e and (first or e != start)]
+
+
+def split(models: Any, model: Any, dialect: Any, zone: Any,
+          cuts: Sequence[Tuple[_dt.datetime, _dt.datetime]], counted: Any) -> List[Statement]:
+    """The parts of the cut hours ``cuts`` (each with the edge inside it) in
+    their two days, made afresh: to the day after the edge the rows still
+    there from it on (those ``counted``), and to the day before the rest of
+    what the hour tier holds of the hour: its rows before the edge, and any
+    purged. Both parts add up to the hour; they are exact while its rows
+    are there."""
+    r, d, m = models.hours, models.hour_durations, model
+    database = r._meta.database
+    name = zones.zone_name(zone)
+    hours = [format_timestamp(h) for h, _ in cuts]
+    offsets = zones.offsets(zone, min(h for h, _ in cuts), max(h for h, _ in cuts) + _HOUR)
+
+    def day(column: Any) -> Any:
+        return dialect.day(dialect.local(column, offsets))
+
+    ranges = [(m.created_at >= format_timestamp(e)) & (m.created_at < format_timestamp(h + _HOUR))
+              for h, e in cuts]
+    while len(ranges) > 1:  # a balanced tree: no deep nesting to render
+        ranges = [a | b for a, b in zip(ranges[::2], ranges[1::2], strict=False)] + (
+            [ranges[-1]] if len(ranges) % 2 else [])
+    gone = ranges[0] & counted
+    statements = [render(database, t.delete().where((t.zone == name) & t.hour.in_(hours)))
+                  for t in (models.zone_cuts, models.zone_cut_durations)]
+    tier_sums = [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if column == "cost_usd"
+                 else fn.SUM(getattr(r, column)) for column in SUMS]
+    paid: Any = Case(None, [(m.cost_usd > 0, 1)], 0)
+    hour = dialect.hour(m.created_at)
+    for target, source, whole, keys, sums in (
+            (models.zone_cuts, r, [r.model, r.paid, *tier_sums], [m.model, paid],
+             row_sums(m)),
+            (models.zone_cut_durations, d, [d.bucket, fn.SUM(d.executions)],
+             [dialect.bucket(m.duration_ms)], [fn.COUNT(SQL("*"))])):
+        names = ["model", "paid", *SUMS] if target is models.zone_cuts else [
+            "bucket", "executions"]
+        fields = [target.zone, target.hour, target.day, *(getattr(target, n) for n in names)]
+        width = 3 + len(keys)
+        by = [SQL(str(i)) for i in range(2, 1 + width)]
+        # The whole hour to the day before the edge, less what its rows
+        # still there from the edge on give the day after.
+        statements.append(render(database, target.insert_from(source.select(
+            Value(name), source.hour, day(source.hour), *whole).where(
+            source.hour.in_(hours)).group_by(*by), fields)))
+        taken = m.select(Value(name), hour, day(hour), *keys, *(v * SQL("-1") for v in sums))
+        statements.append(render(database, dialect.upsert(
+            target.insert_from(taken.where(gone).group_by(*by), fields), fields[:width],
+            fields[width:], True)))
+        given = m.select(Value(name), hour, day(m.created_at), *keys, *sums)
+        statements.append(render(database, target.insert_from(
+            given.where(gone).group_by(*by), fields)))
+        statements.append(render(database, target.delete().where(
+            (target.zone == name) & target.hour.in_(hours) & (target.executions == 0))))
+    return statements
+
+
+def split_hours(conn: Any, models: Any, zone: str, start: _dt.datetime, end: _dt.datetime
+                ) -> Set[_dt.datetime]:
+    """The cut hours in ``[start, end)`` whose parts are split (:func:`split`)."""
+    c = models.zone_cuts
+    rows = conn.execute(*render(c._meta.database, c.select(c.hour).where(
+        (c.zone == zone) & (c.hour >= format_timestamp(start))
+        & (c.hour < format_timestamp(end))).distinct())).fetchall()
+    return {_time(row[0]) for row in rows}  # type: ignore[misc]
+
+
+def stale_cuts(conn: Any, models: Any, zone: Any, kept: Kept
+               ) -> List[Tuple[_dt.datetime, _dt.datetime]]:
+    """The cut hours of the built days whose parts are not split, though
+    the hour tier holds the hour (a fold changed it since), with their edges."""
+    if kept.built_from is None or kept.built_before is None:
+        return []
+    cuts = cuts_between(zone, kept.built_from, kept.built_before, first=True)
+    done = split_hours(conn, models, kept.zone, floor_hour(kept.built_from),
+                       ceil_hour(kept.built_before))
+    missing = [(h, e) for h, e in cuts if h not in done]
+    if not missing:
+        return []
+    r = models.hours
+    held = set()
+    for at in range(0, len(missing), 500):
+        chunk = [format_timestamp(h) for h, _ in missing[at:at + 500]]
+        held |= {_time(row[0]) for row in conn.execute(*render(r._meta.database, r.select(
+            r.hour).where(r.hour.in_(chunk)).distinct())).fetchall()}
+    return [(h, e) for h, e in missing if h in held]

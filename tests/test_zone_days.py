@@ -17,7 +17,7 @@ from support import FIXED_NOW, Witness, minimal
 from test_rollups import assert_same, figures, history
 
 from telemetry_orm import PeeweeTelemetryStore, TelemetryValidationError
-from telemetry_orm.zone_days import ZONE_DAYS_TABLE, ZONES_TABLE
+from telemetry_orm.zone_days import ZONE_CUTS_TABLE, ZONE_DAYS_TABLE, ZONES_TABLE
 
 NOW = FIXED_NOW
 pytestmark = pytest.mark.usefixtures("pinned_clock")
@@ -48,9 +48,17 @@ def stored_days(witness: Witness, zone: str) -> Counter[str]:
         "WHERE zone = ? GROUP BY d", zone)})
 
 
-def row_days(witness: Witness, zone: str) -> Counter[str]:
+def stored_cuts(witness: Witness, zone: str) -> Counter[str]:
+    """Executions per day of the stored parts of cut hours of ``zone``."""
+    day = witness.utc_text("day", "%Y-%m-%d")
+    return Counter({str(r["d"]): int(r["n"]) for r in witness.rows(
+        f"SELECT {day} AS d, SUM(executions) AS n FROM {ZONE_CUTS_TABLE} "
+        "WHERE zone = ? GROUP BY d", zone)})
+
+
+def row_days(witness: Witness, zone: str, *, cut: bool = False) -> Counter[str]:
     """Executions per local day of the rows no day's edge cuts the hour of,
-    in the days built."""
+    in the days built (``cut``: of the rows in the hours cut, split)."""
     where = zoneinfo.ZoneInfo(zone)
     built = [dt.datetime.fromisoformat(str(witness.scalar(
         f"SELECT {end} FROM {ZONES_TABLE} WHERE zone = ?", zone))).replace(
@@ -60,11 +68,13 @@ def row_days(witness: Witness, zone: str) -> Counter[str]:
         at = r["created_at"]
         at = (dt.datetime.fromisoformat(at) if isinstance(at, str) else at).replace(
             tzinfo=dt.timezone.utc)
-        if not built[0] <= at < built[1]:
-            continue  # a day not built yet
         hour = at.replace(minute=0, second=0, microsecond=0)
         first = hour.astimezone(where).date()
-        if (hour + dt.timedelta(hours=1, microseconds=-1)).astimezone(where).date() == first:
+        whole = (hour + dt.timedelta(hours=1, microseconds=-1)).astimezone(where).date() == first
+        # The days built, and the hours cut by their edges, both ends included.
+        if (not cut and whole and built[0] <= at < built[1]) or (
+                cut and not whole and built[0] <= hour + dt.timedelta(hours=1)
+                and hour <= built[1]):
             counts[at.astimezone(where).strftime("%Y-%m-%d")] += 1
     return counts
 
@@ -81,6 +91,8 @@ def test_reports_by_day_and_week_in_kept_zones_read_their_days_with_the_rows_sum
         # Every day of the rows is stored, exactly (the hours cut by a day's
         # edge are no day's: reports read them from their rows).
         assert stored_days(any_witness, zone) == row_days(any_witness, zone), zone
+        assert stored_cuts(any_witness, zone) == row_days(any_witness, zone, cut=True), zone
+    assert not stored_cuts(any_witness, "America/Los_Angeles")
     assert any_witness.scalar(f"SELECT COUNT(*) FROM {ZONES_TABLE}") == 4
     # The reports read those days: what they hold is what the report says.
     total = figures(any_store, ("day",), since=None, tz="Asia/Kolkata")[("totals",)]
@@ -101,11 +113,14 @@ def test_late_rows_a_replaced_row_and_a_purge_keep_the_days_exact(
     _move(any_witness, key_id, NOW - dt.timedelta(days=40, hours=3))
     any_store.rollup()
     assert any_store.record(_run(90_000), key="run-a", replace=True) == key_id
+    any_store.rollup()  # the cut hours the late rows changed are split again
     for zone in ZONES:
         assert stored_days(any_witness, zone) == row_days(any_witness, zone), zone
+        assert stored_cuts(any_witness, zone) == row_days(any_witness, zone, cut=True), zone
     assert_all_same(reports(any_store, use_rollups=False), reports(any_store))
     # A purge folds what it deletes; the days built stay the same.
     kept = {zone: stored_days(any_witness, zone) for zone in ZONES}
+    cuts = {zone: stored_cuts(any_witness, zone) for zone in ZONES}
     # On the whole hour no hour is cut: the reports stay those of the rows.
     whole = {zone: [figures(any_store, by, since=None, tz=zone) for by in BY]
              for zone in ("America/Los_Angeles", "UTC")}
@@ -113,6 +128,7 @@ def test_late_rows_a_replaced_row_and_a_purge_keep_the_days_exact(
     any_store.rollup()
     for zone in ZONES:
         assert stored_days(any_witness, zone) == kept[zone], zone
+        assert stored_cuts(any_witness, zone) == cuts[zone], zone
     for zone, before in whole.items():
         after = [figures(any_store, by, since=None, tz=zone) for by in BY]
         for old, new in zip(before, after, strict=True):
@@ -146,3 +162,30 @@ def _run(duration_ms: int) -> Any:
 def _move(witness: Witness, row_id: int, at: dt.datetime) -> None:
     value = at.strftime("%Y-%m-%d %H:%M:%S") if witness.kind == "sqlite" else at
     witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", [(value, row_id)])
+
+
+def test_a_cut_hour_split_again_after_its_rows_are_purged_gives_them_to_the_day_before(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    zone = zoneinfo.ZoneInfo("Asia/Kolkata")
+    edge = (NOW - dt.timedelta(days=20)).replace(hour=18, minute=30, second=0, microsecond=0)
+    before, after = (edge - dt.timedelta(days=1)).astimezone(zone).strftime("%Y-%m-%d"), \
+        edge.astimezone(zone).strftime("%Y-%m-%d")
+    ids = any_store.record_many([minimal(duration_ms=1000 * (n + 1)) for n in range(5)])
+    for n, row_id in enumerate(ids):  # two rows before the midnight, three after
+        _move(any_witness, row_id, edge + dt.timedelta(minutes=(-20, -5, 0, 10, 25)[n]))
+    any_store.rollup(zones=["Asia/Kolkata"])
+    assert stored_cuts(any_witness, "Asia/Kolkata") == Counter({before: 2, after: 3})
+    exact = figures(any_store, ("day",), since=None, tz="Asia/Kolkata", use_rollups=False)
+    assert_same(exact, figures(any_store, ("day",), since=None, tz="Asia/Kolkata"))
+    # Purged, its rows stay split; a late row in that hour splits it again
+    # from the rows there: the purged ones go to the day before the edge.
+    any_store.purge_older_than(10)
+    assert any_witness.count() == 0
+    assert stored_cuts(any_witness, "Asia/Kolkata") == Counter({before: 2, after: 3})
+    late = any_store.record(minimal(duration_ms=500))
+    _move(any_witness, late, edge + dt.timedelta(minutes=20))
+    any_store.rollup()
+    assert stored_cuts(any_witness, "Asia/Kolkata") == Counter({before: 5, after: 1})
+    days = figures(any_store, ("day",), since=None, tz="Asia/Kolkata")
+    assert days[(before,)]["executions"] == 5 and days[(after,)]["executions"] == 1
+    assert days[("totals",)]["executions"] == 6

@@ -59,6 +59,8 @@ from .postgres_schema import (
     PostgresRollupDuration,
     PostgresRollupMonth,
     PostgresRollupMonthDuration,
+    PostgresZoneCut,
+    PostgresZoneCutDuration,
     PostgresZoneDay,
     PostgresZoneDayDuration,
     _check,
@@ -239,7 +241,7 @@ class PostgresBackend(Backend):
     rollup_models: Tuple[Type[peewee.Model], ...] = (
         PostgresRollup, PostgresRollupDuration, rollups.RollupState, PostgresRollupMonth,
         PostgresRollupMonthDuration, PostgresRollupDay, rollups.RollupTiers, PostgresZoneDay,
-        PostgresZoneDayDuration, zone_days.RollupZone)
+        PostgresZoneDayDuration, zone_days.RollupZone, PostgresZoneCut, PostgresZoneCutDuration)
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,

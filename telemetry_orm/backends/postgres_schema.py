@@ -90,6 +90,8 @@ PostgresRollupMonthDuration = _with_timestamptz(rollups.RollupMonthDuration, "mo
 PostgresRollupDay = _with_timestamptz(rollups.RollupDay, "day")
 PostgresZoneDay = _with_timestamptz(zone_days.ZoneDay, "day")
 PostgresZoneDayDuration = _with_timestamptz(zone_days.ZoneDayDuration, "day")
+PostgresZoneCut = _with_timestamptz(zone_days.ZoneCut, "hour", "day")
+PostgresZoneCutDuration = _with_timestamptz(zone_days.ZoneCutDuration, "hour", "day")
 
 
 # peewee 3's introspection (get_tables, get_columns) looks in "public";
