@@ -551,7 +551,7 @@ class RollupQuery:
 
     def bucket_counts(self) -> BucketCounts:
         d = self.durations
-        if self.tier in ("zone", "cut") and self.key_names == ("day",):
+        if self.tier in ("zone", "cut") and set(self.key_names) <= set(_LABELS):
             return self._day_sketches()
         marginal = self.tier == "month"
         # Not summed per hour first (:meth:`_by_local_time`): an hour's
@@ -566,10 +566,11 @@ class RollupQuery:
 
 
     def _day_sketches(self) -> BucketCounts:
-        """The zone tier's sketches by day: its rows as they are, one per
-        day and bucket in key order, each day labelled once here (a label
-        made and grouped by in SQL for each row took longer than reading
-        them; at a team's pace a day holds hundreds of buckets)."""
+        """The sketches of a zone's days by day, week or month: their rows
+        as they are, one per day and bucket in key order, each day
+        labelled once here (labels made and grouped by in SQL for each row
+        took longer than reading them: at a team's pace a day holds
+        hundreds of buckets)."""
         d = self.durations
         counts: BucketCounts = {}
         last: Any = None
@@ -577,20 +578,33 @@ class RollupQuery:
         for day, k, n in self.database.execute(self._select(d, [], d.day, d.bucket,
                                                             d.executions)):
             if day != last:
-                group = counts.setdefault((_day_label(day),), {})
+                date = _stored_date(day)
+                group = counts.setdefault(tuple(_LABELS[name](date)
+                                                for name in self.key_names), {})
                 last = day
             group[int(k)] = group.get(int(k), 0) + int(n)
         return counts
 
 
-def _day_label(value: Any) -> str:
-    """A stored day (UTC text, or a datetime in any session zone) as the
-    ``day`` bucket's label, ``YYYY-MM-DD`` on every engine."""
+def _stored_date(value: Any) -> _dt.date:
+    """A stored day (UTC text, or a datetime in any session zone) as its date."""
     if isinstance(value, str):
-        return value[:10]
+        return _dt.date.fromisoformat(value[:10])
     if value.tzinfo is not None:
         value = value.astimezone(_dt.timezone.utc)
-    return str(value.strftime("%Y-%m-%d"))
+    return value.date()  # type: ignore[no-any-return]
+
+
+def _iso_week(iso: Tuple[int, int, int]) -> str:
+    return f"{iso[0]}-W{iso[1]:02d}"
+
+
+#: The time buckets' labels, as every engine's ``buckets`` spell them.
+_LABELS: Dict[str, Callable[[_dt.date], str]] = {
+    "day": lambda date: date.isoformat(),
+    "week": lambda date: _iso_week(date.isocalendar()),
+    "month": lambda date: date.isoformat()[:7],
+}
 
 
 def month_dimension(filters: ReportFilters, group_by: Sequence[str]) -> Optional[str]:

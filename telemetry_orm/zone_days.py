@@ -347,12 +347,14 @@ def split(models: Any, model: Any, dialect: Any, zone: Any,
     def day(column: Any) -> Any:
         return dialect.day(dialect.local(column, offsets))
 
+    # ``counted`` inside each range: SQLite then reads each range from the
+    # index (outside, it walked every counted row: seconds a batch).
     ranges = [(m.created_at >= format_timestamp(e)) & (m.created_at < format_timestamp(h + _HOUR))
-              for h, e in cuts]
+              & counted for h, e in cuts]
     while len(ranges) > 1:  # a balanced tree: no deep nesting to render
         ranges = [a | b for a, b in zip(ranges[::2], ranges[1::2], strict=False)] + (
             [ranges[-1]] if len(ranges) % 2 else [])
-    gone = ranges[0] & counted
+    gone = ranges[0]
     statements = [render(database, t.delete().where((t.zone == name) & t.hour.in_(hours)))
                   for t in (models.zone_cuts, models.zone_cut_durations)]
     tier_sums = [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if column == "cost_usd"

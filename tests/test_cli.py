@@ -344,6 +344,29 @@ def test_rollup_folds_hours_once_and_stats_show_what_the_rollups_cover(
     assert stats["rollup_counted_before"] > last and stats["purged_before"] is None
 
 
+def test_rollup_keeps_and_forgets_the_days_of_a_zone(
+    filled: PeeweeTelemetryStore, witness: sqlite3.Connection, db_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    witness.execute("UPDATE executions SET created_at = datetime(created_at, '-3 days')")
+    witness.commit()
+    status, out, _ = run("rollup", "--db", str(db_path), "--zone", "Asia/Kolkata", "--zone",
+                         "America/Los_Angeles", capsys=capsys)
+    assert status == 0
+    assert out.splitlines()[-1] == "days kept in America/Los_Angeles, Asia/Kolkata"
+    days = witness.execute("SELECT zone, SUM(executions) FROM telemetry_orm_zone_days "
+                           "GROUP BY zone ORDER BY zone").fetchall()
+    assert [zone for zone, _ in days] == ["America/Los_Angeles", "Asia/Kolkata"]
+    status, out, _ = run("rollup", "--db", str(db_path), "--forget-zone", "Asia/Kolkata",
+                         capsys=capsys)
+    assert status == 0 and out.splitlines()[-1] == "days kept in America/Los_Angeles"
+    assert witness.execute("SELECT COUNT(*) FROM telemetry_orm_zone_days "
+                           "WHERE zone = 'Asia/Kolkata'").fetchone()[0] == 0
+    status, _, err = run("rollup", "--db", str(db_path), "--zone", "Mars/Olympus",
+                         capsys=capsys)
+    assert status == 2 and "--zone" in err and "Mars/Olympus" in err
+
+
 # --- export -------------------------------------------------------------------------
 
 

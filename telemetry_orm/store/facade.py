@@ -458,10 +458,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         by this package are counted too: a purge folds in, before deleting
         them, the rows not counted yet. See :mod:`telemetry_orm.rollups`.
 
-        ``zones`` (IANA names): keep these zones' days too, from now on (see
-        :mod:`telemetry_orm.zone_days`): reports by day or week in them read
-        days, not hours; ``forget_zones``: stop keeping those.
-        """
+        ``zones`` (IANA names): keep these zones' days too, from now on, for
+        reports by day or week in them; ``forget_zones``: stop keeping those
+        (see :mod:`telemetry_orm.zone_days`)."""
         keep = zone_days.zone_names(zones, "zones")
         drop = zone_days.zone_names(forget_zones, "forget_zones")
         self.outside_transaction("roll up")
