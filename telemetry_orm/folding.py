@@ -261,35 +261,57 @@ def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextM
 
 
 def next_days(conn: Any, tables: Tables, zone: Any, kept: zone_days.Kept, end: _dt.datetime
-              ) -> Optional[Tuple[_dt.datetime, _dt.datetime, _dt.datetime]]:
+              ) -> Optional[Tuple[_dt.datetime, _dt.datetime, _dt.datetime, bool]]:
     """The next whole days of ``zone`` :func:`build_zones` adds, about
-    :data:`TIER_ROWS` hour sketch rows of them, as the instants ``(start,
-    stop)`` they begin and end, with the instant its built days begin
-    (the day of the first hour, when none are built); ``None`` when every
-    day whose hours the hour tier holds, up to ``end``, is built."""
+    :data:`TIER_ROWS` hour sketch rows of them and at most
+    :data:`ZONE_STEP_DAYS` days, as the instants ``(start, stop)`` they
+    begin and end, with the instant its built days begin (the day of the
+    first hour, when none are built) and whether the hour tier holds no
+    hour in them (a gap, crossed in one step); ``None`` when every day
+    whose hours the hour tier holds, up to ``end``, is built. Hours more
+    than :data:`ZONE_YEARS` years before ``end`` (another program's rows
+    of year 1200) are left to the hour tier."""
     d, database = tables.rollups.hour_durations, tables.database
     as_text = tables.dialect.as_text
     start, first = kept.built_before, kept.built_from
+
+    def next_hour(after: _dt.datetime, skip: int = 0) -> Optional[_dt.datetime]:
+        row = conn.execute(*render(database, d.select(as_text(d.hour)).where(
+            d.hour >= format_timestamp(after)).order_by(d.hour).limit(1).offset(skip))
+        ).fetchone()
+        return None if row is None else naive_utc(row[0])
+
     if start is None:
-        row = conn.execute(*render(database, d.select(as_text(fn.MIN(d.hour))))).fetchone()
-        if row[0] is None:
-            return None
-        day = zone_days.day_around(zone, naive_utc(row[0]))
+        hour = next_hour(max(end - _dt.timedelta(days=ZONE_YEARS * 366),
+                             _dt.datetime(2, 1, 3)))
+        day = None if hour is None else zone_days.day_around(zone, hour)
         if day is None:
             return None
         start = first = day[0]
     if first is None or start >= end:
         return None
-    row = conn.execute(*render(database, d.select(as_text(d.hour)).where(
-        d.hour >= format_timestamp(ceil_hour(start))).order_by(d.hour).limit(1).offset(
-        TIER_ROWS))).fetchone()
-    limit = end if row is None else min(end, naive_utc(row[0]))
-    edges = zone_days.day_edges(zone, start + _dt.timedelta(seconds=1), end)
+    hour = next_hour(ceil_hour(start))
+    if hour is None or hour >= end:
+        return None
+    week = _dt.timedelta(days=7)
+    if hour - start > week:  # no hour in the days up to the one before `hour`
+        gap = zone_days.day_edges(zone, hour - week, hour)
+        return (start, gap[-1], first, True) if gap and gap[-1] > start else None
+    ahead = next_hour(ceil_hour(start), TIER_ROWS)
+    limit = min(end, start + _dt.timedelta(days=ZONE_STEP_DAYS),
+                ahead if ahead is not None else end)
+    edges = zone_days.day_edges(zone, start + _dt.timedelta(seconds=1), min(end, limit + week))
     if not edges:
         return None
     within = [e for e in edges if e <= limit]
     # A day of more than TIER_ROWS sketch rows is still built whole.
-    return start, within[-1] if within else edges[0], first
+    return start, within[-1] if within else edges[0], first, False
+
+
+#: Days a step of :func:`build_zones` adds at most, and how far back from
+#: the hours it builds days (see :func:`next_days`).
+ZONE_STEP_DAYS = 60
+ZONE_YEARS = 100
 
 
 def build_zones(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
@@ -310,9 +332,11 @@ def build_zones(backend: Backend, tables: Tables, connection: Callable[[], Conte
                     conn, tables, zone, kept, end)
                 if step is None:
                     break
-                start, stop, first = step
-                for statement in zone_days.build(models, tables.dialect, zone, start, stop):
-                    conn.execute(*statement)
+                start, stop, first, empty = step
+                if not empty:
+                    for statement in zone_days.build(models, tables.dialect, zone, start,
+                                                     stop):
+                        conn.execute(*statement)
                 zone_days.write_kept(conn, models, zone_days.Kept(name, first, stop),
                                      upsert=tables.dialect.upsert)
             steps += 1

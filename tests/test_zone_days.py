@@ -189,3 +189,25 @@ def test_a_cut_hour_split_again_after_its_rows_are_purged_gives_them_to_the_day_
     days = figures(any_store, ("day",), since=None, tz="Asia/Kolkata")
     assert days[(before,)]["executions"] == 5 and days[(after,)]["executions"] == 1
     assert days[("totals",)]["executions"] == 6
+
+
+def test_days_far_apart_are_built_across_the_gap_and_ancient_hours_left_to_the_hour_tier(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    from support import place
+    edge = (NOW - dt.timedelta(days=3)).replace(hour=18, minute=30, second=0, microsecond=0)
+    place(any_store, any_witness, [
+        dt.datetime(1200, 6, 1, 12, 0, tzinfo=dt.timezone.utc),  # another program's row
+        NOW - dt.timedelta(days=400), NOW - dt.timedelta(days=399, hours=5),
+        edge - dt.timedelta(seconds=1), edge, edge + dt.timedelta(hours=30)])
+    result = any_store.rollup(zones=["Asia/Kolkata", "America/Los_Angeles"])
+    assert result.steps < 40  # the empty year between is one step
+    for zone in ("Asia/Kolkata", "America/Los_Angeles"):
+        built = str(any_witness.scalar(f"SELECT built_from FROM {ZONES_TABLE} WHERE zone = ?",
+                                       zone))
+        assert built.startswith(str((NOW - dt.timedelta(days=401)).year)[:2])  # not year 1200
+        assert stored_days(any_witness, zone) == row_days(any_witness, zone), zone
+        assert stored_cuts(any_witness, zone) == row_days(any_witness, zone, cut=True), zone
+        for by in BY:
+            exact = figures(any_store, by, since=None, tz=zone, use_rollups=False)
+            assert_same(exact, figures(any_store, by, since=None, tz=zone))
+    assert sum(stored_days(any_witness, "America/Los_Angeles").values()) == 5
