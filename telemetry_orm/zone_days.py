@@ -13,16 +13,19 @@ at a team's pace nearly one row per execution. A zone kept
   sketch of all its executions;
 - ``telemetry_orm_rollup_zones``: the zones kept, and the instants
   ``[built_from, built_before)`` their days are built for (both the
-  instant a local day begins).
+  instant a local day begins);
+- ``telemetry_orm_zone_cuts`` and ``telemetry_orm_zone_cut_durations``:
+  the two parts of each hour a day's edge cuts (below), by day.
 
 So they answer reports grouped by day, week or month alone, with no filter
 but the time range; others read the hours.
 
 A local day is the whole UTC hours inside it. A zone whose offset is not
 whole hours (Asia/Kolkata, +05:30) begins its days inside an hour
-(18:00-19:00 UTC): that hour belongs to two days, so no day holds it; a
-report reads it from its rows (or, once they are purged, counts it whole
-in the day its start falls in, as from the hour tier). A day on which the
+(18:00-19:00 UTC): that hour belongs to two days, so no day holds it. Its
+two parts are kept apart, split from its rows (:func:`split`): exact while
+its rows are there; what was purged before a split goes to the day its
+start falls in, as a report from the hour tier counts it. A day on which the
 clocks change has the 23 or 25 hours its wall clock shows: each hour goes
 to the day its start falls in, with the offset in force then.
 
@@ -30,7 +33,8 @@ Building from the hours keeps the days exact: a step adds whole days from
 hours already folded, and moves ``built_before`` past them in the same
 transaction; a fold that changes hours of built days (late rows, a
 replaced row, a purge) builds those days again from the hours, in its own
-transaction (:func:`rebuild`).
+transaction (:func:`rebuild`), and drops the parts of a cut hour it
+changes, which the next rollup splits again (:func:`stale_cuts`).
 """
 
 from __future__ import annotations
@@ -58,33 +62,37 @@ from .schema import KeyTextField, TimeTextField, format_timestamp, parse_timesta
 from .sql import COST_UNITS_PER_USD, Statement, Upsert, cost_units, render
 
 __all__ = [
-    "MODELS", "ZONES_TABLE", "ZONE_DAYS_TABLE", "ZONE_DAY_DURATIONS_TABLE", "Kept",
-    "RollupZone", "ZoneDay", "ZoneDayDuration", "build", "day_edges", "rebuild",
+    "MODELS", "ZONES_TABLE", "ZONE_CUTS_TABLE", "ZONE_CUT_DURATIONS_TABLE", "ZONE_DAYS_TABLE",
+    "ZONE_DAY_DURATIONS_TABLE", "Kept", "RollupZone", "ZoneCut", "ZoneCutDuration", "ZoneDay",
+    "ZoneDayDuration", "build", "day_edges", "rebuild", "split",
 ]
 
 ZONE_DAYS_TABLE = "telemetry_orm_zone_days"
 ZONE_DAY_DURATIONS_TABLE = "telemetry_orm_zone_day_durations"
 ZONES_TABLE = "telemetry_orm_rollup_zones"
+ZONE_CUTS_TABLE = "telemetry_orm_zone_cuts"
+ZONE_CUT_DURATIONS_TABLE = "telemetry_orm_zone_cut_durations"
 
 _HOUR = _dt.timedelta(hours=1)
 _DAY = _dt.timedelta(days=1)
 
 
-def _zone_day_model() -> Any:
-    fields: Dict[str, Any] = {"zone": KeyTextField(), "day": TimeTextField(),
-                              "model": KeyTextField(), "paid": IntegerField()}
-    fields.update({column: DoubleField() if column == "cost_usd" else BigIntegerField()
-                   for column in SUMS})
-    meta = type("Meta", (), {"table_name": ZONE_DAYS_TABLE, "without_rowid": True,
-                             "primary_key": CompositeKey("zone", "day", "model", "paid")})
-    return type("ZoneDay", (Model,), {
-        **fields, "Meta": meta, "__module__": __name__,
-        "__doc__": "One local day of one kept zone, for one model and ``paid``: the sums of "
-                   "the hours inside it (``day``: its wall-clock midnight, kept as the hours' "
-                   "UTC times are)."})
+def _sums_table(name: str, table: str, key: Dict[str, Any], doc: str) -> Any:
+    """A model of :data:`~telemetry_orm.rollups.SUMS` per ``key`` (its
+    columns, in order); one b-tree by its key (SQLite)."""
+    fields = {**key, **{column: DoubleField() if column == "cost_usd" else BigIntegerField()
+                        for column in SUMS}}
+    meta = type("Meta", (), {"table_name": table, "without_rowid": True,
+                             "primary_key": CompositeKey(*key)})
+    return type(name, (Model,), {**fields, "Meta": meta, "__module__": __name__,
+                                 "__doc__": doc})
 
 
-ZoneDay = _zone_day_model()
+ZoneDay = _sums_table(
+    "ZoneDay", ZONE_DAYS_TABLE, {"zone": KeyTextField(), "day": TimeTextField(),
+                                 "model": KeyTextField(), "paid": IntegerField()},
+    "One local day of one kept zone, for one model and ``paid``: the sums of the hours "
+    "inside it (``day``: its wall-clock midnight, kept as the hours' UTC times are).")
 
 
 class ZoneDayDuration(Model):
@@ -114,9 +122,33 @@ class RollupZone(Model):
         table_name = ZONES_TABLE
 
 
+ZoneCut = _sums_table(
+    "ZoneCut", ZONE_CUTS_TABLE, {"zone": KeyTextField(), "hour": TimeTextField(),
+                                 "day": TimeTextField(), "model": KeyTextField(),
+                                 "paid": IntegerField()},
+    "The part of one hour a kept zone's day edge cuts that falls in one of its two days, for "
+    "one model and ``paid``: its sums.")
+
+
+class ZoneCutDuration(Model):
+    """How many executions of the part of a cut hour in one day fell in one
+    duration bucket."""
+
+    zone = KeyTextField()
+    hour = TimeTextField()
+    day = TimeTextField()
+    bucket = IntegerField()
+    executions = BigIntegerField()
+
+    class Meta:
+        table_name = ZONE_CUT_DURATIONS_TABLE
+        primary_key = CompositeKey("zone", "hour", "day", "bucket")
+        without_rowid = True
+
+
 #: The models of the zones' days, after :data:`telemetry_orm.rollups.MODELS`
 #: in an engine's ``rollup_models`` (the order of ``RollupModels``).
-MODELS: Tuple[Any, ...] = (ZoneDay, ZoneDayDuration, RollupZone)
+MODELS: Tuple[Any, ...] = (ZoneDay, ZoneDayDuration, RollupZone, ZoneCut, ZoneCutDuration)
 
 
 class Kept(NamedTuple):
@@ -172,7 +204,8 @@ def forget(models: Any, zone: str) -> List[Statement]:
     """The statements that stop keeping ``zone``: its days and its row."""
     database = models.zones._meta.database
     return [render(database, table.delete().where(table.zone == zone))
-            for table in (models.zone_days, models.zone_day_durations, models.zones)]
+            for table in (models.zone_days, models.zone_day_durations, models.zone_cuts,
+                          models.zone_cut_durations, models.zones)]
 
 
 # --- A zone's days, in UTC instants ---------------------------------------------------
@@ -280,45 +313,7 @@ def rebuild(models: Any, dialect: Any, kept: Sequence[Kept], hours: Sequence[_dt
 
 # --- The hours a day's edge cuts ------------------------------------------------------
 
-ZONE_CUTS_TABLE = "telemetry_orm_zone_cuts"
-ZONE_CUT_DURATIONS_TABLE = "telemetry_orm_zone_cut_durations"
 
-
-def _cut_model() -> Any:
-    fields: Dict[str, Any] = {"zone": KeyTextField(), "hour": TimeTextField(),
-                              "day": TimeTextField(), "model": KeyTextField(),
-                              "paid": IntegerField()}
-    fields.update({column: DoubleField() if column == "cost_usd" else BigIntegerField()
-                   for column in SUMS})
-    meta = type("Meta", (), {"table_name": ZONE_CUTS_TABLE, "without_rowid": True,
-                             "primary_key": CompositeKey("zone", "hour", "day", "model",
-                                                         "paid")})
-    return type("ZoneCut", (Model,), {
-        **fields, "Meta": meta, "__module__": __name__,
-        "__doc__": "The part of one hour a kept zone's day edge cuts that falls in one of "
-                   "its two days, for one model and ``paid``: its sums."})
-
-
-ZoneCut = _cut_model()
-
-
-class ZoneCutDuration(Model):
-    """How many executions of the part of a cut hour in one day fell in one
-    duration bucket."""
-
-    zone = KeyTextField()
-    hour = TimeTextField()
-    day = TimeTextField()
-    bucket = IntegerField()
-    executions = BigIntegerField()
-
-    class Meta:
-        table_name = ZONE_CUT_DURATIONS_TABLE
-        primary_key = CompositeKey("zone", "hour", "day", "bucket")
-        without_rowid = True
-
-
-MODELS = (*MODELS, ZoneCut, ZoneCutDuration)
 
 
 def cuts_between(zone: Any, start: _dt.datetime, stop: _dt.datetime, *, first: bool

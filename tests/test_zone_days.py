@@ -142,8 +142,10 @@ def test_forgetting_a_zone_drops_its_days_and_bad_names_are_refused(
     any_store.rollup(zones="Asia/Kolkata")
     assert stored_days(any_witness, "Asia/Kolkata")
     exact = figures(any_store, ("day",), since=None, tz="Asia/Kolkata", use_rollups=False)
+    assert stored_cuts(any_witness, "Asia/Kolkata")
     assert any_store.rollup(forget_zones=["Asia/Kolkata"]).zones == ()
     assert not stored_days(any_witness, "Asia/Kolkata")
+    assert not stored_cuts(any_witness, "Asia/Kolkata")
     assert_same(exact, figures(any_store, ("day",), since=None, tz="Asia/Kolkata"))
     for bad in ("Mars/Olympus", 3, [""]):
         with pytest.raises(TelemetryValidationError) as info:
