@@ -60,24 +60,44 @@ class Pacing(NamedTuple):
     """How a long fold lets writers in between its steps, as a purge does:
     ``after(conn, held)``, right after a step that held the write lock
     ``held`` seconds, gives the pause before the next (the engine's purge
-    pacer); ``gap(pause)`` takes it (the store's upkeep)."""
+    pacer); ``gap(pause)`` takes it (the store's upkeep); ``rows(most,
+    rows, held)`` sizes the next step (the pacer's ``step_rows``)."""
 
     after: Callable[[Any, float], float]
     gap: Callable[[float], None]
+    rows: Callable[[int, Optional[int], float], int]
+
+
+class _Size:
+    """The rows of the next step of one kind, at most ``most``: as
+    ``pacing`` says after each step (see :class:`Pacing`)."""
+
+    def __init__(self, pacing: Optional[Pacing], most: int) -> None:
+        self._pacing = pacing
+        self._most = most
+        self.rows = most if pacing is None else pacing.rows(most, None, 0.0)
+
+    def held(self, seconds: float) -> None:
+        if self._pacing is not None:
+            self.rows = self._pacing.rows(self._most, self.rows, seconds)
 
 
 @contextlib.contextmanager
 def _step(backend: Backend, connection: Callable[[], ContextManager[Any]],
-          pacing: Optional[Pacing]) -> Iterator[Any]:
+          pacing: Optional[Pacing], size: Optional[_Size] = None) -> Iterator[Any]:
     """One step of a long fold: a fold transaction on a ``connection()`` of
-    its own, then the pause ``pacing`` gives, outside the store's lock."""
+    its own, then the pause ``pacing`` gives, outside the store's lock;
+    ``size`` learns how long the step held the lock."""
     pause = 0.0
     with connection() as conn:
         began = time.monotonic()
         with backend.fold_transaction(conn):
             yield conn
         if pacing is not None:
-            pause = pacing.after(conn, time.monotonic() - began)
+            held = time.monotonic() - began
+            pause = pacing.after(conn, held)
+            if size is not None:
+                size.held(held)
     if pacing is not None:
         pacing.gap(pause)
 
@@ -108,19 +128,19 @@ def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) 
     return n
 
 
-def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime
-              ) -> Optional[Tuple[Any, State]]:
+def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime,
+              rows: int = FOLD_ROWS) -> Optional[Tuple[Any, State]]:
     """The rows of the next step of a rollup up to ``until`` and id
     ``target`` (``None``: only the state moves) and the state after it;
     ``None`` when all is counted. Rows that came after the last fold for
-    hours already counted go first, :data:`FOLD_ROWS` at a time; then the
-    next hours, up to about :data:`FOLD_ROWS` rows."""
+    hours already counted go first, ``rows`` at a time; then the next
+    hours, up to about ``rows`` rows (an hour at least)."""
     m, database, as_text = tables.executions, tables.database, tables.dialect.as_text
     counted_ids, before = state.counted_ids, state.counted_before
     if counted_ids < target:
         if before is None:  # nothing is counted by time yet
             return None, dataclasses.replace(state, counted_ids=target)
-        upto = min(counted_ids + FOLD_ROWS, target)
+        upto = min(counted_ids + rows, target)
         where = ((m.id > counted_ids) & (m.id <= upto)
                  & (m.created_at < format_timestamp(before)))
         return where, dataclasses.replace(state, counted_ids=upto)
@@ -133,7 +153,7 @@ def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.d
         return None
     row = conn.execute(*render(database, m.select(as_text(m.created_at)).where(
         m.created_at >= format_timestamp(before)).order_by(m.created_at)
-        .limit(1).offset(FOLD_ROWS))).fetchone()
+        .limit(1).offset(rows))).fetchone()
     step_end = until if row is None else min(until, max(
         floor_hour(naive_utc(row[0])), before + _dt.timedelta(hours=1)))
     where = ((m.id <= counted_ids) & (m.created_at >= format_timestamp(before))
@@ -157,10 +177,12 @@ def roll_up(backend: Backend, tables: Tables, connection: Callable[[], ContextMa
         until = floor_hour(naive_utc(backend.cutoff(conn, 0.0)))
     rows = steps = 0
     state = State()
+    size = _Size(pacing, FOLD_ROWS)
     while True:
-        with _step(backend, connection, pacing) as conn:
+        with _step(backend, connection, pacing, size) as conn:
             state = read_state(conn, tables.rollups)
-            step = next_fold(conn, tables, state, max(target, state.counted_ids), until)
+            step = next_fold(conn, tables, state, max(target, state.counted_ids), until,
+                             size.rows)
             if step is None:
                 break
             where, state = step
@@ -179,11 +201,11 @@ def held_hours(state: State) -> Optional[_dt.datetime]:
     return max(ends) if ends else None
 
 
-def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _dt.datetime
-               ) -> Optional[Tuple[_dt.datetime, _dt.datetime]]:
+def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _dt.datetime,
+               rows: int = TIER_ROWS) -> Optional[Tuple[_dt.datetime, _dt.datetime]]:
     """The hours ``[start, stop)`` the next step of :func:`build_up` adds to
-    the tiers, about :data:`TIER_ROWS` hour sketch rows; ``None`` when the
-    tiers are built up to ``end``."""
+    the tiers, about ``rows`` hour sketch rows (an hour at least); ``None``
+    when the tiers are built up to ``end``."""
     d, database = tables.rollups.hour_durations, tables.database
     as_text = tables.dialect.as_text
     if built is None:
@@ -192,7 +214,7 @@ def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _d
     if built >= end:
         return (built, built) if built == end else None
     row = conn.execute(*render(database, d.select(as_text(d.hour)).where(
-        d.hour >= format_timestamp(built)).order_by(d.hour).limit(1).offset(TIER_ROWS))
+        d.hour >= format_timestamp(built)).order_by(d.hour).limit(1).offset(rows))
     ).fetchone()
     stop = end if row is None else min(end, max(naive_utc(row[0]),
                                                  built + _dt.timedelta(hours=1)))
@@ -206,13 +228,14 @@ def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextM
     tiers of earlier versions. Return the transactions it took."""
     steps = 0
     models = tables.rollups
+    size = _Size(pacing, TIER_ROWS)
     while True:
-        with _step(backend, connection, pacing) as conn:
+        with _step(backend, connection, pacing, size) as conn:
             end = held_hours(read_state(conn, models))
             if end is None:
                 break
             built = read_tiers(conn, models)
-            step = next_build(conn, tables, built, end)
+            step = next_build(conn, tables, built, end, size.rows)
             if step is None:
                 break
             start, stop = step

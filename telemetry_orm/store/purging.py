@@ -221,7 +221,7 @@ def paced(host: Host) -> Iterator[folding.Pacing]:
     with host.connection() as conn:
         pacer.start(conn)
     try:
-        yield folding.Pacing(pacer.after_chunk, opened.upkeep.purge_gap)
+        yield folding.Pacing(pacer.after_chunk, opened.upkeep.purge_gap, pacer.step_rows)
     finally:
         _finish(host, pacer)
 
