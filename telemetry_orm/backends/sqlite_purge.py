@@ -60,7 +60,7 @@ FOLD_BUSY_START = 0.25
 #: ... and no step is sized below this share: a step's statements and commit
 #: cost some milliseconds whatever its rows, and steps sized down to a few
 #: rows would pay them over and over for hardly a shorter hold.
-FOLD_BUSY_LEAST = 0.1
+FOLD_BUSY_LEAST = 0.05
 
 #: Page cache, in KiB, of the purging connection during a purge (SQLite's
 #: default is 2 MiB): on 1,000,000 rows with scattered ``created_at`` a
