@@ -26,6 +26,7 @@ from telemetry_orm.backends import sqlite_purge, sqlite_wal
 from telemetry_orm.backends.base import PURGE_CHUNK
 from telemetry_orm.backends.sqlite_checkpoint import checkpoint
 from telemetry_orm.backends.sqlite_purge import (
+    FOLD_BUSY_HOLD,
     FOLD_BUSY_LEAST,
     FOLD_BUSY_START,
     PURGE_BUSY_MEMORY,
@@ -241,7 +242,7 @@ def test_pacer_sizes_a_folds_steps_to_their_hold_only_while_others_write(
         assert before / 2 <= rows <= min(before * 2, most)
         sizes.append(rows)
     assert sizes[0] == most // 2
-    assert rows == pytest.approx(PURGE_HOLD / per_row, rel=0.01)
+    assert rows == pytest.approx(FOLD_BUSY_HOLD / per_row, rel=0.01)
     # A kind of step not taken yet starts from a share of its usual rows.
     assert pacer.step_rows(most, None, 0.0) == int(most * FOLD_BUSY_START)
     # However long a step holds the lock, it is not sized below the least.
@@ -251,6 +252,30 @@ def test_pacer_sizes_a_folds_steps_to_their_hold_only_while_others_write(
     # Quiet again once the other writer has been silent long enough.
     clock.now += PURGE_BUSY_MEMORY
     assert pacer.step_rows(most, rows, 0.001) == most
+
+
+def test_a_wary_pacer_paces_its_first_span_as_if_others_wrote(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, _ = conns
+    clock = FakeClock()
+    pacer = SqlitePurgePacer(clock=clock)
+    pacer.start(purging)
+    pacer.wary()
+    # A writer asleep in the busy handler since before the start would show
+    # nothing: the first steps are short and each leaves it a gap.
+    most = 2_000
+    assert not pacer.quiet
+    assert pacer.step_rows(most, None, 0.0) == int(most * FOLD_BUSY_START)
+    held = 0.005
+    for _ in range(3):
+        clock.now += held
+        pause = pacer.after_chunk(purging, held)
+        assert pause >= retry_gap(held)
+        clock.now += pause
+    # Nobody got in through those gaps: quiet once the span is over.
+    clock.now += PURGE_QUIET_SPAN
+    assert pacer.quiet
+    assert pacer.step_rows(most, 500, held) == most
 
 
 def test_a_rollup_takes_shorter_steps_while_another_connection_writes(
@@ -279,7 +304,9 @@ def test_a_rollup_takes_shorter_steps_while_another_connection_writes(
         result = store.rollup()
     finally:
         other.close()
-    assert sizes[0] == 60 and min(sizes) < 60  # the first before anyone wrote
+    # Paced as if another wrote from the start, then because it does: the
+    # steps hold the lock briefly here, so they grow, doubling at most.
+    assert sizes[:3] == [15, 30, 60] and int(60 * FOLD_BUSY_START) == 15
     # Every execution before the hour it stopped at counted once, in every tier.
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("SELECT COUNT(*) FROM executions WHERE created_at < ? AND id <= ?",
