@@ -18,6 +18,7 @@ from typing import (
     Callable,
     ContextManager,
     Iterator,
+    List,
     NamedTuple,
     Optional,
     Sequence,
@@ -45,7 +46,7 @@ from .rollups import (
     write_tiers,
 )
 from .schema import format_timestamp, parse_timestamp
-from .sql import quote, render
+from .sql import Statement, quote, render
 from .tables import Tables
 
 #: Rows a step of a rollup folds in, about (some 20 ms of SQLite's write
@@ -70,24 +71,44 @@ class Pacing(NamedTuple):
     """How a long fold lets writers in between its steps, as a purge does:
     ``after(conn, held)``, right after a step that held the write lock
     ``held`` seconds, gives the pause before the next (the engine's purge
-    pacer); ``gap(pause)`` takes it (the store's upkeep)."""
+    pacer); ``gap(pause)`` takes it (the store's upkeep); ``rows(most,
+    rows, held)`` sizes the next step (the pacer's ``step_rows``)."""
 
     after: Callable[[Any, float], float]
     gap: Callable[[float], None]
+    rows: Callable[[int, Optional[int], float], int]
+
+
+class _Size:
+    """The rows of the next step of one kind, at most ``most``: as
+    ``pacing`` says after each step (see :class:`Pacing`)."""
+
+    def __init__(self, pacing: Optional[Pacing], most: int) -> None:
+        self._pacing = pacing
+        self._most = most
+        self.rows = most if pacing is None else pacing.rows(most, None, 0.0)
+
+    def held(self, seconds: float) -> None:
+        if self._pacing is not None:
+            self.rows = self._pacing.rows(self._most, self.rows, seconds)
 
 
 @contextlib.contextmanager
 def _step(backend: Backend, connection: Callable[[], ContextManager[Any]],
-          pacing: Optional[Pacing]) -> Iterator[Any]:
+          pacing: Optional[Pacing], size: Optional[_Size] = None) -> Iterator[Any]:
     """One step of a long fold: a fold transaction on a ``connection()`` of
-    its own, then the pause ``pacing`` gives, outside the store's lock."""
+    its own, then the pause ``pacing`` gives, outside the store's lock;
+    ``size`` learns how long the step held the lock."""
     pause = 0.0
     with connection() as conn:
         began = time.monotonic()
         with backend.fold_transaction(conn):
             yield conn
         if pacing is not None:
-            pause = pacing.after(conn, time.monotonic() - began)
+            held = time.monotonic() - began
+            pause = pacing.after(conn, held)
+            if size is not None:
+                size.held(held)
     if pacing is not None:
         pacing.gap(pause)
 
@@ -134,19 +155,19 @@ def _rebuild_days(conn: Any, tables: Tables, where: Any) -> None:
         conn.execute(*statement)
 
 
-def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime
-              ) -> Optional[Tuple[Any, State]]:
+def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime,
+              rows: int = FOLD_ROWS) -> Optional[Tuple[Any, State]]:
     """The rows of the next step of a rollup up to ``until`` and id
     ``target`` (``None``: only the state moves) and the state after it;
     ``None`` when all is counted. Rows that came after the last fold for
-    hours already counted go first, :data:`FOLD_ROWS` at a time; then the
-    next hours, up to about :data:`FOLD_ROWS` rows."""
+    hours already counted go first, ``rows`` at a time; then the next
+    hours, up to about ``rows`` rows (an hour at least)."""
     m, database, as_text = tables.executions, tables.database, tables.dialect.as_text
     counted_ids, before = state.counted_ids, state.counted_before
     if counted_ids < target:
         if before is None:  # nothing is counted by time yet
             return None, dataclasses.replace(state, counted_ids=target)
-        upto = min(counted_ids + FOLD_ROWS, target)
+        upto = min(counted_ids + rows, target)
         where = ((m.id > counted_ids) & (m.id <= upto)
                  & (m.created_at < format_timestamp(before)))
         return where, dataclasses.replace(state, counted_ids=upto)
@@ -159,7 +180,7 @@ def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.d
         return None
     row = conn.execute(*render(database, m.select(as_text(m.created_at)).where(
         m.created_at >= format_timestamp(before)).order_by(m.created_at)
-        .limit(1).offset(FOLD_ROWS))).fetchone()
+        .limit(1).offset(rows))).fetchone()
     step_end = until if row is None else min(until, max(
         floor_hour(naive_utc(row[0])), before + _dt.timedelta(hours=1)))
     where = ((m.id <= counted_ids) & (m.created_at >= format_timestamp(before))
@@ -183,10 +204,12 @@ def roll_up(backend: Backend, tables: Tables, connection: Callable[[], ContextMa
         until = floor_hour(naive_utc(backend.cutoff(conn, 0.0)))
     rows = steps = 0
     state = State()
+    size = _Size(pacing, FOLD_ROWS)
     while True:
-        with _step(backend, connection, pacing) as conn:
+        with _step(backend, connection, pacing, size) as conn:
             state = read_state(conn, tables.rollups)
-            step = next_fold(conn, tables, state, max(target, state.counted_ids), until)
+            step = next_fold(conn, tables, state, max(target, state.counted_ids), until,
+                             size.rows)
             if step is None:
                 break
             where, state = step
@@ -205,11 +228,11 @@ def held_hours(state: State) -> Optional[_dt.datetime]:
     return max(ends) if ends else None
 
 
-def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _dt.datetime
-               ) -> Optional[Tuple[_dt.datetime, _dt.datetime]]:
+def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _dt.datetime,
+               rows: int = TIER_ROWS) -> Optional[Tuple[_dt.datetime, _dt.datetime]]:
     """The hours ``[start, stop)`` the next step of :func:`build_up` adds to
-    the tiers, about :data:`TIER_ROWS` hour sketch rows; ``None`` when the
-    tiers are built up to ``end``."""
+    the tiers, about ``rows`` hour sketch rows (an hour at least); ``None``
+    when the tiers are built up to ``end``."""
     d, database = tables.rollups.hour_durations, tables.database
     as_text = tables.dialect.as_text
     if built is None:
@@ -218,11 +241,43 @@ def next_build(conn: Any, tables: Tables, built: Optional[_dt.datetime], end: _d
     if built >= end:
         return (built, built) if built == end else None
     row = conn.execute(*render(database, d.select(as_text(d.hour)).where(
-        d.hour >= format_timestamp(built)).order_by(d.hour).limit(1).offset(TIER_ROWS))
+        d.hour >= format_timestamp(built)).order_by(d.hour).limit(1).offset(rows))
     ).fetchone()
     stop = end if row is None else min(end, max(naive_utc(row[0]),
                                                  built + _dt.timedelta(hours=1)))
     return built, stop
+
+
+#: Stand-ins for a tier step's hours while its statements are rendered once
+#: (see :class:`_TierStatements`): times no stored hour can be.
+_START, _STOP = _dt.datetime(1, 1, 1, 1), _dt.datetime(1, 1, 1, 2)
+
+
+class _TierStatements:
+    """:func:`~telemetry_orm.rollups.build_tiers` for one ``build_up``,
+    rendered once: each step's hours are filled into the parameters where
+    the stand-ins were. Peewee built the eight statements in about 3 ms of
+    Python per step, inside the write lock. Filling is trusted once it gave
+    the very statements built whole for a step; until then (or if it never
+    does) each step builds them whole."""
+
+    def __init__(self, models: Any, dialect: Any) -> None:
+        self._models, self._dialect = models, dialect
+        self._template: Optional[List[Statement]] = None
+        self._trusted = False
+
+    def __call__(self, start: _dt.datetime, stop: _dt.datetime) -> List[Statement]:
+        if self._template is None:
+            self._template = build_tiers(self._models, self._dialect, _START, _STOP)
+        values = {format_timestamp(_START): format_timestamp(start),
+                  format_timestamp(_STOP): format_timestamp(stop)}
+        filled = [(sql, [values.get(p, p) if isinstance(p, str) else p for p in params])
+                  for sql, params in self._template]
+        if self._trusted:
+            return filled
+        direct = build_tiers(self._models, self._dialect, start, stop)
+        self._trusted = filled == direct
+        return direct
 
 
 def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
@@ -232,18 +287,20 @@ def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextM
     tiers of earlier versions. Return the transactions it took."""
     steps = 0
     models = tables.rollups
+    size = _Size(pacing, TIER_ROWS)
+    statements = _TierStatements(models, tables.dialect)
     while True:
-        with _step(backend, connection, pacing) as conn:
+        with _step(backend, connection, pacing, size) as conn:
             end = held_hours(read_state(conn, models))
             if end is None:
                 break
             built = read_tiers(conn, models)
-            step = next_build(conn, tables, built, end)
+            step = next_build(conn, tables, built, end, size.rows)
             if step is None:
                 break
             start, stop = step
             if start < stop:
-                for statement in build_tiers(models, tables.dialect, start, stop):
+                for statement in statements(start, stop):
                     conn.execute(*statement)
             write_tiers(conn, models, stop, upsert=tables.dialect.upsert)
             if built == stop:
@@ -260,10 +317,11 @@ def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextM
     return steps
 
 
-def next_days(conn: Any, tables: Tables, zone: Any, kept: zone_days.Kept, end: _dt.datetime
+def next_days(conn: Any, tables: Tables, zone: Any, kept: zone_days.Kept, end: _dt.datetime,
+              rows: int = TIER_ROWS
               ) -> Optional[Tuple[_dt.datetime, _dt.datetime, _dt.datetime, bool]]:
     """The next whole days of ``zone`` :func:`build_zones` adds, about
-    :data:`TIER_ROWS` hour sketch rows of them and at most
+    ``rows`` hour sketch rows of them and at most
     :data:`ZONE_STEP_DAYS` days, as the instants ``(start, stop)`` they
     begin and end, with the instant its built days begin (the day of the
     first hour, when none are built) and whether the hour tier holds no
@@ -297,14 +355,14 @@ def next_days(conn: Any, tables: Tables, zone: Any, kept: zone_days.Kept, end: _
     if hour - start > week:  # no hour in the days up to the one before `hour`
         gap = zone_days.day_edges(zone, hour - week, hour)
         return (start, gap[-1], first, True) if gap and gap[-1] > start else None
-    ahead = next_hour(ceil_hour(start), TIER_ROWS)
+    ahead = next_hour(ceil_hour(start), rows)
     limit = min(end, start + _dt.timedelta(days=ZONE_STEP_DAYS),
                 ahead if ahead is not None else end)
     edges = zone_days.day_edges(zone, start + _dt.timedelta(seconds=1), min(end, limit + week))
     if not edges:
         return None
     within = [e for e in edges if e <= limit]
-    # A day of more than TIER_ROWS sketch rows is still built whole.
+    # A day of more than `rows` sketch rows is still built whole.
     return start, within[-1] if within else edges[0], first, False
 
 
@@ -324,12 +382,13 @@ def build_zones(backend: Backend, tables: Tables, connection: Callable[[], Conte
         names = [k.zone for k in zone_days.read_kept(conn, models)]
     for name in names:
         zone = zones.check_zone("zone", name)
+        size = _Size(pacing, TIER_ROWS)
         while True:
-            with _step(backend, connection, pacing) as conn:
+            with _step(backend, connection, pacing, size) as conn:
                 end = held_hours(read_state(conn, models))
                 kept = _kept(conn, models, name)
                 step = None if end is None or kept is None else next_days(
-                    conn, tables, zone, kept, end)
+                    conn, tables, zone, kept, end, size.rows)
                 if step is None:
                     break
                 start, stop, first, empty = step
@@ -343,14 +402,15 @@ def build_zones(backend: Backend, tables: Tables, connection: Callable[[], Conte
         # The hours the days' edges cut, split between their two days, in
         # batches: those of the days just built, and those a fold changed.
         seen: Any = None
+        size = _Size(pacing, SPLITS)
         while True:
-            with _step(backend, connection, pacing) as conn:
+            with _step(backend, connection, pacing, size) as conn:
                 kept = _kept(conn, models, name)
                 stale = [] if kept is None else zone_days.stale_cuts(conn, models, zone, kept)
                 if not stale or stale[0] == seen:  # nothing to split it from: leave it
                     break
                 seen = stale[0]
-                _split(conn, tables, zone, stale[:SPLITS])
+                _split(conn, tables, zone, stale[:size.rows])
             steps += 1
     return steps
 

@@ -777,3 +777,26 @@ def test_fold_statements_from_templates_are_the_statements_built_whole(
                 assert rollups.unfold(models, m, dialect, where, tiers=tiers) == [
                     render(any_store.database, q)
                     for q in rollups._unfold_queries(models, m, dialect, where, tiers)]
+
+
+def test_a_rollups_tier_statements_are_built_once_and_filled_with_each_steps_hours(
+        store: PeeweeTelemetryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.rollup()  # the rollup tables made
+    tables = store.opened.tables
+    built: List[Tuple[dt.datetime, dt.datetime]] = []
+    original = folding.build_tiers
+
+    def build_tiers(models: Any, dialect: Any, start: dt.datetime, end: dt.datetime) -> Any:
+        built.append((start, end))
+        return original(models, dialect, start, end)
+
+    monkeypatch.setattr(folding, "build_tiers", build_tiers)
+    statements = folding._TierStatements(tables.rollups, tables.dialect)
+    steps = [(dt.datetime(2026, 1, 31, 22), dt.datetime(2026, 2, 2, 5)),
+             (dt.datetime(2026, 2, 2, 5), dt.datetime(2026, 3, 1)),
+             (dt.datetime(2026, 3, 1), dt.datetime(2026, 3, 1, 1))]
+    for start, stop in steps:
+        assert statements(start, stop) == original(tables.rollups, tables.dialect, start, stop)
+    # Once with stand-ins, once whole for the first step to check the
+    # filling against; the later steps only fill.
+    assert len(built) == 2 and built[1] == steps[0]

@@ -20,11 +20,15 @@ from telemetry_orm import (
     PurgeProgress,
     StoreBusyError,
     create_telemetry_store,
+    folding,
 )
 from telemetry_orm.backends import sqlite_purge, sqlite_wal
 from telemetry_orm.backends.base import PURGE_CHUNK
 from telemetry_orm.backends.sqlite_checkpoint import checkpoint
 from telemetry_orm.backends.sqlite_purge import (
+    FOLD_BUSY_HOLD,
+    FOLD_BUSY_LEAST,
+    FOLD_BUSY_START,
     PURGE_BUSY_MEMORY,
     PURGE_CACHE_KIB,
     PURGE_CHUNK_MAX,
@@ -209,6 +213,108 @@ def test_pacer_sizes_chunks_to_hold_the_lock_about_the_target(
     for _ in range(20):
         pacer.after_chunk(purging, 1e-6)
     assert pacer.rows == PURGE_CHUNK_MAX
+
+
+def test_pacer_sizes_a_folds_steps_to_their_hold_only_while_others_write(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, other = conns
+    clock = FakeClock()
+    pacer = SqlitePurgePacer(clock=clock)
+    pacer.start(purging)
+    most = 2_000
+    # Nobody else writes: every step takes its usual rows, however long it
+    # holds the lock (smaller steps would only cost commits).
+    assert pacer.step_rows(most, None, 0.0) == most
+    clock.now += 0.060
+    pacer.after_chunk(purging, 0.060)
+    assert pacer.step_rows(most, most, 0.060) == most
+    # Another connection writes: the next steps are sized to the hold ...
+    per_row = 20e-6  # seconds of lock per row
+    rows = most
+    sizes = []
+    for _ in range(12):
+        other_writes(other)
+        held = rows * per_row
+        clock.now += held
+        pacer.after_chunk(purging, held)
+        before, rows = rows, pacer.step_rows(most, rows, held)
+        # ... never more than double or half at once, nor past the usual rows.
+        assert before / 2 <= rows <= min(before * 2, most)
+        sizes.append(rows)
+    assert sizes[0] == most // 2
+    assert rows == pytest.approx(FOLD_BUSY_HOLD / per_row, rel=0.01)
+    # A kind of step not taken yet starts from a share of its usual rows.
+    assert pacer.step_rows(most, None, 0.0) == int(most * FOLD_BUSY_START)
+    # However long a step holds the lock, it is not sized below the least.
+    for _ in range(20):
+        rows = pacer.step_rows(most, rows, 10.0)
+    assert rows == int(most * FOLD_BUSY_LEAST)
+    # Quiet again once the other writer has been silent long enough.
+    clock.now += PURGE_BUSY_MEMORY
+    assert pacer.step_rows(most, rows, 0.001) == most
+
+
+def test_a_wary_pacer_paces_its_first_span_as_if_others_wrote(
+        conns: List[sqlite3.Connection]) -> None:
+    purging, _ = conns
+    clock = FakeClock()
+    pacer = SqlitePurgePacer(clock=clock)
+    pacer.start(purging)
+    pacer.wary()
+    # A writer asleep in the busy handler since before the start would show
+    # nothing: the first steps are short and each leaves it a gap.
+    most = 2_000
+    assert not pacer.quiet
+    assert pacer.step_rows(most, None, 0.0) == int(most * FOLD_BUSY_START)
+    held = 0.005
+    for _ in range(3):
+        clock.now += held
+        pause = pacer.after_chunk(purging, held)
+        assert pause >= retry_gap(held)
+        clock.now += pause
+    # Nobody got in through those gaps: quiet once the span is over.
+    clock.now += PURGE_QUIET_SPAN
+    assert pacer.quiet
+    assert pacer.step_rows(most, 500, held) == most
+
+
+def test_a_rollup_takes_shorter_steps_while_another_connection_writes(
+        store: PeeweeTelemetryStore, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(folding, "FOLD_ROWS", 60)
+    monkeypatch.setattr(folding, "TIER_ROWS", 60)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO executions (created_at, repo, event_type, model, conclusion, "
+            "duration_ms) VALUES (datetime(?, ?), ?, 'push', 'm', 'success', ?)",
+            [(NOW, f"-{n * 7} minutes", f"r{n % 5}", 100 + n) for n in range(1, 1_200)])
+    sizes: List[int] = []
+    original = SqlitePurgePacer.step_rows
+    other = sqlite3.connect(db_path, isolation_level=None)
+
+    def step_rows(self: SqlitePurgePacer, most: int, rows: Any, held: float) -> int:
+        sizes.append(original(self, most, rows, held))
+        # Another connection writes between every two steps.
+        other.execute("INSERT INTO executions (repo, event_type, model, conclusion) "
+                      "VALUES ('other/writer', 'push', 'm', 'success')")
+        return sizes[-1]
+
+    monkeypatch.setattr(SqlitePurgePacer, "step_rows", step_rows)
+    monkeypatch.setattr(type(store.opened.upkeep), "purge_gap", lambda self, pause: None)
+    try:
+        result = store.rollup()
+    finally:
+        other.close()
+    # Paced as if another wrote from the start, then because it does: the
+    # steps hold the lock briefly here, so they grow, doubling at most.
+    assert sizes[:3] == [15, 30, 60] and int(60 * FOLD_BUSY_START) == 15
+    # Every execution before the hour it stopped at counted once, in every tier.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        rows = conn.execute("SELECT COUNT(*) FROM executions WHERE created_at < ? AND id <= ?",
+                            (result.counted_before.strftime("%Y-%m-%d %H:%M:%S"),
+                             result.counted_ids)).fetchone()[0]
+        for table in ("telemetry_orm_rollups", "telemetry_orm_daily", "telemetry_orm_monthly"):
+            assert conn.execute(f"SELECT SUM(executions) FROM {table}").fetchone() == (rows,)
+    assert rows == result.rows > 1_000
 
 
 def test_a_folding_purges_pacer_sizes_chunks_no_smaller_than_half_its_first(

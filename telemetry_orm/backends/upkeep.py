@@ -74,6 +74,18 @@ class PurgePacer(Protocol):
         seconds to leave other writers before the next chunk."""
         ...
 
+    def wary(self) -> None:
+        """Right after :meth:`start`, before a long fold: pace its first
+        moments as if other connections were writing."""
+        ...
+
+    def step_rows(self, most: int, rows: Optional[int], held: float) -> int:
+        """The rows of the next step of a long fold (``rollup()``), whose
+        steps of that kind take ``most`` at most: after one of ``rows`` rows
+        that held the locks ``held`` seconds (``rows`` ``None``: before the
+        first), with :meth:`after_chunk` told already."""
+        ...
+
     def finish(self, conn: Any) -> None:
         """After the last chunk (or a failed one)."""
         ...
@@ -167,6 +179,12 @@ class FixedPacer:
 
     def after_chunk(self, conn: Any, held: float, free: float = 0.0) -> float:
         return 0.0
+
+    def wary(self) -> None:
+        pass
+
+    def step_rows(self, most: int, rows: Optional[int], held: float) -> int:
+        return most
 
     def finish(self, conn: Any) -> None:
         pass

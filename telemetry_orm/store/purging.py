@@ -220,8 +220,9 @@ def paced(host: Host) -> Iterator[folding.Pacing]:
     pacer = backend.purge_pacer()
     with host.connection() as conn:
         pacer.start(conn)
+    pacer.wary()
     try:
-        yield folding.Pacing(pacer.after_chunk, opened.upkeep.purge_gap)
+        yield folding.Pacing(pacer.after_chunk, opened.upkeep.purge_gap, pacer.step_rows)
     finally:
         _finish(host, pacer)
 
