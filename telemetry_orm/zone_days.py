@@ -40,6 +40,7 @@ changes, which the next rollup splits again (:func:`stale_cuts`).
 from __future__ import annotations
 
 import datetime as _dt
+import weakref
 import zoneinfo
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -169,11 +170,20 @@ def _time(value: Any) -> Optional[_dt.datetime]:
     return value  # type: ignore[no-any-return]
 
 
+#: Per bound ``RollupZone`` model, the SELECT of :func:`read_kept`, rendered
+#: once: every fold reads it (a purge chunk, a rollup step), and rendering
+#: it each time cost a folding purge about a tenth of its time.
+_READ_KEPT: weakref.WeakKeyDictionary[Any, Statement] = weakref.WeakKeyDictionary()
+
+
 def read_kept(conn: Any, models: Any) -> List[Kept]:
     """The kept zones, by name."""
     z = models.zones
-    rows = conn.execute(*render(z._meta.database, z.select(
-        z.zone, z.built_from, z.built_before).order_by(z.zone))).fetchall()
+    statement = _READ_KEPT.get(z)
+    if statement is None:
+        statement = _READ_KEPT[z] = render(z._meta.database, z.select(
+            z.zone, z.built_from, z.built_before).order_by(z.zone))
+    rows = conn.execute(*statement).fetchall()
     return [Kept(str(r[0]), _time(r[1]), _time(r[2])) for r in rows]
 
 
