@@ -337,6 +337,13 @@ def row_sums(m: Any) -> List[Any]:
             fn.SUM(bounded(m.duration_ms)), fn.SUM(failed)]
 
 
+def summed_again(r: Any) -> List[Any]:
+    """The :data:`SUMS` of rollup rows ``r`` (an hour tier's) added up for
+    a coarser one: costs in whole cost units, so the dollars stay exact."""
+    return [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if name == "cost_usd"
+            else fn.SUM(getattr(r, name)) for name in SUMS]
+
+
 def add_each(query: Any, key: Sequence[Any], fields: Sequence[Any]) -> Any:
     """``query`` (an INSERT of one row per execution) adding each row's
     ``fields`` to the row with its ``key``, spelled ``ON CONFLICT`` (SQLite's
@@ -503,8 +510,7 @@ def build_tiers(models: RollupModels, dialect: Any, start: _dt.datetime, end: _d
     r, d = models.hours, models.hour_durations
     database = r._meta.database
     lower, upper = format_timestamp(start), format_timestamp(end)
-    sums = [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if name == "cost_usd"
-            else fn.SUM(getattr(r, name)) for name in SUMS]
+    sums = summed_again(r)
     dims = [getattr(r, name) for name in DIMENSIONS]
     statements = []
     for target, period, at in ((models.days, "day", dialect.day),

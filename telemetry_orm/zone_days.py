@@ -58,9 +58,9 @@ from peewee import (
 
 from . import zones
 from .errors import TelemetryValidationError
-from .rollups import SUMS, ceil_hour, floor_hour, row_sums
+from .rollups import SUMS, ceil_hour, floor_hour, row_sums, summed_again
 from .schema import KeyTextField, TimeTextField, format_timestamp, parse_timestamp
-from .sql import COST_UNITS_PER_USD, Statement, Upsert, cost_units, render
+from .sql import Statement, Upsert, render
 
 __all__ = [
     "MODELS", "ZONES_TABLE", "ZONE_CUTS_TABLE", "ZONE_CUT_DURATIONS_TABLE", "ZONE_DAYS_TABLE",
@@ -266,8 +266,7 @@ def build(models: Any, dialect: Any, zone: Any, start: _dt.datetime, end: _dt.da
     offsets = zones.offsets(zone, lower, upper)
     skip = [format_timestamp(h) for h in _cut(day_edges(zone, start, end) or ())]
     statements = []
-    sums = [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if column == "cost_usd"
-            else fn.SUM(getattr(r, column)) for column in SUMS]
+    sums = summed_again(r)
     for source, target, columns, values in (
             (r, models.zone_days, ("model", "paid", *SUMS), [r.model, r.paid, *sums]),
             (d, models.zone_day_durations, ("bucket", "executions"),
@@ -362,8 +361,7 @@ def split(models: Any, model: Any, dialect: Any, zone: Any,
     gone = ranges[0]
     statements = [render(database, t.delete().where((t.zone == name) & t.hour.in_(hours)))
                   for t in (models.zone_cuts, models.zone_cut_durations)]
-    tier_sums = [fn.SUM(cost_units(r.cost_usd)) / COST_UNITS_PER_USD if column == "cost_usd"
-                 else fn.SUM(getattr(r, column)) for column in SUMS]
+    tier_sums = summed_again(r)
     paid: Any = Case(None, [(m.cost_usd > 0, 1)], 0)
     hour = dialect.hour(m.created_at)
     for target, source, whole, keys, sums in (
