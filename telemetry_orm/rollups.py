@@ -35,8 +35,11 @@ A row is counted once: folding in moves the state forward and adds exactly
 the rows between the old state and the new one, in the same transaction.
 Rows that arrive later with an old ``created_at`` (imports, copies, clock
 skew) have ids past ``counted_ids``, so they are not counted yet, and the
-next fold adds them to their hour. A purge folds in the uncounted rows it
-deletes in the transaction that deletes them. A keyed write that replaces
+next fold adds them to their hour. A purge first folds the hours of the
+rows it is to delete in as :func:`telemetry_orm.folding.fold_up` does (up
+to the end of its cutoff's hour), then folds whatever its chunks still find
+uncounted (rows that arrived meanwhile) in the transaction that deletes
+them. A keyed write that replaces
 a row (``record(…, key=…, replace=True)``, a transcript imported again)
 takes the row's old values out of the rollups (:func:`unfold`) if it was
 counted and folds the new ones in if the row, maybe at another
@@ -93,6 +96,7 @@ from .sql import (
     bounded,
     cost_units,
     render,
+    rendered_once,
     upsert_on_conflict,
 )
 
@@ -548,8 +552,7 @@ def uncounted(model: Any, state: State) -> Any:
 
 def read_state(conn: Any, models: Sequence[Any]) -> State:
     state_model = models[2]
-    database = state_model._meta.database
-    sql, params = render(database, state_model.select(
+    sql, params = rendered_once(state_model, "read_state", lambda: state_model.select(
         state_model.counted_ids, state_model.counted_before, state_model.purged_before
     ).where(state_model.id == 1))
     # Through a DB-API cursor: the caller's connection may be an
@@ -579,8 +582,8 @@ def write_state(conn: Any, models: Sequence[Any], state: State, *,
 def read_tiers(conn: Any, models: RollupModels) -> Optional[_dt.datetime]:
     """The hour the day and month tiers are built up to (``None``: none)."""
     tiers = models.tiers
-    sql, params = render(tiers._meta.database, tiers.select(tiers.built_before).where(
-        tiers.id == 1))
+    sql, params = rendered_once(tiers, "read_tiers", lambda: tiers.select(
+        tiers.built_before).where(tiers.id == 1))
     cursor = conn.cursor()
     cursor.execute(sql, params)
     row = cursor.fetchone()
