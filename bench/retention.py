@@ -16,8 +16,10 @@ of a chunk (alone and under load), the worst time the writer waited for one
 ``record()`` during each, and the ``-wal`` size afterwards. ``run(rows,
 rounds, order=…)`` returns the same figures as a dict, for a bench runner;
 ``run(…, rolled=False)`` the purge that folds its rows in (``--unrolled``:
-alone only), and ``run_keyed(rows, rounds)`` the purge of rows under keys,
-whose baseline deletes their keys too (``--keyed``).
+alone only), also against the same work by hand (the rows' hour sums and
+sketches by grouped ``INSERT``s, then one ``DELETE``), and
+``run_keyed(rows, rounds)`` the purge of rows under keys, whose baseline
+deletes their keys too (``--keyed``).
 """
 
 from __future__ import annotations
@@ -196,31 +198,81 @@ def _fresh_copy(source: Path, target: Path) -> Path:
 
 @contextlib.contextmanager
 def _timing_folds() -> Iterator[List[float]]:
-    """Time the purge's fold callbacks (the rollups' share of a purge that
-    folds its rows in): the list holds their total seconds afterwards."""
+    """Time the purge's folds (the rollups' share of a purge that folds its
+    rows in: the hours it folds first, and what its chunks fold): the list
+    holds their total seconds afterwards."""
     original = folding.purge_fold
     spent = [0.0]
 
     def purge_fold(tables: Any, when: Any) -> Any:
         fold = original(tables, when)
 
-        def timed(conn: Any, rows: Any) -> None:
+        def timed(conn: Any, rows: Any, state: Any = None) -> None:
             started = time.perf_counter()
             try:
-                fold(conn, rows)
+                fold(conn, rows, state)
             finally:
                 spent[0] += time.perf_counter() - started
         return timed
 
-    folding.purge_fold = purge_fold
+    ahead = folding.fold_up
+
+    def fold_up(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return ahead(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    folding.purge_fold, folding.fold_up = purge_fold, fold_up
     try:
         yield spent
     finally:
-        folding.purge_fold = original
+        folding.purge_fold, folding.fold_up = original, ahead
 
 
-def _alone(source: Path, tmp: Path, *, keys: bool = False) -> Dict[str, Any]:
-    """One round with nobody else writing: the single DELETE, then the purge."""
+#: The tables ``rollup()`` gives rows from ``executions`` (their hour sums
+#: and hour sketches: what a purge that folds writes), each a grouped
+#: ``INSERT`` as :mod:`bench.fold` writes them by hand.
+_HAND_FOLD = 2
+
+
+def _by_hand(source: Path, tmp: Path, template: Path) -> float:
+    """The purge that folds, by hand, in one transaction: the expired rows'
+    hour sums and sketches, each one grouped ``INSERT`` into an empty table
+    shaped as the rollups' in ``template``, then one ``DELETE``; seconds."""
+    from bench.fold import HAND_SQLITE  # the fold bench's statements, one source
+
+    path = _fresh_copy(source, tmp / "by-hand.db")
+    tables = HAND_SQLITE[:_HAND_FOLD]
+    with contextlib.closing(sqlite3.connect(template)) as other, \
+            contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=5)) as conn:
+        for table, shaped_as, _ in tables:
+            ddl = other.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                                "AND name = ?", (shaped_as,)).fetchone()[0]
+            conn.execute(ddl.replace(shaped_as, table, 1))
+        conn.execute("PRAGMA synchronous = NORMAL")  # as the store's connections
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        end = conn.execute("SELECT datetime('now', ?)", (f"-{RETENTION_DAYS} days",)
+                           ).fetchone()[0]
+        for table, _, select in tables:
+            conn.execute(f"INSERT INTO {table} {select.replace('{end}', end)}")
+        conn.execute("DELETE FROM executions WHERE created_at < ?", (end,))
+        conn.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        counted = conn.execute(f"SELECT SUM(executions) FROM {tables[0][0]}").fetchone()[0]
+    with contextlib.closing(sqlite3.connect(template)) as other:
+        folded = other.execute("SELECT SUM(executions) FROM telemetry_orm_rollups").fetchone()[0]
+    if counted != folded:
+        raise AssertionError(f"by hand counted {counted} executions, the purge {folded}")
+    return seconds
+
+
+def _alone(source: Path, tmp: Path, *, keys: bool = False,
+           rolled: bool = True) -> Dict[str, Any]:
+    """One round with nobody else writing: the single DELETE, then the purge
+    (and, for a purge that folds, the same work by hand)."""
     started = time.perf_counter()
     single_deleted = _single_delete(_fresh_copy(source, tmp / "single.db"), keys=keys)
     single_s = time.perf_counter() - started
@@ -230,7 +282,11 @@ def _alone(source: Path, tmp: Path, *, keys: bool = False) -> Dict[str, Any]:
         result = store.purge(RETENTION_DAYS)
         purge_s = time.perf_counter() - started
     deleted = result.deleted
-    return {"deleted": deleted, "single_deleted": single_deleted, "purge_s": purge_s,
+    hand = {}
+    if not rolled:
+        hand_s = _by_hand(source, tmp, tmp / "chunked.db")
+        hand = {"hand_s": hand_s, "hand_ratio": purge_s / hand_s}
+    return {**hand, "deleted": deleted, "single_deleted": single_deleted, "purge_s": purge_s,
             "single_delete_s": single_s, "ratio": purge_s / single_s,
             "chunks": result.chunks, "longest_hold_ms": result.longest_hold * 1000,
             "fold_s": folds[0], "fold_share": folds[0] / purge_s}
@@ -245,7 +301,7 @@ def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True,
     with tempfile.TemporaryDirectory(prefix="retention-") as tmp:
         source = Path(tmp) / "source.db"
         expired = _build(source, rows, order, keys=keys, rolled=rolled)
-        alone = [_alone(source, Path(tmp), keys=keys) for _ in range(rounds)]
+        alone = [_alone(source, Path(tmp), keys=keys, rolled=rolled) for _ in range(rounds)]
         if keys:
             with contextlib.closing(sqlite3.connect(Path(tmp) / "chunked.db")) as conn:
                 left = conn.execute("SELECT count(*) FROM telemetry_orm_keys").fetchone()[0]
@@ -277,6 +333,8 @@ def run(rows: int, rounds: int = 3, *, order: str = "time", rolled: bool = True,
         "fold_s": median("fold_s"),
         "fold_share": median("fold_share"),
         "worst_hold_ms": max(r["longest_hold_ms"] for r in alone),
+        **({"hand_s": median("hand_s"), "hand_ratio": median("hand_ratio")}
+           if not rolled else {}),
         **(_loaded(chunked, single) if chunked is not None and single is not None else {}),
     }
 
@@ -352,6 +410,8 @@ def main(argv: List[str] | None = None) -> None:
               f"{figures['single_delete_s']:.2f} s   ratio {figures['ratio']:.2f}x   "
               f"the fold {figures['fold_share']:.0%} of it   longest hold "
               f"{figures['longest_hold_ms']:.1f} ms")
+        print(f"  against the same work by hand (hour sums and sketches, one DELETE): "
+              f"{figures['hand_s']:.2f} s   ratio {figures['hand_ratio']:.2f}x")
     if args.keyed:  # the single DELETE also deletes the keys whose row is gone
         _report(run_keyed(args.rows, args.rounds))
 

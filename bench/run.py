@@ -105,6 +105,12 @@ def retention(settings: Settings) -> List[Result]:
         f"the fold {folding.get('fold_s', 0):.2f} s ({folding.get('fold_share', 0):.0%}) of "
         "it; baseline: one DELETE (which counts nothing); run rollup() ahead to purge at "
         "the cost above", rounds))
+    if "hand_s" in folding:
+        results.append(Result(
+            "retention, nothing rolled up ahead: the purge against the same work by hand",
+            folding["purge_s"], "s", folding["hand_s"], folding["hand_ratio"], 2.0, "<= 2x",
+            "baseline: the expired rows' hour sums and hour sketches (what the purge folds) "
+            "each by one grouped INSERT, then one DELETE, in one transaction", rounds))
     results.append(_hold_result("nothing rolled up ahead", folding, rounds))
     if "loaded_hold_ms" in folding:
         results.extend(_loaded_results(folding, "nothing rolled up ahead"))

@@ -118,26 +118,33 @@ def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) 
     inside the caller's transaction on ``conn``; return how many. They go
     to their hours, and to the day and month tiers as well where those are
     built (see :mod:`telemetry_orm.rollups`)."""
-    m, database = tables.executions, tables.database
-
-    def count(rows: Any) -> int:
-        return int(conn.execute(*render(database, m.select(fn.COUNT(SQL("*"))).where(rows))
-                                ).fetchone()[0])
-
-    n = count(where)
+    n = _count(conn, tables, where)
     if n:
-        tables.dialect.prepare(database)
-        models = tables.rollups
-        built = read_tiers(conn, models)
-        tiers = None
-        if built is not None:
-            below = m.created_at < format_timestamp(built)
-            tiers = below if count(where & below) else None
-        build = unfold if take_out else fold
-        for statement in build(models, m, tables.dialect, where, tiers=tiers):
-            conn.execute(*statement)
-        _rebuild_days(conn, tables, where)
+        _fold_matching(conn, tables, where, take_out)
     return n
+
+
+def _count(conn: Any, tables: Tables, rows: Any) -> int:
+    m = tables.executions
+    return int(conn.execute(*render(tables.database, m.select(fn.COUNT(SQL("*"))).where(rows))
+                            ).fetchone()[0])
+
+
+def _fold_matching(conn: Any, tables: Tables, where: Any, take_out: bool = False) -> None:
+    """:func:`fold_rows` without counting the rows first (the statements
+    fold whatever matches, none included)."""
+    m = tables.executions
+    tables.dialect.prepare(tables.database)
+    models = tables.rollups
+    built = read_tiers(conn, models)
+    tiers = None
+    if built is not None:
+        below = m.created_at < format_timestamp(built)
+        tiers = below if _count(conn, tables, where & below) else None
+    build = unfold if take_out else fold
+    for statement in build(models, m, tables.dialect, where, tiers=tiers):
+        conn.execute(*statement)
+    _rebuild_days(conn, tables, where)
 
 
 def _rebuild_days(conn: Any, tables: Tables, where: Any) -> None:
@@ -156,12 +163,15 @@ def _rebuild_days(conn: Any, tables: Tables, where: Any) -> None:
 
 
 def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.datetime,
-              rows: int = FOLD_ROWS) -> Optional[Tuple[Any, State]]:
+              rows: int = FOLD_ROWS, hour_rows: Optional[int] = None
+              ) -> Optional[Tuple[Any, State]]:
     """The rows of the next step of a rollup up to ``until`` and id
     ``target`` (``None``: only the state moves) and the state after it;
     ``None`` when all is counted. Rows that came after the last fold for
     hours already counted go first, ``rows`` at a time; then the next
-    hours, up to about ``rows`` rows (an hour at least)."""
+    hours, up to about ``rows`` rows (an hour at least). ``hour_rows``:
+    ``None`` too, instead of the next hour, when that hour alone holds more
+    rows than this (a step of it would hold the write lock too long)."""
     m, database, as_text = tables.executions, tables.database, tables.dialect.as_text
     counted_ids, before = state.counted_ids, state.counted_before
     if counted_ids < target:
@@ -181,8 +191,14 @@ def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.d
     row = conn.execute(*render(database, m.select(as_text(m.created_at)).where(
         m.created_at >= format_timestamp(before)).order_by(m.created_at)
         .limit(1).offset(rows))).fetchone()
-    step_end = until if row is None else min(until, max(
-        floor_hour(naive_utc(row[0])), before + _dt.timedelta(hours=1)))
+    hour = before + _dt.timedelta(hours=1)
+    if row is not None and hour_rows is not None and naive_utc(row[0]) < hour and \
+            conn.execute(*render(database, m.select(m.id).where(
+                (m.created_at >= format_timestamp(before))
+                & (m.created_at < format_timestamp(hour))).limit(1).offset(hour_rows))
+            ).fetchone() is not None:
+        return None
+    step_end = until if row is None else min(until, max(floor_hour(naive_utc(row[0])), hour))
     where = ((m.id <= counted_ids) & (m.created_at >= format_timestamp(before))
              & (m.created_at < format_timestamp(step_end)))
     return where, dataclasses.replace(state, counted_before=step_end)
@@ -191,17 +207,30 @@ def next_fold(conn: Any, tables: Tables, state: State, target: int, until: _dt.d
 def roll_up(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
             pacing: Optional[Pacing] = None) -> Tuple[int, int, State]:
     """Fold every complete hour (by the database clock) and the rows that
-    arrived since for hours folded before, a step per transaction on a
-    ``connection()`` of its own (the caller's lock let go between them),
-    then build the day and month tiers up to there (:func:`build_up`);
-    return (rows, steps, the state after). ``pacing``: the pauses between
-    steps that let other writers in."""
+    arrived since for hours folded before (:func:`fold_up`), then build the
+    day and month tiers up to there (:func:`build_up`); return (rows,
+    steps, the state after). ``pacing``: the pauses between steps that let
+    other writers in."""
+    rows, steps, state = fold_up(backend, tables, connection, pacing)
+    return rows, steps + build_up(backend, tables, connection, pacing), state
+
+
+def fold_up(backend: Backend, tables: Tables, connection: Callable[[], ContextManager[Any]],
+            pacing: Optional[Pacing] = None, until: Optional[_dt.datetime] = None,
+            hour_rows: Optional[int] = None) -> Tuple[int, int, State]:
+    """Fold every complete hour before ``until`` (by default the current
+    hour, by the database clock; never later) and the rows that arrived
+    since for hours folded before, a step per transaction on a
+    ``connection()`` of its own (the caller's lock let go between them);
+    return (rows, steps, the state after). ``hour_rows``: stop before an
+    hour of more rows than this (see :func:`next_fold`)."""
     m = tables.executions
     with connection() as conn:
         # None: no id can be vouched for now; hours still fold in, for the
         # ids counted so far.
         target = backend.newest_id(conn, m) or 0
-        until = floor_hour(naive_utc(backend.cutoff(conn, 0.0)))
+        now = floor_hour(naive_utc(backend.cutoff(conn, 0.0)))
+    until = now if until is None else min(until, now)
     rows = steps = 0
     state = State()
     size = _Size(pacing, FOLD_ROWS)
@@ -209,7 +238,7 @@ def roll_up(backend: Backend, tables: Tables, connection: Callable[[], ContextMa
         with _step(backend, connection, pacing, size) as conn:
             state = read_state(conn, tables.rollups)
             step = next_fold(conn, tables, state, max(target, state.counted_ids), until,
-                             size.rows)
+                             size.rows, hour_rows)
             if step is None:
                 break
             where, state = step
@@ -217,7 +246,15 @@ def roll_up(backend: Backend, tables: Tables, connection: Callable[[], ContextMa
                 rows += fold_rows(conn, tables, where)
             write_state(conn, tables.rollups, state, upsert=tables.dialect.upsert)
         steps += 1
-    return rows, steps + build_up(backend, tables, connection, pacing), state
+    return rows, steps, state
+
+
+#: The most rows of one hour a purge folds in ahead of its chunks (see
+#: :func:`fold_up`): a step holds an hour at least, and a step of 5,000
+#: rows holds SQLite's write lock some 30 ms. The chunks fold the rows of a
+#: denser hour, and of every hour after it, as they delete them, a chunk of
+#: ids at a time.
+AHEAD_HOUR_ROWS = 2 * FOLD_ROWS
 
 
 def held_hours(state: State) -> Optional[_dt.datetime]:
@@ -457,15 +494,17 @@ def keep_zones(backend: Backend, tables: Tables, connection: Callable[[], Contex
         return tuple(k.zone for k in zone_days.read_kept(conn, models))
 
 
-def purge_fold(tables: Tables, when: Any) -> Callable[[Any, Any], None]:
+def purge_fold(tables: Tables, when: Any) -> Callable[[Any, Any, Optional[State]], None]:
     """What a purge chunk runs before it deletes the rows ``rows`` (a
     condition) on ``conn``: fold in those not counted yet, and remember the
-    purge's cutoff ``when``."""
+    purge's cutoff ``when``. ``state``: the rollups' state, if the chunk
+    has read it in its transaction already."""
     cutoff = naive_utc(when)
 
-    def run(conn: Any, rows: Any) -> None:
+    def run(conn: Any, rows: Any, state: Optional[State] = None) -> None:
         models = tables.rollups
-        state = read_state(conn, models)
+        if state is None:
+            state = read_state(conn, models)
         fold_rows(conn, tables, rows & uncounted(tables.executions, state))
         if state.purged_before is None or state.purged_before < cutoff:
             write_state(conn, models, dataclasses.replace(state, purged_before=cutoff),

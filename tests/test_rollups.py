@@ -290,21 +290,119 @@ def rolled_months(witness: Witness) -> Dict[Tuple[str, str], int]:
     return sums
 
 
-def test_a_purge_counts_what_it_deletes_and_only_that(
+def test_a_purge_counts_what_it_deletes_and_only_the_rest_of_its_cutoffs_hour(
         any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
     history(any_store, any_witness, days=200, per_day=10)
-    cutoff = (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%d %H:%M:%S")
+    cutoff = NOW - dt.timedelta(days=90)
+    # The hour the cutoff falls in is complete: the purge folds it in whole,
+    # as rollup() would, with the rows before.
+    end = rollups.ceil_hour(cutoff.replace(tzinfo=None)).replace(tzinfo=UTC)
+    last = any_witness.scalar("SELECT MAX(id) FROM executions WHERE created_at < ?",
+                              _at(any_witness, cutoff))
+    any_witness.execute("UPDATE executions SET created_at = ? WHERE id = ?",
+                        _at(any_witness, cutoff + dt.timedelta(seconds=1)), last)
+    expired = int(any_witness.scalar("SELECT COUNT(*) FROM executions WHERE created_at < ?",
+                                     _at(any_witness, cutoff)))
     gone = any_witness.rows("SELECT COUNT(*) AS n, SUM(input_tokens) AS t, SUM(cost_usd) AS c "
-                            "FROM executions WHERE created_at < ?", cutoff)[0]
+                            "FROM executions WHERE created_at < ?", _at(any_witness, end))[0]
+    assert gone["n"] > expired
     deleted = any_store.purge_older_than(90)
-    assert deleted == gone["n"]
+    assert deleted == expired
     held = any_witness.rows("SELECT SUM(executions) AS n, SUM(input_tokens) AS t, "
                             "SUM(cost_usd) AS c FROM telemetry_orm_rollups")[0]
     assert (int(held["n"]), int(held["t"])) == (int(gone["n"]), int(gone["t"]))
     assert float(held["c"]) == pytest.approx(float(gone["c"]))
     # Purging again deletes and counts nothing more.
     assert any_store.purge_older_than(90) == 0
-    assert int(any_witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups")) == deleted
+    assert int(any_witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups")
+               ) == gone["n"]
+
+
+def _at(witness: Witness, instant: dt.datetime) -> Any:
+    """``instant`` as the witness writes ``created_at`` (text on SQLite)."""
+    return instant.strftime("%Y-%m-%d %H:%M:%S") if witness.kind == "sqlite" else instant
+
+
+def test_a_purge_folds_the_expired_hours_first_and_a_row_arriving_meanwhile_once(
+        any_store: PeeweeTelemetryStore, any_witness: Witness,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    history(any_store, any_witness, days=120, per_day=10)
+    before = figures(any_store, ("repo", "day"), since=None)
+    cutoff = NOW - dt.timedelta(days=90)
+    ahead, folded = folding.fold_up, []
+
+    def fold_up(*args: Any, **kwargs: Any) -> Any:
+        folded.append(ahead(*args, **kwargs))
+        # Another connection commits an old row (an import) right after the
+        # hours were folded in, before the chunks delete.
+        any_witness.execute("INSERT INTO executions (created_at, repo, event_type, model, "
+                            "conclusion) VALUES (?, 'acme/late', 'push', 'm', 'success')",
+                            _at(any_witness, NOW - dt.timedelta(days=100)))
+        return folded[-1]
+
+    monkeypatch.setattr(folding, "fold_up", fold_up)
+    expired = int(any_witness.scalar("SELECT COUNT(*) FROM executions WHERE created_at < ?",
+                                     _at(any_witness, cutoff)))
+    deleted = any_store.purge(90).deleted
+    monkeypatch.undo()
+    # The hours were folded in ahead (up to the end of the cutoff's hour),
+    # the late row by the chunk that deleted it.
+    assert len(folded) == 1 and folded[0][0] > 0
+    assert deleted == expired + 1
+    end = rollups.ceil_hour(cutoff.replace(tzinfo=None)).replace(tzinfo=UTC)
+    kept = int(any_witness.scalar("SELECT COUNT(*) FROM executions WHERE created_at < ?",
+                                  _at(any_witness, end)))
+    rolled = int(any_witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups"))
+    assert rolled == deleted + kept
+    # The reports count every row once, the late one too, before and after
+    # the next rollup().
+    for _ in range(2):
+        after = figures(any_store, ("repo", "day"), since=None)
+        assert after.pop(("acme/late", (NOW - dt.timedelta(days=100)).date().isoformat()),
+                         None) is not None
+        assert after[("totals",)]["executions"] == before[("totals",)]["executions"] + 1
+        any_store.rollup()
+
+
+def test_a_purge_leaves_an_hour_too_dense_for_one_step_to_its_chunks(tmp_path: Path) -> None:
+    """5,001 rows in one hour: folded ahead, the hour would be one step of
+    them all under the write lock; the chunks fold them, a stretch of ids at
+    a time, as they delete them."""
+    path = tmp_path / "dense.db"
+    with create_telemetry_store(path) as store:
+        witness = Witness(str(path))
+        try:
+            history(store, witness, days=100, per_day=2)
+            dense = (NOW - dt.timedelta(days=95)).replace(minute=0, second=0, tzinfo=None)
+            rows = folding.AHEAD_HOUR_ROWS + 1
+            witness.executemany(
+                "INSERT INTO executions (created_at, repo, event_type, model, conclusion) "
+                "VALUES (?, 'acme/dense', 'push', 'm', 'success')",
+                [((dense + dt.timedelta(milliseconds=500 * i)).strftime("%Y-%m-%d %H:%M:%S"),)
+                 for i in range(rows)])
+            older = int(witness.scalar("SELECT COUNT(*) FROM executions WHERE created_at < ?",
+                                       dense.strftime("%Y-%m-%d %H:%M:%S")))
+            expired = int(witness.scalar(
+                "SELECT COUNT(*) FROM executions WHERE created_at < ?",
+                (NOW - dt.timedelta(days=90)).strftime("%Y-%m-%d %H:%M:%S")))
+            steps: List[Any] = []
+            ahead = folding.fold_up
+
+            def fold_up(*args: Any, **kwargs: Any) -> Any:
+                steps.append(ahead(*args, **kwargs))
+                return steps[-1]
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(folding, "fold_up", fold_up)
+                assert store.purge(90).deleted == expired
+            # Ahead, only the hours before the dense one were folded in.
+            assert steps[0][0] == older and steps[0][2].counted_before == dense
+            assert int(witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups")
+                       ) == expired
+            assert int(witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups "
+                                      "WHERE repo = 'acme/dense'")) == rows
+        finally:
+            witness.close()
 
 
 def test_a_pr_report_says_when_its_range_reaches_into_purged_history(
@@ -506,8 +604,8 @@ def test_a_postgresql_purge_counts_every_row_it_deletes_while_others_insert(
             def purge_fold(tables: Any, when: Any) -> Any:
                 fold = original(tables, when)
 
-                def fold_then_insert(conn: Any, rows: Any) -> None:
-                    fold(conn, rows)
+                def fold_then_insert(conn: Any, rows: Any, state: Any = None) -> None:
+                    fold(conn, rows, state)
                     # Another session commits an old row (an import) right now.
                     witness.execute("INSERT INTO executions (created_at, repo, event_type, "
                                     "model, conclusion) VALUES (?, "

@@ -57,7 +57,8 @@ def count_older_than(host: Host, days: float) -> int:
         return 0 if when is None else opened.backend.count_before(conn, opened.model, when)
 
 
-def _unless_counted(fold: Callable[[Any, Any], None], models: Tuple[Any, ...],
+def _unless_counted(fold: Callable[[Any, Any, Optional[rollups.State]], None],
+                    models: Tuple[Any, ...],
                     cutoff: _dt.datetime) -> Fold:
     """``fold``, skipped for a chunk whose rows the rollups all count
     already (they are older than ``cutoff``: with ids up to ``most`` and
@@ -66,13 +67,14 @@ def _unless_counted(fold: Callable[[Any, Any], None], models: Tuple[Any, ...],
     then is nothing, and finding it out costs a count of the chunk's rows."""
 
     def run(conn: Any, rows: Any, most: Optional[int]) -> None:
+        state = None
         if most is not None:
             state = rollups.read_state(conn, models)  # in the chunk's transaction
             if (state.counted_before is not None and state.counted_before >= cutoff
                     and most <= state.counted_ids and state.purged_before is not None
                     and state.purged_before >= cutoff):
                 return
-        fold(conn, rows)
+        fold(conn, rows, state)
 
     return run
 
@@ -116,7 +118,19 @@ class Purge:
                                    folding.naive_utc(when))
             with host.connection() as conn:
                 state = rollups.read_state(conn, models)
-            if state.counted_before is None or state.counted_before < folding.naive_utc(when):
+            cutoff = folding.naive_utc(when)
+            if state.counted_before is None or state.counted_before < cutoff:
+                # The expired rows' hours folded in first, as rollup() folds
+                # them (up to the end of the cutoff's hour, if complete):
+                # steps that write the rollups only. A chunk that folded as
+                # it deleted held the lock for both, so chunks were a third
+                # as long, and each wrote the pages the rows' indexes share
+                # into the log again: 2x the same work done at once, against
+                # about 1.1x now.
+                longest = self._fold_ahead(pacer, rollups.ceil_hour(cutoff))
+                with host.connection() as conn:
+                    state = rollups.read_state(conn, models)
+            if state.counted_before is None or state.counted_before < cutoff:
                 # Chunks will fold rows in first: start them as the engine's
                 # pacer says (small enough for the hold), it sizes the rest.
                 pacer.rows = min(pacer.rows, pacer.fold_rows)
@@ -152,6 +166,26 @@ class Purge:
         log.info("purged %d executions older than %s days (before %s) in %d chunks",
                  total, days, when, chunks)
         return PurgeResult(total, chunks, longest, when, time.perf_counter() - started)
+
+    def _fold_ahead(self, pacer: Any, until: _dt.datetime) -> float:
+        """Fold the hours before ``until`` in (:func:`folding.fold_up`), paced
+        by the purge's ``pacer``, up to the first hour too dense for one step
+        (:data:`folding.AHEAD_HOUR_ROWS`); return the longest time a step
+        held the write lock."""
+        opened = self._host.opened
+        longest = 0.0
+
+        def after(conn: Any, held: float) -> float:
+            nonlocal longest
+            longest = max(longest, held)
+            return float(pacer.after_chunk(conn, held))
+
+        rows, steps, _ = folding.fold_up(
+            opened.backend, opened.tables, self._host.connection,
+            folding.Pacing(after, opened.upkeep.purge_gap, pacer.step_rows), until,
+            folding.AHEAD_HOUR_ROWS)
+        self._host.log.debug("purge: folded %d executions in first, in %d steps", rows, steps)
+        return longest
 
     def _keys_if_any(self) -> Optional[KeyTables]:
         """The bound key models when the keys table exists (any store, in any
