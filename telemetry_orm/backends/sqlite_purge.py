@@ -55,8 +55,11 @@ PURGE_QUIET_SPAN = 0.125
 #: Seconds a long fold's step (``rollup()``) aims to hold the write lock while
 #: other connections write: below a chunk's, since a writer that waits for a
 #: whole step of more than 33 ms sleeps in the busy handler until 53 ms, and
-#: on a loaded 2-core machine steps sized to 15 ms held up to 37 ms.
-FOLD_BUSY_HOLD = 0.010
+#: on a loaded 2-core machine steps sized to 15 ms held up to 37 ms; sized to
+#: 10 ms, one run in five still kept a writer 57 ms (5 runs each, 200,000
+#: rows: the worst waits 22-57 ms at 10 ms, 19-37 ms at 6 ms, for a rollup()
+#: about a quarter slower while the writer writes).
+FOLD_BUSY_HOLD = 0.006
 
 #: While other connections write, the first step of a long fold (``rollup()``)
 #: takes this share of its usual rows: the usual steps held the lock 35-75 ms
