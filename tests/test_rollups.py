@@ -365,7 +365,7 @@ def test_a_purge_folds_the_expired_hours_first_and_a_row_arriving_meanwhile_once
 
 
 def test_a_purge_leaves_an_hour_too_dense_for_one_step_to_its_chunks(tmp_path: Path) -> None:
-    """5,001 rows in one hour: folded ahead, the hour would be one step of
+    """4,001 rows in one hour: folded ahead, the hour would be one step of
     them all under the write lock; the chunks fold them, a stretch of ids at
     a time, as they delete them."""
     path = tmp_path / "dense.db"
