@@ -1,5 +1,6 @@
 """The fold: ``rollup()`` against one grouped ``INSERT`` of the same rows
-into an empty table shaped as the hour rollups, on SQLite, PostgreSQL and
+into an empty table shaped as the hour rollups, and against every table
+``rollup()`` writes by hand (:func:`hand_sql`), on SQLite, PostgreSQL and
 MySQL/MariaDB; and the longest a writer recording every 2 ms waits while
 ``rollup()`` runs.
 
@@ -59,40 +60,46 @@ BASELINE_SQL = (
     "FROM executions WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"
 )
 
-#: The second baseline (SQLite): every table ``rollup()`` writes, each by
-#: one hand-written grouped INSERT over the whole range in one transaction,
+#: The second baseline: every table ``rollup()`` writes, each by one
+#: hand-written grouped INSERT over the whole range in one transaction,
 #: the tiers from the hours as ``rollup()`` builds them: what the fold's
 #: SQL costs at best. Each (table it writes, the rollup table it is shaped
-#: as, the SELECT filling it).
+#: as, the SELECT filling it), in an engine's SQL (see :func:`hand_sql`).
 _SUMS = ("SUM(executions), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), "
          "SUM(cache_creation_tokens), SUM(ROUND(cost_usd * 1e9)) / 1e9, SUM(duration_ms), "
          "SUM(failed)")
 _DIMS = "repo, model, provider, event_type, conclusion"
 _EMPTY = "''"
-_BUCKET = ("CASE WHEN duration_ms > 0 THEN CAST(ceil(ln(duration_ms) / "
-           f"{rollups.LOG_GAMMA!r} - 1e-9) AS INTEGER) + 1 ELSE 0 END")
-HAND_SQLITE: Tuple[Tuple[str, str, str], ...] = (
-    ("hand_hours", rollups.ROLLUPS_TABLE,
-     f"SELECT strftime('%Y-%m-%d %H:00:00', created_at), {_DIMS}, "
-     "CASE WHEN cost_usd > 0 THEN 1 ELSE 0 END, COUNT(*), SUM(input_tokens), "
-     "SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_creation_tokens), "
-     "SUM(ROUND(cost_usd * 1e9)) / 1e9, SUM(duration_ms), "
-     "SUM(CASE WHEN conclusion <> 'success' THEN 1 ELSE 0 END) FROM executions "
-     "WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"),
-    ("hand_hour_sketches", rollups.DURATIONS_TABLE,
-     f"SELECT strftime('%Y-%m-%d %H:00:00', created_at), {_DIMS}, {_BUCKET}, COUNT(*) "
-     "FROM executions WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"),
-    ("hand_days", rollups.DAYS_TABLE,
-     f"SELECT strftime('%Y-%m-%d 00:00:00', hour), {_DIMS}, paid, {_SUMS} FROM hand_hours "
-     "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
-    ("hand_months", rollups.MONTHS_TABLE,
-     f"SELECT strftime('%Y-%m-01 00:00:00', day), {_DIMS}, paid, {_SUMS} FROM hand_days "
-     "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
-    *(("hand_month_sketches", rollups.MONTH_DURATIONS_TABLE,
-       f"SELECT strftime('%Y-%m-01 00:00:00', hour), '{name}', {name or _EMPTY}, bucket, "
-       "SUM(executions) FROM hand_hour_sketches GROUP BY 1, 2, 3, 4")
-      for name in ("", *rollups.DIMENSIONS)),
-)
+
+
+def hand_sql(engine: Any) -> Tuple[Tuple[str, str, str], ...]:
+    """The statements of the second baseline in ``engine``'s SQL: its way of
+    cutting a time to its hour, day and month, and of bucketing a duration
+    as the sketches do."""
+    bucket = ("CASE WHEN duration_ms > 0 THEN CAST(ceil(ln(duration_ms) / "
+              f"{rollups.LOG_GAMMA!r} - 1e-9) AS {engine.integer}) + 1 ELSE 0 END")
+    return (
+        ("hand_hours", rollups.ROLLUPS_TABLE,
+         f"SELECT {engine.hour}, {_DIMS}, "
+         "CASE WHEN cost_usd > 0 THEN 1 ELSE 0 END, COUNT(*), SUM(input_tokens), "
+         "SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_creation_tokens), "
+         "SUM(ROUND(cost_usd * 1e9)) / 1e9, SUM(duration_ms), "
+         "SUM(CASE WHEN conclusion <> 'success' THEN 1 ELSE 0 END) FROM executions "
+         "WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+        ("hand_hour_sketches", rollups.DURATIONS_TABLE,
+         f"SELECT {engine.hour}, {_DIMS}, {bucket}, COUNT(*) "
+         "FROM executions WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+        ("hand_days", rollups.DAYS_TABLE,
+         f"SELECT {engine.day('hour')}, {_DIMS}, paid, {_SUMS} FROM hand_hours "
+         "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+        ("hand_months", rollups.MONTHS_TABLE,
+         f"SELECT {engine.month('day')}, {_DIMS}, paid, {_SUMS} FROM hand_days "
+         "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
+        *(("hand_month_sketches", rollups.MONTH_DURATIONS_TABLE,
+           f"SELECT {engine.month('hour')}, '{name}', {name or _EMPTY}, bucket, "
+           "SUM(executions) FROM hand_hour_sketches GROUP BY 1, 2, 3, 4")
+          for name in ("", *rollups.DIMENSIONS)),
+    )
 
 
 #: What the two sides' tables are compared by before anything is timed.
@@ -112,9 +119,9 @@ class Engine:
     shaped."""
 
     label = "SQLite"
-    #: Whether the second baseline (:data:`HAND_SQLITE`) runs here.
-    hand = True
     hour = "strftime('%Y-%m-%d %H:00:00', created_at)"
+    #: The type a bucket is cast to.
+    integer = "INTEGER"
     begin = "BEGIN IMMEDIATE"
     #: The variable naming a server's URL (none for SQLite).
     env = ""
@@ -147,23 +154,36 @@ class Engine:
     def shape(self, conn: Any, template: str) -> None:
         """Create the baseline table on ``conn`` with the columns and key of
         the hour rollups as ``rollup()`` made them in ``template``."""
+        self.shape_as(conn, template, BASELINE_TABLE, ROLLUPS_TABLE)
+
+    @staticmethod
+    def day(column: str) -> str:
+        """``column`` (a time) cut to its day."""
+        return f"strftime('%Y-%m-%d 00:00:00', {column})"
+
+    @staticmethod
+    def month(column: str) -> str:
+        """``column`` (a time) cut to its month."""
+        return f"strftime('%Y-%m-01 00:00:00', {column})"
+
+    def shape_as(self, conn: Any, template: str, table: str, shaped_as: str) -> None:
+        """Create ``table`` on ``conn`` with the columns and key of the
+        rollup table ``shaped_as`` as ``rollup()`` made it in ``template``."""
         with contextlib.closing(sqlite3.connect(template)) as other:
             ddl = other.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
-                                "AND name = ?", (ROLLUPS_TABLE,)).fetchone()[0]
-        conn.execute(ddl.replace(ROLLUPS_TABLE, BASELINE_TABLE, 1))
+                                "AND name = ?", (shaped_as,)).fetchone()[0]
+        conn.execute(ddl.replace(shaped_as, table, 1))
 
     def by_hand(self, place: str, template: str, end: str) -> Callable[[], float]:
-        """The second baseline on ``place``: the tables of :data:`HAND_SQLITE`
+        """The second baseline on ``place``: the tables of :func:`hand_sql`
         made as ``rollup()`` made theirs in ``template``, then a call filling
         them in one transaction and returning its seconds."""
-        with contextlib.closing(sqlite3.connect(template)) as other, \
-                contextlib.closing(self.connect(place)) as conn:
-            for table, shaped_as in dict((t, a) for t, a, _ in HAND_SQLITE).items():
-                ddl = other.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
-                                    "AND name = ?", (shaped_as,)).fetchone()[0]
-                conn.execute(ddl.replace(shaped_as, table, 1))
+        tables = hand_sql(self)
+        with contextlib.closing(self.connect(place)) as conn:
+            for table, shaped_as in dict((t, a) for t, a, _ in tables).items():
+                self.shape_as(conn, template, table, shaped_as)
         statements = [f"INSERT INTO {table} {select.replace('{end}', end)}"
-                      for table, _, select in HAND_SQLITE]
+                      for table, _, select in tables]
 
         def run() -> float:
             with contextlib.closing(self.connect(place)) as conn:
@@ -196,7 +216,6 @@ class Postgres(Engine):
     """A database of its own (dropped afterwards); a place is a schema."""
 
     label = "PostgreSQL"
-    hand = False
     hour = "date_trunc('hour', created_at)"
     begin = "BEGIN"
     env = "TELEMETRY_TEST_POSTGRES_URL"
@@ -248,9 +267,16 @@ class Postgres(Engine):
         conn.execute(f"SET search_path TO {place}")
         return conn
 
-    def shape(self, conn: Any, template: str) -> None:
-        conn.execute(f"CREATE TABLE {BASELINE_TABLE} "
-                     f"(LIKE {template}.{ROLLUPS_TABLE} INCLUDING ALL)")
+    @staticmethod
+    def day(column: str) -> str:
+        return f"date_trunc('day', {column})"
+
+    @staticmethod
+    def month(column: str) -> str:
+        return f"date_trunc('month', {column})"
+
+    def shape_as(self, conn: Any, template: str, table: str, shaped_as: str) -> None:
+        conn.execute(f"CREATE TABLE {table} (LIKE {template}.{shaped_as} INCLUDING ALL)")
 
     def drop(self, place: str) -> None:
         with contextlib.closing(self._connect(self.url)) as conn:
@@ -277,8 +303,8 @@ class MySQL(Engine):
     may create those); all dropped afterwards."""
 
     label = "MySQL/MariaDB"
-    hand = False
     hour = "DATE_FORMAT(created_at, '%Y-%m-%d %H:00:00')"
+    integer = "SIGNED"
     begin = "BEGIN"
     env = "TELEMETRY_TEST_MYSQL_URL"
 
@@ -338,9 +364,17 @@ class MySQL(Engine):
     def connect(self, place: str) -> Any:
         return self._connect(place)
 
-    def shape(self, conn: Any, template: str) -> None:
+    @staticmethod
+    def day(column: str) -> str:
+        return f"DATE_FORMAT({column}, '%Y-%m-%d 00:00:00')"
+
+    @staticmethod
+    def month(column: str) -> str:
+        return f"DATE_FORMAT({column}, '%Y-%m-01 00:00:00')"
+
+    def shape_as(self, conn: Any, template: str, table: str, shaped_as: str) -> None:
         with conn.cursor() as cursor:
-            cursor.execute(f"CREATE TABLE {BASELINE_TABLE} LIKE `{template}`.{ROLLUPS_TABLE}")
+            cursor.execute(f"CREATE TABLE {table} LIKE `{template}`.{shaped_as}")
 
     def drop(self, place: str) -> None:
         with contextlib.closing(self._connect(None)) as conn, conn.cursor() as cursor:
@@ -410,11 +444,12 @@ def _totals(engine: Engine, place: str, table: str) -> List[float]:
     return [float(value or 0) for value in row]
 
 
-def _check(engine: Engine, ours: str, theirs: str, folded: Dict[str, Any]) -> None:
+def _check(engine: Engine, ours: str, theirs: str, folded: Dict[str, Any],
+           table: str = BASELINE_TABLE) -> None:
     """Both sides counted the same executions into as many hour groups,
     with the same sums (the cost within rounding), or the ratio means nothing."""
     a = _totals(engine, ours, ROLLUPS_TABLE)
-    b = _totals(engine, theirs, BASELINE_TABLE)
+    b = _totals(engine, theirs, table)
     if a[:-1] != b[:-1] or abs(a[-1] - b[-1]) > 1e-6 * max(abs(b[-1]), 1.0) \
             or a[1] != folded["rows"]:
         raise AssertionError(f"{engine.label}: rollup() and the baseline differ: "
@@ -468,15 +503,16 @@ def measure(engine: Engine, rounds: int, loaded: bool = True) -> Dict[str, Any]:
         "rounds": rounds, "fold_s": statistics.median(s for s, _ in seconds),
         "baseline_s": statistics.median(b for _, b in seconds),
         "ratio": statistics.median(s / b for s, b in seconds)}
-    if engine.hand:
-        # Each round's rollup() against the same tables written by hand.
-        hand = []
-        for i, (fold_s, _) in enumerate(seconds):
-            place = engine.copy(f"hand{i}")
-            hand.append((fold_s, engine.by_hand(place, template, first["end"])()))
-            engine.drop(place)
-        figures["hand_s"] = statistics.median(h for _, h in hand)
-        figures["hand_ratio"] = statistics.median(s / h for s, h in hand)
+    # Each round's rollup() against the same tables written by hand.
+    hand = []
+    for i, (fold_s, _) in enumerate(seconds):
+        place = engine.copy(f"hand{i}")
+        hand.append((fold_s, engine.by_hand(place, template, first["end"])()))
+        if i == 0:  # the hand-written hours hold what rollup()'s hold
+            _check(engine, template, place, first, "hand_hours")
+        engine.drop(place)
+    figures["hand_s"] = statistics.median(h for _, h in hand)
+    figures["hand_ratio"] = statistics.median(s / h for s, h in hand)
     if loaded:
         ours, theirs = engine.copy("loaded"), _shaped(engine, engine.copy("loaded_base"), template)
         figures["writer"] = _with_writer(engine, ours, lambda: _fold(engine, ours))

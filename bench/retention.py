@@ -241,10 +241,10 @@ def _by_hand(source: Path, tmp: Path, template: Path) -> float:
     """The purge that folds, by hand, in one transaction: the expired rows'
     hour sums and sketches, each one grouped ``INSERT`` into an empty table
     shaped as the rollups' in ``template``, then one ``DELETE``; seconds."""
-    from bench.fold import HAND_SQLITE  # the fold bench's statements, one source
+    from bench.fold import Engine, hand_sql  # the fold bench's statements, one source
 
     path = _fresh_copy(source, tmp / "by-hand.db")
-    tables = HAND_SQLITE[:_HAND_FOLD]
+    tables = hand_sql(Engine)[:_HAND_FOLD]
     with contextlib.closing(sqlite3.connect(template)) as other, \
             contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=5)) as conn:
         for table, shaped_as, _ in tables:
