@@ -24,6 +24,7 @@ from test_import import call, write_lines
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store, folding, rollups
 from telemetry_orm.backends import sqlite as sqlite_backend
 from telemetry_orm.backends.sqlite import SqliteBackend
+from telemetry_orm.backends.upkeep import PURGE_CHUNK
 from telemetry_orm.report_query import nearest_rank
 from telemetry_orm.rollups import GAMMA, bucket, bucket_value, estimate
 from telemetry_orm.sql import render
@@ -362,6 +363,26 @@ def test_a_purge_folds_the_expired_hours_first_and_a_row_arriving_meanwhile_once
                          None) is not None
         assert after[("totals",)]["executions"] == before[("totals",)]["executions"] + 1
         any_store.rollup()
+
+
+def test_a_purge_sizes_its_first_chunk_as_a_plain_purge_does_after_folding_ahead(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    """The steps that fold ahead hold the lock next to nothing when they
+    fold nothing: the pacer, told of them, would size the first chunk past
+    every expired row (a purge of 100,000 rows as one chunk of 250 ms)."""
+    start = (NOW - dt.timedelta(days=100)).replace(minute=0, second=0)
+    expired = 12_000
+    ids = any_store.record_many([minimal() for _ in range(expired)])
+    # 300 rows an hour over 40 hours: several steps fold them ahead.
+    any_witness.executemany("UPDATE executions SET created_at = ? WHERE id = ?", [
+        (_at(any_witness, start + dt.timedelta(seconds=12 * n)), row_id)
+        for n, row_id in enumerate(ids)])
+    totals: List[int] = []
+    result = any_store.purge(90, progress=lambda p: totals.append(p.deleted))
+    assert result.deleted == expired and totals[-1] == expired
+    assert totals[0] <= PURGE_CHUNK < expired
+    assert int(any_witness.scalar("SELECT SUM(executions) FROM telemetry_orm_rollups")
+               ) == expired
 
 
 def test_a_purge_leaves_an_hour_too_dense_for_one_step_to_its_chunks(tmp_path: Path) -> None:
