@@ -226,7 +226,7 @@ def fold_up(backend: Backend, tables: Tables, connection: Callable[[], ContextMa
     until = now if until is None else min(until, now)
     rows = steps = 0
     state = State()
-    size = _Size(pacing, FOLD_ROWS)
+    size = _Size(pacing, FOLD_ROWS * backend.fold_scale)
     while True:
         with _step(backend, connection, pacing, size) as conn:
             state = read_state(conn, tables.rollups)
@@ -319,7 +319,7 @@ def build_up(backend: Backend, tables: Tables, connection: Callable[[], ContextM
     tiers of earlier versions. Return the transactions it took."""
     steps = 0
     models = tables.rollups
-    size = _Size(pacing, TIER_ROWS)
+    size = _Size(pacing, TIER_ROWS * backend.fold_scale)
     statements = _TierStatements(models, tables.dialect)
     while True:
         with _step(backend, connection, pacing, size) as conn:
@@ -414,7 +414,7 @@ def build_zones(backend: Backend, tables: Tables, connection: Callable[[], Conte
         names = [k.zone for k in zone_days.read_kept(conn, models)]
     for name in names:
         zone = zones.check_zone("zone", name)
-        size = _Size(pacing, TIER_ROWS)
+        size = _Size(pacing, TIER_ROWS * backend.fold_scale)
         while True:
             with _step(backend, connection, pacing, size) as conn:
                 end = held_hours(read_state(conn, models))

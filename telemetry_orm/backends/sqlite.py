@@ -231,6 +231,7 @@ class SqliteBackend(Backend):
     dialect = DIALECT
     sql_database = _DIALECT_DATABASE
     check_row = None  # stores every valid record, NUL characters included
+    fold_scale = 1
 
     def __init__(
         self,

@@ -189,7 +189,7 @@ class Purge:
             rows, steps, _ = folding.fold_up(
                 opened.backend, opened.tables, self._host.connection,
                 folding.Pacing(after, opened.upkeep.purge_gap, pacer.step_rows), until,
-                folding.AHEAD_HOUR_ROWS)
+                folding.AHEAD_HOUR_ROWS * opened.backend.fold_scale)
         finally:
             pacer.rows = first_chunk
         self._host.log.debug("purge: folded %d executions in first, in %d steps", rows, steps)
