@@ -211,10 +211,10 @@ class Backend:
     memory: bool = False
     #: How many times its usual rows (``folding.FOLD_ROWS``, ``TIER_ROWS``,
     #: ``AHEAD_HOUR_ROWS``) a step of ``rollup()`` or of a purge's fold ahead
-    #: takes. A server's writers never wait for a fold, so its steps are
-    #: long and pay their statements' fixed costs less often (PostgreSQL,
-    #: 200,000 rows: 11.1 s at 1x, 8.1 s at 10x, 6.7 s at 50x); SQLite's
-    #: write lock keeps its steps short.
+    #: takes. A server's writers do not queue for one write lock behind a
+    #: fold, so its steps are long and pay their statements' fixed costs
+    #: less often (PostgreSQL, 200,000 rows: 11.1 s at 1x, 8.1 s at 10x,
+    #: 6.7 s at 50x); SQLite's write lock keeps its steps short.
     fold_scale: int = 20
     #: Why ``store.background()`` cannot be used on this database (``None``: it can).
     no_background: Optional[str] = None

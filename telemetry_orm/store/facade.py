@@ -452,9 +452,9 @@ class PeeweeTelemetryStore(TelemetryStore):
         rollups, with the rows that arrived since for hours folded before;
         return what was done. Running it again counts no row twice.
 
-        Works in short write transactions of at most about
-        :data:`~telemetry_orm.folding.FOLD_ROWS` rows (the store's lock is
-        let go between them), so writers keep going meanwhile. Rows purged
+        Works in short write transactions of about :data:`~telemetry_orm.folding.FOLD_ROWS`
+        rows on SQLite, more on a server (``Backend.fold_scale``; the store's
+        lock is let go between them), so writers keep going meanwhile. Rows purged
         by this package are counted too: a purge folds in, before deleting
         them, the rows not counted yet. See :mod:`telemetry_orm.rollups`.
 
