@@ -90,13 +90,13 @@ def hand_sql(engine: Any) -> Tuple[Tuple[str, str, str], ...]:
          f"SELECT {engine.hour}, {_DIMS}, {bucket}, COUNT(*) "
          "FROM executions WHERE created_at < '{end}' GROUP BY 1, 2, 3, 4, 5, 6, 7"),
         ("hand_days", rollups.DAYS_TABLE,
-         f"SELECT {engine.day('hour')}, {_DIMS}, paid, {_SUMS} FROM hand_hours "
+         f"SELECT {engine.day.format('hour')}, {_DIMS}, paid, {_SUMS} FROM hand_hours "
          "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
         ("hand_months", rollups.MONTHS_TABLE,
-         f"SELECT {engine.month('day')}, {_DIMS}, paid, {_SUMS} FROM hand_days "
+         f"SELECT {engine.month.format('day')}, {_DIMS}, paid, {_SUMS} FROM hand_days "
          "GROUP BY 1, 2, 3, 4, 5, 6, 7"),
         *(("hand_month_sketches", rollups.MONTH_DURATIONS_TABLE,
-           f"SELECT {engine.month('hour')}, '{name}', {name or _EMPTY}, bucket, "
+           f"SELECT {engine.month.format('hour')}, '{name}', {name or _EMPTY}, bucket, "
            "SUM(executions) FROM hand_hour_sketches GROUP BY 1, 2, 3, 4")
           for name in ("", *rollups.DIMENSIONS)),
     )
@@ -120,6 +120,9 @@ class Engine:
 
     label = "SQLite"
     hour = "strftime('%Y-%m-%d %H:00:00', created_at)"
+    #: A time column (``{}``) cut to its day and to its month.
+    day = "strftime('%Y-%m-%d 00:00:00', {})"
+    month = "strftime('%Y-%m-01 00:00:00', {})"
     #: The type a bucket is cast to.
     integer = "INTEGER"
     begin = "BEGIN IMMEDIATE"
@@ -155,16 +158,6 @@ class Engine:
         """Create the baseline table on ``conn`` with the columns and key of
         the hour rollups as ``rollup()`` made them in ``template``."""
         self.shape_as(conn, template, BASELINE_TABLE, ROLLUPS_TABLE)
-
-    @staticmethod
-    def day(column: str) -> str:
-        """``column`` (a time) cut to its day."""
-        return f"strftime('%Y-%m-%d 00:00:00', {column})"
-
-    @staticmethod
-    def month(column: str) -> str:
-        """``column`` (a time) cut to its month."""
-        return f"strftime('%Y-%m-01 00:00:00', {column})"
 
     def shape_as(self, conn: Any, template: str, table: str, shaped_as: str) -> None:
         """Create ``table`` on ``conn`` with the columns and key of the
@@ -217,6 +210,8 @@ class Postgres(Engine):
 
     label = "PostgreSQL"
     hour = "date_trunc('hour', created_at)"
+    day = "date_trunc('day', {})"
+    month = "date_trunc('month', {})"
     begin = "BEGIN"
     env = "TELEMETRY_TEST_POSTGRES_URL"
 
@@ -267,14 +262,6 @@ class Postgres(Engine):
         conn.execute(f"SET search_path TO {place}")
         return conn
 
-    @staticmethod
-    def day(column: str) -> str:
-        return f"date_trunc('day', {column})"
-
-    @staticmethod
-    def month(column: str) -> str:
-        return f"date_trunc('month', {column})"
-
     def shape_as(self, conn: Any, template: str, table: str, shaped_as: str) -> None:
         conn.execute(f"CREATE TABLE {table} (LIKE {template}.{shaped_as} INCLUDING ALL)")
 
@@ -304,6 +291,8 @@ class MySQL(Engine):
 
     label = "MySQL/MariaDB"
     hour = "DATE_FORMAT(created_at, '%Y-%m-%d %H:00:00')"
+    day = "DATE_FORMAT({}, '%Y-%m-%d 00:00:00')"
+    month = "DATE_FORMAT({}, '%Y-%m-01 00:00:00')"
     integer = "SIGNED"
     begin = "BEGIN"
     env = "TELEMETRY_TEST_MYSQL_URL"
@@ -363,14 +352,6 @@ class MySQL(Engine):
 
     def connect(self, place: str) -> Any:
         return self._connect(place)
-
-    @staticmethod
-    def day(column: str) -> str:
-        return f"DATE_FORMAT({column}, '%Y-%m-%d 00:00:00')"
-
-    @staticmethod
-    def month(column: str) -> str:
-        return f"DATE_FORMAT({column}, '%Y-%m-01 00:00:00')"
 
     def shape_as(self, conn: Any, template: str, table: str, shaped_as: str) -> None:
         with conn.cursor() as cursor:
