@@ -18,7 +18,8 @@ import datetime as _dt
 import math
 import numbers
 import os
-from typing import Any, Optional, TypeGuard
+import re
+from typing import Any, Dict, Iterator, Mapping, Optional, TypeGuard
 
 from .errors import TelemetryValidationError
 
@@ -288,6 +289,78 @@ def check_key(name: str, value: Any) -> str:
             name, f"must be at most {MAX_KEY_LENGTH} characters (what every engine indexes), "
                   f"got {len(value):,}")
     return check_unicode(name, value)
+
+
+# --- labels ------------------------------------------------------------------------
+
+#: Labels an execution may carry at most.
+MAX_LABELS = 16
+#: The most characters of a label's value.
+MAX_LABEL_VALUE = 256
+_LABEL_NAME = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+
+
+
+class Labels(Mapping[str, str]):
+    """An execution's labels, checked (:func:`check_labels`): read-only and
+    hashable, so that a record stays a frozen value; equal to a ``dict``
+    with the same items."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
+#: No labels (a record's default).
+NO_LABELS = Labels({})
+
+
+def check_labels(name: str, value: Any) -> Mapping[str, str]:
+    """An execution's labels: a mapping of at most :data:`MAX_LABELS` names
+    (``[a-z][a-z0-9_.]{0,63}``) to non-empty strings of at most
+    :data:`MAX_LABEL_VALUE` characters of valid Unicode, without NUL
+    characters; returned read-only, by name. An error names the label
+    (``labels.team``)."""
+    if not isinstance(value, Mapping):
+        raise TelemetryValidationError(
+            name, f"must be a mapping of label names to strings, got {type(value).__name__}")
+    if len(value) > MAX_LABELS:
+        raise TelemetryValidationError(
+            name, f"must hold at most {MAX_LABELS} labels, got {len(value)}")
+    checked: Dict[str, str] = {}
+    for key in sorted(value, key=str):
+        text = value[key]
+        if not isinstance(key, str) or _LABEL_NAME.fullmatch(key) is None:
+            raise TelemetryValidationError(
+                name, f"label name {key!r} must match [a-z][a-z0-9_.]{{0,63}} (lower case, "
+                      "a letter first, then letters, digits, '_' or '.')")
+        where = f"{name}.{key}"
+        if type(text) is not str or not text:
+            got = repr(text) if isinstance(text, str) else type(text).__name__
+            raise TelemetryValidationError(where, f"must be a non-empty string, got {got}")
+        if len(text) > MAX_LABEL_VALUE:
+            raise TelemetryValidationError(
+                where, f"must be at most {MAX_LABEL_VALUE} characters, got {len(text):,}")
+        if "\x00" in text:
+            raise TelemetryValidationError(where, "must not contain NUL characters")
+        checked[key] = check_unicode(where, text)
+    return Labels(checked) if checked else NO_LABELS
 
 
 # --- time ------------------------------------------------------------------------

@@ -89,7 +89,10 @@ def demo_record(rng: random.Random) -> TelemetryRecord:
         session_id=_uuid(rng),
         num_turns=rng.randint(1, 40),
         stop_reason=rng.choice(STOP_REASONS),
-        **tokens,
+        input_tokens=tokens["input_tokens"],
+        output_tokens=tokens["output_tokens"],
+        cache_read_tokens=tokens["cache_read_tokens"],
+        cache_creation_tokens=tokens["cache_creation_tokens"],
     )
 
 

@@ -28,7 +28,9 @@ from .checks import (
     MAX_COST_USD,
     MAX_COUNT,
     MAX_INT,
+    NO_LABELS,
     check_cost,
+    check_labels,
     check_length,
     check_optional_text,
     check_required_text,
@@ -92,12 +94,19 @@ class TelemetryRecord:
     session_id: Optional[str] = _field(check_optional_text, default=None, kw_only=True)
     num_turns: Optional[int] = _field(_optional_count, default=None, kw_only=True)
     stop_reason: Optional[str] = _field(check_optional_text, default=None, kw_only=True)
+    #: Who or what the execution is for (``{"user": "alice@example.com",
+    #: "team": "platform"}``): not a column of ``executions``, kept beside it.
+    labels: Mapping[str, str] = dataclasses.field(
+        default=NO_LABELS, kw_only=True,
+        metadata={"check": check_labels, "column": False})
 
     def __post_init__(self) -> None:
         row = _as_row(self)
         if not _plainly_valid(*row):
             for (name, check), value in zip(_CHECKS, row, strict=True):
                 check(name, value)
+        if self.labels is not NO_LABELS:
+            object.__setattr__(self, "labels", check_labels("labels", self.labels))
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> TelemetryRecord:
@@ -125,6 +134,10 @@ class TelemetryRecord:
             )
         kwargs: Dict[str, Any] = {}
         for key, value in mapping.items():
+            if key == "labels":
+                if value is not None:
+                    kwargs["labels"] = value
+                continue
             name = _ALIASES.get(key) if isinstance(key, str) else None
             if name is None:
                 raise TelemetryValidationError(
@@ -362,7 +375,8 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-_FIELDS = dataclasses.fields(TelemetryRecord)
+#: The fields that are columns of ``executions`` (all but ``labels``).
+_FIELDS = tuple(f for f in dataclasses.fields(TelemetryRecord) if f.metadata.get("column", True))
 
 #: The record's fields, in column order.
 FIELD_NAMES: Tuple[str, ...] = tuple(f.name for f in _FIELDS)

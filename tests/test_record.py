@@ -158,3 +158,39 @@ def test_an_engine_refuses_text_longer_than_its_column_by_field_never_truncating
                                  "(what MySQL holds in this column), got 5")
     with pytest.raises(ValueError, match="not text fields of a record: cost_usd"):
         length_check({"cost_usd": 3}, "MySQL")
+
+
+def test_labels_are_checked_kept_by_name_and_not_a_column() -> None:
+    record = make(labels={"user": "alice@example.com", "team": "platform"})
+    assert list(record.labels) == ["team", "user"]
+    assert record.labels == {"team": "platform", "user": "alice@example.com"}
+    assert "labels" not in FIELD_NAMES and len(record.as_row()) == len(FIELD_NAMES)
+    assert make().labels == {} and hash(record) == hash(make(labels=dict(record.labels)))
+    assert TelemetryRecord.from_mapping({**minimal(), "labels": {"team": "a"}}).labels == {
+        "team": "a"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.labels = {}  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("labels, field, says", [
+    ({"Team": "x"}, "labels", "must match"),
+    ({"9lives": "x"}, "labels", "must match"),
+    ({"a" * 65: "x"}, "labels", "must match"),
+    ({"team": ""}, "labels.team", "non-empty"),
+    ({"team": 7}, "labels.team", "got int"),
+    ({"team": "x" * 257}, "labels.team", "at most 256"),
+    ({"team": "a\x00b"}, "labels.team", "NUL"),
+    ({"team": "\ud800"}, "labels.team", "surrogate"),
+    ({f"k{n}": "v" for n in range(17)}, "labels", "at most 16"),
+    ("team=platform", "labels", "mapping"),
+])
+def test_a_bad_label_is_refused_naming_it(labels: Any, field: str, says: str) -> None:
+    with pytest.raises(TelemetryValidationError) as caught:
+        make(labels=labels)
+    assert caught.value.field == field and says in str(caught.value)
+
+
+def test_the_most_labels_and_the_longest_name_and_value_pass() -> None:
+    labels = {f"k{n}": "v" * 256 for n in range(15)}
+    labels["a" + "b" * 63] = "é"
+    assert len(make(labels=labels).labels) == 16

@@ -49,8 +49,11 @@ def _outcome(make: Any) -> Tuple[str, Any]:
 
 def _full_rules(values: Dict[str, Any]) -> Tuple[str, Any]:
     """What the per-field checks alone say about ``values``."""
-    # Each field declares its check in the dataclass's field metadata.
+    # Each field declares its check in the dataclass's field metadata (the
+    # columns' here: labels are not one, and have their own tests).
     for field in dataclasses.fields(TelemetryRecord):
+        if not field.metadata.get("column", True):
+            continue
         try:
             field.metadata["check"](field.name, values[field.name])
         except TelemetryValidationError as exc:
