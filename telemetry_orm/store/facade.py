@@ -36,7 +36,7 @@ from typing import (
 import peewee
 
 from .. import background as _background
-from .. import engines, folding, forking, zone_days
+from .. import engines, folding, zone_days
 from ..backends.base import (
     BUSY_TIMEOUT_MS,
     LOG_SIZE_LIMIT,
@@ -46,18 +46,14 @@ from ..backends.base import (
     in_transaction_error,
 )
 from ..checks import check_count, check_instant, check_key, check_time
-from ..errors import (
-    BackgroundWriteError,
-    DatabaseError,
-    TelemetryValidationError,
-    TransactionOpenError,
-)
+from ..errors import DatabaseError, TelemetryValidationError
 from ..record import TelemetryRecord, row_of, rows_of
 from ..reports import Report, report
 from ..rollups import RollupResult
 from ..schema import Execution
 from ..sql import KeyedSql
 from ..tables import Tables
+from .closing import close_store
 from .gate import Gate
 from .opening import Opened, Opening
 from .purging import KEY_DAYS, Purge, PurgeProgress, PurgeResult, count_older_than, paced
@@ -563,37 +559,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         A recorder's :class:`~telemetry_orm.BackgroundWriteError` is raised
         after the store is closed.
         """
-        failure: Optional[BaseException] = None
-        opened = self._opening.opened  # None: never opened (a proxy's)
-        borrowed = opened is not None and opened.backend.borrowed
-        recorders = [r for r in self._recorders if not r.closed]
-        if recorders and opened is not None and borrowed \
-                and opened.backend.in_transaction(opened.database):
-            # Closing a recorder waits for it to write what it holds, which
-            # may wait for the locks this transaction holds: for ever.
-            raise TransactionOpenError(
-                f"{self.path}: cannot close the store inside a transaction open on this "
-                "thread's connection while a background recorder is open (it writes what "
-                "it holds first, and those writes may wait for this transaction); nothing "
-                "was closed. Close it after the transaction ends.")
-        for recorder in recorders:
-            try:
-                recorder.close()
-            except BackgroundWriteError as exc:
-                failure = failure or exc
-        # Reads that run without the store lock finish first (new ones are
-        # refused): closing a connection another thread is using breaks it.
-        # Not under the lock: such a read may take the lock itself. On an
-        # application's database the store closes none of the connections
-        # they use, and one of them may be waiting for a lock this thread's
-        # own transaction holds: nothing to wait for.
-        self._gate.close_users(wait=not borrowed)
-        self._gate.close(opened.upkeep.close if opened is not None else lambda: None)
-        forking.untrack(self._gate)
-        if opened is not None:
-            forking.untrack(opened.upkeep)
-        if failure is not None:
-            raise failure
+        close_store(self.path, self._opening.opened, self._recorders, self._gate)
 
 
 def _per_entry(name: str, values: Any, count: int, what: str) -> List[Any]:
