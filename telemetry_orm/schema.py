@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Type, TypeVar, over
 from peewee import (
     SQL,
     BigIntegerField,
+    CompositeKey,
     Database,
     Entity,
     Field,
@@ -225,6 +226,46 @@ class SqliteExecutionKey(Model):
 
     class Meta:
         table_name = KEYS_TABLE
+        without_rowid = True
+
+
+#: The labels of executions (``TelemetryRecord(labels=…)``).
+LABELS_TABLE = "telemetry_orm_labels"
+
+
+class LabelTextField(KeyTextField):
+    """A label's name or value: indexed text whose most characters the
+    record's checks fix (an engine that cannot index ``TEXT`` gives the
+    column that length)."""
+
+
+class ExecutionLabel(Model):
+    """A label of a row of ``executions``: one row per label, written in the
+    row's own transaction and gone with the row. Created at the first
+    labelled write. Keyed by row and name (a row's labels side by side),
+    and indexed by name and value (a report or budget of one label). No
+    foreign key: the original TypeScript store deletes rows without knowing
+    this table, and ids are never given out twice."""
+
+    execution_id = BigIntegerField()
+    name = LabelTextField()
+    value = LabelTextField()
+
+    class Meta:
+        table_name = LABELS_TABLE
+        primary_key = CompositeKey("execution_id", "name")
+        indexes = (
+            Index("idx_telemetry_orm_labels_value", Table(LABELS_TABLE),
+                  (Entity("name"), Entity("value"), Entity("execution_id")), safe=True),
+        )
+
+
+class SqliteExecutionLabel(ExecutionLabel):
+    """The same labels on SQLite: one b-tree by row and name (``WITHOUT
+    ROWID``), the index beside it."""
+
+    class Meta:
+        table_name = LABELS_TABLE
         without_rowid = True
 
 

@@ -48,6 +48,7 @@ class Tables:
         self.executions: Type[Execution] = bind_model(database, self.engine.model_base)
         self._rollups: Optional[RollupModels] = None
         self._keys: Optional[KeyTables] = None
+        self._labels: Optional[Type[peewee.Model]] = None
         self._side: Dict[Type[peewee.Model], Type[peewee.Model]] = {}
         self._lock = threading.Lock()
 
@@ -86,6 +87,15 @@ class Tables:
                                   bind_model(self.database, purged),
                                   bind_model(self.database, state))
         return self._keys
+
+    @property
+    def labels(self) -> Type[peewee.Model]:
+        """The labels model (see :class:`~telemetry_orm.schema.ExecutionLabel`)."""
+        if self._labels is None:
+            with self._lock:
+                if self._labels is None:
+                    self._labels = bind_model(self.database, self.engine.label_model)
+        return self._labels
 
     def side(self, base: Type[M]) -> Type[M]:
         """``base``, another table of the package beside these (the

@@ -36,7 +36,14 @@ from peewee import ColumnBase
 from .. import rollups, zone_days
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TransactionOpenError
-from ..schema import Execution, ExecutionKey, KeyState, PurgedKey, with_columns
+from ..schema import (
+    Execution,
+    ExecutionKey,
+    ExecutionLabel,
+    KeyState,
+    PurgedKey,
+    with_columns,
+)
 from ..sql import KeyedSql, Replacing, Upsert
 from ..zones import Offset
 from .upkeep import (
@@ -187,6 +194,8 @@ class Backend:
     model_base: Type[Execution] = Execution
     #: The model of the keys table (``store.record(entry, key=…)``) on this engine.
     key_model: Type[peewee.Model] = ExecutionKey
+    #: The model of the labels table (``TelemetryRecord(labels=…)``) on this engine.
+    label_model: Type[peewee.Model] = ExecutionLabel
     #: The models of the rollups: per hour, duration sketches, the state row,
     #: per month, month sketches, the fold's scratch table, per day.
     rollup_models: Tuple[Type[peewee.Model], ...] = (*rollups.MODELS, *zone_days.MODELS)
@@ -245,7 +254,7 @@ class Backend:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """An engine that overrides :meth:`column` gets its tables built
-        from it: each of :attr:`model_base`, :attr:`key_model`,
+        from it: each of :attr:`model_base`, :attr:`key_model`, :attr:`label_model`,
         :attr:`side_models` and :attr:`rollup_models` it does not set
         itself is its base class's with those columns replaced
         (:func:`~telemetry_orm.schema.with_columns`)."""
@@ -258,6 +267,8 @@ class Backend:
             cls.model_base = with_columns(cls.model_base, column)
         if "key_model" not in own:
             cls.key_model = with_columns(cls.key_model, column)
+        if "label_model" not in own:
+            cls.label_model = with_columns(cls.label_model, column)
         for name in ("side_models", "rollup_models"):
             if name not in own:
                 setattr(cls, name, tuple(with_columns(m, column) for m in getattr(cls, name)))

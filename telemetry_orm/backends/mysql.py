@@ -615,9 +615,10 @@ class MySQLBackend(Backend):
 
 # Every table the engine's column() rebuilt (all of them) is InnoDB in utf8mb4.
 for _mine, _base in zip(
-        (MySQLBackend.model_base, MySQLBackend.key_model, *MySQLBackend.side_models,
-         *MySQLBackend.rollup_models),
-        (Backend.model_base, Backend.key_model, *Backend.side_models, *Backend.rollup_models),
+        (MySQLBackend.model_base, MySQLBackend.key_model, MySQLBackend.label_model,
+         *MySQLBackend.side_models, *MySQLBackend.rollup_models),
+        (Backend.model_base, Backend.key_model, Backend.label_model, *Backend.side_models,
+         *Backend.rollup_models),
         strict=True):
     assert _mine is not _base, _base
     _mine._meta.table_settings = TABLE_SETTINGS

@@ -13,12 +13,13 @@ import peewee
 from peewee import SQL
 
 from .. import sql as _sql
-from ..checks import MAX_KEY_LENGTH, to_utc
+from ..checks import MAX_KEY_LENGTH, MAX_LABEL_VALUE, to_utc
 from ..errors import DatabaseError, TelemetryValidationError
 from ..record import TEXT_FIELDS, length_check
 from ..schema import (
     TABLE_NAME,
     KeyTextField,
+    LabelTextField,
     TimeTextField,
     UTCTimestampField,
     check_table,
@@ -40,6 +41,10 @@ TEXT_LENGTHS: Dict[str, int] = {
 OTHER_LENGTHS: Dict[str, int] = {
     "key": MAX_KEY_LENGTH, "source": MAX_KEY_LENGTH, "dimension": 32, "zone": 64,
     "value": max(TEXT_LENGTHS.values())}
+
+#: A label's name and value, as long as the record's checks let them be:
+#: the index by name and value takes 1,288 bytes.
+LABEL_LENGTHS: Dict[str, int] = {"name": 64, "value": MAX_LABEL_VALUE}
 
 #: Bytes of an unindexed ``TEXT`` column.
 UNINDEXED_TEXT = 65_535
@@ -115,6 +120,8 @@ def column(field: peewee.Field) -> Optional[peewee.Field]:
         return UTCDateTimeField(null=field.null) if name in TIME_COLUMNS else None
     if isinstance(field, peewee.AutoField):
         return peewee.BigAutoField()
+    if isinstance(field, LabelTextField):
+        return VarChar(max_length=LABEL_LENGTHS[name], **kept)
     if isinstance(field, peewee.TextField):
         length = TEXT_LENGTHS.get(name) or (
             OTHER_LENGTHS.get(name) if isinstance(field, KeyTextField) else None)

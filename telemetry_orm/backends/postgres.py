@@ -11,7 +11,6 @@ what differs between the two lives in :mod:`.postgres_drivers`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as _dt
 import re
 import time
@@ -28,7 +27,7 @@ from .. import clock, rollups, zone_days
 from .. import sql as _sql
 from ..checks import EARLIEST, to_utc
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
-from ..record import TelemetryRecord
+from ..record import TEXT_FIELDS
 from ..schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -213,11 +212,8 @@ DIALECT = ReportDialect(
 )
 
 
-_TEXT_FIELDS = tuple(
-    (index, name) for index, (name, kind) in enumerate(
-        (f.name, f.type) for f in dataclasses.fields(TelemetryRecord)
-    ) if "str" in str(kind)
-)
+#: The record's text columns, with their positions in a row.
+_TEXT_FIELDS = TEXT_FIELDS
 
 
 def check_row(row: Sequence[Any]) -> None:

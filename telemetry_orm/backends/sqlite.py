@@ -226,6 +226,7 @@ class SqliteBackend(Backend):
     name = "sqlite"
     model_base: Type[Execution] = Execution
     key_model: Type[peewee.Model] = schema.SqliteExecutionKey
+    label_model: Type[peewee.Model] = schema.SqliteExecutionLabel
     rollup_models: Tuple[Type[peewee.Model], ...] = (*rollups.MODELS, *zone_days.MODELS)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
