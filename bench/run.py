@@ -40,6 +40,7 @@ from bench import (  # noqa: E402
     background,
     fold,
     inserts,
+    labels,
     memory,
     mysql_record,
     peer,
@@ -195,6 +196,7 @@ def _loaded_results(figures: Mapping[str, Any], what: str) -> List[Result]:
 CASES: List[Case] = [
     inserts.per_row,
     inserts.batch,
+    labels.labels,
     psycopg2_record.psycopg2_record,
     mysql_record.mysql_record,
     background.background,

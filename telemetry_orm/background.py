@@ -29,10 +29,10 @@ import time
 import weakref
 from collections import deque
 from types import TracebackType
-from typing import Any, Deque, List, Optional, Protocol, Sequence, Tuple, Type, Union
+from typing import Any, Deque, List, Mapping, Optional, Protocol, Sequence, Tuple, Type, Union
 
 from . import forking
-from .checks import check_count, check_key, check_number
+from .checks import NO_LABELS, check_count, check_key, check_number
 from .errors import BackgroundWriteError, StoreClosedError
 from .record import FIELD_NAMES, Entry, TelemetryRecord
 
@@ -44,7 +44,8 @@ class BatchWriter(Protocol):
     """What the writer thread needs of the store's batch writer
     (``store.batch_writer()``): one transaction a batch, then a close."""
 
-    def write(self, rows: List[Row], keys: Optional[List[Optional[str]]] = None) -> List[int]:
+    def write(self, rows: List[Row], keys: Optional[List[Optional[str]]] = None,
+              labels: Optional[Sequence[Mapping[str, str]]] = None) -> List[int]:
         """Insert ``rows`` (each under its key in ``keys`` when given); their ids."""
 
     def close(self) -> None:
@@ -63,7 +64,7 @@ class RecordingStore(Protocol):
     def log(self) -> Logger:
         """The store's logger, the recorder's by default."""
 
-    def checked_row(self, entry: Entry) -> Row:
+    def checked_entry(self, entry: Entry) -> Tuple[Row, Mapping[str, str]]:
         """``entry``'s INSERT parameters, validated."""
 
     def batch_writer(self) -> BatchWriter:
@@ -171,9 +172,9 @@ class BackgroundRecorder:
         full (see the class). Raises :class:`~telemetry_orm.StoreClosedError`
         once the recorder is closed.
         """
-        row = self.store.checked_row(entry)
-        if key is not None:
-            row = _KeyedRow(row, check_key("key", key))
+        row, labels = self.store.checked_entry(entry)
+        if key is not None or labels:
+            row = _TaggedRow(row, None if key is None else check_key("key", key), labels)
         with self._lock:
             pending = self._pending
             if self._closing or self._held() >= self.max_queue:
@@ -333,8 +334,13 @@ class BackgroundRecorder:
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                keys = [getattr(row, "key", None) for row in batch]
-                ids = writer.write(batch, keys) if any(keys) else writer.write(batch)
+                if any(type(row) is _TaggedRow for row in batch):
+                    keys = [getattr(row, "key", None) for row in batch]
+                    labels = [getattr(row, "labels", NO_LABELS) for row in batch]
+                    ids = writer.write(batch, keys if any(keys) else None,
+                                       labels if any(labels) else None)
+                else:
+                    ids = writer.write(batch)
                 self.log.debug(
                     "background wrote %d executions (ids %d to %d)", len(ids), ids[0], ids[-1]
                 )
@@ -407,14 +413,17 @@ class BackgroundRecorder:
             self._start()
 
 
-class _KeyedRow(tuple):  # type: ignore[type-arg]
-    """A queued row (the INSERT's parameters) with the key it is recorded under."""
+class _TaggedRow(tuple):  # type: ignore[type-arg]
+    """A queued row (the INSERT's parameters) with the key it is recorded
+    under (``None``: none) and its labels."""
 
-    key: str
+    key: Optional[str]
+    labels: Mapping[str, str]
 
-    def __new__(cls, row: Row, key: str) -> _KeyedRow:
+    def __new__(cls, row: Row, key: Optional[str], labels: Mapping[str, str]) -> _TaggedRow:
         made = super().__new__(cls, row)
         made.key = key
+        made.labels = labels
         return made
 
 

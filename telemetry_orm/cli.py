@@ -22,9 +22,9 @@ import stat
 import sys
 import tempfile
 import traceback
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
-from . import clock, dashboard, demo, formats, imports, prices, reports, zones
+from . import clock, dashboard, demo, formats, imports, prices, report_labels, reports, zones
 from .checks import parse_amount, parse_count, parse_iso, same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -111,6 +111,26 @@ def _count(text: str) -> int:
     return value
 
 
+def _group_key(text: str) -> str:
+    if text in reports.GROUP_KEYS:
+        return text
+    try:
+        if report_labels.label_name(text) is not None:
+            return text
+    except TelemetryValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+    raise argparse.ArgumentTypeError(
+        f"unknown key {text!r}; expected one of {', '.join(reports.GROUP_KEYS)} or label:NAME")
+
+
+def _label(text: str) -> Tuple[str, str]:
+    try:
+        return report_labels.parse_label(text)
+    except TelemetryValidationError as exc:
+        raise argparse.ArgumentTypeError(
+            exc.reason if exc.field == "--label" else str(exc)) from None
+
+
 def _text(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
@@ -157,9 +177,10 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         since=args.since.at(args.tz) if args.since else None,
         until=args.until.at(args.tz) if args.until else None, repo=args.repo,
         model=args.model, event_type=args.event, conclusion=args.conclusion,
-        cost=args.cost, prices=table, tz=args.tz,
+        cost=args.cost, prices=table, tz=args.tz, labels=dict(args.label) or None,
     )
     with _reading(_existing(args.db)) as database:
+        _check_labels(database, args.by or [], args.label)
         if args.format == "html" or args.chart:
             page = dashboard.dashboard(database, group_by=args.by or ["repo"], **options)
             result = page.report
@@ -200,16 +221,34 @@ _FILTERS = (("repo", "repo"), ("model", "model"), ("event", "event_type"),
             ("conclusion", "conclusion"))
 
 
+def _check_labels(database: Any, by: Sequence[str], labels: Sequence[Tuple[str, str]]
+                  ) -> None:
+    """Refuse a label no execution has (a typo would give an empty report,
+    or one group of none), naming the labels there are."""
+    names = [report_labels.label_name(key) for key in by] + [name for name, _ in labels]
+    for name in dict.fromkeys(n for n in names if n is not None):
+        found, there = report_labels.known(database, name)
+        if not found:
+            shown = ", ".join(formats.printable(n) for n in there) or "none"
+            raise UsageError(f"no execution has a label {formats.printable(name)!r}; "
+                             f"the label names there: {shown}")
+
+
 def _hint_filters(database: Any, options: Dict[str, Any]) -> None:
     """On stderr, for each filter value with no executions in the report's
     range: the values there are (a typo gives an empty report, not an error)."""
-    for option, key in _FILTERS:
-        value = options[key]
+    labels = options["labels"] or {}
+    checks: List[Tuple[str, str, Any, Dict[str, Any]]] = [
+        (f"--{option} ", key, options[key], {key: None}) for option, key in _FILTERS]
+    checks += [(f"--label {name}=", f"label:{name}", value,
+                {"labels": {n: v for n, v in labels.items() if n != name} or None})
+               for name, value in labels.items()]
+    for option, key, value, without in checks:
         if value is None:
             continue
         others = reports.report(database, group_by=[key], p95=False,
-                                **{**options, key: None, "cost": "recorded", "prices": None})
-        found = [str(row.keys[key]) for row in others.rows]
+                                **{**options, **without, "cost": "recorded", "prices": None})
+        found = [str(row.keys[key]) for row in others.rows if row.keys[key] is not None]
         if value in found:
             continue  # the value is there; the filters together match nothing
         if not found:
@@ -219,9 +258,10 @@ def _hint_filters(database: Any, options: Dict[str, Any]) -> None:
         close = difflib.get_close_matches(value, found, n=1)
         shown = [formats.printable(name) for name in sorted(found)[:20]]
         there = ", ".join(shown) + (", …" if len(found) > 20 else "")
-        print(f"{PROG} report: no executions with --{option} {value!r} in this range; "
+        print(f"{PROG} report: no executions with {option}{value!r} in this range; "
               + (f"did you mean {close[0]!r}? " if close else "")
               + f"the {key} values there: {there}", file=sys.stderr)
+        return
 
 
 def cmd_purge(args: argparse.Namespace, out: TextIO) -> int:
@@ -500,9 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", type=_text, metavar="M", help="only this model")
     sub.add_argument("--event", type=_text, metavar="E", help="only this event type")
     sub.add_argument("--conclusion", type=_text, metavar="C", help="only this conclusion")
-    sub.add_argument("--by", action="append", choices=reports.GROUP_KEYS, metavar="KEY",
+    sub.add_argument("--by", action="append", type=_group_key, metavar="KEY",
                      help="group by KEY, repeatable (default repo): "
-                     + ", ".join(reports.GROUP_KEYS))
+                     + ", ".join(reports.GROUP_KEYS) + ", or label:NAME (an execution's "
+                     "label NAME; (none) without it)")
+    sub.add_argument("--label", action="append", type=_label, default=[], metavar="NAME=VALUE",
+                     help="only executions with this label (repeatable: all of them)")
     sub.add_argument("--format", choices=(*formats.REPORT_FORMATS, "html"), default="table",
                      help="html: a self-contained page (charts, the table) for a browser")
     sub.add_argument("--out", metavar="FILE", help="write the html page to FILE")

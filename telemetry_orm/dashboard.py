@@ -22,7 +22,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import zones
 from .checks import to_utc
-from .formats import _LABELS, _caption, _human, _when, iso, printable, report_records
+from .formats import (
+    _LABELS,
+    _caption,
+    _human,
+    _when,
+    iso,
+    printable,
+    report_records,
+    set_filters,
+)
 from .reports import METRICS, Metrics, Report, report
 
 __all__ = ["Dashboard", "SERIES", "dashboard", "render_html", "terminal_chart"]
@@ -395,8 +404,7 @@ def render_html(d: Dashboard) -> str:
     runs = [[float(n - failed), float(failed)] for n, failed in
             (d.runs.get(b, (0, 0)) for b in d.buckets)]
     zone = zones.check_zone("tz", f.tz)
-    filters = {name: value for name, value in dataclasses.asdict(f).items()
-               if value is not None and name not in ("since", "until", "tz")}
+    filters = set_filters(f)
     filters["since"] = _when(f.since, zone) if f.since else "all time"
     filters["until"] = _when(f.until, zone) if f.until else "now"
     notes = []

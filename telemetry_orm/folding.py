@@ -27,7 +27,7 @@ from typing import (
 
 from peewee import SQL, fn
 
-from . import zone_days, zones
+from . import label_rollups, zone_days, zones
 from .backends.base import Backend
 from .rollups import (
     LEGACY_TABLES,
@@ -45,7 +45,7 @@ from .rollups import (
     write_state,
     write_tiers,
 )
-from .schema import format_timestamp, parse_timestamp
+from .schema import LABELS_TABLE, format_timestamp, parse_timestamp
 from .sql import Statement, quote, render
 from .tables import Tables
 
@@ -136,6 +136,10 @@ def fold_rows(conn: Any, tables: Tables, where: Any, *, take_out: bool = False) 
         build = unfold if take_out else fold
         for statement in build(models, m, tables.dialect, where, tiers=tiers):
             conn.execute(*statement)
+        if tables.engine.has_table(conn, LABELS_TABLE):
+            for query in label_rollups.fold(models, m, tables.labels, tables.dialect, where,
+                                            -1 if take_out else 1):
+                conn.execute(*render(database, query))
         _rebuild_days(conn, tables, where)
     return n
 

@@ -34,7 +34,7 @@ EXPORT_FORMATS: Tuple[str, ...] = ("csv", "jsonl")
 #: The version of the format ``telemetry-orm export`` writes, in the last
 #: column of every row (a plain column: spreadsheets, CSV and JSON readers
 #: take it as any other); an export without it is version 1.
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 EXPORT_VERSION_COLUMN = "export_version"
 
 _LABELS: Dict[str, str] = {
@@ -92,6 +92,8 @@ def csv_cell(value: Any) -> Any:
     numbers, ``None`` and other text stay as they are."""
     if isinstance(value, str) and value.startswith(CSV_GUARDED):
         return "'" + value
+    if isinstance(value, Mapping):  # an execution's labels: JSON text, "{...}"
+        return to_json(dict(value), sort_keys=True, ensure_ascii=False)
     return value
 
 
@@ -196,6 +198,7 @@ def report_document(report: Report) -> Dict[str, Any]:
     filters = dataclasses.asdict(report.filters)
     filters["since"] = iso(report.filters.since)
     filters["until"] = iso(report.filters.until)
+    filters["labels"] = dict(report.filters.labels)
     return {
         "generated_at": iso(report.generated_at),
         "filters": filters,
@@ -352,7 +355,18 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
+def set_filters(filters: Any) -> Dict[str, Any]:
+    """A report's filters that are set, but its time range and zone, by name
+    (a label filter as ``label:NAME``)."""
+    found = {name: value for name, value in dataclasses.asdict(filters).items()
+             if name not in ("since", "until", "tz", "labels") and value is not None}
+    found.update((f"label:{name}", value) for name, value in filters.labels)
+    return found
+
+
 def _human(name: str, value: Any) -> str:
+    if value is None and name.startswith("label:"):
+        return "(none)"  # executions without that label
     if value is None and name == "cost_usd":
         return "n/a"
     if value is None:
@@ -374,11 +388,7 @@ def _caption(report: Report) -> str:
     parts = [f"since {_when(f.since, zone)}" if f.since else "all time"]
     if f.until:
         parts.append(f"until {_when(f.until, zone)}")
-    parts += [
-        f"{name}={value}"
-        for name, value in dataclasses.asdict(f).items()
-        if name not in ("since", "until", "tz") and value is not None
-    ]
+    parts += [f"{name}={value}" for name, value in set_filters(f).items()]
     if f.tz != "UTC":
         parts.append(f"days in {f.tz}")
     if report.group_by:

@@ -21,6 +21,7 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
 )
 
@@ -40,6 +41,7 @@ from .errors import TelemetryValidationError
 from .inputs import agent_result_fields, list_price, usage_fields
 
 _Check = Callable[[str, Any], Any]
+T = TypeVar("T")
 
 #: Each bounded column and its bound. Rows past a bound (written by another
 #: program, or by hand) count as the bound in rollups and reports, and
@@ -251,12 +253,37 @@ def row_of(entry: Any) -> Tuple[Any, ...]:
     return _as_row(coerce_record(entry))
 
 
+def entry_of(entry: Any) -> Tuple[Tuple[Any, ...], Mapping[str, str]]:
+    """The INSERT parameters of ``entry`` and its labels (checked), as
+    :func:`row_of` validates them."""
+    if type(entry) is TelemetryRecord:
+        return _as_row(entry), entry.labels
+    plain = _plain(entry)  # a mapping with labels is not plain
+    if plain is not None:
+        return plain[1], NO_LABELS
+    record = coerce_record(entry)
+    return _as_row(record), record.labels
+
+
 def rows_of(entries: Iterable[Any]) -> List[Tuple[Any, ...]]:
     """The INSERT parameters of every entry, all validated before any is used.
 
     A bad entry raises :class:`~telemetry_orm.TelemetryValidationError`
     naming its position and its field.
     """
+    return _each(entries, row_of)
+
+
+def entries_of(entries: Iterable[Any]
+               ) -> Tuple[List[Tuple[Any, ...]], Optional[List[Mapping[str, str]]]]:
+    """The INSERT parameters of every entry (as :func:`rows_of`) and their
+    labels, one mapping per entry; ``None`` when no entry has any."""
+    checked = _each(entries, entry_of)
+    labelsets = [labels for _, labels in checked]
+    return [row for row, _ in checked], (labelsets if any(labelsets) else None)
+
+
+def _each(entries: Iterable[Any], convert: Callable[[Any], T]) -> List[T]:
     if isinstance(entries, (Mapping, TelemetryRecord, str, bytes)):
         raise TelemetryValidationError(
             "entries",
@@ -269,14 +296,14 @@ def rows_of(entries: Iterable[Any]) -> List[Tuple[Any, ...]]:
         raise TelemetryValidationError(
             "entries", f"must be an iterable of records or mappings, got {type(entries).__name__}"
         ) from None
-    rows: List[Tuple[Any, ...]] = []
-    append = rows.append
+    converted: List[T] = []
+    append = converted.append
     for index, entry in enumerate(iterator):
         try:
-            append(row_of(entry))
+            append(convert(entry))
         except TelemetryValidationError as exc:
             raise exc.at_index(index) from None
-    return rows
+    return converted
 
 
 def length_check(limits: Mapping[str, int], engine: str) -> Callable[[Sequence[Any]], None]:

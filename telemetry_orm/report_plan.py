@@ -11,8 +11,9 @@ from typing import Any, Callable, List, Optional, Tuple
 import peewee
 from peewee import fn
 
-from . import rollups, zone_days, zones
+from . import label_plan, rollups, zone_days, zones
 from .checks import to_utc
+from .report_labels import uses_labels
 from .report_query import (
     TIME_KEYS,
     ReportFilters,
@@ -34,7 +35,8 @@ class Plan:
     #: What raw rows must meet besides the filters, as a condition on the
     #: bound ``Execution`` model given (``None``: every row).
     raw_rows: Optional[Callable[[Any], Any]] = None
-    rollups: Tuple[RollupQuery, ...] = ()
+    #: The parts the rollups answer (:class:`RollupQuery` and the like).
+    rollups: Tuple[Any, ...] = ()
     offsets: Optional[List[zones.Offset]] = None
     #: History before this was purged and could not be reported (``pr``).
     incomplete_before: Optional[_dt.datetime] = None
@@ -72,7 +74,10 @@ def plan_report(database: peewee.Database, filters: ReportFilters, keys: Tuple[s
     purged = rollups.ceil_hour(state.purged_before) if state.purged_before else None
     since = _naive_utc(filters.since) if filters.since else None
     until = _naive_utc(filters.until) if filters.until else None
-    if "pr" in keys or not use_rollups:
+    labelled = label_plan.answerable(filters, keys) if uses_labels(keys, filters.labels) \
+        else None
+    if "pr" in keys or not use_rollups or (labelled is None
+                                           and uses_labels(keys, filters.labels)):
         gone = state.purged_before
         reaches = gone is not None and (since is None or since < gone)
         return Plan(offsets=offsets, incomplete_before=(
@@ -124,8 +129,14 @@ def plan_report(database: peewee.Database, filters: ReportFilters, keys: Tuple[s
         return RollupQuery(database=database, filters=filters, group_by=keys, lower=start,
                            upper=end, offsets=offsets, skip=cut)
 
-    def plan(*parts: RollupQuery) -> Plan:
+    def plan(*parts: Any) -> Plan:
         return Plan(raw, parts, offsets, whole_hours_before=whole_before)
+
+    if labelled is not None:  # the label hours (and the hours, for those without it)
+        def made(cls: Any, f: ReportFilters, k: Tuple[str, ...], sign: int) -> Any:
+            return cls(database=database, filters=f, group_by=k, lower=lower, upper=upper,
+                       offsets=offsets, skip=cut, sign=sign)
+        return plan(*label_plan.parts(labelled, made, keys, filters))
 
     # By day or week alone, in a zone whose days are kept: those days, and
     # the hours around them and inside them that no day holds.

@@ -12,10 +12,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 import peewee
 from peewee import SQL, Case, ColumnBase, Entity, fn
 
-from . import rollups, zone_days, zones
+from . import report_labels, rollups, zone_days, zones
 from .checks import check_text, check_time, to_utc
 from .errors import TelemetryValidationError
-from .schema import Execution, format_timestamp, parse_timestamp
+from .report_labels import LabelFilter
+from .schema import LABELS_TABLE, Execution, format_timestamp, parse_timestamp
 from .sql import bounded, cost_units
 from .tables import tables_of
 
@@ -49,13 +50,15 @@ class ReportFilters:
     conclusion: Optional[str] = None
     #: The IANA zone of the time buckets (``since`` and ``until`` are UTC).
     tz: str = "UTC"
+    #: Labels every execution carries: (name, value) pairs, by name.
+    labels: LabelFilter = ()
 
 
 def key_names(group_by: Sequence[str]) -> Tuple[str, ...]:
     """The columns that identify a row of a report grouped by ``group_by``."""
     names: List[str] = []
     for key in group_by:
-        names.extend(c for c in _KEY_COLUMNS[key] if c not in names)
+        names.extend(c for c in _KEY_COLUMNS.get(key, (key,)) if c not in names)
     return tuple(names)
 
 
@@ -208,6 +211,11 @@ class Query:
         self._hide: Callable[[ColumnBase], ColumnBase] = (
             self.dialect.no_index if timed else (lambda column: column)
         )
+        self._labels: Optional[Type[Any]] = None
+        if report_labels.uses_labels(self.key_names, filters.labels):
+            conn = tables.engine.statements(database)
+            if tables.engine.has_table(conn, LABELS_TABLE):
+                self._labels = tables.labels
 
     def _column(self, name: str) -> ColumnBase:
         node: ColumnBase = getattr(self.model, name)
@@ -231,7 +239,10 @@ class Query:
     def _keys(self) -> List[ColumnBase]:
         keys = []
         for name in self.key_names:
-            if name in self.dialect.buckets:
+            label = report_labels.label_name(name)
+            if label is not None:
+                keys.append(report_labels.key_column(self._labels, self.model.id, label))
+            elif name in self.dialect.buckets:
                 keys.append(self.dialect.buckets[name](self._time()))
             else:
                 # Never group through an index: walking idx_executions_repo
@@ -252,6 +263,8 @@ class Query:
             value = getattr(f, name)
             if value is not None:
                 conditions.append(self._hide(self._column(name)) == value)
+        conditions.extend(report_labels.filter_conditions(self._labels, self.model.id,
+                                                          f.labels))
         if self.extra is not None:
             conditions.append(self.extra)
         return conditions
@@ -465,9 +478,10 @@ class RollupQuery:
         start = getattr(model, self.time)
         if self.offsets is not None and zones.check_zone("tz", self.filters.tz) != zones.UTC:
             start = self.dialect.local(start, self.offsets)
+        # A label's value, or (marginal) the value of the month tier's column.
         return [self.dialect.buckets[name](start) if name in self.dialect.buckets
-                else model.value if marginal else getattr(model, name)
-                for name in self.key_names]
+                else model.value if marginal or name.startswith(report_labels.PREFIX)
+                else getattr(model, name) for name in self.key_names]
 
     def _select(self, model: Any, keys: Sequence[ColumnBase], *columns: ColumnBase,
                 marginal: bool = False) -> Any:
@@ -650,6 +664,7 @@ def checked_filters(**values: Any) -> ReportFilters:
     filters = ReportFilters(
         since=check_time("since", values.pop("since", None)),
         until=check_time("until", values.pop("until", None)),
+        labels=report_labels.checked_filter(values.pop("labels", None)),
         **{name: check_text(name, value) for name, value in values.items()},  # type: ignore[arg-type]
     )
     if filters.since and filters.until and filters.until <= filters.since:

@@ -62,6 +62,7 @@ from . import prices as _prices
 from . import zones
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
+from .report_labels import label_name
 from .report_plan import plan_report
 from .report_query import (
     GROUP_KEYS,
@@ -210,6 +211,7 @@ def report(
     tz: Any = "UTC",
     use_rollups: bool = True,
     p95: bool = True,
+    labels: Optional[Mapping[str, str]] = None,
 ) -> Report:
     """Aggregate the executions of ``source`` (a store or a peewee database).
 
@@ -233,8 +235,11 @@ def report(
     ``since``/``until`` are datetimes (naive ones are wall times in ``tz``,
     UTC by default; ``until`` is exclusive); ``repo``, ``model``,
     ``event_type`` and ``conclusion`` keep only rows with that exact value.
-    ``group_by`` is one key or a sequence of :data:`GROUP_KEYS`; an empty
-    sequence gives totals only. Invalid
+    ``group_by`` is one key or a sequence of :data:`GROUP_KEYS` and
+    ``label:NAME`` keys (an execution's value of label ``NAME``: ``None``
+    for those without it); an empty sequence gives totals only.
+    ``labels`` (``{"team": "platform"}``) keeps only the executions that
+    carry every one of those labels. Invalid
     arguments raise :class:`~telemetry_orm.TelemetryValidationError` naming
     the argument.
     """
@@ -245,6 +250,7 @@ def report(
                 database, since=since, until=until, repo=repo, model=model,
                 event_type=event_type, conclusion=conclusion, group_by=group_by,
                 cost=cost, prices=prices, tz=tz, use_rollups=use_rollups, p95=p95,
+                labels=labels,
             )
     if not isinstance(source, peewee.Database):
         raise TelemetryValidationError(
@@ -253,7 +259,7 @@ def report(
     zone = zones.check_zone("tz", tz)
     filters = dataclasses.replace(checked_filters(
         since=_in_zone(since, zone), until=_in_zone(until, zone), repo=repo, model=model,
-        event_type=event_type, conclusion=conclusion,
+        event_type=event_type, conclusion=conclusion, labels=labels,
     ), tz=zones.zone_name(zone))
     keys = _check_group_by(group_by)
     if cost not in COST_MODES:
@@ -416,9 +422,10 @@ def _check_group_by(group_by: Any) -> Tuple[str, ...]:
         )
     result: List[str] = []
     for key in keys:
-        if key not in GROUP_KEYS:
+        if key not in GROUP_KEYS and (not isinstance(key, str) or label_name(key) is None):
             raise TelemetryValidationError(
-                "group_by", f"unknown key {key!r}; expected some of {', '.join(GROUP_KEYS)}"
+                "group_by", f"unknown key {key!r}; expected some of {', '.join(GROUP_KEYS)} "
+                "or label:NAME"
             )
         if key not in result:
             result.append(key)

@@ -304,6 +304,9 @@ class RollupModels(NamedTuple):
     zones: Any
     zone_cuts: Any
     zone_cut_durations: Any
+    #: The labels' hours (:mod:`telemetry_orm.label_rollups`).
+    label_hours: Any
+    label_durations: Any
 
 
 #: The rollup models in the order of :class:`RollupModels`.

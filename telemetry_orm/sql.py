@@ -342,8 +342,15 @@ class KeyedSql:
     lock: str = ""
 
 
+#: What a keyed write runs for one row, inside its transaction, right after
+#: the row is written (the driver connection, the row's id, and whether the
+#: row is new: false for a replaced row, inside the :data:`Replacing`
+#: block): the row's labels. A row found and kept runs nothing.
+RowWritten = Callable[[Any, int, bool], None]
+
+
 def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[str],
-                 replace: Optional[Replacing]) -> int:
+                 replace: Optional[Replacing], written: Optional[RowWritten] = None) -> int:
     """One row of a keyed write on a driver connection (SQLite's or
     psycopg's: both ``execute`` with their own placeholders), inside the
     caller's transaction; return the row's id. A key whose row is gone
@@ -356,12 +363,29 @@ def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[
             if replace is not None and found[1]:
                 with replace(conn, row_id):
                     conn.execute(sql.update, (*params, row_id))
+                    if written is not None:
+                        written(conn, row_id, False)
             return row_id
     cursor = conn.execute(sql.insert, params)
     row_id = int(cursor.fetchone()[0]) if sql.returning else int(cursor.lastrowid or 0)
     if key is not None:
         conn.execute(sql.remember, (key, row_id))
+    if written is not None:
+        written(conn, row_id, True)
     return row_id
+
+
+def record_all_keyed(
+    conn: Any, sql: KeyedSql, rows: Sequence[Sequence[Any]], keys: Sequence[Optional[str]],
+    replace: Optional[Replacing], written: Optional[Sequence[Optional[RowWritten]]] = None,
+) -> List[int]:
+    """:func:`record_keyed` for each row under its key (``written``: one
+    hook per row, or none), in the caller's transaction; the ids in order."""
+    if written is None:
+        return [record_keyed(conn, sql, params, key, replace)
+                for params, key in zip(rows, keys, strict=True)]
+    return [record_keyed(conn, sql, params, key, replace, hook)
+            for params, key, hook in zip(rows, keys, written, strict=True)]
 
 
 def keyed_sql(model: Any, keys: Any, purged: Any, *, returning: bool = False,

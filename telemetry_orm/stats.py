@@ -15,11 +15,11 @@ from typing import Any, Dict, Generator, List, Optional, Tuple
 import peewee
 from peewee import SQL, fn
 
-from . import rollups
+from . import labels, rollups
 from .checks import check_number
 from .errors import DatabaseError
 from .report_query import Query, checked_filters, database_name
-from .schema import COLUMN_NAMES, format_timestamp
+from .schema import COLUMN_NAMES, LABELS_TABLE, format_timestamp
 from .tables import tables_of
 
 __all__ = ["DatabaseStats", "count_older_than", "database_stats", "export_rows",
@@ -148,11 +148,13 @@ def export_rows(
 ) -> Tuple[Tuple[str, ...], Generator[Tuple[Any, ...], None, None]]:
     """Every column of every execution in ``[since, until)``, oldest first.
 
-    Returns the column names (:data:`~telemetry_orm.schema.COLUMN_NAMES`)
-    and an iterator over the rows as stored (raw values, ``created_at`` as
-    UTC text ``YYYY-MM-DD HH:MM:SS``, also on PostgreSQL). The rows are read
-    from the cursor a batch at a time, so memory stays flat however many
-    there are; consume the iterator before closing the database.
+    Returns the column names (:data:`~telemetry_orm.schema.COLUMN_NAMES`,
+    then ``labels``) and an iterator over the rows as stored (raw values,
+    ``created_at`` as UTC text ``YYYY-MM-DD HH:MM:SS``, also on PostgreSQL;
+    the labels as a ``dict``, empty for none). The rows are read from the
+    cursor a batch at a time (their labels with one query a batch), so
+    memory stays flat however many there are; consume the iterator before
+    closing the database.
     """
     filters = checked_filters(since=since, until=until)
     query = Query(database=database, filters=filters, group_by=())
@@ -164,20 +166,26 @@ def export_rows(
         for name in COLUMN_NAMES
     ]
     try:
+        tables = tables_of(database)
+        conn = tables.engine.statements(database)
+        sql = (labels.label_sql(tables.labels)
+               if tables.engine.has_table(conn, LABELS_TABLE) else None)
         cursor = database.execute(query.select(*selected).order_by(created_at, row_id))
     except peewee.DatabaseError as exc:
         raise DatabaseError(f"{database_name(database)}: {exc}") from exc
     columns = tuple(d[0] for d in cursor.description)
-    return columns, _fetch(cursor)
+    return (*columns, "labels"), _fetch(cursor, conn, sql, columns.index("id"))
 
 
-def _fetch(cursor: Any, size: int = 1000) -> Generator[Tuple[Any, ...], None, None]:
+def _fetch(cursor: Any, conn: Any, sql: Optional[labels.LabelSql], id_column: int,
+           size: int = 1000) -> Generator[Tuple[Any, ...], None, None]:
     try:
         while True:
             batch = cursor.fetchmany(size)
             if not batch:
                 return
-            yield from (tuple(row) for row in batch)
+            found = {} if sql is None else labels.read(conn, sql, [r[id_column] for r in batch])
+            yield from ((*row, found.get(row[id_column], {})) for row in batch)
     finally:
         # The database may be closed already (the iterator was dropped
         # after it): the cursor went with it.

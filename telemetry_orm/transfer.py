@@ -26,19 +26,21 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import peewee
 
+from . import exports as _exports
 from . import imports as _imports
 from . import keys as _keys
+from . import labels as _labels
 from .checks import check_count, check_instant, same_file
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
 from .formats import printable
 from .prices import PriceTable
 from .record import FIELD_NAMES, TelemetryRecord
-from .schema import TABLE_NAME, KeyTextField, format_timestamp, parse_timestamp
+from .schema import LABELS_TABLE, TABLE_NAME, KeyTextField, format_timestamp, parse_timestamp
 from .sql import quote, render
 from .store import LOGGER_NAME, PeeweeTelemetryStore, create_telemetry_store
 from .store.writes import TIMED_COLUMNS, Copy
@@ -140,10 +142,13 @@ def _open_source(source: Union[str, os.PathLike[str]]) -> Tuple[peewee.Database,
 
 
 def _convert(
-    names: Sequence[str], row: Sequence[Any]
+    names: Sequence[str], row: Sequence[Any], labels: Optional[Mapping[str, str]] = None
 ) -> Tuple[int, Union[Tuple[Any, TelemetryRecord], str]]:
-    """(source id, (created_at, record)) or (source id, why the row is invalid)."""
-    values = dict(zip(names, row, strict=True))
+    """(source id, (created_at, record)) or (source id, why the row is
+    invalid); ``labels``: the row's, when it has any."""
+    values: Dict[str, Any] = dict(zip(names, row, strict=True))
+    if labels:
+        values["labels"] = labels
     row_id = int(values.pop("id"))
     created = values.pop("created_at")
     try:
@@ -225,7 +230,8 @@ def _copy(
         if not batch:
             break
         after = int(batch[-1][0])
-        written, skipped, bad = _write_batch(store, migrated, name, names, batch)
+        labelled = reader.labels([int(row[0]) for row in batch])
+        written, skipped, bad = _write_batch(store, migrated, name, names, batch, labelled)
         done += len(batch)
         copied += written
         already += skipped
@@ -259,6 +265,10 @@ class _Reader:
         # Columns the source lacks (older versions of the original store)
         # take the record's defaults.
         self.names = ["id", "created_at"] + [f for f in FIELD_NAMES if f in present]
+        # The source's labels, when it has any (a store of this version).
+        conn = tables.engine.statements(database)
+        self.label_sql = (_labels.label_sql(tables.labels)
+                          if tables.engine.has_table(conn, LABELS_TABLE) else None)
 
     def _run(self, sql: str, params: Sequence[Any]) -> Any:
         try:
@@ -273,6 +283,16 @@ class _Reader:
             *render(self.database, m.select(peewee.fn.COUNT(peewee.SQL("*")), peewee.fn.MAX(m.id)))
         ).fetchone()
         return int(total), None if last is None else int(last)
+
+    def labels(self, ids: Sequence[int]) -> Dict[int, Dict[str, str]]:
+        """The labels of the source's rows ``ids`` that have any."""
+        if self.label_sql is None:
+            return {}
+        try:
+            return _labels.read(tables_of(self.database).engine.statements(self.database),
+                                self.label_sql, ids)
+        except peewee.DatabaseError as exc:
+            raise DatabaseError(f"{self.path}: cannot be read ({exc})") from exc
 
     def batch(self, after: int, last: int, size: int) -> List[Tuple[Any, ...]]:
         """Up to ``size`` rows with ``after < id <= last``."""
@@ -319,13 +339,15 @@ def _write_batch(
     name: str,
     names: Sequence[str],
     batch: Sequence[Sequence[Any]],
+    labelled: Mapping[int, Mapping[str, str]],
 ) -> Tuple[int, int, List[Tuple[int, str]]]:
-    """Write the rows of ``batch`` not copied before and mark them copied, in
-    one transaction that no other migration runs at the same time.
+    """Write the rows of ``batch`` not copied before (with their labels in
+    ``labelled``, by source id) and mark them copied, in one transaction
+    that no other migration runs at the same time.
 
     Returns (rows written, rows copied before, invalid rows with the reason).
     """
-    with store.copying("migrate") as copy:
+    with store.copying("migrate", labelled=bool(labelled)) as copy:
         query: Any = (
             migrated.select(migrated.source_id, migrated.source_created_at)
             # The batch is a range of ids: one index range scan, no long IN list.
@@ -352,7 +374,7 @@ def _write_batch(
                         "before: give it another source name"
                     )
                 continue
-            converted = _convert(names, row)[1]
+            converted = _convert(names, row, labelled.get(row_id))[1]
             if not isinstance(converted, str):
                 converted = _refused(store, converted[1]) or converted
             if isinstance(converted, str):
@@ -360,7 +382,11 @@ def _write_batch(
             else:
                 new.append((row_id, *converted))
         if new:
-            copy.rows([_copy_row(copy, when, record) for _, when, record in new])
+            plain = [(when, record) for _, when, record in new if not record.labels]
+            copy.rows([_copy_row(copy, when, record) for when, record in plain])
+            if len(plain) < len(new):  # the rows with labels need their new ids
+                copy.labelled([(_copy_row(copy, when, record), record.labels)
+                               for _, when, record in new if record.labels])
             copy.copy(MIGRATED_TABLE, ("source", "source_id", "source_created_at"),
                       [(name, row_id, format_timestamp(when)) for row_id, when, _ in new])
     return len(new), already, invalid
@@ -461,7 +487,7 @@ def import_files(
         items = _imports.read_claude_code(paths, counter, prices=prices)
         replace = True
     else:
-        items = _imports.read_export(paths, fmt, counter)
+        items = _exports.read_export(paths, fmt, counter)
         replace = False
     store = (target if isinstance(target, PeeweeTelemetryStore)
              else create_telemetry_store(os.fspath(target)))
@@ -551,8 +577,9 @@ def _write_keyed_batch(
     fixed = tuple(current_params[:-1])
     new = changed = same = 0
     refused: List[Tuple[str, str]] = []
-    with store.copying("import", keyed=True, replace=replace) as copy:
-        conn, sql = copy.conn, copy.keyed_sql
+    labelled = replace or any(item.record.labels for item in batch)
+    with store.copying("import", keyed=True, replace=replace, labelled=labelled) as copy:
+        conn, sql, label_sql = copy.conn, copy.keyed_sql, copy.label_sql
         forgotten = _keys.forgotten_before(conn, key_state)
         for item in batch:
             reason = _refused(store, item.record)
@@ -570,19 +597,26 @@ def _write_keyed_batch(
                 row_id = (int(cursor.fetchone()[0]) if sql.returning
                           else int(cursor.lastrowid or 0))
                 conn.execute(sql.remember, (item.key, row_id))
+                if item.record.labels and label_sql is not None:
+                    _labels.write(conn, label_sql, _labels.label_rows([row_id],
+                                                                      [item.record.labels]))
                 new += 1
                 continue
             row_id = int(found[0])
-            if replace and found[1]:
+            if replace and found[1] and label_sql is not None:
                 stored = conn.execute(current_sql, (*fixed, row_id)).fetchone()
                 wanted = (format_timestamp(item.created_at), *item.record.as_row())
-                if _same_row(stored, wanted):
+                had = _labels.read(conn, label_sql, [row_id]).get(row_id, {})
+                if _same_row(stored, wanted) and had == dict(item.record.labels):
                     same += 1
                 elif item.partial is not None:
                     refused.append((item.where, item.partial))
                 else:
                     with copy.replacing(row_id):
                         conn.execute(sql.update, (*params, row_id))
+                        conn.execute(label_sql.delete, (row_id,))
+                        _labels.write(conn, label_sql, _labels.label_rows(
+                            [row_id], [item.record.labels]))
                     changed += 1
             else:
                 same += 1

@@ -15,7 +15,7 @@ import peewee
 import pytest
 from support import FIXED_NOW, minimal
 
-from telemetry_orm import PeeweeTelemetryStore, clock, rollups, schema, zone_days
+from telemetry_orm import PeeweeTelemetryStore, clock, label_rollups, rollups, schema, zone_days
 from telemetry_orm.backends.base import Backend, FixedPacer, ServerUpkeep
 from telemetry_orm.backends.sqlite import DIALECT, SqliteBackend
 from telemetry_orm.sql import upsert_on_conflict
@@ -208,7 +208,8 @@ def test_an_engines_column_types_build_every_table(db_path: Path) -> None:
 def test_an_engine_without_column_types_keeps_the_declared_tables() -> None:
     assert SqliteBackend.model_base is schema.Execution
     assert SqliteBackend.side_models == (schema.PurgedKey, schema.KeyState)
-    assert SqliteBackend.rollup_models == (*rollups.MODELS, *zone_days.MODELS)
+    assert SqliteBackend.rollup_models == (
+        *rollups.MODELS, *zone_days.MODELS, *label_rollups.MODELS)
 
 
 def test_has_table_by_default_looks_in_the_schema_the_store_uses(pg_url: str) -> None:

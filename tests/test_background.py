@@ -642,10 +642,12 @@ class _ListWriter:
 
     def __init__(self, batches: List[Any]) -> None:
         self.batches = batches
+        self.labels: List[Any] = []
         self.closed = False
 
-    def write(self, rows: List[Any], keys: Any = None) -> List[int]:
+    def write(self, rows: List[Any], keys: Any = None, labels: Any = None) -> List[int]:
         self.batches.append((list(rows), keys))
+        self.labels.append(labels)
         return list(range(1, len(rows) + 1))
 
     def close(self) -> None:
@@ -662,8 +664,9 @@ class _ListStore:
         self.batches: List[Any] = []
         self.writers: List[_ListWriter] = []
 
-    def checked_row(self, entry: Any) -> Any:
-        return TelemetryRecord.from_mapping(entry).as_row()
+    def checked_entry(self, entry: Any) -> Any:
+        record = TelemetryRecord.from_mapping(entry)
+        return record.as_row(), record.labels
 
     def batch_writer(self) -> _ListWriter:
         self.writers.append(_ListWriter(self.batches))
@@ -681,3 +684,14 @@ def test_a_recorder_needs_only_its_protocol_not_a_store() -> None:
     assert [[row[1] for row in rows] for rows, _ in store.batches] == [["a", "b"], ["c"]]
     assert [keys for _, keys in store.batches] == [[None, "k"], None]
     assert [writer.closed for writer in store.writers] == [True]
+
+
+def test_a_recorder_hands_the_labels_to_its_writer() -> None:
+    store = _ListStore()
+    recorder = BackgroundRecorder(store, max_batch=2, max_delay=NEVER)
+    recorder.record({**minimal(repo="a"), "labels": {"user": "alice"}})
+    recorder.record(minimal(repo="b"))
+    recorder.record(minimal(repo="c"))
+    recorder.close()
+
+    assert store.writers[0].labels == [[{"user": "alice"}, {}], None]

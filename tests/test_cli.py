@@ -377,10 +377,11 @@ def test_export_csv_to_stdout_has_every_column_of_every_row(
     status, out, _ = run("export", "--db", str(db_path), capsys=capsys)
     assert status == 0
     table = list(csv.reader(io.StringIO(out)))
-    # Every column, then the export format's version.
-    assert table[0] == [*COLUMN_NAMES, "export_version"]
+    # Every column, the labels (none here), then the export format's version.
+    assert table[0] == [*COLUMN_NAMES, "labels", "export_version"]
     wanted = witness.execute("SELECT * FROM executions ORDER BY created_at, id").fetchall()
-    assert table[1:] == [["" if v is None else str(v) for v in row] + ["2"] for row in wanted]
+    assert table[1:] == [["" if v is None else str(v) for v in row] + ["{}", "3"]
+                         for row in wanted]
 
 
 def test_export_jsonl_to_a_file_with_a_time_range(
@@ -396,7 +397,7 @@ def test_export_jsonl_to_a_file_with_a_time_range(
     wanted = witness.execute(
         "SELECT * FROM executions WHERE created_at >= ? AND created_at < ?"
         " ORDER BY created_at, id", (since, until)).fetchall()
-    assert rows == [{**dict(row), "export_version": 2} for row in wanted]
+    assert rows == [{**dict(row), "labels": {}, "export_version": 3} for row in wanted]
     assert len(rows) > 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "export.jsonl"]
 

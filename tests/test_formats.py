@@ -69,7 +69,7 @@ def test_json_has_the_documented_shape_and_raw_values(sample: Report) -> None:
     assert document["generated_at"] == "2025-06-01T08:30:00Z"
     assert document["filters"] == {
         "since": "2025-05-02T00:00:00Z", "until": None, "repo": None, "model": "m",
-        "event_type": None, "conclusion": None, "tz": "UTC",
+        "event_type": None, "conclusion": None, "tz": "UTC", "labels": {},
     }
     assert document["group_by"] == ["pr"]
     assert document["totals"] == sample.totals.as_dict()

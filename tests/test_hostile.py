@@ -37,8 +37,9 @@ from telemetry_orm import (
     open_readonly,
 )
 from telemetry_orm.cli import main as cli_main
+from telemetry_orm.exports import read_export
 from telemetry_orm.formats import EXPORT_FORMATS, write_export
-from telemetry_orm.imports import Item, read_export
+from telemetry_orm.imports import Item
 from telemetry_orm.record import MAX_COST_USD, MAX_COUNT
 from telemetry_orm.schema import COLUMN_NAMES
 

@@ -191,12 +191,12 @@ def test_an_export_with_a_column_this_version_does_not_know_is_refused_by_name(
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_an_export_of_a_newer_version_is_refused(tmp_path: Path, fmt: str) -> None:
     exported = small_export(tmp_path, fmt, 3)
-    rewritten(exported, fmt, lambda row: {**row, "export_version": 3})
+    rewritten(exported, fmt, lambda row: {**row, "export_version": 4})
     target = tmp_path / "b.db"
     status, text = run("import", fmt, str(exported), "--db", str(target))
     assert status == 1, text
-    assert (f"{exported}:2: export_version 3: written by a newer telemetry_orm (this one "
-            "reads versions up to 2)") in text
+    assert (f"{exported}:2: export_version 4: written by a newer telemetry_orm (this one "
+            "reads versions up to 3)") in text
     assert "3 skipped" in text and delivery_ids(target) == []
 
 

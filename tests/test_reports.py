@@ -609,8 +609,8 @@ def test_export_rows_gives_every_column_of_the_matching_rows_in_time_order(
     wanted = witness.execute(
         "SELECT * FROM executions WHERE created_at >= ? AND created_at < ?"
         " ORDER BY created_at, id", (stamp(since), stamp(until))).fetchall()
-    assert columns == COLUMN_NAMES
-    assert exported == [tuple(row) for row in wanted]
+    assert columns == (*COLUMN_NAMES, "labels")
+    assert exported == [(*row, {}) for row in wanted]
     assert len(exported) > 10
 
 

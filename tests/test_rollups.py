@@ -230,7 +230,8 @@ def test_rollup_counts_each_row_once_however_often_it_runs_and_takes_late_rows(
         part in r["name"] for part in ("rollup", "fold", "daily", "monthly"))} == {
         "telemetry_orm_rollups", "telemetry_orm_rollup_durations", "telemetry_orm_rollup_state",
         "telemetry_orm_monthly", "telemetry_orm_monthly_durations",
-        "telemetry_orm_daily", "telemetry_orm_rollup_tiers", "telemetry_orm_rollup_zones"}
+        "telemetry_orm_daily", "telemetry_orm_rollup_tiers", "telemetry_orm_rollup_zones",
+        "telemetry_orm_label_rollups"}
     # A purge after a rollup deletes rows already counted: it adds nothing.
     held = rolled_hours(any_witness)
     assert any_store.purge_older_than(10) > 0

@@ -33,7 +33,7 @@ from typing import (
 import peewee
 from peewee import ColumnBase
 
-from .. import rollups, zone_days
+from .. import label_rollups, rollups, zone_days
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TransactionOpenError
 from ..schema import (
@@ -198,7 +198,8 @@ class Backend:
     label_model: Type[peewee.Model] = ExecutionLabel
     #: The models of the rollups: per hour, duration sketches, the state row,
     #: per month, month sketches, the fold's scratch table, per day.
-    rollup_models: Tuple[Type[peewee.Model], ...] = (*rollups.MODELS, *zone_days.MODELS)
+    rollup_models: Tuple[Type[peewee.Model], ...] = (
+        *rollups.MODELS, *zone_days.MODELS, *label_rollups.MODELS)
     #: The models beside the keys table: the purged keys and the key state.
     side_models: Tuple[Type[peewee.Model], ...] = (PurgedKey, KeyState)
     #: Driver errors a store turns into :class:`~telemetry_orm.TelemetryError`.
@@ -353,6 +354,11 @@ class Backend:
         no other connection runs work ``name`` in at the same time."""
         raise NotImplementedError
 
+    def write_transaction(self, conn: Any, name: str) -> ContextManager[None]:
+        """A write transaction on ``conn`` (the savepoint ``name`` inside one
+        already open), committed when the block ends, rolled back if it raises."""
+        raise NotImplementedError
+
     def fold_transaction(self, conn: Any) -> ContextManager[None]:
         """A write transaction on ``conn`` that no other connection folds
         rows into the rollups in at the same time."""
@@ -380,6 +386,15 @@ class Backend:
         with self.connection(database) as conn:
             return self.new_id(conn.execute(sql, params))
 
+    def insert_one_then(self, database: peewee.Database, sql: str, params: Sequence[Any],
+                        then: Callable[[Any, int], None]) -> int:
+        """:meth:`insert_one`, then ``then(conn, row_id)`` (the row's labels)
+        in the same transaction (a savepoint inside one already open)."""
+        with self.connection(database) as conn, self.write_transaction(conn, "telemetry_one"):
+            row_id = self.new_id(conn.execute(sql, params))
+            then(conn, row_id)
+        return row_id
+
     def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> KeyedSql:
         """The statements of a keyed ``record()``, built once per store
         (``keys`` and ``purged``: the bound key models)."""
@@ -389,6 +404,7 @@ class Backend:
     def insert_keyed(
         self, database: peewee.Database, sql: KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[Replacing],
+        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
     ) -> List[int]:
         """Record each row under its key (``None``: no key) in one
         transaction that no other connection records keys in at the same
@@ -398,8 +414,7 @@ class Backend:
         key. Return the rows' ids in order. Default: one
         :meth:`exclusive_transaction` named ``keys``."""
         with self.connection(database) as conn, self.exclusive_transaction(database, "keys"):
-            return [_sql.record_keyed(conn, sql, params, key, replace)
-                    for params, key in zip(rows, keys, strict=True)]
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Run ``sql`` for every row in one transaction (a savepoint inside a

@@ -14,7 +14,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import math
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 from urllib.parse import unquote, urlsplit
 
 import peewee
@@ -447,6 +447,10 @@ class MySQLBackend(Backend):
             raise
         conn.query(f"RELEASE SAVEPOINT {name}" if nested else "COMMIT")
 
+    def write_transaction(self, conn: Any, name: str) -> ContextManager[None]:
+        """A transaction, or the savepoint ``name`` inside one open."""
+        return self._transaction(conn, name)
+
     @contextlib.contextmanager
     def fold_transaction(self, conn: Any) -> Iterator[None]:
         """A transaction inside the lock ``rollup`` (a savepoint in one open)."""
@@ -487,14 +491,14 @@ class MySQLBackend(Backend):
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
+        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
     ) -> List[int]:
         """One transaction inside a lock per key (sorted: two batches never
         wait for each other in a circle), so racing writers give one row."""
         names = [f"key:{k}" for k in keys if k is not None]
         with self.connection(database) as conn, self._locked(conn, names), \
                 database.atomic():
-            return [_sql.record_keyed(conn, sql, params, key, replace)
-                    for params, key in zip(rows, keys, strict=True)]
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
 
     def _uses_returning(self, conn: Any) -> bool:
         """MariaDB 10.5 answers ``INSERT … RETURNING``: every id, in order.

@@ -42,8 +42,8 @@ OTHER_LENGTHS: Dict[str, int] = {
     "key": MAX_KEY_LENGTH, "source": MAX_KEY_LENGTH, "dimension": 32, "zone": 64,
     "value": max(TEXT_LENGTHS.values())}
 
-#: A label's name and value, as long as the record's checks let them be:
-#: the index by name and value takes 1,288 bytes.
+#: A label's name and value, as long as the record's checks let them be (a
+#: label rollup's key, with its hour, model and paid, takes under 2,000 bytes).
 LABEL_LENGTHS: Dict[str, int] = {"name": 64, "value": MAX_LABEL_VALUE}
 
 #: Bytes of an unindexed ``TEXT`` column.

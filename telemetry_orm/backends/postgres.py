@@ -15,7 +15,18 @@ import datetime as _dt
 import re
 import time
 import zlib
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+)
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import peewee
@@ -53,6 +64,8 @@ from .postgres_drivers import Driver, driver_for_url, driver_of, run
 from .postgres_schema import (
     FIELD_TYPES,
     PostgresExecution,
+    PostgresLabelRollup,
+    PostgresLabelRollupDuration,
     PostgresRollup,
     PostgresRollupDay,
     PostgresRollupDuration,
@@ -237,7 +250,8 @@ class PostgresBackend(Backend):
     rollup_models: Tuple[Type[peewee.Model], ...] = (
         PostgresRollup, PostgresRollupDuration, rollups.RollupState, PostgresRollupMonth,
         PostgresRollupMonthDuration, PostgresRollupDay, rollups.RollupTiers, PostgresZoneDay,
-        PostgresZoneDayDuration, zone_days.RollupZone, PostgresZoneCut, PostgresZoneCutDuration)
+        PostgresZoneDayDuration, zone_days.RollupZone, PostgresZoneCut, PostgresZoneCutDuration,
+        PostgresLabelRollup, PostgresLabelRollupDuration)
     driver_errors: Tuple[Type[BaseException], ...] = (
         peewee.PeeweeException,
         MaxConnectionsExceeded,
@@ -245,6 +259,7 @@ class PostgresBackend(Backend):
     dialect = DIALECT
     one_connection = False
     memory = False
+    returning = True
     check_row = staticmethod(check_row)
 
     @classmethod
@@ -409,10 +424,6 @@ class PostgresBackend(Backend):
                 f"whole transaction ({' '.join(str(exc).split())})")
         return operation_error(self.path, exc, busy=is_busy(exc))
 
-    def insert_sql(self, model: Type[Execution]) -> str:
-        """The INSERT every ``record()`` runs, built once per store."""
-        return _sql.record_insert_sql(model, returning=True)
-
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
         if not database.is_closed():
             # The thread's own connection, as connection() would give it and
@@ -421,12 +432,10 @@ class PostgresBackend(Backend):
         with self.connection(database) as conn:
             return int(run(conn, sql, params).fetchone()[0])
 
-    def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> _sql.KeyedSql:
-        return _sql.keyed_sql(model, keys, purged, returning=True)
-
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
+        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
     ) -> List[int]:
         """One transaction (a savepoint inside one already open) holding an
         advisory lock on each key, so two processes recording one key at once
@@ -435,8 +444,11 @@ class PostgresBackend(Backend):
         with self.connection(database) as conn, self.driver.transaction(conn):
             for lock in sorted({advisory_key(f"key:{k}") for k in keys if k is not None}):
                 run(conn, "SELECT pg_advisory_xact_lock(%s)", (lock,))
-            return [_sql.record_keyed(conn, sql, params, key, replace)
-                    for params, key in zip(rows, keys, strict=True)]
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
+
+    def write_transaction(self, conn: Any, name: str) -> ContextManager[None]:
+        """A transaction, or a savepoint inside one already open."""
+        return self.driver.transaction(conn)
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Insert ``rows`` in one transaction (a savepoint inside one already

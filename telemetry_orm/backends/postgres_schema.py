@@ -10,7 +10,7 @@ from typing import Any, List, Tuple
 import peewee
 from peewee import SQL
 
-from .. import rollups, zone_days
+from .. import label_rollups, rollups, zone_days
 from .. import sql as _sql
 from ..checks import to_utc
 from ..schema import TABLE_NAME, Execution, check_table, parse_timestamp
@@ -92,6 +92,8 @@ PostgresZoneDay = _with_timestamptz(zone_days.ZoneDay, "day")
 PostgresZoneDayDuration = _with_timestamptz(zone_days.ZoneDayDuration, "day")
 PostgresZoneCut = _with_timestamptz(zone_days.ZoneCut, "hour", "day")
 PostgresZoneCutDuration = _with_timestamptz(zone_days.ZoneCutDuration, "hour", "day")
+PostgresLabelRollup = _with_timestamptz(label_rollups.LabelRollup, "hour")
+PostgresLabelRollupDuration = _with_timestamptz(label_rollups.LabelRollupDuration, "hour")
 
 
 # peewee 3's introspection (get_tables, get_columns) looks in "public";

@@ -15,12 +15,12 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, Case, Cast, ColumnBase, NodeList, Value, fn
 
-from .. import clock, rollups, schema, zone_days
+from .. import clock, label_rollups, rollups, schema, zone_days
 from .. import sql as _sql
 from ..checks import EARLIEST
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
@@ -227,7 +227,8 @@ class SqliteBackend(Backend):
     model_base: Type[Execution] = Execution
     key_model: Type[peewee.Model] = schema.SqliteExecutionKey
     label_model: Type[peewee.Model] = schema.SqliteExecutionLabel
-    rollup_models: Tuple[Type[peewee.Model], ...] = (*rollups.MODELS, *zone_days.MODELS)
+    rollup_models: Tuple[Type[peewee.Model], ...] = (
+        *rollups.MODELS, *zone_days.MODELS, *label_rollups.MODELS)
     driver_errors: Tuple[Type[BaseException], ...] = (sqlite3.Error,)
     dialect = DIALECT
     sql_database = _DIALECT_DATABASE
@@ -472,15 +473,29 @@ class SqliteBackend(Backend):
         with database.atomic(lock_type="IMMEDIATE"):
             yield
 
+    def write_transaction(self, conn: sqlite3.Connection, name: str) -> ContextManager[None]:
+        """``BEGIN IMMEDIATE`` (the write lock first), or a savepoint."""
+        return _write_transaction(conn, name)
+
     def insert_one(self, database: peewee.Database, sql: str, params: Sequence[Any]) -> int:
         """The INSERT for one row (autocommit) on this thread's connection:
         ``record()``'s whole path to the database, with nothing between it
         and ``sqlite3``; return its id."""
         return database.connection().execute(sql, params).lastrowid or 0
 
+    def insert_one_then(self, database: peewee.Database, sql: str, params: Sequence[Any],
+                        then: Callable[[Any, int], None]) -> int:
+        """The INSERT and ``then`` after ``BEGIN IMMEDIATE`` (or in a savepoint)."""
+        conn = database.connection()
+        with _write_transaction(conn, "telemetry_one"):
+            row_id: int = conn.execute(sql, params).lastrowid or 0
+            then(conn, row_id)
+        return row_id
+
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
+        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
     ) -> List[int]:
         """``BEGIN IMMEDIATE`` (the write lock before the keys are looked up,
         so two processes recording one key at once give one row), or a
@@ -489,7 +504,8 @@ class SqliteBackend(Backend):
         if len(rows) == 1 and not conn.in_transaction:  # record(key=…): the short way
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row_id = _sql.record_keyed(conn, sql, rows[0], keys[0], replace)
+                row_id = _sql.record_keyed(conn, sql, rows[0], keys[0], replace,
+                                            None if written is None else written[0])
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -506,8 +522,7 @@ class SqliteBackend(Backend):
                 # after it would fail the INSERT at once ("database is
                 # locked"), whatever the busy timeout.
                 conn.execute(sql.lock)
-            return [_sql.record_keyed(conn, sql, params, key, replace)
-                    for params, key in zip(rows, keys, strict=True)]
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
 
     def insert_many(
         self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]

@@ -47,7 +47,7 @@ from ..backends.base import (
 )
 from ..checks import check_count, check_instant, check_key, check_time
 from ..errors import DatabaseError, TelemetryValidationError
-from ..record import TelemetryRecord, row_of, rows_of
+from ..record import TelemetryRecord, entries_of, entry_of, rows_of
 from ..reports import Report, report
 from ..rollups import RollupResult
 from ..schema import Execution
@@ -263,17 +263,18 @@ class PeeweeTelemetryStore(TelemetryStore):
         known, is refused (it may have been counted already), as an import
         refuses it.
         """
-        params = self.checked_row(entry)
+        params, labels = self.checked_entry(entry)
         when = _instant("at", at)
+        labelled = [labels] if labels else None
         if key is None:
-            return self._writes.one(params, when)
+            return self._writes.one(params, when, labels or None)
         check_key("key", key)
         if when is None:
-            return self._writes.keyed([params], [key], replace)[0]
+            return self._writes.keyed([params], [key], replace, None, labelled)[0]
         refused = self._writes.forgotten([key], [when])
         if refused is not None:
             raise TelemetryValidationError("at", refused[1])
-        return self._writes.keyed([params], [key], replace, [when])[0]
+        return self._writes.keyed([params], [key], replace, [when], labelled)[0]
 
     def record_many(
         self,
@@ -306,7 +307,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         ...     store.record_many([{**run, "repo": "acme/api"}, {**run, "repo": "acme/web"}])
         [1, 2]
         """
-        rows = self.checked_rows(entries)
+        rows, labels = self.checked_entries(entries)
         instants = None
         if at is not None:
             instants = _per_entry("at", at, len(rows), "instant")
@@ -318,7 +319,7 @@ class PeeweeTelemetryStore(TelemetryStore):
         if keys is None:
             if replace:
                 raise TelemetryValidationError("replace", "needs keys")
-            return self._writes.many(rows, instants)
+            return self._writes.many(rows, instants, labels)
         key_list = _per_entry("keys", keys, len(rows), "key")
         for index, key in enumerate(key_list):
             if key is not None:
@@ -330,13 +331,23 @@ class PeeweeTelemetryStore(TelemetryStore):
             refused = self._writes.forgotten(key_list, instants)
             if refused is not None:
                 raise TelemetryValidationError("at", refused[1]).at_index(refused[0])
-        return self._writes.keyed(rows, key_list, replace, instants)
+        return self._writes.keyed(rows, key_list, replace, instants, labels)
 
     def checked_rows(self, entries: Iterable[Entry]) -> List[Row]:
         """The INSERT parameters of every entry, validated as records and
         against what this store's engine cannot store; a bad one raises
-        :class:`~telemetry_orm.TelemetryValidationError` naming its position."""
-        rows = rows_of(entries)
+        :class:`~telemetry_orm.TelemetryValidationError` naming its position.
+        Labels are left out (see :meth:`checked_entries`)."""
+        return self._checked(rows_of(entries))
+
+    def checked_entries(self, entries: Iterable[Entry]
+                        ) -> Tuple[List[Row], Optional[List[Mapping[str, str]]]]:
+        """:meth:`checked_rows` and the entries' labels, one mapping per
+        entry (``None``: no entry has any)."""
+        rows, labels = entries_of(entries)
+        return self._checked(rows), labels
+
+    def _checked(self, rows: List[Row]) -> List[Row]:
         check = self.opened.check_row
         if check is not None:
             for index, row in enumerate(rows):
@@ -346,26 +357,31 @@ class PeeweeTelemetryStore(TelemetryStore):
                     raise exc.at_index(index) from None
         return rows
 
-    def checked_row(self, entry: Entry) -> Row:
-        """One entry's INSERT parameters, checked as :meth:`checked_rows` does."""
-        row = row_of(entry)
+    def checked_entry(self, entry: Entry) -> Tuple[Row, Mapping[str, str]]:
+        """One entry's INSERT parameters and labels, checked as
+        :meth:`checked_rows` does."""
+        row, labels = entry_of(entry)
         check = self.opened.check_row
         if check is not None:
             check(row)
-        return row
+        return row, labels
+
+    def checked_row(self, entry: Entry) -> Row:
+        """One entry's INSERT parameters, checked as :meth:`checked_rows` does."""
+        return self.checked_entry(entry)[0]
 
     def keyed_sql(self) -> KeyedSql:
         """The statements of keyed writes, built (and the keys table created
         if need be) at the first."""
         return self._writes.keyed_sql()
 
-    def copying(self, name: str, *, keyed: bool = False, replace: bool = False
-                ) -> ContextManager[Copy]:
+    def copying(self, name: str, *, keyed: bool = False, replace: bool = False,
+                labelled: bool = False) -> ContextManager[Copy]:
         """A bulk copy of rows with their own ``created_at`` (a migrate, an
         import) in one write transaction that no other connection runs
         work ``name`` in at the same time, through the store's write path
         (see :class:`~telemetry_orm.store.writes.Copy`)."""
-        return self._writes.copying(name, keyed=keyed, replace=replace)
+        return self._writes.copying(name, keyed=keyed, replace=replace, labelled=labelled)
 
     def batch_writer(self) -> BatchWriter:
         """The hook of a thread that writes batch after batch of validated

@@ -14,6 +14,7 @@ import peewee
 
 from .. import forking
 from ..backends.base import Backend, CheckpointResult, Logger, Upkeep
+from ..labels import LabelSql, label_sql
 from ..schema import Execution
 from ..sql import KeyedSql
 from ..tables import Tables, tables_of
@@ -42,8 +43,11 @@ class Opened:
         #: SQLite a transaction that has read cannot take the write lock
         #: once another connection wrote).
         self.keyed_sql: Optional[KeyedSql] = None
+        #: The statements of labels, made as :attr:`keyed_sql` is.
+        self.label_sql: Optional[LabelSql] = None
         if side_tables:
             self.keyed_sql = backend.keyed_sql(self.model, *tables.keys[:2])
+            self.label_sql = label_sql(tables.labels)
 
     def in_transaction(self) -> bool:
         """Whether this thread's connection is inside a transaction (asked
@@ -142,8 +146,8 @@ class Opening:
                     # their first use: that use may be inside one of the
                     # application's transactions, which might roll them back.
                     tables.create_missing(
-                        backend, (*tables.rollups, *tables.keys),
-                        outside_transaction="create its keys and rollup tables")
+                        backend, (*tables.rollups, *tables.keys, tables.labels),
+                        outside_transaction="create its keys, labels and rollup tables")
         except BaseException:
             forking.untrack(self._gate)
             forking.untrack(upkeep)

@@ -1,6 +1,6 @@
-"""The paced purge: delete old rows in short chunks with free moments
-between them, fold in what the rollups do not count yet, then sweep the
-keys of the rows gone (see :mod:`telemetry_orm.keys`).
+"""The paced purge: delete old rows (and their labels) in short chunks
+with free moments between them, fold in what the rollups do not count
+yet, then sweep the keys of the rows gone (see :mod:`telemetry_orm.keys`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 from .. import folding, rollups
 from .. import keys as _keys
+from .. import labels as _labels
 from ..backends.base import Fold
 from ..checks import check_number
 from ..errors import TelemetryError
-from ..schema import KEYS_TABLE, format_timestamp
+from ..schema import KEYS_TABLE, LABELS_TABLE, format_timestamp
 from ..tables import KeyTables
 from .opening import Host
 
@@ -117,6 +118,9 @@ class Purge:
             models = self._rollup_models()
             fold = _unless_counted(folding.purge_fold(opened.tables, when), models,
                                    folding.naive_utc(when))
+            labelled = self._has(LABELS_TABLE)
+            if labelled:
+                fold = _labels.deleting(opened.tables.labels, model, fold)
             with host.connection() as conn:
                 state = rollups.read_state(conn, models)
             cutoff = folding.naive_utc(when)
@@ -157,6 +161,8 @@ class Purge:
                 if chunk.done:
                     break
                 opened.upkeep.purge_gap(pause)
+            if labelled:
+                longest = max(longest, self._sweep_labels(pacer))
             if key_tables is not None:
                 moved, forgot, held = self._sweep_keys(key_tables, pacer, now, keep)
                 longest = max(longest, held)
@@ -195,16 +201,43 @@ class Purge:
         self._host.log.debug("purge: folded %d executions in first, in %d steps", rows, steps)
         return longest
 
-    def _keys_if_any(self) -> Optional[KeyTables]:
-        """The bound key models when the keys table exists (any store, in any
-        process, may have created it), its side tables created if need be;
-        else ``None``."""
-        opened = self._host.opened
+    def _has(self, table: str) -> bool:
+        """Whether ``table`` exists (any store, in any process, may have made it)."""
         with self._host.connection() as conn:
-            if not opened.backend.has_table(conn, KEYS_TABLE):
-                return None
+            return self._host.opened.backend.has_table(conn, table)
+
+    def _keys_if_any(self) -> Optional[KeyTables]:
+        """The bound key models when the keys table exists, its side tables
+        created if need be; else ``None``."""
+        opened = self._host.opened
+        if not self._has(KEYS_TABLE):
+            return None
         opened.tables.create_missing(opened.backend, opened.tables.keys[1:])
         return opened.tables.keys
+
+    def _sweep_labels(self, pacer: Any) -> float:
+        """After the chunks (which deleted their rows' labels): delete, in
+        short transactions, the labels whose rows another program deleted
+        (see :func:`telemetry_orm.labels.orphans_below`); return the longest
+        time a step held the write lock."""
+        host = self._host
+        opened = host.opened
+        backend, tables = opened.backend, opened.tables
+        delete = _labels.label_sql(tables.labels).delete
+        longest = 0.0
+        while True:
+            with host.connection() as conn:
+                gone = _labels.orphans_below(conn, tables.labels, tables.executions,
+                                             _keys.SWEEP_STEP)
+                if not gone:
+                    return longest
+                locked = time.perf_counter()
+                with backend.write_transaction(conn, "telemetry_labels"):
+                    conn.cursor().executemany(delete, gone)
+                held = time.perf_counter() - locked
+                pause = pacer.after_chunk(conn, held)
+            longest = max(longest, held)
+            opened.upkeep.purge_gap(pause)
 
     def _sweep_keys(self, tables: KeyTables, pacer: Any, now: _dt.datetime,
                     key_days: float) -> Tuple[int, int, float]:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import folding, rollups
 from .. import keys as _keys
+from .. import labels as _labels
+from ..checks import NO_LABELS
+from ..labels import LabelSql
 from ..record import FIELD_NAMES
 from ..schema import TABLE_NAME
 from ..sql import KeyedSql, insert_sql, quote
@@ -29,6 +32,8 @@ from .opening import Host, Opened
 
 Row = Tuple[Any, ...]
 Instants = Optional[Sequence[Optional[_dt.datetime]]]
+#: One mapping of labels per row, or ``None``: no row has any.
+Labelsets = Optional[Sequence[Mapping[str, str]]]
 
 #: The columns of a timed row, in the order of its parameters.
 TIMED_COLUMNS: Tuple[str, ...] = ("created_at",) + FIELD_NAMES
@@ -42,50 +47,73 @@ class Writes:
         self._count = 0  # writes since the last automatic checkpoint
         self._timed_sql: Optional[_Timed] = None
 
-    def one(self, params: Row, at: Optional[_dt.datetime] = None) -> int:
-        """Insert one row (created ``at`` that instant, when given); return its id."""
+    def one(self, params: Row, at: Optional[_dt.datetime] = None,
+            labels: Optional[Mapping[str, str]] = None) -> int:
+        """Insert one row (created ``at`` that instant, when given; with its
+        ``labels``, in its transaction, when given); return its id."""
         host = self._host
         opened = host.opened
         sql = opened.insert_sql
         if at is not None:
             sql, params = self._timed(opened).insert, (_stamp(opened, at), *params)
+        label_sql = None if labels is None else (opened.label_sql or self.label_sql())
         with host.gate.writing():
             host.gate.check_open()
             opened.upkeep.before_write()
             try:
-                row_id = opened.insert_one(opened.database, sql, params)
+                if label_sql is None or labels is None:
+                    row_id = opened.insert_one(opened.database, sql, params)
+                else:
+                    rows = list(labels.items())
+                    row_id = opened.backend.insert_one_then(
+                        opened.database, sql, params, lambda conn, row_id: _labels.write(
+                            conn, label_sql, [(row_id, *label) for label in rows]))
             except opened.backend.driver_errors as exc:
                 raise opened.backend.translate(exc) from exc
             self.count(1)
             opened.upkeep.after_write(1)
         return row_id
 
-    def many(self, rows: List[Row], at: Instants = None) -> List[int]:
+    def many(self, rows: List[Row], at: Instants = None, labels: Labelsets = None
+             ) -> List[int]:
         """Insert ``rows`` in one transaction (each created at its instant
-        in ``at``, when given); return their ids."""
+        in ``at``, when given; with its labels in ``labels``, when given);
+        return their ids."""
+        label_sql = self.label_sql() if labels is not None else None
         with self._host.connection() as conn:
             if not rows:
                 return []
             opened = self._host.opened
+            backend = opened.backend
             sql = opened.insert_sql
             if at is not None:
                 sql, rows = self._timed(opened).insert, self._stamped(conn, opened, rows, at)
             opened.upkeep.before_write()
-            ids = opened.backend.insert_many(conn, sql, rows)
+            if label_sql is None or labels is None:
+                ids = backend.insert_many(conn, sql, rows)
+            else:
+                with backend.write_transaction(conn, "telemetry_labelled"):
+                    ids = backend.insert_many(conn, sql, rows)
+                    _labels.write(conn, label_sql, _labels.label_rows(ids, labels))
             self.count(len(rows))
             opened.upkeep.after_write(len(rows))
         return ids
 
     def keyed(self, rows: List[Row], keys: List[Optional[str]], replace: bool,
-              at: Instants = None) -> List[int]:
+              at: Instants = None, labels: Labelsets = None) -> List[int]:
         """Insert ``rows`` in one transaction, each under its key (``None``:
         none), or find the row already under it (``replace``: and set its
-        values, ``created_at`` too when ``at`` is given); return the ids."""
+        values, ``created_at`` too when ``at`` is given, and its labels);
+        return the ids. A new row gets its labels in ``labels``."""
         host = self._host
         opened = host.opened
         sql = opened.keyed_sql or self.keyed_sql()
         if at is not None:
             rows, sql = self._stamped(None, opened, rows, at), self._timed(opened).keyed(sql)
+        written = None
+        if labels is not None or replace:
+            written = _labels.hooks(self.label_sql(), labels or [NO_LABELS] * len(rows),
+                                    replace)
         with host.gate.writing():
             host.gate.check_open()
             opened.upkeep.before_write()
@@ -93,7 +121,8 @@ class Writes:
                 self.prepare_replace()
             try:
                 ids = opened.backend.insert_keyed(
-                    opened.database, sql, rows, keys, self.replacing if replace else None)
+                    opened.database, sql, rows, keys, self.replacing if replace else None,
+                    written)
             except opened.backend.driver_errors as exc:
                 raise opened.backend.translate(exc) from exc
             self.count(len(rows))
@@ -132,6 +161,19 @@ class Writes:
                                                             *tables.keys[:2])
             return opened.keyed_sql
 
+    def label_sql(self) -> LabelSql:
+        """The statements of labels, built (and the labels table created if
+        need be) at the first labelled write."""
+        host = self._host
+        opened = host.opened
+        with host.gate.lock:
+            host.gate.check_open()
+            if opened.label_sql is None:
+                tables = opened.tables
+                tables.create_missing(opened.backend, [tables.labels])
+                opened.label_sql = _labels.label_sql(tables.labels)
+            return opened.label_sql
+
     def rollup_models(self) -> Tuple[Any, ...]:
         """The bound rollup models, their tables created at the first use."""
         host = self._host
@@ -163,6 +205,10 @@ class Writes:
         with folding.refolding(opened.backend, opened.tables, opened.rolled_up, conn, row_id):
             yield
 
+    def timed_insert(self) -> str:
+        """The INSERT of a timed row (its parameters: :data:`TIMED_COLUMNS`)."""
+        return self._timed(self._host.opened).insert
+
     def _timed(self, opened: Opened) -> _Timed:
         if self._timed_sql is None:
             self._timed_sql = _Timed(opened)
@@ -182,22 +228,24 @@ class Writes:
         return [(_stamp(opened, when or now), *row) for row, when in zip(rows, at, strict=True)]
 
     @contextlib.contextmanager
-    def copying(self, name: str, *, keyed: bool = False, replace: bool = False
-                ) -> Iterator[Copy]:
+    def copying(self, name: str, *, keyed: bool = False, replace: bool = False,
+                labelled: bool = False) -> Iterator[Copy]:
         """One write transaction that no other connection runs work
         ``name`` in at the same time, for a bulk copy of timed rows (see
         :class:`Copy`), through the gate; the rows it wrote count as
         ``record_many``'s do. ``keyed``: it writes keyed rows (the keys
-        tables are made first); ``replace``: they may replace rows."""
+        tables are made first); ``replace``: they may replace rows;
+        ``labelled``: it writes labels (the labels table is made first)."""
         host = self._host
         opened = host.opened
         keyed_sql = self._timed(opened).keyed(self.keyed_sql()) if keyed else None
+        label_sql = self.label_sql() if labelled else None
         if replace:
             self.prepare_replace()
         with host.connection() as conn:
             opened.upkeep.before_write()
             with opened.backend.exclusive_transaction(opened.database, name):
-                copy = Copy(self, opened, conn, keyed_sql)
+                copy = Copy(self, opened, conn, keyed_sql, label_sql)
                 yield copy
             self.count(copy.written)
             opened.upkeep.after_write(copy.written)
@@ -256,9 +304,11 @@ class Copy:
     is its driver connection, inside its transaction."""
 
     def __init__(self, writes: Writes, opened: Opened, conn: Any,
-                 keyed: Optional[KeyedSql]) -> None:
+                 keyed: Optional[KeyedSql], label_sql: Optional[LabelSql] = None) -> None:
         self.conn = conn
         self._keyed = keyed
+        #: The statements of labels, for a copy made with ``labelled=True``.
+        self.label_sql = label_sql
         self.written = 0
         self._writes = writes
         self._opened = opened
@@ -280,6 +330,18 @@ class Copy:
         """Insert timed rows as fast as the engine can (no ids: COPY on
         PostgreSQL, one prepared INSERT on SQLite)."""
         self.copy(TABLE_NAME, TIMED_COLUMNS, rows)
+        self.written += len(rows)
+
+    def labelled(self, rows: Sequence[Tuple[Row, Mapping[str, str]]]) -> None:
+        """Insert timed rows, each with its labels (a copy made with
+        ``labelled=True``): through the engine's INSERT, for their new ids."""
+        if self.label_sql is None:
+            raise ValueError("labelled() needs a copy made with copying(..., labelled=True)")
+        opened = self._opened
+        ids = opened.backend.insert_many(self.conn, self._writes.timed_insert(),
+                                         [row for row, _ in rows])
+        _labels.write(self.conn, self.label_sql,
+                      _labels.label_rows(ids, [labels for _, labels in rows]))
         self.written += len(rows)
 
     def copy(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
@@ -312,9 +374,11 @@ class BatchWriter:
         self._pending = False  # a batch was written since the last upkeep
         self._token: Any = None
 
-    def write(self, rows: List[Row], keys: Optional[List[Optional[str]]] = None) -> List[int]:
+    def write(self, rows: List[Row], keys: Optional[List[Optional[str]]] = None,
+              labels: Labelsets = None) -> List[int]:
         """Insert ``rows`` (INSERT parameters of validated records) in one
-        transaction, each under its key in ``keys`` when given (see
+        transaction, each under its key in ``keys`` when given, with its
+        labels in ``labels`` when given (see
         :meth:`~telemetry_orm.store.PeeweeTelemetryStore.record_many`);
         return their ids."""
         upkeep = self.store.opened.upkeep
@@ -329,8 +393,8 @@ class BatchWriter:
             upkeep.between_batches()
         self._pending = True
         if keys is not None:
-            return self._writes.keyed(rows, keys, False)
-        return self._writes.many(rows)
+            return self._writes.keyed(rows, keys, False, labels=labels)
+        return self._writes.many(rows, labels=labels)
 
     def close(self) -> None:
         """The stream is over: the engine undoes what it set up for it."""
