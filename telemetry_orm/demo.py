@@ -16,18 +16,19 @@ price for the chosen model.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import random
 import uuid
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
-from peewee import PeeweeException, chunked
+from peewee import PeeweeException
 
 from .engines import backend_for
 from .errors import DatabaseError
 from .prices import cost_of
 from .record import TelemetryRecord
-from .schema import TABLE_NAME, format_timestamp
+from .schema import TABLE_NAME
 from .store import PeeweeTelemetryStore
 
 #: Demo executions are spread over this many days before now.
@@ -51,11 +52,17 @@ MODELS = {"claude-sonnet-4-5": 62, "claude-haiku-4-5": 24, "claude-opus-4-1": 9,
 EVENT_TYPES = ("pull_request.opened", "pull_request.synchronize", "issue_comment.created",
                "pull_request_review_comment.created", "issues.opened", "workflow_run.completed")
 STOP_REASONS = ("end_turn", "max_tokens", "tool_use", "stop_sequence")
+#: Each repository's team, and who asked for the runs (a sixth of the runs
+#: start from a schedule: no user).
+TEAMS = {"acme/api": "platform", "acme/web": "web", "acme/mobile": "mobile",
+         "globex/billing": "payments", "initech/tps-reports": "platform",
+         "umbrella/research": "research"}
+USERS = {"alice@example.com": 30, "bob@example.com": 22, "carol@example.com": 16,
+         "dave@example.com": 10, "erin@example.com": 6, "": 16}
 CONCLUSIONS = {"success": 86, "failure": 8, "error": 4, "timeout": 2}
 
-# Rows per INSERT: 50 rows x 18 columns stays under SQLite's oldest limit of
-# 999 bound parameters.
-_CHUNK = 50
+# Rows per record_many() call, all in one transaction.
+_CHUNK = 1000
 
 
 def _pick(rng: random.Random, weights: Dict[str, int]) -> str:
@@ -122,17 +129,22 @@ def fill(
         )
     now = (now or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
     rng = random.Random(seed)
+    who = random.Random(seed + 1)  # labels drawn apart: the same seed, the same rows
     span = days * 86400
-    values: List[Dict[str, Any]] = []
+    values: List[TelemetryRecord] = []
+    instants: List[_dt.datetime] = []
     for _ in range(rows):
-        row = demo_record(rng).as_dict()
-        row["created_at"] = format_timestamp(now - _dt.timedelta(seconds=rng.randint(0, span)))
-        values.append(row)
+        record = demo_record(rng)
+        instants.append(now - _dt.timedelta(seconds=rng.randint(0, span)))
+        user = _pick(who, USERS)
+        labels = {"team": TEAMS[record.repo], **({"user": user} if user else {})}
+        values.append(dataclasses.replace(record, labels=labels))
     errors: Tuple[Type[BaseException], ...] = (PeeweeException, *store.backend.driver_errors)
     try:
         with store.database.atomic():
-            for chunk in chunked(values, _CHUNK):
-                model.insert_many(chunk).execute()
+            for start in range(0, len(values), _CHUNK):
+                store.record_many(values[start:start + _CHUNK],
+                                  at=instants[start:start + _CHUNK])
     except errors as exc:
         raise store.backend.translate(exc) from exc  # a full disk, named with the path
     return len(values)
