@@ -379,7 +379,8 @@ class BackgroundRecorder:
             return None
         rows, self._failed = self._failed, []
         every = (*rows, *refused)
-        records = [TelemetryRecord(**dict(zip(FIELD_NAMES, row, strict=True))) for row in every]
+        records = [TelemetryRecord(**dict(zip(FIELD_NAMES, row, strict=True)),
+                                   labels=getattr(row, "labels", NO_LABELS)) for row in every]
         cause, self._failure = self._failure, None
         also = (f" (the recorder is full: the last {len(refused)} given to record() "
                 "were not queued)") if refused else ""

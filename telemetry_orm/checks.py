@@ -19,7 +19,7 @@ import math
 import numbers
 import os
 import re
-from typing import Any, Dict, Iterator, Mapping, Optional, TypeGuard
+from typing import Any, Dict, Mapping, Optional, TypeGuard
 
 from .errors import TelemetryValidationError
 
@@ -301,30 +301,24 @@ _LABEL_NAME = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 
 
 
-class Labels(Mapping[str, str]):
-    """An execution's labels, checked (:func:`check_labels`): read-only and
-    hashable, so that a record stays a frozen value; equal to a ``dict``
-    with the same items."""
+class Labels(Dict[str, str]):
+    """An execution's labels, checked (:func:`check_labels`): a ``dict``
+    (``json``, ``dataclasses.asdict`` and ``==`` take it as one) that
+    refuses changes and is hashable, so that a record stays a frozen value."""
 
-    __slots__ = ("_items",)
+    __slots__ = ()
 
-    def __init__(self, items: Mapping[str, str]) -> None:
-        self._items = dict(items)
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
 
-    def __getitem__(self, name: str) -> str:
-        return self._items[name]
+    def __reduce__(self) -> Any:  # pickled and copied as its items
+        return (type(self), (dict(self),))
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("an execution's labels are read-only: make a new record")
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._items.items()))
-
-    def __repr__(self) -> str:
-        return repr(self._items)
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
 
 #: No labels (a record's default).

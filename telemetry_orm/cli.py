@@ -177,10 +177,11 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         since=args.since.at(args.tz) if args.since else None,
         until=args.until.at(args.tz) if args.until else None, repo=args.repo,
         model=args.model, event_type=args.event, conclusion=args.conclusion,
-        cost=args.cost, prices=table, tz=args.tz, labels=dict(args.label) or None,
+        cost=args.cost, prices=table, tz=args.tz,
+        labels=report_labels.label_filter("--label", args.label),
     )
     with _reading(_existing(args.db)) as database:
-        _check_labels(database, args.by or [], args.label)
+        report_labels.check_known(database, args.by or [], options["labels"] or {})
         if args.format == "html" or args.chart:
             page = dashboard.dashboard(database, group_by=args.by or ["repo"], **options)
             result = page.report
@@ -219,19 +220,6 @@ def _width(out: TextIO) -> Optional[int]:
 #: The report filters a hint can name values of: option, report keyword.
 _FILTERS = (("repo", "repo"), ("model", "model"), ("event", "event_type"),
             ("conclusion", "conclusion"))
-
-
-def _check_labels(database: Any, by: Sequence[str], labels: Sequence[Tuple[str, str]]
-                  ) -> None:
-    """Refuse a label no execution has (a typo would give an empty report,
-    or one group of none), naming the labels there are."""
-    names = [report_labels.label_name(key) for key in by] + [name for name, _ in labels]
-    for name in dict.fromkeys(n for n in names if n is not None):
-        found, there = report_labels.known(database, name)
-        if not found:
-            shown = ", ".join(formats.printable(n) for n in there) or "none"
-            raise UsageError(f"no execution has a label {formats.printable(name)!r}; "
-                             f"the label names there: {shown}")
 
 
 def _hint_filters(database: Any, options: Dict[str, Any]) -> None:

@@ -365,8 +365,15 @@ def set_filters(filters: Any) -> Dict[str, Any]:
 
 
 def _human(name: str, value: Any) -> str:
-    if value is None and name.startswith("label:"):
-        return "(none)"  # executions without that label
+    if name.startswith("label:"):
+        if value is None:
+            return "(none)"  # executions without that label
+        text = str(value)
+        if text == "(none)" or text.startswith('"'):
+            # A value that could pass for those without the label: quoted
+            # (a shown value that starts with a quote always is).
+            return '"' + text.replace('"', '""') + '"'
+        return text
     if value is None and name == "cost_usd":
         return "n/a"
     if value is None:

@@ -125,8 +125,11 @@ def deleting(model: Any, executions: Any, fold: Any) -> Any:
 def orphans_below(conn: Any, model: Any, executions: Any, step: int) -> List[Tuple[int]]:
     """Up to ``step`` execution ids of labels below every execution's id
     (their rows were deleted by another program, such as the original
-    TypeScript store's purge); with no execution left, below the largest
-    id labelled (ids only grow, so a row written meanwhile is above it)."""
+    TypeScript store's purge, which deletes the oldest first); with no
+    execution left, up to the largest id labelled. Candidates only: a row
+    may commit meanwhile with one of these ids (ids are given out before
+    commit on a server), so they are deleted by :func:`gone_sql`, which
+    looks again."""
     database = model._meta.database
     first = conn.execute(*render(database, executions.select(
         fn.MIN(executions.id)))).fetchone()[0]
@@ -139,3 +142,15 @@ def orphans_below(conn: Any, model: Any, executions: Any, step: int) -> List[Tup
     query = (model.select(model.execution_id).where(model.execution_id < first)
              .distinct().order_by(model.execution_id).limit(step))
     return [(int(row[0]),) for row in conn.execute(*render(database, query)).fetchall()]
+
+
+def gone_sql(model: Any, executions: Any) -> str:
+    """The DELETE of the labels of one execution id (given twice) if no
+    execution has that id when it runs: whatever committed meanwhile keeps
+    its labels."""
+    database = model._meta.database
+    q = functools.partial(quote, database)
+    mark = database.param
+    return (f"DELETE FROM {q(model._meta.table_name)} WHERE {q('execution_id')} = {mark} "
+            f"AND NOT EXISTS (SELECT 1 FROM {q(executions._meta.table_name)} "
+            f"WHERE {q('id')} = {mark})")

@@ -11,7 +11,7 @@ label: a key is ``NULL`` and a filter matches nothing. Nothing here writes.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from peewee import SQL, ColumnBase, fn
 
@@ -95,3 +95,28 @@ def known(database: Any, name: str) -> Tuple[bool, Tuple[str, ...]]:
         return True, ()
     names = model.select(model.name).distinct().order_by(model.name).limit(20).tuples()
     return False, tuple(str(row[0]) for row in names)
+
+
+def label_filter(option: str, pairs: Sequence[Tuple[str, str]]) -> Optional[Dict[str, str]]:
+    """Labels given one at a time (``--label NAME=VALUE``) as a filter
+    (``None``: none); one name with two values is refused."""
+    found: Dict[str, str] = {}
+    for name, value in pairs:
+        if found.get(name, value) != value:
+            raise TelemetryValidationError(
+                option, f"{name} is given twice ({found[name]!r}, {value!r}); an execution "
+                        "has one value per label")
+        found[name] = value
+    return found or None
+
+
+def check_known(database: Any, keys: Sequence[str], labels: Mapping[str, str]) -> None:
+    """Refuse a label no execution has (a typo would give an empty report,
+    or one group of none), naming the labels there are."""
+    names = [label_name(key) for key in keys] + list(labels)
+    for name in dict.fromkeys(n for n in names if n is not None):
+        found, there = known(database, name)
+        if not found:
+            raise TelemetryValidationError(
+                "label", f"no execution has a label {name!r}; the label names there: "
+                         f"{', '.join(there) or 'none'}")

@@ -13,6 +13,7 @@ from peewee import fn
 
 from . import label_plan, rollups, zone_days, zones
 from .checks import to_utc
+from .label_rollups import LABEL_ROLLUPS_TABLE
 from .report_labels import uses_labels
 from .report_query import (
     TIME_KEYS,
@@ -76,6 +77,8 @@ def plan_report(database: peewee.Database, filters: ReportFilters, keys: Tuple[s
     until = _naive_utc(filters.until) if filters.until else None
     labelled = label_plan.answerable(filters, keys) if uses_labels(keys, filters.labels) \
         else None
+    if labelled is not None and not tables.engine.has_table(conn, LABEL_ROLLUPS_TABLE):
+        labelled = None  # rolled up before labels: the label hours come at the next fold
     if "pr" in keys or not use_rollups or (labelled is None
                                            and uses_labels(keys, filters.labels)):
         gone = state.purged_before

@@ -695,3 +695,17 @@ def test_a_recorder_hands_the_labels_to_its_writer() -> None:
     recorder.close()
 
     assert store.writers[0].labels == [[{"user": "alice"}, {}], None]
+
+
+def test_a_failing_batch_hands_back_its_records_with_their_labels(
+        store: PeeweeTelemetryStore, witness: sqlite3.Connection, refuse_inserts: None) -> None:
+    labelled = TelemetryRecordFactory.build(labels={"user": "alice", "team": "platform"})
+    plain = TelemetryRecordFactory.build()
+    recorder = store.background(max_delay=NEVER, retries=0, retry_delay=0)
+    recorder.record(labelled, key="k-1")
+    recorder.record(plain)
+    with pytest.raises(BackgroundWriteError) as caught:
+        recorder.flush()
+    assert caught.value.records == [labelled, plain]
+    assert [dict(r.labels) for r in caught.value.records] == [
+        {"user": "alice", "team": "platform"}, {}]

@@ -140,3 +140,34 @@ def test_the_command_line_refuses_a_label_no_execution_has(
     status, _, err = run_cli("report", "--db", store.path, "--by", "label:Bad",
                              capsys=capsys)
     assert status == 2 and "label name 'Bad'" in err
+
+
+def test_a_store_rolled_up_before_labels_reports_by_label_from_rows(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    any_store.record(minimal(cost_usd=1.0))
+    any_store.rollup()
+    # The label hours' tables as a store rolled up by an earlier version lacks them.
+    for table in ("telemetry_orm_label_rollups", "telemetry_orm_label_durations"):
+        any_witness.execute(f"DROP TABLE {table}")
+    any_store.record({**minimal(cost_usd=2.0), "labels": {"user": "alice"}})
+    assert {row.keys["label:user"]: row.metrics.cost_usd
+            for row in any_store.report(group_by=["label:user"]).rows} == {
+        "alice": 2.0, None: 1.0}
+    assert any_store.report(labels={"user": "alice"}).totals.cost_usd == 2.0
+
+
+def test_a_value_that_reads_as_none_is_quoted_in_the_human_formats(
+        store: PeeweeTelemetryStore, capsys: pytest.CaptureFixture[str]) -> None:
+    store.record_many([{**minimal(), "labels": {"user": "(none)"}},
+                       {**minimal(), "labels": {"user": '"q"'}}, minimal()])
+    _, out, _ = run_cli("report", "--db", store.path, "--by", "label:user", capsys=capsys)
+    cells = {line.split("  ")[0].strip() for line in out.splitlines()[4:7]}
+    assert cells == {'"(none)"', '"""q"""', "(none)"}
+
+
+def test_one_label_given_twice_on_the_command_line_is_refused(
+        store: PeeweeTelemetryStore, capsys: pytest.CaptureFixture[str]) -> None:
+    store.record({**minimal(), "labels": {"team": "t"}})
+    status, _, err = run_cli("report", "--db", store.path, "--label", "team=t", "--label",
+                             "team=u", capsys=capsys)
+    assert status == 2 and "team is given twice" in err

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import datetime as _dt
 import io
 import json
+import pickle
 import sqlite3
 from pathlib import Path
 from typing import Dict
@@ -20,6 +23,7 @@ from telemetry_orm import (
     TelemetryValidationError,
     create_telemetry_store,
 )
+from telemetry_orm import labels as labels_module
 from telemetry_orm.migrate import migrate
 from telemetry_orm.reports import export_rows
 from telemetry_orm.schema import LABELS_TABLE
@@ -205,3 +209,31 @@ def test_a_migration_carries_the_labels(tmp_path: Path, any_location: str) -> No
             f"r{i}": {"user": f"u{i}"} for i in range(30) if i % 3}
     finally:
         witness.close()
+
+
+def test_labels_are_a_read_only_dict_that_json_and_pickle_take(tmp_path: Path) -> None:
+    record = TelemetryRecord(**minimal(), labels={"user": "alice"})
+    assert json.loads(json.dumps(dataclasses.asdict(record)))["labels"] == {"user": "alice"}
+    assert json.loads(json.dumps(dataclasses.asdict(TelemetryRecord(**minimal()))))[
+        "labels"] == {}
+    assert pickle.loads(pickle.dumps(record)) == record
+    assert hash(copy.deepcopy(record)) == hash(record)
+    with pytest.raises(TypeError, match="read-only"):
+        record.labels["team"] = "x"  # type: ignore[index]
+
+
+def test_the_sweep_never_deletes_the_labels_of_a_row_that_is_there(
+        any_store: PeeweeTelemetryStore, any_witness: Witness,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+    gone = any_store.record({**minimal(), "labels": {"user": "old"}}, at=old)
+    live = any_store.record({**minimal(), "labels": {"user": "live"}})
+    # As if the live row had committed after the sweep picked its candidates
+    # (on a server, ids are given out before commit).
+    picked = labels_module.orphans_below
+    monkeypatch.setattr(labels_module, "orphans_below", lambda conn, model, executions, step: (
+        picked(conn, model, executions, step) + [(live,)]) if picked(
+            conn, model, executions, step) else [])
+    any_store.purge_older_than(30)
+    assert _stored(any_witness) == {live: {"user": "live"}}
+    assert gone not in _stored(any_witness)

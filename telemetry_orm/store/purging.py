@@ -223,7 +223,7 @@ class Purge:
         host = self._host
         opened = host.opened
         backend, tables = opened.backend, opened.tables
-        delete = _labels.label_sql(tables.labels).delete
+        delete = _labels.gone_sql(tables.labels, tables.executions)
         longest = 0.0
         while True:
             with host.connection() as conn:
@@ -233,7 +233,7 @@ class Purge:
                     return longest
                 locked = time.perf_counter()
                 with backend.write_transaction(conn, "telemetry_labels"):
-                    conn.cursor().executemany(delete, gone)
+                    conn.cursor().executemany(delete, [(i, i) for i, in gone])
                 held = time.perf_counter() - locked
                 pause = pacer.after_chunk(conn, held)
             longest = max(longest, held)
