@@ -227,10 +227,14 @@ def fold_up(backend: Backend, tables: Tables, connection: Callable[[], ContextMa
         # ids counted so far.
         target = backend.newest_id(conn, m) or 0
         now = floor_hour(naive_utc(backend.cutoff(conn, 0.0)))
+        # Labelled rows cost more to fold: steps of fewer of them.
+        weight = label_rollups.weight(conn, backend, tables.labels, target)
     until = now if until is None else min(until, now)
     rows = steps = 0
     state = State()
-    size = _Size(pacing, FOLD_ROWS * backend.fold_scale)
+    size = _Size(pacing, max(1, int(FOLD_ROWS * backend.fold_scale / weight)))
+    if hour_rows is not None:
+        hour_rows = max(1, int(hour_rows / weight))
     while True:
         with _step(backend, connection, pacing, size) as conn:
             state = read_state(conn, tables.rollups)

@@ -30,7 +30,7 @@ from peewee import SQL, BigIntegerField, Case, CompositeKey, DoubleField, Intege
 
 from . import rollups
 from .schema import KeyTextField, LabelTextField, TimeTextField
-from .sql import COST_UNITS_PER_USD, bounded, cost_units
+from .sql import COST_UNITS_PER_USD, bounded, cost_units, render
 
 LABEL_ROLLUPS_TABLE = "telemetry_orm_label_rollups"
 LABEL_DURATIONS_TABLE = "telemetry_orm_label_durations"
@@ -130,3 +130,21 @@ def fold(models: Any, model: Any, labels: Any, dialect: Any, where: Any, sign: i
             statements.append(table.delete().where(
                 (table.executions == 0) & table.hour.in_(touched)))
     return statements
+
+
+#: Executions read to find how many labels rows carry (see :func:`weight`).
+SAMPLE = 1000
+
+
+def weight(conn: Any, backend: Any, labels: Any, newest: int) -> float:
+    """1 + the labels per execution among the :data:`SAMPLE` newest ids
+    (up to ``newest``): what a row costs to fold or purge against a row
+    without labels (a label is one upsert in each of the two label tables,
+    as a row is one in each of the two hour tables; a purge deletes it).
+    Long folds and purges size their steps by it. One range of the labels'
+    primary key is read."""
+    if not backend.has_table(conn, labels._meta.table_name):
+        return 1.0
+    count = conn.execute(*render(labels._meta.database, labels.select(fn.COUNT(SQL("*"))).where(
+        (labels.execution_id > newest - SAMPLE) & (labels.execution_id <= newest)))).fetchone()[0]
+    return 1.0 + int(count or 0) / SAMPLE

@@ -34,8 +34,10 @@ import peewee
 from peewee import ColumnBase
 
 from .. import label_rollups, rollups, zone_days
+from .. import labels as _labels
 from .. import sql as _sql
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TransactionOpenError
+from ..labels import LabelSql
 from ..schema import (
     Execution,
     ExecutionKey,
@@ -386,13 +388,13 @@ class Backend:
         with self.connection(database) as conn:
             return self.new_id(conn.execute(sql, params))
 
-    def insert_one_then(self, database: peewee.Database, sql: str, params: Sequence[Any],
-                        then: Callable[[Any, int], None]) -> int:
-        """:meth:`insert_one`, then ``then(conn, row_id)`` (the row's labels)
+    def insert_one_labelled(self, database: peewee.Database, sql: str, params: Sequence[Any],
+                            label_sql: LabelSql, labels: Sequence[Tuple[str, str]]) -> int:
+        """:meth:`insert_one`, and the row's ``labels`` (name, value pairs)
         in the same transaction (a savepoint inside one already open)."""
         with self.connection(database) as conn, self.write_transaction(conn, "telemetry_one"):
             row_id = self.new_id(conn.execute(sql, params))
-            then(conn, row_id)
+            _labels.write(conn, label_sql, [(row_id, *label) for label in labels])
         return row_id
 
     def keyed_sql(self, model: Type[Execution], keys: Any, purged: Any) -> KeyedSql:

@@ -38,6 +38,7 @@ from .. import clock, rollups, zone_days
 from .. import sql as _sql
 from ..checks import EARLIEST, to_utc
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
+from ..labels import LabelSql
 from ..record import TEXT_FIELDS
 from ..schema import (
     MIGRATIONS,
@@ -431,6 +432,22 @@ class PostgresBackend(Backend):
             return int(run(database.connection(), sql, params).fetchone()[0])
         with self.connection(database) as conn:
             return int(run(conn, sql, params).fetchone()[0])
+
+    def insert_one_labelled(self, database: peewee.Database, sql: str, params: Sequence[Any],
+                            label_sql: LabelSql, labels: Sequence[Tuple[str, str]]) -> int:
+        """One statement, atomic on its own: the row's INSERT (``sql``, which
+        answers its id) in a data-modifying ``WITH``, its labels' INSERT
+        from it. A transaction of BEGIN, two INSERTs and COMMIT measured
+        1.9x a lone INSERT, against the server's round trips."""
+        head = label_sql.insert.partition(" VALUES ")[0]
+        pairs = ", ".join(["(%s::text, %s::text)"] * len(labels))
+        statement = (f"WITH e AS ({sql}), l AS ({head} SELECT e.id, v.n, v.v FROM e, "
+                     f"(VALUES {pairs}) AS v (n, v)) SELECT id FROM e")
+        flat = [text for label in labels for text in label]
+        if not database.is_closed():
+            return int(run(database.connection(), statement, [*params, *flat]).fetchone()[0])
+        with self.connection(database) as conn:
+            return int(run(conn, statement, [*params, *flat]).fetchone()[0])
 
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],

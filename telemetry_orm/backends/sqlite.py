@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from typing import Any, Callable, ContextManager, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, ContextManager, Iterator, List, Optional, Sequence, Tuple, Type
 
 import peewee
 from peewee import SQL, Case, Cast, ColumnBase, NodeList, Value, fn
@@ -24,6 +24,7 @@ from .. import clock, label_rollups, rollups, schema, zone_days
 from .. import sql as _sql
 from ..checks import EARLIEST
 from ..errors import DatabaseError, StoreBusyError, TelemetryError, TelemetryValidationError
+from ..labels import LabelSql
 from ..schema import TABLE_NAME, Execution
 from ..zones import Offset
 from .base import (
@@ -483,13 +484,13 @@ class SqliteBackend(Backend):
         and ``sqlite3``; return its id."""
         return database.connection().execute(sql, params).lastrowid or 0
 
-    def insert_one_then(self, database: peewee.Database, sql: str, params: Sequence[Any],
-                        then: Callable[[Any, int], None]) -> int:
-        """The INSERT and ``then`` after ``BEGIN IMMEDIATE`` (or in a savepoint)."""
+    def insert_one_labelled(self, database: peewee.Database, sql: str, params: Sequence[Any],
+                            label_sql: LabelSql, labels: Sequence[Tuple[str, str]]) -> int:
+        """The INSERT and the labels' after ``BEGIN IMMEDIATE`` (or in a savepoint)."""
         conn = database.connection()
         with _write_transaction(conn, "telemetry_one"):
             row_id: int = conn.execute(sql, params).lastrowid or 0
-            then(conn, row_id)
+            conn.executemany(label_sql.insert, [(row_id, *label) for label in labels])
         return row_id
 
     def insert_keyed(

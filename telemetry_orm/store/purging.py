@@ -11,7 +11,7 @@ import datetime as _dt
 import time
 from typing import Any, Callable, Iterator, Optional, Tuple
 
-from .. import folding, rollups
+from .. import folding, label_rollups, rollups
 from .. import keys as _keys
 from .. import labels as _labels
 from ..backends.base import Fold
@@ -121,6 +121,12 @@ class Purge:
             labelled = self._has(LABELS_TABLE)
             if labelled:
                 fold = _labels.deleting(opened.tables.labels, model, fold)
+                with host.connection() as conn:
+                    # Labelled rows cost more to fold and delete: smaller chunks.
+                    weight = label_rollups.weight(conn, backend, opened.tables.labels,
+                                                  backend.newest_id(conn, model) or 0)
+                pacer.rows = max(1, int(pacer.rows / weight))
+                pacer.fold_rows = max(1, int(pacer.fold_rows / weight))
             with host.connection() as conn:
                 state = rollups.read_state(conn, models)
             cutoff = folding.naive_utc(when)

@@ -64,10 +64,8 @@ class Writes:
                 if label_sql is None or labels is None:
                     row_id = opened.insert_one(opened.database, sql, params)
                 else:
-                    rows = list(labels.items())
-                    row_id = opened.backend.insert_one_then(
-                        opened.database, sql, params, lambda conn, row_id: _labels.write(
-                            conn, label_sql, [(row_id, *label) for label in rows]))
+                    row_id = opened.backend.insert_one_labelled(
+                        opened.database, sql, params, label_sql, list(labels.items()))
             except opened.backend.driver_errors as exc:
                 raise opened.backend.translate(exc) from exc
             self.count(1)
