@@ -99,7 +99,7 @@ class TelemetryRecord:
     #: Who or what the execution is for (``{"user": "alice@example.com",
     #: "team": "platform"}``): not a column of ``executions``, kept beside it.
     labels: Mapping[str, str] = dataclasses.field(
-        default=NO_LABELS, kw_only=True,
+        default_factory=lambda: NO_LABELS, kw_only=True,
         metadata={"check": check_labels, "column": False})
 
     def __post_init__(self) -> None:
@@ -229,6 +229,11 @@ class TelemetryRecord:
         """The fields as a plain ``dict`` with snake_case keys."""
         return dict(zip(FIELD_NAMES, _as_row(self), strict=True))
 
+
+# A record made without __init__ (the fast path) reads its labels here. The
+# field's default is a factory: a dict default (Labels is one) is refused
+# as mutable before Python 3.11.
+TelemetryRecord.labels = NO_LABELS
 
 #: What the store takes as one execution: a record, or a mapping of its fields.
 Entry = Union[TelemetryRecord, Mapping[str, Any]]

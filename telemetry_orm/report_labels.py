@@ -68,9 +68,12 @@ def key_column(model: Optional[Any], execution_id: ColumnBase, name: str) -> Col
     ``None`` when its table does not exist."""
     if model is None:
         return SQL("NULL")
-    value: ColumnBase = (model.select(model.value)
-                         .where((model.execution_id == execution_id) & (model.name == name)))
-    return value
+    value = (model.select(model.value)
+             .where((model.execution_id == execution_id) & (model.name == name)))
+    # In a function's arguments, as an expression: peewee 3 gives a bare
+    # subquery an alias of its own inside a window's PARTITION BY.
+    found: ColumnBase = fn.COALESCE(value, None)
+    return found
 
 
 def filter_conditions(model: Optional[Any], execution_id: ColumnBase,
