@@ -38,6 +38,7 @@ import peewee  # noqa: E402
 
 from bench import (  # noqa: E402
     background,
+    budgets,
     fold,
     inserts,
     labels,
@@ -207,6 +208,7 @@ CASES: List[Case] = [
     wal_catch_up.catch_up,
     rollups.rollups,
     fold.fold,
+    budgets.budgets,
 ]
 
 

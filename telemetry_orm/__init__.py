@@ -2,14 +2,17 @@
 
 from .backends.base import CheckpointResult
 from .background import BackgroundRecorder, write_queues_on_sigterm
+from .budgets import Budget, BudgetStatus
 from .errors import (
     BackgroundWriteError,
+    BudgetExceededError,
     DatabaseError,
     StoreBusyError,
     StoreClosedError,
     TelemetryError,
     TelemetryValidationError,
     TransactionOpenError,
+    UnknownBudgetError,
 )
 from .record import FIELD_NAMES, TelemetryRecord
 from .reports import Metrics, Report, ReportRow, open_readonly, report
@@ -27,6 +30,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BackgroundRecorder",
     "BackgroundWriteError",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetStatus",
     "CheckpointResult",
     "FIELD_NAMES",
     "Metrics",
@@ -45,6 +51,7 @@ __all__ = [
     "TelemetryStore",
     "TelemetryValidationError",
     "TransactionOpenError",
+    "UnknownBudgetError",
     "create_telemetry_store",
     "open_readonly",
     "report",

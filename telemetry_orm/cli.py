@@ -24,7 +24,18 @@ import tempfile
 import traceback
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
-from . import clock, dashboard, demo, formats, imports, prices, report_labels, reports, zones
+from . import (
+    cli_budget,
+    clock,
+    dashboard,
+    demo,
+    formats,
+    imports,
+    prices,
+    report_labels,
+    reports,
+    zones,
+)
 from .checks import parse_amount, parse_count, parse_iso, same_file, to_utc
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -620,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="name the copied rows are tracked under (default: SRC's absolute "
                      "path); give another one for a different file at the same path")
     sub.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    cli_budget.add_commands(commands, common)
     return parser
 
 

@@ -71,3 +71,29 @@ class BackgroundWriteError(TelemetryError):
         self.records = records
         self.keys: List[Optional[str]] = keys if keys is not None else [None] * len(records)
         super().__init__(message)
+
+
+class UnknownBudgetError(TelemetryValidationError):
+    """No budget of that name is stored (``store.set_budget`` makes one)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("budget", f"no budget named {name!r} (see store.budgets() or "
+                                   "'telemetry-orm budget list')")
+        self.budget = name
+
+
+class BudgetExceededError(TelemetryError):
+    """A reservation would take a budget past its limit: what was spent in
+    its period, what live holds keep, and the estimate asked for add up to
+    more than ``limit_usd``. Nothing was held."""
+
+    def __init__(self, budget: str, *, spent_usd: float, held_usd: float, limit_usd: float,
+                 estimate_usd: float) -> None:
+        self.budget = budget
+        self.spent_usd = spent_usd
+        self.held_usd = held_usd
+        self.limit_usd = limit_usd
+        self.estimate_usd = estimate_usd
+        super().__init__(
+            f"budget {budget!r} exceeded: spent ${spent_usd:.6f} + held ${held_usd:.6f} + "
+            f"estimate ${estimate_usd:.6f} would pass the limit of ${limit_usd:.6f}")

@@ -394,6 +394,10 @@ def _cost_part_rows(rows: Iterable[Sequence[Any]], width: int
     return parts
 
 
+#: Cost parts from rows of a :meth:`Query.cost_parts_query` (for budgets).
+cost_part_rows = _cost_part_rows
+
+
 def _summed(rollup: Any, name: str) -> ColumnBase:
     """A rollup column as a report adds it up (costs in cost units)."""
     column: ColumnBase = getattr(rollup, name)

@@ -40,6 +40,7 @@ in WAL mode writers carry on).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import math
@@ -276,8 +277,9 @@ def report(
         # rows, their percentiles and the totals agree while others write.
         engine = tables_of(source).engine
         # Inside a transaction of the caller's, the report reads in it.
+        # (One opened below peewee, a store's own, is one peewee cannot nest in.)
         nested = engine.in_transaction(source)
-        with source.atomic():
+        with contextlib.nullcontext() if nested else source.atomic():
             if not nested:
                 engine.snapshot(source)
             plan = plan_report(source, filters, keys, use_rollups, p95)
@@ -404,6 +406,10 @@ def _priced(parts: Sequence[CostPart], table: Any, mode: str
         counted = True
     total = math.fsum([recorded / COST_UNITS_PER_USD, *terms])
     return (round(total, 6) if counted else None), unpriced
+
+
+#: One group's cost in a mode, and its unpriced executions (for budgets).
+priced = _priced
 
 
 def _in_zone(value: Any, zone: Any) -> Any:

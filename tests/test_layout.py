@@ -204,7 +204,8 @@ def test_lower_layers_never_import_higher_ones() -> None:
              "telemetry_orm.schema", "telemetry_orm.record", "telemetry_orm.engines",
              "telemetry_orm.tables", "telemetry_orm.rollups", "telemetry_orm.folding",
              "telemetry_orm.keys", "telemetry_orm.labels", "telemetry_orm.exports",
-             "telemetry_orm.imports", "telemetry_orm.backends"}
+             "telemetry_orm.imports", "telemetry_orm.backends", "telemetry_orm.budgets",
+             "telemetry_orm.reservations", "telemetry_orm.alerts"}
     checked = [name for name in graph if _under(name, lower)]
     assert "telemetry_orm.backends.mysql" in checked and "telemetry_orm.tables" in checked
     for low in checked:

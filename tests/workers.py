@@ -135,3 +135,39 @@ if __name__ == "__main__":
         record_until_killed(sys.argv[2])
     else:
         sys.exit(f"usage: {sys.argv[0]} record-until-killed PATH")
+
+
+def reserve_rounds(location: str, worker: int, budget: str, rounds: int, estimate: float,
+                   costs: Tuple[float, float], start: Any, results: Any) -> None:
+    """Race the other workers for ``budget``: ``rounds`` times, reserve
+    ``estimate``, spend a moment, record a run costing a draw in ``costs``
+    inside the hold (or count a refusal); report ``(worker, recorded,
+    refused, error)``."""
+    from telemetry_orm import BudgetExceededError
+
+    recorded: List[float] = []
+    refused = 0
+    rng = random.Random(worker)
+    try:
+        with create_telemetry_store(location) as store:
+            start.wait()
+            for n in range(rounds):
+                cost = round(rng.uniform(*costs), 6)
+                try:
+                    with store.reserve(budget, usd=estimate) as hold:
+                        time.sleep(rng.uniform(0, 0.004))
+                        hold.record(entry("race/repo", n, cost_usd=cost,
+                                           delivery_id=f"race/w{worker}#{n}"))
+                    recorded.append(cost)
+                except BudgetExceededError:
+                    refused += 1
+        results.put((worker, recorded, refused, None))
+    except BaseException:
+        results.put((worker, recorded, refused, traceback.format_exc()))
+
+
+def hold_and_wait(location: str, budget: str, usd: float, ttl: float, ready: Any) -> None:
+    """Reserve ``usd`` against ``budget`` and wait inside the hold, to be killed."""
+    with create_telemetry_store(location) as store, store.reserve(budget, usd=usd, ttl=ttl):
+        ready.set()
+        time.sleep(600)

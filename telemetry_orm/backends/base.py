@@ -115,6 +115,10 @@ class ReportDialect:
     #: first (and takes one key twice in a statement); ``None``: rows are
     #: grouped, then added through :attr:`upsert`.
     add_rows: Optional[Callable[[Any, Sequence[Any], Sequence[Any]], Any]] = None
+    #: What ends a SELECT that locks the rows it reads until its transaction
+    #: ends (a budget's row during a reservation); ``""`` where a write
+    #: transaction locks everything (SQLite's file lock).
+    row_lock: str = " FOR UPDATE"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,6 +369,14 @@ class Backend:
         """A write transaction on ``conn`` that no other connection folds
         rows into the rollups in at the same time."""
         raise NotImplementedError
+
+    def locking_transaction(self, database: peewee.Database) -> ContextManager[Any]:
+        """A transaction on this thread's connection that reads, then writes
+        (a budget's check-and-hold), whose reads after a lock (see
+        ``ReportDialect.row_lock``) see what the lock's previous holder
+        committed. Default: :meth:`write_transaction` (PostgreSQL's READ
+        COMMITTED; SQLite's ``BEGIN IMMEDIATE``)."""
+        return self.write_transaction(self.statements(database), "telemetry_budget")
 
     @classmethod
     def snapshot(cls, database: peewee.Database) -> None:

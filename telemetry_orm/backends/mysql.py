@@ -566,6 +566,18 @@ class MySQLBackend(Backend):
             return None
         return None if when < EARLIEST else when
 
+    @contextlib.contextmanager
+    def locking_transaction(self, database: peewee.Database) -> Iterator[None]:
+        """A ``READ COMMITTED`` transaction: InnoDB's default (``REPEATABLE
+        READ``) would read, after a row lock, the snapshot of the first read,
+        which can predate the lock's previous holder's commit."""
+        if not self.in_transaction(database):  # chosen before a transaction only
+            database.execute_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        # peewee's: a write through the database inside (a record's) must
+        # know it is in a transaction, or peewee commits after it.
+        with database.atomic():
+            yield
+
     @classmethod
     def snapshot(cls, database: peewee.Database) -> None:
         """One snapshot for the transaction just begun: ``REPEATABLE READ``

@@ -40,7 +40,9 @@ TEXT_LENGTHS: Dict[str, int] = {
 #: sketches' dimension name and value (the longest of a record's).
 OTHER_LENGTHS: Dict[str, int] = {
     "key": MAX_KEY_LENGTH, "source": MAX_KEY_LENGTH, "dimension": 32, "zone": 64,
-    "value": max(TEXT_LENGTHS.values())}
+    "value": max(TEXT_LENGTHS.values()),
+    # Budgets: a name, a hold's id, a period's start and an alert's threshold.
+    "budget": 64, "hold": 36, "period_start": 32, "threshold": 16}
 
 #: A label's name and value, as long as the record's checks let them be (a
 #: label rollup's key, with its hour, model and paid, takes under 2,000 bytes).

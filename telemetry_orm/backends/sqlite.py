@@ -212,6 +212,8 @@ DIALECT = ReportDialect(
     bucket=_bucket,
     prepare=_prepare,
     no_index=lambda column: NodeList((SQL("+"), column), glue=""),
+    # A write transaction holds the file's lock: no row locks to take.
+    row_lock="",
     as_text=lambda column: column,
     # SUM() of integers fails past 2**63 - 1 ("integer overflow"); TOTAL()
     # adds in a double: exact up to 2**53, approximate beyond, never failing.

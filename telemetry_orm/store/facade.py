@@ -53,6 +53,7 @@ from ..rollups import RollupResult
 from ..schema import Execution
 from ..sql import KeyedSql
 from ..tables import Tables
+from .budgeting import BudgetMethods
 from .closing import close_store
 from .gate import Gate
 from .opening import Opened, Opening
@@ -140,7 +141,7 @@ class TelemetryStore(abc.ABC):
         self.close()
 
 
-class PeeweeTelemetryStore(TelemetryStore):
+class PeeweeTelemetryStore(BudgetMethods, TelemetryStore):
     """A :class:`TelemetryStore` on a peewee database, made by
     :func:`create_telemetry_store`.
 

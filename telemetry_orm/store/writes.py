@@ -20,7 +20,7 @@ import dataclasses
 import datetime as _dt
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .. import folding, rollups
+from .. import budgets, folding, rollups
 from .. import keys as _keys
 from .. import labels as _labels
 from ..checks import NO_LABELS
@@ -200,6 +200,12 @@ class Writes:
         """Around the UPDATE that replaces the values of row ``row_id`` (see
         :func:`telemetry_orm.folding.refolding`)."""
         opened = self._host.opened
+        if opened.backend.has_table(conn, budgets.STATE_TABLE):
+            # The row's old cost may be inside what reservations counted:
+            # this makes them count again (see reservations.Reserver).
+            name, replaced = (quote(opened.database, n) for n in (budgets.STATE_TABLE,
+                                                                  "replaced"))
+            conn.execute(f"UPDATE {name} SET {replaced} = {replaced} + 1")
         with folding.refolding(opened.backend, opened.tables, opened.rolled_up, conn, row_id):
             yield
 

@@ -1,0 +1,430 @@
+"""Reservations: hold an estimate against a budget before spending it, and
+turn the hold into the real cost when the execution is recorded.
+
+``store.reserve(name, usd=estimate)`` checks, in one transaction, that for
+the budget ``name`` and every other budget whose scope contains its scope
+(its ``repo`` and ``model`` ``None`` or equal, its labels a subset), what
+was spent in the period plus what live holds keep plus ``estimate`` stays
+within the limit; then it writes a hold row per budget. The check and the
+hold are atomic across threads and processes: on SQLite the transaction
+takes the file's write lock first (``BEGIN IMMEDIATE``); on PostgreSQL and
+MySQL/MariaDB it locks the budgets' rows (``SELECT … FOR UPDATE``, in name
+order, so overlapping reservations never deadlock) and reads, at ``READ
+COMMITTED``, what the previous holder of the lock committed. The live holds
+are read before the executions: a hold turning into its row between the two
+reads is then counted twice, never missed.
+
+:meth:`Hold.record` writes the execution and deletes the hold in one
+transaction; leaving the block without it (or with an exception) deletes
+the hold. A hold whose process died stops counting at its ``expires_at``
+(the database clock at the reservation plus ``ttl``).
+
+So N processes racing for one budget pass its limit together by at most
+what the last successful holds' real costs exceed their estimates.
+Executions recorded without a hold (plain ``record()``) are counted, never
+refused.
+
+Spent is the ``auto`` cost (as a budget's status counts it) of the
+period's rows, kept per budget as a watermark plus the rows past it: see
+:class:`Reserver`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import socket
+import uuid
+from types import TracebackType
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+
+from peewee import SQL, fn
+
+from . import budgets, clock, prices
+from . import sql as _sql
+from .budgets import Budget, database_now, period_bounds
+from .checks import check_number, is_amount
+from .errors import BudgetExceededError, TelemetryValidationError, UnknownBudgetError
+from .record import coerce_record
+from .report_query import Query, checked_filters, cost_part_rows
+from .reports import priced
+from .schema import format_timestamp
+from .tables import tables_of
+
+#: A hold's lifetime by default (seconds): longer than an agent's run.
+TTL = 3600.0
+
+#: Float sums of many costs differ from the exact sum by far less than this.
+_SLACK = 1e-9
+
+LOGGER = logging.getLogger("telemetry_orm")
+
+
+class Hold:
+    """A live reservation against a budget (made by ``store.reserve``): a
+    context manager; :meth:`record` records the execution it was for."""
+
+    def __init__(self, store: Any, budget: Budget, hold: str, usd: float,
+                 budgets: Sequence[str], reserving: Reserver) -> None:
+        self._store = store
+        self._reserver = reserving
+        #: The budget named at the reservation.
+        self.budget = budget
+        #: The hold's id (its rows' ``hold`` column).
+        self.id = hold
+        #: The estimate held.
+        self.usd = usd
+        #: Every budget the reservation checked and holds against, by name.
+        self.budgets = tuple(budgets)
+        #: The id of the execution recorded, once :meth:`record` has run.
+        self.recorded: Optional[int] = None
+        self._open = True
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.release()
+
+    def record(self, entry: Any, *, key: Optional[str] = None, replace: bool = False) -> int:
+        """Record ``entry`` (as ``store.record`` does, ``key`` and ``replace``
+        included) and delete this hold in the same transaction; return the
+        row id. An entry outside the budget's scope (another repo, model or
+        labels) is refused: its cost would escape the budget."""
+        if not self._open:
+            raise TelemetryValidationError(
+                "hold", "this hold has ended (recorded, released or left)")
+        record = coerce_record(entry)
+        if not self.budget.covers(record.repo, record.model, record.labels):
+            raise TelemetryValidationError(
+                "entry", f"outside the scope of budget {self.budget.name!r} "
+                         f"(repo {self.budget.repo!r}, model {self.budget.model!r}, "
+                         f"labels {dict(self.budget.labels)!r})")
+        store = self._store
+        opened = store.opened
+        if key is not None:
+            # Its tables made now: DDL inside the transaction would end it on MySQL.
+            store.keyed_sql()
+        with store.connection() as conn, opened.backend.locking_transaction(opened.database):
+            row_id: int = store.record(record, key=key, replace=replace)
+            _delete(conn, self._reserver, self.id)
+        self.recorded = row_id
+        self._open = False
+        return row_id
+
+    def release(self) -> None:
+        """Delete the hold (nothing recorded); harmless once ended. A hold
+        that cannot be deleted now stops counting at its ``expires_at``."""
+        if not self._open:
+            return
+        self._open = False
+        store = self._store
+        opened = store.opened
+        try:
+            with store.connection() as conn, opened.backend.locking_transaction(opened.database):
+                _delete(conn, self._reserver, self.id)
+        except Exception as exc:  # noqa: BLE001 - it expires anyway
+            LOGGER.warning("could not release hold %s of budget %r (it expires at its ttl): %s",
+                           self.id, self.budget.name, exc)
+
+
+def check_estimate(usd: Any, ttl: Any) -> float:
+    """The estimate, checked with the ``ttl``."""
+    if not is_amount(usd):
+        raise TelemetryValidationError("usd", f"must be a finite number >= 0, got {usd!r}")
+    if check_number("ttl", ttl, "seconds") <= 0:
+        raise TelemetryValidationError("ttl", f"must be a number of seconds above 0, got {ttl!r}")
+    return float(usd)
+
+
+#: Stand-ins for the ids a tail statement is rendered with, replaced at each run.
+_AFTER, _UPTO = -7_000_000_001, -7_000_000_002
+
+#: The watermarks move once this many rows of a budget's period lie past
+#: them (reading that many by id costs less than moving them each time); on
+#: a server moving asks ``newest_id``, which makes writers wait a moment.
+ADVANCE_ROWS = 100
+#: The same on SQLite, where moving costs a read of the largest id.
+ADVANCE_ROWS_SQLITE = 20
+
+Statement = Tuple[str, List[Any]]
+#: A cost, its unpriced executions by model, and its rows.
+_Part = Tuple[float, Dict[str, int], int]
+
+
+class Reserver:
+    """The statements of one store's reservations, rendered once.
+
+    Spent, under the lock, is the budget's watermark (``telemetry_orm_budget_spend``:
+    what the rows with ids up to ``through_id`` spent in the period) plus
+    the rows past it, read by primary-key range: a reservation never sums
+    the whole period again.
+
+    The watermark only moves over ids that can no longer appear: on
+    PostgreSQL and MySQL an id is given out at insert, before commit, so a
+    row with a smaller id can commit after a larger one was read, and a
+    naive ``id > through_id`` would miss it for ever. So on a server it
+    moves to ``Backend.newest_id`` (the largest id below which every
+    transaction has ended), asked before the lock, once the rows past it are
+    many (:data:`ADVANCE_ROWS`); the rows past that id are read at every
+    reservation. On SQLite the reservation holds the file's write lock, so
+    every id given out is committed and the watermark moves to the largest.
+
+    A replaced row (``record(key=…, replace=True)``) changes a cost below
+    the watermark: the replace counts itself in ``telemetry_orm_budget_state``,
+    read before the rows, and a watermark summed under another count is
+    summed again (a replace committed while a reservation sums is then
+    caught by the next one, without any lock between them).
+    ``set_budget`` and ``delete_budget`` delete the budget's watermark. A
+    purge does not touch them: purged spend still counts while they stand,
+    and a watermark summed again (after a replace, in a new period) starts
+    from what the period's purged rows spent, read from the rollups as the
+    budget's status reads it (its spent less the rows still there).
+    """
+
+    def __init__(self, store: Any, tables: Any) -> None:
+        opened = store.opened
+        self.store = store
+        self.tables = tables
+        self.backend = opened.backend
+        self.database = database = opened.database
+        rows, holds, _, spend, state = tables
+        model = opened.model
+        self.model = model
+        self.prices = prices.default_prices()
+        p = database.param
+
+        def q(name: str) -> str:
+            return _sql.quote(database, name)
+
+        def table(model: Any) -> str:
+            return q(model._meta.table_name)
+
+        self.read_budgets: Statement = (
+            f"SELECT {q('budget')}, {q('usd')}, {q('period')}, {q('tz')}, {q('repo')}, "
+            f"{q('model')}, {q('labels')}, {q('warn_at')} FROM {table(rows)}", [])
+        self.lock: Statement = (
+            f"SELECT {q('budget')} FROM {table(rows)} WHERE {q('budget')} = {p}"
+            f"{self.backend.dialect.row_lock}", [])
+        self.read_holds: Statement = (
+            f"SELECT {q('budget')}, SUM(CASE WHEN {q('expires_at')} > {p} THEN {q('usd')} "
+            f"ELSE 0 END), SUM(CASE WHEN {q('expires_at')} <= {p} THEN 1 ELSE 0 END) "
+            f"FROM {table(holds)} GROUP BY {q('budget')}", [])
+        self.read_spend: Statement = (
+            f"SELECT {q('budget')}, {q('period_start')}, {q('through_id')}, "
+            f"{q('spent_usd')}, {q('unpriced')}, {q('replaced')} FROM {table(spend)}", [])
+        self.read_state: Statement = (f"SELECT {q('replaced')} FROM {table(state)}", [])
+        self.newest = _sql.render(database, model.select(fn.MAX(model.id)))
+        self.insert_hold: Statement = (
+            f"INSERT INTO {table(holds)} ({q('hold')}, {q('budget')}, {q('usd')}, "
+            f"{q('expires_at')}, {q('pid')}, {q('host')}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+            [])
+        self.delete_hold: Statement = (
+            f"DELETE FROM {table(holds)} WHERE {q('hold')} = {p}", [])
+        self.forget: Statement = (f"DELETE FROM {table(spend)} WHERE {q('budget')} = {p}", [])
+        self.remember: Statement = (
+            f"INSERT INTO {table(spend)} ({q('budget')}, {q('period_start')}, "
+            f"{q('through_id')}, {q('spent_usd')}, {q('unpriced')}, {q('replaced')}) VALUES "
+            f"({p}, {p}, {p}, {p}, {p}, {p})", [])
+        self._tails: Dict[Tuple[Any, ...], Statement] = {}
+        self.advance = ADVANCE_ROWS if self.backend.dialect.row_lock else ADVANCE_ROWS_SQLITE
+        #: Rows past the watermarks at the last reservation, by budget named.
+        self.past: Dict[str, int] = {}
+        #: Reservations to make before asking ``newest_id`` again, by budget
+        #: named, after it could not answer (a write in flight).
+        self.wait: Dict[str, int] = {}
+        self._bounds: Dict[Tuple[str, str], Tuple[Any, Any, str]] = {}
+        self._budgets: Dict[Tuple[Any, ...], Budget] = {}
+
+    def run(self, conn: Any, statement: Statement, *values: Any) -> Any:
+        """Run a statement rendered here with ``values`` in place of its parameters."""
+        return conn.execute(statement[0], list(values) if values else statement[1])
+
+    def tail(self, budget: Budget, start: Any, end: Any, bounded: bool) -> Statement:
+        """The cost parts of the rows of ``budget``'s scope in ``[start,
+        end)`` with ids past ``_AFTER`` (and up to ``_UPTO`` when
+        ``bounded``), read by id (every other column hidden from the indexes)."""
+        key = (budget.name, budget.repo, budget.model, tuple(sorted(budget.labels.items())),
+               start, end, bounded)
+        found = self._tails.get(key)
+        if found is None:
+            m = self.model
+            hide = self.backend.dialect.no_index
+            extra = [m.id > _AFTER, hide(m.created_at) >= format_timestamp(start),
+                     hide(m.created_at) < format_timestamp(end)]
+            if bounded:
+                extra.append(m.id <= _UPTO)
+            if budget.repo is not None:
+                extra.append(hide(m.repo) == budget.repo)
+            if budget.model is not None:
+                extra.append(hide(m.model) == budget.model)
+            if budget.labels:
+                labels: Any = tables_of(self.database).labels
+                for name, value in sorted(budget.labels.items()):
+                    extra.append(fn.EXISTS(labels.select(SQL("1")).where(
+                        labels.execution_id == m.id, labels.name == name,
+                        labels.value == value)))
+            condition = extra[0]
+            for part in extra[1:]:
+                condition = condition & part
+            query = Query(database=self.database, filters=checked_filters(), group_by=(),
+                          extra=condition)
+            found = _sql.render(self.database, query.cost_parts_query())
+            self._tails[key] = found
+        return found
+
+    def spent(self, conn: Any, budget: Budget, start: Any, end: Any, after: int,
+              upto: Optional[int]) -> Tuple[_Part, _Part]:
+        """What the rows past ``after`` up to ``upto`` spent, and what those
+        past ``upto`` spent (``upto`` ``None``: every row past ``after``, in
+        the first)."""
+        first = self._part(conn, budget, start, end, after, upto)
+        if upto is None:
+            return first, (0.0, {}, 0)
+        return first, self._part(conn, budget, start, end, upto, None)
+
+    def _part(self, conn: Any, budget: Budget, start: Any, end: Any, after: int,
+              upto: Optional[int]) -> _Part:
+        sql, params = self.tail(budget, start, end, upto is not None)
+        values = [after if v == _AFTER else upto if v == _UPTO else v for v in params]
+        parts = cost_part_rows(conn.execute(sql, values).fetchall(), 0).get((), [])
+        cost, unpriced = priced(parts, self.prices, "auto")
+        return cost or 0.0, unpriced, sum(p.executions for p in parts)
+
+    def reserve(self, name: str, usd: float, ttl: float) -> Hold:
+        """Hold ``usd`` against the budget ``name`` and every budget whose
+        scope contains its scope, or raise :class:`BudgetExceededError`
+        naming the first (by name) that refuses."""
+        store, backend, database = self.store, self.backend, self.database
+        server = bool(backend.dialect.row_lock)
+        hold = str(uuid.uuid4())
+        # Move the watermarks when many rows lie past them (or none is known).
+        advance = self.past.get(name, self.advance) >= self.advance
+        if server and advance and self.wait.get(name, 0) > 0:
+            self.wait[name] -= 1
+            advance = False
+        with store.connection() as conn:
+            safe = None
+            if server and advance:
+                safe = backend.newest_id(conn, self.model)
+                if safe is None:
+                    self.wait[name] = self.advance
+            with backend.locking_transaction(database):
+                every = {row[0]: self._budget(tuple(row))
+                         for row in self.run(conn, self.read_budgets)}
+                named = every.get(name)
+                if named is None:
+                    raise UnknownBudgetError(name)
+                checked = sorted((b for b in every.values()
+                                  if b.covers(named.repo, named.model, named.labels)),
+                                 key=lambda b: b.name)
+                for budget in checked:
+                    if server:
+                        self.run(conn, self.lock, budget.name).fetchall()
+                # SQLite's clock is this machine's: no statement needed to read it.
+                now = (database_now(backend, conn) if server else
+                       clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc))
+                moment = now.timestamp()
+                if not server and advance:
+                    safe = int(self.run(conn, self.newest).fetchone()[0] or 0)
+                # Holds first (see the module's docstring).
+                held, dead = {}, 0
+                for budget_name, keep, gone in self.run(conn, self.read_holds, moment, moment):
+                    held[budget_name] = float(keep or 0)
+                    dead += int(gone or 0)
+                if dead:
+                    self._bury(conn, moment)
+                # Before the rows: a replace committed after this read makes
+                # the watermarks written now stale, so they will not be used.
+                found = self.run(conn, self.read_state).fetchone()
+                replaced = int(found[0]) if found else 0
+                marks = {row[0]: row[1:] for row in self.run(conn, self.read_spend)}
+                self.past[name] = max(
+                    self._check(conn, budget, marks.get(budget.name), now, safe, replaced,
+                                held.get(budget.name, 0.0), usd) for budget in checked)
+                pid, host = os.getpid(), socket.gethostname()[:200]
+                for budget in checked:
+                    self.run(conn, self.insert_hold, hold, budget.name, usd, moment + ttl, pid,
+                             host)
+        return Hold(store, named, hold, usd, [b.name for b in checked], self)
+
+    def _check(self, conn: Any, budget: Budget, mark: Any, now: Any, safe: Optional[int],
+               replaced: int, held: float, usd: float) -> int:
+        """Raise :class:`BudgetExceededError` if ``budget`` cannot take
+        ``usd`` more; move its watermark to ``safe`` (see the class); return
+        how many rows of the period lie past it."""
+        known = self._bounds.get((budget.period, budget.tz))
+        if known is not None and known[0] <= now < known[1]:
+            start, end, stamp = known
+        else:
+            start, end = period_bounds(budget.period, budget.tz, now)
+            stamp = start.isoformat()
+            self._bounds[(budget.period, budget.tz)] = (start, end, stamp)
+        fresh = mark is None or mark[0] != stamp or int(mark[4]) != replaced
+        if fresh:
+            after, base, unpriced = 0, 0.0, {}
+        else:
+            after, base, unpriced = int(mark[1]), float(mark[2]), json.loads(mark[3])
+        # On SQLite no row past ``safe`` exists: one read past ``after``.
+        upto = safe if self.backend.dialect.row_lock and safe is not None and safe > after else None
+        if fresh and safe is None and not self.backend.dialect.row_lock:
+            safe = int(self.run(conn, self.newest).fetchone()[0] or 0)
+        counted, later = self.spent(conn, budget, start, end, after, upto)
+        if fresh:
+            # The period's rows purged already count through the rollups:
+            # what the budget's status says was spent, less the rows there.
+            base = max(0.0, budgets.spent(self.database, budget, start, end)[0]
+                       - counted[0] - later[0])
+            base = 0.0 if base < 1e-6 else base
+        spent = base + counted[0] + later[0]
+        if spent + held + usd > budget.usd + _SLACK:
+            raise BudgetExceededError(budget.name, spent_usd=round(spent, 6),
+                                      held_usd=round(held, 6), limit_usd=budget.usd,
+                                      estimate_usd=usd)
+        moved = upto if self.backend.dialect.row_lock else safe
+        if moved is None or not (fresh or moved > after):
+            return counted[2] + later[2]
+        for model, count in counted[1].items():
+            unpriced[model] = unpriced.get(model, 0) + count
+        self.run(conn, self.forget, budget.name)
+        self.run(conn, self.remember, budget.name, stamp, moved, base + counted[0],
+                 json.dumps(unpriced, sort_keys=True), replaced)
+        return later[2]
+
+    def _budget(self, row: Tuple[Any, ...]) -> Budget:
+        """The budget of a row (the same row gives the same object)."""
+        found = self._budgets.get(row)
+        if found is None:
+            found = Budget(row[0], float(row[1]), row[2], row[3], row[4], row[5],
+                           json.loads(row[6]), float(row[7]))
+            if len(self._budgets) > 1000:
+                self._budgets.clear()
+            self._budgets[row] = found
+        return found
+
+    def _bury(self, conn: Any, moment: float) -> None:
+        """Delete the dead holds, by id: on InnoDB a DELETE walking the
+        budget index deadlocks with a ``hold.record`` deleting its own row."""
+        holds = self.tables[1]
+        dead = [row[0] for row in conn.execute(*_sql.render(self.database, holds.select(
+            holds.id).where(holds.expires_at <= moment))).fetchall()]
+        if dead:
+            conn.execute(*_sql.render(self.database, holds.delete().where(holds.id.in_(dead))))
+
+
+
+
+def reserver(store: Any, tables: Any) -> Reserver:
+    """The store's :class:`Reserver`, made at its first reservation."""
+    found: Optional[Reserver] = store.__dict__.get("_reserver")
+    if found is None:
+        found = Reserver(store, tables)
+        store.__dict__["_reserver"] = found
+    return found
+
+
+def _delete(conn: Any, reserving: Reserver, hold: str) -> None:
+    reserving.run(conn, reserving.delete_hold, hold)
