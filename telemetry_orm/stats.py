@@ -154,7 +154,9 @@ def export_rows(
     the labels as a ``dict``, empty for none). The rows are read from the
     cursor a batch at a time (their labels with one query a batch), so
     memory stays flat however many there are; consume the iterator before
-    closing the database.
+    closing the database. The rows and their labels are read in one read
+    transaction, which lasts until the iterator ends or is closed (inside a
+    transaction of the caller's, in that one).
     """
     filters = checked_filters(since=since, until=until)
     query = Query(database=database, filters=filters, group_by=())
@@ -165,20 +167,27 @@ def export_rows(
         else getattr(query.model, name)
         for name in COLUMN_NAMES
     ]
+    tables = tables_of(database)
+    # A row purged between its batch's read and its labels' would lose them.
+    reading = contextlib.ExitStack()
     try:
-        tables = tables_of(database)
+        if not tables.engine.in_transaction(database):
+            reading.enter_context(database.atomic())
+            tables.engine.snapshot(database)
         conn = tables.engine.statements(database)
         sql = (labels.label_sql(tables.labels)
                if tables.engine.has_table(conn, LABELS_TABLE) else None)
         cursor = database.execute(query.select(*selected).order_by(created_at, row_id))
     except peewee.DatabaseError as exc:
+        reading.close()
         raise DatabaseError(f"{database_name(database)}: {exc}") from exc
     columns = tuple(d[0] for d in cursor.description)
-    return (*columns, "labels"), _fetch(cursor, conn, sql, columns.index("id"))
+    return (*columns, "labels"), _fetch(cursor, conn, sql, columns.index("id"), reading)
 
 
 def _fetch(cursor: Any, conn: Any, sql: Optional[labels.LabelSql], id_column: int,
-           size: int = 1000) -> Generator[Tuple[Any, ...], None, None]:
+           reading: contextlib.ExitStack, size: int = 1000
+           ) -> Generator[Tuple[Any, ...], None, None]:
     try:
         while True:
             batch = cursor.fetchmany(size)
@@ -191,3 +200,5 @@ def _fetch(cursor: Any, conn: Any, sql: Optional[labels.LabelSql], id_column: in
         # after it): the cursor went with it.
         with contextlib.suppress(Exception):
             cursor.close()
+        with contextlib.suppress(Exception):
+            reading.close()  # the read transaction ends (nothing was written)

@@ -237,3 +237,22 @@ def test_the_sweep_never_deletes_the_labels_of_a_row_that_is_there(
     any_store.purge_older_than(30)
     assert _stored(any_witness) == {live: {"user": "live"}}
     assert gone not in _stored(any_witness)
+
+
+def test_an_export_reads_rows_and_labels_in_one_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with create_telemetry_store(path) as store:
+        store.record_many([{**minimal(repo=f"r{i}"), "labels": {"n": str(i)}}
+                           for i in range(2500)])
+        columns, rows = export_rows(store.database)
+        first = [next(rows) for _ in range(10)]  # the first batch of 1,000 is read
+        # Another program deletes the later rows and their labels meanwhile.
+        other = sqlite3.connect(path)
+        other.execute(f"DELETE FROM {LABELS_TABLE} WHERE execution_id > 1000")
+        other.execute("DELETE FROM executions WHERE id > 1000")
+        other.commit()
+        rest = list(rows)
+        other.close()
+    exported = [dict(zip(columns, row, strict=True)) for row in first + rest]
+    assert len(exported) == 2500
+    assert all(row["labels"] == {"n": row["repo"][1:]} for row in exported)
