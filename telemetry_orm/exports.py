@@ -47,14 +47,14 @@ _EXPORT_COLUMNS = frozenset({"id", "created_at", *FIELD_NAMES, "labels",
 def export_key(row: Dict[str, Any]) -> str:
     """The key an exported row is imported under: a digest of every column
     (its source ``id`` and ``created_at`` included), so that importing the
-    same rows again, from this file or another export, adds nothing."""
+    same rows again, from this file or another export, adds nothing. Not
+    of its labels: the same execution with its labels edited is still the
+    same execution (its cost is not counted twice), and rows exported
+    before labels keep their keys."""
     # CSV cannot tell an empty text from no value: neither can the key, so
     # that the CSV and JSON Lines exports of one store give the same keys.
     values = [None if name in _NULLABLE_FIELDS and row.get(name) == "" else row.get(name)
               for name in ("id", "created_at", *FIELD_NAMES)]
-    labels = row.get("labels")
-    if labels:  # only then: rows exported before labels keep their keys
-        values.append(sorted(labels.items()))
     canonical = json.dumps(values,
                            separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return "export:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -256,3 +256,21 @@ def test_an_export_reads_rows_and_labels_in_one_snapshot(tmp_path: Path) -> None
     exported = [dict(zip(columns, row, strict=True)) for row in first + rest]
     assert len(exported) == 2500
     assert all(row["labels"] == {"n": row["repo"][1:]} for row in exported)
+
+
+def test_an_export_imported_again_with_labels_edited_counts_nothing_twice(
+        tmp_path: Path) -> None:
+    with create_telemetry_store(tmp_path / "a.db") as store:
+        store.record({**minimal(cost_usd=1.0), "labels": {"user": "alice"}})
+        columns, rows = export_rows(store.database)
+        exported = [dict(zip(columns, row, strict=True)) for row in rows]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in exported))
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps({**row, "labels": {"user": "bob"}}) + "\n"
+                              for row in exported))
+    with create_telemetry_store(tmp_path / "b.db") as target:
+        assert import_files("jsonl", [path], target).imported == 1
+        again = import_files("jsonl", [edited], target)
+        assert (again.imported, again.unchanged) == (0, 1)
+        assert target.report(group_by=[]).totals.cost_usd == 1.0
