@@ -13,9 +13,9 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Any, Dict, List, TextIO
+from typing import Any, TextIO
 
-from . import formats
+from . import formats, report_labels
 from .budgets import PERIODS, BudgetStatus
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
@@ -28,10 +28,11 @@ EXIT_UNDELIVERED = 5
 
 
 def _label(text: str) -> Any:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, value
+    try:
+        return report_labels.parse_label(text)
+    except TelemetryValidationError as exc:
+        raise argparse.ArgumentTypeError(
+            exc.reason if exc.field == "--label" else str(exc)) from None
 
 
 def _number(text: str) -> float:
@@ -39,15 +40,6 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
-def _labels(pairs: List[Any]) -> Dict[str, str]:
-    found: Dict[str, str] = {}
-    for name, value in pairs or ():
-        if name in found and found[name] != value:
-            raise TelemetryValidationError(f"labels.{name}", "given twice with two values")
-        found[name] = value
-    return found
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -59,9 +51,10 @@ def _store(args: argparse.Namespace) -> Any:
 
 def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
     """``budget set``: store a budget (replacing one of that name)."""
+    labels = report_labels.label_filter("--label", args.label)
     with _store(args) as store:
         budget = store.set_budget(args.name, usd=args.usd, period=args.period, tz=args.tz,
-                                  repo=args.repo, model=args.model, labels=_labels(args.label),
+                                  repo=args.repo, model=args.model, labels=labels,
                                   warn_at=args.warn_at)
     out.write(f"budget {budget.name}: ${budget.usd:,.2f} per {budget.period} ({budget.tz})\n")
     return 0
