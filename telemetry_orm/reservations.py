@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import socket
 from types import TracebackType
@@ -50,6 +51,7 @@ from .record import coerce_record
 from .report_query import Query, checked_filters, cost_part_rows
 from .reports import priced
 from .schema import format_timestamp
+from .sql import COST_UNITS_PER_USD
 from .tables import tables_of
 
 #: A hold's lifetime by default (seconds): longer than an agent's run.
@@ -66,7 +68,7 @@ class Hold:
     context manager; :meth:`record` records the execution it was for."""
 
     def __init__(self, store: Any, budget: Budget, hold: str, usd: float,
-                 budgets: Sequence[str], reserving: Reserver) -> None:
+                 budgets: Sequence[Budget], reserving: Reserver) -> None:
         self._store = store
         self._reserver = reserving
         #: The budget named at the reservation.
@@ -76,7 +78,8 @@ class Hold:
         #: The estimate held.
         self.usd = usd
         #: Every budget the reservation checked and holds against, by name.
-        self.budgets = tuple(budgets)
+        self.budgets = tuple(b.name for b in budgets)
+        self._checked = tuple(budgets)
         #: The id of the execution recorded, once :meth:`record` has run.
         self.recorded: Optional[int] = None
         self._open = True
@@ -110,6 +113,8 @@ class Hold:
         with store.connection() as conn, opened.backend.locking_transaction(opened.database):
             row_id: int = store.record(record, key=key, replace=replace)
             _delete(conn, self._reserver, self.id)
+            if key is None:
+                self._reserver.follow(conn, self._checked, record, row_id)
         self.recorded = row_id
         self._open = False
         return row_id
@@ -142,12 +147,11 @@ def check_estimate(usd: Any, ttl: Any) -> float:
 #: Stand-ins for the ids a tail statement is rendered with, replaced at each run.
 _AFTER, _UPTO = -7_000_000_001, -7_000_000_002
 
-#: The watermarks move once this many rows of a budget's period lie past
-#: them (reading that many by id costs less than moving them each time); on
-#: a server moving asks ``newest_id``, which makes writers wait a moment.
+#: On a server the watermarks move once this many rows of a budget's period
+#: lie past them (reading that many by id costs less than moving them each
+#: time: moving asks ``newest_id``, which makes writers wait a moment). On
+#: SQLite they move over every row a reservation reads.
 ADVANCE_ROWS = 100
-#: The same on SQLite, where moving costs a read of the largest id.
-ADVANCE_ROWS_SQLITE = 20
 
 Statement = Tuple[str, List[Any]]
 #: A cost, its unpriced executions by model, and its rows.
@@ -170,7 +174,11 @@ class Reserver:
     transaction has ended), asked before the lock, once the rows past it are
     many (:data:`ADVANCE_ROWS`); the rows past that id are read at every
     reservation. On SQLite the reservation holds the file's write lock, so
-    every id given out is committed and the watermark moves to the largest.
+    every id given out is committed: no read when no row lies past the
+    watermark, else the watermark moves to the largest id. ``Hold.record``
+    then moves it over its own row, in the row's transaction, when it stood
+    just below it (:meth:`follow`): a reservation after a recorded one reads
+    no row.
 
     A replaced row (``record(key=…, replace=True)``) changes a cost below
     the watermark: the replace counts itself in ``telemetry_orm_budget_state``,
@@ -219,7 +227,8 @@ class Reserver:
         self.newest = _sql.render(database, model.select(fn.MAX(model.id)))
         self._insert_hold = (
             f"INSERT INTO {table(holds)} ({q('hold')}, {q('budget')}, {q('usd')}, "
-            f"{q('expires_at')}, {q('pid')}, {q('host')}) VALUES ", f"({p}, {p}, {p}, {p}, {p}, {p})")
+            f"{q('expires_at')}, {q('pid')}, {q('host')}) VALUES ",
+            f"({p}, {p}, {p}, {p}, {p}, {p})")
         #: The INSERT of a reservation's hold rows, by their number.
         self.insert_holds: Dict[int, str] = {}
         self.host = socket.gethostname()[:200]
@@ -231,7 +240,15 @@ class Reserver:
             f"{q('through_id')}, {q('spent_usd')}, {q('unpriced')}, {q('replaced')}) VALUES "
             f"({p}, {p}, {p}, {p}, {p}, {p})", [])
         self._tails: Dict[Tuple[Any, ...], Statement] = {}
-        self.advance = ADVANCE_ROWS if self.backend.dialect.row_lock else ADVANCE_ROWS_SQLITE
+        self._follow = (
+            f"UPDATE {table(spend)} SET {q('through_id')} = {p}, "
+            f"{q('spent_usd')} = {q('spent_usd')} + {p} WHERE {q('budget')} IN (",
+            f") AND {q('through_id')} = {p} AND {q('period_start')} = {p} "
+            f"AND {q('replaced')} = (SELECT {q('replaced')} FROM {table(state)}) "
+            f"AND EXISTS (SELECT 1 FROM {table(model)} WHERE {q('id')} = {p} "
+            f"AND {q('created_at')} >= {p} AND {q('created_at')} < {p})")
+        self._follows: Dict[int, str] = {}
+        self.advance = ADVANCE_ROWS
         #: Rows past the watermarks at the last reservation, by budget named.
         self.past: Dict[str, int] = {}
         #: Reservations to make before asking ``newest_id`` again, by budget
@@ -330,8 +347,13 @@ class Reserver:
                 now = (database_now(backend, conn) if server else
                        clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc))
                 moment = now.timestamp()
-                if not server and advance:
-                    safe = int(self.run(conn, self.newest).fetchone()[0] or 0)
+                # SQLite: every id given out is committed (the write lock
+                # is held), so no row past the newest means nothing to read.
+                newest = None if server else int(self.run(conn, self.newest).fetchone()[0] or 0)
+                # ... and the watermarks move over every row read: in step,
+                # they then follow the rows recorded in holds (:meth:`follow`).
+                if not server:
+                    safe = newest
                 # Holds first (see the module's docstring).
                 held, dead = {}, 0
                 for budget_name, keep, gone in self.run(conn, self.read_holds, moment, moment):
@@ -345,28 +367,33 @@ class Reserver:
                 replaced = int(found[0]) if found else 0
                 marks = {row[0]: row[1:] for row in self.run(conn, self.read_spend)}
                 self.past[name] = max(
-                    self._check(conn, budget, marks.get(budget.name), now, safe, replaced,
-                                held.get(budget.name, 0.0), usd) for budget in checked)
+                    self._check(conn, budget, marks.get(budget.name), now, safe, newest,
+                                replaced, held.get(budget.name, 0.0), usd)
+                    for budget in checked)
                 # Every hold row in one statement.
                 expires, pid, host = moment + ttl, os.getpid(), self.host
                 values: List[Any] = []
                 for budget in checked:
                     values += (hold, budget.name, usd, expires, pid, host)
                 conn.execute(self._holds_sql(len(checked)), values)
-        return Hold(store, named, hold, usd, [b.name for b in checked], self)
+        return Hold(store, named, hold, usd, checked, self)
 
-    def _check(self, conn: Any, budget: Budget, mark: Any, now: Any, safe: Optional[int],
-               replaced: int, held: float, usd: float) -> int:
-        """Raise :class:`BudgetExceededError` if ``budget`` cannot take
-        ``usd`` more; move its watermark to ``safe`` (see the class); return
-        how many rows of the period lie past it."""
+    def bounds(self, budget: Budget, now: Any) -> Tuple[Any, Any, str]:
+        """The start, end and stamp (``period_start``) of ``budget``'s period at ``now``."""
         known = self._bounds.get((budget.period, budget.tz))
         if known is not None and known[0] <= now < known[1]:
-            start, end, stamp = known
-        else:
-            start, end = period_bounds(budget.period, budget.tz, now)
-            stamp = start.isoformat()
-            self._bounds[(budget.period, budget.tz)] = (start, end, stamp)
+            return known
+        start, end = period_bounds(budget.period, budget.tz, now)
+        known = (start, end, start.isoformat())
+        self._bounds[(budget.period, budget.tz)] = known
+        return known
+
+    def _check(self, conn: Any, budget: Budget, mark: Any, now: Any, safe: Optional[int],
+               newest: Optional[int], replaced: int, held: float, usd: float) -> int:
+        """Raise :class:`BudgetExceededError` if ``budget`` cannot take
+        ``usd`` more; move its watermark to ``safe`` (see the class); return
+        how many rows of the period lie past it (none past ``newest``, on SQLite)."""
+        start, end, stamp = self.bounds(budget, now)
         fresh = mark is None or mark[0] != stamp or int(mark[4]) != replaced
         if fresh:
             after, base = 0, 0.0
@@ -374,9 +401,12 @@ class Reserver:
             after, base = int(mark[1]), float(mark[2])
         # On SQLite no row past ``safe`` exists: one read past ``after``.
         upto = safe if self.backend.dialect.row_lock and safe is not None and safe > after else None
-        if fresh and safe is None and not self.backend.dialect.row_lock:
-            safe = int(self.run(conn, self.newest).fetchone()[0] or 0)
-        counted, later = self.spent(conn, budget, start, end, after, upto)
+        counted: _Part
+        later: _Part
+        if not fresh and newest is not None and newest <= after:
+            counted, later = (0.0, {}, 0), (0.0, {}, 0)
+        else:
+            counted, later = self.spent(conn, budget, start, end, after, upto)
         if fresh:
             # The period's rows purged already count through the rollups:
             # what the budget's status says was spent, less the rows there.
@@ -399,6 +429,51 @@ class Reserver:
         self.run(conn, self.remember, budget.name, stamp, moved, base + counted[0],
                  json.dumps(unpriced, sort_keys=True), replaced)
         return later[2]
+
+    def follow(self, conn: Any, budgets: Sequence[Budget], record: Any, row_id: int) -> None:
+        """On SQLite, move the watermarks of ``budgets`` that stand just
+        below ``row_id`` (recorded inside their hold, the write lock held)
+        over it, adding its cost: the next reservation then has no row to
+        read past them. Only in the period, under the same replace count,
+        and for a row whose cost is known (an unpriced one is left to the
+        next reservation's read)."""
+        if self.backend.dialect.row_lock:
+            # On a server a smaller id may still commit: see the class.
+            return
+        cost = self._cost(record)
+        if cost is None:
+            return
+        now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
+        periods: Dict[Tuple[Any, Any, str], List[str]] = {}
+        for budget in budgets:
+            periods.setdefault(self.bounds(budget, now), []).append(budget.name)
+        for (start, end, stamp), names in periods.items():
+            conn.execute(self._follow_sql(len(names)),
+                         [row_id, cost, *names, row_id - 1, stamp, row_id,
+                          format_timestamp(start), format_timestamp(end)])
+
+    def _cost(self, record: Any) -> Optional[float]:
+        """``record``'s ``auto`` cost as the rows' read prices it (unrounded,
+        so that many rows add up as closely as one read of them); ``None``
+        when unpriced."""
+        if record.cost_usd > 0:
+            # SQLite's ROUND of the cost units: half away from zero.
+            units = math.floor(float(record.cost_usd) * COST_UNITS_PER_USD + 0.5)
+            return units / COST_UNITS_PER_USD
+        price = self.prices.find(record.model)
+        if price is None:
+            return None
+        cost: float = price.cost(record.input_tokens, record.output_tokens,
+                                 record.cache_read_tokens, record.cache_creation_tokens)
+        return cost
+
+    def _follow_sql(self, count: int) -> str:
+        """The UPDATE moving ``count`` watermarks over one row."""
+        found = self._follows.get(count)
+        if found is None:
+            head, tail = self._follow
+            found = self._follows[count] = head + ", ".join([self.database.param] * count) + tail
+        return found
 
     def _holds_sql(self, count: int) -> str:
         """The INSERT of ``count`` hold rows."""

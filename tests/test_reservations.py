@@ -246,6 +246,33 @@ def test_many_reservations_count_every_row(any_store: PeeweeTelemetryStore,
     assert any_store.budget_status("b").spent_usd == pytest.approx(spent, abs=1e-6)
 
 
+def test_on_sqlite_the_watermarks_follow_the_rows_recorded_in_their_holds(
+        store: PeeweeTelemetryStore, witness: Any) -> None:
+    store.set_budget("api", usd=1000.0, repo="acme/api")
+    store.set_budget("org", usd=1000.0)
+    with store.reserve("api", usd=1.0):
+        pass  # the watermarks are made
+    entries = [minimal(cost_usd=0.125),
+               minimal(cost_usd=0, input_tokens=1000, output_tokens=200),  # list price
+               minimal(model="no-such-model", cost_usd=0, input_tokens=5),  # unpriced
+               minimal(cost_usd=0.3333333337)]
+    for n in range(12):
+        if n % 5 == 4:
+            store.record(minimal(repo="acme/web", cost_usd=0.5))  # org's only
+        with store.reserve("api", usd=1.0) as hold:
+            row = hold.record(entries[n % len(entries)])
+        if n % 4 != 2:  # an unpriced row is left to the next reservation
+            marks = witness.execute(
+                "SELECT budget, through_id FROM telemetry_orm_budget_spend").fetchall()
+            assert dict(marks) == {"api": row, "org": row}
+    for name in ("api", "org"):
+        status = store.budget_status(name)
+        with pytest.raises(BudgetExceededError) as caught:
+            store.reserve(name, usd=1000.0 - status.spent_usd + 0.001)
+        assert caught.value.spent_usd == pytest.approx(status.spent_usd, abs=1e-6)
+        assert status.unknown == 3
+
+
 def test_a_row_committed_late_below_the_watermark_is_counted(
         any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
     if any_witness.kind == "sqlite":
