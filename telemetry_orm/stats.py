@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-from typing import Any, Dict, Generator, List, Optional, Tuple
+from typing import Any, Dict, Generator, Iterator, List, Optional, Tuple
 
 import peewee
 from peewee import SQL, fn
@@ -145,7 +145,7 @@ def export_rows(
     *,
     since: Optional[_dt.datetime] = None,
     until: Optional[_dt.datetime] = None,
-) -> Tuple[Tuple[str, ...], Generator[Tuple[Any, ...], None, None]]:
+) -> Tuple[Tuple[str, ...], ExportedRows]:
     """Every column of every execution in ``[since, until)``, oldest first.
 
     Returns the column names (:data:`~telemetry_orm.schema.COLUMN_NAMES`,
@@ -155,8 +155,8 @@ def export_rows(
     cursor a batch at a time (their labels with one query a batch), so
     memory stays flat however many there are; consume the iterator before
     closing the database. The rows and their labels are read in one read
-    transaction, which lasts until the iterator ends or is closed (inside a
-    transaction of the caller's, in that one).
+    transaction, which lasts until the iterator ends or is closed, started
+    or not (inside a transaction of the caller's, in that one).
     """
     filters = checked_filters(since=since, until=until)
     query = Query(database=database, filters=filters, group_by=())
@@ -182,7 +182,35 @@ def export_rows(
         reading.close()
         raise DatabaseError(f"{database_name(database)}: {exc}") from exc
     columns = tuple(d[0] for d in cursor.description)
-    return (*columns, "labels"), _fetch(cursor, conn, sql, columns.index("id"), reading)
+    rows = _fetch(cursor, conn, sql, columns.index("id"), reading)
+    return (*columns, "labels"), ExportedRows(rows, cursor, reading)
+
+
+class ExportedRows(Iterator[Tuple[Any, ...]]):
+    """The rows of :func:`export_rows`: an iterator whose :meth:`close`
+    ends the read transaction even before the first row is read (a
+    generator's ``close`` runs nothing until it has started)."""
+
+    def __init__(self, rows: Generator[Tuple[Any, ...], None, None], cursor: Any,
+                 reading: contextlib.ExitStack) -> None:
+        self._rows = rows
+        self._cursor = cursor
+        self._reading = reading
+
+    def __iter__(self) -> ExportedRows:
+        return self
+
+    def __next__(self) -> Tuple[Any, ...]:
+        return next(self._rows)
+
+    def close(self) -> None:
+        """Stop reading: the cursor is closed and the read transaction ends."""
+        self._rows.close()
+        # As the rows' own end does (see ``_fetch``), had they started.
+        with contextlib.suppress(Exception):
+            self._cursor.close()
+        with contextlib.suppress(Exception):
+            self._reading.close()
 
 
 def _fetch(cursor: Any, conn: Any, sql: Optional[labels.LabelSql], id_column: int,

@@ -274,3 +274,17 @@ def test_an_export_imported_again_with_labels_edited_counts_nothing_twice(
         again = import_files("jsonl", [edited], target)
         assert (again.imported, again.unchanged) == (0, 1)
         assert target.report(group_by=[]).totals.cost_usd == 1.0
+
+
+def test_an_export_closed_before_its_first_row_ends_its_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with create_telemetry_store(path) as store:
+        store.record_many([minimal(), minimal()])
+        columns, rows = export_rows(store.database)
+        assert store.database.in_transaction()
+        rows.close()  # as the CLI does when its output cannot be opened
+        assert not store.database.in_transaction()
+        store.record(minimal())  # a write is not stuck behind the read
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT COUNT(*) FROM executions").fetchone() == (3,)
+    other.close()
