@@ -154,6 +154,8 @@ _AFTER, _UPTO = -7_000_000_001, -7_000_000_002
 ADVANCE_ROWS = 100
 
 Statement = Tuple[str, List[Any]]
+#: A period's start, end and stamp, then its start and end as ``created_at`` text.
+Bounds = Tuple[Any, Any, str, str, str]
 #: A cost, its unpriced executions by model, and its rows.
 _Part = Tuple[float, Dict[str, int], int]
 
@@ -225,6 +227,22 @@ class Reserver:
             f"{q('spent_usd')}, {q('unpriced')}, {q('replaced')} FROM {table(spend)}", [])
         self.read_state: Statement = (f"SELECT {q('replaced')} FROM {table(state)}", [])
         self.newest = _sql.render(database, model.select(fn.MAX(model.id)))
+        # SQLite, under its write lock: all of the above in one statement, a
+        # row per budget (its columns, its holds, its watermark), then the
+        # replace count and the largest id.
+        self.read_all: Statement = (
+            f"SELECT b.{q('budget')}, b.{q('usd')}, b.{q('period')}, b.{q('tz')}, "
+            f"b.{q('repo')}, b.{q('model')}, b.{q('labels')}, b.{q('warn_at')}, "
+            f"h.keep, h.gone, s.{q('period_start')}, s.{q('through_id')}, "
+            f"s.{q('spent_usd')}, s.{q('unpriced')}, s.{q('replaced')}, "
+            f"(SELECT {q('replaced')} FROM {table(state)}), "
+            f"(SELECT MAX({q('id')}) FROM {table(model)}) "
+            f"FROM {table(rows)} AS b LEFT JOIN (SELECT {q('budget')}, "
+            f"SUM(CASE WHEN {q('expires_at')} > {p} THEN {q('usd')} ELSE 0 END) AS keep, "
+            f"SUM(CASE WHEN {q('expires_at')} <= {p} THEN 1 ELSE 0 END) AS gone "
+            f"FROM {table(holds)} GROUP BY {q('budget')}) AS h "
+            f"ON h.{q('budget')} = b.{q('budget')} "
+            f"LEFT JOIN {table(spend)} AS s ON s.{q('budget')} = b.{q('budget')}", [])
         self._insert_hold = (
             f"INSERT INTO {table(holds)} ({q('hold')}, {q('budget')}, {q('usd')}, "
             f"{q('expires_at')}, {q('pid')}, {q('host')}) VALUES ",
@@ -254,7 +272,7 @@ class Reserver:
         #: Reservations to make before asking ``newest_id`` again, by budget
         #: named, after it could not answer (a write in flight).
         self.wait: Dict[str, int] = {}
-        self._bounds: Dict[Tuple[str, str], Tuple[Any, Any, str]] = {}
+        self._bounds: Dict[Tuple[str, str], Bounds] = {}
         self._budgets: Dict[Tuple[Any, ...], Budget] = {}
 
     def run(self, conn: Any, statement: Statement, *values: Any) -> Any:
@@ -332,40 +350,23 @@ class Reserver:
                 if safe is None:
                     self.wait[name] = self.advance
             with backend.locking_transaction(database):
-                every = {row[0]: self._budget(tuple(row))
-                         for row in self.run(conn, self.read_budgets)}
-                named = every.get(name)
-                if named is None:
-                    raise UnknownBudgetError(name)
-                checked = sorted((b for b in every.values()
-                                  if b.covers(named.repo, named.model, named.labels)),
-                                 key=lambda b: b.name)
-                for budget in checked:
-                    if server:
-                        self.run(conn, self.lock, budget.name).fetchall()
-                # SQLite's clock is this machine's: no statement needed to read it.
-                now = (database_now(backend, conn) if server else
-                       clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc))
-                moment = now.timestamp()
-                # SQLite: every id given out is committed (the write lock
-                # is held), so no row past the newest means nothing to read.
-                newest = None if server else int(self.run(conn, self.newest).fetchone()[0] or 0)
-                # ... and the watermarks move over every row read: in step,
-                # they then follow the rows recorded in holds (:meth:`follow`).
-                if not server:
+                if server:
+                    now, named, checked, held, dead, replaced, marks = self._read_locked(
+                        conn, name)
+                    newest = None
+                else:
+                    # SQLite's clock is this machine's: no statement needed to read it.
+                    now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
+                    named, checked, held, dead, replaced, marks, newest = self._read_all(
+                        conn, name, now.timestamp())
+                    # Every id given out is committed (the write lock is
+                    # held): no row past the newest means nothing to read,
+                    # and the watermarks move over every row read; in step,
+                    # they then follow the rows recorded in holds (:meth:`follow`).
                     safe = newest
-                # Holds first (see the module's docstring).
-                held, dead = {}, 0
-                for budget_name, keep, gone in self.run(conn, self.read_holds, moment, moment):
-                    held[budget_name] = float(keep or 0)
-                    dead += int(gone or 0)
+                moment = now.timestamp()
                 if dead:
                     self._bury(conn, moment)
-                # Before the rows: a replace committed after this read makes
-                # the watermarks written now stale, so they will not be used.
-                found = self.run(conn, self.read_state).fetchone()
-                replaced = int(found[0]) if found else 0
-                marks = {row[0]: row[1:] for row in self.run(conn, self.read_spend)}
                 self.past[name] = max(
                     self._check(conn, budget, marks.get(budget.name), now, safe, newest,
                                 replaced, held.get(budget.name, 0.0), usd)
@@ -378,13 +379,61 @@ class Reserver:
                 conn.execute(self._holds_sql(len(checked)), values)
         return Hold(store, named, hold, usd, checked, self)
 
-    def bounds(self, budget: Budget, now: Any) -> Tuple[Any, Any, str]:
-        """The start, end and stamp (``period_start``) of ``budget``'s period at ``now``."""
+    def _read_locked(self, conn: Any, name: str) -> Tuple[Any, ...]:
+        """On a server: the budgets, then a lock on each checked, then the
+        clock, holds, replace count and watermarks (read after the locks)."""
+        every = {row[0]: self._budget(tuple(row)) for row in self.run(conn, self.read_budgets)}
+        named, checked = self._checked(every, name)
+        for budget in checked:
+            self.run(conn, self.lock, budget.name).fetchall()
+        now = database_now(self.backend, conn)
+        moment = now.timestamp()
+        # Holds first (see the module's docstring).
+        held, dead = {}, 0
+        for budget_name, keep, gone in self.run(conn, self.read_holds, moment, moment):
+            held[budget_name] = float(keep or 0)
+            dead += int(gone or 0)
+        # Before the rows: a replace committed after this read makes the
+        # watermarks written now stale, so they will not be used.
+        found = self.run(conn, self.read_state).fetchone()
+        replaced = int(found[0]) if found else 0
+        marks = {row[0]: row[1:] for row in self.run(conn, self.read_spend)}
+        return now, named, checked, held, dead, replaced, marks
+
+    def _read_all(self, conn: Any, name: str, moment: float) -> Tuple[Any, ...]:
+        """On SQLite, the write lock held: the same in one statement, and
+        the largest id."""
+        every, held, marks = {}, {}, {}
+        dead = replaced = newest = 0
+        for row in self.run(conn, self.read_all, moment, moment):
+            budget_name = row[0]
+            every[budget_name] = self._budget(tuple(row[:8]))
+            held[budget_name] = float(row[8] or 0)
+            dead += int(row[9] or 0)
+            if row[11] is not None:
+                marks[budget_name] = row[10:15]
+            replaced, newest = int(row[15] or 0), int(row[16] or 0)
+        named, checked = self._checked(every, name)
+        return named, checked, held, dead, replaced, marks, newest
+
+    @staticmethod
+    def _checked(every: Dict[str, Budget], name: str) -> Tuple[Budget, List[Budget]]:
+        """The budget ``name`` and every budget whose scope contains its scope, by name."""
+        named = every.get(name)
+        if named is None:
+            raise UnknownBudgetError(name)
+        return named, sorted((b for b in every.values()
+                              if b.covers(named.repo, named.model, named.labels)),
+                             key=lambda b: b.name)
+
+    def bounds(self, budget: Budget, now: Any) -> Bounds:
+        """The start, end and stamp (``period_start``) of ``budget``'s
+        period at ``now``, then its start and end as ``created_at`` reads."""
         known = self._bounds.get((budget.period, budget.tz))
         if known is not None and known[0] <= now < known[1]:
             return known
         start, end = period_bounds(budget.period, budget.tz, now)
-        known = (start, end, start.isoformat())
+        known = (start, end, start.isoformat(), format_timestamp(start), format_timestamp(end))
         self._bounds[(budget.period, budget.tz)] = known
         return known
 
@@ -393,7 +442,7 @@ class Reserver:
         """Raise :class:`BudgetExceededError` if ``budget`` cannot take
         ``usd`` more; move its watermark to ``safe`` (see the class); return
         how many rows of the period lie past it (none past ``newest``, on SQLite)."""
-        start, end, stamp = self.bounds(budget, now)
+        start, end, stamp = self.bounds(budget, now)[:3]
         fresh = mark is None or mark[0] != stamp or int(mark[4]) != replaced
         if fresh:
             after, base = 0, 0.0
@@ -444,13 +493,12 @@ class Reserver:
         if cost is None:
             return
         now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
-        periods: Dict[Tuple[Any, Any, str], List[str]] = {}
+        periods: Dict[Bounds, List[str]] = {}
         for budget in budgets:
             periods.setdefault(self.bounds(budget, now), []).append(budget.name)
-        for (start, end, stamp), names in periods.items():
+        for (_, _, stamp, start, end), names in periods.items():
             conn.execute(self._follow_sql(len(names)),
-                         [row_id, cost, *names, row_id - 1, stamp, row_id,
-                          format_timestamp(start), format_timestamp(end)])
+                         [row_id, cost, *names, row_id - 1, stamp, row_id, start, end])
 
     def _cost(self, record: Any) -> Optional[float]:
         """``record``'s ``auto`` cost as the rows' read prices it (unrounded,
