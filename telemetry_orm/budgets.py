@@ -37,6 +37,7 @@ from .checks import check_labels, check_optional_text, is_amount, to_utc
 from .errors import TelemetryValidationError
 from .reports import report
 from .schema import KeyTextField, parse_timestamp
+from .sql import render
 
 PERIODS: Tuple[str, ...] = ("day", "week", "month")
 STATUSES: Tuple[str, ...] = ("ok", "warning", "exceeded")
@@ -195,6 +196,27 @@ class BudgetState(Model):
 
 
 MODELS = (BudgetRow, BudgetHold, BudgetAlert, BudgetSpend, BudgetState)
+
+
+def purging(spend: Any, state: Any, fold: Any) -> Any:
+    """A purge chunk's ``fold`` (see :data:`~telemetry_orm.backends.base.Fold`),
+    then, in the chunk's transaction, the reservations' watermarks made
+    stale (as a replaced row makes them, see :mod:`telemetry_orm.reservations`)
+    when a row the chunk deletes lies past one of them: a reservation adds
+    the rows past its watermark, and would not find those (an import or
+    ``record(at=…)`` gives new ids to old rows). Their spend then counts
+    through the rollups, as the budget's status counts it."""
+    database = spend._meta.database
+    lowest = render(database, spend.select(peewee.fn.MIN(spend.through_id)))
+    stale = render(database, state.update(replaced=state.replaced + 1))
+
+    def run(conn: Any, rows: Any, most: Optional[int]) -> None:
+        fold(conn, rows, most)
+        mark = conn.execute(*lowest).fetchone()[0]
+        if mark is not None and (most is None or int(mark) < most):
+            conn.execute(*stale)
+
+    return run
 
 
 def to_row(budget: Budget) -> Dict[str, Any]:

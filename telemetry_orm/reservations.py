@@ -31,6 +31,7 @@ period's rows, kept per budget as a watermark plus the rows past it: see
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -38,7 +39,7 @@ import math
 import os
 import socket
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from peewee import SQL, fn
 
@@ -68,11 +69,16 @@ class Hold:
     context manager; :meth:`record` records the execution it was for."""
 
     def __init__(self, store: Any, budget: Budget, hold: str, usd: float,
-                 budgets: Sequence[Budget], reserving: Reserver) -> None:
+                 budgets: Sequence[Budget], reserving: Reserver, scope: Budget,
+                 seen: Sequence[Budget] = ()) -> None:
         self._store = store
         self._reserver = reserving
         #: The budget named at the reservation.
         self.budget = budget
+        #: The run's scope: the named budget's, narrowed by the repo, model
+        #: and labels given to ``reserve`` (its ``name`` is the named budget's).
+        self.scope = scope
+        self._others = tuple(b for b in seen if b not in budgets)
         #: The hold's id (its rows' ``hold`` column).
         self.id = hold
         #: The estimate held.
@@ -94,17 +100,28 @@ class Hold:
     def record(self, entry: Any, *, key: Optional[str] = None, replace: bool = False) -> int:
         """Record ``entry`` (as ``store.record`` does, ``key`` and ``replace``
         included) and delete this hold in the same transaction; return the
-        row id. An entry outside the budget's scope (another repo, model or
-        labels) is refused: its cost would escape the budget."""
+        row id. An entry outside the reservation's scope (another repo, model
+        or labels), or inside a budget the reservation did not check (its
+        labels were not given to ``reserve``), is refused, nothing written:
+        its cost would escape that budget."""
         if not self._open:
             raise TelemetryValidationError(
                 "hold", "this hold has ended (recorded, released or left)")
         record = coerce_record(entry)
-        if not self.budget.covers(record.repo, record.model, record.labels):
+        scope = self.scope
+        if not scope.covers(record.repo, record.model, record.labels):
             raise TelemetryValidationError(
-                "entry", f"outside the scope of budget {self.budget.name!r} "
-                         f"(repo {self.budget.repo!r}, model {self.budget.model!r}, "
-                         f"labels {dict(self.budget.labels)!r})")
+                "entry", f"outside the reservation's scope (budget {scope.name!r}: repo "
+                         f"{scope.repo!r}, model {scope.model!r}, labels "
+                         f"{dict(scope.labels)!r}): its cost would escape the budget; "
+                         "nothing was recorded")
+        unchecked = [b.name for b in self._others
+                     if b.covers(record.repo, record.model, record.labels)]
+        if unchecked:
+            raise TelemetryValidationError(
+                "entry", f"falls in budget {unchecked[0]!r}, which the reservation did not "
+                         "check: pass the run's repo, model and labels to reserve() so that "
+                         "every budget it falls in allows it; nothing was recorded")
         store = self._store
         opened = store.opened
         if key is not None:
@@ -112,9 +129,14 @@ class Hold:
             store.keyed_sql()
         with store.connection() as conn, opened.backend.locking_transaction(opened.database):
             row_id: int = store.record(record, key=key, replace=replace)
-            _delete(conn, self._reserver, self.id)
-            if key is None:
-                self._reserver.follow(conn, self._checked, record, row_id)
+            reserving = self._reserver
+            if reserving.cost(record) is None:
+                # Its cost is unknown: its estimate counts to the period's end.
+                reserving.keep(conn, self.id, self._checked)
+            else:
+                _delete(conn, reserving, self.id)
+                if key is None:
+                    reserving.follow(conn, self._checked, record, row_id)
         self.recorded = row_id
         self._open = False
         return row_id
@@ -154,6 +176,8 @@ _AFTER, _UPTO = -7_000_000_001, -7_000_000_002
 ADVANCE_ROWS = 100
 
 Statement = Tuple[str, List[Any]]
+#: A run's repo, model and labels, as given to ``reserve`` (``None``: not given).
+Run = Tuple[Optional[str], Optional[str], Mapping[str, str]]
 #: A period's start, end and stamp, then its start and end as ``created_at`` text.
 Bounds = Tuple[Any, Any, str, str, str]
 #: A cost, its unpriced executions by model, and its rows.
@@ -252,6 +276,9 @@ class Reserver:
         self.host = socket.gethostname()[:200]
         self.delete_hold: Statement = (
             f"DELETE FROM {table(holds)} WHERE {q('hold')} = {p}", [])
+        self.keep_hold: Statement = (
+            f"UPDATE {table(holds)} SET {q('expires_at')} = {p} "
+            f"WHERE {q('hold')} = {p} AND {q('budget')} = {p}", [])
         self.forget: Statement = (f"DELETE FROM {table(spend)} WHERE {q('budget')} = {p}", [])
         self.remember: Statement = (
             f"INSERT INTO {table(spend)} ({q('budget')}, {q('period_start')}, "
@@ -330,10 +357,11 @@ class Reserver:
         cost, unpriced = priced(parts, self.prices, "auto")
         return cost or 0.0, unpriced, sum(p.executions for p in parts)
 
-    def reserve(self, name: str, usd: float, ttl: float) -> Hold:
+    def reserve(self, name: str, usd: float, ttl: float, run: Run = (None, None, {})) -> Hold:
         """Hold ``usd`` against the budget ``name`` and every budget whose
-        scope contains its scope, or raise :class:`BudgetExceededError`
-        naming the first (by name) that refuses."""
+        scope contains the run's (``name``'s, narrowed by ``run``: its repo,
+        model and labels), or raise :class:`BudgetExceededError` naming the
+        first (by name) that refuses."""
         store, backend, database = self.store, self.backend, self.database
         server = bool(backend.dialect.row_lock)
         # Random like a uuid4, without its cost on every reservation.
@@ -351,19 +379,21 @@ class Reserver:
                     self.wait[name] = self.advance
             with backend.locking_transaction(database):
                 if server:
-                    now, named, checked, held, dead, replaced, marks = self._read_locked(
-                        conn, name)
+                    now, every, held, dead, replaced, marks = self._read_locked(
+                        conn, name, run)
                     newest = None
                 else:
                     # SQLite's clock is this machine's: no statement needed to read it.
                     now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
-                    named, checked, held, dead, replaced, marks, newest = self._read_all(
-                        conn, name, now.timestamp())
+                    every, held, dead, replaced, marks, newest = self._read_all(
+                        conn, now.timestamp())
                     # Every id given out is committed (the write lock is
                     # held): no row past the newest means nothing to read,
                     # and the watermarks move over every row read; in step,
                     # they then follow the rows recorded in holds (:meth:`follow`).
                     safe = newest
+                named, checked, scope, seen = (every if server else
+                                               self._checked(every, name, run))
                 moment = now.timestamp()
                 if dead:
                     self._bury(conn, moment)
@@ -377,14 +407,14 @@ class Reserver:
                 for budget in checked:
                     values += (hold, budget.name, usd, expires, pid, host)
                 conn.execute(self._holds_sql(len(checked)), values)
-        return Hold(store, named, hold, usd, checked, self)
+        return Hold(store, named, hold, usd, checked, self, scope, seen)
 
-    def _read_locked(self, conn: Any, name: str) -> Tuple[Any, ...]:
+    def _read_locked(self, conn: Any, name: str, run: Run) -> Tuple[Any, ...]:
         """On a server: the budgets, then a lock on each checked, then the
         clock, holds, replace count and watermarks (read after the locks)."""
         every = {row[0]: self._budget(tuple(row)) for row in self.run(conn, self.read_budgets)}
-        named, checked = self._checked(every, name)
-        for budget in checked:
+        chosen = self._checked(every, name, run)
+        for budget in chosen[1]:
             self.run(conn, self.lock, budget.name).fetchall()
         now = database_now(self.backend, conn)
         moment = now.timestamp()
@@ -398,9 +428,9 @@ class Reserver:
         found = self.run(conn, self.read_state).fetchone()
         replaced = int(found[0]) if found else 0
         marks = {row[0]: row[1:] for row in self.run(conn, self.read_spend)}
-        return now, named, checked, held, dead, replaced, marks
+        return now, chosen, held, dead, replaced, marks
 
-    def _read_all(self, conn: Any, name: str, moment: float) -> Tuple[Any, ...]:
+    def _read_all(self, conn: Any, moment: float) -> Tuple[Any, ...]:
         """On SQLite, the write lock held: the same in one statement, and
         the largest id."""
         every, held, marks = {}, {}, {}
@@ -413,18 +443,21 @@ class Reserver:
             if row[11] is not None:
                 marks[budget_name] = row[10:15]
             replaced, newest = int(row[15] or 0), int(row[16] or 0)
-        named, checked = self._checked(every, name)
-        return named, checked, held, dead, replaced, marks, newest
+        return every, held, dead, replaced, marks, newest
 
     @staticmethod
-    def _checked(every: Dict[str, Budget], name: str) -> Tuple[Budget, List[Budget]]:
-        """The budget ``name`` and every budget whose scope contains its scope, by name."""
+    def _checked(every: Dict[str, Budget], name: str, run: Run
+                 ) -> Tuple[Budget, List[Budget], Budget, Tuple[Budget, ...]]:
+        """The budget ``name``, every budget whose scope contains the run's
+        (by name), the run's scope (``name``'s narrowed by ``run``) and
+        every budget."""
         named = every.get(name)
         if named is None:
             raise UnknownBudgetError(name)
+        scope = narrowed(named, run)
         return named, sorted((b for b in every.values()
-                              if b.covers(named.repo, named.model, named.labels)),
-                             key=lambda b: b.name)
+                              if b.covers(scope.repo, scope.model, scope.labels)),
+                             key=lambda b: b.name), scope, tuple(every.values())
 
     def bounds(self, budget: Budget, now: Any) -> Bounds:
         """The start, end and stamp (``period_start``) of ``budget``'s
@@ -489,7 +522,7 @@ class Reserver:
         if self.backend.dialect.row_lock:
             # On a server a smaller id may still commit: see the class.
             return
-        cost = self._cost(record)
+        cost = self.cost(record)
         if cost is None:
             return
         now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
@@ -500,7 +533,14 @@ class Reserver:
             conn.execute(self._follow_sql(len(names)),
                          [row_id, cost, *names, row_id - 1, stamp, row_id, start, end])
 
-    def _cost(self, record: Any) -> Optional[float]:
+    def keep(self, conn: Any, hold: str, budgets: Sequence[Budget]) -> None:
+        """Make the rows of ``hold`` last to the end of each budget's period."""
+        now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
+        for budget in budgets:
+            end = self.bounds(budget, now)[1]
+            self.run(conn, self.keep_hold, end.timestamp(), hold, budget.name)
+
+    def cost(self, record: Any) -> Optional[float]:
         """``record``'s ``auto`` cost as the rows' read prices it (unrounded,
         so that many rows add up as closely as one read of them); ``None``
         when unpriced."""
@@ -552,6 +592,26 @@ class Reserver:
             conn.execute(*_sql.render(self.database, holds.delete().where(holds.id.in_(dead))))
 
 
+
+
+def narrowed(budget: Budget, run: Run) -> Budget:
+    """``budget`` with its scope narrowed to a run's ``(repo, model,
+    labels)``; a run outside the budget's scope is refused, naming the field."""
+    repo, model, labels = run
+    for field, mine, theirs in (("repo", budget.repo, repo), ("model", budget.model, model)):
+        if mine is not None and theirs is not None and theirs != mine:
+            raise TelemetryValidationError(
+                field, f"{theirs!r} is outside budget {budget.name!r} ({field} {mine!r})")
+    for label, value in budget.labels.items():
+        if labels.get(label, value) != value:
+            raise TelemetryValidationError(
+                f"labels.{label}", f"{labels[label]!r} is outside budget {budget.name!r} "
+                                   f"({label}={value!r})")
+    if repo is None and model is None and not labels:
+        return budget
+    return dataclasses.replace(budget, repo=budget.repo if repo is None else repo,
+                               model=budget.model if model is None else model,
+                               labels={**labels, **budget.labels})
 
 
 def reserver(store: Any, tables: Any) -> Reserver:

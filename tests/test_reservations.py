@@ -183,10 +183,47 @@ def test_leaving_the_block_ends_the_hold(store: PeeweeTelemetryStore) -> None:
 def test_an_entry_outside_the_budgets_scope_is_refused(store: PeeweeTelemetryStore) -> None:
     store.set_budget("api", usd=1.0, repo="acme/api")
     with store.reserve("api", usd=0.1) as hold:
-        with pytest.raises(TelemetryValidationError, match="outside the scope"):
+        with pytest.raises(TelemetryValidationError, match="outside the reservation's scope"):
             hold.record(minimal(repo="acme/web", cost_usd=0.05))
         hold.record(minimal(repo="acme/api", cost_usd=0.05))
     assert store.model.select().count() == 1
+
+
+def test_every_budget_the_run_falls_in_must_allow(any_store: PeeweeTelemetryStore,
+                                                  any_witness: Witness) -> None:
+    any_store.set_budget("org", usd=100.0)
+    any_store.set_budget("alice", usd=0.5, labels={"user": "alice"})
+    any_store.set_budget("sonnet", usd=0.5, model="claude-sonnet-4-5")
+    alice = {"user": "alice"}
+    # The run's labels and model, given to reserve, bring in the budgets of its user and model.
+    with any_store.reserve("org", usd=0.4, labels=alice, model="claude-sonnet-4-5") as hold:
+        assert hold.budgets == ("alice", "org", "sonnet")
+        hold.record(minimal(model="claude-sonnet-4-5", cost_usd=0.4, labels=alice))
+    with pytest.raises(BudgetExceededError) as refused:
+        any_store.reserve("org", usd=0.2, labels=alice)
+    assert refused.value.budget == "alice"
+    # A run reserved without them cannot be recorded into a budget left unchecked.
+    with any_store.reserve("org", usd=0.2) as hold:
+        assert hold.budgets == ("org",)
+        with pytest.raises(TelemetryValidationError, match="falls in budget 'alice'"):
+            hold.record(minimal(model="other-model", cost_usd=0.2, labels=alice))
+        with pytest.raises(TelemetryValidationError, match="falls in budget 'sonnet'"):
+            hold.record(minimal(model="claude-sonnet-4-5", cost_usd=0.2))
+        hold.record(minimal(model="other-model", cost_usd=0.2, labels={"user": "bob"}))
+    assert any_witness.scalar("SELECT COUNT(*) FROM executions") == 2
+    assert any_witness.scalar("SELECT SUM(cost_usd) FROM executions") == pytest.approx(0.6)
+    # The run's scope must agree with the budget named.
+    any_store.set_budget("api", usd=1.0, repo="acme/api", labels={"team": "core"})
+    with pytest.raises(TelemetryValidationError, match="^repo: 'acme/web' is outside"):
+        any_store.reserve("api", usd=0.1, repo="acme/web")
+    with pytest.raises(TelemetryValidationError, match="^labels.team: 'web' is outside"):
+        any_store.reserve("api", usd=0.1, labels={"team": "web"})
+    with pytest.raises(TelemetryValidationError, match="^labels: label name"):
+        any_store.reserve("api", usd=0.1, labels={"Team": "web"})
+    with any_store.reserve("api", usd=0.1, repo="acme/api", labels={"user": "bob"}) as hold:
+        with pytest.raises(TelemetryValidationError, match="outside the reservation's scope"):
+            hold.record(minimal(repo="acme/api", model="m", labels={"team": "core"}))  # no user
+        hold.record(minimal(repo="acme/api", model="m", labels={"team": "core", "user": "bob"}))
 
 
 @pytest.mark.parametrize("usd, ttl, field", [
@@ -306,7 +343,7 @@ def test_a_labelled_budget_holds_only_its_labels_runs(any_store: PeeweeTelemetry
     with any_store.reserve("alice", usd=0.3) as hold:
         # The team's budget contains alice's: both hold.
         assert hold.budgets == ("alice", "platform")
-        with pytest.raises(TelemetryValidationError, match="outside the scope"):
+        with pytest.raises(TelemetryValidationError, match="outside the reservation.s scope"):
             hold.record(minimal(cost_usd=0.1, labels=platform))
         hold.record(minimal(cost_usd=0.3, labels={**platform, "user": "alice"}))
     with pytest.raises(BudgetExceededError) as caught:
@@ -338,3 +375,52 @@ def test_purged_spend_of_the_period_still_counts_after_a_watermark_is_made_again
         assert any_store.budget_status("b").spent_usd == pytest.approx(8.75)
         with any_store.reserve("b", usd=1.0):
             pass
+
+
+def test_rows_past_the_watermark_purged_still_count(any_store: PeeweeTelemetryStore) -> None:
+    now = dt.datetime(2026, 3, 20, 12, tzinfo=dt.timezone.utc)
+    with clock.pinned(now):
+        any_store.set_budget("b", usd=10.0)
+        any_store.record(minimal(cost_usd=0.5), at=now - dt.timedelta(hours=1))
+        with any_store.reserve("b", usd=0.1):
+            pass  # the watermark is made
+        # Older runs of this month imported afterwards: new ids past the watermark.
+        any_store.record_many([minimal(cost_usd=2.0)] * 4,
+                              at=[now - dt.timedelta(days=d) for d in (5, 6, 7, 8)])
+        any_store.rollup()
+        assert any_store.purge_older_than(3) == 4  # $8, now in the rollups only
+        assert any_store.budget_status("b").spent_usd == pytest.approx(8.5)
+        with pytest.raises(BudgetExceededError) as caught:
+            any_store.reserve("b", usd=5.0)
+        assert caught.value.spent_usd == pytest.approx(8.5)
+        with any_store.reserve("b", usd=1.5):
+            pass
+
+
+def test_an_unpriced_runs_estimate_counts_to_the_periods_end(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    utc = dt.timezone.utc
+    with clock.pinned(dt.datetime(2026, 3, 20, 12, tzinfo=utc)):
+        any_store.set_budget("day", usd=1.0, period="day")
+        any_store.set_budget("month", usd=10.0)
+        unpriced = minimal(model="my-finetune-v2", cost_usd=0.0, input_tokens=2_000_000)
+        granted = 0
+        for _ in range(5):
+            try:
+                with any_store.reserve("day", usd=0.4) as hold:
+                    hold.record(unpriced)
+                    granted += 1
+            except BudgetExceededError as refused:
+                assert (refused.budget, refused.held_usd) == ("day", pytest.approx(0.8))
+                break
+        assert granted == 2  # $0.40 each kept against $1.00: a third would pass it
+        # Each budget's hold lasts to its own period's end.
+        kept = {row["budget"]: row["until"] for row in any_witness.rows(
+            "SELECT budget, MAX(expires_at) AS until FROM telemetry_orm_budget_holds "
+            "GROUP BY budget")}
+        assert kept == {"day": dt.datetime(2026, 3, 21, tzinfo=utc).timestamp(),
+                        "month": dt.datetime(2026, 4, 1, tzinfo=utc).timestamp()}
+        # A priced run ends its hold as before.
+        with any_store.reserve("day", usd=0.1) as hold:
+            hold.record(minimal(cost_usd=0.05))
+        assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_budget_holds") == 4

@@ -11,6 +11,7 @@ from .. import budgets as _budgets
 from .. import reservations as _reservations
 from .. import sql as _sql
 from ..budgets import Budget, BudgetStatus, check_budget, check_name
+from ..checks import check_labels, check_optional_text
 from ..errors import TelemetryError, UnknownBudgetError
 from .opening import Host
 
@@ -115,14 +116,23 @@ class BudgetMethods:
             now = _budgets.database_now(opened.backend, opened.backend.statements(database))
             return [_budgets.status(database, budget, now) for budget in chosen]
 
-    def reserve(self, name: str, *, usd: float, ttl: float = _reservations.TTL
-                ) -> _reservations.Hold:
+    def reserve(self, name: str, *, usd: float, ttl: float = _reservations.TTL,
+                repo: Optional[str] = None, model: Optional[str] = None,
+                labels: Optional[Mapping[str, str]] = None) -> _reservations.Hold:
         """Hold ``usd`` (an estimate) against the budget ``name`` and every
-        budget whose scope contains its scope, until the block ends::
+        budget the run falls in, until the block ends::
 
-            with store.reserve("acme/api", usd=0.50) as hold:
+            with store.reserve("acme/api", usd=0.50, labels={"user": user}) as hold:
                 result = run_agent()
                 hold.record(entry_of(result), key=delivery_id)
+
+        The run falls in ``name``'s scope, narrowed by what is known of it
+        beforehand: ``repo``, ``model`` and ``labels`` (each must agree with
+        ``name``'s scope); every budget whose scope contains that is checked
+        (a budget of the whole organisation, or of the user named in
+        ``labels``). ``hold.record`` refuses an entry outside that scope, or
+        one a budget not checked would have counted (nothing is written):
+        give the labels a per-user or per-team budget reads.
 
         Raises :class:`~telemetry_orm.BudgetExceededError` when, for one of
         them, spent + live holds + ``usd`` would pass its limit; the check
@@ -135,9 +145,12 @@ class BudgetMethods:
         must commit to be seen by other processes."""
         estimate = _reservations.check_estimate(usd, ttl)
         check_name(name)
+        run: _reservations.Run = (
+            check_optional_text("repo", repo), check_optional_text("model", model),
+            check_labels("labels", {} if labels is None else labels))
         cast(Host, self).outside_transaction("reserve against a budget")
         reserving = _reservations.reserver(self, self._budget_tables())
-        return reserving.reserve(name, estimate, float(ttl))
+        return reserving.reserve(name, estimate, float(ttl), run)
 
     def notify_budgets(self, url: str, statuses: Iterable[BudgetStatus], *,
                        timeout: float = _alerts.TIMEOUT,

@@ -11,6 +11,7 @@ import datetime as _dt
 import time
 from typing import Any, Callable, Iterator, Optional, Tuple
 
+from .. import budgets as _budgets
 from .. import folding, label_rollups, rollups
 from .. import keys as _keys
 from .. import labels as _labels
@@ -127,6 +128,9 @@ class Purge:
                                                   backend.newest_id(conn, model) or 0)
                 pacer.rows = max(1, int(pacer.rows / weight))
                 pacer.fold_rows = max(1, int(pacer.fold_rows / weight))
+            if self._has(_budgets.SPEND_TABLE):
+                spend, state_model = (opened.tables.side(m) for m in _budgets.MODELS[3:])
+                fold = _budgets.purging(spend, state_model, fold)
             with host.connection() as conn:
                 state = rollups.read_state(conn, models)
             cutoff = folding.naive_utc(when)
