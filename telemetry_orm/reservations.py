@@ -240,8 +240,9 @@ class Reserver:
             f"SELECT {q('budget')}, {q('usd')}, {q('period')}, {q('tz')}, {q('repo')}, "
             f"{q('model')}, {q('labels')}, {q('warn_at')} FROM {table(rows)}", [])
         self.lock: Statement = (
-            f"SELECT {q('budget')} FROM {table(rows)} WHERE {q('budget')} = {p}"
-            f"{self.backend.dialect.row_lock}", [])
+            f"SELECT {q('budget')}, {q('usd')}, {q('period')}, {q('tz')}, {q('repo')}, "
+            f"{q('model')}, {q('labels')}, {q('warn_at')} FROM {table(rows)} "
+            f"WHERE {q('budget')} = {p}{self.backend.dialect.row_lock}", [])
         self.read_holds: Statement = (
             f"SELECT {q('budget')}, SUM(CASE WHEN {q('expires_at')} > {p} THEN {q('usd')} "
             f"ELSE 0 END), SUM(CASE WHEN {q('expires_at')} <= {p} THEN 1 ELSE 0 END) "
@@ -413,9 +414,17 @@ class Reserver:
         """On a server: the budgets, then a lock on each checked, then the
         clock, holds, replace count and watermarks (read after the locks)."""
         every = {row[0]: self._budget(tuple(row)) for row in self.run(conn, self.read_budgets)}
-        chosen = self._checked(every, name, run)
-        for budget in chosen[1]:
-            self.run(conn, self.lock, budget.name).fetchall()
+        named, checked, scope, seen = self._checked(every, name, run)
+        # Each as its lock finds it: a budget set meanwhile has its new
+        # limit, one deleted meanwhile no longer applies.
+        locked = []
+        for budget in checked:
+            found = self.run(conn, self.lock, budget.name).fetchall()
+            if found:
+                locked.append(self._budget(tuple(found[0])))
+            elif budget is named:
+                raise UnknownBudgetError(name)
+        chosen = (locked[[b.name for b in locked].index(name)], locked, scope, seen)
         now = database_now(self.backend, conn)
         moment = now.timestamp()
         # Holds first (see the module's docstring).

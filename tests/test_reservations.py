@@ -9,6 +9,7 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 from typing import Any, List
 
 import peewee
@@ -424,3 +425,43 @@ def test_an_unpriced_runs_estimate_counts_to_the_periods_end(
         with any_store.reserve("day", usd=0.1) as hold:
             hold.record(minimal(cost_usd=0.05))
         assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_budget_holds") == 4
+
+
+@pytest.mark.slow
+def test_a_budget_set_again_while_reservations_race_still_holds(
+        any_location: str, any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    # set_budget changes the row in place: a reservation waiting on its
+    # lock reads it again (a row deleted and inserted again went unlocked).
+    any_store.set_budget("b", usd=3.0)
+    stop = threading.Event()
+    failures: List[BaseException] = []
+
+    def setter() -> None:
+        with create_telemetry_store(any_location) as store:
+            while not stop.is_set():
+                store.set_budget("b", usd=3.0)
+
+    def worker() -> None:
+        try:
+            with create_telemetry_store(any_location) as store:
+                for _ in range(60):
+                    try:
+                        with store.reserve("b", usd=0.1) as hold:
+                            hold.record(minimal(cost_usd=0.1))
+                    except BudgetExceededError:
+                        pass
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    changing = threading.Thread(target=setter)
+    changing.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    changing.join()
+    assert not failures, failures[0]
+    assert any_witness.scalar("SELECT COUNT(*) FROM executions") == 30
+    assert float(any_witness.scalar("SELECT SUM(cost_usd) FROM executions")) <= 3.0 + 1e-9

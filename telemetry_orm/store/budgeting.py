@@ -56,11 +56,20 @@ class BudgetMethods:
         rows = self._budget_tables()[0]
         host = cast(Host, self)
         opened = host.opened
+        values = _budgets.to_row(budget)
         with host.connection() as conn, opened.backend.locking_transaction(opened.database):
-            conn.execute(*_sql.render(opened.database,
-                                      rows.delete().where(rows.budget == budget.name)))
-            conn.execute(*_sql.render(opened.database,
-                                      rows.insert(_budgets.to_row(budget))))
+            # Changed in place: a reservation waiting on the row's lock then
+            # reads the new values (a row deleted and inserted again would
+            # be gone for it, and the new one not locked).
+            # (Asked first: MySQL counts an UPDATE that changes nothing as 0 rows.)
+            there = conn.execute(*_sql.render(opened.database, rows.select(rows.budget).where(
+                rows.budget == budget.name))).fetchall()
+            if there:
+                conn.execute(*_sql.render(opened.database, rows.update(
+                    {getattr(rows, k): v for k, v in values.items() if k != "budget"}).where(
+                    rows.budget == budget.name)))
+            else:
+                conn.execute(*_sql.render(opened.database, rows.insert(values)))
             spend = self._budget_tables()[3]
             # Its scope may have changed: what reservations counted is summed again.
             conn.execute(*_sql.render(opened.database,
