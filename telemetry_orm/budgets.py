@@ -33,7 +33,7 @@ import peewee
 from peewee import CompositeKey, DoubleField, IntegerField, Model, TextField
 
 from . import zones
-from .checks import check_labels, check_optional_text, is_amount, to_utc
+from .checks import check_labels, check_optional_text, check_text, is_amount, to_utc
 from .errors import TelemetryValidationError
 from .reports import report
 from .schema import KeyTextField, parse_timestamp
@@ -106,8 +106,8 @@ def check_budget(name: Any, *, usd: Any, period: Any = "month", tz: Any = "UTC",
             or not 0 < float(warn_at) <= 1):
         raise TelemetryValidationError(
             "warn_at", f"must be a share of the limit in (0, 1], got {warn_at!r}")
-    return Budget(name, float(usd), period, zone, check_optional_text("repo", repo),
-                  check_optional_text("model", model),
+    return Budget(name, float(usd), period, zone, check_optional_text("repo", check_text(
+                      "repo", repo)), check_optional_text("model", check_text("model", model)),
                   dict(check_labels("labels", {} if labels is None else labels)),
                   float(warn_at))
 
@@ -143,7 +143,7 @@ class BudgetHold(Model):
     budget = KeyTextField()
     usd = DoubleField()
     expires_at = DoubleField()
-    pid = IntegerField()
+    pid = IntegerField()  # -1 (KEPT): an unpriced run's hold, kept to its period's end
     host = TextField()
 
     class Meta:

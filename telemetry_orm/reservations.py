@@ -47,7 +47,12 @@ from . import budgets, clock, prices
 from . import sql as _sql
 from .budgets import Budget, database_now, period_bounds
 from .checks import check_number, is_amount
-from .errors import BudgetExceededError, TelemetryValidationError, UnknownBudgetError
+from .errors import (
+    BudgetExceededError,
+    StoreBusyError,
+    TelemetryValidationError,
+    UnknownBudgetError,
+)
 from .record import coerce_record
 from .report_query import Query, checked_filters, cost_part_rows
 from .reports import priced
@@ -78,7 +83,8 @@ class Hold:
         #: The run's scope: the named budget's, narrowed by the repo, model
         #: and labels given to ``reserve`` (its ``name`` is the named budget's).
         self.scope = scope
-        self._others = tuple(b for b in seen if b not in budgets)
+        checked = {b.name for b in budgets}
+        self._others = tuple(b for b in seen if b.name not in checked)
         #: The hold's id (its rows' ``hold`` column).
         self.id = hold
         #: The estimate held.
@@ -174,6 +180,10 @@ _AFTER, _UPTO = -7_000_000_001, -7_000_000_002
 #: time: moving asks ``newest_id``, which makes writers wait a moment). On
 #: SQLite they move over every row a reservation reads.
 ADVANCE_ROWS = 100
+#: The ``pid`` of a hold kept to its period's end (an unpriced run's).
+KEPT = -1
+#: Sums a reservation makes while replaces or purges keep committing.
+SUMS = 5
 
 Statement = Tuple[str, List[Any]]
 #: A run's repo, model and labels, as given to ``reserve`` (``None``: not given).
@@ -278,7 +288,7 @@ class Reserver:
         self.delete_hold: Statement = (
             f"DELETE FROM {table(holds)} WHERE {q('hold')} = {p}", [])
         self.keep_hold: Statement = (
-            f"UPDATE {table(holds)} SET {q('expires_at')} = {p} "
+            f"UPDATE {table(holds)} SET {q('expires_at')} = {p}, {q('pid')} = {KEPT} "
             f"WHERE {q('hold')} = {p} AND {q('budget')} = {p}", [])
         self.forget: Statement = (f"DELETE FROM {table(spend)} WHERE {q('budget')} = {p}", [])
         self.remember: Statement = (
@@ -398,10 +408,22 @@ class Reserver:
                 moment = now.timestamp()
                 if dead:
                     self._bury(conn, moment)
-                self.past[name] = max(
-                    self._check(conn, budget, marks.get(budget.name), now, safe, newest,
-                                replaced, held.get(budget.name, 0.0), usd)
-                    for budget in checked)
+                for _attempt in range(SUMS):
+                    self.past[name] = max(
+                        self._check(conn, budget, marks.get(budget.name), now, safe, newest,
+                                    replaced, held.get(budget.name, 0.0), usd)
+                        for budget in checked)
+                    if not server:
+                        break
+                    # A replace or purge committed while the rows were read
+                    # (a server reads each statement's latest): sum again.
+                    found = self.run(conn, self.read_state).fetchone()
+                    if (int(found[0]) if found else 0) == replaced:
+                        break
+                    replaced, marks = int(found[0]), {}
+                else:
+                    raise StoreBusyError(f"budget {name!r}: its executions kept changing "
+                                         f"while it was summed ({SUMS} times); try again")
                 # Every hold row in one statement.
                 expires, pid, host = moment + ttl, os.getpid(), self.host
                 values: List[Any] = []

@@ -203,6 +203,10 @@ class ExportedRows(Iterator[Tuple[Any, ...]]):
     def __next__(self) -> Tuple[Any, ...]:
         return next(self._rows)
 
+    def __del__(self) -> None:
+        # Dropped unread: its read must not stay open under later writes.
+        self.close()
+
     def close(self) -> None:
         """Stop reading: the cursor is closed and the read transaction ends."""
         self._rows.close()

@@ -288,3 +288,15 @@ def test_an_export_closed_before_its_first_row_ends_its_read(tmp_path: Path) -> 
     other = sqlite3.connect(path)
     assert other.execute("SELECT COUNT(*) FROM executions").fetchone() == (3,)
     other.close()
+
+
+def test_an_export_dropped_unread_ends_its_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with create_telemetry_store(path) as store:
+        store.record(minimal())
+        export_rows(store.database)  # dropped at once, never read nor closed
+        assert not store.database.in_transaction()
+        store.record(minimal())  # committed, not held in a read left open
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT COUNT(*) FROM executions").fetchone() == (2,)
+        other.close()

@@ -465,3 +465,79 @@ def test_a_budget_set_again_while_reservations_race_still_holds(
     assert not failures, failures[0]
     assert any_witness.scalar("SELECT COUNT(*) FROM executions") == 30
     assert float(any_witness.scalar("SELECT SUM(cost_usd) FROM executions")) <= 3.0 + 1e-9
+
+
+def _after_statement(store: PeeweeTelemetryStore, which: str, then: Any) -> None:
+    """Run ``then()`` on another thread (and wait for it) right after the
+    reservation's statement ``which`` (an attribute of its Reserver), once."""
+    reserving = reservations.reserver(store, store._budget_tables())
+    statement, run, fired = getattr(reserving, which), reserving.run, []
+
+    def interleaved(conn: Any, sql: Any, *values: Any) -> Any:
+        out = run(conn, sql, *values)
+        if sql is statement and not fired:
+            fired.append(True)
+            other = threading.Thread(target=then)
+            other.start()
+            other.join(60)
+            assert not other.is_alive()
+        return out
+
+    reserving.run = interleaved  # type: ignore[method-assign]
+
+
+def test_a_purge_committing_while_a_reservation_sums_is_summed_again(
+        any_location: str, any_store: PeeweeTelemetryStore) -> None:
+    if not any_location.startswith(("postgresql", "mysql")):
+        pytest.skip("SQLite's reservation holds the write lock: no purge commits meanwhile")
+    now = dt.datetime(2026, 3, 20, 12, tzinfo=dt.timezone.utc)
+    with clock.pinned(now), create_telemetry_store(any_location) as purger:
+        any_store.set_budget("b", usd=10.0)
+        any_store.record(minimal(cost_usd=0.5), at=now - dt.timedelta(hours=1))
+        with any_store.reserve("b", usd=0.1):
+            pass  # the watermark
+        any_store.record_many([minimal(cost_usd=2.0)] * 4,
+                              at=[now - dt.timedelta(days=d) for d in (4, 5, 6, 7)])
+        any_store.rollup()
+        purged: List[int] = []
+        # The purge commits after the replace count is read, before the rows past the watermark.
+        _after_statement(any_store, "read_state",
+                         lambda: purged.append(purger.purge_older_than(3)))
+        with pytest.raises(BudgetExceededError) as caught:
+            any_store.reserve("b", usd=5.0)
+        assert purged == [4]
+        assert caught.value.spent_usd == pytest.approx(8.5)
+
+
+def test_a_budget_set_between_the_read_and_the_lock_is_still_checked(
+        any_location: str, any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    if any_witness.kind == "sqlite":
+        pytest.skip("SQLite's reservation takes the write lock before it reads")
+    with create_telemetry_store(any_location) as other:
+        any_store.set_budget("b", usd=10.0)
+        _after_statement(any_store, "read_budgets", lambda: other.set_budget("b", usd=20.0))
+        with any_store.reserve("b", usd=1.0) as hold:
+            assert hold.budgets == ("b",)
+            hold.record(minimal(cost_usd=1.0))  # b was checked, as its lock found it
+        assert any_witness.scalar("SELECT COUNT(*) FROM executions") == 1
+
+
+def test_an_unpriced_runs_hold_follows_its_budgets_new_period(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    utc = dt.timezone.utc
+    with clock.pinned(dt.datetime(2026, 3, 20, 12, tzinfo=utc)):
+        any_store.set_budget("b", usd=1.0, period="day")
+        with any_store.reserve("b", usd=0.4) as hold:
+            hold.record(minimal(model="my-finetune-v2", cost_usd=0.0, input_tokens=10))
+        any_store.set_budget("b", usd=1.0, period="month")
+        assert any_witness.scalar("SELECT expires_at FROM telemetry_orm_budget_holds") == \
+            dt.datetime(2026, 4, 1, tzinfo=utc).timestamp()
+
+
+@pytest.mark.parametrize("field", ["repo", "model"])
+def test_an_empty_repo_or_model_is_refused(store: PeeweeTelemetryStore, field: str) -> None:
+    with pytest.raises(TelemetryValidationError, match=f"^{field}: must be a non-empty"):
+        store.set_budget("b", usd=1.0, **{field: ""})
+    store.set_budget("b", usd=1.0)
+    with pytest.raises(TelemetryValidationError, match=f"^{field}: must be a non-empty"):
+        store.reserve("b", usd=0.1, **{field: ""})

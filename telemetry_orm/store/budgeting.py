@@ -11,7 +11,7 @@ from .. import budgets as _budgets
 from .. import reservations as _reservations
 from .. import sql as _sql
 from ..budgets import Budget, BudgetStatus, check_budget, check_name
-from ..checks import check_labels, check_optional_text
+from ..checks import check_labels, check_optional_text, check_text
 from ..errors import TelemetryError, UnknownBudgetError
 from .opening import Host
 
@@ -74,6 +74,13 @@ class BudgetMethods:
             # Its scope may have changed: what reservations counted is summed again.
             conn.execute(*_sql.render(opened.database,
                                       spend.delete().where(spend.budget == budget.name)))
+            # Its period may have changed: the holds of unpriced runs last to its end.
+            holds = self._budget_tables()[1]
+            end = _budgets.period_bounds(budget.period, budget.tz, _budgets.database_now(
+                opened.backend, conn))[1]
+            conn.execute(*_sql.render(opened.database, holds.update(
+                expires_at=end.timestamp()).where(
+                (holds.budget == budget.name) & (holds.pid == _reservations.KEPT))))
         return budget
 
     def budgets(self) -> List[Budget]:
@@ -155,7 +162,8 @@ class BudgetMethods:
         estimate = _reservations.check_estimate(usd, ttl)
         check_name(name)
         run: _reservations.Run = (
-            check_optional_text("repo", repo), check_optional_text("model", model),
+            check_optional_text("repo", check_text("repo", repo)),
+            check_optional_text("model", check_text("model", model)),
             check_labels("labels", {} if labels is None else labels))
         cast(Host, self).outside_transaction("reserve against a budget")
         reserving = _reservations.reserver(self, self._budget_tables())
