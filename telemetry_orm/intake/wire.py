@@ -1,0 +1,168 @@
+"""OTLP/HTTP bodies: requests decoded and responses encoded with the
+generated classes of ``opentelemetry-proto``, in protobuf or in the OTLP
+JSON encoding.
+
+OTLP JSON is protobuf's JSON mapping with three differences that
+``google.protobuf.json_format`` alone would get wrong or refuse: trace and
+span ids are hex, not base64; field names are lowerCamelCase (the mapping
+reads them, and snake_case too); 64-bit integers may be strings or numbers
+(the mapping reads both). Unknown fields are ignored, as the
+specification asks of a receiver. The classes are imported at the first
+use, so the package imports without them; they come with the ``serve``
+extra.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import json
+from typing import Any, Callable, Dict, List, Tuple
+
+from ..errors import TelemetryValidationError
+
+#: The extra that brings the generated classes and the server.
+EXTRA = "serve"
+
+#: JSON keys whose values are ids in hex (OTLP) rather than base64 (protobuf JSON).
+HEX_IDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id",
+                     "parent_span_id"})
+
+#: google.rpc.Code INVALID_ARGUMENT, the code of an undecodable body.
+INVALID_ARGUMENT = 3
+
+# How deep a JSON body may nest: protobuf's own limit for its binary
+# decoding and json_format's default.
+_MAX_DEPTH = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Signal:
+    """One OTLP signal: its path, its request and response classes, and the
+    field of ``partial_success`` that counts what was refused."""
+
+    name: str
+    path: str
+    request: Any
+    response: Any
+    rejected_field: str
+
+
+def require(what: str = "the OTLP intake") -> None:
+    """Raise ``ImportError`` naming the ``serve`` extra when its packages
+    are missing."""
+    _classes(what)
+
+
+@functools.cache
+def _classes(what: str = "the OTLP intake") -> Tuple[Dict[str, Signal], Any, Any]:
+    try:
+        from google.protobuf import json_format
+        from google.rpc import status_pb2
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs the {EXTRA!r} extra: pip install 'telemetry_orm[{EXTRA}]' "
+            f"(missing: {exc.name or exc})") from exc
+    signals = {
+        "logs": Signal("logs", "/v1/logs", logs_service_pb2.ExportLogsServiceRequest,
+                       logs_service_pb2.ExportLogsServiceResponse, "rejected_log_records"),
+        "traces": Signal("traces", "/v1/traces", trace_service_pb2.ExportTraceServiceRequest,
+                         trace_service_pb2.ExportTraceServiceResponse, "rejected_spans"),
+        "metrics": Signal("metrics", "/v1/metrics",
+                          metrics_service_pb2.ExportMetricsServiceRequest,
+                          metrics_service_pb2.ExportMetricsServiceResponse,
+                          "rejected_data_points"),
+    }
+    return signals, json_format, status_pb2
+
+
+def signals() -> Dict[str, Signal]:
+    """The signals by name: ``logs``, ``traces`` and ``metrics``."""
+    return _classes()[0]
+
+
+def decode(signal: str, body: bytes, *, as_json: bool = False) -> Any:
+    """The ``Export…ServiceRequest`` of ``signal`` in ``body`` (protobuf, or
+    OTLP JSON when ``as_json``). An undecodable body raises
+    :class:`~telemetry_orm.TelemetryValidationError` (field ``body``) saying why."""
+    found, json_format, _ = _classes()
+    message_class = found[signal].request
+    if not as_json:
+        try:
+            return message_class.FromString(body)
+        except Exception as exc:  # google.protobuf.message.DecodeError, and upb's
+            raise TelemetryValidationError(
+                "body", f"is not a protobuf {message_class.__name__}: {exc}") from None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise TelemetryValidationError("body", f"is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise TelemetryValidationError(
+            "body", f"must be a JSON object ({message_class.__name__}), "
+                    f"got {type(data).__name__}")
+    _hex_ids_to_base64(data)
+    message = message_class()
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True,
+                              max_recursion_depth=_MAX_DEPTH)
+    except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
+        raise TelemetryValidationError(
+            "body", f"is not an OTLP JSON {message_class.__name__}: {exc}") from None
+    return message
+
+
+def _hex_ids_to_base64(data: Dict[str, Any]) -> None:
+    # Iterative: a body nested deeper than Python's stack must not crash
+    # here (json_format refuses it after this, at its depth limit).
+    stack: List[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in HEX_IDS and isinstance(value, str):
+                    node[key] = _base64_of_hex(key, value)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(item for item in node if isinstance(item, (dict, list)))
+
+
+def _base64_of_hex(key: str, value: str) -> str:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise TelemetryValidationError(
+            "body", f"{key} must be hexadecimal (OTLP JSON), got {value[:40]!r}") from None
+    return base64.b64encode(raw).decode("ascii")
+
+
+def response(signal: str, rejected: int = 0, message: str = "", *,
+             as_json: bool = False) -> bytes:
+    """The ``Export…ServiceResponse`` of ``signal``, with ``partial_success``
+    when ``rejected`` or ``message`` say something, encoded as the request was."""
+    found, json_format, _ = _classes()
+    chosen = found[signal]
+    reply = chosen.response()
+    if rejected or message:
+        setattr(reply.partial_success, chosen.rejected_field, rejected)
+        reply.partial_success.error_message = message
+    return _encode(reply, as_json, json_format.MessageToJson)
+
+
+def status(message: str, code: int = INVALID_ARGUMENT, *, as_json: bool = False) -> bytes:
+    """A ``google.rpc.Status`` body (the error body of OTLP/HTTP)."""
+    _, json_format, status_pb2 = _classes()
+    return _encode(status_pb2.Status(code=code, message=message), as_json,
+                   json_format.MessageToJson)
+
+
+def _encode(message: Any, as_json: bool, to_json: Callable[..., str]) -> bytes:
+    if as_json:
+        return to_json(message, indent=None).encode("utf-8")
+    data: bytes = message.SerializeToString()
+    return data
