@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 
 from . import (
     cli_budget,
+    cli_serve,
     clock,
     dashboard,
     demo,
@@ -632,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "path); give another one for a different file at the same path")
     sub.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     cli_budget.add_commands(commands, common)
+    cli_serve.add_command(commands, common)
     return parser
 
 
