@@ -8,7 +8,13 @@ clock otherwise)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
@@ -198,3 +204,40 @@ def span_key(span: ReadableSpan) -> str:
     context = span.get_span_context()
     assert context is not None
     return f"otlp.span:{context.trace_id:032x}:{context.span_id:016x}"
+
+
+# --- The command in a subprocess --------------------------------------------------
+
+
+def start(tmp_path: Path, *args: str, env: Optional[Dict[str, str]] = None,
+          port: int = 0) -> Tuple[subprocess.Popen[str], int]:
+    """``telemetry-orm serve`` on ``tmp_path/otlp.db`` in a subprocess, on
+    ``port`` (0: a free one), and the port it listens on (read from its
+    first line)."""
+    command = [sys.executable, "-m", "telemetry_orm", "serve", "--db",
+               str(tmp_path / "otlp.db"), "--port", str(port), *args]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    if not ready:
+        process.kill()
+        pytest.fail("the server printed nothing in 60 s")
+    line = process.stdout.readline()
+    if not line.startswith("serving OTLP/HTTP on http://127.0.0.1:"):
+        process.kill()
+        pytest.fail(f"unexpected first line {line!r}; stderr: {process.communicate()[1]}")
+    port = int(line.split("http://127.0.0.1:", 1)[1].split(" ", 1)[0])
+    return process, port
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> Tuple[int, str, str]:
+    process.send_signal(sig)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"still running 60 s after the signal; stderr: {err}")
+    return process.returncode, out, err
