@@ -57,7 +57,10 @@ class Intake:
         execution."""
         try:
             check_key("key", key)
-            record = TelemetryRecord.from_mapping(self._priced(fields))
+            # The fields are named as the record's, labels included: the
+            # constructor checks them all (from_mapping would first map
+            # each name through its camelCase aliases).
+            record = TelemetryRecord(**self._priced(fields))
         except TelemetryValidationError as exc:
             self.reject(index, str(exc))
             return

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, Optional
 from ..checks import check_instant, parse_iso, to_utc
 from ..errors import TelemetryValidationError
 
-_NANOS_PER_SECOND = 1_000_000_000
+_SCALARS = frozenset({"bool_value", "int_value", "double_value", "bytes_value"})
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
@@ -39,7 +39,19 @@ def plain(value: Any) -> Any:
 def attributes(pairs: Iterable[Any]) -> Dict[str, Any]:
     """The ``KeyValue`` list of a record, span or resource as a ``dict``
     (a key given twice: the last one wins)."""
-    return {pair.key: plain(pair.value) for pair in pairs}
+    found: Dict[str, Any] = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        # Most values are strings (Claude Code sends its numbers so): read
+        # them without a call to plain(), which a request makes per value.
+        if kind == "string_value":
+            found[pair.key] = value.string_value
+        elif kind in _SCALARS:
+            found[pair.key] = getattr(value, kind)
+        else:
+            found[pair.key] = plain(value)
+    return found
 
 
 def _number(name: str, value: Any) -> float | int:
