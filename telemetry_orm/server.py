@@ -23,6 +23,7 @@ application can mount it beside its own routes::
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import threading
@@ -91,7 +92,8 @@ class OtlpApp:
         self.max_body = max_body
         self.label_keys = intake.label_attributes(label_attributes)
         self.busy_wait = busy_wait
-        self._token = None if token is None else token.strip().encode("utf-8")
+        self._token = None if token is None else hashlib.sha256(
+            token.strip().encode("utf-8")).digest()
         self._writers = threading.BoundedSemaphore(max_inflight)
         self._lock = threading.Lock()
         self._unpriced: set[str] = set()
@@ -147,9 +149,11 @@ class OtlpApp:
         if self._token is None:
             return
         scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
-        # Compared in constant time, whatever was given.
-        matches = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
-                                      self._token)
+        # Digests of equal length compared in constant time: neither the
+        # token's characters nor its length show in the time taken.
+        matches = hmac.compare_digest(
+            hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest(),
+            self._token)
         if scheme.lower() != "bearer" or not matches:
             raise _Refused(401, "a valid 'Authorization: Bearer <token>' header is required",
                            [("WWW-Authenticate", 'Bearer realm="telemetry-orm"')])
