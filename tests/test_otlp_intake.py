@@ -372,6 +372,14 @@ def test_otlp_json_ids_are_hex_and_int64_may_be_strings_or_numbers() -> None:
             record.conclusion) == (12, 3, 1000, "error")
 
 
+def nested(depth: int) -> Dict[str, Any]:
+    """An OTLP JSON attribute value: arrays in arrays, ``depth`` deep."""
+    value: Dict[str, Any] = {"stringValue": "x"}
+    for _ in range(depth):
+        value = {"arrayValue": {"values": [value]}}
+    return value
+
+
 @pytest.mark.parametrize("body, as_json, reason", [
     (b"\xff\xff\xff\xff", False, "is not a protobuf ExportLogsServiceRequest"),
     (b"{not json", True, "is not JSON"),
@@ -380,8 +388,8 @@ def test_otlp_json_ids_are_hex_and_int64_may_be_strings_or_numbers() -> None:
     (b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "zz"}]}]}]}', True,
      "traceId must be hexadecimal (OTLP JSON), got 'zz'"),
     (b"[" * 50_000 + b"]" * 50_000, True, "is not"),
-    (b'{"resourceLogs": [' + b'{"resource": {"attributes": [{"key": "k", "value": '
-     b'{"arrayValue": {"values": [' * 200 + b"]}}}]}}" * 200 + b"]}", True, "is not"),
+    (json.dumps({"resourceLogs": [{"resource": {"attributes": [{"key": "k", "value": nested(
+        200)}]}}]}).encode(), True, "is not an OTLP JSON ExportLogsServiceRequest"),
 ])
 def test_an_undecodable_body_is_refused_saying_why(body: bytes, as_json: bool,
                                                    reason: str) -> None:
