@@ -41,6 +41,7 @@ from bench import (  # noqa: E402
     budgets,
     fold,
     inserts,
+    intake,
     labels,
     memory,
     mysql_record,
@@ -209,6 +210,7 @@ CASES: List[Case] = [
     rollups.rollups,
     fold.fold,
     budgets.budgets,
+    intake.intake,
 ]
 
 

@@ -1,0 +1,201 @@
+"""The OTLP intake (``telemetry_orm.server``): what a request of 1,000
+Claude Code events costs, and what four concurrent clients sustain.
+
+- ``OTLP logs request of 1,000 records``: a protobuf
+  ``ExportLogsServiceRequest`` posted to ``make_app``'s WSGI callable (an
+  SQLite file; every request new, so every record is stored) against
+  decoding the same bytes with the generated classes plus one raw
+  ``sqlite3`` ``executemany`` of the same rows in one transaction; target
+  <= 2x.
+- ``records/s, 4 concurrent clients``: four threads posting requests of
+  250 events over HTTP to the app served by waitress, as ``telemetry-orm
+  serve`` serves it (a reference line).
+
+Skipped, with the reason, without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import io
+import sqlite3
+import threading
+import time
+from typing import Any, Dict, List, Tuple
+
+from bench.timing import Result, Settings, paired
+from telemetry_orm import create_telemetry_store
+from telemetry_orm.record import FIELD_NAMES
+
+CASE = "OTLP logs request of 1,000 records"
+TARGET = 2.0
+THROUGHPUT = "  records/s, 4 concurrent clients"
+
+#: When the events happened (one a second from here).
+START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)
+
+
+def _request(classes: Tuple[Any, Any, Any, Any], tag: str, n: int) -> bytes:
+    """A logs request of ``n`` events shaped as Claude Code sends them
+    (numbers as strings, the body the event's name), each with its own
+    request id (``tag`` makes them new)."""
+    request_cls, any_value, key_value, _ = classes
+
+    def attribute(key: str, text: str) -> Any:
+        return key_value(key=key, value=any_value(string_value=text))
+
+    request = request_cls()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend([
+        attribute("service.name", "claude-code"), attribute("service.version", "2.0.14"),
+        attribute("team", "platform")])
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = "com.anthropic.claude_code.events"
+    for i in range(n):
+        when = START + dt.timedelta(seconds=i)
+        record = scope_logs.log_records.add()
+        record.time_unix_nano = int(when.timestamp()) * 1_000_000_000
+        record.body.string_value = "claude_code.api_request"
+        record.attributes.extend([
+            attribute("event.name", "api_request"),
+            attribute("event.timestamp", when.strftime("%Y-%m-%dT%H:%M:%S.000Z")),
+            attribute("event.sequence", str(i)),
+            attribute("session.id", f"session-{tag}-{i // 50}"),
+            attribute("prompt.id", f"prompt-{tag}-{i // 5}"),
+            attribute("model", "claude-sonnet-4-5"),
+            attribute("input_tokens", str(100 + i % 900)),
+            attribute("output_tokens", str(20 + i % 400)),
+            attribute("cache_read_tokens", str(1000 * (i % 7))),
+            attribute("cache_creation_tokens", str(100 * (i % 3))),
+            attribute("cost_usd", f"{0.001 + (i % 97) / 1000:.4f}"),
+            attribute("duration_ms", str(800 + i % 5000)),
+            attribute("request_id", f"req_{tag}_{i:06d}"),
+            attribute("query_source", "main"),
+            attribute("user.email", f"user{i % 12}@example.com"),
+            attribute("organization.id", "org-1"),
+        ])
+    return bytes(request.SerializeToString())
+
+
+def _post(app: Any, body: bytes) -> int:
+    """``body`` posted to the WSGI ``app`` at ``/v1/logs``; the status."""
+    seen: List[str] = []
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/logs",
+               "CONTENT_TYPE": "application/x-protobuf", "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    b"".join(app(environ, lambda status, headers, *rest: seen.append(status)))
+    return int(seen[0].split()[0])
+
+
+def intake(settings: Settings) -> List[Result]:
+    """Both lines."""
+    try:
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceRequest,
+        )
+        from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+        from telemetry_orm import intake as _intake
+        from telemetry_orm.server import make_app
+        from telemetry_orm.serving import Serving
+        _intake.require()
+    except ImportError as exc:
+        return [Result(CASE, None, "", target=f"<= {TARGET}x",
+                       note=f"skipped: the serve extra is not installed ({exc})")]
+    classes = (ExportLogsServiceRequest, AnyValue, KeyValue, None)
+    n, rounds = 1000, settings.rounds
+    # Every round posts requests never seen (their keys are new).
+    bodies = [_request(classes, f"r{i}", n) for i in range(rounds + 1)]
+    path = settings.workdir / "intake.db"
+    raw_path = settings.workdir / "intake_raw.db"
+    create_telemetry_store(raw_path).close()
+    with create_telemetry_store(path) as store:
+        app = make_app(store)
+        # The baseline's rows: what the intake makes of the first request.
+        decoded = _intake.decode("logs", bodies[0], as_json=False)
+        taken = _intake.map_logs(decoded, ())
+        rows = [(when.strftime("%Y-%m-%d %H:%M:%S"), *record.as_row())
+                for record, when in zip(taken.records, taken.at, strict=True)]
+        sql = (f"INSERT INTO executions (created_at, {', '.join(FIELD_NAMES)}) "
+               f"VALUES ({', '.join('?' for _ in range(len(FIELD_NAMES) + 1))})")
+        raw = sqlite3.connect(raw_path, isolation_level=None)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("PRAGMA synchronous=NORMAL")
+        posted = iter(bodies)
+
+        def ours() -> float:
+            body = next(posted)
+            started = time.perf_counter()
+            status = _post(app, body)
+            took = time.perf_counter() - started
+            if status != 200:
+                raise RuntimeError(f"the intake answered {status}")
+            return took
+
+        def baseline() -> float:
+            started = time.perf_counter()
+            ExportLogsServiceRequest.FromString(bodies[0])
+            raw.execute("BEGIN")
+            raw.executemany(sql, rows)
+            raw.execute("COMMIT")
+            return time.perf_counter() - started
+
+        mine, theirs, ratio = paired(ours, baseline, rounds)
+        raw.close()
+        stored = store.model.select().count()
+        if stored != n * (rounds + 1):
+            raise RuntimeError(f"stored {stored} executions, sent {n * (rounds + 1)}")
+        results = [Result(CASE, mine * 1000, "ms", theirs * 1000, ratio, TARGET,
+                          f"<= {TARGET}x decode + raw executemany",
+                          "protobuf, SQLite file, every record new", rounds)]
+        results.append(_throughput(store, make_app, Serving, classes, settings))
+    return results
+
+
+def _throughput(store: Any, make_app: Any, serving_cls: Any,
+                classes: Tuple[Any, Any, Any, Any], settings: Settings) -> Result:
+    """Records a second that four threads posting over HTTP get stored."""
+    clients, batch = 4, 250
+    requests = 6 if settings.quick else 20
+    bodies = {c: [_request(classes, f"c{c}q{q}", batch) for q in range(requests)]
+              for c in range(clients)}
+    serving = serving_cls(make_app(store), port=0, threads=clients)
+    server = threading.Thread(target=serving.run, daemon=True)
+    server.start()
+    statuses: Dict[int, List[int]] = {c: [] for c in range(clients)}
+
+    def client(c: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", serving.port, timeout=120)
+        for body in bodies[c]:
+            for _ in range(20):  # as an exporter does: 503 means later
+                connection.request("POST", "/v1/logs", body,
+                                   {"Content-Type": "application/x-protobuf"})
+                answer = connection.getresponse()
+                answer.read()
+                statuses[c].append(answer.status)
+                if answer.status != 503:
+                    break
+                time.sleep(float(answer.getheader("Retry-After") or 1))
+        connection.close()
+
+    before = store.model.select().count()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - started
+    serving.stop()
+    serving.wait(30)
+    stored = store.model.select().count() - before
+    answered = sorted({s for per in statuses.values() for s in per})
+    if stored != clients * requests * batch:
+        raise RuntimeError(f"stored {stored} of {clients * requests * batch} (answers "
+                           f"{answered})")
+    return Result(THROUGHPUT, stored / took, "rec/s", note=(
+        f"{clients} x {requests} requests of {batch} events over HTTP, waitress, SQLite file"
+        + ("" if answered == [200] else
+           f"; {sum(s == 503 for per in statuses.values() for s in per)} answers 503, "
+           "sent again")))
