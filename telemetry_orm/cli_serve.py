@@ -101,8 +101,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         with _stopping_on_signals(serving.stop):
             serving.run()
     counts = app.counts
-    out.write(f"stopped: {counts['recorded']:,} executions recorded, {counts['rejected']:,} "
-              f"records refused, in {counts['requests']:,} requests\n")
+    out.write(f"stopped: {counts['recorded']:,} executions accepted (a resent one is stored "
+              f"once), {counts['rejected']:,} records refused, in {counts['requests']:,} "
+              "requests\n")
     return 0
 
 

@@ -54,8 +54,8 @@ def test_serves_the_sdk_exporter_then_a_signal_stops_it_with_exit_0(
         status, out, err = stop(process, sig)
 
     assert status == 0, err
-    assert out.splitlines()[-1] == ("stopped: 6 executions recorded, 0 records refused, "
-                                    "in 2 requests")
+    assert out.splitlines()[-1] == ("stopped: 6 executions accepted (a resent one is stored "
+                                    "once), 0 records refused, in 2 requests")
     assert rows(tmp_path / "otlp.db") == [(f"otlp.log.request:c{i}", "acme/api", 120)
                                           for i in range(3)]
 
@@ -92,7 +92,7 @@ def test_sigterm_stops_accepting_and_finishes_the_request_in_flight(tmp_path: Pa
     assert answer.startswith(b"HTTP/1.1 200 OK"), answer
     assert status == 0, err
     assert rows(tmp_path / "otlp.db") == [("otlp.log.request:in-flight", "acme/api", 120)]
-    assert out.splitlines()[-1].startswith("stopped: 1 executions recorded")
+    assert out.splitlines()[-1].startswith("stopped: 1 executions accepted")
 
 
 def test_the_token_can_come_from_the_environment(tmp_path: Path) -> None:
