@@ -235,7 +235,7 @@ def make_app(store: PeeweeTelemetryStore, token: Optional[str] = None, *,
     """A WSGI application receiving OTLP/HTTP into ``store``.
 
     ``token``: the bearer token every export must send (``Authorization:
-    Bearer <token>``, compared in constant time before the body is read);
+    Bearer <token>``, compared in constant time before the body is decompressed or decoded);
     ``None`` takes every request. ``max_body``: the most bytes of a body,
     after decompression (413 past it). ``label_attributes``: resource
     attributes kept as labels (``OTEL_RESOURCE_ATTRIBUTES=team=platform``

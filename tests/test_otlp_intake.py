@@ -144,6 +144,23 @@ def test_without_a_request_id_the_key_is_a_digest_of_what_tells_events_apart() -
     assert len({again[0], next_one[0], other_session[0]}) == 3
 
 
+def test_a_digest_key_tells_apart_what_differs_and_only_that() -> None:
+    def key(**attributes: Any) -> str:
+        return logs([api_request(request_id=None, **attributes)]).keys[0]
+
+    # A separator inside a value cannot make two events one.
+    assert key(**{"session.id": "s\x1fp", "prompt.id": "x"}) != \
+        key(**{"session.id": "s", "prompt.id": "p\x1fx"})
+    # An error and a request at the same moment are two events.
+    error = logs([api_error(request_id=None)]).keys[0]
+    assert error != key(**{k: v for k, v in api_error(request_id=None).items()
+                           if k in ("session.id", "prompt.id", "event.sequence",
+                                    "event.timestamp")})
+    # One instant written two ways is one event.
+    assert key(**{"event.timestamp": "2026-05-04T09:30:00Z"}) == \
+        key(**{"event.timestamp": "2026-05-04T09:30:00.000+00:00"})
+
+
 def test_without_cost_usd_the_tokens_are_priced_and_an_unknown_model_stays_unpriced() -> None:
     intake = logs([api_request(cost_usd=None, request_id="a"),
                    api_request(cost_usd=None, model="our-own-model", request_id="b")])

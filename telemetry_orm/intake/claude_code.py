@@ -22,9 +22,9 @@ execution                   ``api_request`` (``api_error``)
 created at                  ``event.timestamp``, else the record's time,
                             else its observed time
 key                         ``otlp.log.request:`` and ``request_id``, else
-                            ``otlp.log.digest:`` and a SHA-256 of
-                            ``session.id``, ``prompt.id``,
-                            ``event.sequence`` and the time
+                            ``otlp.log.digest:`` and a SHA-256 of the
+                            event's name, ``session.id``, ``prompt.id``,
+                            ``event.sequence`` and its instant (parsed)
 ==========================  =================================================
 
 Numbers may be strings, ints or doubles (Claude Code sends strings). A
@@ -92,7 +92,7 @@ def _map_one(intake: Intake, index: int, record: Any, resource: Mapping[str, Any
         intake.reject(index, str(exc))
         return
     fields.update(placing(own, resource, label_keys))
-    intake.add(index, fields, key_of(record, own), when)
+    intake.add(index, fields, key_of(record, own, name, when), when)
 
 
 def _fields(name: str, own: Mapping[str, Any]) -> Dict[str, Any]:
@@ -127,15 +127,20 @@ def _instant(record: Any, own: Mapping[str, Any]) -> _dt.datetime:
     return values.from_nanos(nanos)
 
 
-def key_of(record: Any, own: Mapping[str, Any]) -> str:
+def key_of(record: Any, own: Mapping[str, Any], name: str = "api_request",
+           when: Optional[_dt.datetime] = None) -> str:
     """The key of a Claude Code event: its request id, else a digest of
-    what tells it apart from every other event."""
+    what tells it apart from every other event: its name, session, prompt,
+    sequence and instant (``when``, as parsed: one instant written two ways
+    is one event). Each part is length-prefixed, so no value can pass for
+    two."""
     request_id = values.text(own.get("request_id"))
     if request_id is not None:
         return f"otlp.log.request:{request_id}"
-    parts = [values.text(own.get(name)) or "" for name in
-             ("session.id", "prompt.id", "event.sequence", "event.timestamp")]
-    if not parts[3]:
-        parts[3] = str(record.time_unix_nano or record.observed_time_unix_nano)
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+    instant = (when.isoformat() if when is not None
+               else str(record.time_unix_nano or record.observed_time_unix_nano))
+    parts = [name, *(values.text(own.get(part)) or "" for part in
+                     ("session.id", "prompt.id", "event.sequence")), instant]
+    text = "".join(f"{len(part)}:{part}" for part in parts)
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return f"otlp.log.digest:{digest}"
