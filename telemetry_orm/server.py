@@ -26,12 +26,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import intake
 from .errors import StoreClosedError, TelemetryValidationError
 from .intake import body as _body
+from .sql import quote
 from .store import PeeweeTelemetryStore
 
 #: The default bound of a request body, decompressed: 16 MiB.
@@ -97,6 +99,7 @@ class OtlpApp:
         self._writers = threading.BoundedSemaphore(max_inflight)
         self._lock = threading.Lock()
         self._unpriced: set[str] = set()
+        self._table = quote(store.database, store.model._meta.table_name)
         self.counts = {"recorded": 0, "rejected": 0, "requests": 0}
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> List[bytes]:
@@ -212,9 +215,14 @@ class OtlpApp:
             _log.info("%s", taken.message())
 
     def _health(self) -> Tuple[int, Headers, bytes]:
+        files = self.store.backend.files()
+        if files and not os.path.exists(files[0]):
+            # An open connection still reads a file deleted under it; writes fail.
+            raise _Refused(503, f"the database file is gone: {files[0]}",
+                           [("Retry-After", str(RETRY_AFTER))])
         try:
             with self.store.reading() as database:
-                database.execute_sql("SELECT 1").fetchall()
+                database.execute_sql(f"SELECT 1 FROM {self._table} LIMIT 1").fetchall()
         except StoreClosedError:
             raise _Refused(503, "the store is closed") from None
         except Exception as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -330,6 +331,16 @@ def test_paths_and_methods(app: Any, store: PeeweeTelemetryStore) -> None:
     assert call(app, path="/healthz", method="GET")[:3:2] == (200, b"ok\n")
     store.close()
     assert call(app, path="/healthz", method="GET")[0] == 503
+
+
+def test_health_is_503_once_the_database_file_is_gone(app: Any,
+                                                       store: PeeweeTelemetryStore) -> None:
+    assert call(app, path="/healthz", method="GET")[0] == 200
+    for name in store.backend.files():
+        if os.path.exists(name):
+            os.remove(name)  # the open connection still reads the deleted file
+    status, headers, body = call(app, path="/healthz", method="GET")
+    assert (status, headers["Retry-After"]) == (503, "1")
 
 
 # --- The store busy or failing ---------------------------------------------------------
