@@ -9,7 +9,7 @@ than that.
 from __future__ import annotations
 
 import zlib
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 from ..errors import TelemetryValidationError
 
@@ -50,28 +50,26 @@ def read(stream: Any, length: int, max_body: int, encoding: str = "") -> bytes:
     if length > max_body:
         raise BodyTooLargeError(max_body, "the compressed body")
     inflater = _Inflater(ENCODINGS[encoding], max_body)
-    left = length
-    while left > 0:
-        chunk = stream.read(min(CHUNK, left))
-        if not chunk:
-            raise TelemetryValidationError(
-                "body", f"ended after {length - left:,} of its {length:,} bytes")
-        left -= len(chunk)
+    for chunk in _chunks(stream, length):
         inflater.feed(chunk)
     return inflater.finish()
 
 
 def _read_exactly(stream: Any, length: int) -> bytes:
-    parts: List[bytes] = []
+    return b"".join(_chunks(stream, length))
+
+
+def _chunks(stream: Any, length: int) -> Iterator[bytes]:
+    """The ``length`` bytes of ``stream``, a chunk at a time; a body that
+    ends early is refused."""
     left = length
     while left > 0:
         chunk = stream.read(min(CHUNK, left))
         if not chunk:
             raise TelemetryValidationError(
                 "body", f"ended after {length - left:,} of its {length:,} bytes")
-        parts.append(chunk)
         left -= len(chunk)
-    return b"".join(parts)
+        yield chunk
 
 
 class _Inflater:
