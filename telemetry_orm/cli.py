@@ -135,14 +135,6 @@ def _group_key(text: str) -> str:
         f"unknown key {text!r}; expected one of {', '.join(reports.GROUP_KEYS)} or label:NAME")
 
 
-def _label(text: str) -> Tuple[str, str]:
-    try:
-        return report_labels.parse_label(text)
-    except TelemetryValidationError as exc:
-        raise argparse.ArgumentTypeError(
-            exc.reason if exc.field == "--label" else str(exc)) from None
-
-
 def _text(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
@@ -544,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="group by KEY, repeatable (default repo): "
                      + ", ".join(reports.GROUP_KEYS) + ", or label:NAME (an execution's "
                      "label NAME; (none) without it)")
-    sub.add_argument("--label", action="append", type=_label, default=[], metavar="NAME=VALUE",
+    sub.add_argument("--label", action="append", type=cli_budget.label_argument, default=[],
+                     metavar="NAME=VALUE",
                      help="only executions with this label (repeatable: all of them)")
     sub.add_argument("--format", choices=(*formats.REPORT_FORMATS, "html"), default="table",
                      help="html: a self-contained page (charts, the table) for a browser")

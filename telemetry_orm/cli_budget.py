@@ -13,7 +13,7 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, Tuple
 
 from . import formats, report_labels
 from .budgets import PERIODS, BudgetStatus
@@ -27,7 +27,9 @@ EXIT = {"ok": 0, "warning": 3, "exceeded": 4}
 EXIT_UNDELIVERED = 5
 
 
-def _label(text: str) -> Any:
+def label_argument(text: str) -> Tuple[str, str]:
+    """A ``--label NAME=VALUE`` argument (of ``report`` and ``budget set``),
+    read by the report's rules."""
     try:
         return report_labels.parse_label(text)
     except TelemetryValidationError as exc:
@@ -144,7 +146,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
                       help="IANA zone where periods start at midnight (default UTC)")
     made.add_argument("--repo", metavar="R", help="only this repository's executions")
     made.add_argument("--model", metavar="M", help="only this model's executions")
-    made.add_argument("--label", type=_label, action="append", default=[], metavar="K=V",
+    made.add_argument("--label", type=label_argument, action="append", default=[], metavar="K=V",
                       help="only executions carrying this label (repeatable)")
     made.add_argument("--warn-at", type=_number, default=0.8, metavar="SHARE",
                       help="share of the limit from which it is a warning (default 0.8)")
