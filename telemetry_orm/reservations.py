@@ -63,38 +63,56 @@ from .tables import tables_of
 #: A hold's lifetime by default (seconds): longer than an agent's run.
 TTL = 3600.0
 
+_INF = float("inf")
+
 #: Float sums of many costs differ from the exact sum by far less than this.
-_SLACK = 1e-9
+SLACK = 1e-9
 
 LOGGER = logging.getLogger("telemetry_orm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Which budgets a reservation of one run checks, worked out from the
+    budgets as read (see :meth:`Reserver.plan`)."""
+
+    #: The budget named.
+    named: Budget
+    #: The run's scope: ``named``'s, narrowed by the run's repo, model and labels.
+    scope: Budget
+    #: Every budget whose scope contains the run's, by name.
+    checked: Tuple[Budget, ...]
+    #: Every other budget (an entry recorded in the hold must fall in none).
+    others: Tuple[Budget, ...]
+    #: The names of ``checked``.
+    names: Tuple[str, ...]
 
 
 class Hold:
     """A live reservation against a budget (made by ``store.reserve``): a
     context manager; :meth:`record` records the execution it was for."""
 
-    def __init__(self, store: Any, budget: Budget, hold: str, usd: float,
-                 budgets: Sequence[Budget], reserving: Reserver, scope: Budget,
-                 seen: Sequence[Budget] = ()) -> None:
+    def __init__(self, store: Any, reserving: Reserver, plan: Plan, hold: str,
+                 usd: float) -> None:
         self._store = store
         self._reserver = reserving
+        self._plan = plan
         #: The budget named at the reservation.
-        self.budget = budget
+        self.budget = plan.named
         #: The run's scope: the named budget's, narrowed by the repo, model
         #: and labels given to ``reserve`` (its ``name`` is the named budget's).
-        self.scope = scope
-        checked = {b.name for b in budgets}
-        self._others = tuple(b for b in seen if b.name not in checked)
+        self.scope = plan.scope
         #: The hold's id (its rows' ``hold`` column).
         self.id = hold
         #: The estimate held.
         self.usd = usd
         #: Every budget the reservation checked and holds against, by name.
-        self.budgets = tuple(b.name for b in budgets)
-        self._checked = tuple(budgets)
+        self.budgets = plan.names
         #: The id of the execution recorded, once :meth:`record` has run.
         self.recorded: Optional[int] = None
         self._open = True
+        #: What the reservation left for :meth:`Reserver.follow`.
+        self.moves: Any = None
 
     def __enter__(self) -> Hold:
         return self
@@ -109,7 +127,9 @@ class Hold:
         row id. An entry outside the reservation's scope (another repo, model
         or labels), or inside a budget the reservation did not check (its
         labels were not given to ``reserve``), is refused, nothing written:
-        its cost would escape that budget."""
+        its cost would escape that budget. Inside a transaction of the
+        application's, both go with it: if it rolls back, the row is gone
+        and the hold's rows are back, counting until its ``ttl``."""
         if not self._open:
             raise TelemetryValidationError(
                 "hold", "this hold has ended (recorded, released or left)")
@@ -121,28 +141,18 @@ class Hold:
                          f"{scope.repo!r}, model {scope.model!r}, labels "
                          f"{dict(scope.labels)!r}): its cost would escape the budget; "
                          "nothing was recorded")
-        unchecked = [b.name for b in self._others
+        plan = self._plan
+        unchecked = [b.name for b in plan.others
                      if b.covers(record.repo, record.model, record.labels)]
         if unchecked:
             raise TelemetryValidationError(
                 "entry", f"falls in budget {unchecked[0]!r}, which the reservation did not "
                          "check: pass the run's repo, model and labels to reserve() so that "
                          "every budget it falls in allows it; nothing was recorded")
-        store = self._store
-        opened = store.opened
         if key is not None:
             # Its tables made now: DDL inside the transaction would end it on MySQL.
-            store.keyed_sql()
-        with store.connection() as conn, opened.backend.locking_transaction(opened.database):
-            row_id: int = store.record(record, key=key, replace=replace)
-            reserving = self._reserver
-            if reserving.cost(record) is None:
-                # Its cost is unknown: its estimate counts to the period's end.
-                reserving.keep(conn, self.id, self._checked)
-            else:
-                _delete(conn, reserving, self.id)
-                if key is None:
-                    reserving.follow(conn, self._checked, record, row_id)
+            self._store.keyed_sql()
+        row_id = self._reserver.write(self, record, key, replace)
         self.recorded = row_id
         self._open = False
         return row_id
@@ -157,7 +167,7 @@ class Hold:
         opened = store.opened
         try:
             with store.connection() as conn, opened.backend.locking_transaction(opened.database):
-                _delete(conn, self._reserver, self.id)
+                self._reserver.run(conn, self._reserver.delete_hold, self.id)
         except Exception as exc:  # noqa: BLE001 - it expires anyway
             LOGGER.warning("could not release hold %s of budget %r (it expires at its ttl): %s",
                            self.id, self.budget.name, exc)
@@ -165,6 +175,8 @@ class Hold:
 
 def check_estimate(usd: Any, ttl: Any) -> float:
     """The estimate, checked with the ``ttl``."""
+    if type(usd) is float and type(ttl) is float and 0.0 <= usd < _INF and 0.0 < ttl < _INF:
+        return usd  # the usual case, at once (NaN fails every comparison)
     if not is_amount(usd):
         raise TelemetryValidationError("usd", f"must be a finite number >= 0, got {usd!r}")
     if check_number("ttl", ttl, "seconds") <= 0:
@@ -188,6 +200,8 @@ SUMS = 5
 Statement = Tuple[str, List[Any]]
 #: A run's repo, model and labels, as given to ``reserve`` (``None``: not given).
 Run = Tuple[Optional[str], Optional[str], Mapping[str, str]]
+#: A run of which nothing is known beforehand.
+NO_RUN: Run = (None, None, {})
 #: A period's start, end and stamp, then its start and end as ``created_at`` text.
 Bounds = Tuple[Any, Any, str, str, str]
 #: A cost, its unpriced executions by model, and its rows.
@@ -262,22 +276,6 @@ class Reserver:
             f"{q('spent_usd')}, {q('unpriced')}, {q('replaced')} FROM {table(spend)}", [])
         self.read_state: Statement = (f"SELECT {q('replaced')} FROM {table(state)}", [])
         self.newest = _sql.render(database, model.select(fn.MAX(model.id)))
-        # SQLite, under its write lock: all of the above in one statement, a
-        # row per budget (its columns, its holds, its watermark), then the
-        # replace count and the largest id.
-        self.read_all: Statement = (
-            f"SELECT b.{q('budget')}, b.{q('usd')}, b.{q('period')}, b.{q('tz')}, "
-            f"b.{q('repo')}, b.{q('model')}, b.{q('labels')}, b.{q('warn_at')}, "
-            f"h.keep, h.gone, s.{q('period_start')}, s.{q('through_id')}, "
-            f"s.{q('spent_usd')}, s.{q('unpriced')}, s.{q('replaced')}, "
-            f"(SELECT {q('replaced')} FROM {table(state)}), "
-            f"(SELECT MAX({q('id')}) FROM {table(model)}) "
-            f"FROM {table(rows)} AS b LEFT JOIN (SELECT {q('budget')}, "
-            f"SUM(CASE WHEN {q('expires_at')} > {p} THEN {q('usd')} ELSE 0 END) AS keep, "
-            f"SUM(CASE WHEN {q('expires_at')} <= {p} THEN 1 ELSE 0 END) AS gone "
-            f"FROM {table(holds)} GROUP BY {q('budget')}) AS h "
-            f"ON h.{q('budget')} = b.{q('budget')} "
-            f"LEFT JOIN {table(spend)} AS s ON s.{q('budget')} = b.{q('budget')}", [])
         self._insert_hold = (
             f"INSERT INTO {table(holds)} ({q('hold')}, {q('budget')}, {q('usd')}, "
             f"{q('expires_at')}, {q('pid')}, {q('host')}) VALUES ",
@@ -296,14 +294,6 @@ class Reserver:
             f"{q('through_id')}, {q('spent_usd')}, {q('unpriced')}, {q('replaced')}) VALUES "
             f"({p}, {p}, {p}, {p}, {p}, {p})", [])
         self._tails: Dict[Tuple[Any, ...], Statement] = {}
-        self._follow = (
-            f"UPDATE {table(spend)} SET {q('through_id')} = {p}, "
-            f"{q('spent_usd')} = {q('spent_usd')} + {p} WHERE {q('budget')} IN (",
-            f") AND {q('through_id')} = {p} AND {q('period_start')} = {p} "
-            f"AND {q('replaced')} = (SELECT {q('replaced')} FROM {table(state)}) "
-            f"AND EXISTS (SELECT 1 FROM {table(model)} WHERE {q('id')} = {p} "
-            f"AND {q('created_at')} >= {p} AND {q('created_at')} < {p})")
-        self._follows: Dict[int, str] = {}
         self.advance = ADVANCE_ROWS
         #: Rows past the watermarks at the last reservation, by budget named.
         self.past: Dict[str, int] = {}
@@ -368,53 +358,36 @@ class Reserver:
         cost, unpriced = priced(parts, self.prices, "auto")
         return cost or 0.0, unpriced, sum(p.executions for p in parts)
 
-    def reserve(self, name: str, usd: float, ttl: float, run: Run = (None, None, {})) -> Hold:
+    def reserve(self, name: str, usd: float, ttl: float, run: Run = NO_RUN) -> Hold:
         """Hold ``usd`` against the budget ``name`` and every budget whose
         scope contains the run's (``name``'s, narrowed by ``run``: its repo,
         model and labels), or raise :class:`BudgetExceededError` naming the
         first (by name) that refuses."""
         store, backend, database = self.store, self.backend, self.database
-        server = bool(backend.dialect.row_lock)
         # Random like a uuid4, without its cost on every reservation.
         hold = os.urandom(16).hex()
         # Move the watermarks when many rows lie past them (or none is known).
         advance = self.past.get(name, self.advance) >= self.advance
-        if server and advance and self.wait.get(name, 0) > 0:
+        if advance and self.wait.get(name, 0) > 0:
             self.wait[name] -= 1
             advance = False
+        store.outside_transaction("reserve against a budget")
         with store.connection() as conn:
             safe = None
-            if server and advance:
+            if advance:
                 safe = backend.newest_id(conn, self.model)
                 if safe is None:
                     self.wait[name] = self.advance
             with backend.locking_transaction(database):
-                if server:
-                    now, every, held, dead, replaced, marks = self._read_locked(
-                        conn, name, run)
-                    newest = None
-                else:
-                    # SQLite's clock is this machine's: no statement needed to read it.
-                    now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
-                    every, held, dead, replaced, marks, newest = self._read_all(
-                        conn, now.timestamp())
-                    # Every id given out is committed (the write lock is
-                    # held): no row past the newest means nothing to read,
-                    # and the watermarks move over every row read; in step,
-                    # they then follow the rows recorded in holds (:meth:`follow`).
-                    safe = newest
-                named, checked, scope, seen = (every if server else
-                                               self._checked(every, name, run))
+                now, plan, held, dead, replaced, marks = self._read_locked(conn, name, run)
                 moment = now.timestamp()
                 if dead:
                     self._bury(conn, moment)
                 for _attempt in range(SUMS):
                     self.past[name] = max(
-                        self._check(conn, budget, marks.get(budget.name), now, safe, newest,
+                        self._check(conn, budget, marks.get(budget.name), now, safe, None,
                                     replaced, held.get(budget.name, 0.0), usd)
-                        for budget in checked)
-                    if not server:
-                        break
+                        for budget in plan.checked)
                     # A replace or purge committed while the rows were read
                     # (a server reads each statement's latest): sum again.
                     found = self.run(conn, self.read_state).fetchone()
@@ -424,29 +397,57 @@ class Reserver:
                 else:
                     raise StoreBusyError(f"budget {name!r}: its executions kept changing "
                                          f"while it was summed ({SUMS} times); try again")
-                # Every hold row in one statement.
-                expires, pid, host = moment + ttl, os.getpid(), self.host
-                values: List[Any] = []
-                for budget in checked:
-                    values += (hold, budget.name, usd, expires, pid, host)
-                conn.execute(self._holds_sql(len(checked)), values)
-        return Hold(store, named, hold, usd, checked, self, scope, seen)
+                conn.execute(*self.hold_rows(plan, hold, usd, moment + ttl))
+        return Hold(store, self, plan, hold, usd)
+
+    def write(self, hold: Hold, record: Any, key: Optional[str], replace: bool) -> int:
+        """Record ``record`` (validated) in ``hold`` and end the hold, in one
+        transaction; return the row id."""
+        store = self.store
+        with store.connection() as conn, self.backend.locking_transaction(self.database):
+            row_id: int = store.record(record, key=key, replace=replace)
+            self.settle(conn, hold, record, key, row_id)
+        return row_id
+
+    def settle(self, conn: Any, hold: Hold, record: Any, key: Optional[str],
+               row_id: int) -> None:
+        """In the transaction that recorded ``record`` as ``row_id`` in
+        ``hold``: delete the hold (move the watermarks over the row), or, for
+        a run whose cost is unknown, keep its estimate to the period's end."""
+        checked = hold._plan.checked
+        cost = self.cost(record)
+        if cost is None:
+            self.keep(conn, hold.id, checked)
+        else:
+            self.run(conn, self.delete_hold, hold.id)
+            if key is None:
+                self.follow(conn, hold, cost, row_id)
+
+    def hold_rows(self, plan: Plan, hold: str, usd: float, expires: float) -> Statement:
+        """The INSERT of ``hold``'s rows, one per budget checked, and its values."""
+        values: List[Any] = []
+        pid, host = os.getpid(), self.host
+        for budget in plan.checked:
+            values += (hold, budget.name, usd, expires, pid, host)
+        return self._holds_sql(len(plan.checked)), values
 
     def _read_locked(self, conn: Any, name: str, run: Run) -> Tuple[Any, ...]:
         """On a server: the budgets, then a lock on each checked, then the
         clock, holds, replace count and watermarks (read after the locks)."""
         every = {row[0]: self._budget(tuple(row)) for row in self.run(conn, self.read_budgets)}
-        named, checked, scope, seen = self._checked(every, name, run)
+        plan = self.plan(every, name, run)
         # Each as its lock finds it: a budget set meanwhile has its new
         # limit, one deleted meanwhile no longer applies.
         locked = []
-        for budget in checked:
+        for budget in plan.checked:
             found = self.run(conn, self.lock, budget.name).fetchall()
             if found:
                 locked.append(self._budget(tuple(found[0])))
-            elif budget is named:
+            elif budget is plan.named:
                 raise UnknownBudgetError(name)
-        chosen = (locked[[b.name for b in locked].index(name)], locked, scope, seen)
+        names = tuple(b.name for b in locked)
+        chosen = Plan(locked[names.index(name)], plan.scope, tuple(locked),
+                      tuple(b for b in every.values() if b.name not in names), names)
         now = database_now(self.backend, conn)
         moment = now.timestamp()
         # Holds first (see the module's docstring).
@@ -461,34 +462,20 @@ class Reserver:
         marks = {row[0]: row[1:] for row in self.run(conn, self.read_spend)}
         return now, chosen, held, dead, replaced, marks
 
-    def _read_all(self, conn: Any, moment: float) -> Tuple[Any, ...]:
-        """On SQLite, the write lock held: the same in one statement, and
-        the largest id."""
-        every, held, marks = {}, {}, {}
-        dead = replaced = newest = 0
-        for row in self.run(conn, self.read_all, moment, moment):
-            budget_name = row[0]
-            every[budget_name] = self._budget(tuple(row[:8]))
-            held[budget_name] = float(row[8] or 0)
-            dead += int(row[9] or 0)
-            if row[11] is not None:
-                marks[budget_name] = row[10:15]
-            replaced, newest = int(row[15] or 0), int(row[16] or 0)
-        return every, held, dead, replaced, marks, newest
-
     @staticmethod
-    def _checked(every: Dict[str, Budget], name: str, run: Run
-                 ) -> Tuple[Budget, List[Budget], Budget, Tuple[Budget, ...]]:
+    def plan(every: Dict[str, Budget], name: str, run: Run) -> Plan:
         """The budget ``name``, every budget whose scope contains the run's
-        (by name), the run's scope (``name``'s narrowed by ``run``) and
-        every budget."""
+        (``name``'s narrowed by ``run``), and the others."""
         named = every.get(name)
         if named is None:
             raise UnknownBudgetError(name)
         scope = narrowed(named, run)
-        return named, sorted((b for b in every.values()
-                              if b.covers(scope.repo, scope.model, scope.labels)),
-                             key=lambda b: b.name), scope, tuple(every.values())
+        checked = sorted((b for b in every.values()
+                          if b.covers(scope.repo, scope.model, scope.labels)),
+                         key=lambda b: b.name)
+        names = tuple(b.name for b in checked)
+        return Plan(named, scope, tuple(checked),
+                    tuple(b for b in every.values() if b.name not in names), names)
 
     def bounds(self, budget: Budget, now: Any) -> Bounds:
         """The start, end and stamp (``period_start``) of ``budget``'s
@@ -527,10 +514,8 @@ class Reserver:
                        - counted[0] - later[0])
             base = 0.0 if base < 1e-6 else base
         spent = base + counted[0] + later[0]
-        if spent + held + usd > budget.usd + _SLACK:
-            raise BudgetExceededError(budget.name, spent_usd=round(spent, 6),
-                                      held_usd=round(held, 6), limit_usd=budget.usd,
-                                      estimate_usd=usd)
+        if spent + held + usd > budget.usd + SLACK:
+            raise exceeded(budget, spent, held, usd)
         moved = upto if self.backend.dialect.row_lock else safe
         if moved is None or not (fresh or moved > after):
             return counted[2] + later[2]
@@ -543,26 +528,11 @@ class Reserver:
                  json.dumps(unpriced, sort_keys=True), replaced)
         return later[2]
 
-    def follow(self, conn: Any, budgets: Sequence[Budget], record: Any, row_id: int) -> None:
-        """On SQLite, move the watermarks of ``budgets`` that stand just
-        below ``row_id`` (recorded inside their hold, the write lock held)
-        over it, adding its cost: the next reservation then has no row to
-        read past them. Only in the period, under the same replace count,
-        and for a row whose cost is known (an unpriced one is left to the
-        next reservation's read)."""
-        if self.backend.dialect.row_lock:
-            # On a server a smaller id may still commit: see the class.
-            return
-        cost = self.cost(record)
-        if cost is None:
-            return
-        now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
-        periods: Dict[Bounds, List[str]] = {}
-        for budget in budgets:
-            periods.setdefault(self.bounds(budget, now), []).append(budget.name)
-        for (_, _, stamp, start, end), names in periods.items():
-            conn.execute(self._follow_sql(len(names)),
-                         [row_id, cost, *names, row_id - 1, stamp, row_id, start, end])
+    def follow(self, conn: Any, hold: Hold, cost: float, row_id: int) -> None:
+        """Move the watermarks of ``hold``'s budgets over ``row_id``, of
+        ``cost``, recorded in it: only where nothing else can commit below it
+        (see :class:`~telemetry_orm.reservations_sqlite.SqliteReserver`); on
+        a server a smaller id may still commit, so nothing moves."""
 
     def keep(self, conn: Any, hold: str, budgets: Sequence[Budget]) -> None:
         """Make the rows of ``hold`` last to the end of each budget's period."""
@@ -585,14 +555,6 @@ class Reserver:
         cost: float = price.cost(record.input_tokens, record.output_tokens,
                                  record.cache_read_tokens, record.cache_creation_tokens)
         return cost
-
-    def _follow_sql(self, count: int) -> str:
-        """The UPDATE moving ``count`` watermarks over one row."""
-        found = self._follows.get(count)
-        if found is None:
-            head, tail = self._follow
-            found = self._follows[count] = head + ", ".join([self.database.param] * count) + tail
-        return found
 
     def _holds_sql(self, count: int) -> str:
         """The INSERT of ``count`` hold rows."""
@@ -625,6 +587,12 @@ class Reserver:
 
 
 
+def exceeded(budget: Budget, spent: float, held: float, usd: float) -> BudgetExceededError:
+    """The refusal of ``usd`` more by ``budget``, with ``spent`` and ``held``."""
+    return BudgetExceededError(budget.name, spent_usd=round(spent, 6), held_usd=round(held, 6),
+                               limit_usd=budget.usd, estimate_usd=usd)
+
+
 def narrowed(budget: Budget, run: Run) -> Budget:
     """``budget`` with its scope narrowed to a run's ``(repo, model,
     labels)``; a run outside the budget's scope is refused, naming the field."""
@@ -643,16 +611,3 @@ def narrowed(budget: Budget, run: Run) -> Budget:
     return dataclasses.replace(budget, repo=budget.repo if repo is None else repo,
                                model=budget.model if model is None else model,
                                labels={**labels, **budget.labels})
-
-
-def reserver(store: Any, tables: Any) -> Reserver:
-    """The store's :class:`Reserver`, made at its first reservation."""
-    found: Optional[Reserver] = store.__dict__.get("_reserver")
-    if found is None:
-        found = Reserver(store, tables)
-        store.__dict__["_reserver"] = found
-    return found
-
-
-def _delete(conn: Any, reserving: Reserver, hold: str) -> None:
-    reserving.run(conn, reserving.delete_hold, hold)

@@ -9,6 +9,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sqlite3
 import threading
 from typing import Any, List
 
@@ -20,6 +21,7 @@ from support import Witness, minimal
 from telemetry_orm import (
     BudgetExceededError,
     PeeweeTelemetryStore,
+    TelemetryError,
     TelemetryValidationError,
     TransactionOpenError,
     clock,
@@ -151,14 +153,14 @@ def test_hold_record_writes_the_row_and_ends_the_hold_together(
     assert any_witness.scalar(HOLDS) == 0
     assert any_witness.scalar("SELECT cost_usd FROM executions WHERE id = ?", row_id) == 0.4
 
-    def fail(*args: Any) -> None:
-        raise RuntimeError("the hold's delete failed")
-
-    monkeypatch.setattr(reservations, "_delete", fail)
+    # The hold's delete fails, after the row's INSERT.
+    monkeypatch.setattr(any_store._reserver(), "delete_hold",
+                        (f"DELETE FROM no_such_table WHERE 1 = {any_store.database.param}",
+                         []))
     hold = any_store.reserve("b", usd=1.0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TelemetryError, match="no_such_table"):
         hold.record(minimal(cost_usd=0.3, repo="acme/rolled-back"))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TelemetryError, match="no_such_table"):
         hold.record(minimal(cost_usd=0.3, repo="acme/rolled-back"), key="delivery-2")
     assert any_witness.scalar(
         "SELECT COUNT(*) FROM executions WHERE repo = 'acme/rolled-back'") == 0
@@ -250,6 +252,31 @@ def test_reserve_inside_an_app_transaction_is_refused(tmp_path: Any) -> None:
     database.close()
 
 
+def test_hold_record_inside_an_app_transaction_goes_with_it(tmp_path: Any) -> None:
+    database = peewee.SqliteDatabase(str(tmp_path / "app.db"))
+    store = create_telemetry_store(database)
+    store.set_budget("b", usd=1.0)
+    witness = sqlite3.connect(tmp_path / "app.db")
+    hold = store.reserve("b", usd=0.3)
+    with pytest.raises(RuntimeError), database.atomic():
+        hold.record(minimal(cost_usd=0.2, repo="acme/undone"))
+        raise RuntimeError("the application's transaction rolls back")
+    # The row went with it; the hold's rows came back and count to its ttl.
+    assert witness.execute("SELECT COUNT(*) FROM executions").fetchone()[0] == 0
+    assert witness.execute(HOLDS).fetchone()[0] == 1
+    with pytest.raises(BudgetExceededError):
+        store.reserve("b", usd=0.8)
+    with store.reserve("b", usd=0.3) as hold, database.atomic():
+        row_id = hold.record(minimal(cost_usd=0.2, repo="acme/kept"))
+    assert witness.execute("SELECT repo FROM executions WHERE id = ?",
+                           (row_id,)).fetchone() == ("acme/kept",)
+    assert witness.execute(HOLDS + " WHERE hold = ?", (hold.id,)).fetchone()[0] == 0
+    assert store.budget_status("b").spent_usd == 0.2
+    witness.close()
+    store.close()
+    database.close()
+
+
 # --- What reservations count ------------------------------------------------------
 
 
@@ -328,7 +355,7 @@ def test_a_row_committed_late_below_the_watermark_is_counted(
         any_witness.execute("COMMIT")
     assert any_witness.scalar("SELECT MIN(id) FROM executions") < later
     # Asked to move the watermark again, it must not pass the late row.
-    any_store.__dict__["_reserver"].past["b"] = reservations.ADVANCE_ROWS
+    any_store._reserver().past["b"] = reservations.ADVANCE_ROWS
     with pytest.raises(BudgetExceededError) as caught:
         any_store.reserve("b", usd=5.0)
     assert caught.value.spent_usd == pytest.approx(5.1)
@@ -470,7 +497,7 @@ def test_a_budget_set_again_while_reservations_race_still_holds(
 def _after_statement(store: PeeweeTelemetryStore, which: str, then: Any) -> None:
     """Run ``then()`` on another thread (and wait for it) right after the
     reservation's statement ``which`` (an attribute of its Reserver), once."""
-    reserving = reservations.reserver(store, store._budget_tables())
+    reserving = store._reserver()
     statement, run, fired = getattr(reserving, which), reserving.run, []
 
     def interleaved(conn: Any, sql: Any, *values: Any) -> Any:

@@ -13,6 +13,7 @@ from .. import sql as _sql
 from ..budgets import Budget, BudgetStatus, check_budget, check_name
 from ..checks import check_labels, check_optional_text, check_text
 from ..errors import TelemetryError, UnknownBudgetError
+from ..reservations_sqlite import SqliteReserver
 from .opening import Host
 
 #: The bound budgets, holds, alerts, spend and state models of a store.
@@ -161,13 +162,26 @@ class BudgetMethods:
         must commit to be seen by other processes."""
         estimate = _reservations.check_estimate(usd, ttl)
         check_name(name)
-        run: _reservations.Run = (
-            check_optional_text("repo", check_text("repo", repo)),
-            check_optional_text("model", check_text("model", model)),
-            check_labels("labels", {} if labels is None else labels))
-        cast(Host, self).outside_transaction("reserve against a budget")
-        reserving = _reservations.reserver(self, self._budget_tables())
-        return reserving.reserve(name, estimate, float(ttl), run)
+        run: _reservations.Run = _reservations.NO_RUN
+        if repo is not None or model is not None or labels:
+            run = (check_optional_text("repo", check_text("repo", repo)),
+                   check_optional_text("model", check_text("model", model)),
+                   check_labels("labels", {} if labels is None else labels))
+        elif labels is not None:
+            check_labels("labels", labels)
+        return self._reserver().reserve(name, estimate, float(ttl), run)
+
+    def _reserver(self) -> _reservations.Reserver:
+        """The store's reservations, made at the first."""
+        found: Optional[_reservations.Reserver] = self.__dict__.get("_reserver_made")
+        if found is None:
+            tables = self._budget_tables()
+            if cast(Host, self).opened.backend.dialect.row_lock:
+                found = _reservations.Reserver(self, tables)
+            else:
+                found = SqliteReserver(self, tables)
+            self.__dict__["_reserver_made"] = found
+        return found
 
     def notify_budgets(self, url: str, statuses: Iterable[BudgetStatus], *,
                        timeout: float = _alerts.TIMEOUT,

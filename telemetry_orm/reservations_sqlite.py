@@ -1,0 +1,207 @@
+"""Reservations on SQLite: :class:`~telemetry_orm.reservations.Reserver`'s
+statements, with as little Python between them as the checks allow.
+
+A reservation takes the file's write lock first (``BEGIN IMMEDIATE``), so
+every id given out is committed, and reads everything it needs in one
+statement: per budget its columns, its live holds and its watermark, then
+the replace count and the largest id. No row past the largest id means no
+row to sum past a watermark standing there; the watermarks move over every
+row a reservation sums, and ``hold.record`` moves them over its own row
+(:meth:`Reserver.follow`): in a loop of reservations, each reads nothing
+else. Which budgets a run falls in is worked out once per set of budgets
+and run (:meth:`SqliteReserver.plan_of`).
+
+The transactions run on this thread's connection under the store's gate,
+as every write of the store does; inside a transaction already open there
+(an application's), a reservation is refused and ``hold.record`` takes a
+savepoint through the general path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import clock
+from . import sql as _sql
+from .backends.base import in_transaction_error
+from .budgets import Budget
+from .reservations import NO_RUN, SLACK, Bounds, Hold, Plan, Reserver, Run, Statement, exceeded
+
+#: Plans kept, at most (a new set of budgets or a new run adds one).
+PLANS = 256
+
+#: The UPDATE of watermarks over a row, per period: its SQL, the budgets'
+#: names, the period's stamp, start and end (as ``created_at`` reads).
+Moves = Tuple[Tuple[str, Tuple[str, ...], str, str, str], ...]
+
+
+class SqliteReserver(Reserver):
+    """The reservations of an SQLite store (see the module)."""
+
+    def __init__(self, store: Any, tables: Any) -> None:
+        super().__init__(store, tables)
+        database = self.database
+        rows, holds, _, spend, state = tables
+        p = database.param
+
+        def q(name: str) -> str:
+            return _sql.quote(database, name)
+
+        def table(model: Any) -> str:
+            return q(model._meta.table_name)
+
+        #: A row per budget: its columns, what its live holds keep, how many
+        #: holds are dead (of any budget), its watermark, then the replace
+        #: count and the largest id.
+        self.read_all: Statement = (
+            f"SELECT b.{q('budget')}, b.{q('usd')}, b.{q('period')}, b.{q('tz')}, "
+            f"b.{q('repo')}, b.{q('model')}, b.{q('labels')}, b.{q('warn_at')}, "
+            f"(SELECT TOTAL({q('usd')}) FROM {table(holds)} AS h "
+            f"WHERE h.{q('budget')} = b.{q('budget')} AND {q('expires_at')} > {p}), "
+            f"(SELECT COUNT(*) FROM {table(holds)} WHERE {q('expires_at')} <= {p}), "
+            f"s.{q('period_start')}, s.{q('through_id')}, "
+            f"s.{q('spent_usd')}, s.{q('unpriced')}, s.{q('replaced')}, "
+            f"(SELECT {q('replaced')} FROM {table(state)}), "
+            f"(SELECT MAX({q('id')}) FROM {table(self.model)}) "
+            f"FROM {table(rows)} AS b "
+            f"LEFT JOIN {table(spend)} AS s ON s.{q('budget')} = b.{q('budget')}", [])
+        self._plans: Dict[Tuple[Any, ...], Tuple[Plan, Tuple[int, ...]]] = {}
+        self._follow = (
+            f"UPDATE {table(spend)} SET {q('through_id')} = {p}, "
+            f"{q('spent_usd')} = {q('spent_usd')} + {p} WHERE {q('budget')} IN (",
+            f") AND {q('through_id')} = {p} AND {q('period_start')} = {p} "
+            f"AND {q('replaced')} = (SELECT {q('replaced')} FROM {table(state)}) "
+            f"AND EXISTS (SELECT 1 FROM {table(self.model)} WHERE {q('id')} = {p} "
+            f"AND {q('created_at')} >= {p} AND {q('created_at')} < {p})")
+        self._follows: Dict[int, str] = {}
+        self._moves: Dict[Tuple[Any, ...], Moves] = {}
+
+    def reserve(self, name: str, usd: float, ttl: float, run: Run = NO_RUN) -> Hold:
+        store, backend = self.store, self.backend
+        gate = store.gate
+        hold = os.urandom(16).hex()
+        with gate.writing():
+            gate.check_open()
+            try:
+                conn = self.database.connection()
+                if conn.in_transaction:
+                    raise in_transaction_error(store.path, "reserve against a budget")
+                # SQLite's clock is this machine's: no statement needed to read it.
+                now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
+                moment = now.timestamp()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    plan = self._reserve(conn, name, usd, run, now, moment)
+                    conn.execute(*self.hold_rows(plan, hold, usd, moment + ttl))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except backend.driver_errors as exc:
+                raise backend.translate(exc) from exc
+        made = Hold(store, self, plan, hold, usd)
+        made.moves = self.moves(plan, now)
+        return made
+
+    def _reserve(self, conn: Any, name: str, usd: float, run: Run, now: Any,
+                 moment: float) -> Plan:
+        """The check, the write lock held: the plan of the budgets checked."""
+        rows = conn.execute(self.read_all[0], (moment, moment)).fetchall()
+        plan, places = self.plan_of(rows, name, run)
+        if rows[0][9]:
+            self._bury(conn, moment)
+        replaced, newest = rows[0][15] or 0, rows[0][16] or 0
+        for budget, place in zip(plan.checked, places, strict=True):
+            row = rows[place]
+            held = row[8] or 0.0
+            if (row[11] is not None and row[11] >= newest and row[14] == replaced
+                    and row[10] == self.bounds(budget, now)[2]):
+                # Its watermark, of this period and replace count, stands at
+                # the newest row: what it says was spent is all there is.
+                if row[12] + held + usd > budget.usd + SLACK:
+                    raise exceeded(budget, row[12], held, usd)
+                continue
+            mark = None if row[11] is None else row[10:15]
+            self._check(conn, budget, mark, now, newest, newest, replaced, held, usd)
+        return plan
+
+    def plan_of(self, rows: List[Any], name: str, run: Run
+                ) -> Tuple[Plan, Tuple[int, ...]]:
+        """The plan of a reservation of ``run`` against ``name`` among the
+        budgets read (``rows``), and the place of each budget checked in
+        them; the same budgets and run give the same plan."""
+        repo, model, labels = run
+        key = (name, repo, model, tuple(sorted(labels.items())) if labels else (),
+               *[row[:8] for row in rows])
+        found = self._plans.get(key)
+        if found is None:
+            every: Dict[str, Budget] = {row[0]: self._budget(tuple(row[:8])) for row in rows}
+            plan = self.plan(every, name, run)
+            places = [row[0] for row in rows]
+            found = (plan, tuple(places.index(b.name) for b in plan.checked))
+            if len(self._plans) >= PLANS:
+                self._plans.clear()
+            self._plans[key] = found
+        return found
+
+    def write(self, hold: Hold, record: Any, key: Optional[str], replace: bool) -> int:
+        store, backend = self.store, self.backend
+        gate = store.gate
+        with gate.writing():
+            gate.check_open()
+            try:
+                conn = self.database.connection()
+                nested = conn.in_transaction
+                if not nested:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        row_id: int = store.record(record, key=key, replace=replace)
+                        self.settle(conn, hold, record, key, row_id)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+            except backend.driver_errors as exc:
+                raise backend.translate(exc) from exc
+        if nested:
+            # Inside an application's transaction: a savepoint in it.
+            return super().write(hold, record, key, replace)
+        return row_id
+
+    def follow(self, conn: Any, hold: Hold, cost: float, row_id: int) -> None:
+        """Move the watermarks of ``hold``'s budgets that stand just below
+        ``row_id`` (recorded inside the hold, the write lock held) over it,
+        adding its ``cost``: the next reservation then has no row to read
+        past them. Only in the period they stood in at the reservation (the
+        row's ``created_at`` in it) and under the same replace count."""
+        for sql, names, stamp, start, end in hold.moves:
+            conn.execute(sql, [row_id, cost, *names, row_id - 1, stamp, row_id, start, end])
+
+    def moves(self, plan: Plan, now: Any) -> Moves:
+        """Per period of ``plan``'s budgets at ``now``: the UPDATE moving
+        their watermarks over a row, their names and the period's bounds."""
+        spans = tuple(self.bounds(budget, now) for budget in plan.checked)
+        key = (plan.names, spans)
+        found = self._moves.get(key)
+        if found is None:
+            periods: Dict[Bounds, List[str]] = {}
+            for budget, span in zip(plan.checked, spans, strict=True):
+                periods.setdefault(span, []).append(budget.name)
+            found = tuple((self._follow_sql(len(names)), tuple(names), stamp, start, end)
+                          for (_, _, stamp, start, end), names in periods.items())
+            if len(self._moves) >= PLANS:
+                self._moves.clear()
+            self._moves[key] = found
+        return found
+
+    def _follow_sql(self, count: int) -> str:
+        """The UPDATE moving ``count`` watermarks over one row."""
+        found = self._follows.get(count)
+        if found is None:
+            head, tail = self._follow
+            found = self._follows[count] = head + ", ".join([self.database.param] * count) + tail
+        return found
