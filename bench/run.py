@@ -279,8 +279,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as scratch:
         settings = Settings.make(args.quick, Path(scratch), args.memory_rows)
         for case in cases:
-            print(f"... {case.__name__}", file=sys.stderr, flush=True)
+            print(f"... {case.__name__}", file=sys.stderr, end="", flush=True)
+            began = time.perf_counter()
             results.extend(case(settings))
+            print(f" ({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
 
     info = machine()
