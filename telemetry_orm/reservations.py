@@ -531,7 +531,7 @@ class Reserver:
     def follow(self, conn: Any, hold: Hold, cost: float, row_id: int) -> None:
         """Move the watermarks of ``hold``'s budgets over ``row_id``, of
         ``cost``, recorded in it: only where nothing else can commit below it
-        (see :class:`~telemetry_orm.reservations_sqlite.SqliteReserver`); on
+        (see :class:`~telemetry_orm.reservations_serial.SerialReserver`); on
         a server a smaller id may still commit, so nothing moves."""
 
     def keep(self, conn: Any, hold: str, budgets: Sequence[Budget]) -> None:

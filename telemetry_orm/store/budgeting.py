@@ -13,7 +13,7 @@ from .. import sql as _sql
 from ..budgets import Budget, BudgetStatus, check_budget, check_name
 from ..checks import check_labels, check_optional_text, check_text
 from ..errors import TelemetryError, UnknownBudgetError
-from ..reservations_sqlite import SqliteReserver
+from ..reservations_serial import SerialReserver
 from .opening import Host
 
 #: The bound budgets, holds, alerts, spend and state models of a store.
@@ -176,10 +176,10 @@ class BudgetMethods:
         found: Optional[_reservations.Reserver] = self.__dict__.get("_reserver_made")
         if found is None:
             tables = self._budget_tables()
-            if cast(Host, self).opened.backend.dialect.row_lock:
-                found = _reservations.Reserver(self, tables)
-            else:
-                found = SqliteReserver(self, tables)
+            # A server's writers run at once: its reservations lock rows.
+            found = (_reservations.Reserver(self, tables)
+                     if cast(Host, self).opened.backend.dialect.row_lock
+                     else SerialReserver(self, tables))
             self.__dict__["_reserver_made"] = found
         return found
 

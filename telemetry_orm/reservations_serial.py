@@ -1,5 +1,6 @@
-"""Reservations on SQLite: :class:`~telemetry_orm.reservations.Reserver`'s
-statements, with as little Python between them as the checks allow.
+"""Reservations on an engine whose writers take turns (SQLite, its file's
+write lock): :class:`~telemetry_orm.reservations.Reserver`'s statements,
+with as little Python between them as the checks allow.
 
 A reservation takes the file's write lock first (``BEGIN IMMEDIATE``), so
 every id given out is committed, and reads everything it needs in one
@@ -9,7 +10,7 @@ row to sum past a watermark standing there; the watermarks move over every
 row a reservation sums, and ``hold.record`` moves them over its own row
 (:meth:`Reserver.follow`): in a loop of reservations, each reads nothing
 else. Which budgets a run falls in is worked out once per set of budgets
-and run (:meth:`SqliteReserver.plan_of`).
+and run (:meth:`SerialReserver.plan_of`).
 
 The transactions run on this thread's connection under the store's gate,
 as every write of the store does; inside a transaction already open there
@@ -37,8 +38,8 @@ PLANS = 256
 Moves = Tuple[Tuple[str, Tuple[str, ...], str, str, str], ...]
 
 
-class SqliteReserver(Reserver):
-    """The reservations of an SQLite store (see the module)."""
+class SerialReserver(Reserver):
+    """The reservations of a store whose writers take turns (see the module)."""
 
     def __init__(self, store: Any, tables: Any) -> None:
         super().__init__(store, tables)
