@@ -127,12 +127,9 @@ def parse_count(text: str, minimum: int = 0, maximum: Optional[int] = None) -> O
     """The whole number ``text`` spells (digits only: no sign, no spaces)
     when it lies from ``minimum`` to ``maximum`` (no limit when ``None``);
     else ``None``."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # int() reads "١٢" too
         return None
-    try:
-        value = int(text)
-    except ValueError:  # digits int() does not read, such as "²"
-        return None
+    value = int(text)
     if value < minimum or (maximum is not None and value > maximum):
         return None
     return value

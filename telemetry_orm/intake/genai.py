@@ -55,6 +55,8 @@ USAGE = "gen_ai.usage."
 # Span.StatusCode.STATUS_CODE_ERROR in the OTLP trace protocol.
 _STATUS_ERROR = 2
 _NANOS_PER_MILLI = 1_000_000
+# The sizes of a trace id and a span id (OTLP, as W3C trace context).
+_TRACE_ID_BYTES, _SPAN_ID_BYTES = 16, 8
 
 
 def map_spans(request: Any, label_keys: Sequence[str] = ()) -> Intake:
@@ -144,8 +146,14 @@ def tokens(own: Mapping[str, Any]) -> Dict[str, int]:
 
 
 def _key(span: Any) -> str:
-    trace, span_id = span.trace_id.hex(), span.span_id.hex()
-    if not trace.strip("0") or not span_id.strip("0"):
+    trace, span_id = span.trace_id, span.span_id
+    if not trace.strip(b"\0") or not span_id.strip(b"\0"):
         raise TelemetryValidationError(
             "span_id", "the span has no trace id or span id (they make its key)")
-    return f"otlp.span:{trace}:{span_id}"
+    # Ids of other sizes are no W3C trace context: two senders could not
+    # tell their spans apart, so the key would not name one span.
+    for name, value, size in (("trace_id", trace, _TRACE_ID_BYTES),
+                              ("span_id", span_id, _SPAN_ID_BYTES)):
+        if len(value) != size:
+            raise TelemetryValidationError(name, f"must be {size} bytes, got {len(value)}")
+    return f"otlp.span:{trace.hex()}:{span_id.hex()}"

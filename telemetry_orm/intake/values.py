@@ -61,6 +61,10 @@ def _number(name: str, value: Any) -> float | int:
         raise TelemetryValidationError(name, f"must be a number, got {type(value).__name__}")
     if isinstance(value, str):
         text = value.strip()
+        # int() and float() also read "1_000" and the digits of other
+        # scripts ("١٢"): no sender writes those, so they are refused.
+        if "_" in text or not text.isascii():
+            raise TelemetryValidationError(name, f"must be a number, got {value[:40]!r}")
         try:
             return int(text) if text.isdigit() else float(text)
         except ValueError:
