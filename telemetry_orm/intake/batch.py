@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from .. import prices
 from ..checks import MAX_LABEL_VALUE, check_key, check_length
 from ..errors import TelemetryValidationError
-from ..record import TelemetryRecord
+from ..record import TelemetryRecord, record_of
 
 #: How many reasons a ``partial_success`` message names at most.
 REASONS_SHOWN = 3
@@ -69,11 +69,13 @@ class Intake:
         try:
             check_key("key", key)
             for name, bound in TEXT_BOUNDS.items():
-                _check_sent_text(name, fields.get(name), bound)
+                value = fields.get(name)
+                if type(value) is str and (len(value) > bound or "\x00" in value):
+                    _refuse_sent_text(name, value, bound)
             # The fields are named as the record's, labels included: the
-            # constructor checks them all (from_mapping would first map
+            # constructor's checks apply (from_mapping would first map
             # each name through its camelCase aliases).
-            record = TelemetryRecord(**self._priced(fields))
+            record = record_of(self._priced(fields))
         except TelemetryValidationError as exc:
             self.reject(index, str(exc))
             return
@@ -119,12 +121,11 @@ class Intake:
         return {**fields, "cost_usd": cost}
 
 
-def _check_sent_text(name: str, value: Any, bound: int) -> None:
+def _refuse_sent_text(name: str, value: str, bound: int) -> None:
     # NUL: PostgreSQL's text cannot hold it, and no sender means one; SQLite
     # would store it (the store keeps a record's text verbatim).
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise TelemetryValidationError(
-                name, f"must not contain NUL characters, got one at position "
-                      f"{value.index(chr(0))}")
-        check_length(name, value, bound, "what the OTLP intake takes")
+    if "\x00" in value:
+        raise TelemetryValidationError(
+            name, f"must not contain NUL characters, got one at position "
+                  f"{value.index(chr(0))}")
+    check_length(name, value, bound, "what the OTLP intake takes")

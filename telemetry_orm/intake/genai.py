@@ -46,7 +46,7 @@ from typing import Any, Dict, Mapping, Sequence
 from ..errors import TelemetryValidationError
 from . import values
 from .batch import Intake
-from .placing import placing
+from .placing import Placing
 
 #: The operations whose spans are executions.
 OPERATIONS = ("chat", "text_completion", "generate_content", "embeddings")
@@ -65,10 +65,10 @@ def map_spans(request: Any, label_keys: Sequence[str] = ()) -> Intake:
     intake = Intake("span")
     index = 0
     for resource_spans in request.resource_spans:
-        resource = values.attributes(resource_spans.resource.attributes)
+        placing = Placing(values.attributes(resource_spans.resource.attributes), label_keys)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                _map_one(intake, index, span, resource, label_keys)
+                _map_one(intake, index, span, placing)
                 index += 1
     intake.read = index
     return intake
@@ -80,8 +80,7 @@ def is_model_call(own: Mapping[str, Any]) -> bool:
         name.startswith(USAGE) for name in own)
 
 
-def _map_one(intake: Intake, index: int, span: Any, resource: Mapping[str, Any],
-             label_keys: Sequence[str]) -> None:
+def _map_one(intake: Intake, index: int, span: Any, placing: Placing) -> None:
     own = values.attributes(span.attributes)
     if not is_model_call(own):
         return
@@ -91,7 +90,7 @@ def _map_one(intake: Intake, index: int, span: Any, resource: Mapping[str, Any],
     except TelemetryValidationError as exc:
         intake.reject(index, str(exc))
         return
-    fields.update(placing(own, resource, label_keys))
+    fields.update(placing.of(own))
     intake.add(index, fields, key, values.from_nanos(span.start_time_unix_nano))
 
 
