@@ -15,6 +15,7 @@ whole row: :func:`telemetry_orm.record.length_check`).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import numbers
 import os
@@ -127,12 +128,9 @@ def parse_count(text: str, minimum: int = 0, maximum: Optional[int] = None) -> O
     """The whole number ``text`` spells (digits only: no sign, no spaces)
     when it lies from ``minimum`` to ``maximum`` (no limit when ``None``);
     else ``None``."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # int() reads "١٢" too
         return None
-    try:
-        value = int(text)
-    except ValueError:  # digits int() does not read, such as "²"
-        return None
+    value = int(text)
     if value < minimum or (maximum is not None and value > maximum):
         return None
     return value
@@ -325,12 +323,28 @@ class Labels(Dict[str, str]):
 NO_LABELS = Labels({})
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_label_name(key: str) -> bool:
+    # A store sees a few names again and again.
+    return _LABEL_NAME.fullmatch(key) is not None
+
+
 def check_labels(name: str, value: Any) -> Mapping[str, str]:
     """An execution's labels: a mapping of at most :data:`MAX_LABELS` names
     (``[a-z][a-z0-9_.]{0,63}``) to non-empty strings of at most
     :data:`MAX_LABEL_VALUE` characters of valid Unicode, without NUL
     characters; returned read-only, by name. An error names the label
     (``labels.team``)."""
+    if type(value) is dict and len(value) <= MAX_LABELS:
+        for key, text in value.items():
+            if not (type(key) is str and _is_label_name(key) and type(text) is str
+                    and 0 < len(text) <= MAX_LABEL_VALUE and text.isascii()
+                    and "\x00" not in text):
+                break
+        else:
+            # The usual labels, ASCII and plainly valid: what the checks
+            # below return, without the calls that name what is wrong.
+            return Labels(sorted(value.items())) if value else NO_LABELS
     if not isinstance(value, Mapping):
         raise TelemetryValidationError(
             name, f"must be a mapping of label names to strings, got {type(value).__name__}")
@@ -362,6 +376,8 @@ def check_labels(name: str, value: Any) -> Mapping[str, str]:
 
 def to_utc(value: _dt.datetime) -> _dt.datetime:
     """``value`` as an aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is UTC:  # the usual case: as it is
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from peewee import fn
 
-from .sql import RowWritten, quote, render
+from .sql import Written, quote, render
 
 #: The columns of a label row, in the order of its parameters.
 COLUMNS: Tuple[str, ...] = ("execution_id", "name", "value")
@@ -78,23 +78,21 @@ def write(conn: Any, sql: LabelSql, rows: Sequence[LabelRow]) -> None:
             cursor.close()
 
 
-def hooks(sql: LabelSql, labelsets: Sequence[Mapping[str, str]], replace: bool
-          ) -> Optional[List[Optional[RowWritten]]]:
-    """What a keyed write runs after each row (see
-    :data:`~telemetry_orm.sql.RowWritten`): a new row's labels are
-    inserted, a replaced row's are set to the new ones (none: removed). No
-    hook where there is nothing to do; ``None`` when no row has one."""
-    made: List[Optional[RowWritten]] = [
-        _hook(sql, labels) if labels or replace else None for labels in labelsets]
-    return made if any(made) else None
-
-
-def _hook(sql: LabelSql, labels: Mapping[str, str]) -> RowWritten:
-    def written(conn: Any, row_id: int, new: bool) -> None:
+def written(sql: LabelSql, labelsets: Sequence[Mapping[str, str]]) -> Written:
+    """What a keyed write runs once rows are written (see
+    :class:`~telemetry_orm.sql.Written`): a new row's labels (those at its
+    position in ``labelsets``) are inserted, a replaced row's are set to
+    the new ones (none: removed)."""
+    def row(conn: Any, position: int, row_id: int, new: bool) -> None:
         if not new:
             conn.execute(sql.delete, (row_id,))
-        write(conn, sql, [(row_id, name, value) for name, value in labels.items()])
-    return written
+        write(conn, sql, [(row_id, name, value) for name, value in labelsets[position].items()])
+
+    def rows(conn: Any, placed: Sequence[Tuple[int, int]]) -> None:
+        write(conn, sql, [(row_id, name, value) for position, row_id in placed
+                          for name, value in labelsets[position].items()])
+
+    return Written(row, rows)
 
 
 def read(conn: Any, sql: LabelSql, ids: Sequence[int], *, step: int = 500

@@ -340,22 +340,45 @@ class KeyedSql:
     returning: bool = False
     #: A write that changes nothing: on SQLite it takes the write lock.
     lock: str = ""
+    #: The rows recorded under any of some keys: each key and its row's id,
+    #: ``{marks}`` standing for the keys' placeholders (twice the same keys).
+    found: str = ""
+    #: The engine's placeholder.
+    mark: str = "?"
 
 
-#: What a keyed write runs for one row, inside its transaction, right after
-#: the row is written (the driver connection, the row's id, and whether the
-#: row is new: false for a replaced row, inside the :data:`Replacing`
-#: block): the row's labels. A row found and kept runs nothing.
-RowWritten = Callable[[Any, int, bool], None]
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What a keyed write runs inside its transaction once rows are
+    written: their labels. A row found and kept runs nothing."""
+
+    #: Right after one row (the driver connection, the row's position in
+    #: the write, its id, and whether it is new: false for a replaced row,
+    #: inside the :data:`Replacing` block).
+    row: Callable[[Any, int, int, bool], None]
+    #: Once for the new rows of a write made together (the connection, and
+    #: each new row's position and id).
+    rows: Callable[[Any, Sequence[Tuple[int, int]]], None]
+
+
+#: An engine's insert of many rows on its driver connection (the
+#: connection, the INSERT, the rows): their ids in order.
+InsertMany = Callable[[Any, str, Sequence[Sequence[Any]]], List[int]]
+
+# Keys looked up by one statement: far below every engine's limit on
+# parameters (SQLite's 32,766, PostgreSQL's and MySQL's 65,535).
+_FOUND_STEP = 500
 
 
 def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[str],
-                 replace: Optional[Replacing], written: Optional[RowWritten] = None) -> int:
+                 replace: Optional[Replacing], written: Optional[Written] = None,
+                 position: int = 0) -> int:
     """One row of a keyed write on a driver connection (SQLite's or
     psycopg's: both ``execute`` with their own placeholders), inside the
     caller's transaction; return the row's id. A key whose row is gone
     answers that row's id and writes nothing, ``replace`` or not: the
-    rollups count the row as it was."""
+    rollups count the row as it was. ``position``: the row's in the write,
+    for ``written``."""
     if key is not None:
         found = conn.execute(sql.find, (key, key)).fetchone()
         if found is not None:
@@ -364,28 +387,72 @@ def record_keyed(conn: Any, sql: KeyedSql, params: Sequence[Any], key: Optional[
                 with replace(conn, row_id):
                     conn.execute(sql.update, (*params, row_id))
                     if written is not None:
-                        written(conn, row_id, False)
+                        written.row(conn, position, row_id, False)
             return row_id
     cursor = conn.execute(sql.insert, params)
     row_id = int(cursor.fetchone()[0]) if sql.returning else int(cursor.lastrowid or 0)
     if key is not None:
         conn.execute(sql.remember, (key, row_id))
     if written is not None:
-        written(conn, row_id, True)
+        written.row(conn, position, row_id, True)
     return row_id
 
 
 def record_all_keyed(
     conn: Any, sql: KeyedSql, rows: Sequence[Sequence[Any]], keys: Sequence[Optional[str]],
-    replace: Optional[Replacing], written: Optional[Sequence[Optional[RowWritten]]] = None,
+    replace: Optional[Replacing], written: Optional[Written] = None,
+    insert_many: Optional[InsertMany] = None,
 ) -> List[int]:
-    """:func:`record_keyed` for each row under its key (``written``: one
-    hook per row, or none), in the caller's transaction; the ids in order."""
-    if written is None:
-        return [record_keyed(conn, sql, params, key, replace)
-                for params, key in zip(rows, keys, strict=True)]
-    return [record_keyed(conn, sql, params, key, replace, hook)
-            for params, key, hook in zip(rows, keys, written, strict=True)]
+    """:func:`record_keyed` for each row under its key, in the caller's
+    transaction; the ids in order. Without ``replace``, given the engine's
+    ``insert_many``, the same in bulk: the keys are looked up together,
+    the new rows inserted by ``insert_many``, their keys and labels written
+    with one statement each (a key twice in ``rows``: its first row)."""
+    if replace is not None or insert_many is None or not sql.found:
+        return [record_keyed(conn, sql, params, key, replace, written, position)
+                for position, (params, key) in enumerate(zip(rows, keys, strict=True))]
+    known = _found(conn, sql, keys)
+    ids: List[int] = []
+    new: List[int] = []  # positions of the rows to insert
+    for position, key in enumerate(keys):
+        row_id = None if key is None else known.get(key)
+        if row_id is None:
+            if key is not None:
+                # A later row under this key finds this one, as one by one.
+                known[key] = -1 - position
+            new.append(position)
+            row_id = 0
+        ids.append(row_id)
+    if not new:
+        return ids
+    for position, row_id in zip(new, insert_many(conn, sql.insert, [rows[p] for p in new]),
+                                strict=True):
+        ids[position] = row_id
+    for position, row_id in enumerate(ids):
+        if row_id < 0:
+            ids[position] = ids[-1 - row_id]
+    cursor = conn.cursor()
+    try:
+        remembered = [(keys[p], ids[p]) for p in new if keys[p] is not None]
+        if remembered:
+            cursor.executemany(sql.remember, remembered)
+    finally:
+        cursor.close()
+    if written is not None:
+        written.rows(conn, [(p, ids[p]) for p in new])
+    return ids
+
+
+def _found(conn: Any, sql: KeyedSql, keys: Sequence[Optional[str]]) -> Dict[str, int]:
+    """The id of the row recorded under each of ``keys`` that has one."""
+    wanted = list(dict.fromkeys(key for key in keys if key is not None))
+    found: Dict[str, int] = {}
+    for start in range(0, len(wanted), _FOUND_STEP):
+        part = wanted[start:start + _FOUND_STEP]
+        statement = sql.found.replace("{marks}", ", ".join([sql.mark] * len(part)))
+        for key, row_id in conn.execute(statement, part + part).fetchall():
+            found.setdefault(key, int(row_id))
+    return found
 
 
 def keyed_sql(model: Any, keys: Any, purged: Any, *, returning: bool = False,
@@ -412,4 +479,8 @@ def keyed_sql(model: Any, keys: Any, purged: Any, *, returning: bool = False,
         update=f"UPDATE {table} SET {sets} WHERE {q('id')} = {mark}",
         returning=returning,
         lock=f"UPDATE {key_table} SET {q('execution_id')} = {q('execution_id')} WHERE 1 = 0",
+        found=" UNION ALL ".join(
+            f"SELECT {q('key')}, {q('execution_id')} FROM {name} WHERE {q('key')} IN ({{marks}})"
+            for name in (key_table, q(purged._meta.table_name))),
+        mark=mark,
     )

@@ -485,6 +485,18 @@ def test_a_scattered_purge_deletes_exactly_the_keys_of_its_rows(
     assert left == set(ids) - set(expired)
 
 
+def test_a_batch_of_keys_past_one_look_up_finds_each_known_one(
+        any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
+    known = {n: any_store.record(minimal(), key=f"k-{n}") for n in (0, 499, 500, 1_100)}
+    keys = [f"k-{n}" for n in range(1_200)]
+
+    ids = any_store.record_many([minimal()] * len(keys), keys=keys)
+
+    assert [ids[n] for n in known] == list(known.values())
+    assert len(set(ids)) == 1_200 and any_witness.count() == 1_200
+    assert any_store.record_many([minimal()] * len(keys), keys=keys) == ids
+
+
 def test_record_many_takes_one_key_per_entry(
         any_store: PeeweeTelemetryStore, any_witness: Witness) -> None:
     first = any_store.record(minimal(repo="acme/first"), key="a")

@@ -91,6 +91,9 @@ def test_a_keyed_row_keeps_its_labels_unless_replaced(
     ids = any_store.record_many([{**minimal(), "labels": {"user": "a"}}, minimal()],
                                 keys=["k-a", None])
     assert _stored(any_witness) == {ids[0]: {"user": "a"}}
+    twice = any_store.record_many([{**minimal(), "labels": {"user": "b"}},
+                                   {**minimal(), "labels": {"user": "c"}}], keys=["k-b", "k-b"])
+    assert twice[0] == twice[1] and _stored(any_witness)[twice[0]] == {"user": "b"}
 
 
 def test_a_bad_label_writes_nothing_and_names_the_label_and_entry(

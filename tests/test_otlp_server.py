@@ -424,6 +424,89 @@ def test_a_record_the_store_refuses_is_rejected_and_the_rest_written(
                                                    "otlp.log.request:req-2"]
 
 
+# --- Values no sender sends: refused, record by record --------------------------------
+
+HUGE = "x" * 1_000_000
+
+
+def rejected(payload: bytes, signal: str = "logs") -> Tuple[int, str]:
+    partial = signals()[signal].response.FromString(payload).partial_success
+    field = "rejected_log_records" if signal == "logs" else "rejected_spans"
+    return getattr(partial, field), partial.error_message
+
+
+@pytest.mark.parametrize("attribute, field", [
+    ("model", "model"), ("vcs.repository.name", "repo"), ("session.id", "session_id"),
+    ("user.email", "labels.user")])
+@pytest.mark.parametrize("value, reason", [
+    ("claude\x00sonnet", "must not contain NUL characters"),
+    (HUGE, "must be at most")], ids=["nul", "huge"])
+def test_a_nul_or_a_huge_text_rejects_its_record(
+        app: Any, witness: sqlite3.Connection, attribute: str, field: str, value: str,
+        reason: str) -> None:
+    events = [api_request(request_id="good"),
+              api_request(request_id="bad", **{attribute: value})]
+
+    status, _, payload = call(app, logs_request(events).SerializeToString(), headers=AUTH)
+
+    assert status == 200
+    count, message = rejected(payload)
+    assert count == 1
+    assert message.startswith(f"1 of 2 log records rejected: log record 1: {field}: {reason}")
+    assert len(message) < 300
+    assert [row[0] for row in stored(witness)] == ["otlp.log.request:good"]
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("end\x00turn", "stop_reason: must not contain NUL characters"),
+    ("x" * 65, "stop_reason: must be at most 64 characters")], ids=["nul", "long"])
+def test_a_span_with_a_nul_or_a_long_finish_reason_is_rejected(
+        app: Any, witness: sqlite3.Connection, value: str, reason: str) -> None:
+    made = finished_spans([chat(), chat(**{"gen_ai.response.finish_reasons": (value,)})])
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    status, _, payload = call(app, encode_spans(made).SerializeToString(), "/v1/traces",
+                              headers=AUTH)
+
+    assert status == 200
+    count, message = rejected(payload, "traces")
+    assert (count, message.startswith(f"1 of 2 spans rejected: span 1: {reason}")) == (1, True)
+    assert [row[0] for row in stored(witness)] == [span_key(made[0])]
+
+
+@pytest.mark.parametrize("attribute", ["input_tokens", "duration_ms", "cost_usd"])
+def test_a_number_written_with_underscores_is_refused(
+        app: Any, witness: sqlite3.Connection, attribute: str) -> None:
+    events = [api_request(request_id="good"),
+              api_request(request_id="bad", **{attribute: "1_000"})]
+
+    status, _, payload = call(app, logs_request(events).SerializeToString(), headers=AUTH)
+
+    assert status == 200
+    assert rejected(payload) == (1, f"1 of 2 log records rejected: log record 1: "
+                                    f"{attribute}: must be a number, got '1_000'")
+    assert [row[0] for row in stored(witness)] == ["otlp.log.request:good"]
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("span_id", b"\x01" * 4, "span_id: must be 8 bytes, got 4"),
+    ("trace_id", b"\x01" * 8, "trace_id: must be 16 bytes, got 8"),
+    ("span_id", b"\x01" * 9, "span_id: must be 8 bytes, got 9")],
+    ids=["short-span-id", "short-trace-id", "long-span-id"])
+def test_a_span_whose_ids_are_not_of_their_size_is_rejected(
+        app: Any, witness: sqlite3.Connection, field: str, value: bytes, reason: str) -> None:
+    request = spans_request([chat(), chat()])
+    kept = request.resource_spans[0].scope_spans[0].spans[0]
+    setattr(request.resource_spans[0].scope_spans[0].spans[1], field, value)
+
+    status, _, payload = call(app, request.SerializeToString(), "/v1/traces", headers=AUTH)
+
+    assert status == 200
+    assert rejected(payload, "traces") == (1, f"1 of 2 spans rejected: span 1: {reason}")
+    assert [row[0] for row in stored(witness)] == [
+        f"otlp.span:{kept.trace_id.hex()}:{kept.span_id.hex()}"]
+
+
 def test_make_app_checks_its_arguments(store: PeeweeTelemetryStore) -> None:
     for kwargs, field in (({"token": " "}, "token"), ({"max_body": 0}, "max_body"),
                           ({"max_inflight": 0}, "max_inflight"),

@@ -418,7 +418,7 @@ class Backend:
     def insert_keyed(
         self, database: peewee.Database, sql: KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[Replacing],
-        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
+        written: Optional[_sql.Written] = None,
     ) -> List[int]:
         """Record each row under its key (``None``: no key) in one
         transaction that no other connection records keys in at the same
@@ -428,7 +428,8 @@ class Backend:
         key. Return the rows' ids in order. Default: one
         :meth:`exclusive_transaction` named ``keys``."""
         with self.connection(database) as conn, self.exclusive_transaction(database, "keys"):
-            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written,
+                                          self.insert_many)
 
     def insert_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> List[int]:
         """Run ``sql`` for every row in one transaction (a savepoint inside a

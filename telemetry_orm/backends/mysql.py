@@ -491,14 +491,15 @@ class MySQLBackend(Backend):
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
-        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
+        written: Optional[_sql.Written] = None,
     ) -> List[int]:
         """One transaction inside a lock per key (sorted: two batches never
         wait for each other in a circle), so racing writers give one row."""
         names = [f"key:{k}" for k in keys if k is not None]
         with self.connection(database) as conn, self._locked(conn, names), \
                 database.atomic():
-            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written,
+                                          self.insert_many)
 
     def _uses_returning(self, conn: Any) -> bool:
         """MariaDB 10.5 answers ``INSERT … RETURNING``: every id, in order.

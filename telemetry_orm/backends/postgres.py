@@ -452,7 +452,7 @@ class PostgresBackend(Backend):
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
-        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
+        written: Optional[_sql.Written] = None,
     ) -> List[int]:
         """One transaction (a savepoint inside one already open) holding an
         advisory lock on each key, so two processes recording one key at once
@@ -461,7 +461,8 @@ class PostgresBackend(Backend):
         with self.connection(database) as conn, self.driver.transaction(conn):
             for lock in sorted({advisory_key(f"key:{k}") for k in keys if k is not None}):
                 run(conn, "SELECT pg_advisory_xact_lock(%s)", (lock,))
-            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written,
+                                          self.insert_many)
 
     def write_transaction(self, conn: Any, name: str) -> ContextManager[None]:
         """A transaction, or a savepoint inside one already open."""

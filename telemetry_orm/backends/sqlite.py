@@ -498,7 +498,7 @@ class SqliteBackend(Backend):
     def insert_keyed(
         self, database: peewee.Database, sql: _sql.KeyedSql, rows: Sequence[Sequence[Any]],
         keys: Sequence[Optional[str]], replace: Optional[_sql.Replacing],
-        written: Optional[Sequence[Optional[_sql.RowWritten]]] = None,
+        written: Optional[_sql.Written] = None,
     ) -> List[int]:
         """``BEGIN IMMEDIATE`` (the write lock before the keys are looked up,
         so two processes recording one key at once give one row), or a
@@ -507,8 +507,7 @@ class SqliteBackend(Backend):
         if len(rows) == 1 and not conn.in_transaction:  # record(key=…): the short way
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row_id = _sql.record_keyed(conn, sql, rows[0], keys[0], replace,
-                                            None if written is None else written[0])
+                row_id = _sql.record_keyed(conn, sql, rows[0], keys[0], replace, written)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -525,7 +524,8 @@ class SqliteBackend(Backend):
                 # after it would fail the INSERT at once ("database is
                 # locked"), whatever the busy timeout.
                 conn.execute(sql.lock)
-            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written)
+            return _sql.record_all_keyed(conn, sql, rows, keys, replace, written,
+                                          self.insert_many)
 
     def insert_many(
         self, conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]

@@ -9,14 +9,25 @@ import datetime as _dt
 from typing import Any, Dict, List, Mapping, Optional
 
 from .. import prices
-from ..checks import check_key
+from ..checks import MAX_LABEL_VALUE, check_key, check_length
 from ..errors import TelemetryValidationError
-from ..record import TelemetryRecord
+from ..record import TelemetryRecord, record_of
 
 #: How many reasons a ``partial_success`` message names at most.
 REASONS_SHOWN = 3
 
 _TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+
+#: The most characters of each text an execution takes from a request. A
+#: record stores any text (as the original store's TEXT columns do); what
+#: comes over the network is bounded well past what real senders send, so
+#: that no request stores a megabyte in a column. ``model``, ``repo`` and
+#: ``provider`` as MySQL's columns hold them (the longest real model names,
+#: Bedrock ARNs and Vertex paths, stay under 130); ``session_id`` as a label
+#: value (ids of 36 to 60); finish reasons are words (the longest, 23).
+TEXT_BOUNDS: Mapping[str, int] = {
+    "model": 160, "repo": 255, "provider": 64, "session_id": MAX_LABEL_VALUE,
+    "stop_reason": 64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +68,14 @@ class Intake:
         execution."""
         try:
             check_key("key", key)
+            for name, bound in TEXT_BOUNDS.items():
+                value = fields.get(name)
+                if type(value) is str and (len(value) > bound or "\x00" in value):
+                    _refuse_sent_text(name, value, bound)
             # The fields are named as the record's, labels included: the
-            # constructor checks them all (from_mapping would first map
+            # constructor's checks apply (from_mapping would first map
             # each name through its camelCase aliases).
-            record = TelemetryRecord(**self._priced(fields))
+            record = record_of(self._priced(fields))
         except TelemetryValidationError as exc:
             self.reject(index, str(exc))
             return
@@ -104,3 +119,13 @@ class Intake:
             self.unpriced[str(model)] = self.unpriced.get(str(model), 0) + 1
             cost = 0.0
         return {**fields, "cost_usd": cost}
+
+
+def _refuse_sent_text(name: str, value: str, bound: int) -> None:
+    # NUL: PostgreSQL's text cannot hold it, and no sender means one; SQLite
+    # would store it (the store keeps a record's text verbatim).
+    if "\x00" in value:
+        raise TelemetryValidationError(
+            name, f"must not contain NUL characters, got one at position "
+                  f"{value.index(chr(0))}")
+    check_length(name, value, bound, "what the OTLP intake takes")

@@ -41,7 +41,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from ..errors import TelemetryValidationError
 from . import values
 from .batch import Intake
-from .placing import placing
+from .placing import Placing
 
 #: The events that are executions, by name without the prefix.
 EVENTS = ("api_request", "api_error")
@@ -70,17 +70,16 @@ def map_logs(request: Any, label_keys: Sequence[str] = ()) -> Intake:
     intake = Intake("log record")
     index = 0
     for resource_logs in request.resource_logs:
-        resource = values.attributes(resource_logs.resource.attributes)
+        placing = Placing(values.attributes(resource_logs.resource.attributes), label_keys)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
-                _map_one(intake, index, record, resource, label_keys)
+                _map_one(intake, index, record, placing)
                 index += 1
     intake.read = index
     return intake
 
 
-def _map_one(intake: Intake, index: int, record: Any, resource: Mapping[str, Any],
-             label_keys: Sequence[str]) -> None:
+def _map_one(intake: Intake, index: int, record: Any, placing: Placing) -> None:
     own = values.attributes(record.attributes)
     name = event_name(record, own)
     if name not in EVENTS:
@@ -91,7 +90,7 @@ def _map_one(intake: Intake, index: int, record: Any, resource: Mapping[str, Any
     except TelemetryValidationError as exc:
         intake.reject(index, str(exc))
         return
-    fields.update(placing(own, resource, label_keys))
+    fields.update(placing.of(own))
     intake.add(index, fields, key_of(record, own, name, when), when)
 
 

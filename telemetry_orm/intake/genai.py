@@ -46,7 +46,7 @@ from typing import Any, Dict, Mapping, Sequence
 from ..errors import TelemetryValidationError
 from . import values
 from .batch import Intake
-from .placing import placing
+from .placing import Placing
 
 #: The operations whose spans are executions.
 OPERATIONS = ("chat", "text_completion", "generate_content", "embeddings")
@@ -55,6 +55,8 @@ USAGE = "gen_ai.usage."
 # Span.StatusCode.STATUS_CODE_ERROR in the OTLP trace protocol.
 _STATUS_ERROR = 2
 _NANOS_PER_MILLI = 1_000_000
+# The sizes of a trace id and a span id (OTLP, as W3C trace context).
+_TRACE_ID_BYTES, _SPAN_ID_BYTES = 16, 8
 
 
 def map_spans(request: Any, label_keys: Sequence[str] = ()) -> Intake:
@@ -63,10 +65,10 @@ def map_spans(request: Any, label_keys: Sequence[str] = ()) -> Intake:
     intake = Intake("span")
     index = 0
     for resource_spans in request.resource_spans:
-        resource = values.attributes(resource_spans.resource.attributes)
+        placing = Placing(values.attributes(resource_spans.resource.attributes), label_keys)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                _map_one(intake, index, span, resource, label_keys)
+                _map_one(intake, index, span, placing)
                 index += 1
     intake.read = index
     return intake
@@ -78,8 +80,7 @@ def is_model_call(own: Mapping[str, Any]) -> bool:
         name.startswith(USAGE) for name in own)
 
 
-def _map_one(intake: Intake, index: int, span: Any, resource: Mapping[str, Any],
-             label_keys: Sequence[str]) -> None:
+def _map_one(intake: Intake, index: int, span: Any, placing: Placing) -> None:
     own = values.attributes(span.attributes)
     if not is_model_call(own):
         return
@@ -89,7 +90,7 @@ def _map_one(intake: Intake, index: int, span: Any, resource: Mapping[str, Any],
     except TelemetryValidationError as exc:
         intake.reject(index, str(exc))
         return
-    fields.update(placing(own, resource, label_keys))
+    fields.update(placing.of(own))
     intake.add(index, fields, key, values.from_nanos(span.start_time_unix_nano))
 
 
@@ -144,8 +145,14 @@ def tokens(own: Mapping[str, Any]) -> Dict[str, int]:
 
 
 def _key(span: Any) -> str:
-    trace, span_id = span.trace_id.hex(), span.span_id.hex()
-    if not trace.strip("0") or not span_id.strip("0"):
+    trace, span_id = span.trace_id, span.span_id
+    if not trace.strip(b"\0") or not span_id.strip(b"\0"):
         raise TelemetryValidationError(
             "span_id", "the span has no trace id or span id (they make its key)")
-    return f"otlp.span:{trace}:{span_id}"
+    # Ids of other sizes are no W3C trace context: two senders could not
+    # tell their spans apart, so the key would not name one span.
+    for name, value, size in (("trace_id", trace, _TRACE_ID_BYTES),
+                              ("span_id", span_id, _SPAN_ID_BYTES)):
+        if len(value) != size:
+            raise TelemetryValidationError(name, f"must be {size} bytes, got {len(value)}")
+    return f"otlp.span:{trace.hex()}:{span_id.hex()}"

@@ -66,40 +66,50 @@ def label_attributes(keys: Iterable[str]) -> Tuple[str, ...]:
     return tuple(checked)
 
 
-def first(names: Sequence[str], own: Mapping[str, Any],
-          resource: Mapping[str, Any]) -> Optional[str]:
-    """The text of the first of ``names`` present in ``own`` (the record's
-    or span's attributes), else in ``resource``."""
-    for where in (own, resource):
-        for name in names:
-            found = text(where.get(name))
+def first(names: Sequence[str], where: Mapping[str, Any]) -> Optional[str]:
+    """The text of the first of ``names`` present in ``where``."""
+    for name in names:
+        value = where.get(name)
+        if value is not None:
+            found = text(value)
             if found is not None:
                 return found
     return None
 
 
-def placing(own: Mapping[str, Any], resource: Mapping[str, Any],
-            label_keys: Sequence[str]) -> Dict[str, Any]:
-    """The ``repo``, ``pr_number`` and ``labels`` fields of one execution
-    (see the module's table); ``label_keys`` as :func:`label_attributes`
-    checked them."""
-    labels: Dict[str, str] = {}
-    for name, sources in LABELS:
-        value = first(sources, own, resource)
-        if value is not None:
-            labels[name] = value
-    for key in label_keys:
-        value = text(resource.get(key))
-        if value is not None:
-            labels[key] = value
-    return {
-        "repo": first(("vcs.repository.name",), own, resource)
-        or first(("repo",), own, resource) or UNKNOWN_REPO,
-        "pr_number": _pr_number(first(("vcs.change.id",), own, resource)),
-        "labels": labels,
-    }
+class Placing:
+    """Where the executions of one resource belong: the resource's
+    attributes are read once (a request carries one resource for many
+    records), each record's own attributes come first (see the module's
+    table); ``label_keys`` as :func:`label_attributes` checked them."""
+
+    def __init__(self, resource: Mapping[str, Any], label_keys: Sequence[str]) -> None:
+        self._vcs = first(("vcs.repository.name",), resource)
+        self._repo = first(("repo",), resource)
+        self._change = first(("vcs.change.id",), resource)
+        self._labels = tuple((name, sources, first(sources, resource))
+                             for name, sources in LABELS)
+        kept = ((key, text(resource.get(key))) for key in label_keys)
+        self._kept = {key: value for key, value in kept if value is not None}
+
+    def of(self, own: Mapping[str, Any]) -> Dict[str, Any]:
+        """The ``repo``, ``pr_number`` and ``labels`` fields of the execution
+        whose attributes are ``own``."""
+        labels: Dict[str, str] = {}
+        for name, sources, theirs in self._labels:
+            value = first(sources, own) or theirs
+            if value is not None:
+                labels[name] = value
+        labels.update(self._kept)
+        change = first(("vcs.change.id",), own) or self._change
+        return {
+            "repo": first(("vcs.repository.name",), own) or self._vcs
+            or first(("repo",), own) or self._repo or UNKNOWN_REPO,
+            "pr_number": None if change is None else _pr_number(change),
+            "labels": labels,
+        }
 
 
-def _pr_number(value: Optional[str]) -> Optional[int]:
+def _pr_number(value: str) -> Optional[int]:
     # A change id that is not a number (a Gerrit change hash) names no PR.
-    return None if value is None else parse_count(value, minimum=1, maximum=MAX_INT)
+    return parse_count(value, minimum=1, maximum=MAX_INT)

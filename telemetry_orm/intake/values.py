@@ -42,11 +42,16 @@ def attributes(pairs: Iterable[Any]) -> Dict[str, Any]:
     found: Dict[str, Any] = {}
     for pair in pairs:
         value = pair.value
+        # Most values are strings (Claude Code sends its numbers so). A
+        # string that is not empty is what the value holds: read it without
+        # asking which field is set (each call on a value costs as much).
+        string = value.string_value
+        if string:
+            found[pair.key] = string
+            continue
         kind = value.WhichOneof("value")
-        # Most values are strings (Claude Code sends its numbers so): read
-        # them without a call to plain(), which a request makes per value.
         if kind == "string_value":
-            found[pair.key] = value.string_value
+            found[pair.key] = string
         elif kind in _SCALARS:
             found[pair.key] = getattr(value, kind)
         else:
@@ -61,6 +66,10 @@ def _number(name: str, value: Any) -> float | int:
         raise TelemetryValidationError(name, f"must be a number, got {type(value).__name__}")
     if isinstance(value, str):
         text = value.strip()
+        # int() and float() also read "1_000" and the digits of other
+        # scripts ("١٢"): no sender writes those, so they are refused.
+        if "_" in text or not text.isascii():
+            raise TelemetryValidationError(name, f"must be a number, got {value[:40]!r}")
         try:
             return int(text) if text.isdigit() else float(text)
         except ValueError:
@@ -69,11 +78,19 @@ def _number(name: str, value: Any) -> float | int:
     return value
 
 
+def _is_digits(value: Any) -> bool:
+    """Whether ``value`` is the usual whole number: a string of at most 18
+    ASCII digits (Claude Code's ``"120"``), read at once by ``int()``."""
+    return type(value) is str and len(value) <= 18 and value.isdigit() and value.isascii()
+
+
 def count(name: str, value: Any) -> int:
     """A token count: a whole number >= 0 (``"120"``, ``120``, ``120.0``);
     absent (``None``) counts 0."""
     if value is None:
         return 0
+    if _is_digits(value):
+        return int(value)
     number = _number(name, value)
     if isinstance(number, float):
         if not math.isfinite(number) or not number.is_integer():
@@ -89,6 +106,8 @@ def millis(name: str, value: Any) -> int:
     measure it in floating point); absent counts 0."""
     if value is None:
         return 0
+    if _is_digits(value):
+        return int(value)
     number = _number(name, value)
     if isinstance(number, float):
         if not math.isfinite(number):

@@ -110,8 +110,7 @@ class Writes:
             rows, sql = self._stamped(None, opened, rows, at), self._timed(opened).keyed(sql)
         written = None
         if labels is not None or replace:
-            written = _labels.hooks(self.label_sql(), labels or [NO_LABELS] * len(rows),
-                                    replace)
+            written = _labels.written(self.label_sql(), labels or [NO_LABELS] * len(rows))
         with host.gate.writing():
             host.gate.check_open()
             opened.upkeep.before_write()
