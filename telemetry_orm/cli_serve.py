@@ -29,6 +29,7 @@ ENV_TOKEN = "TELEMETRY_SERVE_TOKEN"
 #: OTLP/HTTP's port.
 DEFAULT_PORT = 4318
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_RECORDS = 10_000
 
 
 def is_loopback(host: str) -> bool:
@@ -90,7 +91,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                             format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     # A database that does not exist yet is created, as record() would.
     with contextlib.closing(create_telemetry_store(args.db)) as store:
-        app = make_app(store, token, max_body=args.max_body,
+        app = make_app(store, token, max_body=args.max_body, max_records=args.max_records,
                        label_attributes=args.label_attribute, max_inflight=args.max_inflight)
         serving = Serving(app, args.host, args.port, threads=args.max_inflight + 2,
                           max_request_body=args.max_body)
@@ -142,9 +143,12 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     sub.add_argument("--max-body", type=_positive, default=DEFAULT_MAX_BODY, metavar="BYTES",
                      help=f"the largest request body, decompressed (default "
                      f"{DEFAULT_MAX_BODY:,}); larger ones get 413")
+    sub.add_argument("--max-records", type=_positive, default=DEFAULT_MAX_RECORDS,
+                     metavar="N", help=f"the most log records, spans or metrics in one "
+                     f"request (default {DEFAULT_MAX_RECORDS:,}); more get 413")
     sub.add_argument("--label-attribute", action="append", default=[],
                      metavar="KEY", help="keep this resource attribute as a label of every "
                      "execution (repeatable), e.g. team from OTEL_RESOURCE_ATTRIBUTES=team=ml")
     sub.add_argument("--max-inflight", type=_positive, default=4, metavar="N",
-                     help="requests writing at once (default 4); more get 503 with "
-                     "Retry-After")
+                     help="requests read, decoded and written at once (default 4); more "
+                     "get 503 with Retry-After")

@@ -18,9 +18,10 @@ import base64
 import dataclasses
 import functools
 import json
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import TelemetryValidationError
+from . import counting
 
 #: The extra that brings the generated classes and the server.
 EXTRA = "serve"
@@ -31,6 +32,17 @@ HEX_IDS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id",
 
 #: google.rpc.Code INVALID_ARGUMENT, the code of an undecodable body.
 INVALID_ARGUMENT = 3
+
+# The JSON names of the three levels down to a request's records (both
+# spellings json_format reads).
+_JSON_LEVELS = {
+    "logs": (("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"),
+             ("logRecords", "log_records")),
+    "traces": (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"),
+               ("spans",)),
+    "metrics": (("resourceMetrics", "resource_metrics"), ("scopeMetrics", "scope_metrics"),
+                ("metrics",)),
+}
 
 # How deep a JSON body may nest: protobuf's own limit for its binary
 # decoding and json_format's default.
@@ -85,26 +97,39 @@ def signals() -> Dict[str, Signal]:
     return _classes()[0]
 
 
-def decode(signal: str, body: bytes, *, as_json: bool = False) -> Any:
+def decode(signal: str, body: bytes, *, as_json: bool = False,
+           max_records: Optional[int] = None) -> Any:
     """The ``Export…ServiceRequest`` of ``signal`` in ``body`` (protobuf, or
     OTLP JSON when ``as_json``). An undecodable body raises
-    :class:`~telemetry_orm.TelemetryValidationError` (field ``body``) saying why."""
+    :class:`~telemetry_orm.TelemetryValidationError` (field ``body``) saying why.
+
+    ``max_records``: a body holding more records (log records, spans or
+    metrics) raises :class:`~.counting.TooManyRecordsError`, counted before
+    they are built."""
     found, json_format, _ = _classes()
     message_class = found[signal].request
     if not as_json:
+        if max_records is not None:
+            counting.check_protobuf(signal, body, max_records)
         try:
             return message_class.FromString(body)
         except Exception as exc:  # google.protobuf.message.DecodeError, and upb's
             raise TelemetryValidationError(
                 "body", f"is not a protobuf {message_class.__name__}: {exc}") from None
+    hook = None if max_records is None else counting.JsonObjects(signal, max_records)
     try:
-        data = json.loads(body)
+        data = json.loads(body, object_hook=hook)
+    except counting.TooManyRecordsError:
+        raise
     except (ValueError, RecursionError) as exc:
         raise TelemetryValidationError("body", f"is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise TelemetryValidationError(
             "body", f"must be a JSON object ({message_class.__name__}), "
                     f"got {type(data).__name__}")
+    records = _json_records(signal, data)
+    if max_records is not None and len(records) > max_records:
+        raise counting.TooManyRecordsError(max_records, counting.RECORDS[signal] + "s")
     _hex_ids_to_base64(data)
     message = message_class()
     try:
@@ -114,6 +139,27 @@ def decode(signal: str, body: bytes, *, as_json: bool = False) -> Any:
         raise TelemetryValidationError(
             "body", f"is not an OTLP JSON {message_class.__name__}: {exc}") from None
     return message
+
+
+def _json_records(signal: str, data: Dict[str, Any]) -> List[Tuple[List[Any], int]]:
+    """Where each record of a JSON request is: its list and its position
+    there, in the request's order."""
+    outer, middle, inner = _JSON_LEVELS[signal]
+    return [(records, position)
+            for resource in _member(data, outer)
+            for scope in _member(resource, middle)
+            for records in (_member(scope, inner),)
+            for position in range(len(records))]
+
+
+def _member(node: Any, names: Tuple[str, ...]) -> List[Any]:
+    # The last of the field's two names wins, as in json_format.
+    found: List[Any] = []
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name in names and isinstance(value, list):
+                found = value
+    return found
 
 
 def _hex_ids_to_base64(data: Dict[str, Any]) -> None:
