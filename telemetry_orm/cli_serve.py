@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     with contextlib.closing(create_telemetry_store(args.db)) as store:
         app = make_app(store, token, max_body=args.max_body, max_records=args.max_records,
                        label_attributes=args.label_attribute, max_inflight=args.max_inflight)
-        serving = Serving(app, args.host, args.port, threads=args.max_inflight + 2,
+        serving = Serving(app, args.host, args.port, threads=app.threads,
                           max_request_body=args.max_body)
         out.write(f"serving OTLP/HTTP on http://{_url_host(serving.host)}:{serving.port} "
                   f"(POST /v1/logs, /v1/traces, /v1/metrics; GET /healthz) into {args.db}"

@@ -104,6 +104,12 @@ class OtlpApp:
         self._token = None if token is None else hashlib.sha256(
             token.strip().encode("utf-8")).digest()
         self._writers = threading.BoundedSemaphore(max_inflight)
+        # As many may wait busy_wait for a slot; one more gets 503 at once.
+        self._waiting = threading.BoundedSemaphore(max_inflight)
+        #: The worker threads a WSGI server should run for this application:
+        #: one per slot, one per waiter, and one that answers 503 (and
+        #: /healthz) at once. With fewer, excess requests queue in the server.
+        self.threads = 2 * max_inflight + 1
         self._lock = threading.Lock()
         self._unpriced: set[str] = set()
         self._table = quote(store.database, store.model._meta.table_name)
@@ -187,9 +193,16 @@ class OtlpApp:
 
     @contextlib.contextmanager
     def _slot(self) -> Iterator[None]:
-        if not self._writers.acquire(timeout=self.busy_wait):
-            raise _Refused(503, "busy: too many requests in flight; retry later",
-                           [("Retry-After", str(RETRY_AFTER))])
+        if not self._writers.acquire(blocking=False):
+            waits = self._waiting.acquire(blocking=False)
+            try:
+                got = waits and self._writers.acquire(timeout=self.busy_wait)
+            finally:
+                if waits:
+                    self._waiting.release()
+            if not got:
+                raise _Refused(503, "busy: too many requests in flight; retry later",
+                               [("Retry-After", str(RETRY_AFTER))])
         try:
             yield
         finally:
@@ -269,8 +282,10 @@ def make_app(store: PeeweeTelemetryStore, token: Optional[str] = None, *,
     past it). ``label_attributes``: resource
     attributes kept as labels (``OTEL_RESOURCE_ATTRIBUTES=team=platform``
     with ``("team",)``). ``max_inflight``: requests read, inflated, decoded
-    and written at once; one more waits ``busy_wait`` seconds, then gets 503
-    with ``Retry-After``.
+    and written at once; as many more wait ``busy_wait`` seconds for a slot,
+    then get 503 with ``Retry-After``; beyond them 503 comes at once. Serve
+    it with :attr:`OtlpApp.threads` worker threads, so that those requests
+    are answered rather than queued by the server.
     Needs the ``serve`` extra (``pip install 'telemetry_orm[serve]'``).
     """
     return OtlpApp(store, token, max_body=max_body, label_attributes=label_attributes,

@@ -5,17 +5,21 @@ Rows are read back through a plain sqlite3 connection."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
+import queue
 import sqlite3
 import threading
 import time
 import tracemalloc
-from typing import Any, List
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
 
-from otlp_support import api_request, chat, logs_json, spans_request
+from otlp_support import api_request, chat, logs_json, logs_request, spans_request
 from test_otlp_server import (
     AUTH,
     JSON,
+    PROTOBUF,
     TOKEN,
     Input,
     SlowStore,
@@ -24,8 +28,9 @@ from test_otlp_server import (
     logs_body,
 )
 
-from telemetry_orm import PeeweeTelemetryStore
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
 from telemetry_orm.server import MAX_BODY, make_app
+from telemetry_orm.serving import Serving
 
 
 def status_message(payload: bytes) -> str:
@@ -147,3 +152,59 @@ def test_inflating_and_decoding_wait_for_a_slot_like_writing(
     assert first[0][0] == 200
     assert count_rows(witness) == 2
 
+
+
+# --- Requests in flight, served by waitress -------------------------------------------
+
+
+def post(port: int, body: bytes) -> Tuple[int, Optional[str]]:
+    """``body`` posted to ``/v1/logs`` over HTTP: the status and ``Retry-After``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("POST", "/v1/logs", body, {"Content-Type": PROTOBUF})
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, answer.getheader("Retry-After")
+    finally:
+        connection.close()
+
+
+def test_served_with_its_threads_requests_beyond_the_waiters_get_503_at_once(
+        tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    with create_telemetry_store(path) as store:
+        slow = SlowStore(store)
+        slow.go.clear()
+        # One slot, one waiter (for as long as the writer is held), and
+        # five more requests: each must be answered while the writer is
+        # held, not queued behind it.
+        app = make_app(slow, max_inflight=1, busy_wait=600)  # type: ignore[arg-type]
+        serving = Serving(app, "127.0.0.1", 0, threads=app.threads)
+        runner = threading.Thread(target=serving.run)
+        runner.start()
+        answers: queue.Queue[Tuple[int, Optional[str]]] = queue.Queue()
+
+        def send(name: str, count: int) -> threading.Thread:
+            events = [api_request(request_id=f"{name}-{i}") for i in range(count)]
+            body = logs_request(events).SerializeToString()
+            sender = threading.Thread(target=lambda: answers.put(post(serving.port, body)))
+            sender.start()
+            return sender
+
+        senders = [send("held", 2)]
+        try:
+            assert slow.inside.wait(30)
+            senders += [send(f"more{n}", 3) for n in range(6)]
+            early = [answers.get(timeout=30) for _ in range(5)]
+        finally:
+            slow.go.set()
+            for sender in senders:
+                sender.join(60)
+            serving.stop()
+            runner.join(60)
+        late = [answers.get(timeout=1) for _ in range(2)]
+
+    assert early == [(503, "1")] * 5
+    assert late == [(200, None)] * 2  # the held request and the one that waited
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 2 + 3
