@@ -221,9 +221,14 @@ class OtlpApp:
                     if exc.index is None:
                         raise
                     # What this store's engine refuses (a key it forgot,
-                    # text its column cannot hold): that record alone.
+                    # text its column cannot hold): that record alone, or
+                    # after a purge every record whose key may be forgotten.
                     where = f"{exc.field}: " if exc.field else ""
-                    taken.withdraw(exc.index, where + exc.reason)
+                    refused = {exc.index: where + exc.reason}
+                    if exc.field == "at":
+                        refused.update((index, "at: " + reason) for index, reason in
+                                       self.store.forgotten_keys(taken.keys, taken.at))
+                    taken.withdraw(refused)
         except TelemetryValidationError:
             raise
         except Exception as exc:

@@ -4,6 +4,7 @@ Rows are read back through a plain sqlite3 connection."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import http.client
 import json
@@ -26,6 +27,8 @@ from test_otlp_server import (
     call,
     count_rows,
     logs_body,
+    logs_response,
+    stored,
 )
 
 from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store
@@ -208,3 +211,35 @@ def test_served_with_its_threads_requests_beyond_the_waiters_get_503_at_once(
     assert late == [(200, None)] * 2  # the held request and the one that waited
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 2 + 3
+
+
+# --- Records the store refuses --------------------------------------------------------
+
+
+def test_after_a_purge_every_record_whose_key_may_be_forgotten_is_refused_in_one_pass(
+        store: PeeweeTelemetryStore, witness: sqlite3.Connection) -> None:
+    store.record({"event_type": "x", "model": "m", "conclusion": "success", "repo": "r"},
+                 key="gone", at=dt.datetime(2020, 1, 1))
+    assert store.purge_older_than(1) == 1
+    witness.execute("UPDATE telemetry_orm_purged_keys SET purged_at = '2000-01-02 03:04:05'")
+    witness.commit()
+    store.purge(1, key_days=400)  # keys purged before 400 days ago are forgotten
+    old = [api_request(request_id=f"old-{i:03d}", **{"event.timestamp": "2001-02-03T04:05:06Z"})
+           for i in range(300)]
+    new = [api_request(request_id=f"new-{i}") for i in range(2)]
+    counted = SlowStore(store)
+    app = make_app(counted)  # type: ignore[arg-type]
+
+    status, _, payload = call(app, logs_request(old[:150] + new + old[150:])
+                              .SerializeToString())
+
+    assert status == 200
+    partial = logs_response(payload).partial_success
+    assert partial.rejected_log_records == 300
+    assert partial.error_message.startswith(
+        "300 of 302 log records rejected: log record 0: at: key 'otlp.log.request:old-000': "
+        "created_at 2001-02-03 04:05:06 is before ")
+    assert "; and 297 more" in partial.error_message
+    assert counted.calls == 2  # refused all at once, then the rest written
+    assert [row[0] for row in stored(witness)] == ["otlp.log.request:new-0",
+                                                   "otlp.log.request:new-1"]
