@@ -153,9 +153,11 @@ class OtlpApp:
         # three count against max_inflight.
         with self._slot():
             data = self._read(environ, encoding)
+            undecoded: List[Tuple[int, str]] = []
             try:
                 request = intake.decode(signal, data, as_json=as_json,
-                                        max_records=self.max_records)
+                                        max_records=self.max_records,
+                                        refuse=lambda *refused: undecoded.append(refused))
             except TooManyRecordsError as exc:
                 raise _Refused(413, str(exc)) from None
             except TelemetryValidationError as exc:
@@ -164,6 +166,11 @@ class OtlpApp:
                 return self._reply(signal, as_json, 0, "")
             taken = (intake.map_logs if signal == "logs" else intake.map_spans)(
                 request, self.label_keys)
+            if undecoded:
+                # Decoded as empty records: rejected, in their place.
+                for index, reason in undecoded:
+                    taken.reject(index, reason)
+                taken.rejected.sort(key=lambda rejection: rejection.index)
             self._write(taken)
         return self._reply(signal, as_json, len(taken.rejected), taken.message())
 

@@ -243,3 +243,40 @@ def test_after_a_purge_every_record_whose_key_may_be_forgotten_is_refused_in_one
     assert counted.calls == 2  # refused all at once, then the rest written
     assert [row[0] for row in stored(witness)] == ["otlp.log.request:new-0",
                                                    "otlp.log.request:new-1"]
+
+
+def test_a_lone_surrogate_in_json_rejects_its_record_and_the_rest_is_stored(
+        store: PeeweeTelemetryStore, witness: sqlite3.Connection) -> None:
+    request = json.loads(logs_json([api_request(request_id=f"s{i}") for i in range(4)]))
+    records = request["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    model = next(a for a in records[1]["attributes"] if a["key"] == "model")
+    model["value"]["stringValue"] = "claude-LONE"
+    records[3]["futureFieldLONE"] = 1  # an object's name, in a field no one reads
+    # json.dumps would write the escapes doubled: put them in by hand.
+    body = json.dumps(request).replace("LONE", "\\ud800").encode()
+
+    status, _, payload = call(make_app(store), body, content_type=JSON)
+
+    assert status == 200
+    partial = json.loads(payload)["partialSuccess"]
+    assert partial == {"rejectedLogRecords": "2", "errorMessage": (
+        "2 of 4 log records rejected: log record 1: attributes['model'].value.stringValue: "
+        "holds a lone surrogate (\\ud800 to \\udfff), which is not text; log record 3: "
+        "'futureField\\ud800': holds a lone surrogate (\\ud800 to \\udfff), which is not "
+        "text")}
+    assert [row[0] for row in stored(witness)] == ["otlp.log.request:s0",
+                                                   "otlp.log.request:s2"]
+
+
+def test_a_lone_surrogate_outside_the_records_refuses_the_body_saying_where(
+        store: PeeweeTelemetryStore) -> None:
+    request = json.loads(logs_json([api_request()]))
+    request["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"] = "LONE"
+    body = json.dumps(request).replace("LONE", "\\udfff").encode()
+
+    status, _, payload = call(make_app(store), body, content_type=JSON)
+
+    assert status == 400
+    assert json.loads(payload)["message"] == (
+        "body: resourceLogs[0].resource.attributes['service.name'].value.stringValue, "
+        "outside the records: holds a lone surrogate (\\ud800 to \\udfff), which is not text")

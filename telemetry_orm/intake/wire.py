@@ -44,6 +44,9 @@ _JSON_LEVELS = {
                 ("metrics",)),
 }
 
+# Why a JSON string is no text (protobuf's strings are UTF-8).
+_LONE = "holds a lone surrogate (\\ud800 to \\udfff), which is not text"
+
 # How deep a JSON body may nest: protobuf's own limit for its binary
 # decoding and json_format's default.
 _MAX_DEPTH = 100
@@ -98,14 +101,18 @@ def signals() -> Dict[str, Signal]:
 
 
 def decode(signal: str, body: bytes, *, as_json: bool = False,
-           max_records: Optional[int] = None) -> Any:
+           max_records: Optional[int] = None,
+           refuse: Optional[Callable[[int, str], None]] = None) -> Any:
     """The ``Export…ServiceRequest`` of ``signal`` in ``body`` (protobuf, or
     OTLP JSON when ``as_json``). An undecodable body raises
     :class:`~telemetry_orm.TelemetryValidationError` (field ``body``) saying why.
 
     ``max_records``: a body holding more records (log records, spans or
     metrics) raises :class:`~.counting.TooManyRecordsError`, counted before
-    they are built."""
+    they are built. ``refuse``: called with the position and the reason of
+    each record of a JSON body holding a string that is no text (a lone
+    surrogate, ``"\\ud800"``: protobuf cannot hold it), which is then
+    decoded as an empty record; without it, such a body is undecodable."""
     found, json_format, _ = _classes()
     message_class = found[signal].request
     if not as_json:
@@ -130,7 +137,8 @@ def decode(signal: str, body: bytes, *, as_json: bool = False,
     records = _json_records(signal, data)
     if max_records is not None and len(records) > max_records:
         raise counting.TooManyRecordsError(max_records, counting.RECORDS[signal] + "s")
-    _hex_ids_to_base64(data)
+    if not _hex_ids_to_base64(data):
+        _refuse_untextual(signal, data, records, refuse)
     message = message_class()
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=True,
@@ -162,9 +170,11 @@ def _member(node: Any, names: Tuple[str, ...]) -> List[Any]:
     return found
 
 
-def _hex_ids_to_base64(data: Dict[str, Any]) -> None:
+def _hex_ids_to_base64(data: Dict[str, Any]) -> bool:
+    """Turn the hex ids into base64; whether every string (keys too) is text."""
     # Iterative: a body nested deeper than Python's stack must not crash
     # here (json_format refuses it after this, at its depth limit).
+    text = True
     stack: List[Any] = [data]
     while stack:
         node = stack.pop()
@@ -174,8 +184,67 @@ def _hex_ids_to_base64(data: Dict[str, Any]) -> None:
                     node[key] = _base64_of_hex(key, value)
                 elif isinstance(value, (dict, list)):
                     stack.append(value)
+                elif text and isinstance(value, str):
+                    text = _is_text(value)
+                text = text and _is_text(key)
         elif isinstance(node, list):
-            stack.extend(item for item in node if isinstance(item, (dict, list)))
+            for item in node:
+                if isinstance(item, (dict, list)):
+                    stack.append(item)
+                elif text and isinstance(item, str):
+                    text = _is_text(item)
+    return text
+
+
+def _is_text(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_untextual(signal: str, data: Dict[str, Any], records: List[Tuple[List[Any], int]],
+                      refuse: Optional[Callable[[int, str], None]]) -> None:
+    """Each record holding a string that is no text refused and emptied
+    (through ``refuse``); such a string outside the records refuses the body."""
+    for index, (listing, position) in enumerate(records):
+        where = _untextual(listing[position])
+        if where is None:
+            continue
+        reason = f"{where}: {_LONE}"
+        if refuse is None:
+            raise TelemetryValidationError("body", f"{counting.RECORDS[signal]} {index}: "
+                                                   f"{reason}")
+        listing[position] = {}
+        refuse(index, reason)
+    where = _untextual(data)
+    if where is not None:
+        raise TelemetryValidationError("body", f"{where}, outside the records: {_LONE}")
+
+
+def _untextual(node: Any) -> Optional[str]:
+    """The path of the first string (a key or a value) under ``node`` that
+    is no text; an attribute named by its key (``attributes['model']``)."""
+    stack: List[Tuple[Any, str]] = [(node, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if not _is_text(node):
+                return path or "the body"
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if not _is_text(key):
+                    return f"{path}.{ascii(key)}".lstrip(".")
+                stack.append((value, f"{path}.{key}".lstrip(".")))
+        elif isinstance(node, list):
+            for position, item in enumerate(node):
+                name = item.get("key") if isinstance(item, dict) else None
+                label = repr(name) if isinstance(name, str) and _is_text(name) else position
+                stack.append((item, f"{path}[{label}]"))
+    return None
 
 
 def _base64_of_hex(key: str, value: str) -> str:
