@@ -51,14 +51,17 @@ def is_loopback(host: str) -> bool:
 def read_token(args: argparse.Namespace) -> Optional[str]:
     """The token of ``--token-file`` (its first line), else of
     ``$TELEMETRY_SERVE_TOKEN``; ``None`` when neither is given."""
+    from .server import check_token
+
     if args.token_file is not None:
-        with open(args.token_file, encoding="utf-8") as handle:
+        # Bytes that are no UTF-8 become U+FFFD, refused below as non-ASCII.
+        with open(args.token_file, encoding="utf-8", errors="replace") as handle:
             token = handle.readline().strip()
         if not token:
             raise TelemetryValidationError("--token-file", f"{args.token_file} holds no token")
-        return token
+        return check_token(token, "--token-file", f"the token of {args.token_file} ")
     token = os.environ.get(ENV_TOKEN, "").strip()
-    return token or None
+    return check_token(token, f"${ENV_TOKEN}", "the token ") if token else None
 
 
 @contextlib.contextmanager

@@ -88,8 +88,8 @@ class OtlpApp:
                  max_inflight: int = MAX_INFLIGHT, busy_wait: float = BUSY_WAIT,
                  max_records: int = MAX_RECORDS) -> None:
         intake.require("the OTLP server")
-        if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise TelemetryValidationError("token", "must be a non-empty string or None")
+        if token is not None:
+            token = check_token(token)
         if not isinstance(max_body, int) or max_body < 1:
             raise TelemetryValidationError("max_body", f"must be an integer >= 1, "
                                                        f"got {max_body!r}")
@@ -101,8 +101,7 @@ class OtlpApp:
         self.max_records = max_records
         self.label_keys = intake.label_attributes(label_attributes)
         self.busy_wait = busy_wait
-        self._token = None if token is None else hashlib.sha256(
-            token.strip().encode("utf-8")).digest()
+        self._token = None if token is None else hashlib.sha256(token.encode("ascii")).digest()
         self._writers = threading.BoundedSemaphore(max_inflight)
         # As many may wait busy_wait for a slot; one more gets 503 at once.
         self._waiting = threading.BoundedSemaphore(max_inflight)
@@ -278,6 +277,23 @@ class OtlpApp:
                ) -> Tuple[int, Headers, bytes]:
         payload = intake.response(signal, rejected, message, as_json=as_json)
         return 200, [("Content-Type", JSON if as_json else PROTOBUF)], payload
+
+
+def check_token(token: Any, field: str = "token", where: str = "") -> str:
+    """``token`` without its surrounding blanks, or
+    :class:`~telemetry_orm.TelemetryValidationError` (``field``, the message
+    starting with ``where``) when it is empty or could never match: HTTP
+    headers carry latin-1, so only printable ASCII arrives as it was written."""
+    if not isinstance(token, str) or not token.strip():
+        raise TelemetryValidationError(field, f"{where}must be a non-empty string or None")
+    stripped: str = token.strip()
+    odd = next((c for c in stripped if not (c.isascii() and c.isprintable())), None)
+    if odd is not None:
+        raise TelemetryValidationError(field, (
+            f"{where}holds {odd!r}: a token must be printable ASCII (HTTP headers carry "
+            "latin-1, so any other character never matches); make one with "
+            "'head -c 32 /dev/urandom | base64'"))
+    return stripped
 
 
 def make_app(store: PeeweeTelemetryStore, token: Optional[str] = None, *,

@@ -159,7 +159,10 @@ def test_without_a_token_only_loopback_is_allowed(tmp_path: Path, host: str) -> 
 
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
+    (tmp_path / "utf8").write_text("pässwörd\n", encoding="utf-8")
     for args, message in ((["--token-file", "empty"], "empty holds no token"),
+                          (["--token-file", "utf8"], "--token-file: the token of utf8 holds "
+                           "'ä': a token must be printable ASCII"),
                           (["--label-attribute", "Team"], "'Team' is not a label name"),
                           (["--port", "70000"], "must be a port from 0 to 65535"),
                           (["--max-body", "0"], "must be a whole number >= 1"),
@@ -169,6 +172,18 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
+
+
+def test_a_token_of_the_environment_that_is_not_ascii_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "telemetry_orm", "serve", "--port", "0",
+                           "--db", str(tmp_path / "otlp.db")], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path,
+                          env={**os.environ, "TELEMETRY_SERVE_TOKEN": "s3crét"})
+
+    assert done.returncode == 2
+    assert "$TELEMETRY_SERVE_TOKEN: the token holds 'é': a token must be printable ASCII" \
+        in done.stderr, done.stderr
+    assert not (tmp_path / "otlp.db").exists()
 
 
 def test_which_hosts_are_loopback() -> None:

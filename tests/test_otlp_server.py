@@ -425,7 +425,8 @@ def test_a_record_the_store_refuses_is_rejected_and_the_rest_written(
 
 
 def test_make_app_checks_its_arguments(store: PeeweeTelemetryStore) -> None:
-    for kwargs, field in (({"token": " "}, "token"), ({"max_body": 0}, "max_body"),
+    for kwargs, field in (({"token": " "}, "token"), ({"token": "pässwörd"}, "token"),
+                          ({"token": "tab\tinside"}, "token"), ({"max_body": 0}, "max_body"),
                           ({"max_inflight": 0}, "max_inflight"),
                           ({"label_attributes": ["Team"]}, "label attribute")):
         with pytest.raises(TelemetryValidationError) as raised:
