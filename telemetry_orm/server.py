@@ -103,7 +103,7 @@ class OtlpApp:
         self.busy_wait = busy_wait
         self._token = None if token is None else hashlib.sha256(token.encode("ascii")).digest()
         self._writers = threading.BoundedSemaphore(max_inflight)
-        # As many may wait busy_wait for a slot; one more gets 503 at once.
+        # As many may wait busy_wait for a slot; any more gets 503 at once.
         self._waiting = threading.BoundedSemaphore(max_inflight)
         #: The worker threads a WSGI server should run for this application:
         #: one per slot, one per waiter, and one that answers 503 (and
@@ -303,17 +303,18 @@ def make_app(store: PeeweeTelemetryStore, token: Optional[str] = None, *,
     """A WSGI application receiving OTLP/HTTP into ``store``.
 
     ``token``: the bearer token every export must send (``Authorization:
-    Bearer <token>``, compared in constant time before the body is decompressed or decoded);
-    ``None`` takes every request. ``max_body``: the most bytes of a body,
-    after decompression (413 past it). ``max_records``: the most log records,
-    spans or metrics of one request, counted before they are decoded (413
-    past it). ``label_attributes``: resource
-    attributes kept as labels (``OTEL_RESOURCE_ATTRIBUTES=team=platform``
-    with ``("team",)``). ``max_inflight``: requests read, inflated, decoded
-    and written at once; as many more wait ``busy_wait`` seconds for a slot,
-    then get 503 with ``Retry-After``; beyond them 503 comes at once. Serve
-    it with :attr:`OtlpApp.threads` worker threads, so that those requests
-    are answered rather than queued by the server.
+    Bearer <token>``, compared in constant time before the body is decompressed or decoded;
+    printable ASCII, see :func:`check_token`); ``None`` takes every request.
+    ``max_body``: the most bytes of a body, after decompression (413 past
+    it). ``max_records``: the most log records, spans or metrics of one
+    request, counted before they are decoded (413 past it).
+    ``label_attributes``: resource attributes kept as labels
+    (``OTEL_RESOURCE_ATTRIBUTES=team=platform`` with ``("team",)``).
+    ``max_inflight``: requests read, inflated, decoded and written at once;
+    as many more wait ``busy_wait`` seconds for a slot, then get 503 with
+    ``Retry-After``; beyond them 503 comes at once. Serve it with
+    :attr:`OtlpApp.threads` worker threads, so that those requests are
+    answered rather than queued by the server.
     Needs the ``serve`` extra (``pip install 'telemetry_orm[serve]'``).
     """
     return OtlpApp(store, token, max_body=max_body, label_attributes=label_attributes,
