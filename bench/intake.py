@@ -10,8 +10,13 @@ Claude Code events costs, and what four concurrent clients sustain.
 - ``records/s, 4 concurrent clients``: four threads posting requests of
   250 events over HTTP to the app served by waitress, as ``telemetry-orm
   serve`` serves it (a reference line).
+- ``records/s, 4 SDK log exporters``: four processes, each exporting
+  batches of 512 log records (the SDK's batch) through the OpenTelemetry
+  SDK's own ``OTLPLogExporter`` (protobuf over HTTP, its retries on 503
+  included) to the app served by waitress (a reference line).
 
-Skipped, with the reason, without the ``serve`` extra.
+Skipped, with the reason, without the ``serve`` extra; the last line
+without ``opentelemetry-sdk`` and ``opentelemetry-exporter-otlp-proto-http``.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import io
+import multiprocessing
+import queue
 import sqlite3
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from bench.timing import Result, Settings, paired
 from telemetry_orm import create_telemetry_store
@@ -31,6 +38,7 @@ from telemetry_orm.record import FIELD_NAMES
 CASE = "OTLP logs request of 1,000 records"
 TARGET = 2.0
 THROUGHPUT = "  records/s, 4 concurrent clients"
+EXPORTERS = "  records/s, 4 SDK log exporters"
 
 #: When the events happened (one a second from here).
 START = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)
@@ -150,6 +158,7 @@ def intake(settings: Settings) -> List[Result]:
                           f"<= {TARGET}x decode + raw executemany",
                           "protobuf, SQLite file, every record new", rounds)]
         results.append(_throughput(store, make_app, Serving, classes, settings))
+        results.append(_exporters(store, make_app, Serving, settings))
     return results
 
 
@@ -160,7 +169,8 @@ def _throughput(store: Any, make_app: Any, serving_cls: Any,
     requests = 6 if settings.quick else 20
     bodies = {c: [_request(classes, f"c{c}q{q}", batch) for q in range(requests)]
               for c in range(clients)}
-    serving = serving_cls(make_app(store), port=0, threads=clients)
+    app = make_app(store)
+    serving = serving_cls(app, port=0, threads=app.threads)
     server = threading.Thread(target=serving.run, daemon=True)
     server.start()
     statuses: Dict[int, List[int]] = {c: [] for c in range(clients)}
@@ -199,3 +209,98 @@ def _throughput(store: Any, make_app: Any, serving_cls: Any,
         + ("" if answered == [200] else
            f"; {sum(s == 503 for per in statuses.values() for s in per)} answers 503, "
            "sent again")))
+
+
+def _exporters(store: Any, make_app: Any, serving_cls: Any, settings: Settings) -> Result:
+    """Records a second that four processes exporting through the SDK's
+    ``OTLPLogExporter`` get stored."""
+    try:
+        import opentelemetry.exporter.otlp.proto.http._log_exporter  # noqa: F401
+        import opentelemetry.sdk._logs  # noqa: F401
+    except ImportError as exc:
+        return Result(EXPORTERS, None, "", note=(
+            "skipped: needs opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http "
+            f"({exc})"))
+    processes, batch = 4, 512
+    batches = 4 if settings.quick else 12
+    app = make_app(store)
+    serving = serving_cls(app, port=0, threads=app.threads)
+    server = threading.Thread(target=serving.run, daemon=True)
+    server.start()
+    # Spawned, not forked: this process runs the server's threads.
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Queue(), context.Queue()
+    go = context.Event()
+    workers = [context.Process(target=_export, args=(
+        serving.port, f"p{p}", batches, batch, ready, go, done)) for p in range(processes)]
+    before = store.model.select().count()
+    try:
+        for worker in workers:
+            worker.start()
+        for _ in workers:  # each has built its batches: only the export is timed
+            ready.get(timeout=300)
+        started = time.perf_counter()
+        go.set()
+        failed = sum(done.get(timeout=600) for _ in workers)
+        took = time.perf_counter() - started
+    except queue.Empty:
+        raise RuntimeError("an exporter process did not answer") from None
+    finally:
+        for worker in workers:
+            worker.join(60)
+        serving.stop()
+        serving.wait(30)
+    stored = store.model.select().count() - before
+    if failed or stored != processes * batches * batch:
+        raise RuntimeError(f"stored {stored} of {processes * batches * batch}, "
+                           f"{failed} exports failed")
+    return Result(EXPORTERS, stored / took, "rec/s", note=(
+        f"{processes} processes x {batches} batches of {batch} through OTLPLogExporter, "
+        "waitress, SQLite file"))
+
+
+def _export(port: int, tag: str, batches: int, batch: int, ready: Any, go: Any,
+            done: Any) -> None:
+    """One exporter process: build the batches, say so, wait for ``go``,
+    export them, and put the number of failed exports in ``done``."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    prepared = _sdk_batches(tag, batches, batch)
+    exporter = OTLPLogExporter(endpoint=f"http://127.0.0.1:{port}/v1/logs", timeout=120)
+    ready.put(tag)
+    go.wait(300)
+    failed = sum(exporter.export(records).name != "SUCCESS" for records in prepared)
+    exporter.shutdown()
+    done.put(failed)
+
+
+def _sdk_batches(tag: str, batches: int, batch: int) -> List[Sequence[Any]]:
+    """``batches`` batches of ``batch`` SDK log records shaped as Claude
+    Code's events (``tag`` makes them new)."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import (
+        InMemoryLogRecordExporter,
+        SimpleLogRecordProcessor,
+    )
+    from opentelemetry.sdk.resources import Resource
+
+    kept = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource({
+        "service.name": "claude-code", "service.version": "2.0.14", "team": "platform"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(kept))
+    logger = provider.get_logger("com.anthropic.claude_code.events", "2.0.14")
+    for i in range(batches * batch):
+        when = START + dt.timedelta(seconds=i)
+        nanos = int(when.timestamp()) * 1_000_000_000
+        logger.emit(timestamp=nanos, observed_timestamp=nanos, body="claude_code.api_request",
+                    attributes={
+                        "event.name": "api_request",
+                        "event.timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                        "session.id": f"session-{tag}-{i // 50}", "model": "claude-sonnet-4-5",
+                        "input_tokens": str(100 + i % 900), "output_tokens": str(20 + i % 400),
+                        "cache_read_tokens": str(1000 * (i % 7)), "cost_usd": "0.0123",
+                        "duration_ms": str(800 + i % 5000), "request_id": f"req_{tag}_{i:06d}",
+                        "user.email": f"user{i % 12}@example.com"})
+    provider.shutdown()
+    records = list(kept.get_finished_logs())
+    return [records[k:k + batch] for k in range(0, len(records), batch)]

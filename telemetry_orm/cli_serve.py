@@ -29,6 +29,7 @@ ENV_TOKEN = "TELEMETRY_SERVE_TOKEN"
 #: OTLP/HTTP's port.
 DEFAULT_PORT = 4318
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_RECORDS = 10_000
 
 
 def is_loopback(host: str) -> bool:
@@ -50,14 +51,17 @@ def is_loopback(host: str) -> bool:
 def read_token(args: argparse.Namespace) -> Optional[str]:
     """The token of ``--token-file`` (its first line), else of
     ``$TELEMETRY_SERVE_TOKEN``; ``None`` when neither is given."""
+    from .server import check_token
+
     if args.token_file is not None:
-        with open(args.token_file, encoding="utf-8") as handle:
+        # Bytes that are no UTF-8 become U+FFFD, refused below as non-ASCII.
+        with open(args.token_file, encoding="utf-8", errors="replace") as handle:
             token = handle.readline().strip()
         if not token:
             raise TelemetryValidationError("--token-file", f"{args.token_file} holds no token")
-        return token
+        return check_token(token, "--token-file", f"the token of {args.token_file} ")
     token = os.environ.get(ENV_TOKEN, "").strip()
-    return token or None
+    return check_token(token, f"${ENV_TOKEN}", "the token ") if token else None
 
 
 @contextlib.contextmanager
@@ -90,9 +94,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                             format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     # A database that does not exist yet is created, as record() would.
     with contextlib.closing(create_telemetry_store(args.db)) as store:
-        app = make_app(store, token, max_body=args.max_body,
+        app = make_app(store, token, max_body=args.max_body, max_records=args.max_records,
                        label_attributes=args.label_attribute, max_inflight=args.max_inflight)
-        serving = Serving(app, args.host, args.port, threads=args.max_inflight + 2,
+        serving = Serving(app, args.host, args.port, threads=app.threads,
                           max_request_body=args.max_body)
         out.write(f"serving OTLP/HTTP on http://{_url_host(serving.host)}:{serving.port} "
                   f"(POST /v1/logs, /v1/traces, /v1/metrics; GET /healthz) into {args.db}"
@@ -142,9 +146,12 @@ def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
     sub.add_argument("--max-body", type=_positive, default=DEFAULT_MAX_BODY, metavar="BYTES",
                      help=f"the largest request body, decompressed (default "
                      f"{DEFAULT_MAX_BODY:,}); larger ones get 413")
+    sub.add_argument("--max-records", type=_positive, default=DEFAULT_MAX_RECORDS,
+                     metavar="N", help=f"the most log records, spans or metrics in one "
+                     f"request (default {DEFAULT_MAX_RECORDS:,}); more get 413")
     sub.add_argument("--label-attribute", action="append", default=[],
                      metavar="KEY", help="keep this resource attribute as a label of every "
                      "execution (repeatable), e.g. team from OTEL_RESOURCE_ATTRIBUTES=team=ml")
     sub.add_argument("--max-inflight", type=_positive, default=4, metavar="N",
-                     help="requests writing at once (default 4); more get 503 with "
-                     "Retry-After")
+                     help="requests read, decoded and written at once (default 4); more "
+                     "get 503 with Retry-After")

@@ -23,23 +23,28 @@ application can mount it beside its own routes::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import intake
 from .errors import StoreClosedError, TelemetryValidationError
 from .intake import body as _body
+from .intake.counting import TooManyRecordsError
 from .sql import quote
 from .store import PeeweeTelemetryStore
 
 #: The default bound of a request body, decompressed: 16 MiB.
 MAX_BODY = 16 * 1024 * 1024
-#: Requests that may write at once by default; more wait up to
-#: :data:`BUSY_WAIT` seconds, then get 503.
+#: The default bound of the records (log records, spans, metrics) of one
+#: request: the SDK's batches hold 512, Claude Code's fewer.
+MAX_RECORDS = 10_000
+#: Requests that may be read, decoded and written at once by default; more
+#: wait up to :data:`BUSY_WAIT` seconds, then get 503.
 MAX_INFLIGHT = 4
 BUSY_WAIT = 0.5
 #: Seconds an exporter is told to wait (``Retry-After``) after a 503.
@@ -80,23 +85,30 @@ class OtlpApp:
 
     def __init__(self, store: PeeweeTelemetryStore, token: Optional[str] = None, *,
                  max_body: int = MAX_BODY, label_attributes: Iterable[str] = (),
-                 max_inflight: int = MAX_INFLIGHT, busy_wait: float = BUSY_WAIT) -> None:
+                 max_inflight: int = MAX_INFLIGHT, busy_wait: float = BUSY_WAIT,
+                 max_records: int = MAX_RECORDS) -> None:
         intake.require("the OTLP server")
-        if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise TelemetryValidationError("token", "must be a non-empty string or None")
+        if token is not None:
+            token = check_token(token)
         if not isinstance(max_body, int) or max_body < 1:
             raise TelemetryValidationError("max_body", f"must be an integer >= 1, "
                                                        f"got {max_body!r}")
-        if not isinstance(max_inflight, int) or max_inflight < 1:
-            raise TelemetryValidationError("max_inflight", f"must be an integer >= 1, "
-                                                           f"got {max_inflight!r}")
+        for name, value in (("max_inflight", max_inflight), ("max_records", max_records)):
+            if not isinstance(value, int) or value < 1:
+                raise TelemetryValidationError(name, f"must be an integer >= 1, got {value!r}")
         self.store = store
         self.max_body = max_body
+        self.max_records = max_records
         self.label_keys = intake.label_attributes(label_attributes)
         self.busy_wait = busy_wait
-        self._token = None if token is None else hashlib.sha256(
-            token.strip().encode("utf-8")).digest()
+        self._token = None if token is None else hashlib.sha256(token.encode("ascii")).digest()
         self._writers = threading.BoundedSemaphore(max_inflight)
+        # As many may wait busy_wait for a slot; any more gets 503 at once.
+        self._waiting = threading.BoundedSemaphore(max_inflight)
+        #: The worker threads a WSGI server should run for this application:
+        #: one per slot, one per waiter, and one that answers 503 (and
+        #: /healthz) at once. With fewer, excess requests queue in the server.
+        self.threads = 2 * max_inflight + 1
         self._lock = threading.Lock()
         self._unpriced: set[str] = set()
         self._table = quote(store.database, store.model._meta.table_name)
@@ -136,16 +148,29 @@ class OtlpApp:
         if encoding not in _body.ENCODINGS and encoding not in _body.IDENTITY:
             raise _Refused(415, f"Content-Encoding must be gzip, deflate or identity, "
                                 f"got {encoding[:100]!r}")
-        data = self._read(environ, encoding)
-        try:
-            request = intake.decode(signal, data, as_json=as_json)
-        except TelemetryValidationError as exc:
-            raise _Refused(400, str(exc)) from None
-        if signal == "metrics":
-            return self._reply(signal, as_json, 0, "")
-        taken = (intake.map_logs if signal == "logs" else intake.map_spans)(
-            request, self.label_keys)
-        self._write(taken)
+        # Inflating and decoding take memory and time as writing does: all
+        # three count against max_inflight.
+        with self._slot():
+            data = self._read(environ, encoding)
+            undecoded: List[Tuple[int, str]] = []
+            try:
+                request = intake.decode(signal, data, as_json=as_json,
+                                        max_records=self.max_records,
+                                        refuse=lambda *refused: undecoded.append(refused))
+            except TooManyRecordsError as exc:
+                raise _Refused(413, str(exc)) from None
+            except TelemetryValidationError as exc:
+                raise _Refused(400, str(exc)) from None
+            if signal == "metrics":
+                return self._reply(signal, as_json, 0, "")
+            taken = (intake.map_logs if signal == "logs" else intake.map_spans)(
+                request, self.label_keys)
+            if undecoded:
+                # Decoded as empty records: rejected, in their place.
+                for index, reason in undecoded:
+                    taken.reject(index, reason)
+                taken.rejected.sort(key=lambda rejection: rejection.index)
+            self._write(taken)
         return self._reply(signal, as_json, len(taken.rejected), taken.message())
 
     def _check_token(self, environ: Environ) -> None:
@@ -172,13 +197,27 @@ class OtlpApp:
         except TelemetryValidationError as exc:
             raise _Refused(400, str(exc)) from None
 
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._writers.acquire(blocking=False):
+            waits = self._waiting.acquire(blocking=False)
+            try:
+                got = waits and self._writers.acquire(timeout=self.busy_wait)
+            finally:
+                if waits:
+                    self._waiting.release()
+            if not got:
+                raise _Refused(503, "busy: too many requests in flight; retry later",
+                               [("Retry-After", str(RETRY_AFTER))])
+        try:
+            yield
+        finally:
+            self._writers.release()
+
     def _write(self, taken: intake.Intake) -> None:
         if not taken.records:
             self._note(taken)
             return
-        if not self._writers.acquire(timeout=self.busy_wait):
-            raise _Refused(503, "busy: too many requests writing at once; retry later",
-                           [("Retry-After", str(RETRY_AFTER))])
         try:
             while taken.records:
                 try:
@@ -188,17 +227,20 @@ class OtlpApp:
                     if exc.index is None:
                         raise
                     # What this store's engine refuses (a key it forgot,
-                    # text its column cannot hold): that record alone.
+                    # text its column cannot hold): that record alone, or
+                    # after a purge every record whose key may be forgotten.
                     where = f"{exc.field}: " if exc.field else ""
-                    taken.withdraw(exc.index, where + exc.reason)
+                    refused = {exc.index: where + exc.reason}
+                    if exc.field == "at":
+                        refused.update((index, "at: " + reason) for index, reason in
+                                       self.store.forgotten_keys(taken.keys, taken.at))
+                    taken.withdraw(refused)
         except TelemetryValidationError:
             raise
         except Exception as exc:
             _log.warning("could not store %d %ss: %s", len(taken.records), taken.kind, exc)
             raise _Refused(503, f"the store cannot write now ({type(exc).__name__}); "
                                 "retry later", [("Retry-After", str(RETRY_AFTER))]) from None
-        finally:
-            self._writers.release()
         self._note(taken)
 
     def _note(self, taken: intake.Intake) -> None:
@@ -237,19 +279,43 @@ class OtlpApp:
         return 200, [("Content-Type", JSON if as_json else PROTOBUF)], payload
 
 
+def check_token(token: Any, field: str = "token", where: str = "") -> str:
+    """``token`` without its surrounding blanks, or
+    :class:`~telemetry_orm.TelemetryValidationError` (``field``, the message
+    starting with ``where``) when it is empty or could never match: HTTP
+    headers carry latin-1, so only printable ASCII arrives as it was written."""
+    if not isinstance(token, str) or not token.strip():
+        raise TelemetryValidationError(field, f"{where}must be a non-empty string or None")
+    stripped: str = token.strip()
+    odd = next((c for c in stripped if not (c.isascii() and c.isprintable())), None)
+    if odd is not None:
+        raise TelemetryValidationError(field, (
+            f"{where}holds {odd!r}: a token must be printable ASCII (HTTP headers carry "
+            "latin-1, so any other character never matches); make one with "
+            "'head -c 32 /dev/urandom | base64'"))
+    return stripped
+
+
 def make_app(store: PeeweeTelemetryStore, token: Optional[str] = None, *,
              max_body: int = MAX_BODY, label_attributes: Iterable[str] = (),
-             max_inflight: int = MAX_INFLIGHT, busy_wait: float = BUSY_WAIT) -> OtlpApp:
+             max_inflight: int = MAX_INFLIGHT, busy_wait: float = BUSY_WAIT,
+             max_records: int = MAX_RECORDS) -> OtlpApp:
     """A WSGI application receiving OTLP/HTTP into ``store``.
 
     ``token``: the bearer token every export must send (``Authorization:
-    Bearer <token>``, compared in constant time before the body is decompressed or decoded);
-    ``None`` takes every request. ``max_body``: the most bytes of a body,
-    after decompression (413 past it). ``label_attributes``: resource
-    attributes kept as labels (``OTEL_RESOURCE_ATTRIBUTES=team=platform``
-    with ``("team",)``). ``max_inflight``: requests writing at once; one
-    more waits ``busy_wait`` seconds, then gets 503 with ``Retry-After``.
+    Bearer <token>``, compared in constant time before the body is decompressed or decoded;
+    printable ASCII, see :func:`check_token`); ``None`` takes every request.
+    ``max_body``: the most bytes of a body, after decompression (413 past
+    it). ``max_records``: the most log records, spans or metrics of one
+    request, counted before they are decoded (413 past it).
+    ``label_attributes``: resource attributes kept as labels
+    (``OTEL_RESOURCE_ATTRIBUTES=team=platform`` with ``("team",)``).
+    ``max_inflight``: requests read, inflated, decoded and written at once;
+    as many more wait ``busy_wait`` seconds for a slot, then get 503 with
+    ``Retry-After``; beyond them 503 comes at once. Serve it with
+    :attr:`OtlpApp.threads` worker threads, so that those requests are
+    answered rather than queued by the server.
     Needs the ``serve`` extra (``pip install 'telemetry_orm[serve]'``).
     """
     return OtlpApp(store, token, max_body=max_body, label_attributes=label_attributes,
-                   max_inflight=max_inflight, busy_wait=busy_wait)
+                   max_inflight=max_inflight, busy_wait=busy_wait, max_records=max_records)

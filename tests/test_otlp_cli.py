@@ -117,6 +117,33 @@ def test_the_token_can_come_from_the_environment(tmp_path: Path) -> None:
     assert status == 0, err
 
 
+def post(port: int, body: bytes) -> int:
+    """``body`` posted to ``/v1/logs``; the status answered."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/logs", data=body,
+                                     method="POST",
+                                     headers={"Content-Type": "application/x-protobuf"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+
+
+def test_max_records_bounds_the_records_of_a_request(tmp_path: Path) -> None:
+    events = [api_request(request_id=f"m{i}") for i in range(3)]
+    process, port = start(tmp_path, "--max-records", "2")
+    try:
+        statuses = [post(port, logs_request(events).SerializeToString()),
+                    post(port, logs_request(events[:2]).SerializeToString())]
+    finally:
+        status, _, err = stop(process)
+
+    assert statuses == [413, 200]
+    assert status == 0, err
+    assert [row[0] for row in rows(tmp_path / "otlp.db")] == ["otlp.log.request:m0",
+                                                              "otlp.log.request:m1"]
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
 def test_without_a_token_only_loopback_is_allowed(tmp_path: Path, host: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TELEMETRY_SERVE_TOKEN"}
@@ -132,15 +159,31 @@ def test_without_a_token_only_loopback_is_allowed(tmp_path: Path, host: str) -> 
 
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
+    (tmp_path / "utf8").write_text("pässwörd\n", encoding="utf-8")
     for args, message in ((["--token-file", "empty"], "empty holds no token"),
+                          (["--token-file", "utf8"], "--token-file: the token of utf8 holds "
+                           "'ä': a token must be printable ASCII"),
                           (["--label-attribute", "Team"], "'Team' is not a label name"),
                           (["--port", "70000"], "must be a port from 0 to 65535"),
-                          (["--max-body", "0"], "must be a whole number >= 1")):
+                          (["--max-body", "0"], "must be a whole number >= 1"),
+                          (["--max-records", "x"], "must be a whole number >= 1")):
         done = subprocess.run([sys.executable, "-m", "telemetry_orm", "serve", "--port", "0",
                                "--db", str(tmp_path / "otlp.db"), *args],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr, (args, done.stderr)
+
+
+def test_a_token_of_the_environment_that_is_not_ascii_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "telemetry_orm", "serve", "--port", "0",
+                           "--db", str(tmp_path / "otlp.db")], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path,
+                          env={**os.environ, "TELEMETRY_SERVE_TOKEN": "s3crét"})
+
+    assert done.returncode == 2
+    assert "$TELEMETRY_SERVE_TOKEN: the token holds 'é': a token must be printable ASCII" \
+        in done.stderr, done.stderr
+    assert not (tmp_path / "otlp.db").exists()
 
 
 def test_which_hosts_are_loopback() -> None:

@@ -508,7 +508,8 @@ def test_a_span_whose_ids_are_not_of_their_size_is_rejected(
 
 
 def test_make_app_checks_its_arguments(store: PeeweeTelemetryStore) -> None:
-    for kwargs, field in (({"token": " "}, "token"), ({"max_body": 0}, "max_body"),
+    for kwargs, field in (({"token": " "}, "token"), ({"token": "pässwörd"}, "token"),
+                          ({"token": "tab\tinside"}, "token"), ({"max_body": 0}, "max_body"),
                           ({"max_inflight": 0}, "max_inflight"),
                           ({"label_attributes": ["Team"]}, "label attribute")):
         with pytest.raises(TelemetryValidationError) as raised:

@@ -88,12 +88,14 @@ class Intake:
         """Refuse record ``index`` for ``reason``."""
         self.rejected.append(Rejection(index, reason))
 
-    def withdraw(self, position: int, reason: str) -> None:
-        """Take back the ``position``-th execution (the store refused it:
-        a key it forgot, text longer than its column holds) as a rejection."""
-        self.reject(self.positions[position], reason)
-        for column in (self.records, self.keys, self.at, self.positions):
-            del column[position]
+    def withdraw(self, refused: Mapping[int, str]) -> None:
+        """Take back the executions at these positions (the store refused
+        them: a key it forgot, text longer than its column holds) as
+        rejections, each with its reason."""
+        for position in sorted(refused, reverse=True):
+            self.reject(self.positions[position], refused[position])
+            for column in (self.records, self.keys, self.at, self.positions):
+                del column[position]
         self.rejected.sort(key=lambda r: r.index)
 
     def message(self) -> str:

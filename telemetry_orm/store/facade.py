@@ -273,8 +273,8 @@ class PeeweeTelemetryStore(BudgetMethods, TelemetryStore):
         if when is None:
             return self._writes.keyed([params], [key], replace, None, labelled)[0]
         refused = self._writes.forgotten([key], [when])
-        if refused is not None:
-            raise TelemetryValidationError("at", refused[1])
+        if refused:
+            raise TelemetryValidationError("at", refused[0][1])
         return self._writes.keyed([params], [key], replace, [when], labelled)[0]
 
     def record_many(
@@ -330,9 +330,16 @@ class PeeweeTelemetryStore(BudgetMethods, TelemetryStore):
                     raise exc.at_index(index) from None
         if instants is not None:
             refused = self._writes.forgotten(key_list, instants)
-            if refused is not None:
-                raise TelemetryValidationError("at", refused[1]).at_index(refused[0])
+            if refused:
+                raise TelemetryValidationError("at", refused[0][1]).at_index(refused[0][0])
         return self._writes.keyed(rows, key_list, replace, instants, labels)
+
+    def forgotten_keys(self, keys: Sequence[Optional[str]], at: Sequence[Optional[_dt.datetime]]
+                       ) -> List[Tuple[int, str]]:
+        """Every entry :meth:`record_many` (with these ``keys`` and ``at``)
+        refuses because its key may have been forgotten (see :meth:`record`),
+        as its position and why, in one pass; ``record_many`` names the first."""
+        return self._writes.forgotten(keys, [_instant("at", when) for when in at])
 
     def checked_rows(self, entries: Iterable[Entry]) -> List[Row]:
         """The INSERT parameters of every entry, validated as records and

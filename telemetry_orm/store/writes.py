@@ -127,22 +127,23 @@ class Writes:
         return ids
 
     def forgotten(self, keys: Sequence[Optional[str]], at: Sequence[Optional[_dt.datetime]]
-                  ) -> Optional[Tuple[int, str]]:
-        """The first keyed row (its index, and why) created at an instant
-        before the keys of purged rows may have been forgotten whose key is
-        not known: whether it was counted already cannot be checked (an
-        import skips such rows, see :mod:`telemetry_orm.keys`)."""
+                  ) -> List[Tuple[int, str]]:
+        """Every keyed row (its index, and why) created at an instant before
+        the keys of purged rows may have been forgotten whose key is not
+        known: whether it was counted already cannot be checked (an import
+        skips such rows, see :mod:`telemetry_orm.keys`). One pass."""
         opened = self._host.opened
         sql = opened.keyed_sql or self.keyed_sql()
+        refused: List[Tuple[int, str]] = []
         with self._host.connection() as conn:
             forgotten = _keys.forgotten_before(conn, opened.tables.keys[2])
             if forgotten is None:
-                return None
+                return refused
             for index, (key, when) in enumerate(zip(keys, at, strict=True)):
                 reason = None if key is None or when is None else _keys.too_old(when, forgotten)
                 if reason is not None and conn.execute(sql.find, (key, key)).fetchone() is None:
-                    return index, f"key {key!r}: {reason}"
-        return None
+                    refused.append((index, f"key {key!r}: {reason}"))
+        return refused
 
     def keyed_sql(self) -> KeyedSql:
         """The statements of keyed writes, built (and the keys table created
