@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Iterator, Optional, TextIO
+from typing import Any, Iterator, List, Optional, TextIO
 
 from .errors import TelemetryValidationError
 from .store import create_telemetry_store
@@ -93,7 +93,17 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     # A database that does not exist yet is created, as record() would.
-    with contextlib.closing(create_telemetry_store(args.db)) as store:
+    # Signals stop the server until the store is closed: a second one while
+    # the requests in flight finish or the store closes is not fatal.
+    serving: Any = None
+    asked: List[bool] = []  # a signal came before the server was made
+
+    def stop() -> None:
+        asked.append(True)
+        if serving is not None:
+            serving.stop()
+
+    with _stopping_on_signals(stop), contextlib.closing(create_telemetry_store(args.db)) as store:
         app = make_app(store, token, max_body=args.max_body, max_records=args.max_records,
                        label_attributes=args.label_attribute, max_inflight=args.max_inflight)
         serving = Serving(app, args.host, args.port, threads=app.threads,
@@ -102,8 +112,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                   f"(POST /v1/logs, /v1/traces, /v1/metrics; GET /healthz) into {args.db}"
                   f"{'' if token else ' without a token'}\n")
         out.flush()
-        with _stopping_on_signals(serving.stop):
-            serving.run()
+        if asked:
+            serving.stop()
+        serving.run()
     counts = app.counts
     out.write(f"stopped: {counts['recorded']:,} executions accepted (a resent one is stored "
               f"once), {counts['rejected']:,} records refused, in {counts['requests']:,} "

@@ -232,8 +232,11 @@ def start(tmp_path: Path, *args: str, env: Optional[Dict[str, str]] = None,
     return process, port
 
 
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> Tuple[int, str, str]:
-    process.send_signal(sig)
+def stop(process: subprocess.Popen[str], sig: Optional[int] = signal.SIGTERM
+         ) -> Tuple[int, str, str]:
+    """Send ``sig`` (``None``: none, it was sent already) and wait for the end."""
+    if sig is not None:
+        process.send_signal(sig)
     try:
         out, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
