@@ -12,11 +12,10 @@ import wsgiref.util
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
+from support import Witness
 
 from telemetry_orm import PeeweeTelemetryStore
 from telemetry_orm.outlets import CONTENT_TYPE, OutletsApp, metrics_app, metrics_text
-
-from support import Witness
 
 parser = pytest.importorskip("prometheus_client.parser",
                              reason="prometheus_client is a test dependency (tox installs it)")
@@ -32,9 +31,10 @@ Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
 
 def scrape(app: Any, path: str = "/metrics", headers: Optional[Dict[str, str]] = None,
-           method: str = "GET") -> Tuple[str, Dict[str, str], bytes]:
+           method: str = "GET", query: str = "") -> Tuple[str, Dict[str, str], bytes]:
+    """Call a WSGI app: its status, headers and body."""
     environ: Dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path,
-                               "wsgi.input": io.BytesIO()}
+                               "QUERY_STRING": query, "wsgi.input": io.BytesIO()}
     wsgiref.util.setup_testing_defaults(environ)
     environ.update({f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()})
     seen: List[Any] = []
