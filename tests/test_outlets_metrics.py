@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
-import wsgiref.util
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
-from support import Witness
+from support import RAW, Witness, scrape
 
 from telemetry_orm import PeeweeTelemetryStore
 from telemetry_orm.outlets import CONTENT_TYPE, OutletsApp, metrics_app, metrics_text
@@ -24,23 +22,7 @@ UTC = dt.timezone.utc
 #: Label values that would break a naive exposition (or its reader).
 HOSTILE = 'evil/"} 1\nfake_total{x="y"} 9 \\ <b>é</b>'
 
-#: The headers of each answer, as sent (repeated names kept).
-RAW: List[List[Tuple[str, str]]] = []
-
 Series = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
-
-
-def scrape(app: Any, path: str = "/metrics", headers: Optional[Dict[str, str]] = None,
-           method: str = "GET", query: str = "") -> Tuple[str, Dict[str, str], bytes]:
-    """Call a WSGI app: its status, headers and body."""
-    environ: Dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path,
-                               "QUERY_STRING": query, "wsgi.input": io.BytesIO()}
-    wsgiref.util.setup_testing_defaults(environ)
-    environ.update({f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()})
-    seen: List[Any] = []
-    body = b"".join(app(environ, lambda status, sent: seen.extend([status, sent])))
-    RAW.append(seen[1])
-    return seen[0], dict(seen[1]), body
 
 
 def parsed(text: str) -> Series:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import pytest
+from support import scrape
 from test_dashboard import chromium
-from test_outlets_metrics import scrape
 
 from telemetry_orm import PeeweeTelemetryStore
 from telemetry_orm.cli import main
