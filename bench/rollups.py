@@ -36,13 +36,13 @@ REPOS = [f"acme/repo-{n}" for n in range(20)]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build(path: Path, rows: int) -> None:
-    """``rows`` executions spread evenly over the last :data:`DAYS` days."""
+def build(path: Path, rows: int, days: int = DAYS) -> None:
+    """``rows`` executions spread evenly over the last ``days`` days."""
     create_telemetry_store(path).close()
     rnd = random.Random(11)
     weights = [1 / (n + 1) for n in range(len(REPOS))]
-    start = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=DAYS)
-    span = DAYS * 86400
+    start = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=days)
+    span = days * 86400
     columns = ["created_at", *FIELD_NAMES]
     repo = FIELD_NAMES.index("repo")
     sql = (f"INSERT INTO executions ({', '.join(columns)}) "

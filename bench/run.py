@@ -49,6 +49,7 @@ from bench import (  # noqa: E402
     psycopg2_record,
     report_cases,
     rollups,
+    scrape,
     wal_catch_up,
 )
 from bench.timing import Result, Settings  # noqa: E402
@@ -211,6 +212,7 @@ CASES: List[Case] = [
     fold.fold,
     budgets.budgets,
     intake.intake,
+    scrape.scrape,
 ]
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import difflib
 import errno
 import logging
 import os
-import re
 import shutil
 import stat
 import sys
@@ -27,7 +25,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Text
 from . import (
     cli_budget,
     cli_serve,
-    clock,
     dashboard,
     demo,
     formats,
@@ -35,11 +32,18 @@ from . import (
     prices,
     report_labels,
     reports,
-    zones,
 )
-from .checks import parse_amount, parse_count, parse_iso, same_file, to_utc
+from .checks import parse_amount, parse_count, same_file
 from .engines import backend_for
 from .errors import DatabaseError, TelemetryValidationError
+from .report_args import (
+    When,  # noqa: F401  (the CLI's names, as before)
+    add_report_filters,
+    one_line,
+    parse_when,
+    report_options,
+    zone_argument,
+)
 from .store import KEY_DAYS, LOGGER_NAME, create_telemetry_store
 from .transfer import ImportProgress, MigrationProgress, import_files, migrate
 
@@ -47,60 +51,10 @@ PROG = "telemetry-orm"
 DEFAULT_DB = os.path.join(".", "data", "telemetry.db")
 ENV_DB = "TELEMETRY_DB_PATH"
 
-_RELATIVE = re.compile(r"(\d+)([hdw])")
-_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-
 Command = Callable[[argparse.Namespace, TextIO], int]
 
 
 # --- Argument types -------------------------------------------------------------
-
-
-def parse_when(text: str, now: Optional[_dt.datetime] = None,
-               zone: Any = None) -> _dt.datetime:
-    """A point in time from the command line, as an aware UTC datetime.
-
-    ``7d``, ``12h``, ``2w``: that long before ``now`` (default: the pinned
-    :mod:`~telemetry_orm.clock`, else this machine's clock; to the second);
-    ``YYYY-MM-DD``: that day's midnight in ``zone`` (a ``zoneinfo`` zone;
-    default UTC); an ISO 8601 datetime (naive: a wall time in ``zone``).
-    Anything else raises ``argparse.ArgumentTypeError``.
-    """
-    now = (now or clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)).replace(microsecond=0)
-    match = _RELATIVE.fullmatch(text.strip())
-    try:
-        if match:
-            amount, unit = int(match.group(1)), _UNITS[match.group(2)]
-            return now - _dt.timedelta(**{unit: amount})
-        value = parse_iso(text.strip())
-        return zones.wall_to_utc(value, zone) if zone is not None else to_utc(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use 7d, 12h, 2w, YYYY-MM-DD or an ISO datetime"
-        ) from None
-    except OverflowError:  # before year 1 or after 9999, in UTC
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is out of range: times run from year 1 to 9999 (UTC)"
-        ) from None
-
-
-class When(str):
-    """A ``--since``/``--until`` value, checked when parsed and read in the
-    report's time zone once ``--tz`` is known."""
-
-    def __new__(cls, text: str) -> When:
-        parse_when(text)
-        return super().__new__(cls, text)
-
-    def at(self, zone: Any) -> _dt.datetime:
-        return parse_when(self, zone=zone)
-
-
-def _zone(text: str) -> Any:
-    try:
-        return zones.check_zone("tz", text)
-    except TelemetryValidationError as exc:
-        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 def _days(text: str) -> float:
@@ -121,24 +75,6 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a whole number from 1 to {MAX_OPTION_COUNT:,}")
     return value
-
-
-def _group_key(text: str) -> str:
-    if text in reports.GROUP_KEYS:
-        return text
-    try:
-        if report_labels.label_name(text) is not None:
-            return text
-    except TelemetryValidationError as exc:
-        raise argparse.ArgumentTypeError(exc.reason) from None
-    raise argparse.ArgumentTypeError(
-        f"unknown key {text!r}; expected one of {', '.join(reports.GROUP_KEYS)} or label:NAME")
-
-
-def _text(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
 
 
 class UsageError(Exception):
@@ -177,13 +113,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     if args.chart and args.format != "table":
         raise UsageError("--chart draws under the table: use it with --format table")
     table = prices.prices_with(args.prices) if args.cost != "recorded" else None
-    options: Dict[str, Any] = dict(
-        since=args.since.at(args.tz) if args.since else None,
-        until=args.until.at(args.tz) if args.until else None, repo=args.repo,
-        model=args.model, event_type=args.event, conclusion=args.conclusion,
-        cost=args.cost, prices=table, tz=args.tz,
-        labels=report_labels.label_filter("--label", args.label),
-    )
+    options = report_options(args, table)
     with _reading(_existing(args.db)) as database:
         report_labels.check_known(database, args.by or [], options["labels"] or {})
         if args.format == "html" or args.chart:
@@ -521,33 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     sub = command("report", cmd_report, "usage report: executions, tokens, cost, duration")
-    sub.add_argument("--since", type=When, default=When("30d"), metavar="WHEN",
-                     help="from this time on (default 30d): 7d, 12h, 2w, YYYY-MM-DD or an ISO "
-                     "datetime (dates and naive times in --tz)")
-    sub.add_argument("--until", type=When, metavar="WHEN", help="before this time")
-    sub.add_argument("--tz", type=_zone, default=zones.UTC, metavar="ZONE",
-                     help="IANA time zone of the day, week and month buckets and of the "
-                     "dates (default UTC), e.g. America/Los_Angeles")
-    sub.add_argument("--repo", type=_text, metavar="R", help="only this repository (owner/name)")
-    sub.add_argument("--model", type=_text, metavar="M", help="only this model")
-    sub.add_argument("--event", type=_text, metavar="E", help="only this event type")
-    sub.add_argument("--conclusion", type=_text, metavar="C", help="only this conclusion")
-    sub.add_argument("--by", action="append", type=_group_key, metavar="KEY",
-                     help="group by KEY, repeatable (default repo): "
-                     + ", ".join(reports.GROUP_KEYS) + ", or label:NAME (an execution's "
-                     "label NAME; (none) without it)")
-    sub.add_argument("--label", action="append", type=cli_budget.label_argument, default=[],
-                     metavar="NAME=VALUE",
-                     help="only executions with this label (repeatable: all of them)")
+    add_report_filters(sub)
     sub.add_argument("--format", choices=(*formats.REPORT_FORMATS, "html"), default="table",
                      help="html: a self-contained page (charts, the table) for a browser")
     sub.add_argument("--out", metavar="FILE", help="write the html page to FILE")
     sub.add_argument("--chart", action="store_true",
                      help="draw cost per day (or week) under the table")
-    sub.add_argument("--cost", choices=reports.COST_MODES, default="recorded",
-                     help="recorded (default): cost_usd as stored; calculated: every "
-                     "execution's tokens at list prices; auto: recorded where above 0, else "
-                     "calculated. Executions without a price show n/a, never $0")
     sub.add_argument("--prices", metavar="FILE", help=prices_help)
 
     sub = command("purge", cmd_purge, "delete executions older than N days")
@@ -559,10 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("rollup", cmd_rollup,
                   "fold complete hours into the rollups, which outlive purges")
-    sub.add_argument("--zone", type=_zone, action="append", default=[], metavar="ZONE",
+    sub.add_argument("--zone", type=zone_argument, action="append", default=[], metavar="ZONE",
                      help="also keep the days of this IANA time zone (repeatable; "
                      "remembered): reports by day or week in it read days, not hours")
-    sub.add_argument("--forget-zone", type=_zone, action="append", default=[],
+    sub.add_argument("--forget-zone", type=zone_argument, action="append", default=[],
                      metavar="ZONE", help="stop keeping the days of this zone")
 
     sub = command("checkpoint", cmd_checkpoint, "copy the write-ahead log into the database")
@@ -656,25 +565,13 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
     except (UsageError, TelemetryValidationError) as exc:
         # What the command was given cannot be done: a usage error.
         sys.stderr.write(args.usage())
-        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 1
-
-
-def _one_line(exc: BaseException) -> str:
-    # A failed rollback after the real failure (SQLite rolls back by itself
-    # on a full disk, then the rollback asked for finds no transaction):
-    # the real failure is the cause to show.
-    while "no transaction is active" in str(exc) and exc.__context__ is not None:
-        exc = exc.__context__
-    # Shown escaped: a message may quote a name from the data or a path.
-    if isinstance(exc, OSError) and exc.filename:
-        return formats.printable(f"{exc.filename}: {exc.strerror or exc}")
-    return formats.printable(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 def _silence_stdout() -> None:

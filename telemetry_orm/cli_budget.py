@@ -13,28 +13,19 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Any, TextIO, Tuple
+from typing import Any, TextIO
 
 from . import formats, report_labels
 from .budgets import PERIODS, BudgetStatus
 from .engines import backend_for
-from .errors import DatabaseError, TelemetryValidationError
+from .errors import DatabaseError
+from .report_args import label_argument
 from .store import create_telemetry_store
 
 #: ``budget check``'s exit status by the worst status met.
 EXIT = {"ok": 0, "warning": 3, "exceeded": 4}
 #: ``budget check --notify``: an alert could not be delivered.
 EXIT_UNDELIVERED = 5
-
-
-def label_argument(text: str) -> Tuple[str, str]:
-    """A ``--label NAME=VALUE`` argument (of ``report`` and ``budget set``),
-    read by the report's rules."""
-    try:
-        return report_labels.parse_label(text)
-    except TelemetryValidationError as exc:
-        raise argparse.ArgumentTypeError(
-            exc.reason if exc.field == "--label" else str(exc)) from None
 
 
 def _number(text: str) -> float:

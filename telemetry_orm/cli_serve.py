@@ -109,7 +109,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         serving = Serving(app, args.host, args.port, threads=app.threads,
                           max_request_body=args.max_body)
         out.write(f"serving OTLP/HTTP on http://{_url_host(serving.host)}:{serving.port} "
-                  f"(POST /v1/logs, /v1/traces, /v1/metrics; GET /healthz) into {args.db}"
+                  f"(POST /v1/logs, /v1/traces, /v1/metrics; GET /healthz, /metrics, /usage, "
+                  f"/api/report) into {args.db}"
                   f"{'' if token else ' without a token'}\n")
         out.flush()
         if asked:

@@ -317,8 +317,9 @@ def _chart(d: Dashboard, title: str, names: List[str], stacks: List[List[float]]
     parts.append("</svg>")
     legend = "".join(f'<span><i class="{cls}"></i>{_e(name)}</span>'
                      for name, cls in zip(names, classes, strict=True))
-    if d.partial:
-        legend += (f'<span data-partial="{_e(" ".join(d.partial))}"><i class="{classes[0]} '
+    if d.partial:  # (a range with no executions has no series: the first colour then)
+        legend += (f'<span data-partial="{_e(" ".join(d.partial))}"><i class="'
+                   f'{classes[0] if classes else "s0"} '
                    f'partial"></i>lighter: {_e(_partial_note(d))}</span>')
     return f'<div class="legend">{legend}</div>' + "".join(parts)
 

@@ -35,6 +35,8 @@ from . import intake
 from .errors import StoreClosedError, TelemetryValidationError
 from .intake import body as _body
 from .intake.counting import TooManyRecordsError
+from .outlets import PATHS as OUTLET_PATHS
+from .outlets import OutletsApp, metrics_app, usage_app  # noqa: F401  (public here too)
 from .sql import quote
 from .store import PeeweeTelemetryStore
 
@@ -113,8 +115,11 @@ class OtlpApp:
         self._unpriced: set[str] = set()
         self._table = quote(store.database, store.model._meta.table_name)
         self.counts = {"recorded": 0, "rejected": 0, "requests": 0}
+        self.outlets = OutletsApp(store, token)  # GET /metrics, /usage, /api/report
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> List[bytes]:
+        if environ.get("PATH_INFO") in OUTLET_PATHS:
+            return self.outlets(environ, start_response)
         as_json = _body.media_type(environ.get("CONTENT_TYPE")) == JSON
         try:
             status, headers, payload = self._handle(environ, as_json)

@@ -11,8 +11,9 @@ import re
 import sqlite3
 import subprocess
 import sys
+import wsgiref.util
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -466,3 +467,22 @@ def tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+# --- WSGI --------------------------------------------------------------------------
+
+#: The headers of each answer :func:`scrape` got, as sent (repeated names kept).
+RAW: List[List[Tuple[str, str]]] = []
+
+
+def scrape(app: Any, path: str = "/metrics", headers: Optional[Dict[str, str]] = None,
+           method: str = "GET", query: str = "") -> Tuple[str, Dict[str, str], bytes]:
+    """Call a WSGI app: its status, headers and body."""
+    environ: Dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path,
+                               "QUERY_STRING": query, "wsgi.input": io.BytesIO()}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ.update({f"HTTP_{k.upper().replace('-', '_')}": v for k, v in (headers or {}).items()})
+    seen: List[Any] = []
+    body = b"".join(app(environ, lambda status, sent: seen.extend([status, sent])))
+    RAW.append(seen[1])
+    return seen[0], dict(seen[1]), body
