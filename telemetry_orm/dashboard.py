@@ -126,8 +126,13 @@ def dashboard(source: Any, *, since: Optional[_dt.datetime] = None,
         bucket = "day" if span <= _dt.timedelta(days=DAY_BUCKETS_UP_TO) else "week"
     previous = None
     if f.since is not None and span > _dt.timedelta(0):
-        previous = report(source, since=f.since - span, until=f.since, group_by=[],
-                          **options).totals
+        try:
+            before: Optional[_dt.datetime] = f.since - span
+        except OverflowError:  # a range from the first centuries: nothing lies before it
+            before = None
+        if before is not None:
+            previous = report(source, since=before, until=f.since, group_by=[],
+                              **options).totals
 
     def label_of(row: Any) -> str:
         if "week" in row.keys:

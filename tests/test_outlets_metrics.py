@@ -188,3 +188,11 @@ def test_a_token_is_needed_when_one_is_set(store: PeeweeTelemetryStore) -> None:
     status, headers, body = scrape(app, method="HEAD", headers={"Authorization": "Bearer s3cret"})
     assert status == "200 OK" and body == b"" and int(headers["Content-Length"]) > 100
     assert scrape(metrics_app(store), "/usage")[0].startswith("404")  # /metrics only
+
+
+def test_metrics_app_mounted_at_its_path_by_a_router(store: PeeweeTelemetryStore) -> None:
+    # A router that mounts it at /metrics passes the rest of the path: none.
+    for rest in ("", "/"):
+        status, headers, body = scrape(metrics_app(store), rest)
+        assert status == "200 OK", body[:100]
+        assert headers["Content-Type"] == CONTENT_TYPE

@@ -206,3 +206,36 @@ def test_an_empty_range_is_a_page_too(filled: PeeweeTelemetryStore) -> None:
     # the first and last partial (the page once failed on that legend).
     status, _, body = scrape(usage_app(filled), "/usage")
     assert status == "200 OK" and b"<h1>Agent usage</h1>" in body
+
+
+def test_a_range_from_the_first_centuries_is_answered(filled: PeeweeTelemetryStore,
+                                                      tmp_path: Path, capsys: Any) -> None:
+    # Its comparison period would begin before year 1: there is none.
+    status, _, body = scrape(usage_app(filled), "/usage", query="since=0001-01-01")
+    assert status.startswith("200"), body[:200]
+    assert b"acme/api" in body
+    out = tmp_path / "r.html"
+    code, _, err = cli(Path(filled.path), "--since", "0001-01-01", "--format", "html",
+                       "--out", str(out), capsys=capsys)
+    assert code == 0, err
+    assert "acme/api" in out.read_text(encoding="utf-8")
+
+
+def test_a_fault_is_a_500_and_a_busy_database_a_503(filled: PeeweeTelemetryStore,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from telemetry_orm import DatabaseError
+    from telemetry_orm.outlets import usage
+
+    def fault(*args: Any) -> str:
+        raise KeyError("a fault of the page")
+
+    monkeypatch.setattr(usage, "usage_page", fault)
+    status, headers, _ = scrape(usage_app(filled), "/usage")
+    assert status.startswith("500") and "Retry-After" not in headers
+
+    def busy(*args: Any) -> str:
+        raise DatabaseError("database is locked")
+
+    monkeypatch.setattr(usage, "usage_page", busy)
+    status, headers, _ = scrape(usage_app(filled), "/usage")
+    assert status.startswith("503") and headers["Retry-After"] == "1"

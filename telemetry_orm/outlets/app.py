@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any, Iterable, List, Optional
 
-from ..errors import StoreClosedError
+from ..errors import StoreClosedError, TelemetryError
 from . import metrics, usage, web
 from .web import Environ, StartResponse
 
@@ -38,6 +38,9 @@ class OutletsApp:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> List[bytes]:
         path = environ.get("PATH_INFO", "")
+        if path in ("", "/") and len(self.paths) == 1:
+            # Mounted at its path by a router that strips it (SCRIPT_NAME).
+            path = self.paths[0]
         if path not in self.paths:
             return web.text(environ, start_response, 404,
                             f"no such path: {path[:100]!r} (here: {', '.join(self.paths)})")
@@ -69,11 +72,15 @@ class OutletsApp:
             return web.text(environ, start_response, 400, str(exc))
         except StoreClosedError:
             return web.text(environ, start_response, 503, "the store is closed")
-        except Exception as exc:
+        except TelemetryError as exc:  # the database is busy, down or refuses
             _log.warning("%s failed: %s: %s", path, type(exc).__name__, exc)
             return web.text(environ, start_response, 503,
                             f"the database does not answer ({type(exc).__name__})",
                             [("Retry-After", "1")])
+        except Exception:
+            # A fault of this package, not of the database: no retry helps.
+            _log.exception("%s failed", path)
+            return web.text(environ, start_response, 500, "internal error (see the server's log)")
 
 
 def metrics_app(store: Any, token: Optional[str] = None) -> OutletsApp:

@@ -17,7 +17,7 @@ StartResponse = Callable[..., Any]
 Headers = List[Tuple[str, str]]
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           405: "Method Not Allowed", 503: "Service Unavailable"}
+           405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 #: A browser asks for a password on this challenge; Prometheus and scripts
 #: send ``Authorization: Bearer <token>``.
