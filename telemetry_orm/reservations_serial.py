@@ -12,8 +12,9 @@ row a reservation sums, and ``hold.record`` moves them over its own row
 nothing else. It moves them only under the replace count its reservation
 read: a replace, a purge past a watermark, ``set_budget`` and
 ``delete_budget`` count in it, so a budget narrowed or set again while the
-run went on never counts a row it no longer covers. Which budgets a run falls in is worked out once per set of budgets
-and run (:meth:`SerialReserver.plan_of`).
+run went on never counts a row it no longer covers. Which budgets a run
+falls in is worked out once per set of budgets and run
+(:meth:`SerialReserver.plan_of`).
 
 The transactions run on this thread's connection under the store's gate,
 as every write of the store does; inside a transaction already open there
