@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Iterator, List, Optional, TextIO
+from typing import Any, List, Optional, TextIO
 
 from .errors import TelemetryValidationError
 from .store import create_telemetry_store
@@ -64,17 +64,13 @@ def read_token(args: argparse.Namespace) -> Optional[str]:
     return check_token(token, f"${ENV_TOKEN}", "the token ") if token else None
 
 
-@contextlib.contextmanager
-def _stopping_on_signals(stop: Any) -> Iterator[None]:
+def _stop_on_signals(stop: Any) -> None:
+    """SIGTERM and SIGINT call ``stop`` from now on."""
     def handler(signum: int, frame: Any) -> None:
         stop()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -93,8 +89,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     # A database that does not exist yet is created, as record() would.
-    # Signals stop the server until the store is closed: a second one while
-    # the requests in flight finish or the store closes is not fatal.
+    # From here on a signal stops the server: one that comes before the
+    # server is made stops it as it starts, more are harmless.
     serving: Any = None
     asked: List[bool] = []  # a signal came before the server was made
 
@@ -103,7 +99,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         if serving is not None:
             serving.stop()
 
-    with _stopping_on_signals(stop), contextlib.closing(create_telemetry_store(args.db)) as store:
+    _stop_on_signals(stop)
+    with contextlib.closing(create_telemetry_store(args.db)) as store:
         app = make_app(store, token, max_body=args.max_body, max_records=args.max_records,
                        label_attributes=args.label_attribute, max_inflight=args.max_inflight)
         serving = Serving(app, args.host, args.port, threads=app.threads,
@@ -116,6 +113,11 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         if asked:
             serving.stop()
         serving.run()
+    # The store is closed: what is left is the process's exit, where Python
+    # puts the default handlers back (a signal would then end it with
+    # a failure). Ignored, they stay ignored.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     counts = app.counts
     out.write(f"stopped: {counts['recorded']:,} executions accepted (a resent one is stored "
               f"once), {counts['rejected']:,} records refused, in {counts['requests']:,} "

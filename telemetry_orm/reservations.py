@@ -235,7 +235,8 @@ class Reserver:
     read before the rows, and a watermark summed under another count is
     summed again (a replace committed while a reservation sums is then
     caught by the next one, without any lock between them).
-    ``set_budget`` and ``delete_budget`` delete the budget's watermark. A
+    ``set_budget`` and ``delete_budget`` delete the budget's watermark and
+    count in the replace count (every watermark is summed again once). A
     purge does not touch them: purged spend still counts while they stand,
     and a watermark summed again (after a replace, in a new period) starts
     from what the period's purged rows spent, read from the rollups as the

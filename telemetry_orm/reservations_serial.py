@@ -8,9 +8,13 @@ statement: per budget its columns, its live holds and its watermark, then
 the replace count and the largest id. No row past the largest id means no
 row to sum past a watermark standing there; the watermarks move over every
 row a reservation sums, and ``hold.record`` moves them over its own row
-(:meth:`Reserver.follow`): in a loop of reservations, each reads nothing
-else. Which budgets a run falls in is worked out once per set of budgets
-and run (:meth:`SerialReserver.plan_of`).
+(:meth:`SerialReserver.follow`): in a loop of reservations, each reads
+nothing else. It moves them only under the replace count its reservation
+read: a replace, a purge past a watermark, ``set_budget`` and
+``delete_budget`` count in it, so a budget narrowed or set again while the
+run went on never counts a row it no longer covers. Which budgets a run
+falls in is worked out once per set of budgets and run
+(:meth:`SerialReserver.plan_of`).
 
 The transactions run on this thread's connection under the store's gate,
 as every write of the store does; inside a transaction already open there
@@ -73,7 +77,7 @@ class SerialReserver(Reserver):
             f"UPDATE {table(spend)} SET {q('through_id')} = {p}, "
             f"{q('spent_usd')} = {q('spent_usd')} + {p} WHERE {q('budget')} IN (",
             f") AND {q('through_id')} = {p} AND {q('period_start')} = {p} "
-            f"AND {q('replaced')} = (SELECT {q('replaced')} FROM {table(state)}) "
+            f"AND {q('replaced')} = {p} AND (SELECT {q('replaced')} FROM {table(state)}) = {p} "
             f"AND EXISTS (SELECT 1 FROM {table(self.model)} WHERE {q('id')} = {p} "
             f"AND {q('created_at')} >= {p} AND {q('created_at')} < {p})")
         self._follows: Dict[int, str] = {}
@@ -89,12 +93,13 @@ class SerialReserver(Reserver):
                 conn = self.database.connection()
                 if conn.in_transaction:
                     raise in_transaction_error(store.path, "reserve against a budget")
-                # SQLite's clock is this machine's: no statement needed to read it.
-                now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
-                moment = now.timestamp()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    plan = self._reserve(conn, name, usd, run, now, moment)
+                    # Read once the lock is held (it may be waited for). SQLite's
+                    # clock is this machine's: no statement needed to read it.
+                    now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
+                    moment = now.timestamp()
+                    plan, replaced = self._reserve(conn, name, usd, run, now, moment)
                     conn.execute(*self.hold_rows(plan, hold, usd, moment + ttl))
                     conn.execute("COMMIT")
                 except BaseException:
@@ -104,12 +109,16 @@ class SerialReserver(Reserver):
             except backend.driver_errors as exc:
                 raise backend.translate(exc) from exc
         made = Hold(store, self, plan, hold, usd)
-        made.moves = self.moves(plan, now)
+        # What hold.record's UPDATE needs, and the replace count it was read
+        # under: after a replace, a purge past a watermark or a budget set
+        # again, the watermarks stay and the next reservation reads the row.
+        made.moves = (self.moves(plan, now), replaced)
         return made
 
     def _reserve(self, conn: Any, name: str, usd: float, run: Run, now: Any,
-                 moment: float) -> Plan:
-        """The check, the write lock held: the plan of the budgets checked."""
+                 moment: float) -> Tuple[Plan, int]:
+        """The check, the write lock held: the plan of the budgets checked,
+        and the replace count read."""
         rows = conn.execute(self.read_all[0], (moment, moment)).fetchall()
         plan, places = self.plan_of(rows, name, run)
         if rows[0][9]:
@@ -127,7 +136,7 @@ class SerialReserver(Reserver):
                 continue
             mark = None if row[11] is None else row[10:15]
             self._check(conn, budget, mark, now, newest, newest, replaced, held, usd)
-        return plan
+        return plan, replaced
 
     def plan_of(self, rows: List[Any], name: str, run: Run
                 ) -> Tuple[Plan, Tuple[int, ...]]:
@@ -179,8 +188,10 @@ class SerialReserver(Reserver):
         adding its ``cost``: the next reservation then has no row to read
         past them. Only in the period they stood in at the reservation (the
         row's ``created_at`` in it) and under the same replace count."""
-        for sql, names, stamp, start, end in hold.moves:
-            conn.execute(sql, [row_id, cost, *names, row_id - 1, stamp, row_id, start, end])
+        moves, replaced = hold.moves
+        for sql, names, stamp, start, end in moves:
+            conn.execute(sql, [row_id, cost, *names, row_id - 1, stamp, replaced, replaced,
+                               row_id, start, end])
 
     def moves(self, plan: Plan, now: Any) -> Moves:
         """Per period of ``plan``'s budgets at ``now``: the UPDATE moving

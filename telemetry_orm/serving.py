@@ -47,7 +47,9 @@ class Serving:
         server_module = _waitress()
         self._module = server_module
         self.grace = grace
-        self._stop = threading.Event()
+        # A plain flag: a signal handler may set it while another handler
+        # is setting it (an Event's lock is not reentrant).
+        self._stopping = False
         self._done = threading.Event()
         self.server = server_module.create_server(
             app, host=host, port=port, threads=threads,
@@ -75,7 +77,7 @@ class Serving:
         """Serve until :meth:`stop`, then finish the requests in flight
         (at most :attr:`grace` seconds) and return."""
         try:
-            while not self._stop.is_set():
+            while not self._stopping:
                 self._poll()
             self._drain()
         finally:
@@ -85,7 +87,7 @@ class Serving:
     def stop(self) -> None:
         """Ask :meth:`run` to stop (safe from a signal handler: it only
         sets a flag, seen within a fraction of a second)."""
-        self._stop.set()
+        self._stopping = True
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until :meth:`run` has returned; whether it has."""

@@ -98,6 +98,19 @@ def test_sigterm_stops_accepting_and_finishes_the_request_in_flight(tmp_path: Pa
     assert out.splitlines()[-1].startswith("stopped: 1 executions accepted")
 
 
+def test_a_signal_while_it_exits_is_no_failure(tmp_path: Path) -> None:
+    process, _ = start(tmp_path)
+    assert process.stdout is not None
+    process.send_signal(signal.SIGTERM)
+    # Stopped, the store closed: the process is on its way out.
+    line = process.stdout.readline()
+    assert line.startswith("stopped: 0 executions accepted"), line
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)
+    status, _, err = stop(process, None)
+    assert status == 0, err
+
+
 def test_the_token_can_come_from_the_environment(tmp_path: Path) -> None:
     body = logs_request([api_request()]).SerializeToString()
     process, port = start(tmp_path, env={"TELEMETRY_SERVE_TOKEN": TOKEN})

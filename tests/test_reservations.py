@@ -280,6 +280,25 @@ def test_hold_record_inside_an_app_transaction_goes_with_it(tmp_path: Any) -> No
 # --- What reservations count ------------------------------------------------------
 
 
+@pytest.mark.parametrize("change", ["set", "delete"])
+def test_a_run_recorded_after_its_budget_changed_counts_as_the_new_budget_says(
+        any_store: PeeweeTelemetryStore, change: str) -> None:
+    any_store.set_budget("b", usd=10.0)
+    hold = any_store.reserve("b", usd=1.0)
+    # The budget narrows to another repo (or is deleted and set again so)
+    # while the run goes on; a reservation reads it again meanwhile.
+    if change == "delete":
+        any_store.delete_budget("b")
+    any_store.set_budget("b", usd=10.0, repo="acme/x")
+    with any_store.reserve("b", usd=0.5):
+        pass
+    hold.record(minimal(cost_usd=5.0, repo="acme/y"))
+    # acme/y is outside the budget now: nothing of it counts.
+    assert any_store.budget_status("b").spent_usd == 0.0
+    with any_store.reserve("b", usd=9.5) as held:
+        assert held.usd == 9.5
+
+
 def test_a_replaced_rows_new_cost_counts_at_once(any_store: PeeweeTelemetryStore,
                                                 any_witness: Witness) -> None:
     any_store.set_budget("b", usd=10.0)
@@ -287,8 +306,9 @@ def test_a_replaced_rows_new_cost_counts_at_once(any_store: PeeweeTelemetryStore
     with any_store.reserve("b", usd=1.0):
         pass
     assert any_witness.scalar("SELECT COUNT(*) FROM telemetry_orm_budget_spend") == 1
+    before = any_witness.scalar("SELECT replaced FROM telemetry_orm_budget_state")
     any_store.record(minimal(cost_usd=9.5), key="run-1", replace=True)
-    assert any_witness.scalar("SELECT replaced FROM telemetry_orm_budget_state") == 1
+    assert any_witness.scalar("SELECT replaced FROM telemetry_orm_budget_state") == before + 1
     with pytest.raises(BudgetExceededError) as caught:
         any_store.reserve("b", usd=1.0)
     assert caught.value.spent_usd == 9.5

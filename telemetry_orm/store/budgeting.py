@@ -71,10 +71,14 @@ class BudgetMethods:
                     rows.budget == budget.name)))
             else:
                 conn.execute(*_sql.render(opened.database, rows.insert(values)))
-            spend = self._budget_tables()[3]
-            # Its scope may have changed: what reservations counted is summed again.
+            spend, state = self._budget_tables()[3:5]
+            # Its scope may have changed: what reservations counted is summed
+            # again, and a hold made before cannot move its watermark (see
+            # :mod:`telemetry_orm.reservations_serial`).
             conn.execute(*_sql.render(opened.database,
                                       spend.delete().where(spend.budget == budget.name)))
+            conn.execute(*_sql.render(opened.database,
+                                      state.update(replaced=state.replaced + 1)))
             # Its period may have changed: the holds of unpriced runs last to its end.
             holds = self._budget_tables()[1]
             end = _budgets.period_bounds(budget.period, budget.tz, _budgets.database_now(
@@ -113,6 +117,10 @@ class BudgetMethods:
             for model in tables[1:4]:  # holds, alerts, spend
                 conn.execute(*_sql.render(opened.database,
                                           model.delete().where(model.budget == name)))
+            # A hold made before moves no watermark of a budget set again
+            # under this name.
+            conn.execute(*_sql.render(opened.database,
+                                      tables[4].update(replaced=tables[4].replaced + 1)))
         if not gone:
             raise UnknownBudgetError(name)
 
