@@ -7,9 +7,15 @@ Read back through an independent connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import math
 import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -20,7 +26,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline, before
 litellm = pytest.importorskip("litellm", reason="LiteLLM is a test-only dependency "
                               "(tox's litellm environment installs it)")
 
-from telemetry_orm import PeeweeTelemetryStore  # noqa: E402
+from telemetry_orm import PeeweeTelemetryStore, create_telemetry_store  # noqa: E402
 from telemetry_orm.integrations.litellm import TelemetryLogger, execution  # noqa: E402
 
 MODEL = "anthropic/claude-sonnet-4-5"
@@ -44,9 +50,9 @@ class Seen(TelemetryLogger):  # type: ignore[misc]
         super()._record(kwargs, response, start_time, end_time, failed)
 
 
-@pytest.fixture
-def logger(store: PeeweeTelemetryStore) -> Iterator[Seen]:
-    handler = Seen(store, repo="acme/default")
+@contextlib.contextmanager
+def installed(handler: Seen) -> Iterator[Seen]:
+    """``handler`` as LiteLLM's callback, for the block."""
     before = litellm.callbacks
     litellm.callbacks = [handler]
     try:
@@ -61,6 +67,12 @@ def logger(store: PeeweeTelemetryStore) -> Iterator[Seen]:
             if isinstance(kept, list):
                 kept[:] = [c for c in kept if c is not handler]
         handler.close()
+
+
+@pytest.fixture
+def logger(store: PeeweeTelemetryStore) -> Iterator[Seen]:
+    with installed(Seen(store, repo="acme/default")) as handler:
+        yield handler
 
 
 def rows(db_path: Path, logger: Seen, count: int) -> List[Dict[str, Any]]:
@@ -210,3 +222,110 @@ def test_the_proxys_ids_become_labels() -> None:
     assert key == "call-9" and fields["repo"] == "acme/proxy"
     assert fields["labels"] == {"user": "u-1", "team": "t-2", "end_user": "customer-7"}
     assert fields["duration_ms"] == 1250 and fields["cost_usd"] == 0.5
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    import asyncio, sys
+    import litellm
+    from telemetry_orm import create_telemetry_store
+    from telemetry_orm.integrations.litellm import TelemetryLogger
+
+    litellm.callbacks = [TelemetryLogger(create_telemetry_store(sys.argv[1]), repo="acme/batch")]
+    for i in range(int(sys.argv[2])):
+        asyncio.run(litellm.acompletion(model="gpt-4o-mini", mock_response=f"answer {i}",
+                                        messages=[{"role": "user", "content": "hi"}]))
+    try:
+        asyncio.run(litellm.acompletion(model="gpt-4o-mini", mock_response=Exception("boom"),
+                                        messages=[{"role": "user", "content": "hi"}]))
+    except Exception:
+        pass
+    # No flush, no close: the script ends at once.
+""")
+
+
+def test_async_calls_called_back_at_exit_are_stored(db_path: Path, tmp_path: Path) -> None:
+    # LiteLLM calls back for async calls still queued from its own exit
+    # handler, after the recorder's has run (or before any recorder exists).
+    script = tmp_path / "batch.py"
+    script.write_text(EXIT_SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(script), str(db_path), "3"], env=env, check=True,
+                   capture_output=True, timeout=DEADLINE * 2)
+    with sqlite3.connect(db_path) as conn:
+        found = conn.execute("SELECT repo, conclusion FROM executions").fetchall()
+    assert sorted(found) == [("acme/batch", "error")] + [("acme/batch", "success")] * 3
+
+
+def test_a_refused_label_leaves_the_others(logger: Seen, db_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    litellm.completion(model=MODEL, messages=MESSAGES, mock_response="x", user="alice",
+                       metadata={"labels": {"team": "platform", "Cost-Center": "42"}})
+    [row] = rows(db_path, logger, 1)
+    assert labels(db_path, row["id"]) == {"team": "platform", "end_user": "alice"}
+    assert "'Cost-Center' was left out" in caplog.text
+
+
+def test_a_refused_repo_becomes_the_loggers(logger: Seen, db_path: Path) -> None:
+    litellm.completion(model=MODEL, messages=MESSAGES, mock_response="x",
+                       metadata={"repo": 42, "event_type": ["push"]})
+    [row] = rows(db_path, logger, 1)
+    assert (row["repo"], row["event_type"]) == ("acme/default", "litellm.completion")
+
+
+def test_a_non_finite_cost_counts_as_none(logger: Seen, db_path: Path) -> None:
+    # LiteLLM itself reports a non-finite cost as 0; a proxy or an older
+    # version may not.
+    usage = {"usage": {"prompt_tokens": 100, "completion_tokens": 20}}
+    for call, cost in (("none", None), ("nan", math.nan), ("inf", math.inf)):
+        logger.log_success_event({"model": "gpt-4o", "litellm_call_id": call,
+                                  "response_cost": cost}, usage, 0.0, 1.0)
+    found = rows(db_path, logger, 3)
+    assert found[0]["cost_usd"] > 0  # the list price
+    assert [r["cost_usd"] for r in found] == [found[0]["cost_usd"]] * 3
+
+
+def test_a_failure_records_what_litellm_reports_for_it(logger: Seen, db_path: Path) -> None:
+    # The tokens and cost a failed call reports (usually none), never a list price.
+    for call, cost in (("f1", None), ("f2", 0.002)):
+        logged = {"id": call, "status": "failure", "model": "gpt-4o", "prompt_tokens": 100,
+                  "completion_tokens": 0, "response_cost": cost}
+        logger.log_failure_event({"standard_logging_object": logged}, None, 0.0, 1.0)
+    found = rows(db_path, logger, 2)
+    assert [(r["conclusion"], r["input_tokens"], r["output_tokens"], r["cost_usd"])
+            for r in found] == [("error", 100, 0, 0.0), ("error", 100, 0, 0.002)]
+
+
+def test_a_full_recorder_drops_calls_rather_than_block(db_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    store = create_telemetry_store(db_path, busy_timeout=4000)
+    lock = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    try:
+        with installed(Seen(store, repo="acme/full", max_queue=3)) as handler:
+            lock.execute("BEGIN EXCLUSIVE")  # the writer cannot commit
+
+            async def calls() -> float:
+                started = time.monotonic()
+                for i in range(10):
+                    await litellm.acompletion(model=MODEL, messages=MESSAGES,
+                                              mock_response=f"r{i}")
+                # The callbacks run as tasks of this loop: give them their turn.
+                deadline = time.monotonic() + DEADLINE
+                while len(handler.calls) < 10 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                return time.monotonic() - started
+
+            with caplog.at_level(logging.WARNING, "telemetry_orm.integrations.litellm"):
+                took = asyncio.run(calls())
+            lock.execute("COMMIT")
+            # A callback waiting for room would have held the loop for the
+            # busy timeout (4 s), at least.
+            assert took < 2.0, took
+            assert handler.dropped == 7
+            assert "full" in caplog.text
+            assert len(rows(db_path, handler, 3)) == 3
+    finally:
+        lock.close()
+        store.close()
