@@ -253,14 +253,7 @@ class Reserver:
         model = opened.model
         self.model = model
         self.prices = prices.default_prices()
-        p = database.param
-
-        def q(name: str) -> str:
-            return _sql.quote(database, name)
-
-        def table(model: Any) -> str:
-            return q(model._meta.table_name)
-
+        p, q, table = database.param, self.quoted, self.table_of
         self.read_budgets: Statement = (
             f"SELECT {q('budget')}, {q('usd')}, {q('period')}, {q('tz')}, {q('repo')}, "
             f"{q('model')}, {q('labels')}, {q('warn_at')} FROM {table(rows)}", [])
@@ -303,6 +296,14 @@ class Reserver:
         self.wait: Dict[str, int] = {}
         self._bounds: Dict[Tuple[str, str], Bounds] = {}
         self._budgets: Dict[Tuple[Any, ...], Budget] = {}
+
+    def quoted(self, name: str) -> str:
+        """``name`` quoted for the store's engine."""
+        return _sql.quote(self.database, name)
+
+    def table_of(self, model: Any) -> str:
+        """The quoted table name of ``model``."""
+        return self.quoted(model._meta.table_name)
 
     def run(self, conn: Any, statement: Statement, *values: Any) -> Any:
         """Run a statement rendered here with ``values`` in place of its parameters."""

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import clock
-from . import sql as _sql
 from .backends.base import in_transaction_error
 from .budgets import Budget
 from .reservations import NO_RUN, SLACK, Bounds, Hold, Plan, Reserver, Run, Statement, exceeded
+
+_T = TypeVar("_T")
 
 #: Plans kept, at most (a new set of budgets or a new run adds one).
 PLANS = 256
@@ -47,15 +48,8 @@ class SerialReserver(Reserver):
 
     def __init__(self, store: Any, tables: Any) -> None:
         super().__init__(store, tables)
-        database = self.database
         rows, holds, _, spend, state = tables
-        p = database.param
-
-        def q(name: str) -> str:
-            return _sql.quote(database, name)
-
-        def table(model: Any) -> str:
-            return q(model._meta.table_name)
+        p, q, table = self.database.param, self.quoted, self.table_of
 
         #: A row per budget: its columns, what its live holds keep, how many
         #: holds are dead (of any budget), its watermark, then the replace
@@ -84,23 +78,42 @@ class SerialReserver(Reserver):
         self._moves: Dict[Tuple[Any, ...], Moves] = {}
 
     def reserve(self, name: str, usd: float, ttl: float, run: Run = NO_RUN) -> Hold:
-        store, backend = self.store, self.backend
-        gate = store.gate
         hold = os.urandom(16).hex()
+
+        def check_and_hold(conn: Any) -> Tuple[Plan, int, Any]:
+            # Read once the lock is held (it may be waited for). SQLite's
+            # clock is this machine's: no statement needed to read it.
+            now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
+            moment = now.timestamp()
+            plan, replaced = self._reserve(conn, name, usd, run, now, moment)
+            conn.execute(*self.hold_rows(plan, hold, usd, moment + ttl))
+            return plan, replaced, now
+
+        done = self._immediately(check_and_hold)
+        if done is None:
+            raise in_transaction_error(self.store.path, "reserve against a budget")
+        plan, replaced, now = done
+        made = Hold(self.store, self, plan, hold, usd)
+        # What hold.record's UPDATE needs, and the replace count it was read
+        # under: after a replace, a purge past a watermark or a budget set
+        # again, the watermarks stay and the next reservation reads the row.
+        made.moves = (self.moves(plan, now), replaced)
+        return made
+
+    def _immediately(self, body: Callable[[Any], _T]) -> Optional[_T]:
+        """``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction on this
+        thread's connection, under the store's gate, and its result; ``None``,
+        nothing run, when a transaction is open on the connection already."""
+        backend, gate = self.backend, self.store.gate
         with gate.writing():
             gate.check_open()
             try:
                 conn = self.database.connection()
                 if conn.in_transaction:
-                    raise in_transaction_error(store.path, "reserve against a budget")
+                    return None
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    # Read once the lock is held (it may be waited for). SQLite's
-                    # clock is this machine's: no statement needed to read it.
-                    now = clock.pinned_now() or _dt.datetime.now(_dt.timezone.utc)
-                    moment = now.timestamp()
-                    plan, replaced = self._reserve(conn, name, usd, run, now, moment)
-                    conn.execute(*self.hold_rows(plan, hold, usd, moment + ttl))
+                    done = body(conn)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -108,12 +121,7 @@ class SerialReserver(Reserver):
                     raise
             except backend.driver_errors as exc:
                 raise backend.translate(exc) from exc
-        made = Hold(store, self, plan, hold, usd)
-        # What hold.record's UPDATE needs, and the replace count it was read
-        # under: after a replace, a purge past a watermark or a budget set
-        # again, the watermarks stay and the next reservation reads the row.
-        made.moves = (self.moves(plan, now), replaced)
-        return made
+        return done
 
     def _reserve(self, conn: Any, name: str, usd: float, run: Run, now: Any,
                  moment: float) -> Tuple[Plan, int]:
@@ -158,26 +166,13 @@ class SerialReserver(Reserver):
         return found
 
     def write(self, hold: Hold, record: Any, key: Optional[str], replace: bool) -> int:
-        store, backend = self.store, self.backend
-        gate = store.gate
-        with gate.writing():
-            gate.check_open()
-            try:
-                conn = self.database.connection()
-                nested = conn.in_transaction
-                if not nested:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        row_id: int = store.record(record, key=key, replace=replace)
-                        self.settle(conn, hold, record, key, row_id)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-            except backend.driver_errors as exc:
-                raise backend.translate(exc) from exc
-        if nested:
+        def record_and_settle(conn: Any) -> int:
+            row_id: int = self.store.record(record, key=key, replace=replace)
+            self.settle(conn, hold, record, key, row_id)
+            return row_id
+
+        row_id = self._immediately(record_and_settle)
+        if row_id is None:
             # Inside an application's transaction: a savepoint in it.
             return super().write(hold, record, key, replace)
         return row_id

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import wsgiref.util
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -486,3 +487,20 @@ def scrape(app: Any, path: str = "/metrics", headers: Optional[Dict[str, str]] =
     body = b"".join(app(environ, lambda status, sent: seen.extend([status, sent])))
     RAW.append(seen[1])
     return seen[0], dict(seen[1]), body
+
+
+@contextlib.contextmanager
+def served_at(app: Any, threads: int = 2) -> Iterator[int]:
+    """``app`` served by waitress (the ``serve`` extra) on a free port of
+    127.0.0.1, on a thread of its own: the port; stopped afterwards."""
+    pytest.importorskip("waitress", reason="the serve extra is not installed")
+    from telemetry_orm.serving import Serving
+
+    serving = Serving(app, "127.0.0.1", 0, threads=threads)
+    runner = threading.Thread(target=serving.run, daemon=True)
+    runner.start()
+    try:
+        yield serving.port
+    finally:
+        serving.stop()
+        assert serving.wait(60)

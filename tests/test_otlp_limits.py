@@ -11,8 +11,6 @@ import json
 import queue
 import sqlite3
 import threading
-import time
-import tracemalloc
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
@@ -26,6 +24,7 @@ from test_otlp_server import (
     SlowStore,
     call,
     count_rows,
+    gzip_posted,
     logs_body,
     logs_response,
     stored,
@@ -79,16 +78,7 @@ def test_a_gzip_body_of_millions_of_empty_records_is_refused_before_they_are_bui
     # 16 KiB that inflate to 16 MiB: 8 million empty log records of two bytes.
     records = b"\x12\x00" * ((MAX_BODY - 20) // 2)
     bomb = gzip.compress(delimited(0x0A, delimited(0x12, records)), 9)
-    app = make_app(store)
-
-    tracemalloc.start()
-    started = time.perf_counter()
-    try:
-        status, _, payload = call(app, bomb, headers={"Content-Encoding": "gzip"})
-        seconds = time.perf_counter() - started
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    status, payload, seconds, peak = gzip_posted(make_app(store), bomb)
 
     assert status == 413
     assert status_message(payload).startswith("body: holds more than 10,000 log records")

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
+from support import served_at
 
 from telemetry_orm import PeeweeTelemetryStore
 
@@ -74,16 +74,9 @@ def until(what: str, check: Callable[[], Any], process: subprocess.Popen[bytes],
 def served(store: PeeweeTelemetryStore) -> Iterator[int]:
     pytest.importorskip("waitress", reason="the serve extra is not installed")
     from telemetry_orm.server import make_app
-    from telemetry_orm.serving import Serving
 
-    serving = Serving(make_app(store, token="scrape-token"), "127.0.0.1", 0, threads=2)
-    thread = threading.Thread(target=serving.run, daemon=True)
-    thread.start()
-    try:
-        yield serving.port
-    finally:
-        serving.stop()
-        assert serving.wait(60)
+    with served_at(make_app(store, token="scrape-token")) as port:
+        yield port
 
 
 def test_prometheus_scrapes_the_stores_totals(store: PeeweeTelemetryStore, served: int,

@@ -11,13 +11,12 @@ import os
 import re
 import subprocess
 import tempfile
-import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import pytest
-from support import scrape
+from support import scrape, served_at
 from test_dashboard import chromium
 
 from telemetry_orm import PeeweeTelemetryStore
@@ -154,16 +153,9 @@ def test_the_otlp_server_routes_the_reading_paths(filled: PeeweeTelemetryStore) 
 def served(filled: PeeweeTelemetryStore) -> Iterator[int]:
     pytest.importorskip("waitress", reason="the serve extra is not installed")
     from telemetry_orm.server import make_app
-    from telemetry_orm.serving import Serving
 
-    serving = Serving(make_app(filled, token="t0ken"), "127.0.0.1", 0, threads=2)
-    thread = threading.Thread(target=serving.run, daemon=True)
-    thread.start()
-    try:
-        yield serving.port
-    finally:
-        serving.stop()
-        assert serving.wait(60)
+    with served_at(make_app(filled, token="t0ken")) as port:
+        yield port
 
 
 def test_usage_in_chromium(served: int, tmp_path: Path) -> None:
